@@ -1,0 +1,131 @@
+"""The ``ctq`` schema: installing it and reading/writing runs, models and hops.
+
+Everything ctq knows about a run lives in the database (governance): the configuration, every
+hop of the MOP schedule, per-epoch metrics and each model's checkpointed state.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import asyncpg
+
+from ctq import __version__
+from ctq.errors import DatabaseError
+from ctq.sql import install_script, render, server_code, template
+
+SCHEMA_VERSION = 1
+_INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
+
+
+async def installed_sha(conn: asyncpg.Connection) -> str | None:
+    """The server-code version installed in this database, or None if ctq is not installed."""
+    if not await conn.fetchval("SELECT to_regclass('ctq.server_code') IS NOT NULL"):
+        return None
+    return await conn.fetchval("SELECT sha FROM ctq.server_code WHERE name = 'indb'")
+
+
+async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
+    """Create or upgrade the schema and the in-database functions (idempotent, one transaction)."""
+    source, sha = server_code()
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SELECT pg_advisory_xact_lock({_INSTALL_LOCK})")
+            await conn.execute(install_script())
+            await conn.execute(
+                "INSERT INTO ctq.server_code (name, sha, source) VALUES ('indb', $1, $2) "
+                "ON CONFLICT (name) DO UPDATE SET sha = excluded.sha, source = excluded.source, installed_at = now()",
+                sha, source,
+            )
+            meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__}
+            if python_path is not None:
+                meta["python_path"] = python_path
+            for key, value in meta.items():
+                await conn.execute(
+                    "INSERT INTO ctq.meta (key, value) VALUES ($1, $2::jsonb) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    key, json.dumps(value),
+                )
+    except asyncpg.exceptions.UndefinedFileError as exc:  # no plpython3u in this server
+        raise DatabaseError(
+            f"PL/Python is not available in this server ({exc}). Install the package that provides "
+            "plpython3u (Debian: postgresql-plpython3-15) and run `ctq install` again."
+        ) from exc
+    except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+        raise DatabaseError(
+            f"not allowed to install ctq ({exc}): plpython3u is untrusted, a superuser must run `ctq install`"
+        ) from exc
+
+
+async def ensure_installed(conn: asyncpg.Connection) -> None:
+    """Install or upgrade when the database does not have this version of the server code."""
+    _, sha = server_code()
+    if await installed_sha(conn) != sha:
+        await install(conn)
+
+
+def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    return dict(record) if record is not None else None
+
+
+async def create_run(conn, *, config, pack, segments: int, schedule: str, versions: dict) -> int:
+    """Insert the run and one row per model in one transaction; returns the run id."""
+    from ctq.config import fingerprint
+
+    async with conn.transaction():
+        run_id = await conn.fetchval(
+            template("create_run.sql"),
+            config.name, schedule, json.dumps(config.raw), fingerprint(config), config.data.table,
+            pack.pack_id, segments, config.epochs, config.metric, config.metric_mode,
+            socket.gethostname(), json.dumps(versions),
+        )
+        await conn.executemany(
+            template("insert_model.sql"),
+            [
+                (run_id, m.model_id, m.name, json.dumps(m.architecture.spec), json.dumps(m.hyperparameters()), m.seed)
+                for m in config.models
+            ],
+        )
+    return run_id
+
+
+async def finish_run(conn, run_id: int, status: str, message: str | None = None) -> None:
+    await conn.execute(template("finish_run.sql"), run_id, status, message)
+
+
+async def set_model_status(conn, run_id: int, model_id: int, status: str, message: str | None = None) -> None:
+    await conn.execute(template("model_status.sql"), run_id, model_id, status, message)
+
+
+async def heartbeat(conn, run_id: int) -> None:
+    await conn.execute(template("heartbeat.sql"), run_id)
+
+
+async def get_run(conn, run_id: int) -> dict | None:
+    return _row(await conn.fetchrow(template("get_run.sql"), run_id))
+
+
+async def list_runs(conn, limit: int = 50) -> list[dict]:
+    if await installed_sha(conn) is None:
+        return []
+    return [dict(r) for r in await conn.fetch(template("list_runs.sql"), limit)]
+
+
+async def leaderboard(conn, run_id: int) -> list[dict]:
+    rows = []
+    for r in await conn.fetch(template("leaderboard.sql"), run_id):
+        row = dict(r)
+        row["hyperparameters"] = json.loads(row["hyperparameters"])
+        rows.append(row)
+    return rows
+
+
+async def completed_hops(conn, run_id: int) -> list[tuple[int, int, int]]:
+    return [tuple(r) for r in await conn.fetch(template("completed_hops.sql"), run_id)]
+
+
+def hop_statement(segment: int) -> str:
+    """The targeted training statement of one segment (the segment is a literal, see hop.sql)."""
+    return render("hop.sql", segment=int(segment))

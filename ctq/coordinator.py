@@ -1,0 +1,211 @@
+"""The asyncio driver: one connection per segment, one targeted query at a time on each.
+
+The scheduler (pure, :mod:`ctq.scheduler`) decides *what* runs; this module only issues the
+queries and feeds results back. The moment a segment's query returns, the scheduler is asked for
+new hops, so no segment waits on another (MOP); with the BSP scheduler the same loop reproduces
+MADlib's rounds, because that scheduler only releases a round when the previous one is done.
+
+Each hop is a single SQL statement that trains and commits the model's new state together with
+its hop row (sql_templates/hop.sql): a hop is either wholly recorded or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+
+from ctq import catalog
+from ctq.errors import RunFailed
+from ctq.indb import SQLSTATE_MODEL
+from ctq.scheduler import Hop, Scheduler
+
+# SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
+# backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40")
+
+
+@dataclass(frozen=True)
+class HopResult:
+    hop: Hop
+    loss: float | None
+    metric: float | None
+    rows: int
+    compute_seconds: float
+    val_loss: float | None
+    val_metric: float | None
+    wall_seconds: float  # as seen by the client: dispatch + state transfer + training + commit
+
+
+class Progress(Protocol):
+    """What the coordinator reports as it goes (the rich display implements it)."""
+
+    def hop_started(self, hop: Hop) -> None: ...
+    def hop_finished(self, result: HopResult) -> None: ...
+    def hop_retried(self, hop: Hop, reason: str) -> None: ...
+    def model_failed(self, model_id: int, reason: str) -> None: ...
+
+
+class NoProgress:
+    def hop_started(self, hop: Hop) -> None:
+        pass
+
+    def hop_finished(self, result: HopResult) -> None:
+        pass
+
+    def hop_retried(self, hop: Hop, reason: str) -> None:
+        pass
+
+    def model_failed(self, model_id: int, reason: str) -> None:
+        pass
+
+
+@dataclass
+class Outcome:
+    """What one coordinator session did (a resumed run has several)."""
+
+    results: list[HopResult] = field(default_factory=list)
+    failed_models: dict[int, str] = field(default_factory=dict)
+    retries: int = 0
+    wall_seconds: float = 0.0
+    segments: int = 0
+
+    @property
+    def utilization(self) -> float:
+        """Sum of hop durations / (segments x wall time): 1.0 means no segment ever idled."""
+        busy = sum(r.wall_seconds for r in self.results)
+        return busy / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
+        return True
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+
+
+def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> list[list[int]]:
+    """Give each segment its own share of the cores (wrapping around when segments > cores)."""
+    per_segment = per_segment or max(1, cpus // segments)
+    return [[(s * per_segment + i) % cpus for i in range(per_segment)] for s in range(segments)]
+
+
+class Coordinator:
+    def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
+                 cores: list[list[int]], *, epochs: int, progress: Progress | None = None,
+                 max_retries: int = 3, retry_backoff: float = 0.5, heartbeat_seconds: float = 5.0):
+        self.dsn = dsn
+        self.run_id = run_id
+        self.scheduler = scheduler
+        self.segments = segments
+        self.cores = cores
+        self.epochs = epochs
+        self.progress = progress or NoProgress()
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.heartbeat_seconds = heartbeat_seconds
+        self.statements = [catalog.hop_statement(s) for s in range(segments)]
+        self.connections: list[asyncpg.Connection | None] = [None] * segments
+        self.control: asyncpg.Connection | None = None
+        self.attempts: dict[tuple[int, int, int], int] = {}
+
+    async def _connect(self, segment: int) -> asyncpg.Connection:
+        conn = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": f"ctq run {self.run_id} segment {segment}"}
+        )
+        await conn.fetchval("SELECT ctq.warmup($1::int[])", self.cores[segment])
+        self.connections[segment] = conn
+        return conn
+
+    async def _segment_connection(self, segment: int) -> asyncpg.Connection:
+        conn = self.connections[segment]
+        if conn is None or conn.is_closed():
+            conn = await self._connect(segment)
+        return conn
+
+    async def _run_hop(self, hop: Hop) -> HopResult:
+        conn = await self._segment_connection(hop.segment)
+        t0 = time.perf_counter()
+        row = await conn.fetchrow(self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
+                                  hop.last_of_epoch, self.cores[hop.segment])
+        wall = time.perf_counter() - t0
+        if row is None:
+            raise RunFailed(f"model {hop.model_id} of run {self.run_id} is missing from ctq.models")
+        return HopResult(hop, row["loss"], row["metric"], row["rows"], row["compute_seconds"],
+                         row["val_loss"], row["val_metric"], wall)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            await catalog.heartbeat(self.control, self.run_id)
+
+    async def _on_failure(self, hop: Hop, exc: BaseException, outcome: Outcome) -> None:
+        key = (hop.model_id, hop.epoch, hop.segment)
+        conn = self.connections[hop.segment]
+        if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not is_transient(exc):
+            reason = getattr(exc, "message", None) or str(exc)
+            self.scheduler.fail_model(hop.model_id)
+            outcome.failed_models[hop.model_id] = reason
+            await catalog.set_model_status(self.control, self.run_id, hop.model_id, "failed", reason)
+            self.progress.model_failed(hop.model_id, reason)
+            return
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+        self.connections[hop.segment] = None
+        if self.attempts[key] > self.max_retries:
+            raise RunFailed(f"hop (model {hop.model_id}, epoch {hop.epoch}, segment {hop.segment}) failed "
+                            f"{self.attempts[key]} times, last: {exc}") from exc
+        outcome.retries += 1
+        self.progress.hop_retried(hop, str(exc))
+        await asyncio.sleep(self.retry_backoff * 2 ** (self.attempts[key] - 1))
+        self.scheduler.retry(hop)
+
+    async def run(self) -> Outcome:
+        outcome = Outcome(segments=self.segments)
+        t0 = time.perf_counter()
+        self.control = await asyncpg.connect(self.dsn, server_settings={"application_name": f"ctq run {self.run_id}"})
+        heartbeat = asyncio.create_task(self._heartbeat())
+        running: dict[asyncio.Task, Hop] = {}
+        try:
+            await asyncio.gather(*(self._connect(s) for s in range(self.segments)))
+            t0 = time.perf_counter()  # wall time of the schedule itself, not of the warm-up
+            while not self.scheduler.done:
+                for hop in self.scheduler.next_hops():
+                    self.progress.hop_started(hop)
+                    running[asyncio.create_task(self._run_hop(hop))] = hop
+                if not running:
+                    raise RunFailed("scheduler has work left but nothing can run (internal error)")
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    hop = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        result = task.result()
+                        self.scheduler.complete(hop)
+                        outcome.results.append(result)
+                        self.progress.hop_finished(result)
+                        if hop.last_of_epoch and hop.epoch == self.epochs - 1:
+                            await catalog.set_model_status(self.control, self.run_id, hop.model_id, "succeeded")
+                    else:
+                        await self._on_failure(hop, exc, outcome)
+        finally:
+            outcome.wall_seconds = time.perf_counter() - t0
+            heartbeat.cancel()
+            for task in running:
+                task.cancel()  # asyncpg sends the server a cancel request for the running query
+            await asyncio.gather(*running, heartbeat, return_exceptions=True)
+            await self.close()
+        return outcome
+
+    async def close(self) -> None:
+        conns = [c for c in self.connections if c is not None] + ([self.control] if self.control else [])
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except Exception:  # noqa: BLE001 - a connection that is already broken
+                conn.terminate()
+        self.connections = [None] * self.segments

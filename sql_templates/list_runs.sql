@@ -1,0 +1,10 @@
+SELECT r.run_id, r.name, r.status, r.schedule, r.started_at, r.finished_at, r.heartbeat_at, r.source_table,
+       r.segments, r.epochs, r.metric, r.run_by, r.message,
+       extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at)::float8 AS wall_seconds,
+       (SELECT count(*) FROM ctq.models m WHERE m.run_id = r.run_id) AS models,
+       (SELECT count(*) FROM ctq.hops h WHERE h.run_id = r.run_id) AS hops,
+       (SELECT l.name FROM ctq.leaderboard l WHERE l.run_id = r.run_id AND l.rank = 1 AND l.score IS NOT NULL LIMIT 1) AS best_model,
+       (SELECT l.score FROM ctq.leaderboard l WHERE l.run_id = r.run_id AND l.rank = 1 LIMIT 1) AS best_score
+FROM ctq.runs r
+ORDER BY r.run_id DESC
+LIMIT $1;

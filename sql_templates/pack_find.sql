@@ -1,0 +1,3 @@
+SELECT p.pack_id, p.table_name, p.stats::text AS stats
+FROM ctq.packs p
+WHERE p.pack_id = $1 AND to_regclass(p.table_name) IS NOT NULL;

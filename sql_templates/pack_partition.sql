@@ -1,0 +1,1 @@
+CREATE TABLE {{partition}} PARTITION OF {{table}} FOR VALUES IN ({{segment}});
