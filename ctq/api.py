@@ -20,7 +20,7 @@ import asyncpg
 from ctq import __version__, catalog
 from ctq.config import RunConfig, load_config
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
-from ctq.errors import DatabaseError, Interrupted, RunFailed
+from ctq.errors import DatabaseError, Interrupted, NotFound, RunFailed
 from ctq.packing import ensure_pack, inspect_source
 from ctq.scheduler import BspScheduler, MopScheduler
 
@@ -146,5 +146,5 @@ async def runs(dsn: str, limit: int = 50) -> list[dict]:
 async def models(dsn: str, run_id: int) -> list[dict]:
     async with connect(dsn) as conn:
         if await catalog.installed_sha(conn) is None or await catalog.get_run(conn, run_id) is None:
-            raise RunFailed(f"no run with id {run_id}")
+            raise NotFound(f"no run with id {run_id}")
         return await catalog.leaderboard(conn, run_id)

@@ -48,3 +48,9 @@ class Interrupted(CtqError):
     """The run was cancelled by SIGINT/SIGTERM; it stays resumable."""
 
     exit_code = 130
+
+
+class NotFound(CtqError):
+    """A run or model id that does not exist (a usage error)."""
+
+    exit_code = 2

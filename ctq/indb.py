@@ -238,12 +238,17 @@ class CompiledModel:
         self.model = compile_model(build_model(arch, input_dim, n_outputs, task), hyper, task)
         self.optimizer_init = [np.array(v.numpy()) for v in self.model.optimizer.variables]
 
-    def initial_state(self, seed: int) -> list[np.ndarray]:
-        """The state a model starts from: its seed decides the initial weights, nothing else."""
+    def initial_state(self, seed: int, hyper: dict) -> list[np.ndarray]:
+        """The state a model starts from: its seed decides the initial weights; the learning rate
+        is an optimizer variable, so models that differ only in it share one compiled model."""
         keras = import_keras()
         keras.utils.set_random_seed(int(seed))
         fresh = build_model(*self.args)
-        return [np.array(v.numpy()) for v in fresh.variables] + [a.copy() for a in self.optimizer_init]
+        optimizer = [a.copy() for a in self.optimizer_init]
+        for i, var in enumerate(self.model.optimizer.variables):
+            if var.path.endswith("learning_rate"):
+                optimizer[i] = np.asarray(float(hyper.get("learning_rate", 0.001)), dtype=optimizer[i].dtype)
+        return [np.array(v.numpy()) for v in fresh.variables] + optimizer
 
     def load(self, arrays: list[np.ndarray]) -> None:
         variables = state_variables(self.model)
@@ -259,7 +264,7 @@ class CompiledModel:
 
 
 def model_cache_key(arch, hyper, input_dim, n_outputs, task) -> str:
-    compile_part = {k: hyper.get(k) for k in ("optimizer", "learning_rate", "momentum")}
+    compile_part = {k: hyper.get(k) for k in ("optimizer", "momentum")}  # learning rate: in the state
     blob = json.dumps([arch, compile_part, input_dim, n_outputs, task], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -336,7 +341,7 @@ def train_hop(*, plpy, GD, pack_table, segment, arch, hyper, task, input_dim, n_
     arch = json.loads(arch) if isinstance(arch, str) else arch
     hyper = json.loads(hyper) if isinstance(hyper, str) else hyper
     cm = compiled_model(GD, arch, hyper, input_dim, n_outputs, task)
-    cm.load(decode_state(state) if state is not None else cm.initial_state(seed))
+    cm.load(decode_state(state) if state is not None else cm.initial_state(seed, hyper))
     x, y = segment_data(plpy, GD, pack_table, segment, input_dim, task)
     batch = int(hyper.get("batch_size", 64))
     usable = len(x) - len(x) % batch  # stable batch shapes: one compile per shape under jax

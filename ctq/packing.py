@@ -90,22 +90,41 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig) -> Source:
     names = [c["name"] for c in features] + [label["name"]]
     quoted = [quote_ident(n) for n in names]
     source_sql = qualified(rel["schema"], rel["name"])
+    scalar = [q for q, c in zip(quoted, features + [label]) if c["category"] == "N"]
     profile = await conn.fetchrow(
         render("source_profile.sql",
                null_counts=", ".join(f"count(*) FILTER (WHERE {q} IS NULL)" for q in quoted),
-               columns=", ".join(quoted), source=source_sql)
+               nonfinite_counts=", ".join(
+                   f"count(*) FILTER (WHERE {q}::float8 IN ('NaN', 'Infinity', '-Infinity'))" for q in scalar
+               ) or "0",
+               label=quoted[-1], columns=", ".join(quoted), source=source_sql)
     )
     if profile["n"] == 0:
         raise DataError(f"data.table: table {data.table!r} has no rows")
-    for name, nulls in zip(names, profile["nulls"]):
+    scalar_names = [n for n, c in zip(names, features + [label]) if c["category"] == "N"]
+    for name, nulls, nonfinite in zip(names, profile["nulls"], _align(names, scalar_names, profile["nonfinite"])):
+        key = "data.label" if name == label["name"] else "data.features"
         if nulls:
-            key = "data.label" if name == label["name"] else "data.features"
             raise DataError(f"{key}: column {name!r} has {nulls} NULL value(s) of {profile['n']} rows; "
                             "filter or impute them (e.g. a view) before training")
+        if nonfinite:
+            raise DataError(f"{key}: column {name!r} has {nonfinite} NaN or infinite value(s)")
+    if data.task == "classification":
+        if profile["label_fractional"]:
+            raise DataError(f"data.label: column {label['name']!r} has non-integer values; classification "
+                            "needs class ids (use task: regression for a continuous target)")
+        if profile["label_values"] < 2:
+            raise DataError(f"data.label: column {label['name']!r} has a single class; nothing to learn")
     return Source(
         oid=rel["oid"], schema=rel["schema"], name=rel["name"], features=tuple(c["name"] for c in features),
         label=label["name"], array_feature=array_feature, rows=profile["n"], fingerprint=profile["fingerprint"],
     )
+
+
+def _align(names: list[str], subset: list[str], values: list[int]) -> list[int]:
+    """Spread per-column counts of ``subset`` over ``names`` (0 for columns not in the subset)."""
+    by_name = dict(zip(subset, values))
+    return [by_name.get(n, 0) for n in names]
 
 
 def default_buffer_rows(source: Source, segments: int) -> int:

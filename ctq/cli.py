@@ -1,0 +1,274 @@
+"""The ``ctq`` command: a thin click layer over :mod:`ctq.api` and friends.
+
+Exit codes: 0 success, 1 a training/run failure, 2 usage or configuration error, 130 interrupted.
+With ``--json`` a command prints exactly one JSON document on stdout and no live display.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ctq import __version__, api
+from ctq.embedded import EmbeddedCluster, default_home, resolve_dsn
+from ctq.errors import CtqError, Interrupted
+
+err_console = Console(stderr=True)
+dsn_option = click.option("--dsn", envvar="CTQ_DSN", default=None,
+                          help="PostgreSQL DSN (default: $CTQ_DSN, else the embedded database, started on demand).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+
+
+def _echo_json(doc) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def run_async(coro):
+    """Run a coroutine; SIGTERM cancels it like Ctrl-C does, so both end in a clean 'interrupted'."""
+
+    async def main():
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise Interrupted("interrupted") from None
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted") from None
+
+
+def handle_errors(fn):
+    """Turn ctq errors into a one-line message on stderr and the documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CtqError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="ctq")
+def main() -> None:
+    """Keras model selection by Model Hopper Parallelism, inside your PostgreSQL database."""
+
+
+# ------------------------------------------------------------------------------------------ db
+@main.group()
+def db() -> None:
+    """The embedded PostgreSQL (under $CTQ_HOME) used when no --dsn is given."""
+
+
+@db.command("start")
+@handle_errors
+def db_start() -> None:
+    """Create (first time) and start the embedded database; prints its DSN."""
+    click.echo(EmbeddedCluster(default_home()).start())
+
+
+@db.command("stop")
+@handle_errors
+def db_stop() -> None:
+    """Stop the embedded database (its data stays)."""
+    stopped = EmbeddedCluster(default_home()).stop()
+    click.echo("stopped" if stopped else "not running")
+
+
+@db.command("status")
+@json_option
+@handle_errors
+def db_status(as_json: bool) -> None:
+    """Where the embedded database lives and whether it runs. Exit 1 when it is not running."""
+    status = EmbeddedCluster(default_home()).status()
+    if as_json:
+        _echo_json(status)
+    else:
+        for key, value in status.items():
+            click.echo(f"{key:>15}: {value}")
+    sys.exit(0 if status.get("running") else 1)
+
+
+@db.command("url")
+@handle_errors
+def db_url() -> None:
+    """Print the embedded database's DSN (for psql or --dsn)."""
+    click.echo(EmbeddedCluster(default_home()).dsn)
+
+
+# ------------------------------------------------------------------------------------ install
+@main.command()
+@dsn_option
+@click.option("--python-path", multiple=True,
+              help="Directory the server's PL/Python should put first on sys.path (site-packages with "
+                   "keras); repeatable. Not needed for the embedded database.")
+@handle_errors
+def install(dsn: str | None, python_path: tuple[str, ...]) -> None:
+    """Create or upgrade schema ctq and its in-database functions (idempotent)."""
+    sha = run_async(api.install(resolve_dsn(dsn), list(python_path) or None))
+    click.echo(f"ctq {__version__} installed (server code {sha[:12]})")
+
+
+# ------------------------------------------------------------------------------------- doctor
+@main.command()
+@dsn_option
+@json_option
+@handle_errors
+def doctor(dsn: str | None, as_json: bool) -> None:
+    """Check the database, PL/Python and Keras inside the server; explain how to fix problems."""
+    from ctq.doctor import run_checks
+
+    checks = run_async(run_checks(dsn))
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        _echo_json([c.__dict__ for c in checks])
+    else:
+        table = Table(show_header=False, box=None)
+        for c in checks:
+            table.add_row("[green]ok[/]" if c.ok else "[red]FAIL[/]", c.name, c.detail)
+        Console().print(table)
+        for c in failed:
+            err_console.print(f"[red]{c.name}:[/] {c.fix}")
+    sys.exit(1 if failed else 0)
+
+
+# --------------------------------------------------------------------------------------- load
+@main.command()
+@click.argument("csv_file", type=click.Path(dir_okay=False))
+@click.option("--table", required=True, help="Table to create, e.g. public.iris.")
+@click.option("--replace", is_flag=True, help="Drop the table first if it exists.")
+@dsn_option
+@handle_errors
+def load(csv_file: str, table: str, replace: bool, dsn: str | None) -> None:
+    """Load a CSV file with a header row into a new table."""
+    from ctq.loader import load_csv
+
+    async def go():
+        async with api.connect(resolve_dsn(dsn)) as conn:
+            return await load_csv(conn, csv_file, table, replace=replace)
+
+    rows = run_async(go())
+    click.echo(f"loaded {rows} rows into {table}")
+
+
+# -------------------------------------------------------------------------------------- train
+@main.command()
+@click.argument("grid", type=click.Path(dir_okay=False))
+@dsn_option
+@json_option
+@click.option("--name", default=None, help="Run name (default: the config's name).")
+@click.option("--schedule", type=click.Choice(["mop", "bsp"]), default="mop", show_default=True,
+              help="mop: asynchronous model hopping; bsp: MADlib-style rounds, for comparison.")
+@handle_errors
+def train(grid: str, dsn: str | None, as_json: bool, name: str | None, schedule: str) -> None:
+    """Train every model of GRID (a grid.yaml) with MOP and print the leaderboard."""
+    from ctq.config import load_config
+
+    config = load_config(grid)  # configuration errors before any database work
+    live = not as_json and sys.stdout.isatty()
+    progress_factory = None
+    if live:
+        from ctq.progress import LiveProgress
+
+        def progress_factory(run_id, cfg, segments):
+            return LiveProgress(run_id, cfg, segments)
+
+    result = run_async(_train(config, resolve_dsn(dsn), name, schedule, progress_factory))
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        _print_leaderboard(result.leaderboard, title=f"run {result.run_id} ({result.name}): {result.status}")
+        click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s, segment utilization "
+                   f"{result.utilization:.1%}; best {result.metric} = {result.best_metric} ({result.best_model})")
+    if result.failed_models:
+        for model_id, reason in result.failed_models.items():
+            err_console.print(f"[red]model {model_id} failed:[/] {reason}", highlight=False)
+        sys.exit(1)
+
+
+async def _train(config, dsn, name, schedule, progress_factory):
+    if progress_factory is None:
+        return await api.train(config, dsn, name=name, schedule=schedule)
+    holder = {}
+
+    def factory(run_id, cfg, segments):
+        holder["live"] = progress_factory(run_id, cfg, segments).__enter__()
+        return holder["live"]
+
+    try:
+        return await api.train(config, dsn, name=name, schedule=schedule, progress_factory=factory)
+    finally:
+        if "live" in holder:
+            holder["live"].__exit__(None, None, None)
+
+
+def _print_leaderboard(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for col in ("rank", "model", "status", "epochs", "train loss", "val loss", "val metric", "score"):
+        table.add_column(col, justify="left" if col in ("model", "status") else "right")
+
+    def f(v):
+        return "-" if v is None else f"{v:.4f}"
+
+    for r in rows:
+        table.add_row(str(r["rank"]), r["name"], r["status"], str(r["epochs_done"]), f(r["train_loss"]),
+                      f(r["val_loss"]), f(r["val_metric"]), f(r["score"]))
+    Console().print(table)
+
+
+# ------------------------------------------------------------------------------- runs, models
+@main.command()
+@dsn_option
+@json_option
+@click.option("--limit", default=50, show_default=True)
+@handle_errors
+def runs(dsn: str | None, as_json: bool, limit: int) -> None:
+    """List runs, newest first."""
+    rows = run_async(api.runs(resolve_dsn(dsn), limit))
+    if as_json:
+        _echo_json(rows)
+        return
+    table = Table()
+    for col in ("run", "name", "status", "schedule", "started", "wall s", "models", "hops", "best model", "best"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["run_id"]), r["name"], r["status"], r["schedule"],
+                      r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), f"{r['wall_seconds']:.1f}",
+                      str(r["models"]), str(r["hops"]), r["best_model"] or "-",
+                      "-" if r["best_score"] is None else f"{r['best_score']:.4f}")
+    Console().print(table)
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@dsn_option
+@json_option
+@handle_errors
+def models(run_id: int, dsn: str | None, as_json: bool) -> None:
+    """The leaderboard of one run."""
+    rows = run_async(api.models(resolve_dsn(dsn), run_id))
+    if as_json:
+        _echo_json(rows)
+    else:
+        _print_leaderboard(rows, title=f"run {run_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""`ctq doctor`: check each layer the training depends on, and say how to fix what is broken.
+
+Layers, in order (a failure stops the checks that depend on it): reaching the database, the
+server version and engine, PL/Python, ctq's schema, Keras and its backend imported *inside the
+server*, and the cores the segments will share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import asyncpg
+
+from ctq import catalog
+from ctq.sql import server_code, template
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+async def run_checks(dsn: str | None) -> list[Check]:
+    from ctq.api import default_segments
+    from ctq.embedded import resolve_dsn
+    from ctq.errors import CtqError
+
+    checks: list[Check] = []
+    try:
+        dsn = resolve_dsn(dsn)
+        conn = await asyncpg.connect(dsn)
+    except (CtqError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return [Check("database", False, str(exc),
+                      "check --dsn / CTQ_DSN, or run `ctq db start` for the embedded database")]
+    try:
+        info = dict(await conn.fetchrow(template("server_info.sql")))
+        engine = "Greenplum" if info["greenplum"] else "PostgreSQL"
+        checks.append(Check("database", True, f"{engine}: {info['version'].split(',')[0]}; user {info['user_name']}"))
+        checks.append(Check(
+            "plpython3u", info["plpython_available"],
+            "installed" if info["plpython_installed"] else ("available" if info["plpython_available"] else "missing"),
+            "install the server package for PL/Python (Debian: postgresql-plpython3-15) and restart the server",
+        ))
+        if not info["plpython_available"]:
+            return checks
+        sha = await catalog.installed_sha(conn)
+        current = server_code()[1]
+        if sha is None:
+            checks.append(Check("ctq schema", False, "not installed", "run `ctq install` (as a superuser)"))
+            if not info["superuser"]:
+                return checks
+            await catalog.install(conn)
+            checks[-1] = Check("ctq schema", True, "was missing: installed now")
+        elif sha != current:
+            await catalog.install(conn)
+            checks.append(Check("ctq schema", True, f"upgraded {sha[:12]} -> {current[:12]}"))
+        else:
+            checks.append(Check("ctq schema", True, f"installed, server code {sha[:12]}"))
+        try:
+            probe = json.loads(await conn.fetchval("SELECT ctq.probe()"))
+        except asyncpg.PostgresError as exc:
+            checks.append(Check("keras in server", False, exc.message.splitlines()[0],
+                                "the server's Python cannot import keras/jax: install them where the server "
+                                "can read them and run `ctq install --python-path <site-packages>` "
+                                "(the embedded database does this by itself)"))
+            return checks
+        checks.append(Check("keras in server", True,
+                            f"keras {probe['keras']}, backend {probe['backend']} {probe['backend_version']}, "
+                            f"numpy {probe['numpy']}, python {probe['python']} "
+                            f"(import {probe['keras_import_seconds']}s)"))
+        cpus = probe["cpu_count"] or 1
+        segments = default_segments()
+        checks.append(Check(
+            "cores", True,
+            f"server has {cpus} cores; default {segments} segments x {max(1, cpus // segments)} core(s); "
+            f"client has {os.cpu_count()} cores",
+        ))
+        need = segments + 2
+        checks.append(Check(
+            "connections", info["max_connections"] >= need,
+            f"max_connections {info['max_connections']} (a run uses segments + 1)",
+            f"raise max_connections to at least {need}",
+        ))
+    finally:
+        await conn.close()
+    return checks

@@ -1,0 +1,307 @@
+"""Pure hop schedulers: asynchronous MOP (what ``ctq`` runs) and BSP rotation (what it is compared to).
+
+A *hop* is one model training one sub-epoch on one segment's data partition. The coordinator
+(asyncio, elsewhere) owns time and I/O; these classes only decide which hop may start next, so the
+same rules can be unit-tested, resumed from the database's record of finished hops, and replayed
+by :mod:`ctq.simulate` without a database.
+
+Why the MOP choice is a *seeded per-segment preference list* rather than a fresh random draw per
+decision: it is Cerebro's and the original CTQ driver's rule (shuffle all (model, worker) pairs once
+per epoch; an idle worker takes the first pair whose model is idle), it makes every decision a
+function of the scheduler's state alone (so a run is reproducible no matter how often the
+coordinator happens to poll), and :mod:`ctq.simulate` can replay it exactly for 10^7 hops.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One sub-epoch of one model on one segment."""
+
+    model_id: int
+    epoch: int  # 0-based epoch of the model this hop belongs to
+    segment: int  # 0..S-1
+    last_of_epoch: bool  # completing this hop completes the model's epoch: validate then
+
+
+def mop_priorities(seed: int, epoch: int, segments: int, models: int) -> np.ndarray:
+    """Row ``s`` lists model indices (0..models-1) in the order segment ``s`` prefers them in ``epoch``.
+
+    Independent per epoch (seeded by ``(seed, epoch)``) so that a model's luck in one epoch says
+    nothing about the next. Shared with :mod:`ctq.simulate`, which must make identical choices.
+    """
+    base = np.tile(np.arange(models, dtype=np.int32), (segments, 1))
+    return np.random.default_rng([seed, epoch]).permuted(base, axis=1)
+
+
+def bsp_order(seed: int, models: int) -> np.ndarray:
+    """Model indices in rotation order: position ``i`` starts epoch rounds on segment ``i``.
+
+    Shuffled once, like MADlib's schedule table, so that which models share a round is not an
+    artefact of how the user listed them. Shared with :mod:`ctq.simulate`.
+    """
+    return np.random.default_rng(seed).permutation(models)
+
+
+class Scheduler(abc.ABC):
+    """Base class both schedules share, so the coordinator drives either the same way.
+
+    Holds the bookkeeping (epochs, visited segments, hops in flight, failed models) and the resume
+    logic; subclasses only decide which (segment, model) pairs start when asked.
+    Models are indexed internally in ascending id order, so a resume that lists the ids in another
+    order makes the same decisions.
+    """
+
+    def __init__(
+        self,
+        model_ids: Sequence[int],
+        segments: int,
+        epochs: int,
+        seed: int,
+        completed: Iterable[tuple[int, int, int]] = (),
+    ):
+        ids = list(model_ids)
+        if not ids:
+            raise ValueError("at least one model is required")
+        if len(set(ids)) != len(ids):
+            dups = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"model ids must be unique; repeated: {dups}")
+        if segments < 1:
+            raise ValueError(f"segments must be >= 1, got {segments}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self._ids = sorted(ids)
+        self._index = {mid: i for i, mid in enumerate(self._ids)}
+        self._segments = segments
+        self._epochs = epochs
+        self._seed = seed
+        self._epoch = [0] * len(ids)  # current (first unfinished) epoch per model
+        self._visited: list[set[int]] = [set() for _ in ids]  # segments done in the current epoch
+        self._failed: set[int] = set()
+        self._in_flight: dict[int, Hop] = {}  # segment -> hop
+        self._busy: dict[int, int] = {}  # model index -> segment it is on
+        self._resume(completed)
+
+    def _resume(self, completed: Iterable[tuple[int, int, int]]) -> None:
+        """Fast-forward past hops a previous run finished; reject sets no run could have produced."""
+        done: dict[int, dict[int, set[int]]] = {}
+        for item in completed:
+            try:
+                mid, epoch, seg = item
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"completed hop {item!r} is not a (model_id, epoch, segment) triple"
+                ) from None
+            if mid not in self._index:
+                raise ValueError(f"completed hop {item!r}: unknown model id {mid!r}")
+            if not 0 <= epoch < self._epochs:
+                raise ValueError(f"completed hop {item!r}: epoch must be in 0..{self._epochs - 1}")
+            if not 0 <= seg < self._segments:
+                raise ValueError(
+                    f"completed hop {item!r}: segment must be in 0..{self._segments - 1}"
+                )
+            segs = done.setdefault(self._index[mid], {}).setdefault(epoch, set())
+            if seg in segs:
+                raise ValueError(f"completed hop {item!r} is listed twice")
+            segs.add(seg)
+        for m, per_epoch in done.items():
+            e = 0
+            while len(per_epoch.get(e, ())) == self._segments:
+                e += 1
+            later = sorted(x for x in per_epoch if x > e)
+            if later:
+                missing = sorted(set(range(self._segments)) - per_epoch.get(e, set()))
+                raise ValueError(
+                    f"model {self._ids[m]}: completed hops in epoch {later[0]} but epoch {e} "
+                    f"has not visited segments {missing}; epochs must finish in order"
+                )
+            self._epoch[m] = e
+            self._visited[m] = set(per_epoch.get(e, ()))
+
+    @abc.abstractmethod
+    def _select(self) -> list[tuple[int, int]]:
+        """(segment, model index) pairs to start now, on idle segments, with idle models."""
+
+    def next_hops(self) -> list[Hop]:
+        """Hops to start now on idle segments, marked in flight. May be [] (nothing startable now)."""
+        hops = []
+        for seg, m in self._select():
+            hop = Hop(
+                model_id=self._ids[m],
+                epoch=self._epoch[m],
+                segment=seg,
+                last_of_epoch=len(self._visited[m]) == self._segments - 1,
+            )
+            self._in_flight[seg] = hop
+            self._busy[m] = seg
+            hops.append(hop)
+        return hops
+
+    def _release(self, hop: Hop) -> int | None:
+        """Take ``hop`` out of flight; None if its model was dropped meanwhile (a late report)."""
+        m = self._model_index(hop.model_id)
+        if m in self._failed:
+            return None
+        if self._in_flight.get(hop.segment) != hop:
+            raise ValueError(f"{hop} is not in flight")
+        del self._in_flight[hop.segment]
+        del self._busy[m]
+        return m
+
+    def complete(self, hop: Hop) -> None:
+        """``hop`` finished OK: the model has visited the segment; both are free again."""
+        m = self._release(hop)
+        if m is None:
+            return
+        visited = self._visited[m]
+        visited.add(hop.segment)
+        if len(visited) == self._segments:
+            self._epoch[m] += 1
+            visited.clear()
+
+    def retry(self, hop: Hop) -> None:
+        """Transient failure: ``hop`` goes back to pending; its model and segment are free."""
+        self._release(hop)
+
+    def fail_model(self, model_id: int) -> None:
+        """Deterministic failure: drop the model. Its in-flight hop, if any, is forgotten."""
+        m = self._model_index(model_id)
+        self._failed.add(m)
+        seg = self._busy.pop(m, None)
+        if seg is not None:
+            del self._in_flight[seg]
+
+    def _model_index(self, model_id: int) -> int:
+        try:
+            return self._index[model_id]
+        except KeyError:
+            raise ValueError(f"unknown model id {model_id!r}") from None
+
+    @property
+    def done(self) -> bool:
+        """Nothing pending and nothing in flight (failed models count as finished)."""
+        return not self._in_flight and all(
+            e == self._epochs for m, e in enumerate(self._epoch) if m not in self._failed
+        )
+
+    @property
+    def in_flight(self) -> Mapping[int, Hop]:
+        """Read-only live view: segment -> hop running there."""
+        return MappingProxyType(self._in_flight)
+
+    @property
+    def failed(self) -> frozenset[int]:
+        """Ids of the models dropped by :meth:`fail_model`."""
+        return frozenset(self._ids[m] for m in self._failed)
+
+    def progress(self, model_id: int) -> tuple[int, int]:
+        """(epochs completed, hops completed in the current epoch)."""
+        m = self._model_index(model_id)
+        return self._epoch[m], len(self._visited[m])
+
+
+class MopScheduler(Scheduler):
+    """Asynchronous Model Hopper Parallelism with no global epoch barrier.
+
+    A model starts its next epoch as soon as it has visited every segment. Each idle segment takes,
+    among its *eligible* models (not failed, not in flight, epochs left, segment not yet visited in
+    the model's current epoch), the one that comes first in its seeded preference list; models in
+    an earlier epoch come before models in a later one, because a lagging model has the most work
+    left and starting it first shortens the tail (longest-remaining-work first).
+
+    Idle segments are served in ascending order, greedily. That leaves no idle segment with an
+    eligible model (a greedy matching is maximal), which is what keeps every worker busy; a maximum
+    matching could occasionally start one more hop in the same instant, but would break the exact
+    replay in :mod:`ctq.simulate`.
+    """
+
+    def __init__(
+        self,
+        model_ids: Sequence[int],
+        segments: int,
+        epochs: int,
+        seed: int,
+        completed: Iterable[tuple[int, int, int]] = (),
+    ):
+        super().__init__(model_ids, segments, epochs, seed, completed)
+        self._ranks: dict[int, list[list[int]]] = {}  # epoch -> [segment][model] -> preference
+
+    def _rank(self, epoch: int) -> list[list[int]]:
+        ranks = self._ranks.get(epoch)
+        if ranks is None:
+            order = mop_priorities(self._seed, epoch, self._segments, len(self._ids))
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(len(self._ids), dtype=order.dtype), axis=1)
+            ranks = self._ranks[epoch] = rank.tolist()
+        return ranks
+
+    def _select(self) -> list[tuple[int, int]]:
+        idle = [s for s in range(self._segments) if s not in self._in_flight]
+        free = [
+            m
+            for m, e in enumerate(self._epoch)
+            if e < self._epochs and m not in self._busy and m not in self._failed
+        ]
+        picks = []
+        for seg in idle:
+            eligible = [m for m in free if seg not in self._visited[m]]
+            if eligible:
+                best = min(eligible, key=lambda m: (self._epoch[m], self._rank(self._epoch[m])[seg][m]))
+                free.remove(best)
+                picks.append((seg, best))
+        return picks
+
+
+class BspScheduler(Scheduler):
+    """MADlib-style rotation with a barrier after every round, for comparison benchmarks.
+
+    With ``N = max(M, S)`` slots, in round ``r`` of an epoch the model at position ``i`` of a once-
+    shuffled order trains on segment ``(i + r) mod N`` if that is a real segment, else it is parked.
+    ``N`` rounds make an epoch, so every model visits every segment once per epoch. A round starts
+    only when the previous one has fully finished; failed models leave holes; hops already done (a
+    resume, or a retried round) are skipped, and a round with nothing left to do is skipped whole.
+    """
+
+    def __init__(
+        self,
+        model_ids: Sequence[int],
+        segments: int,
+        epochs: int,
+        seed: int,
+        completed: Iterable[tuple[int, int, int]] = (),
+    ):
+        super().__init__(model_ids, segments, epochs, seed, completed)
+        self._order = bsp_order(seed, len(self._ids)).tolist()
+        self._slots = max(len(self._ids), segments)
+        self._round = 0  # global round (epoch * slots + r): the earliest that may have work left
+
+    def _select(self) -> list[tuple[int, int]]:
+        if self._in_flight:
+            return []  # the barrier
+        while self._round < self._epochs * self._slots:
+            epoch, r = divmod(self._round, self._slots)
+            picks = []
+            for i, m in enumerate(self._order):
+                seg = (i + r) % self._slots
+                # Every earlier round is finished, so a live model is in `epoch` or past it.
+                if (
+                    seg < self._segments
+                    and m not in self._failed
+                    and self._epoch[m] == epoch
+                    and seg not in self._visited[m]
+                ):
+                    picks.append((seg, m))
+            if picks:
+                return sorted(picks)
+            self._round += 1
+        return []

@@ -1,0 +1,101 @@
+"""Shared fixtures: one real embedded PostgreSQL (with plpython3u and Keras) for the session.
+
+Nothing is mocked: tests talk to a real server through asyncpg or run the real `ctq` CLI in a
+subprocess, and training runs Keras inside the server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import pytest
+
+from ctq.embedded import EmbeddedCluster
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "examples"))
+from make_data import make  # noqa: E402  (the demo's own generator)
+
+
+def server_readable_tempdir(prefix: str) -> Path:
+    """pytest's tmp_path is under a 0700 dir that the server user (as root: postgres) cannot enter."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture(scope="session")
+def ctq_home():
+    home = server_readable_tempdir("ctq-test-")
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(ctq_home):
+    c = EmbeddedCluster(ctq_home)
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def dsn(cluster) -> str:
+    return cluster.dsn
+
+
+@pytest.fixture
+async def conn(dsn):
+    c = await asyncpg.connect(dsn)
+    yield c
+    await c.close()
+
+
+async def create_table(conn, name: str, rows: int, seed: int = 1) -> None:
+    """A demo-like classification table (8 float features, 3 classes) built from make_data."""
+    x, y = make(rows, seed)
+    cols = ", ".join(f"f{i} float8" for i in range(1, 9))
+    await conn.execute(f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} ({cols}, label int)")
+    schema, _, table = name.rpartition(".")
+    await conn.copy_records_to_table(table, schema_name=schema or None,
+                                     records=[tuple(map(float, r)) + (int(l),) for r, l in zip(x, y)])
+
+
+@pytest.fixture(scope="session")
+async def small_table(dsn):
+    """public.small: 3,000 rows, enough to learn from in a few hops."""
+    c = await asyncpg.connect(dsn)
+    await create_table(c, "public.small", 3000)
+    await c.close()
+    return "public.small"
+
+
+def write_grid(directory: Path, body: str, name: str = "grid.yaml") -> Path:
+    path = Path(directory) / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.fixture
+def run_cli(dsn, ctq_home):
+    """Run the real `ctq` command in a subprocess against the session's database."""
+
+    def run(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None):
+        full_env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home), COLUMNS="200")
+        full_env.update(env or {})
+        return subprocess.run([sys.executable, "-m", "ctq.cli", *args], capture_output=True, text=True,
+                              env=full_env, timeout=timeout, cwd=cwd)
+
+    return run
+
+
+def assert_close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol)

@@ -1,0 +1,121 @@
+"""Bad configuration and bad data: exit code 2, a message naming the problem, nothing written.
+
+Pure-YAML mistakes are covered exhaustively in test_config.py; these cases go through the real
+CLI and the real database (missing tables and columns, NULLs, types, code-carrying models).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import create_table, write_grid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+BASE = """
+    name: bad
+    data:
+      table: {table}
+      features: {features}
+      label: {label}
+      task: {task}
+    segments: 2
+    models:
+      - name: m
+        {model}
+    epochs: 1
+    metric: {metric}
+"""
+GOOD = dict(table="public.bad_src", features="[f1, f2, f3]", label="label", task="classification",
+            model="layers: [{dense: 4}]", metric="val_loss")
+
+LAMBDA_MODEL = {
+    "module": "keras", "class_name": "Sequential", "registered_name": None,
+    "config": {"name": "s", "layers": [
+        {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 3]}},
+        {"module": "keras.layers", "class_name": "Lambda",
+         "config": {"function": {"class_name": "__lambda__", "config": {"code": "x"}}}},
+    ]},
+}
+
+CASES = {
+    "unknown key": ({"metric": "val_loss\n    epoch: 3"}, "epoch"),
+    "missing table": ({"table": "public.no_such_table"}, "no_such_table"),
+    "missing schema": ({"table": "nowhere.bad_src"}, "nowhere.bad_src"),
+    "missing feature column": ({"features": "[f1, nope]"}, "nope"),
+    "missing label": ({"label": "target"}, "target"),
+    "NULL feature": ({"features": "[f1, with_null]"}, "with_null"),
+    "NULL label": ({"label": "label_null"}, "label_null"),
+    "text feature": ({"features": "[f1, word]"}, "word"),
+    "text label": ({"label": "word"}, "word"),
+    "identifier with quote and semicolon": ({"features": "['f1\"; DROP TABLE public.bad_src; --']"}, "DROP TABLE"),
+    "regression metric on classification": ({"metric": "val_mae"}, "metric"),
+    "negative epochs": ({"metric": "val_loss\n    epochs: -1"}, "epochs"),
+    "lambda layer": ({"model": "keras_json: lambda.json"}, "Lambda"),
+    "missing keras_json": ({"model": "keras_json: missing.json"}, "missing.json"),
+    "label with a single class": ({"label": "one_class"}, "single class"),
+    "NaN feature": ({"features": "[f1, with_nan]"}, "with_nan"),
+}
+
+
+@pytest.fixture(scope="module")
+async def bad_source(dsn):
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    await create_table(conn, "public.bad_src", 200)
+    await conn.execute("""
+        ALTER TABLE public.bad_src ADD COLUMN with_null float8, ADD COLUMN label_null int, ADD COLUMN word text,
+            ADD COLUMN one_class int DEFAULT 1, ADD COLUMN with_nan float8 DEFAULT 0;
+        UPDATE public.bad_src SET with_null = CASE WHEN f1 > 0 THEN f1 END, label_null = CASE WHEN f2 > 0 THEN 1 END,
+            word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END;
+    """)
+    await conn.close()
+    return "public.bad_src"
+
+
+async def snapshot(conn) -> dict:
+    return {
+        "runs": await conn.fetchval("SELECT CASE WHEN to_regclass('ctq.runs') IS NULL THEN -1 "
+                                    "ELSE (SELECT count(*) FROM ctq.runs) END"),
+        "packs": await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'ctq_data'"),
+        "source_rows": await conn.fetchval("SELECT count(*) FROM public.bad_src"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_bad_input_exits_2_and_writes_nothing(case, bad_source, tmp_path, run_cli, conn):
+    overrides, expected = CASES[case]
+    (tmp_path / "lambda.json").write_text(json.dumps(LAMBDA_MODEL))
+    grid = write_grid(tmp_path, BASE.format(**{**GOOD, **overrides}))
+    before = await snapshot(conn)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert expected in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    assert await snapshot(conn) == before
+
+
+async def test_model_that_fails_in_the_server_is_refused_by_keras_safe_mode(small_table, conn, dsn):
+    """Even if a Lambda config got past the client, the server refuses it before deserializing."""
+    import asyncpg
+
+    from ctq import catalog
+
+    await catalog.ensure_installed(conn)
+    with pytest.raises(asyncpg.PostgresError) as info:
+        await conn.fetchval("SELECT ctq.train_hop('x', 0, $1, '{}', 'classification', 3, 2, 1, NULL, false, '{}')",
+                            json.dumps({"keras_json": LAMBDA_MODEL}))
+    assert info.value.sqlstate == "CTQ01"
+    assert "Lambda" in info.value.message
+
+
+async def test_usage_errors(run_cli, tmp_path):
+    missing = run_cli("train", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2
+    assert "nope.yaml" in missing.stderr
+    unknown_run = run_cli("models", "987654")
+    assert unknown_run.returncode == 2
+    assert "987654" in unknown_run.stderr

@@ -1,0 +1,172 @@
+"""`ctq train` end to end: real PostgreSQL, real Keras inside it, the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+
+from conftest import write_grid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+GRID = """
+    name: {name}
+    data:
+      table: {table}
+      features: [f1, f2, f3, f4, f5, f6, f7, f8]
+      label: label
+      task: classification
+      validation_fraction: 0.2
+    segments: 2
+    models:
+      - name: small
+        layers:
+          - {{dense: 16, activation: relu}}
+      - name: wide
+        layers:
+          - {{dense: 128, activation: relu}}
+          - {{dense: 128, activation: relu}}
+    search:
+      method: grid
+      seed: 3
+      space:
+        optimizer: [adam]
+        learning_rate: [0.003, 0.03]
+        batch_size: [32]
+    epochs: 2
+    metric: val_accuracy
+"""
+
+
+async def hop_log(conn, run_id):
+    return [dict(r) for r in await conn.fetch(
+        "SELECT model_id, epoch, segment, started_at, finished_at, rows, loss FROM ctq.hops "
+        "WHERE run_id = $1 ORDER BY started_at", run_id)]
+
+
+def overlaps(a, b) -> bool:
+    return a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]
+
+
+@pytest.fixture(scope="module")
+def mop_run(small_table, tmp_path_factory, dsn, ctq_home):
+    import os
+    import subprocess
+    import sys
+
+    grid = write_grid(tmp_path_factory.mktemp("mop"), GRID.format(name="e2e-mop", table=small_table))
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home))
+    proc = subprocess.run([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+async def test_json_output_has_the_documented_keys(mop_run):
+    for key in ("run_id", "status", "best_model_id", "best_metric", "wall_seconds"):
+        assert key in mop_run
+    assert mop_run["status"] == "succeeded"
+    assert len(mop_run["leaderboard"]) == 4
+
+
+async def test_every_model_visits_every_segment_once_per_epoch(mop_run, conn):
+    hops = await hop_log(conn, mop_run["run_id"])
+    assert len(hops) == 4 * 2 * 2  # models x epochs x segments
+    visits = defaultdict(list)
+    for h in hops:
+        visits[(h["model_id"], h["epoch"])].append(h["segment"])
+    assert set(visits) == {(m, e) for m in range(1, 5) for e in range(2)}
+    assert all(sorted(segs) == [0, 1] for segs in visits.values())
+
+
+async def test_no_model_and_no_segment_runs_two_hops_at_once(mop_run, conn):
+    hops = await hop_log(conn, mop_run["run_id"])
+    for i, a in enumerate(hops):
+        for b in hops[i + 1:]:
+            if a["model_id"] == b["model_id"] or a["segment"] == b["segment"]:
+                assert not overlaps(a, b), (a, b)
+
+
+async def test_a_models_epochs_are_in_order(mop_run, conn):
+    hops = await hop_log(conn, mop_run["run_id"])
+    for model in range(1, 5):
+        mine = [h for h in hops if h["model_id"] == model]
+        last_of_0 = max(h["finished_at"] for h in mine if h["epoch"] == 0)
+        first_of_1 = min(h["started_at"] for h in mine if h["epoch"] == 1)
+        assert last_of_0 <= first_of_1
+
+
+async def test_leaderboard_matches_epochs_table_and_models_learn(mop_run, conn):
+    rows = await conn.fetch(
+        "SELECT model_id, val_metric, val_loss FROM ctq.epochs WHERE run_id = $1 AND epoch = 1", mop_run["run_id"])
+    final = {r["model_id"]: r["val_metric"] for r in rows}
+    assert len(final) == 4
+    board = {row["model_id"]: row for row in mop_run["leaderboard"]}
+    for model_id, metric in final.items():
+        assert board[model_id]["val_metric"] == pytest.approx(metric)
+        assert board[model_id]["status"] == "succeeded"
+        assert board[model_id]["epochs_done"] == 2
+    best = max(final.values())
+    assert mop_run["best_metric"] == pytest.approx(best)
+    assert mop_run["best_model_id"] == max(final, key=final.get)
+    assert best > 0.6  # three balanced classes: chance is 1/3
+
+
+def staggered_starts(hops, min_gap: float = 0.3) -> int:
+    """Hops that start while another segment is well into a hop: impossible under a round barrier."""
+    return sum(
+        1 for a in hops for b in hops
+        if a["segment"] != b["segment"] and b["started_at"] < a["started_at"] < b["finished_at"]
+        and (a["started_at"] - b["started_at"]).total_seconds() > min_gap
+    )
+
+
+async def test_segments_do_not_wait_for_each_other(mop_run, conn):
+    """MOP has no barrier: a freed segment starts its next hop while the other is still busy."""
+    assert staggered_starts(await hop_log(conn, mop_run["run_id"])) > 0
+
+
+async def test_bsp_schedule_runs_in_rounds(small_table, tmp_path, run_cli, conn):
+    grid = write_grid(tmp_path, GRID.format(name="e2e-bsp", table=small_table))
+    proc = run_cli("train", str(grid), "--json", "--schedule", "bsp")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    hops = await hop_log(conn, run["run_id"])
+    assert len(hops) == 16
+    assert staggered_starts(hops) == 0
+    schedule = await conn.fetchval("SELECT schedule FROM ctq.runs WHERE run_id = $1", run["run_id"])
+    assert schedule == "bsp"
+
+
+async def test_second_run_reuses_the_pack_and_runs_lists_both(mop_run, small_table, tmp_path, run_cli):
+    grid = write_grid(tmp_path, GRID.format(name="e2e-again", table=small_table).replace("epochs: 2", "epochs: 1"))
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["pack_reused"] is True
+    listed = run_cli("runs", "--json")
+    assert listed.returncode == 0
+    ids = [r["run_id"] for r in json.loads(listed.stdout)]
+    assert mop_run["run_id"] in ids and again["run_id"] in ids
+    board = run_cli("models", str(again["run_id"]), "--json")
+    assert board.returncode == 0
+    assert len(json.loads(board.stdout)) == 4
+
+
+async def test_changed_source_is_packed_again(conn, tmp_path, run_cli):
+    from conftest import create_table
+
+    await create_table(conn, "public.changing", 600, seed=5)
+    grid = write_grid(tmp_path, GRID.format(name="changing", table="public.changing")
+                      .replace("epochs: 2", "epochs: 1").replace("[0.003, 0.03]", "[0.01]"))
+    first = run_cli("train", str(grid), "--json")
+    assert first.returncode == 0, first.stderr
+    await conn.execute("UPDATE public.changing SET f1 = f1 + 1 WHERE label = 0")
+    second = run_cli("train", str(grid), "--json")
+    assert second.returncode == 0, second.stderr
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    packs = await conn.fetch("SELECT pack_id FROM ctq.runs WHERE run_id = ANY($1::bigint[])", [a["run_id"], b["run_id"]])
+    assert len({p["pack_id"] for p in packs}) == 2
+    assert b["pack_reused"] is False
