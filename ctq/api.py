@@ -8,26 +8,26 @@ installed, packed or recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import platform
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
 
 from ctq import __version__, catalog
-from ctq.config import RunConfig, load_config
+from ctq.config import RunConfig, fingerprint, load_config
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
-from ctq.errors import DatabaseError, Interrupted, NotFound, RunFailed
+from ctq.errors import DatabaseError, DataError, Interrupted, NotFound, RunFailed
 from ctq.packing import ensure_pack, inspect_source
 from ctq.scheduler import BspScheduler, MopScheduler
 
 SCHEDULERS = {"mop": MopScheduler, "bsp": BspScheduler}
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def connect(dsn: str):
     try:
         conn = await asyncpg.connect(dsn)
@@ -81,6 +81,39 @@ def default_segments() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a coordinator session needs, read back from the catalog (so resume == start)."""
+
+    run_id: int
+    name: str
+    schedule: str
+    segments: int
+    epochs: int
+    seed: int
+    metric: str
+    metric_mode: str
+    cores_per_segment: int | None
+    models: dict[int, str]  # model_id -> name
+    failed: frozenset[int]
+    completed: tuple[tuple[int, int, int], ...]
+
+
+async def load_plan(conn, run_id: int) -> RunPlan:
+    run = await catalog.get_run(conn, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}")
+    models = await catalog.run_models(conn, run_id)
+    return RunPlan(
+        run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
+        epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
+        cores_per_segment=run["cores_per_segment"],
+        models={m["model_id"]: m["name"] for m in models},
+        failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
+        completed=tuple(await catalog.completed_hops(conn, run_id)),
+    )
+
+
 async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, schedule: str = "mop",
                 progress_factory=None) -> TrainResult:
     """Run a whole model selection; returns when every model has trained its epochs (or failed)."""
@@ -92,43 +125,94 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     segments = cfg.segments or default_segments()
     async with connect(dsn) as conn:
         source = await inspect_source(conn, cfg.data)
+        check_memory(cfg, source, segments)
         await catalog.ensure_installed(conn)
         pack = await ensure_pack(conn, cfg.data, source, segments, cfg.seed)
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
                                           versions=versions())
-        scheduler = SCHEDULERS[schedule]([m.model_id for m in cfg.models], segments, cfg.epochs, cfg.seed)
-        cpus = os.cpu_count() or 1
-        progress: Progress | None = progress_factory(run_id, cfg, segments) if progress_factory else None
-        coordinator = Coordinator(dsn, run_id, scheduler, segments,
-                                  segment_cores(segments, cpus, cfg.cores_per_segment), epochs=cfg.epochs,
-                                  progress=progress)
-        started = time.perf_counter()
-        try:
+        plan = await load_plan(conn, run_id)
+    result = await drive(dsn, plan, progress_factory)
+    result.pack_reused = pack.reused
+    return result
+
+
+async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
+                 progress_factory=None) -> TrainResult:
+    """Continue a run that did not finish: from its last completed hops, none repeated or lost.
+
+    Without ``run_id``, picks the newest unfinished run of ``config`` (same fingerprint).
+    """
+    async with connect(dsn) as conn:
+        if run_id is None:
+            cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+            run_id = await catalog.last_unfinished_run(conn, fingerprint(cfg))
+            if run_id is None:
+                raise NotFound(f"no unfinished run of {cfg.source_path} to resume")
+        run = await catalog.get_run(conn, run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id}")
+        if run["status"] == "succeeded":
+            raise NotFound(f"run {run_id} already succeeded; nothing to resume")
+        if run["alive"]:
+            raise RunFailed(f"run {run_id} is still being driven by a live ctq process")
+        await catalog.ensure_installed(conn)
+        await catalog.reopen_run(conn, run_id)
+        plan = await load_plan(conn, run_id)
+    return await drive(dsn, plan, progress_factory)
+
+
+def check_memory(cfg: RunConfig, source, segments: int) -> None:
+    """Refuse before training when a segment's decoded data would not fit its memory budget."""
+    budget = cfg.memory_budget_mb
+    if budget is None:
+        return
+    width = source.width + 1  # float32 features + the label
+    train_rows = source.rows * (1 - cfg.data.validation_fraction)
+    needed = (train_rows / segments + source.rows * cfg.data.validation_fraction) * width * 4 / 2**20
+    if needed > budget:
+        raise DataError(
+            f"memory_budget_mb: each segment needs about {needed:.0f} MiB for its data (training share "
+            f"plus the validation set), over the budget of {budget} MiB; use more segments or a larger budget"
+        )
+
+
+async def drive(dsn: str, plan: RunPlan, progress_factory=None) -> TrainResult:
+    """One coordinator session over a run in the catalog; records how it ended."""
+    scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
+                                          completed=plan.completed)
+    for model_id in plan.failed:
+        scheduler.fail_model(model_id)
+    progress: Progress | None = progress_factory(plan) if progress_factory else None
+    coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
+                              segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
+                              epochs=plan.epochs, progress=progress)
+    started = time.perf_counter()
+    try:
+        with progress if progress is not None else contextlib.nullcontext():
             outcome: Outcome = await coordinator.run()
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            await catalog.finish_run(conn, run_id, "interrupted", "cancelled by the user")
-            raise Interrupted(f"run {run_id} interrupted")
-        except RunFailed as exc:
-            await catalog.finish_run(conn, run_id, "failed", str(exc))
-            raise
-        except BaseException as exc:
-            await catalog.finish_run(conn, run_id, "failed", f"{type(exc).__name__}: {exc}")
-            raise
-        wall = time.perf_counter() - started
-        if outcome.failed_models:
-            status = "failed"
-            message = f"{len(outcome.failed_models)} of {len(cfg.models)} models failed"
-        else:
-            status, message = "succeeded", None
-        await catalog.finish_run(conn, run_id, status, message)
-        board = await catalog.leaderboard(conn, run_id)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        await coordinator.finish("interrupted", "cancelled; resume with `ctq train --resume "
+                                 f"{plan.run_id}`")
+        raise Interrupted(f"run {plan.run_id} interrupted; resume with `ctq train --resume {plan.run_id}`")
+    except BaseException as exc:
+        await coordinator.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    failed = dict(outcome.failed_models)
+    failed.update({m: "failed in an earlier session" for m in plan.failed})
+    if failed:
+        status, message = "failed", f"{len(failed)} of {len(plan.models)} models failed"
+    else:
+        status, message = "succeeded", None
+    await coordinator.finish(status, message)
+    async with connect(dsn) as conn:
+        board = await catalog.leaderboard(conn, plan.run_id)
     best = next((row for row in board if row["score"] is not None), None)
     return TrainResult(
-        run_id=run_id, status=status, name=cfg.name,
+        run_id=plan.run_id, status=status, name=plan.name,
         best_model_id=best["model_id"] if best else None, best_model=best["name"] if best else None,
-        best_metric=best["score"] if best else None, metric=cfg.metric, wall_seconds=wall,
-        hops=len(outcome.results), retries=outcome.retries, utilization=outcome.utilization,
-        failed_models=outcome.failed_models, leaderboard=board, pack_reused=pack.reused,
+        best_metric=best["score"] if best else None, metric=plan.metric,
+        wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
+        utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
     )
 
 
@@ -145,6 +229,6 @@ async def runs(dsn: str, limit: int = 50) -> list[dict]:
 
 async def models(dsn: str, run_id: int) -> list[dict]:
     async with connect(dsn) as conn:
-        if await catalog.installed_sha(conn) is None or await catalog.get_run(conn, run_id) is None:
+        if await catalog.get_run(conn, run_id) is None:
             raise NotFound(f"no run with id {run_id}")
         return await catalog.leaderboard(conn, run_id)

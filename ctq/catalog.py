@@ -13,18 +13,23 @@ from typing import Any
 import asyncpg
 
 from ctq import __version__
+from ctq.config import fingerprint
 from ctq.errors import DatabaseError
-from ctq.sql import install_script, render, server_code, template
+from ctq.sql import install_fingerprint, install_script, render, server_code, template
 
 SCHEMA_VERSION = 1
 _INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
+# A coordinator holds the session-level advisory lock (RUN_LOCK_CLASS, run_id) while it drives a
+# run: a second coordinator cannot take the run over, and a run whose lock is free while its
+# status says 'running' was left by a coordinator that died (ctq runs shows it as stale).
+RUN_LOCK_CLASS = 0x637472
 
 
 async def installed_sha(conn: asyncpg.Connection) -> str | None:
-    """The server-code version installed in this database, or None if ctq is not installed."""
-    if not await conn.fetchval("SELECT to_regclass('ctq.server_code') IS NOT NULL"):
+    """The fingerprint of the installation in this database, or None if ctq is not installed."""
+    if not await conn.fetchval("SELECT to_regclass('ctq.meta') IS NOT NULL"):
         return None
-    return await conn.fetchval("SELECT sha FROM ctq.server_code WHERE name = 'indb'")
+    return await conn.fetchval("SELECT value #>> '{}' FROM ctq.meta WHERE key = 'install_sha'")
 
 
 async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
@@ -39,7 +44,7 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
                 "ON CONFLICT (name) DO UPDATE SET sha = excluded.sha, source = excluded.source, installed_at = now()",
                 sha, source,
             )
-            meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__}
+            meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__, "install_sha": install_fingerprint()}
             if python_path is not None:
                 meta["python_path"] = python_path
             for key, value in meta.items():
@@ -61,8 +66,7 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
 
 async def ensure_installed(conn: asyncpg.Connection) -> None:
     """Install or upgrade when the database does not have this version of the server code."""
-    _, sha = server_code()
-    if await installed_sha(conn) != sha:
+    if await installed_sha(conn) != install_fingerprint():
         await install(conn)
 
 
@@ -72,14 +76,12 @@ def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
 
 async def create_run(conn, *, config, pack, segments: int, schedule: str, versions: dict) -> int:
     """Insert the run and one row per model in one transaction; returns the run id."""
-    from ctq.config import fingerprint
-
     async with conn.transaction():
         run_id = await conn.fetchval(
             template("create_run.sql"),
             config.name, schedule, json.dumps(config.raw), fingerprint(config), config.data.table,
             pack.pack_id, segments, config.epochs, config.metric, config.metric_mode,
-            socket.gethostname(), json.dumps(versions),
+            socket.gethostname(), json.dumps(versions), config.seed, config.cores_per_segment,
         )
         await conn.executemany(
             template("insert_model.sql"),
@@ -104,13 +106,42 @@ async def heartbeat(conn, run_id: int) -> None:
 
 
 async def get_run(conn, run_id: int) -> dict | None:
-    return _row(await conn.fetchrow(template("get_run.sql"), run_id))
+    if await installed_sha(conn) is None:
+        return None
+    return _row(await conn.fetchrow(render("get_run.sql", lock_class=RUN_LOCK_CLASS), run_id))
 
 
 async def list_runs(conn, limit: int = 50) -> list[dict]:
     if await installed_sha(conn) is None:
         return []
-    return [dict(r) for r in await conn.fetch(template("list_runs.sql"), limit)]
+    return [dict(r) for r in await conn.fetch(render("list_runs.sql", lock_class=RUN_LOCK_CLASS), limit)]
+
+
+async def last_unfinished_run(conn, config_fingerprint: str) -> int | None:
+    if await installed_sha(conn) is None:
+        return None
+    return await conn.fetchval(template("last_unfinished_run.sql"), config_fingerprint)
+
+
+async def run_models(conn, run_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(template("run_models.sql"), run_id)]
+
+
+async def lock_run(conn, run_id: int) -> bool:
+    """Take the run's coordinator lock for this session; False if another session holds it."""
+    return await conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", RUN_LOCK_CLASS, run_id)
+
+
+async def reopen_run(conn, run_id: int) -> None:
+    await conn.execute(template("resume_run.sql"), run_id)
+
+
+async def cancel_backends(conn, application_prefix: str) -> int:
+    return await conn.fetchval(template("cancel_backends.sql"), application_prefix)
+
+
+async def terminate_orphans(conn, application_prefix: str) -> int:
+    return await conn.fetchval(template("terminate_orphans.sql"), application_prefix)
 
 
 async def leaderboard(conn, run_id: int) -> list[dict]:

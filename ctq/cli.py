@@ -19,12 +19,17 @@ from rich.table import Table
 
 from ctq import __version__, api
 from ctq.embedded import EmbeddedCluster, default_home, resolve_dsn
-from ctq.errors import CtqError, Interrupted
+from ctq.errors import CtqError, Interrupted, UsageError
 
 err_console = Console(stderr=True)
 dsn_option = click.option("--dsn", envvar="CTQ_DSN", default=None,
                           help="PostgreSQL DSN (default: $CTQ_DSN, else the embedded database, started on demand).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+
+
+def _stdout() -> Console:
+    """Tables on stdout; when it is a pipe or a file, wide enough that nothing gets cut."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _echo_json(doc) -> None:
@@ -143,7 +148,7 @@ def doctor(dsn: str | None, as_json: bool) -> None:
         table = Table(show_header=False, box=None)
         for c in checks:
             table.add_row("[green]ok[/]" if c.ok else "[red]FAIL[/]", c.name, c.detail)
-        Console().print(table)
+        _stdout().print(table)
         for c in failed:
             err_console.print(f"[red]{c.name}:[/] {c.fix}")
     sys.exit(1 if failed else 0)
@@ -170,27 +175,39 @@ def load(csv_file: str, table: str, replace: bool, dsn: str | None) -> None:
 
 # -------------------------------------------------------------------------------------- train
 @main.command()
-@click.argument("grid", type=click.Path(dir_okay=False))
+@click.argument("grid", type=click.Path(dir_okay=False), required=False)
 @dsn_option
 @json_option
 @click.option("--name", default=None, help="Run name (default: the config's name).")
 @click.option("--schedule", type=click.Choice(["mop", "bsp"]), default="mop", show_default=True,
               help="mop: asynchronous model hopping; bsp: MADlib-style rounds, for comparison.")
+@click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID]",
+              help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
+                   "unfinished run of that configuration.")
 @handle_errors
-def train(grid: str, dsn: str | None, as_json: bool, name: str | None, schedule: str) -> None:
+def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, schedule: str,
+          resume: str | None) -> None:
     """Train every model of GRID (a grid.yaml) with MOP and print the leaderboard."""
     from ctq.config import load_config
 
-    config = load_config(grid)  # configuration errors before any database work
-    live = not as_json and sys.stdout.isatty()
-    progress_factory = None
-    if live:
+    if grid is None and resume in (None, "last"):
+        raise UsageError("give a GRID file, or --resume RUN_ID")
+    config = load_config(grid) if grid else None  # configuration errors before any database work
+    run_id = None
+    if resume not in (None, "last"):
+        if not resume.isdigit():
+            raise UsageError(f"--resume takes a run id, got {resume!r}")
+        run_id = int(resume)
+    factory = None
+    if not as_json and sys.stdout.isatty():
         from ctq.progress import LiveProgress
 
-        def progress_factory(run_id, cfg, segments):
-            return LiveProgress(run_id, cfg, segments)
-
-    result = run_async(_train(config, resolve_dsn(dsn), name, schedule, progress_factory))
+        factory = LiveProgress
+    if resume is None:
+        work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule, progress_factory=factory)
+    else:
+        work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory)
+    result = run_async(work)
     if as_json:
         _echo_json(result.to_json())
     else:
@@ -203,26 +220,10 @@ def train(grid: str, dsn: str | None, as_json: bool, name: str | None, schedule:
         sys.exit(1)
 
 
-async def _train(config, dsn, name, schedule, progress_factory):
-    if progress_factory is None:
-        return await api.train(config, dsn, name=name, schedule=schedule)
-    holder = {}
-
-    def factory(run_id, cfg, segments):
-        holder["live"] = progress_factory(run_id, cfg, segments).__enter__()
-        return holder["live"]
-
-    try:
-        return await api.train(config, dsn, name=name, schedule=schedule, progress_factory=factory)
-    finally:
-        if "live" in holder:
-            holder["live"].__exit__(None, None, None)
-
-
 def _print_leaderboard(rows: list[dict], title: str) -> None:
     table = Table(title=title)
     for col in ("rank", "model", "status", "epochs", "train loss", "val loss", "val metric", "score"):
-        table.add_column(col, justify="left" if col in ("model", "status") else "right")
+        table.add_column(col, justify="left" if col in ("model", "status") else "right", no_wrap=True)
 
     def f(v):
         return "-" if v is None else f"{v:.4f}"
@@ -230,7 +231,7 @@ def _print_leaderboard(rows: list[dict], title: str) -> None:
     for r in rows:
         table.add_row(str(r["rank"]), r["name"], r["status"], str(r["epochs_done"]), f(r["train_loss"]),
                       f(r["val_loss"]), f(r["val_metric"]), f(r["score"]))
-    Console().print(table)
+    _stdout().print(table)
 
 
 # ------------------------------------------------------------------------------- runs, models
@@ -249,11 +250,14 @@ def runs(dsn: str | None, as_json: bool, limit: int) -> None:
     for col in ("run", "name", "status", "schedule", "started", "wall s", "models", "hops", "best model", "best"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["run_id"]), r["name"], r["status"], r["schedule"],
+        status = r["status"]
+        if status == "running" and not r["alive"]:
+            status = "stale (coordinator gone; ctq train --resume)"
+        table.add_row(str(r["run_id"]), r["name"], status, r["schedule"],
                       r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), f"{r['wall_seconds']:.1f}",
                       str(r["models"]), str(r["hops"]), r["best_model"] or "-",
                       "-" if r["best_score"] is None else f"{r['best_score']:.4f}")
-    Console().print(table)
+    _stdout().print(table)
 
 
 @main.command()

@@ -21,6 +21,8 @@ File format
       buffer_rows: 4096             # optional positive int: examples packed per buffer row
     segments: 2                     # optional positive int <= 256; default: chosen by the engine
     cores_per_segment: 1            # optional positive int; default: chosen by the engine
+    memory_budget_mb: 512           # optional positive int: a segment's decoded data (its training
+                                    #   share + the validation set) must fit, checked before training
     models:                         # required; non-empty list of architectures (names unique)
       - name: mlp-small             # optional; default "model<N>" (N = position, from 1) for layers,
                                     #   the file name without extension for keras_json
@@ -125,7 +127,8 @@ SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
-_TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "models", "search", "epochs", "metric")
+_TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "models", "search", "epochs",
+             "metric")
 _DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows")
 _MODEL_KEYS = ("name", "layers", "keras_json")
 _SEARCH_KEYS = ("method", "seed", "samples", "space")
@@ -209,6 +212,7 @@ class RunConfig:
     raw: dict  # the parsed YAML, JSON-serialisable
     samples: int | None = None  # random search only
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
+    memory_budget_mb: int | None = None  # per segment: its data must fit, checked before training
 
     @property
     def metric_mode(self) -> str:
@@ -521,6 +525,9 @@ class _Validator:
         if cores is not None:
             cores = self.int_(cores, "cores_per_segment")
         epochs = self.int_(doc["epochs"], "epochs")
+        budget = doc.get("memory_budget_mb")
+        if budget is not None:
+            budget = self.int_(budget, "memory_budget_mb")
 
         metric = doc.get("metric")
         metric = "val_loss" if metric is None else self.choice(metric, "metric", METRICS)
@@ -563,6 +570,7 @@ class _Validator:
             raw=raw,
             samples=samples,
             space=_space_json(space),
+            memory_budget_mb=budget,
         )
 
     def data(self, value: Any) -> DataConfig:

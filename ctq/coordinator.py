@@ -26,6 +26,7 @@ from ctq.scheduler import Hop, Scheduler
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40")
+CANCEL_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> l
 class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
                  cores: list[list[int]], *, epochs: int, progress: Progress | None = None,
-                 max_retries: int = 3, retry_backoff: float = 0.5, heartbeat_seconds: float = 5.0):
+                 max_retries: int = 5, retry_backoff: float = 0.5, heartbeat_seconds: float = 5.0):
         self.dsn = dsn
         self.run_id = run_id
         self.scheduler = scheduler
@@ -111,11 +112,40 @@ class Coordinator:
         self.connections: list[asyncpg.Connection | None] = [None] * segments
         self.control: asyncpg.Connection | None = None
         self.attempts: dict[tuple[int, int, int], int] = {}
+        self.app_prefix = f"ctq run {run_id} segment "
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.retry_backoff * 2 ** (attempt - 1), 8.0)
+
+    async def _open_control(self) -> None:
+        """The catalog connection; it also holds the run's lock for as long as it lives."""
+        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"ctq run {self.run_id} control"})
+        for attempt in range(1, 11):  # a killed predecessor's session may take a moment to end
+            if await catalog.lock_run(conn, self.run_id):
+                break
+            await asyncio.sleep(0.5)
+        else:
+            await conn.close()
+            raise RunFailed(f"run {self.run_id} is being driven by another ctq process")
+        self.control = conn
+
+    async def _catalog(self, fn, *args):
+        """Run a catalog write on the control connection, reconnecting after transient failures."""
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                if self.control is None or self.control.is_closed():
+                    await self._open_control()
+                return await fn(self.control, *args)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not is_transient(exc) or attempt > self.max_retries:
+                    raise
+                if self.control is not None:
+                    self.control.terminate()
+                self.control = None
+                await asyncio.sleep(self._backoff(attempt))
 
     async def _connect(self, segment: int) -> asyncpg.Connection:
-        conn = await asyncpg.connect(
-            self.dsn, server_settings={"application_name": f"ctq run {self.run_id} segment {segment}"}
-        )
+        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"{self.app_prefix}{segment}"})
         await conn.fetchval("SELECT ctq.warmup($1::int[])", self.cores[segment])
         self.connections[segment] = conn
         return conn
@@ -126,7 +156,9 @@ class Coordinator:
             conn = await self._connect(segment)
         return conn
 
-    async def _run_hop(self, hop: Hop) -> HopResult:
+    async def _run_hop(self, hop: Hop, delay: float = 0.0) -> HopResult:
+        if delay:
+            await asyncio.sleep(delay)
         conn = await self._segment_connection(hop.segment)
         t0 = time.perf_counter()
         row = await conn.fetchrow(self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
@@ -140,18 +172,19 @@ class Coordinator:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
-            await catalog.heartbeat(self.control, self.run_id)
+            await self._catalog(catalog.heartbeat, self.run_id)
 
-    async def _on_failure(self, hop: Hop, exc: BaseException, outcome: Outcome) -> None:
+    async def _on_failure(self, hop: Hop, exc: BaseException, outcome: Outcome) -> float | None:
+        """Fail the model (deterministic error) or return the delay before retrying the hop."""
         key = (hop.model_id, hop.epoch, hop.segment)
         conn = self.connections[hop.segment]
         if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not is_transient(exc):
             reason = getattr(exc, "message", None) or str(exc)
             self.scheduler.fail_model(hop.model_id)
             outcome.failed_models[hop.model_id] = reason
-            await catalog.set_model_status(self.control, self.run_id, hop.model_id, "failed", reason)
+            await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "failed", reason)
             self.progress.model_failed(hop.model_id, reason)
-            return
+            return None
         self.attempts[key] = self.attempts.get(key, 0) + 1
         if conn is not None and not conn.is_closed():
             conn.terminate()
@@ -161,13 +194,14 @@ class Coordinator:
                             f"{self.attempts[key]} times, last: {exc}") from exc
         outcome.retries += 1
         self.progress.hop_retried(hop, str(exc))
-        await asyncio.sleep(self.retry_backoff * 2 ** (self.attempts[key] - 1))
-        self.scheduler.retry(hop)
+        return self._backoff(self.attempts[key])
 
     async def run(self) -> Outcome:
         outcome = Outcome(segments=self.segments)
         t0 = time.perf_counter()
-        self.control = await asyncpg.connect(self.dsn, server_settings={"application_name": f"ctq run {self.run_id}"})
+        await self._open_control()
+        # backends still training for a dead predecessor of this session: stop them first
+        await catalog.terminate_orphans(self.control, self.app_prefix)
         heartbeat = asyncio.create_task(self._heartbeat())
         running: dict[asyncio.Task, Hop] = {}
         try:
@@ -189,23 +223,43 @@ class Coordinator:
                         outcome.results.append(result)
                         self.progress.hop_finished(result)
                         if hop.last_of_epoch and hop.epoch == self.epochs - 1:
-                            await catalog.set_model_status(self.control, self.run_id, hop.model_id, "succeeded")
+                            await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "succeeded")
                     else:
-                        await self._on_failure(hop, exc, outcome)
+                        delay = await self._on_failure(hop, exc, outcome)
+                        if delay is not None:  # the hop stays on its segment and runs again
+                            running[asyncio.create_task(self._run_hop(hop, delay))] = hop
         finally:
             outcome.wall_seconds = time.perf_counter() - t0
             heartbeat.cancel()
+            if running:  # stopping early: have the server cancel the training statements, and wait
+                try:  # for it (a hop in the middle of a jit compile notices only when that ends)
+                    await asyncio.wait_for(self._catalog(catalog.cancel_backends, self.app_prefix), timeout=5)
+                    await asyncio.wait(running, timeout=CANCEL_WAIT_SECONDS)
+                except Exception:  # noqa: BLE001 - best effort; closing the connections follows
+                    pass
             for task in running:
-                task.cancel()  # asyncpg sends the server a cancel request for the running query
+                task.cancel()
             await asyncio.gather(*running, heartbeat, return_exceptions=True)
-            await self.close()
+            await self._close_segments()
         return outcome
 
-    async def close(self) -> None:
-        conns = [c for c in self.connections if c is not None] + ([self.control] if self.control else [])
-        for conn in conns:
-            try:
-                await asyncio.wait_for(conn.close(), timeout=2)
-            except Exception:  # noqa: BLE001 - a connection that is already broken
-                conn.terminate()
+    async def finish(self, status: str, message: str | None = None) -> None:
+        """Record the run's end while still holding its lock, then let go of everything."""
+        try:
+            await self._catalog(catalog.finish_run, self.run_id, status, message)
+        finally:
+            await self._close_segments()
+            if self.control is not None:
+                await _close(self.control)
+                self.control = None
+
+    async def _close_segments(self) -> None:
+        await asyncio.gather(*(_close(c) for c in self.connections if c is not None))
         self.connections = [None] * self.segments
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), timeout=2)
+    except Exception:  # noqa: BLE001 - a connection that is already broken
+        conn.terminate()

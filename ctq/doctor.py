@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import catalog
-from ctq.sql import server_code, template
+from ctq.sql import install_fingerprint, template
 
 
 @dataclass
@@ -49,7 +49,7 @@ async def run_checks(dsn: str | None) -> list[Check]:
         if not info["plpython_available"]:
             return checks
         sha = await catalog.installed_sha(conn)
-        current = server_code()[1]
+        current = install_fingerprint()
         if sha is None:
             checks.append(Check("ctq schema", False, "not installed", "run `ctq install` (as a superuser)"))
             if not info["superuser"]:

@@ -54,3 +54,9 @@ class NotFound(CtqError):
     """A run or model id that does not exist (a usage error)."""
 
     exit_code = 2
+
+
+class UsageError(CtqError):
+    """The command line itself is wrong (a missing argument, an option without its value)."""
+
+    exit_code = 2

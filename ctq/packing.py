@@ -34,6 +34,7 @@ class Source:
     array_feature: bool
     rows: int
     fingerprint: str
+    width: int  # number of input features (the array length for an array column)
 
     @property
     def sql_name(self) -> str:
@@ -115,9 +116,13 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig) -> Source:
                             "needs class ids (use task: regression for a continuous target)")
         if profile["label_values"] < 2:
             raise DataError(f"data.label: column {label['name']!r} has a single class; nothing to learn")
+    width = len(features)
+    if array_feature:
+        width = await conn.fetchval(render("array_width.sql", column=quoted[0], source=source_sql))
     return Source(
         oid=rel["oid"], schema=rel["schema"], name=rel["name"], features=tuple(c["name"] for c in features),
         label=label["name"], array_feature=array_feature, rows=profile["n"], fingerprint=profile["fingerprint"],
+        width=width,
     )
 
 
@@ -129,8 +134,7 @@ def _align(names: list[str], subset: list[str], values: list[int]) -> list[int]:
 
 def default_buffer_rows(source: Source, segments: int) -> int:
     per_segment = max(1, source.rows // segments)
-    width = max(1, len(source.features)) * 4
-    return max(1, min(per_segment, DEFAULT_BUFFER_BYTES // width))
+    return max(1, min(per_segment, DEFAULT_BUFFER_BYTES // (max(1, source.width) * 4)))
 
 
 def pack_settings(data: DataConfig, source: Source, segments: int, seed: int) -> dict:

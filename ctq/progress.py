@@ -6,13 +6,13 @@ Only used when stdout is a TTY and ``--json`` is off; cron jobs and pipes get no
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ctq.config import RunConfig
 from ctq.coordinator import HopResult
 from ctq.scheduler import Hop
 
@@ -26,17 +26,23 @@ def _fmt(value: float | None) -> str:
 class LiveProgress:
     """Implements the coordinator's Progress protocol on top of a rich Live display."""
 
-    def __init__(self, run_id: int, config: RunConfig, segments: int, console: Console | None = None):
-        self.run_id = run_id
-        self.config = config
-        self.segments = segments
-        self.names = {m.model_id: m.name for m in config.models}
-        self.epochs_done = {m.model_id: 0 for m in config.models}
-        self.hops_in_epoch = {m.model_id: 0 for m in config.models}
+    def __init__(self, plan, console: Console | None = None):
+        """``plan`` is the run's :class:`ctq.api.RunPlan` (a resumed run starts where it stopped)."""
+        self.run_id = plan.run_id
+        self.config = plan
+        self.segments = plan.segments
+        self.names = dict(plan.models)
+        self.epochs_done = {m: 0 for m in plan.models}
+        self.hops_in_epoch = {m: 0 for m in plan.models}
+        for (model_id, epoch), hops in Counter((m, e) for m, e, _ in plan.completed).items():
+            if hops == plan.segments:
+                self.epochs_done[model_id] = max(self.epochs_done[model_id], epoch + 1)
+            else:
+                self.hops_in_epoch[model_id] = hops
         self.score: dict[int, float] = {}
-        self.failed: dict[int, str] = {}
+        self.failed: dict[int, str] = {m: "earlier session" for m in plan.failed}
         self.busy: dict[int, tuple[Hop, float]] = {}
-        self.hops = 0
+        self.hops = len(plan.completed)
         self.started = time.monotonic()
         self.live = Live(self._render(), console=console or Console(), refresh_per_second=4, transient=False)
 
@@ -90,7 +96,7 @@ class LiveProgress:
         return model_id, self.score[model_id]
 
     def _render(self):
-        total_hops = len(self.config.models) * self.segments * self.config.epochs
+        total_hops = len(self.names) * self.segments * self.config.epochs
         elapsed = time.monotonic() - self.started
         best = self._best()
         head = Text.assemble(

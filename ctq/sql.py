@@ -64,3 +64,8 @@ def install_script() -> str:
     _, sha = server_code()
     bootstrap = render("bootstrap.py", indb_sha=sha)
     return render("install.sql", bootstrap=bootstrap)
+
+
+def install_fingerprint() -> str:
+    """Changes whenever the catalog, the functions or the server code change: re-install then."""
+    return hashlib.sha256(install_script().encode()).hexdigest()

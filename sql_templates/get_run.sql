@@ -1,3 +1,7 @@
-SELECT run_id, name, status, schedule, config, config_fingerprint, source_table, pack_id, segments, epochs,
-       metric, metric_mode, started_at, finished_at
-FROM ctq.runs WHERE run_id = $1;
+SELECT r.run_id, r.name, r.status, r.schedule, r.config_fingerprint, r.source_table, r.pack_id, r.segments,
+       r.epochs, r.metric, r.metric_mode, r.seed, r.cores_per_segment, r.started_at, r.finished_at,
+       r.heartbeat_at,
+       EXISTS (SELECT 1 FROM pg_locks l
+               WHERE l.locktype = 'advisory' AND l.classid = {{lock_class}}::oid
+                 AND l.objid = r.run_id::oid AND l.objsubid = 2 AND l.granted) AS alive
+FROM ctq.runs r WHERE r.run_id = $1;

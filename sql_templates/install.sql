@@ -46,8 +46,13 @@ CREATE TABLE IF NOT EXISTS ctq.runs (
     run_by             text NOT NULL DEFAULT current_user,
     client_host        text,
     versions           jsonb,
-    message            text
+    message            text,
+    seed               int NOT NULL DEFAULT 0,
+    cores_per_segment  int
 );
+-- upgrades of catalogs made by earlier versions
+ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS seed int NOT NULL DEFAULT 0;
+ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS cores_per_segment int;
 
 CREATE TABLE IF NOT EXISTS ctq.models (
     run_id          bigint NOT NULL REFERENCES ctq.runs ON DELETE CASCADE,

@@ -1,5 +1,8 @@
 SELECT r.run_id, r.name, r.status, r.schedule, r.started_at, r.finished_at, r.heartbeat_at, r.source_table,
        r.segments, r.epochs, r.metric, r.run_by, r.message,
+       EXISTS (SELECT 1 FROM pg_locks l
+               WHERE l.locktype = 'advisory' AND l.classid = {{lock_class}}::oid
+                 AND l.objid = r.run_id::oid AND l.objsubid = 2 AND l.granted) AS alive,
        extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at)::float8 AS wall_seconds,
        (SELECT count(*) FROM ctq.models m WHERE m.run_id = r.run_id) AS models,
        (SELECT count(*) FROM ctq.hops h WHERE h.run_id = r.run_id) AS hops,
