@@ -76,10 +76,16 @@ async def bad_source(dsn):
     return "public.bad_src"
 
 
+async def count_runs(conn) -> int:
+    """-1 while ctq is not installed at all (bad input must not install it either)."""
+    if await conn.fetchval("SELECT to_regclass('ctq.runs')") is None:
+        return -1
+    return await conn.fetchval("SELECT count(*) FROM ctq.runs")
+
+
 async def snapshot(conn) -> dict:
     return {
-        "runs": await conn.fetchval("SELECT CASE WHEN to_regclass('ctq.runs') IS NULL THEN -1 "
-                                    "ELSE (SELECT count(*) FROM ctq.runs) END"),
+        "runs": await count_runs(conn),
         "packs": await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'ctq_data'"),
         "source_rows": await conn.fetchval("SELECT count(*) FROM public.bad_src"),
     }

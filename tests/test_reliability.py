@@ -18,6 +18,7 @@ from collections import Counter
 import pytest
 
 from conftest import create_table, write_grid
+from test_bad_input import count_runs
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -210,8 +211,8 @@ async def test_memory_budget_is_checked_before_training(tmp_path, run_cli, conn)
         models: [{name: m, layers: [{dense: 4}]}]
         epochs: 1
     """)
-    before = await conn.fetchval("SELECT count(*) FROM ctq.runs")
+    before = await count_runs(conn)
     proc = run_cli("train", str(grid))
     assert proc.returncode == 2, proc.stderr
     assert "memory_budget_mb" in proc.stderr and "MiB" in proc.stderr
-    assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == before
+    assert await count_runs(conn) == before
