@@ -23,6 +23,7 @@ from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.errors import DatabaseError, DataError, Interrupted, NotFound, RunFailed
 from ctq.packing import ensure_pack, inspect_source
 from ctq.scheduler import BspScheduler, MopScheduler
+from ctq.sql import template
 
 SCHEDULERS = {"mop": MopScheduler, "bsp": BspScheduler}
 
@@ -232,3 +233,15 @@ async def models(dsn: str, run_id: int) -> list[dict]:
         if await catalog.get_run(conn, run_id) is None:
             raise NotFound(f"no run with id {run_id}")
         return await catalog.leaderboard(conn, run_id)
+
+
+async def hop_durations(dsn: str, run_id: int) -> tuple[list[tuple[int, int, float]], int]:
+    """Measured (model, segment, seconds) of a run's hops, and its epoch count (for replay)."""
+    async with connect(dsn) as conn:
+        run = await catalog.get_run(conn, run_id)
+        if run is None:
+            raise NotFound(f"no run with id {run_id}")
+        rows = await conn.fetch(template("hop_durations.sql"), run_id)
+    if not rows:
+        raise NotFound(f"run {run_id} has no completed hops to replay")
+    return [(r["model_id"], r["segment"], r["seconds"]) for r in rows], run["epochs"]

@@ -274,5 +274,68 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
         _print_leaderboard(rows, title=f"run {run_id}")
 
 
+# ----------------------------------------------------------------------------------- simulate
+def _number_list(text: str | None, kind=float) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"expected a comma-separated list of numbers, got {text!r}") from None
+
+
+@main.command()
+@click.option("--models", default=48, show_default=True, help="Number of models M.")
+@click.option("--segments", default="2,4,6,8", show_default=True, help="Segment counts S, comma-separated.")
+@click.option("--p-fast", default=0.8, show_default=True, help="Fraction of fast models.")
+@click.option("--slow-ratio", default=8.0, show_default=True, help="Slow/fast sub-epoch time ratio L.")
+@click.option("--segment-speed", default=None,
+              help="Relative speed of each segment (hardware heterogeneity), comma-separated; "
+                   "needs a single --segments value.")
+@click.option("--epochs", default=1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--replay", "replay_run", type=int, default=None,
+              help="Use the measured hop times of a finished run instead of --models/--p-fast/--slow-ratio.")
+@dsn_option
+@json_option
+@handle_errors
+def simulate(models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, replay_run, dsn, as_json):
+    """Makespans of MOP (asynchronous) vs BSP (rounds) without training anything."""
+    from ctq import simulate as sim
+
+    seg_list = _number_list(segments, int)
+    if not seg_list or min(seg_list) < 1:
+        raise UsageError("--segments needs positive integers")
+    speeds = _number_list(segment_speed)
+    if speeds is not None and len(seg_list) != 1:
+        raise UsageError("--segment-speed needs exactly one --segments value")
+    try:
+        if replay_run is not None:
+            hops, run_epochs = run_async(api.hop_durations(resolve_dsn(dsn), replay_run))
+            results = sim.replay(hops, seg_list, epochs=run_epochs, seed=seed)
+        else:
+            results = {}
+            for s in seg_list:
+                durations = sim.heterogeneous_durations(models, s, p_fast, slow_ratio, seed,
+                                                        segment_speed=speeds if speeds else None)
+                results[s] = sim.compare(durations, s, epochs=epochs, seed=seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if as_json:
+        _echo_json([
+            {"segments": s, "mop_makespan": c.mop.makespan, "bsp_makespan": c.bsp.makespan,
+             "speedup": c.speedup, "lower_bound": c.mop.lower_bound, "mop_utilization": c.mop.utilization,
+             "bsp_utilization": c.bsp.utilization,
+             "theory_speedup": None if replay_run is not None else sim.theory_speedup(p_fast, slow_ratio, s)}
+            for s, c in results.items()
+        ])
+        return
+    for s, c in results.items():
+        click.echo(c.format())
+        if replay_run is None and speeds is None:
+            click.echo(f"closed-form speedup (Cerebro-DS): {sim.theory_speedup(p_fast, slow_ratio, s):.2f}x")
+        click.echo("")
+
+
 if __name__ == "__main__":
     main()

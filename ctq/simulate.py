@@ -213,26 +213,58 @@ def _mop_makespan(d: np.ndarray, epochs: int, seed: int, min_batch: float = 64.0
     return engine.finish_sequentially()
 
 
+def _settle(
+    heap: list[int], ok: np.ndarray, mods: np.ndarray, owner: np.ndarray,
+    choice: np.ndarray, new: np.ndarray,
+) -> bool:
+    """Make a window's picks sequential: a pick whose model an earlier pick holds moves on.
+
+    ``heap`` holds such picks (row numbers, in (time, segment) order). A row re-picks the next
+    allowed entry whose model no earlier row holds, taking it from a later row if need be (that
+    row then moves on in turn). Rows only ever move forward: the models held by rows before ``k``
+    only accumulate. False if some row runs out of look-ahead.
+    """
+    n, width = ok.shape
+    while heap:
+        k = heapq.heappop(heap)
+        if owner[new[k]] == k:
+            continue  # pushed twice; already settled
+        row_ok, row_m = ok[k].tolist(), mods[k].tolist()
+        for c in range(int(choice[k]) + 1, width):
+            m = row_m[c]
+            if row_ok[c] and owner[m] > k:
+                if owner[m] < n:
+                    heapq.heappush(heap, int(owner[m]))
+                owner[m], choice[k], new[k] = k, c, m
+                break
+        else:
+            return False
+    return True
+
+
 class _MopEngine:
     """Exact replay of :class:`~ctq.scheduler.MopScheduler` for large grids.
 
-    Segment ``s`` walks its preference list (all epochs concatenated, ``pos = epoch * M + rank``),
-    taking the first unconsumed entry whose model is idle and in that entry's epoch. Two phases
-    share one state:
+    Segment ``s`` walks its preference list (all epochs concatenated, ``pos = epoch * M + rank``)
+    and takes the first entry it has not consumed whose model is idle and in that entry's epoch.
+    Entries before ``top[s]`` that were passed over (their model was busy) are *deferred*; every
+    entry from ``top[s]`` on is still unconsumed. Two phases share this state:
 
     * :meth:`vector_window` -- a hop lasts at least ``delta`` (the shortest duration), so in the
       window ``[T, T + delta)`` after the earliest completion ``T`` every segment frees at most once
       and no hop started inside the window ends inside it. All of the window's picks are computed
-      at once with numpy: each from a short look-ahead of its list, then re-picked until no pick
-      takes a model an earlier pick (in (time, segment) order) already took -- a fixed point that
-      equals the sequential answer. It declines (returns False) when a pick cannot be settled from
-      the look-ahead, e.g. a segment must wait for a busy model; this happens in the tail.
+      at once with numpy, each from the segment's deferred entries plus a short look-ahead from
+      ``top``, then re-picked until no pick takes a model that an earlier pick (in (time, segment)
+      order) took -- a fixed point that equals the sequential answer. It declines (returns False,
+      changing nothing) when a pick cannot be settled that way, e.g. a segment must wait for a busy
+      model, which happens in the tail of a run.
     * :meth:`finish_sequentially` -- a plain event loop (heap of segment free times, per-segment
-      heap of skipped entries, entries of unavailable models parked on that model until it frees),
-      about 1.7 us per hop.
+      heap of deferred entries, entries of unavailable models parked on that model until it
+      frees), about 1.7 us per hop in CPython.
     """
 
-    LOOKAHEAD = 32
+    LOOKAHEAD = 8  # fresh entries examined per pick
+    DEFERRED = 8  # deferred entries a segment may hold in the vectorized phase
 
     def __init__(self, d: np.ndarray, epochs: int, seed: int):
         models, segments = d.shape
@@ -242,9 +274,10 @@ class _MopEngine:
             [mop_priorities(seed, e, segments, models) for e in range(epochs)], axis=1
         )
         self.dur = np.ascontiguousarray(d.T)  # (S, M)
-        self.consumed = np.zeros((segments, self.length), dtype=bool)
-        self.first = np.zeros(segments, dtype=np.int64)  # first unconsumed entry
-        self.top = np.zeros(segments, dtype=np.int64)  # entries from here on are all unconsumed
+        self.dur_flat = self.dur.ravel()
+        self.prefs_flat = self.prefs.ravel()
+        self.top = np.zeros(segments, dtype=np.int64)
+        self.deferred = np.full((segments, self.DEFERRED), self.length, dtype=np.int64)  # sorted
         self.end_t = np.zeros(segments)  # every segment "frees" at 0, with no model: the start
         self.run_m = np.full(segments, -1, dtype=np.int64)
         self.finish = np.zeros(segments)
@@ -259,76 +292,72 @@ class _MopEngine:
 
     def vector_window(self, delta: float) -> bool:
         M, S, n_pos = self.models, self.segments, self.length
-        t0 = self.end_t.min()
-        segs = np.flatnonzero(self.end_t < t0 + delta)
-        times = self.end_t[segs]
-        order = np.lexsort((segs, times))
+        end_t = self.end_t
+        segs = np.flatnonzero(end_t < end_t.min() + delta)
+        times = end_t[segs]
+        order = times.argsort(kind="stable")  # segs is ascending: this is (time, segment) order
         segs, times = segs[order], times[order]
         n = len(segs)
         idx = np.arange(n)
         freed = self.run_m[segs]
         fm = freed[freed >= 0]
         visits = self.visits[fm] + 1
-        rollover = visits == S
-        lim = self.lim.copy()
-        lim[fm[rollover]] += M  # availability also needs busy_until <= t, so this is safe early
+        rolled = fm[visits == S]
+        lim = self.lim
+        lim[rolled] += M  # early, but a model is unavailable until its busy_until anyway
 
-        base = self.first[segs]
-        pos = base[:, None] + self.steps
+        top = self.top[segs]
+        deferred = self.deferred[segs]
+        n_def = int(np.count_nonzero(deferred.min(axis=0) < n_pos))  # rows are sorted
+        exhausted = (deferred[:, 0] >= n_pos) & (top >= n_pos)
+        fresh = top[:, None] + self.steps
+        pos = np.concatenate([deferred[:, :n_def], fresh], axis=1)  # ascending in each row
+        width = pos.shape[1]
         inside = pos < n_pos
-        pos = np.minimum(pos, n_pos - 1)
-        rows = segs[:, None]
-        mods = self.prefs[rows, pos]
-        cons = self.consumed[rows, pos]
-        ok = inside & ~cons & (self.busy_until[mods] <= times[:, None]) & (pos < lim[mods])
-        exhausted = base >= n_pos
+        np.minimum(pos, n_pos - 1, out=pos)
+        mods = self.prefs_flat.take(pos + (segs * n_pos)[:, None])
+        ok = inside & (self.busy_until.take(mods) <= times[:, None])
+        if self.epochs > 1:
+            ok &= pos < lim.take(mods)  # the entry belongs to the model's current epoch
 
-        allowed, picked = ok, None
-        while True:
-            choice = allowed.argmax(axis=1)
-            got = allowed[idx, choice]
-            if not (got | exhausted).all():
-                return False
-            new = np.where(got, mods[idx, choice], -1)
-            live = idx[got]
-            uniq, first_at = np.unique(new[live], return_index=True)
-            # Iterate to the fixed point; with no clash on the first pass that is already it.
-            if (picked is None and len(uniq) == len(live)) or np.array_equal(new, picked):
-                break
-            picked = new
-            taken_by = np.full(M, n)
-            taken_by[uniq] = live[first_at]
-            allowed = ok & (taken_by[mods] > idx[:, None])  # skip models taken by earlier picks
-        picked = new
+        choice = ok.argmax(axis=1)
+        got = ok.ravel().take(idx * width + choice)
+        if not (got | exhausted).all():
+            lim[rolled] -= M
+            return False
+        new = np.where(got, mods.ravel().take(idx * width + choice), -1)
+        owner = np.full(M + 1, n)  # earliest pick holding each model (slot M: exhausted rows)
+        np.minimum.at(owner, new, idx)
+        losers = np.flatnonzero(got & (owner.take(new) < idx))
+        if len(losers) and not _settle(losers.tolist(), ok, mods, owner, choice, new):
+            lim[rolled] -= M
+            return False
+        at = idx * width + choice
 
-        # Commit completions.
-        done_segs = segs[freed >= 0]
-        self.finish[done_segs] = self.end_t[done_segs]
+        # The new deferred rows: drop the picked entry, add the fresh entries passed over.
+        rows = np.full((n, n_def + self.LOOKAHEAD), n_pos)
+        rows[:, :n_def] = deferred[:, :n_def]
+        passed = fresh < (top + np.maximum(choice - n_def, 0))[:, None]
+        rows[:, n_def:][passed] = fresh[passed]
+        rows.ravel()[at[got]] = n_pos
+        rows.sort(axis=1)
+        if rows.shape[1] > self.DEFERRED and rows[:, self.DEFERRED].min() < n_pos:
+            lim[rolled] -= M
+            return False  # a segment would hold too many deferred entries
+
+        done = freed >= 0
+        self.finish[segs[done]] = times[done]
         self.busy_until[fm] = -np.inf
-        self.visits[fm] = np.where(rollover, 0, visits)
-        self.lim = lim
-        # Commit starts.
-        ps, pm, pp = segs[got], picked[got], pos[idx[got], choice[got]]
-        self.consumed[ps, pp] = True
-        ends = times[got] + self.dur[ps, pm]
+        self.visits[fm] = np.where(visits == S, 0, visits)
+        keep = min(rows.shape[1], self.DEFERRED)
+        self.deferred[segs, :keep] = rows[:, :keep]
+        self.top[segs] = np.where(got & (choice >= n_def), top + choice - n_def + 1, top)
+        ps, pm = segs[got], new[got]
+        ends = times[got] + self.dur_flat.take(ps * M + pm)
         self.busy_until[pm] = ends
-        self.run_m[segs] = picked
-        self.end_t[segs] = np.inf
-        self.end_t[ps] = ends
-        self.top[ps] = np.maximum(self.top[ps], pp + 1)
-        # Advance `first` where the pick consumed it.
-        k = idx[got][pp == base[got]]
-        if len(k):
-            rest = inside[k] & ~cons[k]
-            rest[np.arange(len(k)), choice[k]] = False
-            nxt = rest.argmax(axis=1)
-            found = rest[np.arange(len(k)), nxt]
-            new_first = base[k] + nxt
-            for j in np.flatnonzero(~found):  # the whole look-ahead is consumed: scan on
-                s, start = segs[k[j]], base[k[j]] + self.LOOKAHEAD
-                tail = self.consumed[s, start : self.top[s]]
-                new_first[j] = start + tail.argmin() if not tail.all() else self.top[s]
-            self.first[segs[k]] = new_first
+        self.run_m[segs] = new
+        end_t[segs] = np.inf
+        end_t[ps] = ends
         return True
 
     def finish_sequentially(self) -> float:
@@ -346,8 +375,7 @@ class _MopEngine:
         idle = []
         skipped: list[list[int]] = []  # per segment: heap of unconsumed entries before ptr
         for s in range(S):
-            lo, hi = int(self.first[s]), ptr[s]
-            skipped.append((np.flatnonzero(~self.consumed[s, lo:hi]) + lo).tolist())
+            skipped.append([p for p in self.deferred[s].tolist() if p < n_pos])
             if math.isinf(self.end_t[s]):
                 idle.append(True)
             else:

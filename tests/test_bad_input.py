@@ -21,15 +21,14 @@ BASE = """
       features: {features}
       label: {label}
       task: {task}
-    segments: 2
     models:
       - name: m
         {model}
-    epochs: 1
+    epochs: {epochs}
     metric: {metric}
 """
 GOOD = dict(table="public.bad_src", features="[f1, f2, f3]", label="label", task="classification",
-            model="layers: [{dense: 4}]", metric="val_loss")
+            model="layers: [{dense: 4}]", metric="val_loss", epochs="1")
 
 LAMBDA_MODEL = {
     "module": "keras", "class_name": "Sequential", "registered_name": None,
@@ -52,11 +51,23 @@ CASES = {
     "text label": ({"label": "word"}, "word"),
     "identifier with quote and semicolon": ({"features": "['f1\"; DROP TABLE public.bad_src; --']"}, "DROP TABLE"),
     "regression metric on classification": ({"metric": "val_mae"}, "metric"),
-    "negative epochs": ({"metric": "val_loss\n    epochs: -1"}, "epochs"),
+    "negative epochs": ({"epochs": "-1"}, "epochs"),
     "lambda layer": ({"model": "keras_json: lambda.json"}, "Lambda"),
     "missing keras_json": ({"model": "keras_json: missing.json"}, "missing.json"),
     "label with a single class": ({"label": "one_class"}, "single class"),
     "NaN feature": ({"features": "[f1, with_nan]"}, "with_nan"),
+    "bad YAML": ({"metric": "val_loss\n    models: [unclosed"}, "line"),
+    "wrong task": ({"task": "clustering"}, "data.task"),
+    "features not a list": ({"features": "f1"}, "data.features"),
+    "empty features": ({"features": "[]"}, "data.features"),
+    "label also a feature": ({"features": "[f1, label]"}, "label"),
+    "bad layer units": ({"model": "layers: [{dense: abc}]"}, "dense"),
+    "unknown layer kind": ({"model": "layers: [{conv: 3}]"}, "conv"),
+    "model with layers and keras_json": ({"model": "layers: [{dense: 4}]\n        keras_json: lambda.json"},
+                                         "keras_json"),
+    "empty grid": ({"metric": "val_loss\n    search: {space: {batch_size: []}}"}, "batch_size"),
+    "random search without samples": ({"metric": "val_loss\n    search: {method: random}"}, "samples"),
+    "zero segments": ({"metric": "val_loss\n    segments: 0"}, "segments"),
 }
 
 
