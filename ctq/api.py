@@ -56,6 +56,7 @@ class TrainResult:
     failed_models: dict[int, str]
     leaderboard: list[dict]
     pack_reused: bool
+    hop_results: list = dataclasses.field(default_factory=list, repr=False)  # per hop, this session
 
     def to_json(self) -> dict:
         return {
@@ -214,6 +215,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None) -> TrainResult:
         best_metric=best["score"] if best else None, metric=plan.metric,
         wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
         utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
+        hop_results=outcome.results,
     )
 
 

@@ -1,0 +1,204 @@
+"""ctq benchmarks: every figure is a ratio measured side by side in one run (`make bench`).
+
+Writes bench/RESULTS.md (each figure, its target, the machine) and bench/speedup.png. Runs on a
+throwaway embedded PostgreSQL; about 10 minutes on 2 cores. Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "examples"))
+from make_data import make  # noqa: E402
+
+from ctq import api, simulate  # noqa: E402
+from ctq.config import parse_config  # noqa: E402
+from ctq.embedded import EmbeddedCluster  # noqa: E402
+
+OUT = REPO / "bench"
+ROWS = 200000  # hops long enough that one jit compile per model and backend does not dominate
+PAPER_POINTS = {2: 1.53, 4: 2.21, 6: 2.43, 8: 2.73}  # Cerebro-DS, heterogeneous grid, CTQ vs UDAF
+
+
+def grid(name: str, models: str, space: str, segments: int = 2, epochs: int = 1) -> str:
+    return f"""
+name: {name}
+data: {{table: public.bench, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+        task: classification, validation_fraction: 0.1}}
+segments: {segments}
+models:
+{models}
+search:
+  seed: 1
+  space:
+{space}
+epochs: {epochs}
+metric: val_accuracy
+"""
+
+
+def config(text: str):
+    return parse_config(text, source_path=f"<bench>", base_dir=str(REPO / "examples"))
+
+
+async def load_table(dsn: str) -> None:
+    import asyncpg
+
+    x, y = make(ROWS, 7)
+    conn = await asyncpg.connect(dsn)
+    cols = ", ".join(f"f{i} float8" for i in range(1, 9))
+    await conn.execute(f"DROP TABLE IF EXISTS public.bench; CREATE TABLE public.bench ({cols}, label int)")
+    await conn.copy_records_to_table("bench", records=[tuple(map(float, r)) + (int(l),) for r, l in zip(x, y)])
+    await conn.close()
+
+
+def standalone_rows_per_second(units: int, batch: int, rows: int, repeats: int) -> float:
+    """The same Keras model trained in a plain process on numpy arrays, pinned to one core."""
+    code = f"""
+import os, time, json
+os.sched_setaffinity(0, {{0}})
+os.environ['KERAS_BACKEND'] = 'jax'
+import numpy as np, keras
+rng = np.random.default_rng(0)
+x = rng.normal(size=({rows}, 8)).astype('float32'); y = rng.integers(0, 3, {rows}).astype('int32')
+m = keras.Sequential([keras.Input((8,)), keras.layers.Dense({units}, activation='relu'),
+                      keras.layers.Dense({units}, activation='relu'), keras.layers.Dense(3, activation='softmax')])
+m.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+m.fit(x, y, batch_size={batch}, epochs=1, shuffle=False, verbose=0)
+t = time.perf_counter()
+for _ in range({repeats}):
+    m.fit(x, y, batch_size={batch}, epochs=1, shuffle=False, verbose=0)
+print(json.dumps({rows} * {repeats} / (time.perf_counter() - t)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+async def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="ctq-bench-", dir="/tmp"))
+    os.chmod(home, 0o755)
+    cluster = EmbeddedCluster(home)
+    dsn = cluster.start()
+    results: list[tuple[str, float, str, str]] = []
+    try:
+        await load_table(dsn)
+        t_all = time.perf_counter()
+
+        # 1. throughput: in-database (one segment = one core) vs standalone Keras on one core
+        heavy = grid("throughput", "  - {name: heavy, layers: [{dense: 256}, {dense: 256}]}",
+                     "    batch_size: [256]", segments=1, epochs=4)
+        r = await api.train(config(heavy), dsn)
+        hops = r.hop_results[1:]  # the first hop pays the jit compile; standalone excludes it too
+        in_db = sum(h.rows for h in hops) / sum(h.wall_seconds for h in hops)
+        rows_per_hop = hops[0].rows
+        alone = standalone_rows_per_second(256, 256, rows_per_hop, repeats=3)
+        results.append(("in-database / standalone training throughput", in_db / alone, ">= 0.95",
+                        f"{in_db:,.0f} vs {alone:,.0f} rows/s, 256-256 MLP, batch 256, one core each"))
+
+        # 2-5. heterogeneous grid (p = 0.8, L ~ 8 via batch 256 vs 32) and homogeneous grid, MOP vs BSP
+        models = "  - {name: mlp, layers: [{dense: 64}, {dense: 64}]}"
+        hetero_space = ("    optimizer: [adam, sgd]\n"
+                        "    learning_rate: [0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.03, 0.05]\n"
+                        "    batch_size: [256, 16]")
+        hetero = grid("hetero", models, hetero_space, epochs=2)
+        # keep 16 fast (batch 256) and 4 slow (batch 16: 16x the steps) models: p = 0.8 exactly
+        cfg = config(hetero)
+        slow_ids = [m.model_id for m in cfg.models if m.batch_size == 16][:4]
+        fast_ids = [m.model_id for m in cfg.models if m.batch_size == 256][:16]
+        keep = set(slow_ids + fast_ids)
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, models=tuple(m for m in cfg.models if m.model_id in keep))
+        mop = await api.train(cfg, dsn, name="hetero-mop", schedule="mop")
+        bsp = await api.train(cfg, dsn, name="hetero-bsp", schedule="bsp")
+        fast_t = np.mean([h.wall_seconds for h in mop.hop_results if h.hop.model_id in fast_ids])
+        slow_t = np.mean([h.wall_seconds for h in mop.hop_results if h.hop.model_id in slow_ids])
+        results.append(("heterogeneous grid (p=0.8) BSP / MOP wall time", bsp.wall_seconds / mop.wall_seconds,
+                        ">= 1.45", f"{bsp.wall_seconds:.1f}s / {mop.wall_seconds:.1f}s, measured L = {slow_t / fast_t:.1f}"))
+        homo_cfg = dataclasses.replace(cfg, models=tuple(m for m in cfg.models if m.model_id in fast_ids))
+        homo_mop = await api.train(homo_cfg, dsn, name="homo-mop", schedule="mop")
+        homo_bsp = await api.train(homo_cfg, dsn, name="homo-bsp", schedule="bsp")
+        results.append(("homogeneous grid MOP / BSP wall time", homo_mop.wall_seconds / homo_bsp.wall_seconds,
+                        "<= 1.02", f"{homo_mop.wall_seconds:.1f}s / {homo_bsp.wall_seconds:.1f}s, 16 models"))
+        walls = [h.wall_seconds for h in mop.hop_results]
+        computes = [h.compute_seconds for h in mop.hop_results]
+        overhead = (sum(walls) - sum(computes)) / sum(walls)
+        results.append(("per-hop overhead (wall - compute) / wall", overhead, "<= 0.03",
+                        f"{len(walls)} hops, mean hop {np.mean(walls) * 1000:.0f} ms, "
+                        f"mean overhead {np.mean(np.subtract(walls, computes)) * 1000:.1f} ms"))
+        results.append(("segment utilization under MOP", mop.utilization, ">= 0.95",
+                        "sum of hop durations / (segments x wall time), heterogeneous grid"))
+
+        # 6. scaling: 1 vs 2 segments on the homogeneous grid
+        one = await api.train(dataclasses.replace(homo_cfg, segments=1), dsn, name="scale-1")
+        rows_two = sum(h.rows for h in homo_mop.hop_results) / homo_mop.wall_seconds
+        rows_one = sum(h.rows for h in one.hop_results) / one.wall_seconds
+        results.append(("scaling: examples/s with 2 segments / 1 segment", rows_two / rows_one, ">= 1.8",
+                        f"{rows_two:,.0f} vs {rows_one:,.0f} examples/s"))
+
+        # 7. the simulator on the measured heterogeneous hops vs the measured makespans
+        measured = [(h.hop.model_id, h.hop.segment, h.wall_seconds) for h in mop.hop_results]
+        replay = simulate.replay(measured, [2])[2]
+        results.append(("simulated / measured MOP makespan", replay.mop.makespan / mop.wall_seconds, "0.90-1.10",
+                        f"{replay.mop.makespan:.1f}s vs {mop.wall_seconds:.1f}s"))
+        results.append(("simulated / measured BSP makespan", replay.bsp.makespan / bsp.wall_seconds, "0.90-1.10",
+                        f"{replay.bsp.makespan:.1f}s vs {bsp.wall_seconds:.1f}s"))
+        bench_seconds = time.perf_counter() - t_all
+        plot(slow_t / fast_t, bsp.wall_seconds / mop.wall_seconds)
+    finally:
+        cluster.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    write_results(results, bench_seconds)
+
+
+def plot(measured_L: float, measured_2: float) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install -e '.[bench]')")
+        return
+    workers = list(range(1, 33))
+    sim = [simulate.compare(simulate.heterogeneous_durations(400, w, 0.8, measured_L, seed=1), w).speedup
+           for w in workers]
+    theory = [simulate.theory_speedup(0.8, measured_L, w) for w in workers]
+    plt.figure(figsize=(6, 4))
+    plt.plot(workers, sim, label=f"simulated (400 models, p=0.8, L={measured_L:.1f})")
+    plt.plot(workers, theory, "--", label="closed form (Cerebro-DS)")
+    plt.scatter(list(PAPER_POINTS), list(PAPER_POINTS.values()), color="k", label="paper, measured")
+    plt.scatter([2], [measured_2], color="r", marker="x", s=80, label="ctq, measured here")
+    plt.xlabel("workers (segments)")
+    plt.ylabel("speedup BSP / MOP")
+    plt.legend()
+    plt.tight_layout()
+    plt.savefig(OUT / "speedup.png", dpi=120)
+
+
+def write_results(results, seconds: float) -> None:
+    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    lines = ["# ctq benchmark results", "", f"Machine: {machine}. Benchmark wall time {seconds:.0f}s. "
+             "Each figure is a ratio of two measurements taken in the same run.", "",
+             "| figure | value | target | details |", "|---|---|---|---|"]
+    for name, value, target, details in results:
+        lines.append(f"| {name} | {value:.3f} | {target} | {details} |")
+    lines += ["", "![speedup](speedup.png)", ""]
+    (OUT / "RESULTS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
