@@ -150,7 +150,7 @@ async def main() -> None:
 
         # 7. the simulator on the measured heterogeneous hops vs the measured makespans
         measured = [(h.hop.model_id, h.hop.segment, h.wall_seconds) for h in mop.hop_results]
-        replay = simulate.replay(measured, [2])[2]
+        replay = simulate.replay(measured, [2], epochs=cfg.epochs)[2]
         results.append(("simulated / measured MOP makespan", replay.mop.makespan / mop.wall_seconds, "0.90-1.10",
                         f"{replay.mop.makespan:.1f}s vs {mop.wall_seconds:.1f}s"))
         results.append(("simulated / measured BSP makespan", replay.bsp.makespan / bsp.wall_seconds, "0.90-1.10",

@@ -207,10 +207,16 @@ def _mop_makespan(d: np.ndarray, epochs: int, seed: int, min_batch: float = 64.0
     engine = _MopEngine(d, epochs, seed)
     delta = float(d.min())
     # A window holds about S * delta / mean hops; numpy only pays off when that is large.
-    if d.shape[1] * delta / float(d.mean()) >= min_batch:
-        while not engine.finished and engine.vector_window(delta):
-            pass
-    return engine.finish_sequentially()
+    vectorize = d.shape[1] * delta / float(d.mean()) >= min_batch
+    stint = base_stint = 4 * d.shape[1]
+    while not engine.finished:
+        windows = 0
+        while vectorize and not engine.finished and engine.vector_window(delta):
+            windows += 1
+        # Back off when the vectorized phase keeps declining at once (e.g. in a run's tail).
+        stint = stint * 2 if windows < 16 else base_stint
+        engine.run_sequentially(stint if vectorize else None)
+    return float(engine.finish.max())
 
 
 def _settle(
@@ -258,13 +264,13 @@ class _MopEngine:
       order) took -- a fixed point that equals the sequential answer. It declines (returns False,
       changing nothing) when a pick cannot be settled that way, e.g. a segment must wait for a busy
       model, which happens in the tail of a run.
-    * :meth:`finish_sequentially` -- a plain event loop (heap of segment free times, per-segment
+    * :meth:`run_sequentially` -- a plain event loop (heap of segment free times, per-segment
       heap of deferred entries, entries of unavailable models parked on that model until it
       frees), about 1.7 us per hop in CPython.
     """
 
-    LOOKAHEAD = 8  # fresh entries examined per pick
-    DEFERRED = 8  # deferred entries a segment may hold in the vectorized phase
+    LOOKAHEADS = (8, 64)  # fresh entries examined per pick: cheap first, wide if need be
+    DEFERRED = 32  # deferred entries a segment may hold in the vectorized phase
 
     def __init__(self, d: np.ndarray, epochs: int, seed: int):
         models, segments = d.shape
@@ -284,74 +290,39 @@ class _MopEngine:
         self.busy_until = np.full(models, -np.inf)
         self.visits = np.zeros(models, dtype=np.int64)  # segments visited in the current epoch
         self.lim = np.full(models, models, dtype=np.int64)  # entries < lim are in the model's epoch
-        self.steps = np.arange(self.LOOKAHEAD)
 
     @property
     def finished(self) -> bool:
         return bool(np.isinf(self.end_t).all())
 
     def vector_window(self, delta: float) -> bool:
+        """Advance through ``[T, T + delta)``; False (and nothing changed) if it cannot."""
         M, S, n_pos = self.models, self.segments, self.length
         end_t = self.end_t
         segs = np.flatnonzero(end_t < end_t.min() + delta)
         times = end_t[segs]
         order = times.argsort(kind="stable")  # segs is ascending: this is (time, segment) order
         segs, times = segs[order], times[order]
-        n = len(segs)
-        idx = np.arange(n)
         freed = self.run_m[segs]
         fm = freed[freed >= 0]
         visits = self.visits[fm] + 1
         rolled = fm[visits == S]
-        lim = self.lim
-        lim[rolled] += M  # early, but a model is unavailable until its busy_until anyway
-
-        top = self.top[segs]
-        deferred = self.deferred[segs]
-        n_def = int(np.count_nonzero(deferred.min(axis=0) < n_pos))  # rows are sorted
-        exhausted = (deferred[:, 0] >= n_pos) & (top >= n_pos)
-        fresh = top[:, None] + self.steps
-        pos = np.concatenate([deferred[:, :n_def], fresh], axis=1)  # ascending in each row
-        width = pos.shape[1]
-        inside = pos < n_pos
-        np.minimum(pos, n_pos - 1, out=pos)
-        mods = self.prefs_flat.take(pos + (segs * n_pos)[:, None])
-        ok = inside & (self.busy_until.take(mods) <= times[:, None])
-        if self.epochs > 1:
-            ok &= pos < lim.take(mods)  # the entry belongs to the model's current epoch
-
-        choice = ok.argmax(axis=1)
-        got = ok.ravel().take(idx * width + choice)
-        if not (got | exhausted).all():
-            lim[rolled] -= M
+        self.lim[rolled] += M  # early, but a model is unavailable until its busy_until anyway
+        for lookahead in self.LOOKAHEADS:
+            picks = self._window_picks(segs, times, lookahead)
+            if picks is not None:
+                break
+        else:
+            self.lim[rolled] -= M
             return False
-        new = np.where(got, mods.ravel().take(idx * width + choice), -1)
-        owner = np.full(M + 1, n)  # earliest pick holding each model (slot M: exhausted rows)
-        np.minimum.at(owner, new, idx)
-        losers = np.flatnonzero(got & (owner.take(new) < idx))
-        if len(losers) and not _settle(losers.tolist(), ok, mods, owner, choice, new):
-            lim[rolled] -= M
-            return False
-        at = idx * width + choice
-
-        # The new deferred rows: drop the picked entry, add the fresh entries passed over.
-        rows = np.full((n, n_def + self.LOOKAHEAD), n_pos)
-        rows[:, :n_def] = deferred[:, :n_def]
-        passed = fresh < (top + np.maximum(choice - n_def, 0))[:, None]
-        rows[:, n_def:][passed] = fresh[passed]
-        rows.ravel()[at[got]] = n_pos
-        rows.sort(axis=1)
-        if rows.shape[1] > self.DEFERRED and rows[:, self.DEFERRED].min() < n_pos:
-            lim[rolled] -= M
-            return False  # a segment would hold too many deferred entries
+        got, new, top, deferred = picks
 
         done = freed >= 0
         self.finish[segs[done]] = times[done]
         self.busy_until[fm] = -np.inf
         self.visits[fm] = np.where(visits == S, 0, visits)
-        keep = min(rows.shape[1], self.DEFERRED)
-        self.deferred[segs, :keep] = rows[:, :keep]
-        self.top[segs] = np.where(got & (choice >= n_def), top + choice - n_def + 1, top)
+        self.deferred[segs, : deferred.shape[1]] = deferred
+        self.top[segs] = top
         ps, pm = segs[got], new[got]
         ends = times[got] + self.dur_flat.take(ps * M + pm)
         self.busy_until[pm] = ends
@@ -360,31 +331,72 @@ class _MopEngine:
         end_t[ps] = ends
         return True
 
-    def finish_sequentially(self) -> float:
-        M, S, n_pos = self.models, self.segments, self.length
-        n_epochs = self.epochs
+    def _window_picks(
+        self, segs: np.ndarray, times: np.ndarray, lookahead: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Picks of segments ``segs`` freeing at ``times``, in that order: (got a model, model or
+        -1, new top, new deferred rows); None if the look-ahead or the deferred rows are too short.
+        """
+        M, n_pos = self.models, self.length
+        n = len(segs)
+        idx = np.arange(n)
+        top = self.top[segs]
+        deferred = self.deferred[segs]
+        n_def = int(np.count_nonzero(deferred.min(axis=0) < n_pos))  # rows are sorted
+        exhausted = (deferred[:, 0] >= n_pos) & (top >= n_pos)
+        fresh = top[:, None] + np.arange(lookahead)
+        pos = np.concatenate([deferred[:, :n_def], fresh], axis=1)  # ascending in each row
+        width = pos.shape[1]
+        inside = pos < n_pos
+        np.minimum(pos, n_pos - 1, out=pos)
+        mods = self.prefs_flat.take(pos + (segs * n_pos)[:, None])
+        ok = inside & (self.busy_until.take(mods) <= times[:, None])
+        if self.epochs > 1:
+            ok &= pos < self.lim.take(mods)  # the entry belongs to the model's current epoch
+
+        choice = ok.argmax(axis=1)
+        got = ok.ravel().take(idx * width + choice)
+        if not (got | exhausted).all():
+            return None
+        new = np.where(got, mods.ravel().take(idx * width + choice), -1)
+        owner = np.full(M + 1, n)  # earliest pick holding each model (slot M: exhausted rows)
+        np.minimum.at(owner, new, idx)
+        losers = np.flatnonzero(got & (owner.take(new) < idx))
+        if len(losers) and not _settle(losers.tolist(), ok, mods, owner, choice, new):
+            return None
+
+        # The new deferred rows: drop the picked entry, add the fresh entries passed over.
+        rows = np.full((n, width), n_pos)
+        rows[:, :n_def] = deferred[:, :n_def]
+        passed = fresh < (top + np.maximum(choice - n_def, 0))[:, None]
+        rows[:, n_def:width][passed] = fresh[passed]
+        rows.ravel()[(idx * rows.shape[1] + choice)[got]] = n_pos
+        rows.sort(axis=1)
+        if rows.shape[1] > self.DEFERRED and rows[:, self.DEFERRED].min() < n_pos:
+            return None  # a segment would hold too many deferred entries
+        top = np.where(got & (choice >= n_def), top + choice - n_def + 1, top)
+        return got, new, top, rows[:, : self.DEFERRED]  # columns past `width` stay empty
+
+    def run_sequentially(self, budget: int | None) -> None:
+        """The plain event loop, from the shared state, until done or (after ``budget`` events,
+        at a moment the vectorized phase can represent) handing back to :meth:`vector_window`."""
+        M, S, n_pos, n_epochs = self.models, self.segments, self.length, self.epochs
         rows = [memoryview(r) for r in self.prefs]
         durs = [memoryview(r) for r in self.dur]
-        lim = self.lim.tolist()
         epoch = (self.lim // M - 1).tolist()
+        lim = self.lim.tolist()  # entry pos is available iff pos < lim[m]; -1 while m is busy
         visits = self.visits.tolist()
         running = self.run_m.tolist()
         ptr = self.top.tolist()
         finish = self.finish.tolist()
-        events = []
-        idle = []
-        skipped: list[list[int]] = []  # per segment: heap of unconsumed entries before ptr
-        for s in range(S):
-            skipped.append([p for p in self.deferred[s].tolist() if p < n_pos])
-            if math.isinf(self.end_t[s]):
-                idle.append(True)
-            else:
-                idle.append(False)
-                events.append((float(self.end_t[s]), s))
-                if running[s] >= 0:
-                    lim[running[s]] = -1
+        skipped = [[p for p in row if p < n_pos] for row in self.deferred.tolist()]  # sorted: heaps
+        idle = np.isinf(self.end_t).tolist()
+        events = [(t, s) for s, t in enumerate(self.end_t.tolist()) if not idle[s]]
         heapq.heapify(events)
-        parked: dict[int, list[tuple[int, int]]] = {}  # model * epochs + epoch -> entries
+        for m in running:
+            if m >= 0:
+                lim[m] = -1
+        parked: dict[int, list[tuple[int, int]]] = {}  # model * epochs + epoch -> (seg, pos)
         heappop, heappush = heapq.heappop, heapq.heappush
 
         def pick(s: int, t: float) -> None:
@@ -405,6 +417,7 @@ class _MopEngine:
                     return
                 parked.setdefault(m * n_epochs + pos // M, []).append((s, pos))
 
+        countdown = budget
         while events:
             t, s = heappop(events)
             batch = [s]
@@ -432,4 +445,31 @@ class _MopEngine:
                 batch.sort()
             for s in batch:
                 pick(s, t)
-        return max(finish)
+            if countdown is not None:
+                countdown -= len(batch)
+                if countdown <= 0:
+                    countdown = budget
+                    # Hand back only if no segment waits and deferred entries fit the matrix.
+                    deferred = [list(h) for h in skipped]
+                    for entries in parked.values():
+                        for w, pos in entries:
+                            deferred[w].append(pos)
+                    if not any(
+                        idle[w] and (ptr[w] < n_pos or deferred[w]) for w in range(S)
+                    ) and max(map(len, deferred)) <= self.DEFERRED:
+                        break
+        else:
+            deferred = [[] for _ in range(S)]
+        self.deferred.fill(n_pos)
+        for w, entries in enumerate(deferred):
+            self.deferred[w, : len(entries)] = sorted(entries)
+        self.top[:] = ptr
+        self.end_t.fill(np.inf)
+        self.busy_until.fill(-np.inf)
+        for t, s in events:
+            self.end_t[s] = t
+            self.busy_until[running[s]] = t
+        self.run_m[:] = running
+        self.finish[:] = finish
+        self.visits[:] = visits
+        self.lim[:] = [(e + 1) * M for e in epoch]
