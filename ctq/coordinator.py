@@ -137,7 +137,7 @@ class Coordinator:
                     await self._open_control()
                 return await fn(self.control, *args)
             except Exception as exc:  # noqa: BLE001 - classified below
-                if not is_transient(exc) or attempt > self.max_retries:
+                if not is_transient(exc) or attempt > self.max_retries or _being_cancelled():
                     raise
                 if self.control is not None:
                     self.control.terminate()
@@ -208,6 +208,8 @@ class Coordinator:
             await asyncio.gather(*(self._connect(s) for s in range(self.segments)))
             t0 = time.perf_counter()  # wall time of the schedule itself, not of the warm-up
             while not self.scheduler.done:
+                if _being_cancelled():  # a Ctrl-C that a library turned into a query error
+                    raise asyncio.CancelledError()
                 for hop in self.scheduler.next_hops():
                     self.progress.hop_started(hop)
                     running[asyncio.create_task(self._run_hop(hop))] = hop
@@ -256,6 +258,13 @@ class Coordinator:
     async def _close_segments(self) -> None:
         await asyncio.gather(*(_close(c) for c in self.connections if c is not None))
         self.connections = [None] * self.segments
+
+
+def _being_cancelled() -> bool:
+    """True once this task was asked to stop, even if the CancelledError got converted on the way
+    (asyncpg turns a cancelled query into QueryCanceledError, which would look transient)."""
+    task = asyncio.current_task()
+    return bool(task is not None and getattr(task, "cancelling", lambda: 0)())
 
 
 async def _close(conn: asyncpg.Connection) -> None:

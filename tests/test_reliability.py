@@ -139,7 +139,7 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
 
 
 async def test_sigint_interrupts_quickly_and_the_run_resumes(long_table, tmp_path, dsn, ctq_home, conn, run_cli):
-    grid = write_grid(tmp_path, GRID.format(name="interrupted", table=long_table, epochs=2))
+    grid = write_grid(tmp_path, GRID.format(name="interrupted", table=long_table, epochs=3))
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "interrupted", 2)
     t0 = time.monotonic()
@@ -153,7 +153,7 @@ async def test_sigint_interrupts_quickly_and_the_run_resumes(long_table, tmp_pat
     assert busy == 0  # the in-flight training queries were cancelled before the process exited
     resumed = run_cli("train", "--resume", str(run_id), "--json")
     assert resumed.returncode == 0, resumed.stderr
-    await assert_complete(conn, run_id, models=4, epochs=2)
+    await assert_complete(conn, run_id, models=4, epochs=3)
 
 
 async def test_two_concurrent_runs_both_complete(long_table, tmp_path, dsn, ctq_home, conn):
