@@ -37,18 +37,25 @@ def _echo_json(doc) -> None:
 
 
 def run_async(coro):
-    """Run a coroutine; SIGTERM cancels it like Ctrl-C does, so both end in a clean 'interrupted'."""
+    """Run a coroutine; SIGINT and SIGTERM cancel it, so both end in a clean 'interrupted'.
+
+    Both handlers are installed explicitly: a process started in the background by a
+    non-interactive shell (CI, make, cron wrappers) inherits SIGINT as *ignored*, and Python's
+    default Ctrl-C handling would then never fire.
+    """
 
     async def main():
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
         try:
             return await coro
         except asyncio.CancelledError:
             raise Interrupted("interrupted") from None
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     try:
         return asyncio.run(main())
