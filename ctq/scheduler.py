@@ -1,4 +1,4 @@
-"""Pure hop schedulers: asynchronous MOP (what ``ctq`` runs) and BSP rotation (what it is compared to).
+"""Pure hop schedulers: asynchronous MOP (what ``ctq`` runs) and BSP rotation (its baseline).
 
 A *hop* is one model training one sub-epoch on one segment's data partition. The coordinator
 (asyncio, elsewhere) owns time and I/O; these classes only decide which hop may start next, so the
@@ -8,8 +8,8 @@ by :mod:`ctq.simulate` without a database.
 Why the MOP choice is a *seeded per-segment preference list* rather than a fresh random draw per
 decision: it is Cerebro's and the original CTQ driver's rule (shuffle all (model, worker) pairs once
 per epoch; an idle worker takes the first pair whose model is idle), it makes every decision a
-function of the scheduler's state alone (so a run is reproducible no matter how often the
-coordinator happens to poll), and :mod:`ctq.simulate` can replay it exactly for 10^7 hops.
+function of the scheduler's state alone (the same completions give the same schedule, however
+often the coordinator polls in between), and :mod:`ctq.simulate` can replay it exactly, fast.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Hop:
 
 
 def mop_priorities(seed: int, epoch: int, segments: int, models: int) -> np.ndarray:
-    """Row ``s`` lists model indices (0..models-1) in the order segment ``s`` prefers them in ``epoch``.
+    """Row ``s``: model indices (0..models-1) in the order segment ``s`` prefers them in ``epoch``.
 
     Independent per epoch (seeded by ``(seed, epoch)``) so that a model's luck in one epoch says
     nothing about the next. Shared with :mod:`ctq.simulate`, which must make identical choices.
@@ -93,7 +93,7 @@ class Scheduler(abc.ABC):
         self._resume(completed)
 
     def _resume(self, completed: Iterable[tuple[int, int, int]]) -> None:
-        """Fast-forward past hops a previous run finished; reject sets no run could have produced."""
+        """Fast-forward past hops a previous run finished; reject sets no run could produce."""
         done: dict[int, dict[int, set[int]]] = {}
         for item in completed:
             try:
@@ -133,7 +133,7 @@ class Scheduler(abc.ABC):
         """(segment, model index) pairs to start now, on idle segments, with idle models."""
 
     def next_hops(self) -> list[Hop]:
-        """Hops to start now on idle segments, marked in flight. May be [] (nothing startable now)."""
+        """Hops to start now on idle segments, marked in flight; [] if nothing can start now."""
         hops = []
         for seg, m in self._select():
             hop = Hop(
@@ -256,7 +256,10 @@ class MopScheduler(Scheduler):
         for seg in idle:
             eligible = [m for m in free if seg not in self._visited[m]]
             if eligible:
-                best = min(eligible, key=lambda m: (self._epoch[m], self._rank(self._epoch[m])[seg][m]))
+                # Earlier epochs first, then this segment's preference in that epoch.
+                best = min(
+                    eligible, key=lambda m: (self._epoch[m], self._rank(self._epoch[m])[seg][m])
+                )
                 free.remove(best)
                 picks.append((seg, best))
         return picks

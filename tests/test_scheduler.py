@@ -1,108 +1,355 @@
-"""Property tests of the pure MOP and BSP schedulers, driven by a virtual clock (no I/O)."""
+"""Property tests of the MOP and BSP schedulers, driven by a virtual clock like the coordinator."""
 
 from __future__ import annotations
 
 import heapq
+from collections import Counter
+from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctq.scheduler import BspScheduler, MopScheduler
+from ctq.scheduler import BspScheduler, Hop, MopScheduler, Scheduler
+
+SCHEDULERS = {"mop": MopScheduler, "bsp": BspScheduler}
 
 
-def drive(scheduler, duration, segments):
-    """Run a schedule to the end; returns hop records and the eligibility checks made on the way."""
-    clock, heap, log, seq = 0.0, [], [], 0
-    while not scheduler.done:
-        for hop in scheduler.next_hops():
-            seq += 1
-            heapq.heappush(heap, (clock + duration(hop), seq, hop, clock))
-        if isinstance(scheduler, MopScheduler):
-            assert_no_idle_segment_with_eligible_model(scheduler, segments)
-        end, _, hop, start = heapq.heappop(heap)
-        clock = end
-        scheduler.complete(hop)
-        log.append((hop, start, end))
-    return log
+@dataclass
+class Trace:
+    """What happened in one driven run."""
+
+    done: list[tuple[float, float, Hop]] = field(default_factory=list)  # (start, end, hop)
+    batches: list[tuple[float, list[Hop]]] = field(default_factory=list)  # non-empty next_hops
+    started_after_fail: list[Hop] = field(default_factory=list)
 
 
-def assert_no_idle_segment_with_eligible_model(scheduler, segments):
-    busy_models = {h.model_id for h in scheduler.in_flight.values()}
-    for seg in range(segments):
-        if seg in scheduler.in_flight:
-            continue
-        for model in scheduler._ids:  # white-box: every model the scheduler knows
-            if model in busy_models or model in scheduler.failed:
-                continue
-            epochs_done, hops_done = scheduler.progress(model)
-            if epochs_done >= scheduler._epochs:
-                continue
-            visited = scheduler._visited[scheduler._index[model]]
-            assert seg in visited, f"segment {seg} idle while model {model} could train on it"
+class Driver:
+    """Runs a scheduler to the end on a virtual clock, checking the MOP invariant as it goes.
+
+    At each instant it completes (or retries, or fails) every hop ending then, in segment order,
+    and only then asks for new hops -- what the coordinator does. It keeps its own record of
+    each model's epoch and visited segments, so the checks do not trust the scheduler's.
+    """
+
+    def __init__(self, sched: Scheduler, ids, segments, epochs, durations, completed=()):
+        self.sched, self.ids, self.S, self.E = sched, list(ids), segments, epochs
+        self.durations = durations  # (model_id, segment) -> seconds
+        self.visited = {m: {} for m in self.ids}  # model -> {epoch: set of segments}
+        for m, e, s in completed:
+            self.visited[m].setdefault(e, set()).add(s)
+        self.failed: set[int] = set()
+
+    def epoch_of(self, m: int) -> int:
+        e = 0
+        while len(self.visited[m].get(e, ())) == self.S:
+            e += 1
+        return e
+
+    def eligible(self, m: int, seg: int) -> bool:
+        busy = {h.model_id for h in self.sched.in_flight.values()}
+        e = self.epoch_of(m)
+        return (
+            m not in self.failed
+            and m not in busy
+            and e < self.E
+            and seg not in self.visited[m].get(e, set())
+        )
+
+    def ask(self, t: float, trace: Trace) -> list[Hop]:
+        hops = self.sched.next_hops()
+        for h in hops:
+            assert h.model_id not in self.failed
+            assert h.epoch == self.epoch_of(h.model_id)
+            assert h.segment not in self.visited[h.model_id].get(h.epoch, set())
+        if hops:
+            trace.batches.append((t, hops))
+        if isinstance(self.sched, MopScheduler):
+            for seg in range(self.S):
+                if seg not in self.sched.in_flight:
+                    assert not any(self.eligible(m, seg) for m in self.ids), (t, seg)
+        return hops
+
+    def run(self, retry_once=frozenset(), fail_at: int | None = None, fail_idle=None) -> Trace:
+        """``retry_once``: (model, epoch, segment) hops whose first attempt fails transiently.
+        ``fail_at``: the completion event (0-based) that is instead a deterministic failure.
+        ``fail_idle``: (instant number, model) to fail between instants, whatever it is doing."""
+        trace, retried, events, seq, t, n_events, instant = Trace(), set(), [], 0, 0.0, 0, 0
+        starts: dict[Hop, float] = {}
+
+        def launch(hops):
+            nonlocal seq
+            for h in hops:
+                starts[h] = t
+                end = t + self.durations[h.model_id, h.segment]
+                heapq.heappush(events, (end, h.segment, seq, h))
+                seq += 1
+
+        launch(self.ask(t, trace))
+        while events:
+            t = events[0][0]
+            while events and events[0][0] == t:
+                _, _, _, hop = heapq.heappop(events)
+                key = (hop.model_id, hop.epoch, hop.segment)
+                if hop.model_id in self.failed:
+                    self.sched.complete(hop)  # a late report of a dropped model: ignored
+                elif n_events == fail_at:
+                    self.failed.add(hop.model_id)
+                    self.sched.fail_model(hop.model_id)
+                elif key in retry_once and key not in retried:
+                    retried.add(key)
+                    self.sched.retry(hop)
+                else:
+                    self.sched.complete(hop)
+                    trace.done.append((starts[hop], t, hop))
+                    self.visited[hop.model_id].setdefault(hop.epoch, set()).add(hop.segment)
+                n_events += 1
+            instant += 1
+            if fail_idle is not None and instant == fail_idle[0]:
+                self.failed.add(fail_idle[1])
+                self.sched.fail_model(fail_idle[1])
+            hops = self.ask(t, trace)
+            trace.started_after_fail += [h for h in hops if h.model_id in self.failed]
+            launch(hops)
+        assert self.sched.done
+        assert not self.sched.in_flight
+        return trace
 
 
-cases = st.tuples(st.integers(1, 8), st.integers(1, 5), st.integers(1, 3), st.integers(0, 10_000),
-                  st.lists(st.floats(0.1, 10.0), min_size=8, max_size=8))
+def durations_for(ids, segments, values):
+    return {
+        (m, s): values[(i * segments + s) % len(values)]
+        for i, m in enumerate(ids)
+        for s in range(segments)
+    }
 
 
-def check_invariants(log, models, segments, epochs):
-    keys = [(h.model_id, h.epoch, h.segment) for h, _, _ in log]
-    assert len(keys) == len(set(keys)) == models * segments * epochs
-    for i, (a, sa, ea) in enumerate(log):
-        for b, sb, eb in log[i + 1:]:
-            if a.model_id == b.model_id or a.segment == b.segment:
-                assert ea <= sb or eb <= sa, (a, b)
-    for m in range(1, models + 1):
-        mine = [(h, s, e) for h, s, e in log if h.model_id == m]
-        for ep in range(epochs - 1):
-            assert max(e for h, s, e in mine if h.epoch == ep) <= min(s for h, s, e in mine if h.epoch == ep + 1)
-        lasts = [h for h, _, _ in mine if h.last_of_epoch]
-        assert sorted(h.epoch for h in lasts) == list(range(epochs))
-        for h in lasts:
-            assert max((e for g, s, e in mine if g.epoch == h.epoch)) == next(e for g, s, e in mine if g == h)
+@st.composite
+def grids(draw, max_models=12, max_segments=6, max_epochs=3):
+    models = draw(st.integers(1, max_models))
+    segments = draw(st.integers(1, max_segments))
+    epochs = draw(st.integers(1, max_epochs))
+    seed = draw(st.integers(0, 2**16))
+    # Small integers make many hops end at the same instant; floats make every instant distinct.
+    values = draw(
+        st.one_of(
+            st.lists(st.integers(1, 4).map(float), min_size=1, max_size=models * segments),
+            st.lists(st.floats(0.1, 5.0), min_size=1, max_size=models * segments),
+        )
+    )
+    ids = draw(st.permutations(range(0, 3 * models, 3)))  # ids need not be 0..M-1 nor sorted
+    return ids, segments, epochs, seed, durations_for(ids, segments, values)
 
 
-@settings(max_examples=60, deadline=None)
-@given(cases)
-def test_mop_invariants(case):
-    models, segments, epochs, seed, speeds = case
-    scheduler = MopScheduler(list(range(1, models + 1)), segments, epochs, seed)
-    log = drive(scheduler, lambda h: speeds[h.model_id % 8] * (1 + h.segment / 10), segments)
-    check_invariants(log, models, segments, epochs)
+def check_schedule(trace: Trace, ids, segments, epochs, skip=frozenset()):
+    """Every hop once; no overlaps per model or segment; epochs in order; last_of_epoch exact."""
+    keys = [(h.model_id, h.epoch, h.segment) for _, _, h in trace.done]
+    every = [(m, e, s) for m in ids for e in range(epochs) for s in range(segments)]
+    assert Counter(keys) == Counter(k for k in every if k not in skip)
+    for attr in ("model_id", "segment"):
+        by: dict[int, list] = {}
+        for start, end, h in trace.done:
+            by.setdefault(getattr(h, attr), []).append((start, end))
+        for spans in by.values():
+            spans.sort()
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+    for m in ids:
+        hops = sorted((start, end, h) for start, end, h in trace.done if h.model_id == m)
+        for e in range(epochs - 1):
+            ends = [end for _, end, h in hops if h.epoch == e]
+            starts = [start for start, _, h in hops if h.epoch == e + 1]
+            if ends and starts:
+                assert max(ends) <= min(starts)
+        for e in range(epochs):
+            of_epoch = [h for _, _, h in hops if h.epoch == e]
+            skipped = sum((m, e, s) in skip for s in range(segments))
+            if of_epoch and len(of_epoch) + skipped == segments:
+                assert [h.last_of_epoch for h in of_epoch] == [False] * (len(of_epoch) - 1) + [True]
 
 
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@settings(max_examples=100, deadline=None)
+@given(grid=grids())
+def test_every_hop_once_without_overlaps(kind, grid):
+    ids, segments, epochs, seed, durations = grid
+    sched = SCHEDULERS[kind](ids, segments, epochs, seed)
+    trace = Driver(sched, ids, segments, epochs, durations).run()
+    check_schedule(trace, ids, segments, epochs)
+    for m in ids:
+        assert sched.progress(m) == (epochs, 0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(grid=grids())
+def test_bsp_rounds_rotate_behind_a_barrier(grid):
+    ids, segments, epochs, seed, durations = grid
+    sched = BspScheduler(ids, segments, epochs, seed)
+    trace = Driver(sched, ids, segments, epochs, durations).run()
+    slots = max(len(ids), segments)
+    assert len(trace.batches) == epochs * slots
+    ends = {(h.model_id, h.epoch, h.segment): end for _, end, h in trace.done}
+    previous_end = 0.0
+    for t, hops in trace.batches:
+        assert t >= previous_end  # nothing of this round starts before the last round ended
+        assert len(hops) == min(len(ids), segments)
+        assert len({h.segment for h in hops}) == len({h.model_id for h in hops}) == len(hops)
+        previous_end = max(ends[(h.model_id, h.epoch, h.segment)] for h in hops)
+
+
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@settings(max_examples=25, deadline=None)
+@given(grid=grids())
+def test_same_seed_same_schedule(kind, grid):
+    ids, segments, epochs, seed, durations = grid
+    make = SCHEDULERS[kind]
+    runs = [
+        Driver(make(ids, segments, epochs, seed), ids, segments, epochs, durations).run()
+        for _ in range(2)
+    ]
+    assert runs[0].done == runs[1].done
+
+
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
 @settings(max_examples=40, deadline=None)
-@given(cases)
-def test_bsp_invariants_and_round_barrier(case):
-    models, segments, epochs, seed, speeds = case
-    scheduler = BspScheduler(list(range(1, models + 1)), segments, epochs, seed)
-    log = drive(scheduler, lambda h: speeds[h.model_id % 8], segments)
-    check_invariants(log, models, segments, epochs)
-    for h, s, e in log:  # a hop never starts while a hop that started earlier is still running
-        assert all(not (s2 < s < e2) for _, s2, e2 in log)
+@given(grid=grids(), cut=st.floats(0, 1), first=st.sampled_from(["mop", "bsp"]))
+def test_resume_finishes_the_rest_without_repeats(kind, grid, cut, first):
+    ids, segments, epochs, seed, durations = grid
+    sched = SCHEDULERS[first](ids, segments, epochs, seed)
+    full = Driver(sched, ids, segments, epochs, durations).run()
+    by_end = sorted(full.done, key=lambda r: r[1])
+    in_order = [(h.model_id, h.epoch, h.segment) for _, _, h in by_end]
+    prefix = in_order[: int(cut * len(in_order))]
+    sched = SCHEDULERS[kind](ids, segments, epochs, seed + 1, completed=prefix)
+    rest = Driver(sched, ids, segments, epochs, durations, completed=prefix).run()
+    check_schedule(rest, ids, segments, epochs, skip=frozenset(prefix))
 
 
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
 @settings(max_examples=40, deadline=None)
-@given(cases, st.integers(0, 200))
-def test_resume_from_any_prefix_repeats_nothing(case, cut):
-    models, segments, epochs, seed, speeds = case
-    full = drive(MopScheduler(list(range(1, models + 1)), segments, epochs, seed), lambda h: speeds[h.model_id % 8],
-                 segments)
-    done = [(h.model_id, h.epoch, h.segment) for h, _, _ in full[: cut % (len(full) + 1)]]
-    rest = drive(MopScheduler(list(range(1, models + 1)), segments, epochs, seed, completed=done),
-                 lambda h: speeds[h.model_id % 8], segments)
-    keys = done + [(h.model_id, h.epoch, h.segment) for h, _, _ in rest]
-    assert sorted(keys) == sorted((h.model_id, h.epoch, h.segment) for h, _, _ in full)
+@given(grid=grids(), data=st.data())
+def test_retried_hops_run_again_once(kind, grid, data):
+    ids, segments, epochs, seed, durations = grid
+    every = [(m, e, s) for m in ids for e in range(epochs) for s in range(segments)]
+    flaky = frozenset(data.draw(st.lists(st.sampled_from(every), max_size=8)))
+    sched = SCHEDULERS[kind](ids, segments, epochs, seed)
+    trace = Driver(sched, ids, segments, epochs, durations).run(retry_once=flaky)
+    check_schedule(trace, ids, segments, epochs)
 
 
-def test_same_seed_same_schedule_and_failed_model_stops():
-    a = drive(MopScheduler([1, 2, 3, 4], 2, 2, seed=3), lambda h: 1 + h.model_id % 3, 2)
-    b = drive(MopScheduler([1, 2, 3, 4], 2, 2, seed=3), lambda h: 1 + h.model_id % 3, 2)
-    assert [x[0] for x in a] == [x[0] for x in b]
-    scheduler = MopScheduler([1, 2, 3], 2, 2, seed=0)
-    first = scheduler.next_hops()
-    scheduler.fail_model(first[0].model_id)
-    for hop in first[1:]:
-        scheduler.complete(hop)
-    log = drive(scheduler, lambda h: 1.0, 2)
-    assert all(h.model_id != first[0].model_id for h, _, _ in log)
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@settings(max_examples=40, deadline=None)
+@given(grid=grids(), data=st.data())
+def test_failed_model_stops_and_the_rest_finish(kind, grid, data):
+    ids, segments, epochs, seed, durations = grid
+    total = len(ids) * segments * epochs
+    sched = SCHEDULERS[kind](ids, segments, epochs, seed)
+    driver = Driver(sched, ids, segments, epochs, durations)
+    if data.draw(st.booleans()):  # fails while training a hop
+        trace = driver.run(fail_at=data.draw(st.integers(0, total - 1)))
+    else:  # fails between hops (e.g. its validation crashed)
+        when, model = data.draw(st.integers(1, total)), data.draw(st.sampled_from(ids))
+        trace = driver.run(fail_idle=(when, model))
+    assert not trace.started_after_fail
+    assert sched.failed == frozenset(driver.failed)
+    (dead,) = driver.failed or {None}
+    survivors = [m for m in ids if m != dead]
+    kept = [r for r in trace.done if r[2].model_id != dead]
+    check_schedule(Trace(done=kept), survivors, segments, epochs)
+
+
+def test_progress_counts_epochs_and_hops():
+    done = [(5, 0, 0), (5, 0, 2), (5, 0, 1), (5, 1, 2)]
+    sched = MopScheduler([5], segments=3, epochs=2, seed=0, completed=done)
+    assert sched.progress(5) == (1, 1)
+    (hop,) = sched.next_hops()
+    assert (hop.epoch, hop.last_of_epoch) == (1, False)
+    sched.complete(hop)
+    (hop,) = sched.next_hops()
+    assert (hop.epoch, hop.last_of_epoch) == (1, True)
+    sched.complete(hop)
+    assert sched.progress(5) == (2, 0) and sched.done and sched.next_hops() == []
+
+
+def test_mop_keeps_every_segment_busy_when_it_can():
+    sched = MopScheduler(range(4), segments=3, epochs=1, seed=7)
+    first = sched.next_hops()
+    assert sorted(h.segment for h in first) == [0, 1, 2]
+    assert sched.next_hops() == []  # all segments busy
+    sched.complete(first[0])
+    (again,) = sched.next_hops()
+    assert again.segment == first[0].segment and again.model_id != first[0].model_id
+
+
+def test_bsp_waits_for_the_whole_round():
+    sched = BspScheduler(range(2), segments=2, epochs=1, seed=0)
+    round0 = sched.next_hops()
+    assert len(round0) == 2
+    sched.complete(round0[0])
+    assert sched.next_hops() == []
+    sched.complete(round0[1])
+    round1 = sched.next_hops()
+    assert {(h.model_id, h.segment) for h in round1} == {
+        (h.model_id, 1 - h.segment) for h in round0
+    }
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (([], 2, 1, 0), "at least one model"),
+        (([1, 2, 1], 2, 1, 0), "unique; repeated: [1]"),
+        (([1], 0, 1, 0), "segments must be >= 1, got 0"),
+        (([1], 2, 0, 0), "epochs must be >= 1, got 0"),
+        (([1], 2, 1, -1), "seed must be >= 0, got -1"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
+def test_bad_arguments_are_named(kind, args, message):
+    with pytest.raises(ValueError) as err:
+        SCHEDULERS[kind](*args)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "completed, message",
+    [
+        ([(9, 0, 0)], "unknown model id 9"),
+        ([(1, 2, 0)], "epoch must be in 0..1"),
+        ([(1, 0, 3)], "segment must be in 0..2"),
+        ([(1, 0, 0), (1, 0, 0)], "listed twice"),
+        ([(1, 0)], "is not a (model_id, epoch, segment) triple"),
+        (
+            [(1, 0, 0), (1, 1, 2)],
+            "model 1: completed hops in epoch 1 but epoch 0 has not visited segments [1, 2]",
+        ),
+    ],
+)
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
+def test_inconsistent_resume_is_rejected(kind, completed, message):
+    with pytest.raises(ValueError) as err:
+        SCHEDULERS[kind]([1, 2], 3, 2, 0, completed=completed)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["mop", "bsp"])
+def test_reports_of_unknown_hops_are_rejected(kind):
+    sched = SCHEDULERS[kind]([1, 2], 2, 1, 0)
+    (hop, *_) = sched.next_hops()
+    with pytest.raises(ValueError, match="is not in flight"):
+        sched.complete(Hop(hop.model_id, hop.epoch, 1 - hop.segment, hop.last_of_epoch))
+    sched.complete(hop)
+    with pytest.raises(ValueError, match="is not in flight"):
+        sched.retry(hop)
+    with pytest.raises(ValueError, match="unknown model id 7"):
+        sched.progress(7)
+    with pytest.raises(ValueError, match="unknown model id 7"):
+        sched.fail_model(7)
+
+
+def test_late_report_of_a_dropped_model_is_ignored():
+    sched = MopScheduler([1, 2], 2, 1, 0)
+    hops = sched.next_hops()
+    sched.fail_model(hops[0].model_id)
+    assert hops[0].segment not in sched.in_flight
+    sched.complete(hops[0])  # the coordinator heard back after dropping the model
+    assert sched.progress(hops[0].model_id) == (0, 0)

@@ -1,48 +1,235 @@
-"""The makespan simulator: hand-checked small cases, bounds, and the Cerebro-DS closed form."""
+"""The makespan simulator: hand-checked cases, bounds, exact agreement with the schedulers, the
+Cerebro-DS closed form, and the 10,000 x 1,024 grid it must handle in seconds."""
 
 from __future__ import annotations
 
+import heapq
+import time
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctq import simulate
+from ctq.scheduler import BspScheduler, MopScheduler
+from ctq.simulate import _mop_makespan
 
 
-def test_two_segments_one_slow_model_by_hand():
-    # models: 1 s, 1 s, 4 s per sub-epoch; 2 segments, 1 epoch: total work 12 s -> bound 6 s
-    d = np.array([[1.0, 1.0], [1.0, 1.0], [4.0, 4.0]])
+def driven_makespan(scheduler, d: np.ndarray) -> float:
+    """Makespan of a scheduler on a virtual clock, completing every hop of an instant first."""
+    events, t = [], 0.0
+    for hop in scheduler.next_hops():
+        heapq.heappush(events, (t + d[hop.model_id, hop.segment], hop.segment, hop))
+    while events:
+        t = events[0][0]
+        while events and events[0][0] == t:
+            scheduler.complete(heapq.heappop(events)[2])
+        for hop in scheduler.next_hops():
+            heapq.heappush(events, (t + d[hop.model_id, hop.segment], hop.segment, hop))
+    assert scheduler.done
+    return t
+
+
+@st.composite
+def grids(draw, max_models=10, max_segments=6):
+    models = draw(st.integers(1, max_models))
+    segments = draw(st.integers(1, max_segments))
+    shape = (models, segments)
+    cells = models * segments
+    # Integers: many hops end at the same instant (ties); floats: none do.
+    values = draw(
+        st.one_of(
+            st.lists(st.integers(1, 4).map(float), min_size=cells, max_size=cells),
+            st.lists(st.floats(0.1, 5.0), min_size=cells, max_size=cells),
+        )
+    )
+    return np.array(values).reshape(shape), draw(st.integers(1, 3)), draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=150, deadline=None)
+@given(grid=grids())
+def test_simulation_equals_driving_the_schedulers(grid):
+    d, epochs, seed = grid
+    models, segments = d.shape
+    mop = driven_makespan(MopScheduler(range(models), segments, epochs, seed), d)
+    bsp = driven_makespan(BspScheduler(range(models), segments, epochs, seed), d)
+    assert simulate.simulate(d, segments, "mop", epochs, seed).makespan == mop
+    assert simulate.simulate(d, segments, "bsp", epochs, seed).makespan == bsp
+    # Both phases of the MOP engine, forced: the vectorized one from the start, and none of it.
+    assert _mop_makespan(d, epochs, seed, min_batch=0) == mop
+    assert _mop_makespan(d, epochs, seed, min_batch=float("inf")) == mop
+
+
+@pytest.mark.parametrize(
+    "models, segments, epochs, kind",
+    [
+        (300, 64, 1, "hetero"),  # mostly vectorized, sequential tail
+        (300, 64, 1, "uniform"),
+        (120, 48, 3, "hetero"),  # epochs: segments wait for models at epoch boundaries
+        (40, 100, 1, "uniform"),  # fewer models than segments: many segments wait
+        (70, 64, 2, "uniform"),
+    ],
+)
+def test_vectorized_and_sequential_phases_agree_on_larger_grids(models, segments, epochs, kind):
+    rng = np.random.default_rng(models + segments)
+    if kind == "hetero":
+        d = simulate.heterogeneous_durations(models, segments, 0.7, 6.0, seed=3)
+    else:
+        d = rng.uniform(1.0, 6.0, (models, segments))
+    assert _mop_makespan(d, epochs, 5, min_batch=0) == _mop_makespan(
+        d, epochs, 5, min_batch=float("inf")
+    )
+
+
+def test_two_segments_two_fast_one_slow_model_by_hand():
+    # Sub-epochs 1, 1 and 3 s on either segment. Total work 10 s; the slow model alone needs 6 s.
+    d = [1.0, 1.0, 3.0]
+    # BSP: N = 3 rounds of which the slow model is in 2 (cost 3 each), the third costs 1.
+    assert {simulate.simulate(d, 2, "bsp", seed=s).makespan for s in range(20)} == {7.0}
+    # MOP: 6 if the slow model starts at once (2 fast hops fill the other segment meanwhile);
+    # 7 or 8 if random preferences start both fast models first, leaving a segment to wait.
+    mop = {simulate.simulate(d, 2, "mop", seed=s).makespan for s in range(20)}
+    assert mop == {6.0, 7.0, 8.0}
+    result = simulate.simulate(d, 2, "mop", seed=0)
+    assert result.lower_bound == 6.0
+    assert result.utilization == pytest.approx(10.0 / (2 * result.makespan))
+
+
+def test_slow_segment_by_hand():
+    # Segment 1 is half as fast. MOP: one model waits 1 s for the other to leave segment 1.
+    d = np.array([[1.0, 2.0], [1.0, 2.0]])
     c = simulate.compare(d, 2)
-    assert c.mop.lower_bound == pytest.approx(8.0)  # the slow model alone needs 4 + 4
-    assert c.mop.makespan >= c.mop.lower_bound
-    assert c.bsp.makespan >= c.mop.makespan
-    # BSP: N = 3 rounds, each costs its slowest hop; the slow model is in 2 of the 3 rounds
-    assert c.bsp.makespan == pytest.approx(4 + 4 + 1)
+    assert (c.mop.makespan, c.bsp.makespan, c.mop.lower_bound) == (4.0, 4.0, 3.0)
+    assert c.speedup == 1.0
 
 
-def test_mop_beats_bsp_on_heterogeneous_grids_and_respects_bounds():
+def test_one_slow_model_bounds_everything():
+    # The slow model alone needs 4 + 4 s; BSP: it is in 2 of the 3 rounds, the third costs 1.
+    c = simulate.compare(np.array([[1.0, 1.0], [1.0, 1.0], [4.0, 4.0]]), 2)
+    assert c.mop.lower_bound == c.bsp.lower_bound == 8.0
+    assert c.mop.makespan == 8.0 and c.bsp.makespan == 9.0
+
+
+@pytest.mark.parametrize("schedule", ["mop", "bsp"])
+def test_degenerate_grids(schedule):
+    assert simulate.simulate([1.0, 2.0, 3.0], 1, schedule, epochs=2).makespan == 12.0
+    assert simulate.simulate(np.array([[1.0, 2.0, 3.0]]), 3, schedule, epochs=2).makespan == 12.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(grid=grids(max_models=20, max_segments=8))
+def test_both_schedules_respect_the_lower_bound(grid):
+    d, epochs, seed = grid
+    c = simulate.compare(d, d.shape[1], epochs, seed)
+    for r in (c.mop, c.bsp):
+        assert r.makespan >= r.lower_bound * (1 - 1e-12)
+        assert 0 < r.utilization <= 1 + 1e-12
+
+
+def test_mop_beats_bsp_on_heterogeneous_grids():
     for seed in range(5):
-        d = simulate.heterogeneous_durations(40, 4, 0.8, 8.0, seed=seed)
-        c = simulate.compare(d, 4, epochs=2, seed=seed)
-        assert c.mop.makespan <= c.bsp.makespan
-        assert c.mop.makespan >= c.mop.lower_bound - 1e-9
-        assert c.bsp.makespan >= c.bsp.lower_bound - 1e-9
-        assert 0 < c.mop.utilization <= 1
+        for segments, speed in [(4, None), (8, [1, 1, 2, 2, 1, 0.5, 1, 1])]:
+            d = simulate.heterogeneous_durations(40, segments, 0.8, 8.0, seed, segment_speed=speed)
+            c = simulate.compare(d, segments, epochs=2, seed=seed)
+            assert c.mop.makespan <= c.bsp.makespan
+            assert c.mop.utilization > c.bsp.utilization
+
+
+def test_homogeneous_grid_has_little_to_gain_or_lose():
+    # BSP's rotation is perfect here; greedy MOP may leave a segment idle near the end.
+    assert 0.9 <= simulate.compare(np.ones((16, 4)), 4).speedup <= 1.0
 
 
 def test_speedup_tracks_the_closed_form_with_many_models():
     d = simulate.heterogeneous_durations(2000, 2, 0.8, 8.0, seed=1)
-    speedup = simulate.compare(d, 2, seed=1).speedup
-    assert speedup == pytest.approx(simulate.theory_speedup(0.8, 8.0, 2), rel=0.10)
+    theory = simulate.theory_speedup(0.8, 8.0, 2)
+    assert theory == pytest.approx(3.52 / 2.4)  # (0.64 + 0.36 * 8) / (0.8 + 0.2 * 8)
+    assert simulate.compare(d, 2, seed=1).speedup == pytest.approx(theory, rel=0.10)
 
 
-def test_homogeneous_grid_has_little_to_gain_or_lose():
-    # BSP's rotation is perfect here; random greedy MOP can leave a segment idle near the end
-    d = np.ones((16, 4))
-    assert 0.9 <= simulate.compare(d, 4).speedup <= 1.0
+def test_theory_has_no_gain_with_one_worker_or_no_heterogeneity():
+    assert simulate.theory_speedup(0.8, 8.0, 1) == pytest.approx(1.0)
+    assert simulate.theory_speedup(0.3, 1.0, 16) == pytest.approx(1.0)
+    # more workers: a round is more often slowed down; bounded by L / mean
+    assert simulate.theory_speedup(0.9, 20.0, 32) < 20.0 / 2.9
 
 
-def test_replay_rescales_to_other_segment_counts():
-    hops = [(m, s, 1.0 + (m % 2)) for m in range(1, 9) for s in range(2)]
-    out = simulate.replay(hops, [1, 2, 4])
+def test_heterogeneous_durations():
+    d = simulate.heterogeneous_durations(1000, 3, 0.8, 8.0, seed=4, segment_speed=[1, 2, 0.5])
+    assert d.shape == (1000, 3)
+    assert set(np.unique(d[:, 0])) == {1.0, 8.0}
+    assert np.all(d[:, 1] == d[:, 0] / 2) and np.all(d[:, 2] == d[:, 0] * 2)
+    assert 0.75 < np.mean(d[:, 0] == 1.0) < 0.85
+    assert np.array_equal(d, simulate.heterogeneous_durations(1000, 3, 0.8, 8.0, 4, [1, 2, 0.5]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"p_fast": 1.5}, "p_fast must be a probability"),
+        ({"slow_ratio": 0}, "slow_ratio and fast_seconds must be > 0"),
+        ({"segment_speed": [1.0]}, "segment_speed must be 2 positive numbers"),
+        ({"segment_speed": [1.0, 0.0]}, "segment_speed must be 2 positive numbers"),
+        ({"models": 0}, "models and segments must be >= 1"),
+    ],
+)
+def test_heterogeneous_durations_rejects_bad_input(kwargs, message):
+    args = {"models": 4, "segments": 2, "p_fast": 0.5, "slow_ratio": 4.0, "seed": 0} | kwargs
+    with pytest.raises(ValueError, match=message):
+        simulate.heterogeneous_durations(**args)
+
+
+@pytest.mark.parametrize(
+    "durations, segments, kwargs, message",
+    [
+        ([[1.0, 2.0]], 3, {}, r"must be \(models,\) or \(models, 3\), got shape \(1, 2\)"),
+        ([1.0, 0.0], 2, {}, "durations must be finite and > 0"),
+        ([1.0, np.nan], 2, {}, "durations must be finite and > 0"),
+        ([1.0], 0, {}, "segments must be >= 1"),
+        ([1.0], 2, {"schedule": "rr"}, "schedule must be 'mop' or 'bsp'"),
+        ([1.0], 2, {"epochs": 0}, "epochs must be >= 1"),
+        ([1.0], 2, {"seed": -2}, "seed must be >= 0"),
+    ],
+)
+def test_simulate_rejects_bad_input(durations, segments, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        simulate.simulate(durations, segments, **kwargs)
+
+
+def test_replay_uses_each_models_mean_and_rescales_to_other_segment_counts():
+    # measured on 2 segments: model 1 takes 1 s and 3 s (mean 2), model 2 takes 4 s
+    hops = [(1, 0, 1.0), (1, 1, 3.0), (2, 0, 4.0), (2, 1, 4.0)]
+    out = simulate.replay(hops, [1, 2, 4], epochs=2, seed=3)
     assert set(out) == {1, 2, 4}
-    assert out[1].mop.makespan > out[2].mop.makespan > out[4].mop.makespan
+    assert out[2] == simulate.compare([2.0, 4.0], 2, epochs=2, seed=3)
+    assert out[4] == simulate.compare([1.0, 2.0], 4, epochs=2, seed=3)  # half the data per hop
+    assert out[1].mop.makespan == 2 * (4.0 + 8.0)  # one segment: everything in sequence
+
+
+def test_replay_rejects_empty_or_bad_records():
+    with pytest.raises(ValueError, match="no hops to replay"):
+        simulate.replay([], [2])
+    with pytest.raises(ValueError, match="bad duration -1"):
+        simulate.replay([(1, 0, -1.0)], [2])
+
+
+def test_format_is_a_small_table():
+    text = simulate.compare(simulate.heterogeneous_durations(12, 3, 0.5, 4.0, seed=2), 3).format()
+    lines = text.splitlines()
+    assert lines[0] == "12 models x 3 segments x 1 epoch(s)"
+    assert lines[1].split() == ["schedule", "makespan", "lower", "bound", "utilization"]
+    assert lines[2].startswith("MOP") and lines[3].startswith("BSP")
+    assert lines[4].startswith("speedup (BSP / MOP): ") and lines[4].endswith("x")
+
+
+def test_ten_thousand_models_on_1024_segments_in_seconds():
+    d = simulate.heterogeneous_durations(10_000, 1024, 0.8, 8.0, seed=0)
+    started = time.perf_counter()
+    c = simulate.compare(d, 1024)
+    elapsed = time.perf_counter() - started
+    print(f"\n10,000 x 1,024 x 1 epoch, MOP + BSP simulated in {elapsed:.1f} s")
+    assert c.mop.makespan >= c.mop.lower_bound
+    assert c.mop.utilization > 0.99  # many more models than segments: MOP barely idles
+    assert c.bsp.makespan == 10_000 * 8.0  # 10,000 rounds, each with a slow model in it
+    assert c.speedup > 3
