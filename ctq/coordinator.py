@@ -22,6 +22,7 @@ from ctq import catalog
 from ctq.errors import RunFailed
 from ctq.indb import SQLSTATE_MODEL
 from ctq.scheduler import Hop, Scheduler
+from ctq.sql import render
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -146,7 +147,7 @@ class Coordinator:
 
     async def _connect(self, segment: int) -> asyncpg.Connection:
         conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"{self.app_prefix}{segment}"})
-        await conn.fetchval("SELECT ctq.warmup($1::int[])", self.cores[segment])
+        await conn.fetchval(render("warmup.sql", segment=int(segment)), self.run_id, self.cores[segment])
         self.connections[segment] = conn
         return conn
 

@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS ctq.models (
     updated_at      timestamptz,
     PRIMARY KEY (run_id, model_id)
 );
+-- float32 state does not compress; not trying saves about a millisecond per hop
+ALTER TABLE ctq.models ALTER COLUMN state SET STORAGE EXTERNAL;
 
 -- The audit trail of MOP: one row per completed sub-epoch. The key makes every hop exactly-once.
 CREATE TABLE IF NOT EXISTS ctq.hops (
@@ -127,10 +129,13 @@ import json
 return json.dumps(ctq.probe())
 $fn$;
 
-CREATE OR REPLACE FUNCTION ctq.warmup(cores int[]) RETURNS text
+DROP FUNCTION IF EXISTS ctq.warmup(int[]);  -- the 0.1.0 signature
+CREATE OR REPLACE FUNCTION ctq.warmup(cores int[], pack_table text, segment int, task text, input_dim int,
+                                      n_outputs int, models text) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
-return ctq.warmup(cores)
+return ctq.call(plpy, ctq.warmup, GD=GD, cores=cores, pack_table=pack_table, segment=segment, task=task,
+                input_dim=input_dim, n_outputs=n_outputs, models=models)
 $fn$;
 
 CREATE OR REPLACE FUNCTION ctq.pack(source text, features text[], label text, task text,
