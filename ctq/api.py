@@ -57,13 +57,15 @@ class TrainResult:
     leaderboard: list[dict]
     pack_reused: bool
     hop_results: list = dataclasses.field(default_factory=list, repr=False)  # per hop, this session
+    schedule_seconds: float = 0.0  # the hop schedule alone: wall time minus connecting and warm-up
 
     def to_json(self) -> dict:
         return {
             "run_id": self.run_id, "status": self.status, "name": self.name,
             "best_model_id": self.best_model_id, "best_model": self.best_model,
             "best_metric": self.best_metric, "metric": self.metric,
-            "wall_seconds": round(self.wall_seconds, 3), "hops": self.hops, "retries": self.retries,
+            "wall_seconds": round(self.wall_seconds, 3), "schedule_seconds": round(self.schedule_seconds, 3),
+            "hops": self.hops, "retries": self.retries,
             "segment_utilization": round(self.utilization, 4),
             "failed_models": {str(k): v for k, v in self.failed_models.items()},
             "pack_reused": self.pack_reused,
@@ -215,7 +217,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None) -> TrainResult:
         best_metric=best["score"] if best else None, metric=plan.metric,
         wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
         utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
-        hop_results=outcome.results,
+        hop_results=outcome.results, schedule_seconds=outcome.wall_seconds,
     )
 
 

@@ -1,0 +1,81 @@
+"""One test (or a few) per CLI command that test_train/test_reliability do not already cover."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_db_status_and_url_describe_the_running_embedded_database(run_cli, cluster):
+    status = run_cli("db", "status", "--json", env={"CTQ_DSN": ""})
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["running"] is True and doc["dsn"] == cluster.dsn
+    url = run_cli("db", "url", env={"CTQ_DSN": ""})
+    assert url.stdout.strip() == cluster.dsn
+
+
+async def test_install_is_idempotent(run_cli, conn):
+    for _ in range(2):
+        proc = run_cli("install")
+        assert proc.returncode == 0, proc.stderr
+        assert "installed" in proc.stdout
+    assert await conn.fetchval("SELECT count(*) FROM ctq.server_code") == 1
+
+
+async def test_doctor_checks_keras_inside_the_server(run_cli):
+    proc = run_cli("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert checks["plpython3u"]["ok"]
+    assert checks["keras in server"]["ok"] and "backend jax" in checks["keras in server"]["detail"]
+
+
+async def test_doctor_explains_an_unreachable_database(run_cli, tmp_path):
+    proc = run_cli("doctor", "--dsn", f"postgresql://nobody@/nothing?host={tmp_path}&port=1")
+    assert proc.returncode == 1
+    assert "database" in proc.stdout and "ctq db start" in proc.stderr
+
+
+async def test_load_creates_a_typed_table_and_refuses_to_overwrite(run_cli, conn, tmp_path):
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b,name\n1,2.5,x\n3,,y\n")
+    proc = run_cli("load", str(csv), "--table", "public.loaded")
+    assert proc.returncode == 0, proc.stderr
+    types = dict(await conn.fetch("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_name = 'loaded'"))
+    assert types == {"a": "bigint", "b": "double precision", "name": "text"}
+    assert await conn.fetchval("SELECT count(*) FROM public.loaded WHERE b IS NULL") == 1
+    again = run_cli("load", str(csv), "--table", "public.loaded")
+    assert again.returncode == 2 and "--replace" in again.stderr
+    replaced = run_cli("load", str(csv), "--table", "public.loaded", "--replace")
+    assert replaced.returncode == 0
+
+
+async def test_load_reports_a_ragged_csv_with_its_line(run_cli, tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("a,b\n1,2\n3\n")
+    proc = run_cli("load", str(csv), "--table", "public.ragged")
+    assert proc.returncode == 2
+    assert "bad.csv:3" in proc.stderr
+
+
+async def test_simulate_prints_both_makespans_and_the_closed_form(run_cli):
+    proc = run_cli("simulate", "--models", "48", "--segments", "2,8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["segments"] for r in rows] == [2, 8]
+    for r in rows:
+        assert r["bsp_makespan"] >= r["mop_makespan"] >= r["lower_bound"] - 1e-9
+        assert r["speedup"] == pytest.approx(r["theory_speedup"], rel=0.25)
+    bad = run_cli("simulate", "--segments", "2,x")
+    assert bad.returncode == 2
+
+
+async def test_resume_without_a_run_is_a_usage_error(run_cli):
+    proc = run_cli("train", "--resume")
+    assert proc.returncode == 2
+    assert "--resume RUN_ID" in proc.stderr
