@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from conftest import server_readable_tempdir
 from ctq import embedded
 from ctq.embedded import EmbeddedCluster, resolve_dsn, server_python_path
 from ctq.errors import DatabaseError
@@ -30,16 +31,9 @@ except DatabaseError as e:  # pragma: no cover - depends on the machine
 AS_ROOT = os.geteuid() == 0
 
 
-def _tempdir(prefix: str) -> Path:
-    # pytest's tmp_path lives under a 0700 directory the server user cannot enter
-    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(d, 0o755)
-    return d
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    home = _tempdir("ctq-emb-")
+    home = server_readable_tempdir("ctq-emb-")
     c = EmbeddedCluster(home)
     try:
         yield c
@@ -66,7 +60,7 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> None:
 
 
 def test_status_of_a_fresh_home_creates_nothing():
-    home = _tempdir("ctq-emb-status-")
+    home = server_readable_tempdir("ctq-emb-status-")
     try:
         c = EmbeddedCluster(home)
         st = c.status()
@@ -234,9 +228,9 @@ def hidden_site():
 @pytest.mark.skipif(not AS_ROOT, reason="needs a server user different from the current one")
 def test_mirror_is_used_when_the_server_user_cannot_read_site_packages(hidden_site):
     user = embedded.resolve_server_user()
-    home = _tempdir("ctq-emb-mirror-")
+    home = server_readable_tempdir("ctq-emb-mirror-")
     try:
-        readable = _tempdir("ctq-emb-open-")
+        readable = server_readable_tempdir("ctq-emb-open-")
         try:
             assert server_python_path(user, home=home, sources=[readable]) == [str(readable)]
         finally:
@@ -270,7 +264,7 @@ def test_mirror_is_used_when_the_server_user_cannot_read_site_packages(hidden_si
 
 @pytest.mark.skipif(not AS_ROOT, reason="needs a server user different from the current one")
 async def test_server_imports_from_the_mirror(hidden_site):
-    home = _tempdir("ctq-emb-mirror-srv-")
+    home = server_readable_tempdir("ctq-emb-mirror-srv-")
     c = EmbeddedCluster(home, python_sources=[hidden_site])
     try:
         dsn = c.start()
