@@ -7,7 +7,6 @@ throwaway embedded PostgreSQL; about 10 minutes on 2 cores. Not a test: nothing 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import platform
 import shutil
@@ -51,7 +50,7 @@ metric: val_accuracy
 
 
 def config(text: str):
-    return parse_config(text, source_path=f"<bench>", base_dir=str(REPO / "examples"))
+    return parse_config(text, source_path="<bench>", base_dir=str(REPO / "examples"))
 
 
 async def load_table(dsn: str) -> None:

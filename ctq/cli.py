@@ -11,7 +11,6 @@ import functools
 import json
 import signal
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
