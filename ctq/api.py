@@ -119,7 +119,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
 
 
 async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, schedule: str = "mop",
-                progress_factory=None) -> TrainResult:
+                progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
     """Run a whole model selection; returns when every model has trained its epochs (or failed)."""
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if name:
@@ -135,7 +135,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
                                           versions=versions())
         plan = await load_plan(conn, run_id)
-    result = await drive(dsn, plan, progress_factory)
+    result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
     result.pack_reused = pack.reused
     return result
 
@@ -180,7 +180,7 @@ def check_memory(cfg: RunConfig, source, segments: int) -> None:
         )
 
 
-async def drive(dsn: str, plan: RunPlan, progress_factory=None) -> TrainResult:
+async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
     """One coordinator session over a run in the catalog; records how it ended."""
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
                                           completed=plan.completed)
@@ -189,7 +189,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None) -> TrainResult:
     progress: Progress | None = progress_factory(plan) if progress_factory else None
     coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                               segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
-                              epochs=plan.epochs, progress=progress)
+                              epochs=plan.epochs, progress=progress, heartbeat_seconds=heartbeat_seconds)
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():

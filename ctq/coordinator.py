@@ -83,10 +83,20 @@ class Outcome:
 
 
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
+    """A failure worth a reconnect and a retry: the connection or the server went away.
+
+    ``InterfaceError`` is deliberately not here: it is a misuse of the client (such as two
+    operations at once on one connection), and retrying it only hid the bug.
+    """
+    if isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                        asyncpg.exceptions.InterfaceError)) and not _is_client_misuse(exc):
         return True
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+
+
+def _is_client_misuse(exc: BaseException) -> bool:
+    return isinstance(exc, asyncpg.exceptions.InterfaceError) and "another operation is in progress" in str(exc)
 
 
 def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> list[list[int]]:
@@ -112,6 +122,10 @@ class Coordinator:
         self.statements = [catalog.hop_statement(s) for s in range(segments)]
         self.connections: list[asyncpg.Connection | None] = [None] * segments
         self.control: asyncpg.Connection | None = None
+        # asyncpg allows one operation at a time per connection. The heartbeat and the main loop
+        # both write the catalog; without this lock their writes collided, the collision was taken
+        # for a dropped connection, and the reconnect let go of the run's lock (issue 8).
+        self.control_lock = asyncio.Lock()
         self.attempts: dict[tuple[int, int, int], int] = {}
         self.app_prefix = f"ctq run {run_id} segment "
 
@@ -131,19 +145,21 @@ class Coordinator:
         self.control = conn
 
     async def _catalog(self, fn, *args):
-        """Run a catalog write on the control connection, reconnecting after transient failures."""
-        for attempt in range(1, self.max_retries + 2):
-            try:
-                if self.control is None or self.control.is_closed():
-                    await self._open_control()
-                return await fn(self.control, *args)
-            except Exception as exc:  # noqa: BLE001 - classified below
-                if not is_transient(exc) or attempt > self.max_retries or _being_cancelled():
-                    raise
-                if self.control is not None:
-                    self.control.terminate()
-                self.control = None
-                await asyncio.sleep(self._backoff(attempt))
+        """Run a catalog write on the control connection, one at a time, reconnecting (and taking
+        the run's lock again) only after a real connection failure."""
+        async with self.control_lock:
+            for attempt in range(1, self.max_retries + 2):
+                try:
+                    if self.control is None or self.control.is_closed():
+                        await self._open_control()
+                    return await fn(self.control, *args)
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    if not is_transient(exc) or attempt > self.max_retries or _being_cancelled():
+                        raise
+                    if self.control is not None:
+                        self.control.terminate()
+                    self.control = None
+                    await asyncio.sleep(self._backoff(attempt))
 
     async def _connect(self, segment: int) -> asyncpg.Connection:
         conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"{self.app_prefix}{segment}"})
@@ -200,9 +216,10 @@ class Coordinator:
     async def run(self) -> Outcome:
         outcome = Outcome(segments=self.segments)
         t0 = time.perf_counter()
-        await self._open_control()
+        async with self.control_lock:
+            await self._open_control()
         # backends still training for a dead predecessor of this session: stop them first
-        await catalog.terminate_orphans(self.control, self.app_prefix)
+        await self._catalog(catalog.terminate_orphans, self.app_prefix)
         heartbeat = asyncio.create_task(self._heartbeat())
         running: dict[asyncio.Task, Hop] = {}
         try:
