@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -20,6 +21,7 @@ import asyncpg
 from ctq import __version__, catalog
 from ctq.config import RunConfig, fingerprint, load_config
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
+from ctq.engines import detect, engine_named
 from ctq.errors import DatabaseError, DataError, Interrupted, NotFound, RunFailed
 from ctq.packing import ensure_pack, inspect_source
 from ctq.scheduler import BspScheduler, MopScheduler
@@ -58,13 +60,19 @@ class TrainResult:
     pack_reused: bool
     hop_results: list = dataclasses.field(default_factory=list, repr=False)  # per hop, this session
     schedule_seconds: float = 0.0  # the hop schedule alone: wall time minus connecting and warm-up
+    check_seconds: float = 0.0  # checking and profiling the source (one scan)
+    pack_seconds: float = 0.0  # packing it (0 when an existing pack was reused)
+    engine: str = "postgres"
+    notices: list = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
             "run_id": self.run_id, "status": self.status, "name": self.name,
             "best_model_id": self.best_model_id, "best_model": self.best_model,
             "best_metric": self.best_metric, "metric": self.metric,
-            "wall_seconds": round(self.wall_seconds, 3), "schedule_seconds": round(self.schedule_seconds, 3),
+            "engine": self.engine,
+            "wall_seconds": round(self.wall_seconds, 3), "check_seconds": round(self.check_seconds, 3),
+            "pack_seconds": round(self.pack_seconds, 3), "schedule_seconds": round(self.schedule_seconds, 3),
             "hops": self.hops, "retries": self.retries,
             "segment_utilization": round(self.utilization, 4),
             "failed_models": {str(k): v for k, v in self.failed_models.items()},
@@ -101,6 +109,9 @@ class RunPlan:
     models: dict[int, str]  # model_id -> name
     failed: frozenset[int]
     completed: tuple[tuple[int, int, int], ...]
+    engine: str = "postgres"
+    pack: dict = dataclasses.field(default_factory=dict)  # the ctq.packs row (see catalog.run_pack)
+    specs: dict = dataclasses.field(default_factory=dict)  # model_id -> architecture, hyperparameters, seed
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -108,6 +119,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     if run is None:
         raise NotFound(f"no run with id {run_id}")
     models = await catalog.run_models(conn, run_id)
+    pack = await catalog.run_pack(conn, run_id)
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
@@ -115,6 +127,10 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
+        engine=pack["settings"].get("engine", "postgres"), pack=pack,
+        specs={m["model_id"]: {"architecture": json.loads(m["architecture"]),
+                               "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
+               for m in models},
     )
 
 
@@ -126,17 +142,22 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         cfg = dataclasses.replace(cfg, name=name)
     if schedule not in SCHEDULERS:
         raise ValueError(f"unknown schedule {schedule!r}")
-    segments = cfg.segments or default_segments()
+    started = time.perf_counter()
     async with connect(dsn) as conn:
-        source = await inspect_source(conn, cfg.data)
+        engine = await detect(conn)
+        segments, notice = await engine.segments(conn, cfg.segments, default_segments())
+        source = await inspect_source(conn, cfg.data, engine, cfg.seed)
         check_memory(cfg, source, segments)
-        await catalog.ensure_installed(conn)
-        pack = await ensure_pack(conn, cfg.data, source, segments, cfg.seed)
+        await catalog.ensure_installed(conn, engine)
+        pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed)
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
                                           versions=versions())
         plan = await load_plan(conn, run_id)
     result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
     result.pack_reused = pack.reused
+    result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
+    result.wall_seconds = time.perf_counter() - started
+    result.notices = [notice] if notice else []
     return result
 
 
@@ -159,7 +180,7 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
         if run["alive"]:
             raise RunFailed(f"run {run_id} is still being driven by a live ctq process")
-        await catalog.ensure_installed(conn)
+        await catalog.ensure_installed(conn, await detect(conn))
         await catalog.reopen_run(conn, run_id)
         plan = await load_plan(conn, run_id)
     return await drive(dsn, plan, progress_factory)
@@ -189,7 +210,8 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     progress: Progress | None = progress_factory(plan) if progress_factory else None
     coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                               segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
-                              epochs=plan.epochs, progress=progress, heartbeat_seconds=heartbeat_seconds)
+                              epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
+                              models=plan.specs, progress=progress, heartbeat_seconds=heartbeat_seconds)
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():
@@ -217,7 +239,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         best_metric=best["score"] if best else None, metric=plan.metric,
         wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
         utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
-        hop_results=outcome.results, schedule_seconds=outcome.wall_seconds,
+        hop_results=outcome.results, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
     )
 
 

@@ -33,26 +33,26 @@ async def installed_sha(conn: asyncpg.Connection) -> str | None:
 
 
 async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
-    """Create or upgrade the schema and the in-database functions (idempotent, one transaction)."""
+    """Create or upgrade the schema and the in-database functions (idempotent, one transaction),
+    with the SQL of the server's engine."""
+    from ctq.engines import detect
+
+    engine = await detect(conn)
     source, sha = server_code()
     try:
         async with conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({_INSTALL_LOCK})")
-            await conn.execute(install_script())
-            await conn.execute(
-                "INSERT INTO ctq.server_code (name, sha, source) VALUES ('indb', $1, $2) "
-                "ON CONFLICT (name) DO UPDATE SET sha = excluded.sha, source = excluded.source, installed_at = now()",
-                sha, source,
-            )
-            meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__, "install_sha": install_fingerprint()}
+            await conn.execute(install_script(engine.name))
+            # (delete + insert under the install lock: Greenplum 6 has no ON CONFLICT)
+            await conn.execute("DELETE FROM ctq.server_code WHERE name = 'indb'")
+            await conn.execute("INSERT INTO ctq.server_code (name, sha, source) VALUES ('indb', $1, $2)", sha, source)
+            meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__,
+                    "install_sha": install_fingerprint(engine.name), "engine": engine.name}
             if python_path is not None:
                 meta["python_path"] = python_path
             for key, value in meta.items():
-                await conn.execute(
-                    "INSERT INTO ctq.meta (key, value) VALUES ($1, $2::jsonb) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    key, json.dumps(value),
-                )
+                await conn.execute("DELETE FROM ctq.meta WHERE key = $1", key)
+                await conn.execute("INSERT INTO ctq.meta (key, value) VALUES ($1, $2::jsonb)", key, json.dumps(value))
     except asyncpg.exceptions.UndefinedFileError as exc:  # no plpython3u in this server
         raise DatabaseError(
             f"PL/Python is not available in this server ({exc}). Install the package that provides "
@@ -64,9 +64,9 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
         ) from exc
 
 
-async def ensure_installed(conn: asyncpg.Connection) -> None:
+async def ensure_installed(conn: asyncpg.Connection, engine) -> None:
     """Install or upgrade when the database does not have this version of the server code."""
-    if await installed_sha(conn) != install_fingerprint():
+    if await installed_sha(conn) != install_fingerprint(engine.name):
         await install(conn)
 
 
@@ -157,6 +157,8 @@ async def completed_hops(conn, run_id: int) -> list[tuple[int, int, int]]:
     return [tuple(r) for r in await conn.fetch(template("completed_hops.sql"), run_id)]
 
 
-def hop_statement(segment: int) -> str:
-    """The targeted training statement of one segment (the segment is a literal, see hop.sql)."""
-    return render("hop.sql", segment=int(segment))
+async def run_pack(conn, run_id: int) -> dict:
+    """The run's pack: id, table and the settings and statistics its data was packed with."""
+    row = dict(await conn.fetchrow(template("run_pack.sql"), run_id))
+    row["settings"], row["stats"] = json.loads(row["settings"]), json.loads(row["stats"])
+    return row

@@ -5,13 +5,16 @@ queries and feeds results back. The moment a segment's query returns, the schedu
 new hops, so no segment waits on another (MOP); with the BSP scheduler the same loop reproduces
 MADlib's rounds, because that scheduler only releases a round when the previous one is done.
 
-Each hop is a single SQL statement that trains and commits the model's new state together with
-its hop row (sql_templates/hop.sql): a hop is either wholly recorded or not at all.
+Each hop is a targeted query that trains on one segment's rows (the engine's train_query.sql)
+and one ``ctq.record_hop`` call that commits the model's new state with its hop row: on PostgreSQL
+both are one statement, on Greenplum the record is a second statement; either way a hop is
+recorded entirely or not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -22,7 +25,7 @@ from ctq import catalog
 from ctq.errors import RunFailed
 from ctq.indb import SQLSTATE_MODEL
 from ctq.scheduler import Hop, Scheduler
-from ctq.sql import render
+from ctq.engines import Engine
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -107,9 +110,15 @@ def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> l
 
 class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
-                 cores: list[list[int]], *, epochs: int, progress: Progress | None = None,
-                 max_retries: int = 5, retry_backoff: float = 0.5, heartbeat_seconds: float = 5.0):
+                 cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
+                 progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
+                 heartbeat_seconds: float = 5.0):
+        """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
+        model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models."""
         self.dsn = dsn
+        self.engine = engine
+        self.pack = pack
+        self.models = models
         self.run_id = run_id
         self.scheduler = scheduler
         self.segments = segments
@@ -119,7 +128,7 @@ class Coordinator:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.heartbeat_seconds = heartbeat_seconds
-        self.statements = [catalog.hop_statement(s) for s in range(segments)]
+        self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"]) for s in range(segments)]
         self.connections: list[asyncpg.Connection | None] = [None] * segments
         self.control: asyncpg.Connection | None = None
         # asyncpg allows one operation at a time per connection. The heartbeat and the main loop
@@ -161,9 +170,25 @@ class Coordinator:
                     self.control = None
                     await asyncio.sleep(self._backoff(attempt))
 
+    def _params(self, segment: int, **values) -> str:
+        """The JSON parameters of a targeted query (see indb.step_final)."""
+        return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"],
+                           "task": self.pack["settings"]["task"], "stats": self.pack["stats"],
+                           "cores": self.cores[segment], **values})
+
     async def _connect(self, segment: int) -> asyncpg.Connection:
+        """A segment's connection, warmed up: its backend has decoded the segment's data and built
+        every model before the first hop (all segments at once), so hops carry per-hop costs only."""
         conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"{self.app_prefix}{segment}"})
-        await conn.fetchval(render("warmup.sql", segment=int(segment)), self.run_id, self.cores[segment])
+        session = self.engine.template("session.sql")
+        if session.strip():
+            await conn.execute(session)
+        live = [m for i, m in sorted(self.models.items()) if i not in self.scheduler.failed]
+        compile_keys = {json.dumps([m["architecture"], {k: v for k, v in m["hyperparameters"].items()
+                                                        if k not in ("learning_rate", "batch_size")}],
+                                   sort_keys=True) for m in live}
+        params = self._params(segment, action="warmup", models=[json.loads(k) for k in sorted(compile_keys)])
+        await conn.fetchval(self.statements[segment]["warmup"], params)
         self.connections[segment] = conn
         return conn
 
@@ -177,9 +202,12 @@ class Coordinator:
         if delay:
             await asyncio.sleep(delay)
         conn = await self._segment_connection(hop.segment)
+        model = self.models[hop.model_id]
+        params = self._params(hop.segment, action="train", arch=model["architecture"],
+                              hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch)
         t0 = time.perf_counter()
-        row = await conn.fetchrow(self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
-                                  hop.last_of_epoch, self.cores[hop.segment])
+        row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
+                                        hop.last_of_epoch, params)
         wall = time.perf_counter() - t0
         if row is None:
             raise RunFailed(f"model {hop.model_id} of run {self.run_id} is missing from ctq.models")
@@ -195,6 +223,9 @@ class Coordinator:
         """Fail the model (deterministic error) or return the delay before retrying the hop."""
         key = (hop.model_id, hop.epoch, hop.segment)
         conn = self.connections[hop.segment]
+        if getattr(self.engine, "reconnect_after_error", False) and conn is not None and not conn.is_closed():
+            conn.terminate()  # never reuse a Greenplum session after an error inside PL/Python
+            self.connections[hop.segment] = None
         if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not is_transient(exc):
             reason = getattr(exc, "message", None) or str(exc)
             self.scheduler.fail_model(hop.model_id)

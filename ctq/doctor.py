@@ -49,7 +49,9 @@ async def run_checks(dsn: str | None) -> list[Check]:
         if not info["plpython_available"]:
             return checks
         sha = await catalog.installed_sha(conn)
-        current = install_fingerprint()
+        from ctq.engines import detect
+
+        current = install_fingerprint((await detect(conn)).name)
         if sha is None:
             checks.append(Check("ctq schema", False, "not installed", "run `ctq install` (as a superuser)"))
             if not info["superuser"]:

@@ -288,34 +288,67 @@ def compiled_model(GD, arch, hyper, input_dim, n_outputs, task) -> CompiledModel
 
 
 # ----------------------------------------------------------------------------------------------
-# Packed data. A packed table has columns (segment int, buffer_id int, rows int, x bytea, y bytea);
-# segment -1 holds the validation buffers. Decoded arrays are cached per (table, segment); the
-# table's name embeds the data version, so new data means a new key and old entries are dropped.
+# Packed data. Packing is SQL (sql_templates/<engine>/pack_*.sql): a pack table has rows
+# (segment, bucket, rows, x, y, k): ``x`` the raw features of ``rows`` examples as big-endian
+# float32 (``float4send``; or ``array_send`` of a float4[] for an array column), ``y`` the labels as
+# big-endian float32, ``k`` each row's seeded int8 shuffle key. Segment -1 holds validation rows;
+# bucket -1 is an empty marker row per segment (see ``data_cached``). The order of rows within and
+# across buffers is whatever the scan produced: sorting by ``k`` here makes the shuffle
+# reproducible. Normalisation (statistics from SQL, recorded in ctq.packs) and the class
+# mapping are applied here, once per cache fill.
 
 
-def decode_buffers(rows, input_dim: int, task: str):
-    xs, ys = [], []
-    ydtype = np.int32 if task == "classification" else np.float32
-    for r in rows:
-        n = r["rows"]
-        xs.append(np.frombuffer(r["x"], dtype=np.float32).reshape(n, input_dim))
-        ys.append(np.frombuffer(r["y"], dtype=ydtype).reshape(n))
+def decode_buffers(rows, stats: dict, task: str):
+    """Buffers -> (x float32 [n, input_dim], y int32 class indices or float32 targets [n]).
+
+    ``rows`` are (rows, x, y, k) tuples of one segment; raises DataProblem if a buffer's byte
+    length does not match its row count (e.g. NULL array elements).
+    """
+    d = int(stats["input_dim"])
+    layout = stats.get("x_layout", "float4")
+    xs, ys, ks = [], [], []
+    for n, xb, yb, kb in rows:
+        if n == 0:
+            continue
+        raw = np.frombuffer(xb, dtype=">f4")
+        if layout == "array":  # array_send: 20-byte header, then (int4 length, float4 value) pairs
+            per_row = 5 + 2 * d
+            if raw.size != n * per_row:
+                raise DataProblem("an array feature has NULL elements or arrays of different lengths")
+            raw = raw.reshape(n, per_row)[:, 6::2]
+        elif raw.size != n * d:
+            raise DataProblem("a packed buffer does not hold rows x features values")
+        xs.append(raw.reshape(n, d))
+        ys.append(np.frombuffer(yb, dtype=">f4"))
+        ks.append(np.frombuffer(kb, dtype=">i8"))
     if not xs:
-        return np.zeros((0, input_dim), np.float32), np.zeros((0,), ydtype)
-    return np.concatenate(xs), np.concatenate(ys)
+        x, y = np.zeros((0, d), np.float32), np.zeros((0,), np.float32)
+    else:
+        keys = np.concatenate(ks)
+        order = np.argsort(keys, kind="stable")
+        x = np.concatenate(xs)[order].astype(np.float32)
+        y = np.concatenate(ys)[order].astype(np.float32)
+    x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
+    if task == "classification":
+        y = np.searchsorted(np.asarray(stats["class_values"], np.float32), y).astype(np.int32)
+    return x.astype(np.float32, copy=False), y
 
 
-def segment_data(plpy, GD, pack_table: str, segment: int, input_dim: int, task: str):
+def data_cached(GD, pack_id: str, segment: int) -> bool:
+    """True when this backend holds the decoded data of (pack, segment): the targeted query then
+    skips the buffer rows (only the marker row reaches the aggregate) and nothing is re-read."""
+    return (pack_id, int(segment)) in GD.get("ctq.data", {})
+
+
+def cache_segment_data(GD, pack_id: str, segment: int, rows_by_segment: dict, stats: dict, task: str):
+    """Decode the buffers an aggregate received (its own segment's and the validation rows) into
+    the backend's cache, dropping the data of any other pack."""
     cache = GD.setdefault("ctq.data", {})
-    key = (pack_table, int(segment))
-    if key not in cache:
-        for old in [k for k in cache if k[0] != pack_table]:
-            del cache[old]
-        rows = plpy.execute(
-            f"SELECT rows, x, y FROM {pack_table} WHERE segment = {int(segment)} ORDER BY buffer_id"
-        )
-        cache[key] = decode_buffers(rows, input_dim, task)
-    return cache[key]
+    for old in [k for k in cache if k[0] != pack_id]:
+        del cache[old]
+    for seg in (int(segment), -1):
+        cache[(pack_id, seg)] = decode_buffers(rows_by_segment.get(seg, []), stats, task)
+    return cache[(pack_id, int(segment))], cache[(pack_id, -1)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,18 +376,71 @@ def cancel_callback(plpy):
     return CancelCheck()
 
 
-def train_hop(*, plpy, GD, pack_table, segment, arch, hyper, task, input_dim, n_outputs, seed, state,
-              evaluate, cores):
-    """Train one sub-epoch and return the new state and metrics (dict of the SQL result columns)."""
+def step_transition(*, GD, acc, segment, bucket, rows, x, y, k, state, params):
+    """Transition function of the ``ctq.train_step`` aggregate: collect this segment's buffer rows.
+
+    The heavy state lives in ``GD`` (an aggregate state of type text is only its key): passing
+    arrays through the aggregate state would convert them on every row. A backend runs one query
+    at a time, so an accumulator left over is from a query that failed: it is dropped.
+    """
+    accumulators = GD.setdefault("ctq.acc", {})
+    if acc is None or acc not in accumulators:
+        accumulators.clear()
+        GD["ctq.acc_seq"] = GD.get("ctq.acc_seq", 0) + 1
+        acc = str(GD["ctq.acc_seq"])
+        accumulators[acc] = {"params": json.loads(params), "state": state, "segment": None, "rows": {}}
+    entry = accumulators[acc]
+    if segment >= 0:
+        entry["segment"] = int(segment)
+    if bucket >= 0:
+        entry["rows"].setdefault(int(segment), []).append((rows, x, y, k))
+    return acc
+
+
+def step_final(*, plpy, GD, acc):
+    """Final function of ``ctq.train_step``: warm up, or train one sub-epoch (a hop) on the data of
+    the segment the targeted query ran on, and return the new state and metrics.
+
+    The data is decoded on the first query of a backend and cached in ``GD``; later queries skip
+    the buffer rows (``data_cached`` in their WHERE clause), so a hop reads no table data.
+    ``executed_on`` is the segment that ran this function, from the engine's own point of view
+    (``gp_execution_segment()`` on Greenplum), recorded with the hop to prove direct dispatch.
+    """
+    entry = GD.get("ctq.acc", {}).pop(acc, None) if acc is not None else None
+    if entry is None or entry["segment"] is None:
+        raise DataProblem("the targeted query reached none of its segment's rows (the pack is incomplete)")
+    p, segment = entry["params"], entry["segment"]
     started = time.time()
-    pin_threads(cores)
-    arch = json.loads(arch) if isinstance(arch, str) else arch
-    hyper = json.loads(hyper) if isinstance(hyper, str) else hyper
+    pin_threads(p.get("cores"))
+    if entry["rows"] or not data_cached(GD, p["pack_id"], segment):
+        (x, y), (xv, yv) = cache_segment_data(GD, p["pack_id"], segment, entry["rows"], p["stats"], p["task"])
+    else:
+        (x, y), (xv, yv) = GD["ctq.data"][(p["pack_id"], segment)], GD["ctq.data"][(p["pack_id"], -1)]
+    executed_on = segment
+    if p.get("engine") == "greenplum":
+        executed_on = int(plpy.execute("SELECT gp_execution_segment() AS s")[0]["s"])
+    input_dim, n_outputs, task = int(p["stats"]["input_dim"]), int(p["stats"]["n_outputs"]), p["task"]
+    result = {"new_state": None, "loss": None, "metric": None, "rows": int(len(x)), "compute_seconds": 0.0,
+              "val_loss": None, "val_metric": None, "executed_on": executed_on}
+    if p["action"] == "warmup":
+        for arch, hyper in p["models"]:
+            compiled_model(GD, arch, hyper, input_dim, n_outputs, task)
+    else:
+        result.update(train_hop(plpy=plpy, GD=GD, x=x, y=y, xv=xv, yv=yv, arch=p["arch"], hyper=p["hyper"],
+                                task=task, input_dim=input_dim, n_outputs=n_outputs, seed=p["seed"],
+                                state=entry["state"], evaluate=p["evaluate"]))
+    result["hop_started"], result["hop_finished"] = started, time.time()
+    return result
+
+
+def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, input_dim, n_outputs, seed, state, evaluate):
+    """Train one sub-epoch over (x, y) from ``state`` (None: the model's initial state); evaluate
+    on (xv, yv) when ``evaluate``. Batches have a constant shape (one jit compile per shape): the
+    remainder of the segment's rows that does not fill a batch is left out."""
     cm = compiled_model(GD, arch, hyper, input_dim, n_outputs, task)
     cm.load(decode_state(state) if state is not None else cm.initial_state(seed, hyper))
-    x, y = segment_data(plpy, GD, pack_table, segment, input_dim, task)
     batch = int(hyper.get("batch_size", 64))
-    usable = len(x) - len(x) % batch  # stable batch shapes: one compile per shape under jax
+    usable = len(x) - len(x) % batch
     metric_name = "accuracy" if task == "classification" else "mae"
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
@@ -368,135 +454,10 @@ def train_hop(*, plpy, GD, pack_table, segment, arch, hyper, task, input_dim, n_
     if loss is not None and not np.isfinite(loss):
         raise FloatingPointError(f"training diverged: loss is {loss}")
     val_loss = val_metric = None
-    if evaluate:
-        xv, yv = segment_data(plpy, GD, pack_table, -1, input_dim, task)
-        if len(xv):
-            t1 = time.perf_counter()
-            result = cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, return_dict=True,
-                                       callbacks=[callback])
-            compute += time.perf_counter() - t1
-            val_loss, val_metric = float(result["loss"]), float(result[metric_name])
-    new_state = encode_state(cm.dump())
-    return {
-        "state": new_state,
-        "loss": loss,
-        "metric": metric,
-        "rows": int(usable),
-        "compute_seconds": compute,
-        "val_loss": val_loss,
-        "val_metric": val_metric,
-        "started_at": started,
-        "finished_at": time.time(),
-    }
-
-
-def warmup(*, plpy, GD, cores, pack_table, segment, task, input_dim, n_outputs, models) -> str:
-    """Once per connection, before the first hop: import Keras, pin threads, decode this segment's
-    data and the validation set, and build + compile every (architecture, optimizer) of the run.
-
-    All of this would otherwise land in the first hop of each model on each segment; done here it
-    runs once, on all segments at the same time, and hops carry only per-hop costs.
-    """
-    pin_threads(cores)
-    keras = import_keras()
-    segment_data(plpy, GD, pack_table, segment, input_dim, task)
-    segment_data(plpy, GD, pack_table, -1, input_dim, task)
-    for arch, hyper in json.loads(models or "[]"):
-        compiled_model(GD, arch, hyper, input_dim, n_outputs, task)
-    return keras.backend.backend()
-
-
-# ----------------------------------------------------------------------------------------------
-# Packing: source table -> shuffled, normalised, per-segment float32 buffers (MADlib-style).
-
-
-def pack(*, plpy, source, features, label, task, array_feature, validation_fraction, segments,
-         buffer_rows, seed, target) -> str:
-    """Pack ``source`` into ``target`` (already created, partitioned by segment); returns JSON stats.
-
-    Identifiers arrive already quoted by the client; only validated, quoted names reach SQL.
-    """
-    if array_feature:
-        select = f"SELECT {features[0]}::float8[] AS x, {label}::float8 AS y FROM {source}"
-    else:
-        cols = ", ".join(f"{f}::float8" for f in features)
-        select = f"SELECT ARRAY[{cols}] AS x, {label}::float8 AS y FROM {source}"
-    plpy.execute("SET LOCAL synchronize_seqscans = off")  # same row order every time: reproducible shuffle
-    xs, ys = [], []
-    cursor = plpy.cursor(select)
-    while True:
-        chunk = cursor.fetch(20000)
-        if not chunk:
-            break
-        for r in chunk:
-            xs.append(r["x"])
-            ys.append(r["y"])
-    if not xs:
-        raise DataProblem("the source table has no rows")
-    try:
-        x = np.asarray(xs, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise DataProblem(f"feature column {features[0]} has arrays of different lengths or NULL elements")
-    y = np.asarray(ys, dtype=np.float64)
-    if x.ndim != 2:
-        raise DataProblem("features must form a 2-D matrix")
-    bad = ~np.isfinite(x).all(axis=0)
-    if bad.any():
-        col = features[int(np.argmax(bad))] if not array_feature else features[0]
-        raise DataProblem(f"feature column {col} contains NaN or infinite values")
-    if not np.isfinite(y).all():
-        raise DataProblem(f"label column {label} contains NaN or infinite values")
-    n = len(x)
-    order = np.random.default_rng(int(seed)).permutation(n)
-    x, y = x[order], y[order]
-    n_val = int(round(n * float(validation_fraction)))
-    if n - n_val < segments:
-        raise DataProblem(f"{n - n_val} training rows cannot fill {segments} segments")
-    xv, yv, xt, yt = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
-    mean = xt.mean(axis=0)
-    std = xt.std(axis=0)
-    std[std == 0] = 1.0
-    class_values = None
-    if task == "classification":
-        if not np.all(y == np.round(y)):
-            raise DataProblem(f"label column {label} has non-integer values; classification needs class ids")
-        class_values = np.unique(y)
-        if len(class_values) < 2:
-            raise DataProblem(f"label column {label} has a single class")
-        yt_enc = np.searchsorted(class_values, yt).astype(np.int32)
-        yv_enc = np.searchsorted(class_values, yv).astype(np.int32)
-    else:
-        yt_enc, yv_enc = yt.astype(np.float32), yv.astype(np.float32)
-    xt = ((xt - mean) / std).astype(np.float32)
-    xv = ((xv - mean) / std).astype(np.float32)
-    plan = plpy.prepare(
-        f"INSERT INTO {target} (segment, buffer_id, rows, x, y) VALUES ($1, $2, $3, $4, $5)",
-        ["int4", "int4", "int4", "bytea", "bytea"],
-    )
-    per_segment = []
-    bounds = np.linspace(0, len(xt), segments + 1).astype(int)
-    buffer_id = 0
-
-    def write(segment, xs_, ys_):
-        nonlocal buffer_id
-        for start in range(0, len(xs_), buffer_rows):
-            xb, yb = xs_[start : start + buffer_rows], ys_[start : start + buffer_rows]
-            plpy.execute(plan, [segment, buffer_id, len(xb), xb.tobytes(), yb.tobytes()])
-            buffer_id += 1
-
-    for s in range(segments):
-        lo, hi = bounds[s], bounds[s + 1]
-        write(s, xt[lo:hi], yt_enc[lo:hi])
-        per_segment.append(int(hi - lo))
-    write(-1, xv, yv_enc)
-    return json.dumps({
-        "rows": n,
-        "train_rows": int(len(xt)),
-        "validation_rows": int(n_val),
-        "rows_per_segment": per_segment,
-        "input_dim": int(x.shape[1]),
-        "n_outputs": int(len(class_values)) if class_values is not None else 1,
-        "class_values": class_values.tolist() if class_values is not None else None,
-        "mean": mean.tolist(),
-        "std": std.tolist(),
-    })
+    if evaluate and len(xv):
+        t1 = time.perf_counter()
+        result = cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, return_dict=True, callbacks=[callback])
+        compute += time.perf_counter() - t1
+        val_loss, val_metric = float(result["loss"]), float(result[metric_name])
+    return {"new_state": encode_state(cm.dump()), "loss": loss, "metric": metric, "rows": int(usable),
+            "compute_seconds": compute, "val_loss": val_loss, "val_metric": val_metric}

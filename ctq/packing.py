@@ -1,40 +1,59 @@
 """Data checks and packing: the source table becomes per-segment float32 buffers, once.
 
 Checks run read-only before anything is written (missing table or column, non-numeric types,
-NULLs), so a bad configuration leaves the database untouched. Packing is keyed by the source's
-content fingerprint and the packing settings: an unchanged source is never packed twice, a
-changed one gets a new pack (and the in-database caches, keyed by the pack table, follow).
+NULLs, NaN or infinite values, a label with one class), in one scan that also yields the
+normalisation statistics of the training rows and a content fingerprint. Packing is then plain
+SQL run by the database's own processes (on PostgreSQL, several connections each building some
+virtual segments; on Greenplum, every segment packing its own rows): no row travels through the
+client or a single Python process, and memory is bounded by one buffer, not by the table.
+
+A pack is keyed by the source's content fingerprint and the packing settings: an unchanged source
+is never packed twice, a changed one gets a new pack (and the in-database caches, keyed by the
+pack id, follow). The row's seeded key (engine.row_key) makes the shuffle, the validation split
+and the segment assignment reproducible.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import time
 from dataclasses import dataclass
 
 import asyncpg
 
 from ctq.config import DataConfig
+from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 from ctq.errors import DataError
 from ctq.indb import SQLSTATE_DATA
 from ctq.sql import qualified, quote_ident, render, template
 
 DEFAULT_BUFFER_BYTES = 4 << 20  # ~4 MiB of float32 features per buffer row
+MAX_CLASSES = 1000
 
 
 @dataclass(frozen=True)
 class Source:
-    """A source table resolved against the catalog, with its columns checked."""
+    """A source table resolved against the catalog, with its columns checked and profiled."""
 
     oid: int
     schema: str
     name: str
+    is_table: bool
     features: tuple[str, ...]
     label: str
+    label_category: str  # N numeric, B boolean
     array_feature: bool
     rows: int
+    train_rows: int
     fingerprint: str
     width: int  # number of input features (the array length for an array column)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_values: tuple[float, ...] | None
+    profile_seconds: float
 
     @property
     def sql_name(self) -> str:
@@ -51,6 +70,7 @@ class Pack:
     table_name: str
     stats: dict
     reused: bool
+    seconds: float = 0.0  # time spent packing (0 when reused)
 
 
 async def _find_relation(conn, schema: str | None, name: str):
@@ -68,8 +88,11 @@ def _match_column(wanted: str, columns: dict[str, dict], key: str) -> dict:
     return col
 
 
-async def inspect_source(conn: asyncpg.Connection, data: DataConfig) -> Source:
-    """Resolve and check the source table; raises DataError naming the table or column at fault."""
+async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Engine, seed: int) -> Source:
+    """Resolve, check and profile the source (read-only); raises DataError naming the table or
+    column at fault. ``seed`` and ``data.validation_fraction`` decide which rows are training rows,
+    whose mean and standard deviation normalise the features."""
+    started = time.perf_counter()
     rel = await _find_relation(conn, data.schema, data.name)
     if rel is None:
         raise DataError(f"data.table: table {data.table!r} does not exist (or is not visible to this user)")
@@ -86,59 +109,104 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig) -> Source:
             )
     if label["category"] not in ("N", "B"):
         raise DataError(f"data.label: column {label['name']!r} has type {label['type']}, not a number")
+    if label["category"] == "B" and data.task != "classification":
+        raise DataError(f"data.label: column {label['name']!r} is boolean; use task: classification")
     if label["name"] in {c["name"] for c in features}:
         raise DataError(f"data.label: column {label['name']!r} is also listed as a feature")
-    names = [c["name"] for c in features] + [label["name"]]
-    quoted = [quote_ident(n) for n in names]
+    is_table = rel["relkind"] in ("r", "p")
     source_sql = qualified(rel["schema"], rel["name"])
-    scalar = [q for q, c in zip(quoted, features + [label]) if c["category"] == "N"]
-    profile = await conn.fetchrow(
-        render("source_profile.sql",
-               null_counts=", ".join(f"count(*) FILTER (WHERE {q} IS NULL)" for q in quoted),
-               nonfinite_counts=", ".join(
-                   f"count(*) FILTER (WHERE {q}::float8 IN ('NaN', 'Infinity', '-Infinity'))" for q in scalar
-               ) or "0",
-               label=quoted[-1], columns=", ".join(quoted), source=source_sql)
-    )
-    if profile["n"] == 0:
+    label_sql = _label_number(quote_ident(label["name"]), label["category"])
+    scalar = [] if array_feature else [quote_ident(c["name"]) for c in features]
+    cut = round(data.validation_fraction * VALIDATION_MODULUS)
+    profile = await conn.fetchrow(render(
+        "source_profile.sql", engine.name,
+        counts=", ".join(f"count({quote_ident(c['name'])})" for c in features + [label]),
+        mins=", ".join([f"min({q})" for q in scalar] + [f"min({label_sql})"]),
+        maxs=", ".join([f"max({q})" for q in scalar] + [f"max({label_sql})"]),
+        means=", ".join(f"avg({q}) FILTER (WHERE NOT t.ctq_validation)" for q in scalar) or "0",
+        variances=", ".join(f"var_pop({q}) FILTER (WHERE NOT t.ctq_validation)" for q in scalar) or "0",
+        label=label_sql, source=source_sql, key=engine.row_key("s", seed, is_table),
+        version=engine.row_version("s", is_table), modulus=VALIDATION_MODULUS, cut=cut,
+    ))
+    n = profile["n"]
+    if n == 0:
         raise DataError(f"data.table: table {data.table!r} has no rows")
-    scalar_names = [n for n, c in zip(names, features + [label]) if c["category"] == "N"]
-    for name, nulls, nonfinite in zip(names, profile["nulls"], _align(names, scalar_names, profile["nonfinite"])):
+    names = [c["name"] for c in features] + [label["name"]]
+    for name, count in zip(names, profile["counts"]):
         key = "data.label" if name == label["name"] else "data.features"
-        if nulls:
-            raise DataError(f"{key}: column {name!r} has {nulls} NULL value(s) of {profile['n']} rows; "
+        if count < n:
+            raise DataError(f"{key}: column {name!r} has {n - count} NULL value(s) of {n} rows; "
                             "filter or impute them (e.g. a view) before training")
-        if nonfinite:
-            raise DataError(f"{key}: column {name!r} has {nonfinite} NaN or infinite value(s)")
+    checked = [] if array_feature else [c["name"] for c in features]
+    for name, lo, hi in zip(checked + [label["name"]], profile["mins"], profile["maxs"]):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            key = "data.label" if name == label["name"] else "data.features"
+            raise DataError(f"{key}: column {name!r} has NaN or infinite values")
+    if profile["train_rows"] == 0:
+        raise DataError(f"data.validation_fraction: {data.validation_fraction} leaves no training rows "
+                        f"of {n}")
+    width = len(features)
+    if array_feature:
+        width, mean, std = await _array_profile(conn, engine, source_sql, quote_ident(features[0]["name"]),
+                                                is_table, seed, cut, n)
+    else:
+        mean = [float(v) for v in profile["means"]]
+        std = [math.sqrt(max(float(v), 0.0)) for v in profile["variances"]]
+    std = [s if s > 0 else 1.0 for s in std]
+    class_values = None
     if data.task == "classification":
         if profile["label_fractional"]:
             raise DataError(f"data.label: column {label['name']!r} has non-integer values; classification "
                             "needs class ids (use task: regression for a continuous target)")
-        if profile["label_values"] < 2:
+        values = [r[0] for r in await conn.fetch(render("label_values.sql", label=label_sql, source=source_sql,
+                                                        limit=MAX_CLASSES + 1))]
+        if len(values) < 2:
             raise DataError(f"data.label: column {label['name']!r} has a single class; nothing to learn")
-    width = len(features)
-    if array_feature:
-        width = await conn.fetchval(render("array_width.sql", column=quoted[0], source=source_sql))
+        if len(values) > MAX_CLASSES:
+            raise DataError(f"data.label: column {label['name']!r} has more than {MAX_CLASSES} classes; "
+                            "is it a continuous target (task: regression)?")
+        class_values = tuple(float(v) for v in values)
     return Source(
-        oid=rel["oid"], schema=rel["schema"], name=rel["name"], features=tuple(c["name"] for c in features),
-        label=label["name"], array_feature=array_feature, rows=profile["n"], fingerprint=profile["fingerprint"],
-        width=width,
+        oid=rel["oid"], schema=rel["schema"], name=rel["name"], is_table=is_table,
+        features=tuple(c["name"] for c in features), label=label["name"], label_category=label["category"],
+        array_feature=array_feature, rows=n, train_rows=profile["train_rows"], fingerprint=profile["fingerprint"],
+        width=width, mean=tuple(mean), std=tuple(std), class_values=class_values,
+        profile_seconds=time.perf_counter() - started,
     )
 
 
-def _align(names: list[str], subset: list[str], values: list[int]) -> list[int]:
-    """Spread per-column counts of ``subset`` over ``names`` (0 for columns not in the subset)."""
-    by_name = dict(zip(subset, values))
-    return [by_name.get(n, 0) for n in names]
+def _label_number(quoted: str, category: str) -> str:
+    """The label as a float8 SQL expression (a boolean is class 0 or 1)."""
+    return f"{quoted}::int::float8" if category == "B" else f"{quoted}::float8"
 
 
-def default_buffer_rows(source: Source, segments: int) -> int:
-    per_segment = max(1, source.rows // segments)
-    return max(1, min(per_segment, DEFAULT_BUFFER_BYTES // (max(1, source.width) * 4)))
+async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, n):
+    """Width and per-element training statistics of an array feature column; refuses ragged rows,
+    NULL elements and non-finite values."""
+    row = await conn.fetchrow(render("array_profile.sql", engine.name, column=column, source=source_sql,
+                                     key=engine.row_key("s", seed, is_table), modulus=VALIDATION_MODULUS, cut=cut))
+    name = column.strip('"').replace('""', '"')
+    if row["min_width"] != row["max_width"] or not row["max_width"]:
+        raise DataError(f"data.features[0]: array column {name!r} has rows of different lengths "
+                        f"({row['min_width']} to {row['max_width']})")
+    if row["null_elements"]:
+        raise DataError(f"data.features[0]: array column {name!r} has NULL elements in {row['null_elements']} row(s)")
+    if not (math.isfinite(row["lo"]) and math.isfinite(row["hi"])):
+        raise DataError(f"data.features[0]: array column {name!r} has NaN or infinite values")
+    mean = [float(v) for v in row["means"]]
+    std = [math.sqrt(max(float(v), 0.0)) for v in row["variances"]]
+    return int(row["max_width"]), mean, std
 
 
-def pack_settings(data: DataConfig, source: Source, segments: int, seed: int) -> dict:
+def buffer_count(rows: float, width: int, buffer_rows: int | None) -> int:
+    """Buffers for ``rows`` rows: ``buffer_rows`` rows each, or about DEFAULT_BUFFER_BYTES each."""
+    per_buffer = buffer_rows or max(1, DEFAULT_BUFFER_BYTES // (max(1, width) * 4))
+    return max(1, math.ceil(rows / per_buffer))
+
+
+def pack_settings(data: DataConfig, source: Source, segments: int, seed: int, engine: Engine) -> dict:
     return {
+        "engine": engine.name,
         "task": data.task,
         "features": list(source.features),
         "label": source.label,
@@ -146,40 +214,87 @@ def pack_settings(data: DataConfig, source: Source, segments: int, seed: int) ->
         "validation_fraction": data.validation_fraction,
         "segments": segments,
         "seed": seed,
-        "buffer_rows": data.buffer_rows or default_buffer_rows(source, segments),
+        "buffer_rows": data.buffer_rows,
+        "layout": 2,  # SQL-built buffers, key-ordered and normalised when decoded
     }
 
 
-async def ensure_pack(conn: asyncpg.Connection, data: DataConfig, source: Source, segments: int, seed: int) -> Pack:
-    """Return the pack for this source content + settings, creating it (atomically) if needed."""
-    settings = pack_settings(data, source, segments, seed)
+def pack_stats(source: Source, segments: int) -> dict:
+    """What the in-database side needs to decode a pack (recorded in ctq.packs.stats)."""
+    return {
+        "rows": source.rows,
+        "train_rows": source.train_rows,
+        "validation_rows": source.rows - source.train_rows,
+        "input_dim": source.width,
+        "n_outputs": len(source.class_values) if source.class_values else 1,
+        "class_values": list(source.class_values) if source.class_values else None,
+        "mean": list(source.mean),
+        "std": list(source.std),
+        "x_layout": "array" if source.array_feature else "float4",
+        "segments": segments,
+    }
+
+
+def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_id: str) -> PackSpec:
+    if source.array_feature:
+        x_bytes = f"array_send(t.{quote_ident(source.features[0])}::float4[])"
+    else:
+        x_bytes = " || ".join(f"float4send(t.{quote_ident(f)}::float4)" for f in source.features)
+    y_bytes = f"float4send(({_label_number('t.' + quote_ident(source.label), source.label_category)})::float4)"
+    validation_rows = source.rows - source.train_rows
+    return PackSpec(
+        pack_id=pack_id, table=qualified("ctq_data", f"pack_{pack_id}"), source=source.sql_name,
+        is_table=source.is_table, x_bytes=x_bytes, y_bytes=y_bytes, seed=seed,
+        validation_cut=round(data.validation_fraction * VALIDATION_MODULUS), segments=segments,
+        buckets=buffer_count(source.train_rows / segments, source.width, data.buffer_rows),
+        validation_buckets=buffer_count(validation_rows, source.width, data.buffer_rows),
+    )
+
+
+async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: DataConfig, source: Source,
+                      segments: int, seed: int) -> Pack:
+    """Return the pack for this source content + settings, creating it if needed.
+
+    The ``ctq.packs`` row is written last: a pack is usable once it is there, and a packing that
+    failed or was killed leaves at most a table without that row, dropped by the next attempt.
+    Concurrent runs on the same source serialise on an advisory lock and share one pack.
+    """
+    settings = pack_settings(data, source, segments, seed, engine)
     digest = hashlib.sha256(
         json.dumps([source.display_name, source.fingerprint, settings], sort_keys=True).encode()
     ).hexdigest()[:16]
-    table = f"ctq_data.pack_{digest}"
     found = await conn.fetchrow(template("pack_find.sql"), digest)
     if found:
         return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
+    spec = pack_spec(data, source, segments, seed, digest)
+    started = time.perf_counter()
+    await conn.execute("SELECT pg_advisory_lock(hashtext($1))", digest)
     try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", digest)
-            found = await conn.fetchrow(template("pack_find.sql"), digest)  # a concurrent run packed it
-            if found:
-                return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
-            await conn.execute(render("pack_create.sql", table=table, validation_partition=f"{table}_val"))
-            for s in range(segments):
-                await conn.execute(render("pack_partition.sql", table=table, partition=f"{table}_s{s}", segment=s))
-            stats_text = await conn.fetchval(
-                template("pack_run.sql"),
-                source.sql_name, [quote_ident(f) for f in source.features], quote_ident(source.label),
-                data.task, source.array_feature, data.validation_fraction, segments,
-                settings["buffer_rows"], seed, table,
-            )
-            stats = json.loads(stats_text)
+        found = await conn.fetchrow(template("pack_find.sql"), digest)  # a concurrent run packed it
+        if found:
+            return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
+        await conn.execute(f"DROP TABLE IF EXISTS {spec.table}")  # left by a packing that died
+        await engine.create_pack(conn, spec)
+        try:
+            await engine.fill_pack(dsn, spec, workers=min(segments + 1, max(2, os.cpu_count() or 1)))
+            await engine.finish_pack(conn, spec)
+            stats = pack_stats(source, segments)
             await conn.execute(template("pack_insert.sql"), digest, source.display_name, source.fingerprint,
-                               json.dumps(settings), table, stats_text)
+                               json.dumps(settings), f"ctq_data.pack_{digest}", json.dumps(stats))
+        except BaseException:
+            await _drop_quietly(conn, spec.table)
+            raise
     except asyncpg.exceptions.PostgresError as exc:
         if exc.sqlstate == SQLSTATE_DATA:
             raise DataError(f"data: {exc.message}") from exc
         raise
-    return Pack(digest, table, stats, reused=False)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", digest)
+    return Pack(digest, f"ctq_data.pack_{digest}", stats, reused=False, seconds=time.perf_counter() - started)
+
+
+async def _drop_quietly(conn, table: str) -> None:
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        pass

@@ -1,5 +1,9 @@
 """SQL lives in ``sql_templates/``; this module finds, fills and quotes it.
 
+Templates are dispatched per engine, as dbt adapters dispatch their macros: a statement is looked
+up first in ``sql_templates/<engine>/`` and then in ``sql_templates/common/``, so an engine folder
+holds only the statements that really differ on that engine.
+
 Placeholders are ``{{name}}``. Values that reach SQL text are either identifiers quoted by
 :func:`quote_ident` or integers: user input never goes into a template unquoted. Data values
 travel as bind parameters.
@@ -25,12 +29,20 @@ def templates_dir() -> Path:
     raise FileNotFoundError("sql_templates/ not found next to the ctq package or under sys.prefix/share/ctq")
 
 
+COMMON = "common"
+
+
 @lru_cache(maxsize=None)
-def template(name: str) -> str:
-    return (templates_dir() / name).read_text()
+def template(name: str, engine: str = COMMON) -> str:
+    """The text of ``name`` for ``engine``: its own version if it has one, else the common one."""
+    for folder in dict.fromkeys((engine, COMMON)):
+        path = templates_dir() / folder / name
+        if path.is_file():
+            return path.read_text()
+    raise FileNotFoundError(f"no SQL template {name!r} for engine {engine!r} (nor in common/)")
 
 
-def render(name: str, **values: object) -> str:
+def render(name: str, engine: str = COMMON, **values: object) -> str:
     """Fill ``{{name}}`` placeholders; a missing value is an error, not an empty string."""
 
     def fill(match: re.Match) -> str:
@@ -39,7 +51,7 @@ def render(name: str, **values: object) -> str:
             raise KeyError(f"template {name} needs a value for {{{{{key}}}}}")
         return str(values[key])
 
-    return _PLACEHOLDER.sub(fill, template(name))
+    return _PLACEHOLDER.sub(fill, template(name, engine))
 
 
 def quote_ident(name: str) -> str:
@@ -59,13 +71,17 @@ def server_code() -> tuple[str, str]:
     return source, hashlib.sha256(source.encode()).hexdigest()
 
 
-def install_script() -> str:
-    """install.sql with the PL/Python bootstrap spliced into every function body."""
+def install_script(engine: str = COMMON) -> str:
+    """The engine's install.sql with the PL/Python bootstrap spliced into every function body and
+    the engine's table distribution clauses (empty on PostgreSQL) filled in."""
     _, sha = server_code()
-    bootstrap = render("bootstrap.py", indb_sha=sha)
-    return render("install.sql", bootstrap=bootstrap)
+    bootstrap = render("bootstrap.py", engine, indb_sha=sha)
+    clauses = {key: template(f"distribution/{key}.sql", engine).strip()
+               for key in ("replicated", "by_run", "by_pack")}
+    return render("install.sql", engine, bootstrap=bootstrap, upgrade=template("install_upgrade.sql", engine),
+                  **{f"distributed_{k}": v for k, v in clauses.items()})
 
 
-def install_fingerprint() -> str:
+def install_fingerprint(engine: str = COMMON) -> str:
     """Changes whenever the catalog, the functions or the server code change: re-install then."""
-    return hashlib.sha256(install_script().encode()).hexdigest()
+    return hashlib.sha256(install_script(engine).encode()).hexdigest()

@@ -121,10 +121,15 @@ async def test_model_that_fails_in_the_server_is_refused_by_keras_safe_mode(smal
 
     from ctq import catalog
 
-    await catalog.ensure_installed(conn)
-    with pytest.raises(asyncpg.PostgresError) as info:
-        await conn.fetchval("SELECT ctq.train_hop('x', 0, $1, '{}', 'classification', 3, 2, 1, NULL, false, '{}')",
-                            json.dumps({"keras_json": LAMBDA_MODEL}))
+    from ctq.engines import detect
+
+    await catalog.ensure_installed(conn, await detect(conn))
+    params = {"action": "train", "engine": "postgres", "pack_id": "0", "task": "classification", "cores": [],
+              "stats": {"input_dim": 3, "n_outputs": 2, "mean": [0, 0, 0], "std": [1, 1, 1], "class_values": [0, 1]},
+              "arch": {"keras_json": LAMBDA_MODEL}, "hyper": {}, "seed": 1, "evaluate": False}
+    with pytest.raises(asyncpg.PostgresError) as info:  # the aggregate called directly, on a marker row
+        await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, $1)",
+                            json.dumps(params))
     assert info.value.sqlstate == "CTQ01"
     assert "Lambda" in info.value.message
 

@@ -63,11 +63,12 @@ def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes):
     return [np.asarray(v.numpy()) for v in list(model.variables) + list(model.optimizer.variables)]
 
 
-async def segment_arrays(conn, table, segment):
-    rows = await conn.fetch(f"SELECT rows, x, y FROM {table} WHERE segment = $1 ORDER BY buffer_id", segment)
-    x = np.concatenate([np.frombuffer(r["x"], np.float32).reshape(r["rows"], 8) for r in rows])
-    y = np.concatenate([np.frombuffer(r["y"], np.int32) for r in rows])
-    return x, y
+async def segment_arrays(conn, table, segment, stats):
+    """A segment's training data as the server sees it (the pack's layout is ctq.indb's business)."""
+    from ctq.indb import decode_buffers
+
+    rows = await conn.fetch(f"SELECT rows, x, y, k FROM {table} WHERE segment = $1 AND bucket >= 0", segment)
+    return decode_buffers([tuple(r) for r in rows], stats, "classification")
 
 
 async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli, conn):
@@ -79,8 +80,9 @@ async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli,
     run_id = json.loads(proc.stdout)["run_id"]
     pack = await conn.fetchrow(
         "SELECT p.table_name, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
-    n_classes = json.loads(pack["stats"])["n_outputs"]
-    data = {s: await segment_arrays(conn, pack["table_name"], s) for s in (0, 1)}
+    stats = json.loads(pack["stats"])
+    n_classes = stats["n_outputs"]
+    data = {s: await segment_arrays(conn, pack["table_name"], s, stats) for s in (0, 1)}
     models = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, state FROM ctq.models "
                               "WHERE run_id = $1 ORDER BY model_id", run_id)
     assert len(models) == 2

@@ -1,0 +1,35 @@
+"""Database engines: the one place that decides which engine a server is and what that changes.
+
+An engine is a small class (:class:`~ctq.engines.base.Engine`) plus one folder of SQL templates
+(``sql_templates/<engine>/``) holding only the statements that differ from ``sql_templates/common/``
+— the way Optuna keeps one module per storage and dbt adapters dispatch macros per engine.
+
+- ``postgres``: one PostgreSQL server; *virtual* segments are list partitions of the pack, and a
+  segment's targeted query filters on the partition key.
+- ``greenplum``: Greenplum 6/7 and Apache Cloudberry; the segments are the primary segments, the
+  pack is distributed with one known key per segment, and every targeted query carries
+  ``gp_segment_id = k`` as a literal so it is direct-dispatched to that segment alone.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ctq.engines.base import Engine
+from ctq.engines.greenplum import GreenplumEngine
+from ctq.engines.postgres import PostgresEngine
+
+ENGINES: dict[str, type[Engine]] = {"postgres": PostgresEngine, "greenplum": GreenplumEngine}
+
+__all__ = ["ENGINES", "Engine", "GreenplumEngine", "PostgresEngine", "detect", "engine_named"]
+
+
+def engine_named(name: str) -> Engine:
+    return ENGINES[name]()
+
+
+async def detect(conn: asyncpg.Connection) -> Engine:
+    """The engine of the server behind ``conn``: Greenplum when it has gp_segment_configuration
+    (Greenplum 6/7, Cloudberry), else PostgreSQL."""
+    greenplum = await conn.fetchval("SELECT to_regclass('pg_catalog.gp_segment_configuration') IS NOT NULL")
+    return GreenplumEngine() if greenplum else PostgresEngine()

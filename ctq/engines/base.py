@@ -1,0 +1,128 @@
+"""The engine interface: what ctq needs from a database engine, with PostgreSQL's behaviour as the
+default. An engine overrides only what really differs, in Python here and in SQL in its folder of
+``sql_templates/`` (looked up before ``sql_templates/common/``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+
+from ctq.sql import render, template
+
+VALIDATION_MODULUS = 1_000_000  # a row is held out when |key mod 1e6| < fraction x 1e6
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    """What one pack is made of; every SQL string in it is already quoted or generated."""
+
+    pack_id: str
+    table: str           # schema-qualified, quoted pack table
+    source: str          # schema-qualified, quoted source relation
+    is_table: bool       # a table has row identities (ctid); a view is keyed by its content
+    x_bytes: str         # SQL: the row's features as bytes (float4send... or array_send)
+    y_bytes: str         # SQL: the row's label as big-endian float4
+    seed: int
+    validation_cut: int  # key mod VALIDATION_MODULUS below this: a validation row
+    segments: int
+    buckets: int         # buffers per training segment
+    validation_buckets: int
+
+
+class Engine:
+    """One database engine. Subclasses set ``name`` and override what differs."""
+
+    name = "postgres"
+    #: connection settings of every segment connection
+    session_settings: dict[str, str] = {}
+
+    # -- templates -------------------------------------------------------------------------------
+    def template(self, name: str) -> str:
+        return template(name, self.name)
+
+    def render(self, name: str, **values: object) -> str:
+        return render(name, self.name, **values)
+
+    # -- segments --------------------------------------------------------------------------------
+    async def segments(self, conn: asyncpg.Connection, requested: int | None, default: int) -> tuple[int, str | None]:
+        """How many segments a run gets, and a notice for the user if their setting is not used."""
+        return (requested or default), None
+
+    # -- row identity: reproducible shuffle, validation split, content fingerprint -----------------
+    def row_key(self, alias: str, seed: int, is_table: bool) -> str:
+        """SQL for a deterministic int8 key per row, seeded: it orders the shuffle, picks the
+        validation rows and the row's bucket. ``setseed()``/``random()`` would not do: they are
+        not reproducible across scans (and on Greenplum seed only the coordinator)."""
+        if is_table:
+            return f"hashtidextended({alias}.ctid, {int(seed)})"
+        return f"hashtextextended(ROW({alias}.*)::text, {int(seed)})"
+
+    def row_version(self, alias: str, is_table: bool) -> str:
+        """SQL for an int8 that changes whenever the row changes (summed into the fingerprint)."""
+        if is_table:
+            return f"hashtidextended({alias}.ctid, {alias}.xmin::text::int8)"
+        return f"hashtextextended(ROW({alias}.*)::text, 0)"
+
+    # -- packing ---------------------------------------------------------------------------------
+    def pack_select(self, spec: PackSpec, segments: list[int]) -> str:
+        """The SELECT that builds the buffers of ``segments`` (-1: validation) from the source."""
+        key = self.row_key("t", spec.seed, spec.is_table)
+        return self.render(
+            "pack_select.sql", key=key, source=spec.source, x_bytes=spec.x_bytes, y_bytes=spec.y_bytes,
+            modulus=VALIDATION_MODULUS, cut=spec.validation_cut, segments=spec.segments,
+            buckets=spec.buckets, validation_buckets=spec.validation_buckets,
+            segment_list=", ".join(str(int(s)) for s in segments),
+        )
+
+    async def create_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
+        await conn.execute(self.render("pack_create.sql", table=spec.table, segments=spec.segments,
+                                       partitions="\n".join(
+                                           self.render("pack_partition.sql", table=spec.table,
+                                                       partition=spec.table[:-1] + f'_s{s}"', segment=s)
+                                           for s in range(-1, spec.segments))))
+
+    async def fill_pack(self, dsn: str, spec: PackSpec, workers: int) -> None:
+        """Pack on up to ``workers`` connections at once, each building some segments' buffers
+        (each scans the source; the server's CPUs do the work in parallel, no row leaves it)."""
+        groups = [list(range(-1, spec.segments))[i::workers] for i in range(workers)]
+
+        async def one(segments):
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(self.template("pack_session.sql"))
+                await conn.execute(f"INSERT INTO {spec.table} (segment, bucket, rows, x, y, k) "
+                                   + self.pack_select(spec, segments))
+            finally:
+                await conn.close()
+
+        await asyncio.gather(*(one(g) for g in groups if g))
+
+    async def finish_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
+        await conn.execute(self.render("pack_markers.sql", table=spec.table, segments=spec.segments))
+
+    # -- training --------------------------------------------------------------------------------
+    def train_query(self, segment: int, pack_id: str, pack_table: str, state: str, params: str) -> str:
+        """The targeted query of ``segment``: the segment is a literal (Greenplum only
+        direct-dispatches on literals), and so is the pack id (hex digits, checked)."""
+        if not all(c in "0123456789abcdef" for c in pack_id):
+            raise ValueError(f"not a pack id: {pack_id!r}")
+        return self.render("train_query.sql", segment=int(segment), pack_id=pack_id, pack_table=pack_table,
+                           state=state, params=params)
+
+    def hop_statements(self, segment: int, pack_id: str, pack_table: str) -> dict[str, str]:
+        """The statements one segment's connection uses: warm-up and the hop."""
+        return {
+            "warmup": self.render("warmup.sql", train_query=self.train_query(
+                segment, pack_id, pack_table, "NULL::bytea", "$1::text")),
+            "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(
+                segment, pack_id, pack_table, "(SELECT state FROM ctq.models WHERE run_id = $1 AND model_id = $2)",
+                "$5::text")),
+        }
+
+    async def run_hop(self, conn: asyncpg.Connection, statements: dict[str, str], run_id: int, model_id: int,
+                      epoch: int, last_of_epoch: bool, params: str) -> asyncpg.Record | None:
+        """Train and record one hop: on PostgreSQL a single statement (the state never leaves the
+        server, and the hop is recorded entirely or not at all)."""
+        return await conn.fetchrow(statements["hop"], run_id, model_id, epoch, last_of_epoch, params)

@@ -1,0 +1,95 @@
+"""Greenplum 6/7 and Apache Cloudberry: real MPP segments.
+
+- The segments are the primary segments (``gp_segment_configuration``, role ``p``, content >= 0);
+  ``segments:`` in ``grid.yaml`` is ignored with a notice.
+- The pack is ``DISTRIBUTED BY (dist_key)`` with one key value per segment (MADlib's trick), built
+  by each segment from its own rows in parallel; validation buffers are copied to every segment.
+- Every targeted query carries ``gp_segment_id = k`` as a literal and groups by the distribution
+  key, so it is direct-dispatched to segment k with no Motion below the aggregate (a literal, not
+  a bind parameter: generic plans of ``$1`` are not direct-dispatched, see
+  ../shared/reference/engineering-notes.md and greenplum-db/gpdb PRs #10679, #13204).
+- A function running on a segment may only read replicated tables: ``ctq.meta``,
+  ``ctq.server_code`` and ``ctq.packs`` are ``DISTRIBUTED REPLICATED``; the model state reaches the
+  segment as a parameter and the result is recorded by a second statement (one ``record_hop``
+  call), because Greenplum allows one modifying CTE per query and none feeding an INSERT.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
+
+
+class GreenplumEngine(Engine):
+    name = "greenplum"
+    #: after an error inside PL/Python the session's Python state may be unsafe to reuse
+    #: (engineering notes: a crash of the coordinator followed such a retry): reconnect instead.
+    reconnect_after_error = True
+
+    async def segments(self, conn, requested, default):
+        count = await conn.fetchval(self.template("segments.sql"))
+        notice = None
+        if requested and requested != count:
+            notice = f"segments: {requested} ignored: Greenplum has {count} primary segments, and each is one MOP segment"
+        return count, notice
+
+    def row_key(self, alias: str, seed: int, is_table: bool) -> str:
+        # Greenplum 6 (PostgreSQL 9.4) has no 64-bit seeded hash: two 32-bit ones make the key.
+        # A row's identity is (segment, ctid): ctids repeat across segments.
+        ident = (f"{alias}.gp_segment_id::text || ':' || {alias}.ctid::text" if is_table
+                 else f"ROW({alias}.*)::text")
+        return (f"((hashtext({ident} || ':{int(seed)}')::int8 << 32) | "
+                f"(hashtext('{int(seed)}:' || {ident})::int8 & 4294967295))")
+
+    def row_version(self, alias: str, is_table: bool) -> str:
+        if is_table:
+            return (f"hashtext({alias}.gp_segment_id::text || ':' || {alias}.ctid::text || ':' "
+                    f"|| {alias}.xmin::text)::int8")
+        return f"hashtext(ROW({alias}.*)::text)::int8"
+
+    async def segment_keys(self, conn: asyncpg.Connection) -> dict[int, int]:
+        await conn.execute(self.template("segment_keys.sql"))
+        return {r["segment"]: r["dist_key"] for r in await conn.fetch(self.template("segment_keys_read.sql"))}
+
+    async def fill_pack(self, dsn: str, spec: PackSpec, workers: int) -> None:
+        """One statement packs on every segment at once, each segment its own rows."""
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(self.template("pack_session.sql"))
+            keys = await self.segment_keys(conn)
+            key_map = ", ".join(f"({s}, {k})" for s, k in sorted(keys.items()))
+            await conn.execute(self.render(
+                "pack_stage.sql", key=self.row_key("t", spec.seed, spec.is_table), source=spec.source,
+                x_bytes=spec.x_bytes, y_bytes=spec.y_bytes, modulus=VALIDATION_MODULUS, cut=spec.validation_cut,
+                buckets=spec.buckets, validation_buckets=spec.validation_buckets, key_map=key_map))
+            await conn.execute(self.render("pack_buffers.sql", table=spec.table))
+            await conn.execute(self.render("pack_markers.sql", table=spec.table, key_map=key_map))
+        finally:
+            await conn.close()
+
+    async def create_pack(self, conn, spec):
+        await conn.execute(self.render("pack_create.sql", table=spec.table))
+
+    async def finish_pack(self, conn, spec):
+        """The markers were written with the buffers (they need the segment keys)."""
+
+    def hop_statements(self, segment, pack_id, pack_table):
+        return {
+            "warmup": self.render("warmup.sql", train_query=self.train_query(
+                segment, pack_id, pack_table, "NULL::bytea", "$1::text")),
+            "state": self.template("model_state.sql"),
+            "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(
+                segment, pack_id, pack_table, "$1::bytea", "$2::text")),
+            "record": self.render("record_hop.sql", segment=int(segment)),
+        }
+
+    async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params):
+        """Three statements: read the state, train on the segment (state in as a parameter, out
+        as a result column), record the hop in one call."""
+        state = await conn.fetchval(statements["state"], run_id, model_id)
+        row = await conn.fetchrow(statements["hop"], state, params)
+        if row is None:
+            return None
+        await conn.fetchval(statements["record"], run_id, model_id, epoch, last_of_epoch, *row.values())
+        return row

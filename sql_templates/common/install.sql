@@ -1,0 +1,217 @@
+-- ctq catalog and in-database functions. Idempotent: every statement can run again, and a newer
+-- ctq upgrades an older catalog in place (install_upgrade.sql, CREATE OR REPLACE).
+-- {{distributed_*}} are the engine's distribution clauses (empty on PostgreSQL). On Greenplum the
+-- tables that PL/Python reads *on a segment* (meta, server code, packs) are replicated: a function
+-- running on a segment may only read replicated tables.
+CREATE EXTENSION IF NOT EXISTS plpython3u;
+CREATE SCHEMA IF NOT EXISTS ctq;
+CREATE SCHEMA IF NOT EXISTS ctq_data;   -- packed training buffers, one table per (source, settings)
+
+CREATE TABLE IF NOT EXISTS ctq.meta (
+    key   text PRIMARY KEY,
+    value jsonb NOT NULL
+) {{distributed_replicated}};
+
+-- The server-side Python module (ctq/indb.py), loaded by every PL/Python function below.
+CREATE TABLE IF NOT EXISTS ctq.server_code (
+    name         text PRIMARY KEY,
+    sha          text NOT NULL,
+    source       text NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT now()
+) {{distributed_replicated}};
+
+CREATE TABLE IF NOT EXISTS ctq.packs (
+    pack_id            text PRIMARY KEY,
+    source_table       text NOT NULL,
+    source_fingerprint text NOT NULL,
+    settings           jsonb NOT NULL,
+    table_name         text NOT NULL,
+    stats              jsonb NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now()
+) {{distributed_by_pack}};
+
+CREATE TABLE IF NOT EXISTS ctq.runs (
+    run_id             bigserial PRIMARY KEY,
+    name               text NOT NULL,
+    status             text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
+    schedule           text NOT NULL DEFAULT 'mop',
+    started_at         timestamptz NOT NULL DEFAULT now(),
+    finished_at        timestamptz,
+    heartbeat_at       timestamptz,
+    config             jsonb NOT NULL,
+    config_fingerprint text NOT NULL,
+    source_table       text NOT NULL,
+    pack_id            text NOT NULL REFERENCES ctq.packs,
+    segments           int NOT NULL,
+    epochs             int NOT NULL,
+    metric             text NOT NULL,
+    metric_mode        text NOT NULL CHECK (metric_mode IN ('min', 'max')),
+    run_by             text NOT NULL DEFAULT current_user,
+    client_host        text,
+    versions           jsonb,
+    message            text,
+    seed               int NOT NULL DEFAULT 0,
+    cores_per_segment  int,
+    engine             text NOT NULL DEFAULT 'postgres'
+) {{distributed_by_run}};
+
+CREATE TABLE IF NOT EXISTS ctq.models (
+    run_id          bigint NOT NULL REFERENCES ctq.runs ON DELETE CASCADE,
+    model_id        int NOT NULL,
+    name            text NOT NULL,
+    architecture    jsonb NOT NULL,
+    hyperparameters jsonb NOT NULL,
+    seed            int NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'training', 'succeeded', 'failed')),
+    epochs_done     int NOT NULL DEFAULT 0,
+    train_loss      float8,
+    train_metric    float8,
+    val_loss        float8,
+    val_metric      float8,
+    message         text,
+    state           bytea,            -- checkpoint: weights + optimizer state after the last hop
+    updated_at      timestamptz,
+    PRIMARY KEY (run_id, model_id)
+) {{distributed_by_run}};
+-- float32 state does not compress; not trying saves about a millisecond per hop
+ALTER TABLE ctq.models ALTER COLUMN state SET STORAGE EXTERNAL;
+
+-- The audit trail of MOP: one row per completed sub-epoch. The key makes every hop exactly-once;
+-- executed_on is the segment that reported running the hop, from inside the training function.
+CREATE TABLE IF NOT EXISTS ctq.hops (
+    run_id          bigint NOT NULL,
+    model_id        int NOT NULL,
+    epoch           int NOT NULL,
+    segment         int NOT NULL,
+    started_at      timestamptz NOT NULL,
+    finished_at     timestamptz NOT NULL,
+    compute_seconds float8 NOT NULL,
+    rows            int NOT NULL,
+    loss            float8,
+    metric          float8,
+    executed_on     int,
+    PRIMARY KEY (run_id, model_id, epoch, segment),
+    FOREIGN KEY (run_id, model_id) REFERENCES ctq.models ON DELETE CASCADE
+) {{distributed_by_run}};
+
+CREATE TABLE IF NOT EXISTS ctq.epochs (
+    run_id       bigint NOT NULL,
+    model_id     int NOT NULL,
+    epoch        int NOT NULL,
+    train_loss   float8,
+    train_metric float8,
+    val_loss     float8,
+    val_metric   float8,
+    finished_at  timestamptz NOT NULL,
+    PRIMARY KEY (run_id, model_id, epoch),
+    FOREIGN KEY (run_id, model_id) REFERENCES ctq.models ON DELETE CASCADE
+) {{distributed_by_run}};
+
+{{upgrade}}
+
+-- The leaderboard of every run, ranked by the run's own metric.
+CREATE OR REPLACE VIEW ctq.leaderboard AS
+SELECT s.*, rank() OVER (PARTITION BY s.run_id
+                         ORDER BY CASE WHEN s.metric_mode = 'max' THEN -s.score ELSE s.score END NULLS LAST,
+                                  s.model_id) AS rank
+FROM (
+    SELECT m.run_id, m.model_id, m.name, m.status, m.epochs_done, m.hyperparameters,
+           m.train_loss, m.train_metric, m.val_loss, m.val_metric, r.metric, r.metric_mode,
+           CASE r.metric WHEN 'val_loss' THEN m.val_loss
+                         WHEN 'loss' THEN m.train_loss
+                         WHEN 'val_accuracy' THEN m.val_metric
+                         WHEN 'val_mae' THEN m.val_metric
+                         ELSE m.train_metric END AS score
+    FROM ctq.models m JOIN ctq.runs r USING (run_id)
+) s;
+
+-- In-database functions. Each PL/Python one starts with the bootstrap (bootstrap.py) that loads
+-- ctq.server_code once per backend into GD.
+CREATE OR REPLACE FUNCTION ctq.probe() RETURNS jsonb
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+import json
+return json.dumps(ctq.probe())
+$fn$;
+
+-- Functions of earlier versions (training used to read the pack with SPI, which cannot work on a
+-- Greenplum segment; packing used to pull the source through one Python process).
+DROP FUNCTION IF EXISTS ctq.warmup(int[]);
+DROP FUNCTION IF EXISTS ctq.warmup(int[], text, int, text, int, int, text);
+DROP FUNCTION IF EXISTS ctq.pack(text, text[], text, text, boolean, float8, int, int, int, text);
+DROP FUNCTION IF EXISTS ctq.train_hop(text, int, text, text, text, int, int, int, bytea, boolean, int[]);
+
+-- Whether this backend has (pack, segment)'s decoded data cached: the targeted query then skips
+-- the buffer rows and only the segment's marker row reaches the aggregate.
+CREATE OR REPLACE FUNCTION ctq.data_cached(pack_id text, segment int) RETURNS boolean
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+return ctq.data_cached(GD, pack_id, segment)
+$fn$;
+
+-- The targeted training query: SELECT ctq.train_step(<pack row>, state, params) FROM <pack>
+-- WHERE <segment k> (see train_query.sql). Training happens in the final function, on the segment.
+-- (dropping the result type drops the aggregate and record_hop with it: they are created anew)
+DROP TYPE IF EXISTS ctq.hop_result CASCADE;
+CREATE TYPE ctq.hop_result AS (
+    new_state bytea, loss float8, metric float8, rows int, compute_seconds float8, val_loss float8,
+    val_metric float8, hop_started timestamptz, hop_finished timestamptz, executed_on int
+);
+
+CREATE OR REPLACE FUNCTION ctq.train_step_transition(acc text, segment int, bucket int, rows int, x bytea,
+                                                     y bytea, k bytea, state bytea, params text) RETURNS text
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+return ctq.step_transition(GD=GD, acc=acc, segment=segment, bucket=bucket, rows=rows, x=x, y=y, k=k,
+                           state=state, params=params)
+$fn$;
+
+CREATE FUNCTION ctq.train_step_final(acc text) RETURNS ctq.hop_result
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+import datetime
+r = ctq.call(plpy, ctq.step_final, GD=GD, acc=acc)
+utc = datetime.timezone.utc
+for key in ("hop_started", "hop_finished"):
+    r[key] = datetime.datetime.fromtimestamp(r[key], utc).isoformat()
+return r
+$fn$;
+
+CREATE AGGREGATE ctq.train_step(int, int, int, bytea, bytea, bytea, bytea, text) (
+    SFUNC = ctq.train_step_transition, STYPE = text, FINALFUNC = ctq.train_step_final
+);
+
+-- Record one hop: the model's new state, its hop row and (last hop of an epoch) its epoch row, in
+-- one statement, so a hop is recorded entirely or not at all. A hop that ran on another segment
+-- than the one it was sent to is refused: its result would break MOP's bookkeeping.
+CREATE FUNCTION ctq.record_hop(p_run bigint, p_model int, p_epoch int, p_segment int, p_last boolean,
+                               r ctq.hop_result) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    n float8; loss_sum float8; metric_sum float8;
+BEGIN
+    IF r.executed_on IS DISTINCT FROM p_segment THEN
+        RAISE EXCEPTION 'hop of model % sent to segment % ran on segment %', p_model, p_segment, r.executed_on
+            USING ERRCODE = 'CTQ02';
+    END IF;
+    INSERT INTO ctq.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
+                          metric, executed_on)
+    VALUES (p_run, p_model, p_epoch, p_segment, r.hop_started, r.hop_finished, r.compute_seconds, r.rows, r.loss,
+            r.metric, r.executed_on);
+    IF p_last THEN
+        SELECT sum(h.rows), sum(h.loss * h.rows), sum(h.metric * h.rows) INTO n, loss_sum, metric_sum
+        FROM ctq.hops h WHERE h.run_id = p_run AND h.model_id = p_model AND h.epoch = p_epoch AND h.loss IS NOT NULL;
+        INSERT INTO ctq.epochs (run_id, model_id, epoch, train_loss, train_metric, val_loss, val_metric, finished_at)
+        VALUES (p_run, p_model, p_epoch, loss_sum / nullif(n, 0), metric_sum / nullif(n, 0), r.val_loss,
+                r.val_metric, r.hop_finished);
+        UPDATE ctq.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished,
+               epochs_done = p_epoch + 1, train_loss = loss_sum / nullif(n, 0),
+               train_metric = metric_sum / nullif(n, 0), val_loss = r.val_loss, val_metric = r.val_metric
+        WHERE run_id = p_run AND model_id = p_model;
+    ELSE
+        UPDATE ctq.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished
+        WHERE run_id = p_run AND model_id = p_model;
+    END IF;
+    RETURN 1;
+END
+$fn$;

@@ -1,0 +1,5 @@
+-- Upgrades of catalogs made by earlier versions of ctq.
+ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS seed int NOT NULL DEFAULT 0;
+ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS cores_per_segment int;
+ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS engine text NOT NULL DEFAULT 'postgres';
+ALTER TABLE ctq.hops ADD COLUMN IF NOT EXISTS executed_on int;

@@ -1,0 +1,1 @@
+-- Greenplum 6 has no ADD COLUMN IF NOT EXISTS; its catalogs are created by this version.

@@ -1,0 +1,1 @@
+SELECT state FROM ctq.models WHERE run_id = $1 AND model_id = $2;

@@ -1,0 +1,2 @@
+-- Packing on Greenplum: the same scan order every time.
+SET synchronize_seqscans = off;
