@@ -94,7 +94,11 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
 
 
 async def finish_run(conn, run_id: int, status: str, message: str | None = None) -> None:
-    await conn.execute(template("finish_run.sql"), run_id, status, message)
+    """Record the end of a run and close its models, in one transaction (two statements: one
+    modifying CTE per query is all Greenplum allows)."""
+    async with conn.transaction():
+        await conn.execute(template("finish_models.sql"), run_id, status)
+        await conn.execute(template("finish_run.sql"), run_id, status, message)
 
 
 async def set_model_status(conn, run_id: int, model_id: int, status: str, message: str | None = None) -> None:

@@ -263,14 +263,14 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
     digest = hashlib.sha256(
         json.dumps([source.display_name, source.fingerprint, settings], sort_keys=True).encode()
     ).hexdigest()[:16]
-    found = await conn.fetchrow(template("pack_find.sql"), digest)
+    found = await conn.fetchrow(engine.template("pack_find.sql"), digest)
     if found:
         return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
     spec = pack_spec(data, source, segments, seed, digest)
     started = time.perf_counter()
     await conn.execute("SELECT pg_advisory_lock(hashtext($1))", digest)
     try:
-        found = await conn.fetchrow(template("pack_find.sql"), digest)  # a concurrent run packed it
+        found = await conn.fetchrow(engine.template("pack_find.sql"), digest)  # a concurrent run packed it
         if found:
             return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
         await conn.execute(f"DROP TABLE IF EXISTS {spec.table}")  # left by a packing that died
