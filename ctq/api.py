@@ -70,7 +70,7 @@ class TrainResult:
             "run_id": self.run_id, "status": self.status, "name": self.name,
             "best_model_id": self.best_model_id, "best_model": self.best_model,
             "best_metric": self.best_metric, "metric": self.metric,
-            "engine": self.engine,
+            "engine": self.engine, "notices": self.notices,
             "wall_seconds": round(self.wall_seconds, 3), "check_seconds": round(self.check_seconds, 3),
             "pack_seconds": round(self.pack_seconds, 3), "schedule_seconds": round(self.schedule_seconds, 3),
             "hops": self.hops, "retries": self.retries,
@@ -135,8 +135,12 @@ async def load_plan(conn, run_id: int) -> RunPlan:
 
 
 async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, schedule: str = "mop",
-                progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
-    """Run a whole model selection; returns when every model has trained its epochs (or failed)."""
+                progress_factory=None, heartbeat_seconds: float = 5.0, notify=None) -> TrainResult:
+    """Run a whole model selection; returns when every model has trained its epochs (or failed).
+
+    ``notify(message)`` is called, before training, with anything the user should know that is
+    not an error (e.g. a ``segments:`` setting the engine does not use).
+    """
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if name:
         cfg = dataclasses.replace(cfg, name=name)
@@ -146,6 +150,8 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     async with connect(dsn) as conn:
         engine = await detect(conn)
         segments, notice = await engine.segments(conn, cfg.segments, default_segments())
+        if notice and notify:
+            notify(notice)
         source = await inspect_source(conn, cfg.data, engine, cfg.seed)
         check_memory(cfg, source, segments)
         await catalog.ensure_installed(conn, engine)

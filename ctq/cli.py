@@ -210,7 +210,8 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
 
         factory = LiveProgress
     if resume is None:
-        work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule, progress_factory=factory)
+        work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule, progress_factory=factory,
+                         notify=lambda message: err_console.print(f"note: {message}", highlight=False, markup=False))
     else:
         work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory)
     result = run_async(work)

@@ -1,1 +1,2 @@
--- Greenplum 6 has no ADD COLUMN IF NOT EXISTS; its catalogs are created by this version.
+-- Nothing to upgrade: Greenplum 6 (PostgreSQL 9.4) has no ADD COLUMN IF NOT EXISTS, and its
+-- catalogs are created by this version of ctq.

@@ -1,0 +1,71 @@
+"""The SQL each engine gets (rendered templates, no database): the dispatch per engine, the literal
+segment filter of targeted queries, Greenplum's distribution clauses."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ctq.engines import ENGINES, GreenplumEngine, PostgresEngine
+from ctq.sql import install_script, template
+
+PACK = "0123456789abcdef"
+TABLE = '"ctq_data"."pack_0123456789abcdef"'
+
+
+def test_engine_templates_fall_back_to_common():
+    assert template("heartbeat.sql", "greenplum") == template("heartbeat.sql")
+    assert template("train_query.sql", "greenplum") != template("train_query.sql", "postgres")
+    with pytest.raises(FileNotFoundError):
+        template("no_such_statement.sql", "greenplum")
+
+
+@pytest.mark.parametrize("segment", [0, 1, 17])
+def test_greenplum_targeted_query_carries_the_segment_as_a_literal(segment):
+    statements = GreenplumEngine().hop_statements(segment, PACK, TABLE)
+    for name in ("warmup", "hop"):
+        sql = statements[name]
+        assert f"b.gp_segment_id = {segment} " in sql
+        assert f"ctq.data_cached('{PACK}', {segment})" in sql
+        assert "GROUP BY b.dist_key, b.gp_segment_id" in sql
+        assert not re.search(r"gp_segment_id\s*=\s*\$", sql)  # never a bind parameter
+    assert f", {segment}, $4::boolean" in statements["record"]
+
+
+@pytest.mark.parametrize("segment", [0, 3])
+def test_postgres_targeted_query_reads_its_partition_and_validation(segment):
+    sql = PostgresEngine().hop_statements(segment, PACK, TABLE)["hop"]
+    assert f"b.segment IN ({segment}, -1)" in sql
+    assert f"ctq.record_hop($1, $2, $3::int, {segment}, $4::boolean, s.r)" in sql
+    assert "GROUP BY" not in sql
+
+
+def test_pack_id_must_be_hex():
+    with pytest.raises(ValueError):
+        PostgresEngine().train_query(0, "x'); DROP TABLE t; --", TABLE, "NULL", "$1")
+
+
+def test_greenplum_install_replicates_what_segments_read():
+    sql = install_script("greenplum")
+    for table in ("ctq.meta", "ctq.server_code", "ctq.packs"):
+        body = sql[sql.index(f"CREATE TABLE IF NOT EXISTS {table} "):]
+        assert body[:body.index(";")].rstrip().endswith("DISTRIBUTED REPLICATED"), table
+    for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs"):
+        body = sql[sql.index(f"CREATE TABLE IF NOT EXISTS {table} "):]
+        assert body[:body.index(";")].rstrip().endswith("DISTRIBUTED BY (run_id)"), table
+    code = re.sub(r"--[^\n]*", "", sql)  # Greenplum 6 is PostgreSQL 9.4
+    assert "ADD COLUMN IF NOT EXISTS" not in code and "ON CONFLICT" not in code
+
+
+def test_postgres_install_has_no_distribution_clauses():
+    sql = install_script("postgres")
+    assert "DISTRIBUTED" not in sql
+    assert "ADD COLUMN IF NOT EXISTS" in sql
+
+
+def test_row_keys_differ_per_engine():
+    pg, gp = PostgresEngine(), GreenplumEngine()
+    assert "hashtidextended(t.ctid, 7)" == pg.row_key("t", 7, True)
+    assert "gp_segment_id" in gp.row_key("t", 7, True) and "hashtidextended" not in gp.row_key("t", 7, True)
+    assert set(ENGINES) == {"postgres", "greenplum"}

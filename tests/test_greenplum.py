@@ -1,0 +1,104 @@
+"""The Greenplum engine against a real Greenplum cluster (opt-in).
+
+Set ``CTQ_TEST_GREENPLUM_DSN`` (a superuser on a Greenplum 6/7 or Cloudberry database with
+plpython3u and Keras importable on every segment) and, if the segments need it, the server-side
+``CTQ_TEST_GREENPLUM_PYTHON_PATH`` (a site-packages directory readable by the cluster's OS user).
+Without the DSN this module is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+import asyncpg
+import pytest
+
+from conftest import create_table, write_grid
+from ctq.engines import GreenplumEngine
+
+DSN = os.environ.get("CTQ_TEST_GREENPLUM_DSN")
+PYTHON_PATH = os.environ.get("CTQ_TEST_GREENPLUM_PYTHON_PATH")
+pytestmark = [
+    pytest.mark.skipif(not DSN, reason="set CTQ_TEST_GREENPLUM_DSN to run the Greenplum suite"),
+    pytest.mark.asyncio(loop_scope="session"),
+]
+
+GRID = """
+    name: gp-{schedule}
+    data: {{table: public.ctq_gp_src, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+           task: classification}}
+    segments: 7
+    models:
+      - {{name: small, layers: [{{dense: 16}}]}}
+      - {{name: wide, layers: [{{dense: 64}}, {{dense: 64}}]}}
+    search: {{seed: 3, space: {{learning_rate: [0.01, 0.003], batch_size: [32]}}}}
+    epochs: 2
+    metric: val_accuracy
+"""
+
+
+def ctq(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CTQ_DSN=DSN, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "ctq.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+async def gp():
+    install = ctq("install", *(["--python-path", PYTHON_PATH] if PYTHON_PATH else []))
+    assert install.returncode == 0, install.stderr
+    conn = await asyncpg.connect(DSN)
+    await create_table(conn, "public.ctq_gp_src", 4000, seed=5)
+    yield conn
+    await conn.close()
+
+
+async def primaries(conn) -> int:
+    return await conn.fetchval("SELECT count(*) FROM gp_segment_configuration WHERE role = 'p' AND content >= 0")
+
+
+@pytest.mark.parametrize("schedule", ["mop", "bsp"])
+async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, schedule):
+    grid = write_grid(tmp_path, GRID.format(schedule=schedule))
+    proc = ctq("train", str(grid), "--json", "--schedule", schedule)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "succeeded" and result["engine"] == "greenplum"
+    segments = await primaries(gp)
+    assert "segments: 7 ignored" in proc.stderr  # grid.yaml's segments do not apply on Greenplum
+    hops = await gp.fetch("SELECT model_id, epoch, segment, executed_on, started_at, finished_at, rows "
+                          "FROM ctq.hops WHERE run_id = $1", result["run_id"])
+    assert len(hops) == 4 * 2 * segments
+    # every hop ran on the segment it was sent to, as reported from inside the training function
+    assert all(h["executed_on"] == h["segment"] for h in hops)
+    visits = defaultdict(list)
+    for h in hops:
+        visits[(h["model_id"], h["epoch"])].append(h["segment"])
+    assert all(sorted(v) == list(range(segments)) for v in visits.values())
+    for a in hops:  # a model is never on two segments at once, a segment never runs two hops
+        for b in hops:
+            if a is not b and (a["model_id"] == b["model_id"] or a["segment"] == b["segment"]):
+                assert a["finished_at"] <= b["started_at"] or b["finished_at"] <= a["started_at"]
+    assert all(h["rows"] > 0 for h in hops)
+    assert result["best_metric"] > 0.5  # 3 classes: chance is about 0.33
+
+
+async def test_training_query_is_direct_dispatched_with_no_motion_below_the_aggregate(gp, tmp_path):
+    grid = write_grid(tmp_path, GRID.format(schedule="plan"))
+    assert ctq("train", str(grid), "--json").returncode == 0
+    pack = await gp.fetchrow("SELECT pack_id, table_name FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
+                             "ORDER BY r.run_id DESC LIMIT 1")
+    for segment in range(await primaries(gp)):
+        query = GreenplumEngine().train_query(segment, pack["pack_id"], pack["table_name"], "NULL::bytea",
+                                              "'{}'::text")
+        plan = [r[0] for r in await gp.fetch("EXPLAIN " + query)]
+        assert plan[0].startswith("Gather Motion 1:1  (slice1; segments: 1)"), plan
+        assert not any("Motion" in line for line in plan[1:]), plan
+        assert any("Aggregate" in line for line in plan), plan
+        rows = await gp.fetchval(f"SELECT count(*) FROM {pack['table_name']} WHERE gp_segment_id = {segment} "
+                                 f"AND segment = {segment}")
+        assert rows >= 2  # its training buffers and its marker live on that segment
