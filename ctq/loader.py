@@ -39,6 +39,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer identifiers are cut 
 MAX_COLUMNS = 1600
 CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
 DEFAULT_NULLS = frozenset({"", "na", "n/a", "null", "nan", "none"})
-SYSTEM_COLUMNS = frozenset({"tableoid", "cmax", "xmax", "cmin", "xmin", "ctid", "oid"})
+SYSTEM_COLUMNS = frozenset({"tableoid", "cmax", "xmax", "cmin", "xmin", "ctid"})  # PostgreSQL >= 12
 SNIFF_RECORDS = 200
 
 _BOMS = (  # UTF-32 LE first: its BOM starts with UTF-16 LE's
@@ -248,7 +249,8 @@ def _header_names(raw: list[str], at: str, notes: list[str]) -> list[str]:
     return names
 
 
-def _infer(name: str, values: list[str], lines: list[int], nulls: frozenset[str] | None, notes: list[str]):
+def _infer(name: str, values: list[str], lines: list[int], nulls: frozenset[str] | None, notes: list[str],
+           where: str):
     """(column type, converted values, NULL count) for one column over the whole file."""
 
     def is_marker(v: str) -> bool:
@@ -291,6 +293,10 @@ def _infer(name: str, values: list[str], lines: list[int], nulls: frozenset[str]
         return "text", out, sum(1 for v in out if v is None)
     convert = {"bool": lambda v: _BOOL[v.lower()], "int8": int, "numeric": Decimal, "float8": float}[kind]
     out = [None if is_marker(v) else convert(v.strip()) for v in values]
+    if kind == "float8":
+        for k, (x, v) in enumerate(zip(out, values)):
+            if x is not None and math.isinf(x) and "inf" not in v.lower():
+                raise DataError(f"{where}:{lines[k]}: column {name!r}: {v.strip()!r} is out of the range of float8")
     return kind, out, sum(1 for v in out if v is None)
 
 
@@ -340,6 +346,9 @@ def read_csv(path: str | Path, *, delimiter: str | None = None, null: str | None
             start = reader.line_num + 1
     except csv.Error as exc:
         msg = str(exc)
+        if "field larger than field limit" in msg:
+            raise DataError(f"{where}:{start + offset}: a field longer than {csv.field_size_limit()} characters "
+                            "(a quote opened and never closed?)") from None
         if "unexpected end of data" in msg:
             raise DataError(f"{where}:{start + offset}: a quoted field starting on this record is never closed") from None
         raise DataError(f"{where}:{start + offset}: bad quoting ({msg}); a field with a quote must be quoted "
@@ -371,7 +380,7 @@ def read_csv(path: str | Path, *, delimiter: str | None = None, null: str | None
     nulls = None if null is None else frozenset({null})
     columns, converted = [], []
     for i, name in enumerate(names):
-        kind, values, n_null = _infer(name, [r[i] for r in rows], row_lines, nulls, notes)
+        kind, values, n_null = _infer(name, [r[i] for r in rows], row_lines, nulls, notes, where)
         columns.append(Column(name, kind, n_null))
         converted.append(values)
     return ParsedCsv(columns=columns, rows=list(zip(*converted)), encoding=enc, delimiter=delimiter, notes=notes)
@@ -422,6 +431,9 @@ async def write_table(conn: asyncpg.Connection, parsed: ParsedCsv, table: str, *
     except asyncpg.exceptions.DuplicateTableError:
         raise DataError(f"table {table} already exists (use --replace to overwrite it)") from None
     except asyncpg.exceptions.InvalidSchemaNameError:
+        if schema is None:
+            raise DataError(f"--table {table}: no schema on the search_path to create it in; "
+                            "give schema.table") from None
         raise DataError(f"--table {table}: schema {schema!r} does not exist") from None
     except asyncpg.exceptions.DependentObjectsStillExistError as exc:
         raise DataError(f"--replace: table {table} cannot be dropped: {exc.detail or exc}") from None

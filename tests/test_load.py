@@ -70,6 +70,8 @@ REFUSALS = {
     "duplicate-after-truncation": (f"{LONG}1,{LONG}2\n1,2\n".encode(), {}, ["columns 1 and 2 both become", "63 bytes"]),
     "system-column": (b"a,xmin\n1,2\n", {}, ["column 2 is named 'xmin'"]),
     "no-header": (b"1,2.5,3\n4,5,6\n", {}, ["f.csv:1: the first line (1, 2.5, 3) looks like data, not a header"]),
+    "float-out-of-range": (b"a\n1.5\n1e400\n", {}, ["f.csv:3: column 'a': '1e400' is out of the range"]),
+    "huge-field": (b'a,b\n1,"' + b"x" * 200_000 + b'\n', {}, ["f.csv:2: a field longer than"]),
     "header-only": (b"a,b\n", {}, ["no data rows"]),
     "empty-file": (b"", {}, ["f.csv: the file is empty"]),
 }
