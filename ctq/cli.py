@@ -163,20 +163,41 @@ def doctor(dsn: str | None, as_json: bool) -> None:
 # --------------------------------------------------------------------------------------- load
 @main.command()
 @click.argument("csv_file", type=click.Path(dir_okay=False))
-@click.option("--table", required=True, help="Table to create, e.g. public.iris.")
-@click.option("--replace", is_flag=True, help="Drop the table first if it exists.")
+@click.option("--table", required=True, help="Table to create, e.g. public.iris (exact name, as in grid.yaml).")
+@click.option("--replace", is_flag=True, help="Replace the table if it exists (only once the new one has loaded).")
+@click.option("--delimiter", default=None, metavar="CHAR",
+              help="Field delimiter, as COPY's DELIMITER (default: detected among , ; tab |; '\\t' or 'tab' for a tab).")
+@click.option("--null", "null", default=None, metavar="STRING",
+              help="The one string that means NULL, as COPY's NULL (default: empty, NA, N/A, NULL, NaN, None "
+                   "in number and boolean columns, empty in text columns).")
+@click.option("--encoding", default=None, metavar="NAME",
+              help="File encoding, e.g. cp1252 or latin-1 (default: UTF-8, or what a byte-order mark says).")
 @dsn_option
 @handle_errors
-def load(csv_file: str, table: str, replace: bool, dsn: str | None) -> None:
-    """Load a CSV file with a header row into a new table."""
-    from ctq.loader import load_csv
+def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: str | None,
+         encoding: str | None, dsn: str | None) -> None:
+    """Load a CSV file with a header row into a new table; says what it created, refuses what it would misread."""
+    from rich.markup import escape
 
-    async def go():
-        async with api.connect(resolve_dsn(dsn)) as conn:
-            return await load_csv(conn, csv_file, table, replace=replace)
+    from ctq.errors import CtqError
+    from ctq.loader import parse_delimiter, parse_table, read_csv, write_table
 
-    rows = run_async(go())
-    click.echo(f"loaded {rows} rows into {table}")
+    try:  # the file is read and checked whole before any database work
+        delimiter = parse_delimiter(delimiter)
+        parse_table(table)
+        parsed = read_csv(csv_file, delimiter=delimiter, null=null, encoding=encoding)
+
+        async def go():
+            async with api.connect(resolve_dsn(dsn)) as conn:
+                return await write_table(conn, parsed, table, replace=replace, source=csv_file)
+
+        result = run_async(go())
+    except CtqError as exc:  # messages quote column names and values: keep rich from reading "[x]" as markup
+        exc.args = (escape(str(exc)),)
+        raise
+    click.echo(result.summary())
+    for note in result.notes:
+        err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 # -------------------------------------------------------------------------------------- train

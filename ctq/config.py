@@ -1,4 +1,4 @@
-"""Load, validate and expand a ``grid.yaml`` run configuration (pure Python: no database, no Keras).
+"""Load, validate and expand a ``grid.yaml`` run configuration (no database; Keras only for keras_json).
 
 ``ctq train grid.yaml`` reads one YAML file that says which table to learn from, which Keras
 architectures to try, which hyper-parameters to search over, and how to rank the results.
@@ -58,7 +58,10 @@ Functional or Model, and a ``config``). Anything that carries Python code is ref
 layers, serialized lambdas (``__lambda__``, ``function_type: lambda``), objects from the
 ``builtins``/``os``/``posix``/``subprocess`` (and similar) modules, and strings naming
 ``os.system``, ``eval``, ``exec``, ``subprocess.Popen``... (the server also deserializes with Keras
-safe mode, as a second line of defence).
+safe mode, as a second line of defence). Every ``keras_json`` model is then deserialized here as the
+server will (Keras 3, safe mode; Keras is imported only for configs that have such models): a Keras 2
+model JSON or an unregistered custom class is refused (``grid.yaml:models[2].keras_json: Keras cannot
+load models/old.json: Could not locate class 'Sequential' ...``) instead of failing the run at warm-up.
 
 Search space values: a scalar is a one-value list. With ``method: grid`` every architecture is
 combined with every combination of the space values, in the fixed key order optimizer,
@@ -721,6 +724,9 @@ class _Validator:
         if where is not None:
             self.fail(key, f"{path}: refused because it carries Python code ({where}); "
                            "only plain Keras layers can be used")
+        problem = _keras_cannot_load(doc)
+        if problem is not None:
+            self.fail(key, f"Keras cannot load {rel}: {problem}")
         return doc
 
     def search(self, value: Any) -> tuple[str, int, int | None, dict]:
@@ -853,6 +859,43 @@ def _find_code(doc: Any) -> str | None:
 
 def _is_code_string(text: str) -> bool:
     return bool(_CODE_NAME_RE.search(text) or _CODE_CALL_RE.search(text))
+
+
+def _keras_cannot_load(doc: dict) -> str | None:
+    """Deserialize a keras_json config exactly as the server will (Keras 3, safe mode) and say in
+    one line why that fails, or None. Keras is imported here, lazily (about a second), so only
+    configurations with keras_json models pay for it; a model the server could not build would
+    otherwise abort the whole run at warm-up."""
+    import warnings
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # as the server (ctq/indb.py import_keras)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    try:
+        import keras
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+        return f"Keras cannot be imported in the client to check it ({type(exc).__name__}: {exc})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            keras.saving.deserialize_keras_object(doc, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises TypeError, ValueError, KeyError...
+        return _keras_reason(exc, doc)
+    return None
+
+
+def _keras_reason(exc: Exception, doc: dict) -> str:
+    """Keras nests its errors and appends whole configs: keep the innermost cause's first sentence."""
+    text = str(exc).split("Exception encountered:")[-1]
+    text = re.split(r"\s*(?:Full object config:|Make sure custom|Please ensure|\n)", text.strip(), maxsplit=1)[0]
+    text = text.strip().rstrip(".") or type(exc).__name__
+    if len(text) > 200:
+        text = text[:197] + "..."
+    version = str(doc.get("keras_version", ""))
+    if version.startswith(("1.", "2.")):
+        text += f" (the file was saved by Keras {version}; re-save the model with Keras 3's model.to_json())"
+    elif "locate class" in text or "Unknown " in text:
+        text += " (custom or unregistered classes cannot be used: only built-in Keras layers)"
+    return text
 
 
 # --------------------------------------------------------------------------------------------
