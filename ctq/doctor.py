@@ -25,6 +25,37 @@ class Check:
     fix: str = ""
 
 
+async def greenplum_checks(conn, engine) -> list[Check]:
+    """On Greenplum: PL/Python and Keras *on every primary segment*, and whether a targeted
+    training query is direct-dispatched (EXPLAIN of one, on the newest pack)."""
+    checks = []
+    try:
+        rows = await conn.fetch(engine.template("probe_segments.sql"))
+        bad = [r["segment"] for r in rows if r["probe"] is None]
+        versions = sorted({json.loads(r["probe"])["keras"] for r in rows if r["probe"]})
+        checks.append(Check("keras on segments", not bad and bool(rows),
+                            f"{len(rows)} primary segments; keras {', '.join(versions) or '-'}",
+                            "install keras + jax on every segment host, readable by the cluster's OS user, and "
+                            "run `ctq install --python-path <site-packages>`"))
+    except asyncpg.PostgresError as exc:
+        checks.append(Check("keras on segments", False, exc.message.splitlines()[0],
+                            "install keras + jax on every segment host, readable by the cluster's OS user, and "
+                            "run `ctq install --python-path <site-packages>`"))
+    pack = await conn.fetchrow("SELECT pack_id, table_name FROM ctq.packs ORDER BY created_at DESC LIMIT 1")
+    if pack is None:
+        checks.append(Check("direct dispatch", True, "no pack yet: train once, then run doctor again to see the plan"))
+        return checks
+    query = engine.train_query(0, pack["pack_id"], pack["table_name"], "NULL::bytea", "'{}'::text")
+    plan = [r[0] for r in await conn.fetch("EXPLAIN " + query)]
+    direct = plan[0].startswith("Gather Motion 1:1") and "segments: 1)" in plan[0] and \
+        not any("Motion" in line for line in plan[1:])
+    checks.append(Check("direct dispatch", direct,
+                        "training query of segment 0:\n      " + "\n      ".join(plan),
+                        "the plan should be Gather Motion 1:1 (slice1; segments: 1) with no Motion below the "
+                        "aggregate; check gp_enable_direct_dispatch and the Greenplum version (6.20+)"))
+    return checks
+
+
 async def run_checks(dsn: str | None) -> list[Check]:
     from ctq.api import default_segments
     from ctq.embedded import resolve_dsn
@@ -75,8 +106,13 @@ async def run_checks(dsn: str | None) -> list[Check]:
                             f"keras {probe['keras']}, backend {probe['backend']} {probe['backend_version']}, "
                             f"numpy {probe['numpy']}, python {probe['python']} "
                             f"(import {probe['keras_import_seconds']}s)"))
+        from ctq.engines import GreenplumEngine, detect
+
+        engine = await detect(conn)
+        if isinstance(engine, GreenplumEngine):
+            checks.extend(await greenplum_checks(conn, engine))
         cpus = probe["cpu_count"] or 1
-        segments = default_segments()
+        segments = (await engine.segments(conn, None, default_segments()))[0]
         checks.append(Check(
             "cores", True,
             f"server has {cpus} cores; default {segments} segments x {max(1, cpus // segments)} core(s); "
