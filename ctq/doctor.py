@@ -1,5 +1,8 @@
 """`ctq doctor`: check each layer the training depends on, and say how to fix what is broken.
 
+It only reads: a diagnosis must not change the database it diagnoses (no install, no upgrade),
+so it is safe against a production server and as a pre-flight step in a script.
+
 Layers, in order (a failure stops the checks that depend on it): reaching the database, the
 server version and engine, PL/Python, ctq's schema, Keras and its backend imported *inside the
 server*, and the cores the segments will share.
@@ -34,7 +37,7 @@ async def run_checks(dsn: str | None) -> list[Check]:
     try:
         dsn = resolve_dsn(dsn)
         conn = await asyncpg.connect(dsn)
-    except (CtqError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (CtqError, OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return [Check("database", False, str(exc),
                       "check --dsn / CTQ_DSN, or run `ctq db start` for the embedded database")]
     try:
@@ -51,14 +54,14 @@ async def run_checks(dsn: str | None) -> list[Check]:
         sha = await catalog.installed_sha(conn)
         current = install_fingerprint()
         if sha is None:
-            checks.append(Check("ctq schema", False, "not installed", "run `ctq install` (as a superuser)"))
-            if not info["superuser"]:
-                return checks
-            await catalog.install(conn)
-            checks[-1] = Check("ctq schema", True, "was missing: installed now")
-        elif sha != current:
-            await catalog.install(conn)
-            checks.append(Check("ctq schema", True, f"upgraded {sha[:12]} -> {current[:12]}"))
+            who = "" if info["superuser"] else " as a superuser (you are not one)"
+            checks.append(Check("ctq schema", False, "not installed",
+                                f"run `ctq install`{who}; `ctq train` also installs it when run by a superuser"))
+            return checks
+        if sha != current:
+            checks.append(Check("ctq schema", True,
+                                f"installed, older server code {sha[:12]} (this ctq: {current[:12]}); "
+                                "`ctq install` or the next `ctq train` upgrades it"))
         else:
             checks.append(Check("ctq schema", True, f"installed, server code {sha[:12]}"))
         try:
