@@ -36,7 +36,7 @@ async def test_doctor_checks_keras_inside_the_server(run_cli):
 
 async def test_doctor_explains_an_unreachable_database(run_cli, tmp_path):
     proc = run_cli("doctor", "--dsn", f"postgresql://nobody@/nothing?host={tmp_path}&port=1")
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     assert "database" in proc.stdout and "ctq db start" in proc.stderr
 
 
