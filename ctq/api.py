@@ -233,9 +233,11 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         raise error from None
     except BaseException as exc:
         await coordinator.finish("failed", plain_text(f"{type(exc).__name__}: {exc}"))
+        if isinstance(exc, asyncpg.PostgresError):  # e.g. a model that cannot even be built at warm-up
+            exc = RunFailed(f"run {plan.run_id} failed: {plain_text(str(exc))}")
         if isinstance(exc, CtqError):
             exc.run_id = plan.run_id
-        raise
+        raise exc
     failed = dict(outcome.failed_models)
     failed.update({m: "failed in an earlier session" for m in plan.failed})
     if failed:

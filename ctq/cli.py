@@ -69,6 +69,11 @@ def run_async(coro):
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            # asyncpg's clean-up of a failed connection runs as its own task; let it end before the
+            # loop closes, or it prints an "Event loop is closed" traceback after the error line
+            others = asyncio.all_tasks() - {task}
+            if others:
+                await asyncio.wait(others, timeout=2)
 
     try:
         return asyncio.run(main())

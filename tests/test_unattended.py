@@ -224,3 +224,23 @@ def in_terminal(dsn, ctq_home, *args, columns: int) -> str:
     os.close(master)
     assert proc.returncode == 0, proc.stderr.read()
     return b"".join(chunks).decode()
+
+
+async def test_keras_colours_stay_out_of_json_and_logs(small_table, tmp_path, run_cli):
+    """Keras wraps parts of its errors in terminal bold codes; a model that cannot be built shows
+    its reason without them."""
+    import shutil
+
+    shutil.copy("/tmp/bad_reshape.json", tmp_path / "bad.json")
+    grid = write_grid(tmp_path, f"""
+        name: colours
+        data: {{table: {small_table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
+        segments: 2
+        models: [{{name: bad, keras_json: bad.json}}]
+        epochs: 1
+    """)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "failed" and doc["run_id"] and "total size" in doc["error"]
+    assert "\x1b" not in proc.stdout + proc.stderr
