@@ -402,25 +402,44 @@ def _number_list(text: str | None, kind=float) -> list | None:
         raise UsageError(f"expected a comma-separated list of numbers, got {text!r}") from None
 
 
+SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast model's hop
+
+
 @main.command()
-@click.option("--models", default=48, show_default=True, help="Number of models M.")
+@click.option("--models", default=48, show_default=True, help="Number of models M (synthetic grid).")
 @click.option("--segments", default="2,4,6,8", show_default=True, help="Segment counts S, comma-separated.")
-@click.option("--p-fast", default=0.8, show_default=True, help="Fraction of fast models.")
-@click.option("--slow-ratio", default=8.0, show_default=True, help="Slow/fast sub-epoch time ratio L.")
+@click.option("--p-fast", default=0.8, show_default=True,
+              help="Probability that a model is fast (each model is drawn independently with --seed); "
+                   "the others are slow.")
+@click.option("--slow-ratio", default=8.0, show_default=True,
+              help="L: a slow model's sub-epoch takes L times a fast one's.")
 @click.option("--segment-speed", default=None,
-              help="Relative speed of each segment (hardware heterogeneity), comma-separated; "
-                   "needs a single --segments value.")
-@click.option("--epochs", default=1, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+              help="Relative speed of each segment (hardware heterogeneity), comma-separated; 0.5 is half "
+                   "as fast; needs a single --segments value.")
+@click.option("--epochs", default=1, show_default=True, help="Epochs (synthetic grid; --replay uses the run's).")
+@click.option("--seed", default=0, show_default=True, help="Seeds the model draw and the schedules' choices.")
 @click.option("--replay", "replay_run", type=int, default=None,
-              help="Use the measured hop times of a finished run instead of --models/--p-fast/--slow-ratio.")
+              help="Use the measured hop times (seconds) of a finished run instead of a synthetic grid.")
 @dsn_option
 @json_option
+@click.pass_context
 @handle_errors
-def simulate(models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, replay_run, dsn, as_json):
-    """Makespans of MOP (asynchronous) vs BSP (rounds) without training anything."""
+def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, replay_run, dsn, as_json):
+    """Makespans of MOP (asynchronous) vs BSP (rounds) without training anything.
+
+    A synthetic grid's times are in fast sub-epochs (one fast model's hop on a speed-1 segment);
+    a replay's are in seconds. The lower bound is what no schedule can beat: the total work spread
+    over every segment, the busiest model's work, or the busiest (slowest) segment's work.
+    """
     from ctq import simulate as sim
 
+    if replay_run is not None:
+        ignored = [f"--{name.replace('_', '-')}" for name in ("models", "p_fast", "slow_ratio", "segment_speed",
+                                                              "epochs")
+                   if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if ignored:
+            raise UsageError(f"--replay uses the run's measured hops and epochs; it cannot be combined with "
+                             f"{', '.join(ignored)}")
     seg_list = _number_list(segments, int)
     if not seg_list or min(seg_list) < 1:
         raise UsageError("--segments needs positive integers")
@@ -439,18 +458,20 @@ def simulate(models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, 
                 results[s] = sim.compare(durations, s, epochs=epochs, seed=seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    unit = "s" if replay_run is not None else SYNTHETIC_UNIT
+    closed_form = replay_run is None and speeds is None  # the closed form knows no segment speeds
     if as_json:
         _echo_json([
-            {"segments": s, "mop_makespan": c.mop.makespan, "bsp_makespan": c.bsp.makespan,
+            {"segments": s, "time_unit": unit, "mop_makespan": c.mop.makespan, "bsp_makespan": c.bsp.makespan,
              "speedup": c.speedup, "lower_bound": c.mop.lower_bound, "mop_utilization": c.mop.utilization,
              "bsp_utilization": c.bsp.utilization,
-             "theory_speedup": None if replay_run is not None else sim.theory_speedup(p_fast, slow_ratio, s)}
+             "theory_speedup": sim.theory_speedup(p_fast, slow_ratio, s) if closed_form else None}
             for s, c in results.items()
         ])
         return
     for s, c in results.items():
-        click.echo(c.format())
-        if replay_run is None and speeds is None:
+        click.echo(c.format(unit))
+        if closed_form:
             click.echo(f"closed-form speedup (Cerebro-DS): {sim.theory_speedup(p_fast, slow_ratio, s):.2f}x")
         click.echo("")
 
