@@ -291,11 +291,9 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
             raise UsageError(f"--resume takes a run id, got {resume!r}")
         run_id = int(resume)
     factory = log = None
-    if quiet:
-        pass
-    elif not as_json and sys.stdout.isatty():
+    if not quiet and not as_json and sys.stdout.isatty():
         factory = LiveProgress
-    else:
+    elif not quiet:
         factory = functools.partial(LogProgress, verbose=verbose)
         log = log_line
     if resume is None:

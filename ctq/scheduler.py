@@ -47,10 +47,15 @@ def visiting_orders(seed: int, epoch: int, segments: int, models: int) -> np.nda
     """Row ``m``: the segments model index ``m`` visits in ``epoch``, in that order (mop-fixed).
 
     Seeded by ``(seed, epoch)`` alone, so the sequence of segments every model trains on (and with
-    it, every weight) is the same on every run, however long each hop takes.
+    it, every weight) is the same on every run, however long each hop takes. The orders are
+    rotations of one shuffled tour, each model starting at a shuffled offset: at every step about
+    M/S models want each segment, rather than independent draws piling onto one segment while
+    another idles.
     """
-    base = np.tile(np.arange(segments, dtype=np.int32), (models, 1))
-    return np.random.default_rng([seed, epoch, 1]).permuted(base, axis=1)
+    rng = np.random.default_rng([seed, epoch, 1])
+    tour = rng.permutation(segments).astype(np.int32)
+    start = rng.permutation(models) % segments
+    return tour[(start[:, None] + np.arange(segments)[None, :]) % segments]
 
 
 def bsp_order(seed: int, models: int) -> np.ndarray:
