@@ -226,12 +226,21 @@ def in_terminal(dsn, ctq_home, *args, columns: int) -> str:
     return b"".join(chunks).decode()
 
 
+BAD_RESHAPE = {  # 8 inputs -> Dense(4) -> Reshape((3,)): Keras cannot build it
+    "module": "keras", "class_name": "Sequential", "registered_name": None,
+    "config": {"name": "bad", "layers": [
+        {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 8]}},
+        {"module": "keras.layers", "class_name": "Dense", "config": {"units": 4}},
+        {"module": "keras.layers", "class_name": "Reshape", "config": {"target_shape": [3]}},
+        {"module": "keras.layers", "class_name": "Dense", "config": {"units": 3, "activation": "softmax"}},
+    ]},
+}
+
+
 async def test_keras_colours_stay_out_of_json_and_logs(small_table, tmp_path, run_cli):
     """Keras wraps parts of its errors in terminal bold codes; a model that cannot be built shows
     its reason without them."""
-    import shutil
-
-    shutil.copy("/tmp/bad_reshape.json", tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text(json.dumps(BAD_RESHAPE))
     grid = write_grid(tmp_path, f"""
         name: colours
         data: {{table: {small_table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
