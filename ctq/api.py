@@ -22,20 +22,23 @@ from ctq import __version__, catalog
 from ctq.config import RunConfig, fingerprint, load_config
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
-from ctq.errors import DatabaseError, DataError, Interrupted, NotFound, RunFailed
+from ctq.errors import CtqError, DatabaseError, DataError, Interrupted, NotFound, RunFailed, UsageError, plain_text
 from ctq.packing import ensure_pack, inspect_source
-from ctq.scheduler import BspScheduler, MopScheduler
+from ctq.scheduler import BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.sql import template
 
-SCHEDULERS = {"mop": MopScheduler, "bsp": BspScheduler}
+SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
 
 
 @contextlib.asynccontextmanager
 async def connect(dsn: str):
     try:
         conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseError(f"cannot connect to the database ({exc}); check --dsn / CTQ_DSN or `ctq db status`") from exc
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # ValueError: a malformed DSN
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, ValueError) and not isinstance(exc, OSError):
+            reason = f"malformed DSN: {reason}"
+        raise DatabaseError(f"cannot connect to the database ({reason}); check --dsn / CTQ_DSN or `ctq db status`") from exc
     try:
         yield conn
     finally:
@@ -64,6 +67,8 @@ class TrainResult:
     pack_seconds: float = 0.0  # packing it (0 when an existing pack was reused)
     engine: str = "postgres"
     notices: list = dataclasses.field(default_factory=list)
+    run_hops: int = 0  # whole run, every session (a resumed run has several): hops recorded
+    run_wall_seconds: float = 0.0  # whole run: from its creation to its end, pauses included
 
     def to_json(self) -> dict:
         return {
@@ -74,6 +79,7 @@ class TrainResult:
             "wall_seconds": round(self.wall_seconds, 3), "check_seconds": round(self.check_seconds, 3),
             "pack_seconds": round(self.pack_seconds, 3), "schedule_seconds": round(self.schedule_seconds, 3),
             "hops": self.hops, "retries": self.retries,
+            "run_hops": self.run_hops, "run_wall_seconds": round(self.run_wall_seconds, 3),
             "segment_utilization": round(self.utilization, 4),
             "failed_models": {str(k): v for k, v in self.failed_models.items()},
             "pack_reused": self.pack_reused,
@@ -135,30 +141,38 @@ async def load_plan(conn, run_id: int) -> RunPlan:
 
 
 async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, schedule: str = "mop",
-                progress_factory=None, heartbeat_seconds: float = 5.0, notify=None) -> TrainResult:
+                progress_factory=None, heartbeat_seconds: float = 5.0, log=None, notify=None) -> TrainResult:
     """Run a whole model selection; returns when every model has trained its epochs (or failed).
 
-    ``notify(message)`` is called, before training, with anything the user should know that is
-    not an error (e.g. a ``segments:`` setting the engine does not use).
+    ``log``, if given, is called with a line per preparation stage (checking, packing), which is
+    what an unattended log shows before the first hop. ``notify(message)`` is called, before
+    training, with anything the user should know that is not an error (e.g. a ``segments:``
+    setting the engine does not use).
     """
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if name:
         cfg = dataclasses.replace(cfg, name=name)
     if schedule not in SCHEDULERS:
         raise ValueError(f"unknown schedule {schedule!r}")
+    say = log or (lambda line: None)
     started = time.perf_counter()
     async with connect(dsn) as conn:
         engine = await detect(conn)
         segments, notice = await engine.segments(conn, cfg.segments, default_segments())
         if notice and notify:
             notify(notice)
+        say(f"checking {cfg.data.table}")
         source = await inspect_source(conn, cfg.data, engine, cfg.seed)
         check_memory(cfg, source, segments)
         await catalog.ensure_installed(conn, engine)
+        say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed)
+        say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
                                           versions=versions())
         plan = await load_plan(conn, run_id)
+        say(f"run {run_id} ({cfg.name}): {len(plan.models)} models x {segments} segments x {cfg.epochs} "
+            f"epochs, schedule {schedule}")
     result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
     result.pack_reused = pack.reused
     result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
@@ -168,20 +182,35 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
 
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
-                 progress_factory=None) -> TrainResult:
+                 progress_factory=None, *, name: str | None = None, schedule: str | None = None) -> TrainResult:
     """Continue a run that did not finish: from its last completed hops, none repeated or lost.
 
-    Without ``run_id``, picks the newest unfinished run of ``config`` (same fingerprint).
+    Without ``run_id``, picks the newest unfinished run of ``config`` under ``name`` (the run name
+    is part of the configuration's fingerprint, so ``GRID --name X --resume`` finds what
+    ``GRID --name X`` started). A run keeps its configuration, name and schedule: a ``config``,
+    ``name`` or ``schedule`` that disagrees with the run's is refused rather than ignored.
     """
+    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
+    if cfg is not None and name:
+        cfg = dataclasses.replace(cfg, name=name)
     async with connect(dsn) as conn:
         if run_id is None:
-            cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
             run_id = await catalog.last_unfinished_run(conn, fingerprint(cfg))
             if run_id is None:
-                raise NotFound(f"no unfinished run of {cfg.source_path} to resume")
+                raise NotFound(f"no unfinished run of {cfg.source_path} named {cfg.name!r} to resume")
         run = await catalog.get_run(conn, run_id)
         if run is None:
             raise NotFound(f"no run with id {run_id}")
+        if name and name != run["name"]:
+            raise UsageError(f"--name {name}: run {run_id} is named {run['name']!r}; a resumed run keeps its name")
+        if schedule and schedule != run["schedule"]:
+            raise UsageError(f"--schedule {schedule}: run {run_id} runs schedule {run['schedule']!r}; "
+                             "a resumed run keeps its schedule")
+        if cfg is not None and not name:  # GRID --resume RUN_ID: the grid as the run named it
+            cfg = dataclasses.replace(cfg, name=run["name"])
+        if cfg is not None and fingerprint(cfg) != run["config_fingerprint"]:
+            raise UsageError(f"{cfg.source_path}: run {run_id} was started from a different configuration; "
+                             f"resume it with `ctq train --resume {run_id}` alone")
         if run["status"] == "succeeded":
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
         if run["alive"]:
@@ -225,10 +254,16 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     except (asyncio.CancelledError, KeyboardInterrupt):
         await coordinator.finish("interrupted", "cancelled; resume with `ctq train --resume "
                                  f"{plan.run_id}`")
-        raise Interrupted(f"run {plan.run_id} interrupted; resume with `ctq train --resume {plan.run_id}`")
+        error = Interrupted(f"run {plan.run_id} interrupted; resume with `ctq train --resume {plan.run_id}`")
+        error.run_id = plan.run_id
+        raise error from None
     except BaseException as exc:
-        await coordinator.finish("failed", f"{type(exc).__name__}: {exc}")
-        raise
+        await coordinator.finish("failed", plain_text(f"{type(exc).__name__}: {exc}"))
+        if isinstance(exc, asyncpg.PostgresError):  # e.g. a model that cannot even be built at warm-up
+            exc = RunFailed(f"run {plan.run_id} failed: {plain_text(str(exc))}")
+        if isinstance(exc, CtqError):
+            exc.run_id = plan.run_id
+        raise exc
     failed = dict(outcome.failed_models)
     failed.update({m: "failed in an earlier session" for m in plan.failed})
     if failed:
@@ -238,6 +273,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     await coordinator.finish(status, message)
     async with connect(dsn) as conn:
         board = await catalog.leaderboard(conn, plan.run_id)
+        run = await catalog.get_run(conn, plan.run_id)
     best = next((row for row in board if row["score"] is not None), None)
     return TrainResult(
         run_id=plan.run_id, status=status, name=plan.name,
@@ -246,18 +282,43 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
         utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
         hop_results=outcome.results, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
+        run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
     )
 
 
 async def install(dsn: str, python_path: list[str] | None = None) -> str:
+    """Install or upgrade; a ``python_path`` that the server cannot use is refused before anything
+    is written (recorded, it would only fail the next run's first hop)."""
     async with connect(dsn) as conn:
+        for path in python_path or ():
+            await check_server_directory(conn, path)
         await catalog.install(conn, python_path)
         return await catalog.installed_sha(conn)
 
 
+async def check_server_directory(conn, path: str) -> None:
+    """``path`` must be an existing directory *on the database server* (which may be another machine)."""
+    if not os.path.isabs(path):
+        raise UsageError(f"--python-path {path}: expected an absolute path (the server resolves it, not this shell)")
+    try:
+        is_dir = await conn.fetchval("SELECT isdir FROM pg_stat_file($1, true)", path)
+    except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+        raise DatabaseError(f"not allowed to check --python-path {path} ({exc}): a superuser must run `ctq install`") from exc
+    if is_dir is None:
+        raise UsageError(f"--python-path {path}: no such directory on the database server")
+    if not is_dir:
+        raise UsageError(f"--python-path {path}: is a file on the database server, not a directory")
+
+
 async def runs(dsn: str, limit: int = 50) -> list[dict]:
+    """Runs, newest first. A run whose coordinator is gone while it says 'running' is reported as
+    'stale' (``ctq train --resume`` continues it), with the wall time it had when its heartbeat stopped."""
     async with connect(dsn) as conn:
-        return await catalog.list_runs(conn, limit)
+        rows = await catalog.list_runs(conn, limit)
+    for row in rows:
+        if row["status"] == "running" and not row["alive"]:
+            row["status"] = "stale"
+    return rows
 
 
 async def models(dsn: str, run_id: int) -> list[dict]:

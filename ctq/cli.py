@@ -1,7 +1,9 @@
 """The ``ctq`` command: a thin click layer over :mod:`ctq.api` and friends.
 
-Exit codes: 0 success, 1 a training/run failure, 2 usage or configuration error, 130 interrupted.
-With ``--json`` a command prints exactly one JSON document on stdout and no live display.
+Exit codes: 0 success, 1 a training/run failure, 2 usage or configuration error, 3 the database
+cannot be reached or used, 130 interrupted. With ``--json`` a command prints exactly one JSON
+document on stdout whatever the outcome (errors included: ``status``, ``error``, ``exit_code``,
+``run_id``), and no live display.
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ import functools
 import json
 import signal
 import sys
+import traceback
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from ctq import __version__, api
 from ctq.embedded import EmbeddedCluster, default_home, resolve_dsn
-from ctq.errors import CtqError, Interrupted, UsageError
+from ctq.errors import CtqError, Interrupted, RunFailed, UsageError, plain_text
 
-err_console = Console(stderr=True)
 dsn_option = click.option("--dsn", envvar="CTQ_DSN", default=None,
                           help="PostgreSQL DSN (default: $CTQ_DSN, else the embedded database, started on demand).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
@@ -32,7 +35,18 @@ def _stdout() -> Console:
 
 
 def _echo_json(doc) -> None:
-    click.echo(json.dumps(doc, indent=2, default=str))
+    click.echo(plain_text(json.dumps(doc, indent=2, default=str)))
+
+
+def _error_line(message: str) -> None:
+    """One unwrapped line on stderr (coloured only on a terminal; click strips styles elsewhere)."""
+    click.echo(click.style("error:", fg="red", bold=True) + " " + " ".join(plain_text(message).split()), err=True)
+
+
+def _error_json(message: str, exit_code: int, run_id: int | None = None) -> None:
+    status = {130: "interrupted", 1: "failed"}.get(exit_code, "error")
+    _echo_json({"status": status, "error": " ".join(plain_text(message).split()), "exit_code": exit_code,
+                "run_id": run_id})
 
 
 def run_async(coro):
@@ -55,6 +69,11 @@ def run_async(coro):
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            # asyncpg's clean-up of a failed connection runs as its own task; let it end before the
+            # loop closes, or it prints an "Event loop is closed" traceback after the error line
+            others = asyncio.all_tasks() - {task}
+            if others:
+                await asyncio.wait(others, timeout=2)
 
     try:
         return asyncio.run(main())
@@ -63,20 +82,67 @@ def run_async(coro):
 
 
 def handle_errors(fn):
-    """Turn ctq errors into a one-line message on stderr and the documented exit code."""
+    """Turn ctq errors into a one-line message on stderr and the documented exit code; with
+    ``--json``, also into the one JSON document on stdout (an unexpected error included)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = kwargs.get("as_json", False)
         try:
             return fn(*args, **kwargs)
         except CtqError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            _error_line(str(exc))
+            if as_json:
+                _error_json(str(exc), exc.exit_code, exc.run_id)
             sys.exit(exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - a bug: keep its traceback, but a script still gets JSON
+            if not as_json:
+                raise
+            traceback.print_exc()
+            _error_json(f"internal error: {type(exc).__name__}: {exc}", 1)
+            sys.exit(1)
 
     return wrapper
 
 
-@click.group()
+class JsonAwareGroup(click.Group):
+    """Usage errors that click itself detects (an unknown option, ``--limit -1``) follow ``--json``
+    too: the message on stderr as usual, and the JSON document on stdout."""
+
+    def main(self, args=None, **kwargs):
+        args = list(sys.argv[1:] if args is None else args)
+        if "--json" not in args:
+            return super().main(args, **kwargs)
+        try:
+            return super().main(args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            exc.show()
+            _error_json(exc.format_message(), exc.exit_code)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _error_json("interrupted", 130)
+            sys.exit(130)
+
+
+EPILOG = """\b
+Database: --dsn, else $CTQ_DSN (a libpq URL), else the embedded PostgreSQL
+under $CTQ_HOME (default /var/lib/ctq as root, ~/.local/share/ctq otherwise),
+started on demand.
+
+\b
+Exit codes:
+  0    success
+  1    a training or run failure (a model failed, a hop kept failing)
+  2    usage or configuration error (bad option, grid.yaml, data); fix the input
+  3    the database cannot be reached or used (malformed DSN, server down,
+       PL/Python or privileges missing); retrying later may help
+  130  interrupted (Ctrl-C, SIGTERM); the run can be resumed
+With --json, every outcome prints one JSON document on stdout, errors included:
+{"status", "error", "exit_code", "run_id"}.
+"""
+
+
+@click.group(cls=JsonAwareGroup, epilog=EPILOG)
 @click.version_option(__version__, prog_name="ctq")
 def main() -> None:
     """Keras model selection by Model Hopper Parallelism, inside your PostgreSQL database."""
@@ -143,7 +209,10 @@ def install(dsn: str | None, python_path: tuple[str, ...]) -> None:
 @json_option
 @handle_errors
 def doctor(dsn: str | None, as_json: bool) -> None:
-    """Check the database, PL/Python and Keras inside the server; explain how to fix problems."""
+    """Check the database, PL/Python and Keras inside the server; explain how to fix problems.
+
+    Reads only: it never installs or upgrades anything. Exit 3 when a check fails.
+    """
     from ctq.doctor import run_checks
 
     checks = run_async(run_checks(dsn))
@@ -156,8 +225,8 @@ def doctor(dsn: str | None, as_json: bool) -> None:
             table.add_row("[green]ok[/]" if c.ok else "[red]FAIL[/]", c.name, c.detail)
         _stdout().print(table)
         for c in failed:
-            err_console.print(f"[red]{c.name}:[/] {c.fix}")
-    sys.exit(1 if failed else 0)
+            click.echo(click.style(f"{c.name}:", fg="red") + f" {c.fix}", err=True)
+    sys.exit(3 if failed else 0)
 
 
 # --------------------------------------------------------------------------------------- load
@@ -205,87 +274,128 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
 @click.argument("grid", type=click.Path(dir_okay=False), required=False)
 @dsn_option
 @json_option
-@click.option("--name", default=None, help="Run name (default: the config's name).")
-@click.option("--schedule", type=click.Choice(["mop", "bsp"]), default="mop", show_default=True,
-              help="mop: asynchronous model hopping; bsp: MADlib-style rounds, for comparison.")
+@click.option("--name", default=None, help="Run name (default: the config's name); with GRID --resume, "
+                                         "resumes the newest unfinished run of that name.")
+@click.option("--schedule", type=click.Choice(["mop", "mop-fixed", "bsp"]), default=None,
+              help="mop (default): asynchronous model hopping, fastest; mop-fixed: MOP with every model's "
+                   "segment order fixed by the seed, so a rerun reproduces the weights; bsp: MADlib-style "
+                   "rounds, for comparison.")
+@click.option("--reproducible", is_flag=True, help="Same as --schedule mop-fixed.")
 @click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID]",
               help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
-                   "unfinished run of that configuration.")
+                   "unfinished run of that configuration (and --name).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress at all (errors still go to stderr).")
+@click.option("--verbose", "-v", is_flag=True, help="Without a terminal, also log every hop.")
 @handle_errors
-def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, schedule: str,
-          resume: str | None) -> None:
-    """Train every model of GRID (a grid.yaml) with MOP and print the leaderboard."""
+def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, schedule: str | None,
+          reproducible: bool, resume: str | None, quiet: bool, verbose: bool) -> None:
+    """Train every model of GRID (a grid.yaml) with MOP and print the leaderboard.
+
+    On a terminal, progress is a live display; otherwise (cron, make, a log file) it is plain
+    timestamped lines on stderr: stages, each model's epochs with metrics, and an ETA.
+    """
     from ctq.config import load_config
+    from ctq.progress import LiveProgress, LogProgress, log_line
 
     if grid is None and resume in (None, "last"):
         raise UsageError("give a GRID file, or --resume RUN_ID")
+    if quiet and verbose:
+        raise UsageError("--quiet and --verbose contradict each other; give one")
+    if reproducible:
+        if schedule not in (None, "mop-fixed"):
+            raise UsageError(f"--reproducible means --schedule mop-fixed; it contradicts --schedule {schedule}")
+        schedule = "mop-fixed"
     config = load_config(grid) if grid else None  # configuration errors before any database work
     run_id = None
     if resume not in (None, "last"):
         if not resume.isdigit():
             raise UsageError(f"--resume takes a run id, got {resume!r}")
         run_id = int(resume)
-    factory = None
-    if not as_json and sys.stdout.isatty():
-        from ctq.progress import LiveProgress
-
+    factory = log = None
+    if not quiet and not as_json and sys.stdout.isatty():
         factory = LiveProgress
+    elif not quiet:
+        factory = functools.partial(LogProgress, verbose=verbose)
+        log = log_line
     if resume is None:
-        work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule, progress_factory=factory,
+        work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule or "mop",
+                         progress_factory=factory, log=log,
                          notify=lambda message: err_console.print(f"note: {message}", highlight=False, markup=False))
     else:
-        work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory)
+        work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory, name=name, schedule=schedule)
     result = run_async(work)
+    failure = f"{len(result.failed_models)} of {len(result.leaderboard)} models failed" if result.failed_models else None
     if as_json:
-        _echo_json(result.to_json())
+        _echo_json({**result.to_json(), "error": failure, "exit_code": 1 if failure else 0})
     else:
         _print_leaderboard(result.leaderboard, title=f"run {result.run_id} ({result.name}): {result.status}")
         click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s, segment utilization "
                    f"{result.utilization:.1%}; best {result.metric} = {result.best_metric} ({result.best_model})")
-    if result.failed_models:
+        if result.run_hops != result.hops:
+            click.echo(f"whole run: {result.run_hops} hops, {result.run_wall_seconds:.1f}s since it started")
+    if failure:
         for model_id, reason in result.failed_models.items():
-            err_console.print(f"[red]model {model_id} failed:[/] {reason}", highlight=False)
-        sys.exit(1)
+            click.echo(click.style(f"model {model_id} failed:", fg="red") + " " + " ".join(plain_text(reason).split()),
+                       err=True)
+        sys.exit(RunFailed.exit_code)
 
 
 def _print_leaderboard(rows: list[dict], title: str) -> None:
-    table = Table(title=title)
-    for col in ("rank", "model", "status", "epochs", "train loss", "val loss", "val metric", "score"):
-        table.add_column(col, justify="left" if col in ("model", "status") else "right", no_wrap=True)
+    """Rank, name and score always show: on a narrow terminal (under 100 columns) the secondary
+    metrics are left out and a long model name wraps, rather than everything being cut to '…'."""
+    console = _stdout()
+    wide = console.width >= 100
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("model", overflow="fold", ratio=1, min_width=12)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("epochs", justify="right", no_wrap=True)
+    extra = ("train loss", "val loss", "val metric") if wide else ("val loss",)
+    for col in extra:
+        table.add_column(col, justify="right", no_wrap=True)
 
     def f(v):
         return "-" if v is None else f"{v:.4f}"
 
+    keys = {"train loss": "train_loss", "val loss": "val_loss", "val metric": "val_metric"}
     for r in rows:
-        table.add_row(str(r["rank"]), r["name"], r["status"], str(r["epochs_done"]), f(r["train_loss"]),
-                      f(r["val_loss"]), f(r["val_metric"]), f(r["score"]))
-    _stdout().print(table)
+        table.add_row(str(r["rank"]), r["name"], f(r["score"]), r["status"], str(r["epochs_done"]),
+                      *(f(r[keys[col]]) for col in extra))
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------- runs, models
 @main.command()
 @dsn_option
 @json_option
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many runs.")
 @handle_errors
 def runs(dsn: str | None, as_json: bool, limit: int) -> None:
-    """List runs, newest first."""
+    """List runs, newest first. A run whose coordinator is gone is 'stale': resume it."""
     rows = run_async(api.runs(resolve_dsn(dsn), limit))
     if as_json:
         _echo_json(rows)
         return
-    table = Table()
-    for col in ("run", "name", "status", "schedule", "started", "wall s", "models", "hops", "best model", "best"):
-        table.add_column(col)
+    console = _stdout()
+    wide = console.width >= 120  # narrower: the start time and model count make room for the rest
+    table = Table(box=box.SIMPLE_HEAD)
+    cols = ["run", "name", "status", "schedule"] + (["started"] if wide else []) + ["wall s"] + \
+        (["models"] if wide else []) + ["hops", "best model", "best"]
+    for col in cols:
+        folds = col in ("name", "status", "best model")
+        table.add_column(col, overflow="fold" if folds else "ellipsis", no_wrap=not folds,
+                         justify="right" if col in ("run", "wall s", "models", "hops", "best") else "left")
     for r in rows:
         status = r["status"]
-        if status == "running" and not r["alive"]:
+        if status == "stale":
             status = "stale (coordinator gone; ctq train --resume)"
-        table.add_row(str(r["run_id"]), r["name"], status, r["schedule"],
-                      r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), f"{r['wall_seconds']:.1f}",
-                      str(r["models"]), str(r["hops"]), r["best_model"] or "-",
-                      "-" if r["best_score"] is None else f"{r['best_score']:.4f}")
-    _stdout().print(table)
+        cells = {"run": str(r["run_id"]), "name": r["name"], "status": status, "schedule": r["schedule"],
+                 "started": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), "wall s": f"{r['wall_seconds']:.1f}",
+                 "models": str(r["models"]), "hops": str(r["hops"]), "best model": r["best_model"] or "-",
+                 "best": "-" if r["best_score"] is None else f"{r['best_score']:.4f}"}
+        table.add_row(*(cells[c] for c in cols))
+    console.print(table)
 
 
 @main.command()
@@ -312,25 +422,44 @@ def _number_list(text: str | None, kind=float) -> list | None:
         raise UsageError(f"expected a comma-separated list of numbers, got {text!r}") from None
 
 
+SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast model's hop
+
+
 @main.command()
-@click.option("--models", default=48, show_default=True, help="Number of models M.")
+@click.option("--models", default=48, show_default=True, help="Number of models M (synthetic grid).")
 @click.option("--segments", default="2,4,6,8", show_default=True, help="Segment counts S, comma-separated.")
-@click.option("--p-fast", default=0.8, show_default=True, help="Fraction of fast models.")
-@click.option("--slow-ratio", default=8.0, show_default=True, help="Slow/fast sub-epoch time ratio L.")
+@click.option("--p-fast", default=0.8, show_default=True,
+              help="Probability that a model is fast (each model is drawn independently with --seed); "
+                   "the others are slow.")
+@click.option("--slow-ratio", default=8.0, show_default=True,
+              help="L: a slow model's sub-epoch takes L times a fast one's.")
 @click.option("--segment-speed", default=None,
-              help="Relative speed of each segment (hardware heterogeneity), comma-separated; "
-                   "needs a single --segments value.")
-@click.option("--epochs", default=1, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+              help="Relative speed of each segment (hardware heterogeneity), comma-separated; 0.5 is half "
+                   "as fast; needs a single --segments value.")
+@click.option("--epochs", default=1, show_default=True, help="Epochs (synthetic grid; --replay uses the run's).")
+@click.option("--seed", default=0, show_default=True, help="Seeds the model draw and the schedules' choices.")
 @click.option("--replay", "replay_run", type=int, default=None,
-              help="Use the measured hop times of a finished run instead of --models/--p-fast/--slow-ratio.")
+              help="Use the measured hop times (seconds) of a finished run instead of a synthetic grid.")
 @dsn_option
 @json_option
+@click.pass_context
 @handle_errors
-def simulate(models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, replay_run, dsn, as_json):
-    """Makespans of MOP (asynchronous) vs BSP (rounds) without training anything."""
+def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, replay_run, dsn, as_json):
+    """Makespans of MOP (asynchronous) vs BSP (rounds) without training anything.
+
+    A synthetic grid's times are in fast sub-epochs (one fast model's hop on a speed-1 segment);
+    a replay's are in seconds. The lower bound is what no schedule can beat: the total work spread
+    over every segment, the busiest model's work, or the busiest (slowest) segment's work.
+    """
     from ctq import simulate as sim
 
+    if replay_run is not None:
+        ignored = [f"--{name.replace('_', '-')}" for name in ("models", "p_fast", "slow_ratio", "segment_speed",
+                                                              "epochs")
+                   if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if ignored:
+            raise UsageError(f"--replay uses the run's measured hops and epochs; it cannot be combined with "
+                             f"{', '.join(ignored)}")
     seg_list = _number_list(segments, int)
     if not seg_list or min(seg_list) < 1:
         raise UsageError("--segments needs positive integers")
@@ -349,18 +478,20 @@ def simulate(models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, 
                 results[s] = sim.compare(durations, s, epochs=epochs, seed=seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    unit = "s" if replay_run is not None else SYNTHETIC_UNIT
+    closed_form = replay_run is None and speeds is None  # the closed form knows no segment speeds
     if as_json:
         _echo_json([
-            {"segments": s, "mop_makespan": c.mop.makespan, "bsp_makespan": c.bsp.makespan,
+            {"segments": s, "time_unit": unit, "mop_makespan": c.mop.makespan, "bsp_makespan": c.bsp.makespan,
              "speedup": c.speedup, "lower_bound": c.mop.lower_bound, "mop_utilization": c.mop.utilization,
              "bsp_utilization": c.bsp.utilization,
-             "theory_speedup": None if replay_run is not None else sim.theory_speedup(p_fast, slow_ratio, s)}
+             "theory_speedup": sim.theory_speedup(p_fast, slow_ratio, s) if closed_form else None}
             for s, c in results.items()
         ])
         return
     for s, c in results.items():
-        click.echo(c.format())
-        if replay_run is None and speeds is None:
+        click.echo(c.format(unit))
+        if closed_form:
             click.echo(f"closed-form speedup (Cerebro-DS): {sim.theory_speedup(p_fast, slow_ratio, s):.2f}x")
         click.echo("")
 

@@ -1,5 +1,8 @@
 """`ctq doctor`: check each layer the training depends on, and say how to fix what is broken.
 
+It only reads: a diagnosis must not change the database it diagnoses (no install, no upgrade),
+so it is safe against a production server and as a pre-flight step in a script.
+
 Layers, in order (a failure stops the checks that depend on it): reaching the database, the
 server version and engine, PL/Python, ctq's schema, Keras and its backend imported *inside the
 server*, and the cores the segments will share.
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import catalog
+from ctq.engines import GreenplumEngine, detect
 from ctq.sql import install_fingerprint, template
 
 
@@ -65,13 +69,14 @@ async def run_checks(dsn: str | None) -> list[Check]:
     try:
         dsn = resolve_dsn(dsn)
         conn = await asyncpg.connect(dsn)
-    except (CtqError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (CtqError, OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return [Check("database", False, str(exc),
                       "check --dsn / CTQ_DSN, or run `ctq db start` for the embedded database")]
     try:
         info = dict(await conn.fetchrow(template("server_info.sql")))
-        engine = "Greenplum" if info["greenplum"] else "PostgreSQL"
-        checks.append(Check("database", True, f"{engine}: {info['version'].split(',')[0]}; user {info['user_name']}"))
+        engine = await detect(conn)
+        kind = "Greenplum" if isinstance(engine, GreenplumEngine) else "PostgreSQL"
+        checks.append(Check("database", True, f"{kind}: {info['version'].split(',')[0]}; user {info['user_name']}"))
         checks.append(Check(
             "plpython3u", info["plpython_available"],
             "installed" if info["plpython_installed"] else ("available" if info["plpython_available"] else "missing"),
@@ -80,18 +85,16 @@ async def run_checks(dsn: str | None) -> list[Check]:
         if not info["plpython_available"]:
             return checks
         sha = await catalog.installed_sha(conn)
-        from ctq.engines import detect
-
-        current = install_fingerprint((await detect(conn)).name)
+        current = install_fingerprint(engine.name)
         if sha is None:
-            checks.append(Check("ctq schema", False, "not installed", "run `ctq install` (as a superuser)"))
-            if not info["superuser"]:
-                return checks
-            await catalog.install(conn)
-            checks[-1] = Check("ctq schema", True, "was missing: installed now")
-        elif sha != current:
-            await catalog.install(conn)
-            checks.append(Check("ctq schema", True, f"upgraded {sha[:12]} -> {current[:12]}"))
+            who = "" if info["superuser"] else " as a superuser (you are not one)"
+            checks.append(Check("ctq schema", False, "not installed",
+                                f"run `ctq install`{who}; `ctq train` also installs it when run by a superuser"))
+            return checks
+        if sha != current:
+            checks.append(Check("ctq schema", True,
+                                f"installed, older server code {sha[:12]} (this ctq: {current[:12]}); "
+                                "`ctq install` or the next `ctq train` upgrades it"))
         else:
             checks.append(Check("ctq schema", True, f"installed, server code {sha[:12]}"))
         try:
@@ -106,9 +109,6 @@ async def run_checks(dsn: str | None) -> list[Check]:
                             f"keras {probe['keras']}, backend {probe['backend']} {probe['backend_version']}, "
                             f"numpy {probe['numpy']}, python {probe['python']} "
                             f"(import {probe['keras_import_seconds']}s)"))
-        from ctq.engines import GreenplumEngine, detect
-
-        engine = await detect(conn)
         if isinstance(engine, GreenplumEngine):
             checks.extend(await greenplum_checks(conn, engine))
         cpus = probe["cpu_count"] or 1

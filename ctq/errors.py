@@ -1,16 +1,33 @@
 """Exceptions that carry the CLI exit code, so every layer can fail with the right one.
 
-Exit codes (stable, documented in the README): 0 success, 1 a training/run failure,
-2 usage or configuration error (bad YAML, missing column, bad data), 130 interrupted.
+Exit codes (stable, documented in the README and ``ctq --help``): 0 success, 1 a training/run
+failure, 2 usage or configuration error (bad YAML, missing column, bad data, bad option),
+3 the database cannot be reached or used (malformed DSN, server down, PL/Python or privileges
+missing), 130 interrupted. Scripts can tell "fix my input" (2) from "retry later" (3) from
+"the training itself failed" (1).
 """
 
 from __future__ import annotations
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape codes: Keras colours some of its error messages, and those
+    end up in logs, JSON and the catalog, where escape codes are noise."""
+    return _ANSI.sub("", text)
+
 
 class CtqError(Exception):
-    """Base class: ``str(err)`` is what the user sees; ``exit_code`` is what the process returns."""
+    """Base class: ``str(err)`` is what the user sees; ``exit_code`` is what the process returns.
+
+    ``run_id`` is set once the error concerns a recorded run, so that ``--json`` can name it.
+    """
 
     exit_code = 1
+    run_id: int | None = None
 
 
 class ConfigError(CtqError):
@@ -35,7 +52,7 @@ class DataError(CtqError):
 class DatabaseError(CtqError):
     """The database cannot be reached or is not set up (no plpython3u, ctq not installed...)."""
 
-    exit_code = 1
+    exit_code = 3
 
 
 class RunFailed(CtqError):

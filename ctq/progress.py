@@ -1,12 +1,17 @@
-"""Live progress of a run on a terminal (rich): what each segment does, each model's epochs, the best.
+"""Progress of a run: a live display on a terminal (rich), plain log lines everywhere else.
 
-Only used when stdout is a TTY and ``--json`` is off; cron jobs and pipes get no live display.
+:class:`LiveProgress` is used when stdout is a TTY and ``--json`` is off. Otherwise (cron, make,
+``> run.log 2>&1``) :class:`LogProgress` writes one plain line per event to stderr, flushed at once,
+so a log shows a live run: the model epochs with their metrics and an ETA (every hop with
+``--verbose``). Neither writes terminal escape codes into a file.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
+from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ctq.coordinator import HopResult
+from ctq.errors import plain_text
 from ctq.scheduler import Hop
 
 MAX_MODEL_ROWS = 20
@@ -129,3 +135,87 @@ class LiveProgress:
         if len(order) > MAX_MODEL_ROWS:
             models.add_row(f"... {len(order) - MAX_MODEL_ROWS} more", "", "")
         return Group(head, segs, models)
+
+
+def log_line(text: str, stream: TextIO | None = None) -> None:
+    """One timestamped plain line on stderr, flushed: what a cron log or ``tail -f`` shows."""
+    print(f"{time.strftime('%H:%M:%S')} {plain_text(text)}", file=stream or sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class LogProgress:
+    """Implements the coordinator's Progress protocol as plain lines on stderr (no terminal).
+
+    The ETA extrapolates this session's hop throughput over the hops left, counted from the first
+    hop (not from the warm-up), so it is meaningful from the first completed epoch on.
+    """
+
+    def __init__(self, plan, verbose: bool = False, stream: TextIO | None = None):
+        self.plan = plan
+        self.verbose = verbose
+        self.stream = stream
+        self.total = len(plan.models) * plan.segments * plan.epochs
+        self.done = len(plan.completed)
+        self.session_start_done = self.done
+        self.first_hop_at: float | None = None
+        self.started = time.monotonic()
+        kind = plan.metric.removeprefix("val_")
+        self.metric_name = kind if kind in ("accuracy", "mae") else "metric"
+
+    def _say(self, text: str) -> None:
+        log_line(text, self.stream)
+
+    def __enter__(self):
+        left = self.total - self.done
+        resumed = f", resuming after {self.done} hops" if self.done else ""
+        self._say(f"run {self.plan.run_id} ({self.plan.name}): warming up {self.plan.segments} segments, "
+                  f"{left} hops to go{resumed}")
+        return self
+
+    def __exit__(self, *exc):
+        self._say(f"run {self.plan.run_id}: {self.done}/{self.total} hops after "
+                  f"{_duration(time.monotonic() - self.started)}")
+        return False
+
+    def _eta(self) -> str:
+        hops = self.done - self.session_start_done
+        if not hops or self.first_hop_at is None:
+            return "ETA -"
+        per_hop = (time.monotonic() - self.first_hop_at) / hops
+        return f"ETA {_duration(per_hop * (self.total - self.done))}"
+
+    # -- Progress protocol
+    def hop_started(self, hop: Hop) -> None:
+        if self.first_hop_at is None:
+            self.first_hop_at = time.monotonic()
+            self._say(f"run {self.plan.run_id}: warm-up done in {_duration(self.first_hop_at - self.started)}, "
+                      "training")
+
+    def hop_finished(self, result: HopResult) -> None:
+        hop = result.hop
+        self.done += 1
+        name = self.plan.models.get(hop.model_id, hop.model_id)
+        where = f"{self.done}/{self.total} hops"
+        if self.verbose:
+            self._say(f"hop: model {hop.model_id} ({name}) epoch {hop.epoch + 1} segment {hop.segment}: "
+                      f"{result.wall_seconds:.2f}s, loss {_fmt(result.loss)} [{where}]")
+        if hop.last_of_epoch:
+            self._say(f"model {hop.model_id} ({name}) epoch {hop.epoch + 1}/{self.plan.epochs}: "
+                      f"loss {_fmt(result.loss)} {self.metric_name} {_fmt(result.metric)} "
+                      f"val_loss {_fmt(result.val_loss)} val_{self.metric_name} {_fmt(result.val_metric)} "
+                      f"[{where}, {_duration(time.monotonic() - self.started)}, {self._eta()}]")
+
+    def hop_retried(self, hop: Hop, reason: str) -> None:
+        self._say(f"retrying model {hop.model_id} on segment {hop.segment}: {' '.join(reason.split())}")
+
+    def model_failed(self, model_id: int, reason: str) -> None:
+        self._say(f"model {model_id} ({self.plan.models.get(model_id, model_id)}) failed: {' '.join(reason.split())}")

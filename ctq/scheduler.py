@@ -1,4 +1,5 @@
-"""Pure hop schedulers: asynchronous MOP (what ``ctq`` runs) and BSP rotation (its baseline).
+"""Pure hop schedulers: asynchronous MOP (what ``ctq`` runs), its reproducible variant with a
+seeded visiting order per model (``mop-fixed``), and BSP rotation (the baseline).
 
 A *hop* is one model training one sub-epoch on one segment's data partition. The coordinator
 (asyncio, elsewhere) owns time and I/O; these classes only decide which hop may start next, so the
@@ -40,6 +41,21 @@ def mop_priorities(seed: int, epoch: int, segments: int, models: int) -> np.ndar
     """
     base = np.tile(np.arange(models, dtype=np.int32), (segments, 1))
     return np.random.default_rng([seed, epoch]).permuted(base, axis=1)
+
+
+def visiting_orders(seed: int, epoch: int, segments: int, models: int) -> np.ndarray:
+    """Row ``m``: the segments model index ``m`` visits in ``epoch``, in that order (mop-fixed).
+
+    Seeded by ``(seed, epoch)`` alone, so the sequence of segments every model trains on (and with
+    it, every weight) is the same on every run, however long each hop takes. The orders are
+    rotations of one shuffled tour, each model starting at a shuffled offset: at every step about
+    M/S models want each segment, rather than independent draws piling onto one segment while
+    another idles.
+    """
+    rng = np.random.default_rng([seed, epoch, 1])
+    tour = rng.permutation(segments).astype(np.int32)
+    start = rng.permutation(models) % segments
+    return tour[(start[:, None] + np.arange(segments)[None, :]) % segments]
 
 
 def bsp_order(seed: int, models: int) -> np.ndarray:
@@ -263,6 +279,66 @@ class MopScheduler(Scheduler):
                 free.remove(best)
                 picks.append((seg, best))
         return picks
+
+
+class MopFixedScheduler(MopScheduler):
+    """MOP where each model's segment order per epoch is fixed by the seed: reproducible training.
+
+    Under plain MOP, which segment a model visits next depends on which segment frees up first,
+    i.e. on timing, so the same grid and seed give different weights run to run. Here a segment
+    only takes a model whose *next* segment (in :func:`visiting_orders`) it is; among those, the
+    same rule as MOP (earlier epoch, then the segment's preference). The visiting order, and so
+    every model's weights, no longer depends on timing; the price is that a free segment can idle
+    while models wait for other segments (measured by ``make bench``). A free model's next segment
+    is always one it waits for, so with nothing in flight some hop can always start: no deadlock.
+    """
+
+    def __init__(
+        self,
+        model_ids: Sequence[int],
+        segments: int,
+        epochs: int,
+        seed: int,
+        completed: Iterable[tuple[int, int, int]] = (),
+    ):
+        self._orders: dict[int, list[list[int]]] = {}  # epoch -> [model][k] -> k-th segment
+        super().__init__(model_ids, segments, epochs, seed, completed)
+        for m, visited in enumerate(self._visited):
+            order = self._order(self._epoch[m])[m] if self._epoch[m] < epochs else []
+            if visited != set(order[: len(visited)]):
+                raise ValueError(
+                    f"model {self._ids[m]}: completed segments {sorted(visited)} of epoch "
+                    f"{self._epoch[m]} are not the start of its fixed order {order}; "
+                    "was the run started with another schedule?"
+                )
+
+    def _order(self, epoch: int) -> list[list[int]]:
+        orders = self._orders.get(epoch)
+        if orders is None:
+            orders = self._orders[epoch] = visiting_orders(
+                self._seed, epoch, self._segments, len(self._ids)
+            ).tolist()
+        return orders
+
+    def next_segment(self, model_id: int) -> int | None:
+        """The segment the model must visit next; None once it has trained all its epochs."""
+        m = self._model_index(model_id)
+        if self._epoch[m] >= self._epochs:
+            return None
+        return self._order(self._epoch[m])[m][len(self._visited[m])]
+
+    def _select(self) -> list[tuple[int, int]]:
+        idle = {s for s in range(self._segments) if s not in self._in_flight}
+        waiting: dict[int, list[int]] = {}  # idle segment -> free models whose next segment it is
+        for m, e in enumerate(self._epoch):
+            if e < self._epochs and m not in self._busy and m not in self._failed:
+                seg = self._order(e)[m][len(self._visited[m])]
+                if seg in idle:
+                    waiting.setdefault(seg, []).append(m)
+        return [
+            (seg, min(ms, key=lambda m: (self._epoch[m], self._rank(self._epoch[m])[seg][m])))
+            for seg, ms in sorted(waiting.items())
+        ]
 
 
 class BspScheduler(Scheduler):

@@ -32,7 +32,7 @@ class SimResult:
     segments: int
     epochs: int
     makespan: float
-    lower_bound: float  # max(total work / S, the longest model's total work): no schedule beats it
+    lower_bound: float  # max(total work / S, any model's work, any segment's work): no schedule beats it
     utilization: float  # total work / (S * makespan): the share of segment time spent training
 
 
@@ -48,11 +48,11 @@ class Comparison:
         """How many times faster MOP finishes than BSP."""
         return self.bsp.makespan / self.mop.makespan
 
-    def format(self) -> str:
-        """A small text table for the terminal."""
+    def format(self, unit: str = "s") -> str:
+        """A small text table for the terminal; times are in ``unit`` (the durations' unit)."""
         r = self.mop
         lines = [
-            f"{r.models} models x {r.segments} segments x {r.epochs} epoch(s)",
+            f"{r.models} models x {r.segments} segments x {r.epochs} epoch(s); times in {unit}",
             f"{'schedule':<9}{'makespan':>12}{'lower bound':>13}{'utilization':>13}",
         ]
         for res in (self.mop, self.bsp):
@@ -86,7 +86,9 @@ def simulate(
     else:
         raise ValueError(f"schedule must be 'mop' or 'bsp', got {schedule!r}")
     total = float(d.sum()) * epochs
-    lower = max(total / segments, float(d.sum(axis=1).max()) * epochs)
+    # Every model visits every segment each epoch, so no schedule ends before the busiest model
+    # (row) or the busiest segment (column: a slow segment must still host every model) is done.
+    lower = max(total / segments, float(d.sum(axis=1).max()) * epochs, float(d.sum(axis=0).max()) * epochs)
     return SimResult(
         schedule=schedule,
         models=d.shape[0],

@@ -36,7 +36,7 @@ async def test_doctor_checks_keras_inside_the_server(run_cli):
 
 async def test_doctor_explains_an_unreachable_database(run_cli, tmp_path):
     proc = run_cli("doctor", "--dsn", f"postgresql://nobody@/nothing?host={tmp_path}&port=1")
-    assert proc.returncode == 1
+    assert proc.returncode == 3
     assert "database" in proc.stdout and "ctq db start" in proc.stderr
 
 
@@ -73,6 +73,22 @@ async def test_simulate_prints_both_makespans_and_the_closed_form(run_cli):
         assert r["speedup"] == pytest.approx(r["theory_speedup"], rel=0.25)
     bad = run_cli("simulate", "--segments", "2,x")
     assert bad.returncode == 2
+
+
+async def test_simulate_bounds_a_slow_segment_and_names_units(run_cli):
+    proc = run_cli("simulate", "--segments", "4", "--segment-speed", "1,1,1,0.5", "--json")
+    (row,) = json.loads(proc.stdout)
+    # the half-speed segment hosts every model once: 2 x its 125 fast sub-epochs of work
+    assert row["lower_bound"] == 250 and row["mop_makespan"] >= 250 and row["time_unit"] == "fast sub-epochs"
+    assert row["theory_speedup"] is None  # the closed form knows no segment speeds
+    text = run_cli("simulate", "--segments", "4", "--segment-speed", "1,1,1,0.5").stdout
+    assert "times in fast sub-epochs" in text and "%" in text and "x" in text.splitlines()[4]
+    assert "Probability that a model is fast" in " ".join(run_cli("simulate", "--help").stdout.split())
+
+
+async def test_simulate_refuses_options_replay_ignores(run_cli):
+    proc = run_cli("simulate", "--replay", "1", "--models", "10", "--epochs", "2")
+    assert proc.returncode == 2 and "--models, --epochs" in proc.stderr
 
 
 async def test_resume_without_a_run_is_a_usage_error(run_cli):

@@ -101,7 +101,7 @@ async def test_kill_9_then_resume_loses_and_repeats_nothing(long_table, tmp_path
     hops_at_kill = await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
     listed = json.loads(run_cli("runs", "--json").stdout)
     row = next(r for r in listed if r["run_id"] == run_id)
-    assert row["status"] == "running" and row["alive"] is False  # detected as stale
+    assert row["status"] == "stale" and row["alive"] is False  # detected as stale
 
     # resume by config, get killed again, then resume by id
     proc = start_train(dsn, ctq_home, str(grid), "--resume", "--json")

@@ -1,4 +1,4 @@
-"""Property tests of the MOP and BSP schedulers, driven by a virtual clock like the coordinator."""
+"""Property tests of the MOP, mop-fixed and BSP schedulers, driven by a virtual clock like the coordinator."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctq.scheduler import BspScheduler, Hop, MopScheduler, Scheduler
+from ctq.scheduler import BspScheduler, Hop, MopFixedScheduler, MopScheduler, Scheduler
 
-SCHEDULERS = {"mop": MopScheduler, "bsp": BspScheduler}
+SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
+ALL = list(SCHEDULERS)
 
 
 @dataclass
@@ -64,10 +65,16 @@ class Driver:
             assert h.segment not in self.visited[h.model_id].get(h.epoch, set())
         if hops:
             trace.batches.append((t, hops))
-        if isinstance(self.sched, MopScheduler):
+        if type(self.sched) is MopScheduler:
             for seg in range(self.S):
                 if seg not in self.sched.in_flight:
                     assert not any(self.eligible(m, seg) for m in self.ids), (t, seg)
+        if isinstance(self.sched, MopFixedScheduler):  # idle only while nobody waits for it
+            for seg in range(self.S):
+                if seg not in self.sched.in_flight:
+                    assert not any(
+                        self.eligible(m, seg) and self.sched.next_segment(m) == seg for m in self.ids
+                    ), (t, seg)
         return hops
 
     def run(self, retry_once=frozenset(), fail_at: int | None = None, fail_idle=None) -> Trace:
@@ -167,7 +174,7 @@ def check_schedule(trace: Trace, ids, segments, epochs, skip=frozenset()):
                 assert [h.last_of_epoch for h in of_epoch] == [False] * (len(of_epoch) - 1) + [True]
 
 
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ALL)
 @settings(max_examples=100, deadline=None)
 @given(grid=grids())
 def test_every_hop_once_without_overlaps(kind, grid):
@@ -196,7 +203,7 @@ def test_bsp_rounds_rotate_behind_a_barrier(grid):
         previous_end = max(ends[(h.model_id, h.epoch, h.segment)] for h in hops)
 
 
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ALL)
 @settings(max_examples=25, deadline=None)
 @given(grid=grids())
 def test_same_seed_same_schedule(kind, grid):
@@ -209,7 +216,7 @@ def test_same_seed_same_schedule(kind, grid):
     assert runs[0].done == runs[1].done
 
 
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ["mop", "bsp"])  # mop-fixed resumes only its own order: see below
 @settings(max_examples=40, deadline=None)
 @given(grid=grids(), cut=st.floats(0, 1), first=st.sampled_from(["mop", "bsp"]))
 def test_resume_finishes_the_rest_without_repeats(kind, grid, cut, first):
@@ -224,7 +231,7 @@ def test_resume_finishes_the_rest_without_repeats(kind, grid, cut, first):
     check_schedule(rest, ids, segments, epochs, skip=frozenset(prefix))
 
 
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ALL)
 @settings(max_examples=40, deadline=None)
 @given(grid=grids(), data=st.data())
 def test_retried_hops_run_again_once(kind, grid, data):
@@ -236,7 +243,7 @@ def test_retried_hops_run_again_once(kind, grid, data):
     check_schedule(trace, ids, segments, epochs)
 
 
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ALL)
 @settings(max_examples=40, deadline=None)
 @given(grid=grids(), data=st.data())
 def test_failed_model_stops_and_the_rest_finish(kind, grid, data):
@@ -255,6 +262,44 @@ def test_failed_model_stops_and_the_rest_finish(kind, grid, data):
     survivors = [m for m in ids if m != dead]
     kept = [r for r in trace.done if r[2].model_id != dead]
     check_schedule(Trace(done=kept), survivors, segments, epochs)
+
+
+def visiting_sequences(trace: Trace) -> dict[int, list[tuple[int, int]]]:
+    """Per model, the (epoch, segment) of its hops in the order it trained them."""
+    seqs: dict[int, list[tuple[int, int]]] = {}
+    for _, _, h in sorted(trace.done, key=lambda r: r[0]):
+        seqs.setdefault(h.model_id, []).append((h.epoch, h.segment))
+    return seqs
+
+
+@settings(max_examples=60, deadline=None)
+@given(grid=grids(), other=st.lists(st.floats(0.1, 5.0), min_size=1, max_size=20), data=st.data())
+def test_mop_fixed_visiting_order_does_not_depend_on_timing(grid, other, data):
+    """What makes a rerun bit-for-bit: each model meets the segments in the same order whatever
+    the hop times, the retries or a resume; and that order is the seeded one."""
+    ids, segments, epochs, seed, durations = grid
+    first = Driver(MopFixedScheduler(ids, segments, epochs, seed), ids, segments, epochs, durations).run()
+    every = [(m, e, s) for m in ids for e in range(epochs) for s in range(segments)]
+    flaky = frozenset(data.draw(st.lists(st.sampled_from(every), max_size=4)))
+    slow = durations_for(ids, segments, other)
+    second = Driver(MopFixedScheduler(ids, segments, epochs, seed), ids, segments, epochs, slow).run(
+        retry_once=flaky
+    )
+    assert visiting_sequences(first) == visiting_sequences(second)
+    in_order = [(h.model_id, h.epoch, h.segment) for _, _, h in sorted(first.done, key=lambda r: r[1])]
+    prefix = in_order[: data.draw(st.integers(0, len(in_order)))]
+    resumed = MopFixedScheduler(ids, segments, epochs, seed, completed=prefix)
+    rest = Driver(resumed, ids, segments, epochs, slow, completed=prefix).run()
+    check_schedule(rest, ids, segments, epochs, skip=frozenset(prefix))
+    done = Trace(done=[(-1.0, -1.0, Hop(m, e, s, False)) for m, e, s in prefix] + rest.done)
+    assert visiting_sequences(done) == visiting_sequences(first)
+
+
+def test_mop_fixed_refuses_to_resume_hops_of_another_order():
+    sched = MopFixedScheduler([1], 3, 1, 0)
+    wrong = [s for s in range(3) if s != sched.next_segment(1)][0]
+    with pytest.raises(ValueError, match="not the start of its fixed order"):
+        MopFixedScheduler([1], 3, 1, 0, completed=[(1, 0, wrong)])
 
 
 def test_progress_counts_epochs_and_hops():
@@ -303,7 +348,7 @@ def test_bsp_waits_for_the_whole_round():
         (([1], 2, 1, -1), "seed must be >= 0, got -1"),
     ],
 )
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ALL)
 def test_bad_arguments_are_named(kind, args, message):
     with pytest.raises(ValueError) as err:
         SCHEDULERS[kind](*args)
@@ -331,7 +376,7 @@ def test_inconsistent_resume_is_rejected(kind, completed, message):
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ALL)
 def test_reports_of_unknown_hops_are_rejected(kind):
     sched = SCHEDULERS[kind]([1, 2], 2, 1, 0)
     (hop, *_) = sched.next_hops()

@@ -1,13 +1,17 @@
+-- A run whose coordinator is gone (its lock is free) stops its clock at its last heartbeat.
 SELECT r.run_id, r.name, r.status, r.schedule, r.started_at, r.finished_at, r.heartbeat_at, r.source_table,
-       r.segments, r.epochs, r.metric, r.run_by, r.message,
-       EXISTS (SELECT 1 FROM pg_locks l
-               WHERE l.locktype = 'advisory' AND l.classid = {{lock_class}}::oid
-                 AND l.objid = r.run_id::oid AND l.objsubid = 2 AND l.granted) AS alive,
-       extract(epoch FROM coalesce(r.finished_at, now()) - r.started_at)::float8 AS wall_seconds,
+       r.segments, r.epochs, r.metric, r.run_by, r.message, lk.alive,
+       extract(epoch FROM coalesce(r.finished_at, CASE WHEN lk.alive THEN now() ELSE r.heartbeat_at END, now())
+                          - r.started_at)::float8 AS wall_seconds,
        (SELECT count(*) FROM ctq.models m WHERE m.run_id = r.run_id) AS models,
        (SELECT count(*) FROM ctq.hops h WHERE h.run_id = r.run_id) AS hops,
        (SELECT l.name FROM ctq.leaderboard l WHERE l.run_id = r.run_id AND l.rank = 1 AND l.score IS NOT NULL LIMIT 1) AS best_model,
        (SELECT l.score FROM ctq.leaderboard l WHERE l.run_id = r.run_id AND l.rank = 1 LIMIT 1) AS best_score
 FROM ctq.runs r
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM pg_locks l
+                   WHERE l.locktype = 'advisory' AND l.classid = {{lock_class}}::oid
+                     AND l.objid = r.run_id::oid AND l.objsubid = 2 AND l.granted) AS alive
+) lk
 ORDER BY r.run_id DESC
 LIMIT $1;

@@ -1,0 +1,255 @@
+"""Unattended use (cron, make, scripts): exit codes, one JSON document per outcome, resumable by
+name, progress in logs, stale runs, reproducible weights. All through the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from conftest import create_table, write_grid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+GRID = """
+    name: unattended
+    data:
+      table: public.unattended
+      features: [f1, f2, f3, f4, f5, f6, f7, f8]
+      label: label
+      task: classification
+    segments: 2
+    models:
+      - name: m
+        layers: [{dense: 64, activation: relu}, {dense: 64, activation: relu}]
+    search:
+      seed: 4
+      space: {learning_rate: [0.003, 0.03], batch_size: [16]}
+    epochs: 3
+    metric: val_accuracy
+"""
+TOTAL_HOPS = 2 * 2 * 3  # models x segments x epochs
+
+
+def start(dsn, ctq_home, *args):
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home))
+    return subprocess.Popen([sys.executable, "-m", "ctq.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+async def wait_for(conn, query, *args, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await conn.fetchval(query, *args)
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {query}")
+
+
+async def hops_of(conn, run_id):
+    return await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+
+
+# ------------------------------------------------------------------ without training
+async def test_help_states_exit_codes_and_environment(run_cli):
+    out = run_cli("--help").stdout
+    for text in ("CTQ_DSN", "CTQ_HOME", "130", "malformed DSN", "usage or configuration error"):
+        assert text in out
+
+
+async def test_runs_with_a_negative_limit_is_a_usage_error(run_cli):
+    proc = run_cli("runs", "--limit", "-1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--limit" in proc.stderr
+    proc = run_cli("runs", "--limit", "-1", "--json")
+    doc = json.loads(proc.stdout)
+    assert (proc.returncode, doc["status"], doc["exit_code"]) == (2, "error", 2) and "--limit" in doc["error"]
+
+
+@pytest.mark.parametrize("dsn, reason", [("postgresql://x:notaport/db", "malformed DSN"),
+                                         ("postgresql://nobody@127.0.0.1:1/x", "cannot connect")])
+async def test_an_unusable_database_is_exit_code_3_not_a_training_failure(run_cli, dsn, reason):
+    proc = run_cli("runs", "--json", env={"CTQ_DSN": dsn})
+    assert proc.returncode == 3, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 3 and reason in doc["error"] and doc["run_id"] is None
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1  # one unwrapped line
+
+
+async def test_a_configuration_error_with_json_is_a_json_document(run_cli, tmp_path):
+    grid = write_grid(tmp_path, GRID.replace("epochs: 3", "epochs: three"))
+    proc = run_cli("train", str(grid), "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 2 and doc["exit_code"] == 2 and "epochs" in doc["error"]
+    contradiction = run_cli("train", str(grid), "--reproducible", "--schedule", "bsp", "--json")
+    assert contradiction.returncode == 2 and "--reproducible" in json.loads(contradiction.stdout)["error"]
+
+
+async def test_doctor_only_reads(run_cli, conn, cluster):
+    await conn.execute("DROP DATABASE IF EXISTS doctor_fresh")
+    await conn.execute("CREATE DATABASE doctor_fresh")
+    base, query = cluster.dsn.split("?", 1)
+    fresh = f"{base.rsplit('/', 1)[0]}/doctor_fresh?{query}"
+    proc = run_cli("doctor", "--json", env={"CTQ_DSN": fresh})
+    assert proc.returncode == 3
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert not checks["ctq schema"]["ok"] and "ctq install" in checks["ctq schema"]["fix"]
+    import asyncpg
+
+    other = await asyncpg.connect(fresh)
+    try:
+        assert await other.fetchval("SELECT to_regnamespace('ctq') IS NULL")  # nothing was installed
+    finally:
+        await other.close()
+        await conn.execute("DROP DATABASE doctor_fresh")
+
+
+@pytest.mark.parametrize("path, reason", [("/does/not/exist", "no such directory on the database server"),
+                                          ("site-packages", "expected an absolute path")])
+async def test_install_refuses_a_python_path_the_server_cannot_use(run_cli, conn, path, reason):
+    run_cli("install")
+    before = await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'python_path'")
+    proc = run_cli("install", "--python-path", path)
+    assert proc.returncode == 2 and reason in proc.stderr
+    assert await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'python_path'") == before
+
+
+# ------------------------------------------------------------------ one run, three sessions
+@pytest.fixture(scope="module")
+async def table(dsn):
+    import asyncpg
+
+    c = await asyncpg.connect(dsn)
+    await create_table(c, "public.unattended", 8000, seed=11)
+    await c.close()
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    return write_grid(tmp_path_factory.mktemp("unattended"), GRID)
+
+
+async def test_a_named_run_interrupted_killed_and_resumed_by_name(table, grid, dsn, ctq_home, conn, run_cli,
+                                                                  tmp_path):
+    # session 1: a cron-style run with --json and no terminal; SIGINT after its first epoch
+    run_cli("install")
+    proc = start(dsn, ctq_home, "train", str(grid), "--name", "nightly", "--reproducible", "--json")
+    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'nightly'")
+    await wait_for(conn, "SELECT count(*) FROM ctq.epochs WHERE run_id = $1", run_id)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert json.loads(out) == {"status": "interrupted", "error": json.loads(out)["error"], "exit_code": 130,
+                               "run_id": run_id}
+    # the log shows a live run: stages, an epoch with its metrics and an ETA; no escape codes
+    assert "packing public.unattended" in err and "warming up 2 segments" in err
+    assert "epoch 1/3: loss" in err and "val_accuracy" in err and "ETA" in err
+    assert "\x1b" not in out + err
+
+    # options --resume would otherwise silently drop are refused
+    bsp = run_cli("train", str(grid), "--name", "nightly", "--resume", "--schedule", "bsp")
+    assert bsp.returncode == 2 and "keeps its schedule" in bsp.stderr
+    renamed = run_cli("train", "--resume", str(run_id), "--name", "other")
+    assert renamed.returncode == 2 and "keeps its name" in renamed.stderr
+    other = write_grid(tmp_path, GRID.replace("epochs: 3", "epochs: 4"), "other.yaml")
+    different = run_cli("train", str(other), "--resume", str(run_id))
+    assert different.returncode == 2 and "different configuration" in different.stderr
+
+    # session 2: resumed by grid and name (the README's cron pattern), then kill -9: stale
+    proc = start(dsn, ctq_home, "train", str(grid), "--name", "nightly", "--resume", "--quiet")
+    done = await hops_of(conn, run_id)
+    await wait_for(conn, "SELECT count(*) > $2 FROM ctq.hops WHERE run_id = $1", run_id, done)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.stderr.read() == ""  # --quiet
+    listed = []
+    for _ in range(2):
+        listed.append(next(r for r in json.loads(run_cli("runs", "--json").stdout) if r["run_id"] == run_id))
+        await asyncio.sleep(1.2)
+    assert [r["status"] for r in listed] == ["stale", "stale"]
+    assert listed[0]["wall_seconds"] == listed[1]["wall_seconds"]  # the clock stopped with the heartbeat
+    assert "stale" in run_cli("runs").stdout
+
+    # session 3: finishes; the JSON has this session's and the whole run's totals
+    proc = run_cli("train", str(grid), "--name", "nightly", "--resume", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["run_id"] == run_id and result["status"] == "succeeded" and result["exit_code"] == 0
+    assert result["run_hops"] == TOTAL_HOPS and 0 < result["hops"] < TOTAL_HOPS
+    assert result["run_wall_seconds"] > result["wall_seconds"]
+
+    # reproducible: a straight run of the same grid ends with the very same weights, bit for bit
+    straight = run_cli("train", str(grid), "--name", "straight", "--reproducible", "--json")
+    assert straight.returncode == 0, straight.stderr
+    other_id = json.loads(straight.stdout)["run_id"]
+    states = {r: dict(await conn.fetch("SELECT model_id, state FROM ctq.models WHERE run_id = $1", r))
+              for r in (run_id, other_id)}
+    assert states[run_id] == states[other_id] and all(states[run_id].values())
+    assert await conn.fetchval("SELECT schedule FROM ctq.runs WHERE run_id = $1", other_id) == "mop-fixed"
+
+    # on an 80-column terminal the leaderboard keeps rank, name and score
+    screen = in_terminal(dsn, ctq_home, "models", str(other_id), columns=80)
+    first = next(line for line in screen.splitlines() if line.strip().startswith("1 "))
+    assert "m/adam" in first and "…" not in screen and len(first.split()[2]) == 6  # e.g. 0.8125
+
+
+def in_terminal(dsn, ctq_home, *args, columns: int) -> str:
+    """Run ctq with stdout on a pseudo-terminal of the given width; returns what it printed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home), COLUMNS=str(columns), TERM="dumb")
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", *args], stdout=slave, stderr=subprocess.PIPE,
+                            env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0, proc.stderr.read()
+    return b"".join(chunks).decode()
+
+
+BAD_RESHAPE = {  # 8 inputs -> Dense(4) -> Reshape((3,)): Keras cannot build it
+    "module": "keras", "class_name": "Sequential", "registered_name": None,
+    "config": {"name": "bad", "layers": [
+        {"module": "keras.layers", "class_name": "InputLayer", "config": {"batch_shape": [None, 8]}},
+        {"module": "keras.layers", "class_name": "Dense", "config": {"units": 4}},
+        {"module": "keras.layers", "class_name": "Reshape", "config": {"target_shape": [3]}},
+        {"module": "keras.layers", "class_name": "Dense", "config": {"units": 3, "activation": "softmax"}},
+    ]},
+}
+
+
+async def test_keras_colours_stay_out_of_json_and_logs(small_table, tmp_path, run_cli):
+    """Keras wraps parts of its errors in terminal bold codes; a model that cannot be built shows
+    its reason without them."""
+    (tmp_path / "bad.json").write_text(json.dumps(BAD_RESHAPE))
+    grid = write_grid(tmp_path, f"""
+        name: colours
+        data: {{table: {small_table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
+        segments: 2
+        models: [{{name: bad, keras_json: bad.json}}]
+        epochs: 1
+    """)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "failed" and doc["run_id"] and "total size" in doc["error"]
+    assert "\x1b" not in proc.stdout + proc.stderr
