@@ -118,7 +118,10 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     label_sql = _label_number(quote_ident(label["name"]), label["category"])
     scalar = [] if array_feature else [quote_ident(c["name"]) for c in features]
     cut = round(data.validation_fraction * VALIDATION_MODULUS)
-    profile = await conn.fetchrow(render(
+    if engine.template("profile_session.sql").strip():
+        await conn.execute(engine.template("profile_session.sql"))
+    # fetch, not fetchrow: a portal run with a row limit (fetchrow) never gets a parallel plan
+    (profile,) = await conn.fetch(render(
         "source_profile.sql", engine.name,
         counts=", ".join(f"count({quote_ident(c['name'])})" for c in features + [label]),
         mins=", ".join([f"min({q})" for q in scalar] + [f"min({label_sql})"]),
@@ -276,7 +279,8 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
         await conn.execute(f"DROP TABLE IF EXISTS {spec.table}")  # left by a packing that died
         await engine.create_pack(conn, spec)
         try:
-            await engine.fill_pack(dsn, spec, workers=min(segments + 1, max(2, os.cpu_count() or 1)))
+            await engine.fill_pack(dsn, spec, workers=max(1, min(spec.buckets * segments + spec.validation_buckets,
+                                                                os.cpu_count() or 1)))
             await engine.finish_pack(conn, spec)
             stats = pack_stats(source, segments)
             await conn.execute(template("pack_insert.sql"), digest, source.display_name, source.fingerprint,

@@ -66,14 +66,15 @@ class Engine:
         return f"hashtextextended(ROW({alias}.*)::text, 0)"
 
     # -- packing ---------------------------------------------------------------------------------
-    def pack_select(self, spec: PackSpec, segments: list[int]) -> str:
-        """The SELECT that builds the buffers of ``segments`` (-1: validation) from the source."""
+    def pack_select(self, spec: PackSpec, worker: int, workers: int) -> str:
+        """The SELECT that builds worker ``worker``'s share of the buffers (every ``workers``-th
+        (segment, bucket), so the workers get equal shares whatever the validation fraction)."""
         key = self.row_key("t", spec.seed, spec.is_table)
         return self.render(
             "pack_select.sql", key=key, source=spec.source, x_bytes=spec.x_bytes, y_bytes=spec.y_bytes,
             modulus=VALIDATION_MODULUS, cut=spec.validation_cut, segments=spec.segments,
-            buckets=spec.buckets, validation_buckets=spec.validation_buckets,
-            segment_list=", ".join(str(int(s)) for s in segments),
+            buckets=spec.buckets, validation_buckets=spec.validation_buckets, worker=int(worker),
+            workers=int(workers),
         )
 
     async def create_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
@@ -84,20 +85,19 @@ class Engine:
                                            for s in range(-1, spec.segments))))
 
     async def fill_pack(self, dsn: str, spec: PackSpec, workers: int) -> None:
-        """Pack on up to ``workers`` connections at once, each building some segments' buffers
-        (each scans the source; the server's CPUs do the work in parallel, no row leaves it)."""
-        groups = [list(range(-1, spec.segments))[i::workers] for i in range(workers)]
+        """Pack on ``workers`` connections at once, each building a share of the buffers (each
+        scans the source; the server's CPUs do the work in parallel, no row leaves the server)."""
 
-        async def one(segments):
+        async def one(worker):
             conn = await asyncpg.connect(dsn)
             try:
                 await conn.execute(self.template("pack_session.sql"))
                 await conn.execute(f"INSERT INTO {spec.table} (segment, bucket, rows, x, y, k) "
-                                   + self.pack_select(spec, segments))
+                                   + self.pack_select(spec, worker, workers))
             finally:
                 await conn.close()
 
-        await asyncio.gather(*(one(g) for g in groups if g))
+        await asyncio.gather(*(one(w) for w in range(workers)))
 
     async def finish_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
         await conn.execute(self.render("pack_markers.sql", table=spec.table, segments=spec.segments))

@@ -1,6 +1,6 @@
--- The buffers of virtual segments {{segment_list}} (-1: validation) of one pack. Each row's seeded
--- key picks its split (validation or training), its segment and its bucket; a bucket becomes one
--- buffer row. Rows are ordered by their key when decoded, so scan order does not matter.
+-- Packing worker {{worker}} of {{workers}}: its share of the buffers of one pack. Each row's seeded key
+-- picks its split (validation: segment -1, or training), its segment and its bucket; a bucket
+-- becomes one buffer row. Rows are ordered by their key when decoded, so scan order does not matter.
 SELECT segment, bucket, count(*)::int, string_agg(xb, ''::bytea), string_agg(yb, ''::bytea),
        string_agg(int8send(key), ''::bytea)
 FROM (
@@ -11,5 +11,5 @@ FROM (
            key, xb, yb
     FROM (SELECT {{key}} AS key, {{x_bytes}} AS xb, {{y_bytes}} AS yb FROM {{source}} t) r
 ) s
-WHERE segment IN ({{segment_list}})
+WHERE ((segment + 1) * 1048576 + bucket) % {{workers}} = {{worker}}
 GROUP BY segment, bucket
