@@ -118,6 +118,7 @@ class RunPlan:
     engine: str = "postgres"
     pack: dict = dataclasses.field(default_factory=dict)  # the ctq.packs row (see catalog.run_pack)
     specs: dict = dataclasses.field(default_factory=dict)  # model_id -> architecture, hyperparameters, seed
+    stream: bool = False  # segments stream their buffers on every hop (see streams())
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -126,6 +127,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         raise NotFound(f"no run with id {run_id}")
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
+    budget = await conn.fetchval("SELECT (config ->> 'memory_budget_mb')::int FROM ctq.runs WHERE run_id = $1", run_id)
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
@@ -133,7 +135,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
-        engine=pack["settings"].get("engine", "postgres"), pack=pack,
+        engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(budget, pack["stats"]),
         specs={m["model_id"]: {"architecture": json.loads(m["architecture"]),
                                "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
                for m in models},
@@ -163,11 +165,13 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             notify(notice)
         say(f"checking {cfg.data.table}")
         source = await inspect_source(conn, cfg.data, engine, cfg.seed)
-        check_memory(cfg, source, segments)
         await catalog.ensure_installed(conn, engine)
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed)
         say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
+        if streams(cfg.memory_budget_mb, pack.stats):
+            say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
+                f"would not fit memory_budget_mb {cfg.memory_budget_mb}")
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
                                           versions=versions())
         plan = await load_plan(conn, run_id)
@@ -221,19 +225,18 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
     return await drive(dsn, plan, progress_factory)
 
 
-def check_memory(cfg: RunConfig, source, segments: int) -> None:
-    """Refuse before training when a segment's decoded data would not fit its memory budget."""
-    budget = cfg.memory_budget_mb
-    if budget is None:
-        return
-    width = source.width + 1  # float32 features + the label
-    train_rows = source.rows * (1 - cfg.data.validation_fraction)
-    needed = (train_rows / segments + source.rows * cfg.data.validation_fraction) * width * 4 / 2**20
-    if needed > budget:
-        raise DataError(
-            f"memory_budget_mb: each segment needs about {needed:.0f} MiB for its data (training share "
-            f"plus the validation set), over the budget of {budget} MiB; use more segments or a larger budget"
-        )
+def segment_data_mib(stats: dict) -> float:
+    """MiB of decoded data one segment holds when it caches: its training share plus the whole
+    validation set (float32 features and labels)."""
+    width = int(stats["input_dim"]) + 1
+    rows = stats["train_rows"] / max(1, int(stats.get("segments") or 1)) + stats["validation_rows"]
+    return rows * width * 4 / 2**20
+
+
+def streams(budget_mb: int | None, stats: dict) -> bool:
+    """A segment whose data would not fit ``memory_budget_mb`` trains by streaming its buffers on
+    every hop instead of caching them (slower: each hop reads and decodes its data again)."""
+    return budget_mb is not None and segment_data_mib(stats) > budget_mb
 
 
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
@@ -246,7 +249,8 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                               segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
                               epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
-                              models=plan.specs, progress=progress, heartbeat_seconds=heartbeat_seconds)
+                              models=plan.specs, stream=plan.stream, progress=progress,
+                              heartbeat_seconds=heartbeat_seconds)
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():

@@ -314,6 +314,7 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
     factory = log = None
     if not quiet and not as_json and sys.stdout.isatty():
         factory = LiveProgress
+        log = log_line  # checking and packing come before the live view starts
     elif not quiet:
         factory = functools.partial(LogProgress, verbose=verbose)
         log = log_line

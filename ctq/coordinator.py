@@ -111,10 +111,12 @@ def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> l
 class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
                  cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
-                 progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
+                 stream: bool = False, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
                  heartbeat_seconds: float = 5.0):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
-        model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models."""
+        model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
+        segments read their buffers on every hop instead of caching them."""
+        self.stream = stream
         self.dsn = dsn
         self.engine = engine
         self.pack = pack
@@ -128,7 +130,8 @@ class Coordinator:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.heartbeat_seconds = heartbeat_seconds
-        self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"]) for s in range(segments)]
+        self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"], stream)
+                           for s in range(segments)]
         self.connections: list[asyncpg.Connection | None] = [None] * segments
         self.control: asyncpg.Connection | None = None
         # asyncpg allows one operation at a time per connection. The heartbeat and the main loop
@@ -163,7 +166,8 @@ class Coordinator:
                         await self._open_control()
                     return await fn(self.control, *args)
                 except Exception as exc:  # noqa: BLE001 - classified below
-                    if not is_transient(exc) or attempt > self.max_retries or _being_cancelled():
+                    if not (is_transient(exc) or self.engine.is_transient(exc)) or attempt > self.max_retries \
+                            or _being_cancelled():
                         raise
                     if self.control is not None:
                         self.control.terminate()
@@ -174,7 +178,7 @@ class Coordinator:
         """The JSON parameters of a targeted query (see indb.step_final)."""
         return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"],
                            "task": self.pack["settings"]["task"], "stats": self.pack["stats"],
-                           "cores": self.cores[segment], **values})
+                           "cores": self.cores[segment], "stream": self.stream, **values})
 
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
@@ -226,7 +230,7 @@ class Coordinator:
         if getattr(self.engine, "reconnect_after_error", False) and conn is not None and not conn.is_closed():
             conn.terminate()  # never reuse a Greenplum session after an error inside PL/Python
             self.connections[hop.segment] = None
-        if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not is_transient(exc):
+        if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not (is_transient(exc) or self.engine.is_transient(exc)):
             reason = getattr(exc, "message", None) or str(exc)
             self.scheduler.fail_model(hop.model_id)
             outcome.failed_models[hop.model_id] = reason

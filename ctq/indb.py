@@ -376,8 +376,9 @@ def cancel_callback(plpy):
     return CancelCheck()
 
 
-def step_transition(*, GD, acc, segment, bucket, rows, x, y, k, state, params):
-    """Transition function of the ``ctq.train_step`` aggregate: collect this segment's buffer rows.
+def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, state, params):
+    """Transition function of the ``ctq.train_step`` aggregate: collect this segment's buffer rows,
+    or, when streaming, train on (and evaluate) each buffer as it arrives.
 
     The heavy state lives in ``GD`` (an aggregate state of type text is only its key): passing
     arrays through the aggregate state would convert them on every row. A backend runs one query
@@ -388,13 +389,65 @@ def step_transition(*, GD, acc, segment, bucket, rows, x, y, k, state, params):
         accumulators.clear()
         GD["ctq.acc_seq"] = GD.get("ctq.acc_seq", 0) + 1
         acc = str(GD["ctq.acc_seq"])
-        accumulators[acc] = {"params": json.loads(params), "state": state, "segment": None, "rows": {}}
+        accumulators[acc] = {"params": json.loads(params), "state": state, "segment": None, "rows": {},
+                             "stream": None}
     entry = accumulators[acc]
     if segment >= 0:
         entry["segment"] = int(segment)
     if bucket >= 0:
-        entry["rows"].setdefault(int(segment), []).append((rows, x, y, k))
+        if entry["params"].get("stream"):
+            stream_buffer(plpy, GD, entry, int(segment), (rows, x, y, k))
+        else:
+            entry["rows"].setdefault(int(segment), []).append((rows, x, y, k))
     return acc
+
+
+def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
+    """Streaming (a segment whose data does not fit its memory budget): fit one training buffer,
+    or evaluate one validation buffer, as the scan delivers it; nothing is cached. The query sends
+    the segment's own buffers first (ORDER BY segment DESC), so evaluation follows training."""
+    p = entry["params"]
+    if p["action"] != "train" or (segment < 0 and not p["evaluate"]):
+        return
+    run = entry["stream"]
+    if run is None:
+        pin_threads(p.get("cores"))
+        stats = p["stats"]
+        cm = compiled_model(GD, p["arch"], p["hyper"], int(stats["input_dim"]), int(stats["n_outputs"]), p["task"])
+        cm.load(decode_state(entry["state"]) if entry["state"] is not None else cm.initial_state(p["seed"], p["hyper"]))
+        run = entry["stream"] = {"model": cm, "callback": cancel_callback(plpy), "compute": 0.0,
+                                 "train": [0, 0.0, 0.0], "val": [0, 0.0, 0.0]}
+    x, y = decode_buffers([buffer], p["stats"], p["task"])
+    metric_name = "accuracy" if p["task"] == "classification" else "mae"
+    t0 = time.perf_counter()
+    if segment >= 0:
+        batch = int(p["hyper"].get("batch_size", 64))
+        usable = len(x) - len(x) % batch  # per buffer: constant batch shapes, as in cached mode
+        if usable:
+            history = run["model"].model.fit(x[:usable], y[:usable], batch_size=batch, epochs=1, shuffle=False,
+                                             verbose=0, callbacks=[run["callback"]])
+            loss, metric = float(history.history["loss"][-1]), float(history.history[metric_name][-1])
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"training diverged: loss is {loss}")
+            run["train"] = [run["train"][0] + usable, run["train"][1] + loss * usable,
+                            run["train"][2] + metric * usable]
+    elif len(x):
+        result = run["model"].model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True,
+                                             callbacks=[run["callback"]])
+        run["val"] = [run["val"][0] + len(x), run["val"][1] + float(result["loss"]) * len(x),
+                      run["val"][2] + float(result[metric_name]) * len(x)]
+    run["compute"] += time.perf_counter() - t0
+
+
+def stream_result(entry) -> dict:
+    """The hop's result after streaming: row-weighted means over the buffers."""
+    run = entry["stream"]
+    if run is None:
+        raise DataProblem("the targeted query reached none of its segment's buffers (the pack is incomplete)")
+    (n, loss, metric), (nv, val_loss, val_metric) = run["train"], run["val"]
+    return {"new_state": encode_state(run["model"].dump()), "loss": loss / n if n else None,
+            "metric": metric / n if n else None, "rows": n, "compute_seconds": run["compute"],
+            "val_loss": val_loss / nv if nv else None, "val_metric": val_metric / nv if nv else None}
 
 
 def step_final(*, plpy, GD, acc):
@@ -412,13 +465,23 @@ def step_final(*, plpy, GD, acc):
     p, segment = entry["params"], entry["segment"]
     started = time.time()
     pin_threads(p.get("cores"))
+    executed_on = segment
+    if p.get("engine") == "greenplum":
+        executed_on = int(plpy.execute("SELECT gp_execution_segment() AS s")[0]["s"])
+    stats = p["stats"]
+    if p.get("stream"):
+        result = {"new_state": None, "loss": None, "metric": None, "rows": 0, "compute_seconds": 0.0,
+                  "val_loss": None, "val_metric": None}
+        if p["action"] == "warmup":
+            for arch, hyper in p["models"]:
+                compiled_model(GD, arch, hyper, int(stats["input_dim"]), int(stats["n_outputs"]), p["task"])
+        else:
+            result = stream_result(entry)
+        return {**result, "executed_on": executed_on, "hop_started": started, "hop_finished": time.time()}
     if entry["rows"] or not data_cached(GD, p["pack_id"], segment):
         (x, y), (xv, yv) = cache_segment_data(GD, p["pack_id"], segment, entry["rows"], p["stats"], p["task"])
     else:
         (x, y), (xv, yv) = GD["ctq.data"][(p["pack_id"], segment)], GD["ctq.data"][(p["pack_id"], -1)]
-    executed_on = segment
-    if p.get("engine") == "greenplum":
-        executed_on = int(plpy.execute("SELECT gp_execution_segment() AS s")[0]["s"])
     input_dim, n_outputs, task = int(p["stats"]["input_dim"]), int(p["stats"]["n_outputs"]), p["task"]
     result = {"new_state": None, "loss": None, "metric": None, "rows": int(len(x)), "compute_seconds": 0.0,
               "val_loss": None, "val_metric": None, "executed_on": executed_on}

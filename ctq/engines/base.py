@@ -45,6 +45,11 @@ class Engine:
     def render(self, name: str, **values: object) -> str:
         return render(name, self.name, **values)
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Engine-specific failures worth a reconnect and a retry (beyond the connection errors and
+        SQLSTATE classes every engine shares, see coordinator.is_transient)."""
+        return False
+
     # -- segments --------------------------------------------------------------------------------
     async def segments(self, conn: asyncpg.Connection, requested: int | None, default: int) -> tuple[int, str | None]:
         """How many segments a run gets, and a notice for the user if their setting is not used."""
@@ -103,22 +108,31 @@ class Engine:
         await conn.execute(self.render("pack_markers.sql", table=spec.table, segments=spec.segments))
 
     # -- training --------------------------------------------------------------------------------
-    def train_query(self, segment: int, pack_id: str, pack_table: str, state: str, params: str) -> str:
+    def train_query(self, segment: int, pack_id: str, pack_table: str, state: str, params: str,
+                    rows: str = "cached") -> str:
         """The targeted query of ``segment``: the segment is a literal (Greenplum only
-        direct-dispatches on literals), and so is the pack id (hex digits, checked)."""
+        direct-dispatches on literals), and so is the pack id (hex digits, checked).
+
+        ``rows``: "cached" (buffer rows only when the backend has not cached them), "stream" (all
+        rows every time, the segment's own before the validation ones: nothing is cached) or
+        "markers" (only the marker rows: a streaming segment's warm-up reads no data).
+        """
         if not all(c in "0123456789abcdef" for c in pack_id):
             raise ValueError(f"not a pack id: {pack_id!r}")
-        return self.render("train_query.sql", segment=int(segment), pack_id=pack_id, pack_table=pack_table,
-                           state=state, params=params)
+        rows_filter = {"cached": f"(b.bucket < 0 OR NOT ctq.data_cached('{pack_id}', {int(segment)}))",
+                       "stream": "TRUE", "markers": "b.bucket < 0"}[rows]
+        order = " ORDER BY b.segment DESC, b.bucket" if rows == "stream" else ""
+        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, state=state,
+                           params=params, rows_filter=rows_filter, order=order)
 
-    def hop_statements(self, segment: int, pack_id: str, pack_table: str) -> dict[str, str]:
+    def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> dict[str, str]:
         """The statements one segment's connection uses: warm-up and the hop."""
         return {
             "warmup": self.render("warmup.sql", train_query=self.train_query(
-                segment, pack_id, pack_table, "NULL::bytea", "$1::text")),
+                segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
             "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(
                 segment, pack_id, pack_table, "(SELECT state FROM ctq.models WHERE run_id = $1 AND model_id = $2)",
-                "$5::text")),
+                "$5::text", "stream" if stream else "cached")),
         }
 
     async def run_hop(self, conn: asyncpg.Connection, statements: dict[str, str], run_id: int, model_id: int,

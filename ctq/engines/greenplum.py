@@ -27,6 +27,15 @@ class GreenplumEngine(Engine):
     #: (engineering notes: a crash of the coordinator followed such a retry): reconnect instead.
     reconnect_after_error = True
 
+    #: how the coordinator reports a segment that went away mid-query (e.g. its process crashed and
+    #: the segment is restarting): SQLSTATE XX000 with this text, not a connection error
+    SEGMENT_LOST = ("Error on receive from seg", "server closed the connection unexpectedly",
+                    "the database system is in recovery mode", "the database system is starting up")
+
+    def is_transient(self, exc):
+        message = str(getattr(exc, "message", "") or exc)
+        return any(text in message for text in self.SEGMENT_LOST)
+
     async def segments(self, conn, requested, default):
         count = await conn.fetchval(self.template("segments.sql"))
         notice = None
@@ -74,13 +83,13 @@ class GreenplumEngine(Engine):
     async def finish_pack(self, conn, spec):
         """The markers were written with the buffers (they need the segment keys)."""
 
-    def hop_statements(self, segment, pack_id, pack_table):
+    def hop_statements(self, segment, pack_id, pack_table, stream=False):
         return {
             "warmup": self.render("warmup.sql", train_query=self.train_query(
-                segment, pack_id, pack_table, "NULL::bytea", "$1::text")),
+                segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
             "state": self.template("model_state.sql"),
             "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(
-                segment, pack_id, pack_table, "$1::bytea", "$2::text")),
+                segment, pack_id, pack_table, "$1::bytea", "$2::text", "stream" if stream else "cached")),
             "record": self.render("record_hop.sql", segment=int(segment)),
         }
 

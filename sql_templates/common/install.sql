@@ -162,8 +162,8 @@ CREATE OR REPLACE FUNCTION ctq.train_step_transition(acc text, segment int, buck
                                                      y bytea, k bytea, state bytea, params text) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
-return ctq.step_transition(GD=GD, acc=acc, segment=segment, bucket=bucket, rows=rows, x=x, y=y, k=k,
-                           state=state, params=params)
+return ctq.call(plpy, ctq.step_transition, GD=GD, acc=acc, segment=segment, bucket=bucket, rows=rows, x=x, y=y, k=k,
+                state=state, params=params)
 $fn$;
 
 CREATE FUNCTION ctq.train_step_final(acc text) RETURNS ctq.hop_result
