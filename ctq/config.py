@@ -21,8 +21,9 @@ File format
       buffer_rows: 4096             # optional positive int: examples packed per buffer row
     segments: 2                     # optional positive int <= 256; default: chosen by the engine
     cores_per_segment: 1            # optional positive int; default: chosen by the engine
-    memory_budget_mb: 512           # optional positive int: a segment's decoded data (its training
-                                    #   share + the validation set) must fit, checked before training
+    memory_budget_mb: 512           # optional positive int: when a segment's decoded data (its training
+                                    #   share + the validation set) would not fit, it streams its
+                                    #   buffers on every hop instead of caching them
     models:                         # required; non-empty list of architectures (names unique)
       - name: mlp-small             # optional; default "model<N>" (N = position, from 1) for layers,
                                     #   the file name without extension for keras_json
@@ -215,7 +216,7 @@ class RunConfig:
     raw: dict  # the parsed YAML, JSON-serialisable
     samples: int | None = None  # random search only
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
-    memory_budget_mb: int | None = None  # per segment: its data must fit, checked before training
+    memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
 
     @property
     def metric_mode(self) -> str:

@@ -4,11 +4,19 @@
 ``sql_templates/`` load it once per backend process into ``GD`` and call the functions below.
 It imports nothing from the client package (the server never has ``ctq`` on its path), only the
 standard library, numpy and, lazily, Keras. The client imports it too, but only for the pure
-helpers (state encoding) that both sides must agree on.
+helpers (state and buffer decoding) that both sides must agree on.
+
+The interface with the client is SQL only: training is the aggregate ``ctq.train_step`` over the
+buffer rows of one segment (the rows arrive as the aggregate's input, as in MADlib's
+``fit_transition``: a function running on a Greenplum segment cannot read distributed tables),
+with the model's state and a JSON of parameters as its other arguments; it returns the new state
+and the metrics. The only tables read with SPI are ``ctq.meta`` and ``ctq.server_code`` (by the
+bootstrap), which are replicated on Greenplum.
 
 Why things are the way they are (measured, see ../shared/reference/engineering-notes.md):
 - data arrives packed (thousands of examples per ``bytea`` row) and is decoded once per data
-  version and segment, then kept in ``GD``: decoding is the whole in-database penalty;
+  version and segment, then kept in ``GD``: decoding is the whole in-database penalty (unless the
+  segment streams: then it is decoded buffer by buffer on every hop and never kept);
 - the built, compiled Keras model is cached per architecture + optimizer settings: under jax,
   rebuilding per hop costs a compile (about a second) every time;
 - the *whole* training state (model variables, seed-generator state, optimizer slots and
