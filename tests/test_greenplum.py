@@ -102,3 +102,61 @@ async def test_training_query_is_direct_dispatched_with_no_motion_below_the_aggr
         rows = await gp.fetchval(f"SELECT count(*) FROM {pack['table_name']} WHERE gp_segment_id = {segment} "
                                  f"AND segment = {segment}")
         assert rows >= 2  # its training buffers and its marker live on that segment
+
+
+async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
+    """The whole training state hops between real segments: the final weights and optimizer slots
+    equal a plain Keras run over the same segments in the same order."""
+    from conftest import assert_close
+    from ctq.indb import decode_state
+    from test_mop_equals_sequential import GRID as SEQ_GRID
+    from test_mop_equals_sequential import segment_arrays, standalone_keras
+
+    grid = write_grid(tmp_path, SEQ_GRID.format(table="public.ctq_gp_src"))
+    proc = ctq("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    pack = await gp.fetchrow("SELECT p.table_name, p.stats::text AS stats FROM ctq.packs p "
+                             "WHERE p.pack_id = (SELECT pack_id FROM ctq.runs WHERE run_id = $1)", run_id)
+    stats = json.loads(pack["stats"])
+    segments = await primaries(gp)
+    data = {s: await segment_arrays(gp, pack["table_name"], s, stats) for s in range(segments)}
+    for m in await gp.fetch("SELECT model_id, architecture::text, hyperparameters::text, seed, state "
+                            "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id):
+        order = [r["segment"] for r in await gp.fetch(
+            "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
+            run_id, m["model_id"])]
+        expected = standalone_keras(json.loads(m["architecture"])["layers"], json.loads(m["hyperparameters"]),
+                                    m["seed"], [data[s] for s in order], stats["n_outputs"])
+        actual = decode_state(m["state"])
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            assert_close(a, e)
+
+
+async def test_kill_and_resume_on_greenplum(gp, tmp_path):
+    """kill -9 of the coordinator mid-run, then --resume: the same run finishes, no hop repeated."""
+    import asyncio
+    import signal
+
+    grid = write_grid(tmp_path, GRID.format(schedule="resume").replace("epochs: 2", "epochs: 4"))
+    env = dict(os.environ, CTQ_DSN=DSN)
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    run_id = None
+    for _ in range(600):
+        run_id = await gp.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'gp-resume' AND status = 'running'")
+        if run_id and await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) >= 4:
+            break
+        await asyncio.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run_id is not None
+    resumed = ctq("train", "--resume", str(run_id), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["run_id"] == run_id
+    segments = await primaries(gp)
+    rows = await gp.fetch("SELECT model_id, epoch, segment, executed_on FROM ctq.hops WHERE run_id = $1", run_id)
+    assert len(rows) == 4 * 4 * segments
+    assert len({(r["model_id"], r["epoch"], r["segment"]) for r in rows}) == len(rows)
+    assert all(r["executed_on"] == r["segment"] for r in rows)
