@@ -43,6 +43,11 @@ def _error_line(message: str) -> None:
     click.echo(click.style("error:", fg="red", bold=True) + " " + " ".join(plain_text(message).split()), err=True)
 
 
+def _note(message: str) -> None:
+    """Something the user should know that is not an error: one plain line on stderr."""
+    click.echo("note: " + " ".join(plain_text(message).split()), err=True)
+
+
 def _error_json(message: str, exit_code: int, run_id: int | None = None) -> None:
     status = {130: "interrupted", 1: "failed"}.get(exit_code, "error")
     _echo_json({"status": status, "error": " ".join(plain_text(message).split()), "exit_code": exit_code,
@@ -246,27 +251,21 @@ def doctor(dsn: str | None, as_json: bool) -> None:
 def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: str | None,
          encoding: str | None, dsn: str | None) -> None:
     """Load a CSV file with a header row into a new table; says what it created, refuses what it would misread."""
-    from rich.markup import escape
-
-    from ctq.errors import CtqError
     from ctq.loader import parse_delimiter, parse_table, read_csv, write_table
 
-    try:  # the file is read and checked whole before any database work
-        delimiter = parse_delimiter(delimiter)
-        parse_table(table)
-        parsed = read_csv(csv_file, delimiter=delimiter, null=null, encoding=encoding)
+    # the file is read and checked whole before any database work
+    delimiter = parse_delimiter(delimiter)
+    parse_table(table)
+    parsed = read_csv(csv_file, delimiter=delimiter, null=null, encoding=encoding)
 
-        async def go():
-            async with api.connect(resolve_dsn(dsn)) as conn:
-                return await write_table(conn, parsed, table, replace=replace, source=csv_file)
+    async def go():
+        async with api.connect(resolve_dsn(dsn)) as conn:
+            return await write_table(conn, parsed, table, replace=replace, source=csv_file)
 
-        result = run_async(go())
-    except CtqError as exc:  # messages quote column names and values: keep rich from reading "[x]" as markup
-        exc.args = (escape(str(exc)),)
-        raise
+    result = run_async(go())
     click.echo(result.summary())
     for note in result.notes:
-        err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+        _note(note)
 
 
 # -------------------------------------------------------------------------------------- train
@@ -321,7 +320,7 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
     if resume is None:
         work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule or "mop",
                          progress_factory=factory, log=log,
-                         notify=lambda message: err_console.print(f"note: {message}", highlight=False, markup=False))
+                         notify=_note)
     else:
         work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory, name=name, schedule=schedule)
     result = run_async(work)

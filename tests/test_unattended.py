@@ -238,8 +238,8 @@ BAD_RESHAPE = {  # 8 inputs -> Dense(4) -> Reshape((3,)): Keras cannot build it
 
 
 async def test_keras_colours_stay_out_of_json_and_logs(small_table, tmp_path, run_cli):
-    """Keras wraps parts of its errors in terminal bold codes; a model that cannot be built shows
-    its reason without them."""
+    """Keras wraps parts of its errors in terminal bold codes; a model that cannot be built is
+    refused up front (exit 2) with its reason, without them."""
     (tmp_path / "bad.json").write_text(json.dumps(BAD_RESHAPE))
     grid = write_grid(tmp_path, f"""
         name: colours
@@ -249,7 +249,7 @@ async def test_keras_colours_stay_out_of_json_and_logs(small_table, tmp_path, ru
         epochs: 1
     """)
     proc = run_cli("train", str(grid), "--json")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["status"] == "failed" and doc["run_id"] and "total size" in doc["error"]
+    assert doc["status"] == "error" and doc["exit_code"] == 2 and "bad.json" in doc["error"]
     assert "\x1b" not in proc.stdout + proc.stderr
