@@ -14,7 +14,7 @@ import asyncpg
 
 from ctq import __version__
 from ctq.config import fingerprint
-from ctq.errors import DatabaseError
+from ctq.errors import DatabaseError, UsageError
 from ctq.sql import install_fingerprint, install_script, render, server_code, template
 
 SCHEMA_VERSION = 1
@@ -43,6 +43,8 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
         async with conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({_INSTALL_LOCK})")
             await conn.execute(install_script(engine.name))
+            for path in python_path or ():  # checked as the server's OS user; a failure rolls back
+                await _check_server_directory(conn, engine, path)
             # (delete + insert under the install lock: Greenplum 6 has no ON CONFLICT)
             await conn.execute("DELETE FROM ctq.server_code WHERE name = 'indb'")
             await conn.execute("INSERT INTO ctq.server_code (name, sha, source) VALUES ('indb', $1, $2)", sha, source)
@@ -62,6 +64,14 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
         raise DatabaseError(
             f"not allowed to install ctq ({exc}): plpython3u is untrusted, a superuser must run `ctq install`"
         ) from exc
+
+
+async def _check_server_directory(conn, engine, path: str) -> None:
+    problems = {"missing": "no such directory", "file": "is a file, not a directory",
+                "unreadable": "not readable by the server's OS user"}
+    for row in await conn.fetch(engine.template("path_status.sql"), path):
+        if row["status"] != "ok":
+            raise UsageError(f"--python-path {path}: {problems[row['status']]} on {row['place']}")
 
 
 async def ensure_installed(conn: asyncpg.Connection, engine) -> None:

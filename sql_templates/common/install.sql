@@ -134,6 +134,18 @@ import json
 return json.dumps(ctq.probe())
 $fn$;
 
+-- What the server's OS user finds at a path: ok, missing, file (not a directory) or unreadable.
+-- `ctq install --python-path` checks each directory with it (on every segment on Greenplum).
+CREATE OR REPLACE FUNCTION ctq.path_status(path text) RETURNS text
+LANGUAGE plpython3u VOLATILE AS $fn$
+import os
+if not os.path.exists(path):
+    return "missing"
+if not os.path.isdir(path):
+    return "file"
+return "ok" if os.access(path, os.R_OK | os.X_OK) else "unreadable"
+$fn$;
+
 -- Functions of earlier versions (training used to read the pack with SPI, which cannot work on a
 -- Greenplum segment; packing used to pull the source through one Python process).
 DROP FUNCTION IF EXISTS ctq.warmup(int[]);
