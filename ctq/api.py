@@ -20,6 +20,7 @@ import asyncpg
 
 from ctq import __version__, catalog
 from ctq.config import RunConfig, fingerprint, load_config
+from ctq.connection import connect as open_connection
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
 from ctq.errors import CtqError, DatabaseError, DataError, Interrupted, NotFound, RunFailed, UsageError, plain_text
@@ -33,7 +34,7 @@ SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspSch
 @contextlib.asynccontextmanager
 async def connect(dsn: str):
     try:
-        conn = await asyncpg.connect(dsn)
+        conn = await open_connection(dsn)
     except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # ValueError: a malformed DSN
         reason = " ".join(str(exc).split())
         if isinstance(exc, ValueError) and not isinstance(exc, OSError):
@@ -165,6 +166,9 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             notify(notice)
         say(f"checking {cfg.data.table}")
         source = await inspect_source(conn, cfg.data, engine, cfg.seed)
+        if source.train_rows < segments:
+            raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
+                            "use fewer segments (or a smaller validation_fraction)")
         await catalog.ensure_installed(conn, engine)
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed)

@@ -22,10 +22,11 @@ from typing import Protocol
 import asyncpg
 
 from ctq import catalog
+from ctq.connection import connect as open_connection
+from ctq.engines import Engine
 from ctq.errors import RunFailed
 from ctq.indb import SQLSTATE_MODEL
 from ctq.scheduler import Hop, Scheduler
-from ctq.engines import Engine
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -146,7 +147,7 @@ class Coordinator:
 
     async def _open_control(self) -> None:
         """The catalog connection; it also holds the run's lock for as long as it lives."""
-        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"ctq run {self.run_id} control"})
+        conn = await open_connection(self.dsn, f"ctq run {self.run_id} control")
         for attempt in range(1, 11):  # a killed predecessor's session may take a moment to end
             if await catalog.lock_run(conn, self.run_id):
                 break
@@ -183,7 +184,7 @@ class Coordinator:
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
         every model before the first hop (all segments at once), so hops carry per-hop costs only."""
-        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"{self.app_prefix}{segment}"})
+        conn = await open_connection(self.dsn, f"{self.app_prefix}{segment}")
         session = self.engine.template("session.sql")
         if session.strip():
             await conn.execute(session)

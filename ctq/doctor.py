@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import catalog
+from ctq.connection import connect as open_connection
 from ctq.engines import GreenplumEngine, detect
 from ctq.sql import install_fingerprint, template
 
@@ -68,7 +69,7 @@ async def run_checks(dsn: str | None) -> list[Check]:
     checks: list[Check] = []
     try:
         dsn = resolve_dsn(dsn)
-        conn = await asyncpg.connect(dsn)
+        conn = await open_connection(dsn, "ctq doctor")
     except (CtqError, OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return [Check("database", False, str(exc),
                       "check --dsn / CTQ_DSN, or run `ctq db start` for the embedded database")]

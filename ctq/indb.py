@@ -339,6 +339,8 @@ def decode_buffers(rows, stats: dict, task: str):
     x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
     if task == "classification":
         y = np.searchsorted(np.asarray(stats["class_values"], np.float32), y).astype(np.int32)
+    elif stats.get("target_std"):  # regression: standardised like the features (see in_target_units)
+        y = ((y - np.float32(stats["target_mean"])) / np.float32(stats["target_std"])).astype(np.float32)
     return x.astype(np.float32, copy=False), y
 
 
@@ -426,24 +428,19 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
         run = entry["stream"] = {"model": cm, "callback": cancel_callback(plpy), "compute": 0.0,
                                  "train": [0, 0.0, 0.0], "val": [0, 0.0, 0.0]}
     x, y = decode_buffers([buffer], p["stats"], p["task"])
-    metric_name = "accuracy" if p["task"] == "classification" else "mae"
     t0 = time.perf_counter()
     if segment >= 0:
-        batch = int(p["hyper"].get("batch_size", 64))
-        usable = len(x) - len(x) % batch  # per buffer: constant batch shapes, as in cached mode
-        if usable:
-            history = run["model"].model.fit(x[:usable], y[:usable], batch_size=batch, epochs=1, shuffle=False,
-                                             verbose=0, callbacks=[run["callback"]])
-            loss, metric = float(history.history["loss"][-1]), float(history.history[metric_name][-1])
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"training diverged: loss is {loss}")
-            run["train"] = [run["train"][0] + usable, run["train"][1] + loss * usable,
-                            run["train"][2] + metric * usable]
+        loss, metric = fit_pass(run["model"].model, x, y, int(p["hyper"].get("batch_size", 64)), run["callback"],
+                                p["task"], p["stats"])
+        if loss is not None:
+            n = len(x)
+            run["train"] = [run["train"][0] + n, run["train"][1] + loss * n, run["train"][2] + metric * n]
     elif len(x):
         result = run["model"].model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True,
                                              callbacks=[run["callback"]])
-        run["val"] = [run["val"][0] + len(x), run["val"][1] + float(result["loss"]) * len(x),
-                      run["val"][2] + float(result[metric_name]) * len(x)]
+        loss, metric = in_target_units(float(result["loss"]), float(result[metric_name(p["task"])]), p["task"],
+                                       p["stats"])
+        run["val"] = [run["val"][0] + len(x), run["val"][1] + loss * len(x), run["val"][2] + metric * len(x)]
     run["compute"] += time.perf_counter() - t0
 
 
@@ -499,36 +496,61 @@ def step_final(*, plpy, GD, acc):
     else:
         result.update(train_hop(plpy=plpy, GD=GD, x=x, y=y, xv=xv, yv=yv, arch=p["arch"], hyper=p["hyper"],
                                 task=task, input_dim=input_dim, n_outputs=n_outputs, seed=p["seed"],
-                                state=entry["state"], evaluate=p["evaluate"]))
+                                state=entry["state"], evaluate=p["evaluate"], stats=stats))
     result["hop_started"], result["hop_finished"] = started, time.time()
     return result
 
 
-def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, input_dim, n_outputs, seed, state, evaluate):
+def padded(x, y, batch: int):
+    """(x, y, sample weights) padded with zero-weight rows to a whole number of batches: every row
+    trains, and every batch has the same shape (under jax a new shape is a new compile)."""
+    pad = (-len(x)) % batch
+    weights = np.ones(len(x) + pad, np.float32)
+    if pad:
+        weights[len(x):] = 0.0
+        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+        y = np.concatenate([y, np.zeros((pad,) + y.shape[1:], y.dtype)])
+    return x, y, weights
+
+
+def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict):
+    """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows."""
+    if not len(x):
+        return None, None
+    xp, yp, weights = padded(x, y, batch)
+    history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                        callbacks=[callback])
+    loss, metric = float(history.history["loss"][-1]), float(history.history[metric_name(task)][-1])
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"training diverged: loss is {loss}")
+    return in_target_units(loss, metric, task, stats)
+
+
+def metric_name(task: str) -> str:
+    return "accuracy" if task == "classification" else "mae"
+
+
+def in_target_units(loss, metric, task: str, stats: dict):
+    """Regression trains on standardised targets; report mse and mae in the target's units."""
+    scale = float(stats.get("target_std") or 1.0) if task == "regression" else 1.0
+    return loss * scale * scale, metric * scale
+
+
+def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, input_dim, n_outputs, seed, state, evaluate, stats):
     """Train one sub-epoch over (x, y) from ``state`` (None: the model's initial state); evaluate
     on (xv, yv) when ``evaluate``. Batches have a constant shape (one jit compile per shape): the
-    remainder of the segment's rows that does not fill a batch is left out."""
+    last partial batch is padded with zero-weight rows, so every row trains."""
     cm = compiled_model(GD, arch, hyper, input_dim, n_outputs, task)
     cm.load(decode_state(state) if state is not None else cm.initial_state(seed, hyper))
-    batch = int(hyper.get("batch_size", 64))
-    usable = len(x) - len(x) % batch
-    metric_name = "accuracy" if task == "classification" else "mae"
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
-    loss = metric = None
-    if usable > 0:
-        history = cm.model.fit(x[:usable], y[:usable], batch_size=batch, epochs=1, shuffle=False,
-                               verbose=0, callbacks=[callback])
-        loss = float(history.history["loss"][-1])
-        metric = float(history.history[metric_name][-1])
+    loss, metric = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats)
     compute = time.perf_counter() - t0
-    if loss is not None and not np.isfinite(loss):
-        raise FloatingPointError(f"training diverged: loss is {loss}")
     val_loss = val_metric = None
     if evaluate and len(xv):
         t1 = time.perf_counter()
         result = cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, return_dict=True, callbacks=[callback])
         compute += time.perf_counter() - t1
-        val_loss, val_metric = float(result["loss"]), float(result[metric_name])
-    return {"new_state": encode_state(cm.dump()), "loss": loss, "metric": metric, "rows": int(usable),
+        val_loss, val_metric = in_target_units(float(result["loss"]), float(result[metric_name(task)]), task, stats)
+    return {"new_state": encode_state(cm.dump()), "loss": loss, "metric": metric, "rows": int(len(x)),
             "compute_seconds": compute, "val_loss": val_loss, "val_metric": val_metric}

@@ -54,6 +54,8 @@ class Source:
     std: tuple[float, ...]
     class_values: tuple[float, ...] | None
     profile_seconds: float
+    target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation
+    target_std: float = 1.0
 
     @property
     def sql_name(self) -> str:
@@ -174,7 +176,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         features=tuple(c["name"] for c in features), label=label["name"], label_category=label["category"],
         array_feature=array_feature, rows=n, train_rows=profile["train_rows"], fingerprint=profile["fingerprint"],
         width=width, mean=tuple(mean), std=tuple(std), class_values=class_values,
-        profile_seconds=time.perf_counter() - started,
+        profile_seconds=time.perf_counter() - started, target_mean=float(profile["label_mean"] or 0.0),
+        target_std=math.sqrt(float(profile["label_var"] or 0.0)) or 1.0,
     )
 
 
@@ -218,7 +221,7 @@ def pack_settings(data: DataConfig, source: Source, segments: int, seed: int, en
         "segments": segments,
         "seed": seed,
         "buffer_rows": data.buffer_rows,
-        "layout": 2,  # SQL-built buffers, key-ordered and normalised when decoded
+        "layout": 3,  # SQL-built buffers, key-ordered and normalised (targets too) when decoded
     }
 
 
@@ -235,6 +238,9 @@ def pack_stats(source: Source, segments: int) -> dict:
         "std": list(source.std),
         "x_layout": "array" if source.array_feature else "float4",
         "segments": segments,
+        # regression trains on standardised targets and reports losses in the target's units
+        "target_mean": None if source.class_values else source.target_mean,
+        "target_std": None if source.class_values else source.target_std,
     }
 
 

@@ -57,9 +57,12 @@ def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes):
         learning_rate=hyper["learning_rate"])
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     batch = hyper["batch_size"]
-    for x, y in segments_in_order:
-        usable = len(x) - len(x) % batch
-        model.fit(x[:usable], y[:usable], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    for x, y in segments_in_order:  # the last partial batch is padded with rows of weight 0
+        pad = (-len(x)) % batch
+        weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
+        x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
+        y = np.concatenate([y, np.zeros(pad, y.dtype)])
+        model.fit(x, y, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0)
     return [np.asarray(v.numpy()) for v in list(model.variables) + list(model.optimizer.variables)]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ctq.connection import connect as open_connection
 from ctq.sql import render, template
 
 VALIDATION_MODULUS = 1_000_000  # a row is held out when |key mod 1e6| < fraction x 1e6
@@ -94,7 +95,7 @@ class Engine:
         scans the source; the server's CPUs do the work in parallel, no row leaves the server)."""
 
         async def one(worker):
-            conn = await asyncpg.connect(dsn)
+            conn = await open_connection(dsn, "ctq pack")
             try:
                 await conn.execute(self.template("pack_session.sql"))
                 await conn.execute(f"INSERT INTO {spec.table} (segment, bucket, rows, x, y, k) "

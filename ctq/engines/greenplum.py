@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from ctq.connection import connect as open_connection
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 
 
@@ -63,7 +64,7 @@ class GreenplumEngine(Engine):
 
     async def fill_pack(self, dsn: str, spec: PackSpec, workers: int) -> None:
         """One statement packs on every segment at once, each segment its own rows."""
-        conn = await asyncpg.connect(dsn)
+        conn = await open_connection(dsn, "ctq pack")
         try:
             await conn.execute(self.template("pack_session.sql"))
             keys = await self.segment_keys(conn)

@@ -110,10 +110,12 @@ CREATE TABLE IF NOT EXISTS ctq.epochs (
 {{upgrade}}
 
 -- The leaderboard of every run, ranked by the run's own metric.
+-- Ties on the score (common on imbalanced data: several models at the majority share) are broken by
+-- the validation loss, then the training loss, so the better-calibrated model ranks first.
 CREATE OR REPLACE VIEW ctq.leaderboard AS
 SELECT s.*, rank() OVER (PARTITION BY s.run_id
                          ORDER BY CASE WHEN s.metric_mode = 'max' THEN -s.score ELSE s.score END NULLS LAST,
-                                  s.model_id) AS rank
+                                  s.val_loss NULLS LAST, s.train_loss NULLS LAST, s.model_id) AS rank
 FROM (
     SELECT m.run_id, m.model_id, m.name, m.status, m.epochs_done, m.hyperparameters,
            m.train_loss, m.train_metric, m.val_loss, m.val_metric, r.metric, r.metric_mode,

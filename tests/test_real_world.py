@@ -1,0 +1,140 @@
+"""Real users' tables and settings (issue 9): small segments, boolean labels, large regression
+targets, ties in the ranking, a database-wide statement_timeout. Through the CLI, real server."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import numpy as np
+import pytest
+
+from conftest import create_table, write_grid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_a_segment_smaller_than_a_batch_still_trains_every_row(conn, tmp_path, run_cli):
+    """150 rows, batch 64, 2 segments: each segment has fewer rows than one batch; the partial
+    batch is padded, so every training row is used and the model learns."""
+    await create_table(conn, "public.tiny_src", 150, seed=2)
+    grid = write_grid(tmp_path, """
+        name: tiny
+        data: {table: public.tiny_src, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+               task: classification}
+        segments: 2
+        models: [{name: m, layers: [{dense: 16}]}]
+        search: {space: {learning_rate: [0.05], batch_size: [64]}}
+        epochs: 3
+        metric: loss
+    """)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    stats = json.loads(await conn.fetchval(
+        "SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) WHERE r.run_id = $1", run_id))
+    per_epoch = await conn.fetch("SELECT epoch, sum(rows) AS n FROM ctq.hops WHERE run_id = $1 GROUP BY epoch", run_id)
+    assert all(r["n"] == stats["train_rows"] for r in per_epoch) and stats["train_rows"] > 100
+    losses = [r["train_loss"] for r in await conn.fetch(
+        "SELECT train_loss FROM ctq.epochs WHERE run_id = $1 ORDER BY epoch", run_id)]
+    assert losses[-1] < losses[0]
+
+
+async def test_too_few_rows_for_the_segments_is_refused_before_anything_is_written(conn, tmp_path, run_cli):
+    await conn.execute("DROP TABLE IF EXISTS public.three_src; CREATE TABLE public.three_src AS "
+                       "SELECT g::float8 AS f1, g % 2 AS label FROM generate_series(1, 3) g")
+    grid = write_grid(tmp_path, """
+        data: {table: public.three_src, features: [f1], label: label, task: classification,
+               validation_fraction: 0}
+        segments: 4
+        models: [{layers: []}]
+        epochs: 1
+        metric: loss
+    """)
+    packs = await conn.fetchval("SELECT count(*) FROM ctq.packs")
+    proc = run_cli("train", str(grid))
+    assert proc.returncode == 2 and "3 training rows" in proc.stderr and "4 segments" in proc.stderr
+    assert await conn.fetchval("SELECT count(*) FROM ctq.packs") == packs
+
+
+async def test_boolean_labels_are_classes(conn, tmp_path, run_cli):
+    await conn.execute("DROP TABLE IF EXISTS public.bool_src; CREATE TABLE public.bool_src AS "
+                       "SELECT (g % 10)::float8 AS f1, (g % 10 > 4) AS label FROM generate_series(1, 2000) g")
+    grid = write_grid(tmp_path, """
+        data: {table: public.bool_src, features: [f1], label: label, task: classification}
+        segments: 2
+        models: [{layers: [{dense: 8}]}]
+        search: {space: {learning_rate: [0.05]}}
+        epochs: 3
+        metric: val_accuracy
+    """)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["best_metric"] > 0.9
+
+
+async def test_regression_targets_are_standardised_and_reported_in_their_units(conn, tmp_path, run_cli):
+    """Targets in the hundreds of thousands: the models learn (far better than the mean) and the
+    losses are in the target's own units."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 4))
+    y = 200_000 + 50_000 * (x[:, 0] + 0.5 * x[:, 1]) + rng.normal(scale=5_000, size=4000)
+    await conn.execute("DROP TABLE IF EXISTS public.price_src; "
+                       "CREATE TABLE public.price_src (a float8, b float8, c float8, d float8, price float8)")
+    await conn.copy_records_to_table("price_src", records=[tuple(map(float, r)) + (float(t),) for r, t in zip(x, y)])
+    grid = write_grid(tmp_path, """
+        data: {table: public.price_src, features: [a, b, c, d], label: price, task: regression}
+        segments: 2
+        models: [{layers: [{dense: 16}]}]
+        search: {space: {optimizer: [adam, sgd], learning_rate: [0.01], batch_size: [32]}}
+        epochs: 4
+        metric: val_mae
+    """)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    mean_mae = float(np.mean(np.abs(y - y.mean())))  # predicting the mean: about 45,000
+    assert all(row["val_metric"] < 0.25 * mean_mae for row in result["leaderboard"]), result["leaderboard"]
+    assert all(row["val_metric"] > 1000 for row in result["leaderboard"])  # in units of the target
+
+
+async def test_ties_in_the_score_are_broken_by_validation_loss(conn, small_table, tmp_path, run_cli):
+    grid = write_grid(tmp_path, f"""
+        data: {{table: {small_table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+               task: classification}}
+        segments: 2
+        models: [{{layers: []}}]
+        search: {{space: {{learning_rate: [0.001, 0.002, 0.003]}}}}
+        epochs: 1
+        metric: val_accuracy
+    """)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    # the same score for all three, different validation losses: the lowest loss must rank first
+    await conn.execute("UPDATE ctq.models SET val_metric = 0.5, "
+                       "val_loss = CASE model_id WHEN 1 THEN 0.7 WHEN 2 THEN 0.9 ELSE 0.5 END WHERE run_id = $1", run_id)
+    board = await conn.fetch("SELECT model_id, rank FROM ctq.leaderboard WHERE run_id = $1 ORDER BY rank", run_id)
+    assert [r["model_id"] for r in board] == [3, 1, 2] and [r["rank"] for r in board] == [1, 2, 3]
+
+
+async def test_a_database_statement_timeout_does_not_stop_ctq(dsn, tmp_path, run_cli):
+    """ALTER DATABASE ... SET statement_timeout = '1s' (for interactive users): ctq's sessions set
+    their own, so warm-up and hops (longer than a second) are not cancelled."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute("DROP DATABASE IF EXISTS ctq_timeout")
+    await admin.execute("CREATE DATABASE ctq_timeout")
+    await admin.execute("ALTER DATABASE ctq_timeout SET statement_timeout = '1s'")
+    await admin.close()
+    other = dsn.replace("/ctq?", "/ctq_timeout?")
+    conn = await asyncpg.connect(other)
+    await create_table(conn, "public.t_src", 3000, seed=4)
+    await conn.close()
+    grid = write_grid(tmp_path, """
+        data: {table: public.t_src, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+        segments: 2
+        models: [{layers: [{dense: 32}]}]
+        epochs: 1
+    """)
+    proc = run_cli("train", str(grid), "--json", env={"CTQ_DSN": other})
+    assert proc.returncode == 0, proc.stderr
