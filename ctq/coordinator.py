@@ -190,7 +190,7 @@ class Coordinator:
             await conn.execute(session)
         live = [m for i, m in sorted(self.models.items()) if i not in self.scheduler.failed]
         compile_keys = {json.dumps([m["architecture"], {k: v for k, v in m["hyperparameters"].items()
-                                                        if k not in ("learning_rate", "batch_size")}],
+                                                        if k != "learning_rate"}],
                                    sort_keys=True) for m in live}
         params = self._params(segment, action="warmup", models=[json.loads(k) for k in sorted(compile_keys)])
         await conn.fetchval(self.statements[segment]["warmup"], params)

@@ -114,12 +114,16 @@ async def test_leaderboard_matches_epochs_table_and_models_learn(mop_run, conn):
     assert best > 0.6  # three balanced classes: chance is 1/3
 
 
-def staggered_starts(hops, min_gap: float = 0.3) -> int:
-    """Hops that start while another segment is well into a hop: impossible under a round barrier."""
+def staggered_starts(hops, share: float = 0.3, min_gap: float = 0.02) -> int:
+    """Hops that start while another segment is well into a hop (past ``share`` of it, and at least
+    ``min_gap`` seconds): impossible under a round barrier, where a round's hops start together."""
+    def into(a, b) -> float:
+        return (a["started_at"] - b["started_at"]).total_seconds()
+
     return sum(
         1 for a in hops for b in hops
         if a["segment"] != b["segment"] and b["started_at"] < a["started_at"] < b["finished_at"]
-        and (a["started_at"] - b["started_at"]).total_seconds() > min_gap
+        and into(a, b) > max(min_gap, share * (b["finished_at"] - b["started_at"]).total_seconds())
     )
 
 
