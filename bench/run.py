@@ -1,7 +1,8 @@
 """ctq benchmarks: every figure is a ratio measured side by side in one run (`make bench`).
 
 Writes bench/RESULTS.md (each figure, its target, the machine) and bench/speedup.png. Runs on a
-throwaway embedded PostgreSQL; about 11 minutes on 2 cores. Not a test: nothing here asserts.
+throwaway embedded PostgreSQL; about 15 minutes on 2 cores (4 of them packing 2M and 20M x 32,
+about 8 GB of disk). Not a test: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -205,6 +206,10 @@ async def main() -> None:
                         f"{replay.mop.makespan:.1f}s vs {mop.wall_seconds:.1f}s"))
         results.append(("simulated / measured BSP makespan", replay.bsp.makespan / bsp.wall_seconds, "0.90-1.10",
                         f"{replay.bsp.makespan:.1f}s vs {bsp.wall_seconds:.1f}s"))
+        # 8. packing at scale: 2M and 20M rows x 32 features (bench/packing.py)
+        from packing import packing_figures
+
+        results.extend(await packing_figures(dsn))
         bench_seconds = time.perf_counter() - t_all
         plot(slow_t / fast_t, bsp.wall_seconds / mop.wall_seconds)
     finally:
