@@ -24,7 +24,7 @@ import asyncpg
 from ctq import catalog
 from ctq.connection import connect as open_connection
 from ctq.engines import Engine
-from ctq.errors import RunFailed
+from ctq.errors import RunFailed, plain_text
 from ctq.indb import SQLSTATE_MODEL
 from ctq.scheduler import Hop, Scheduler
 
@@ -232,7 +232,7 @@ class Coordinator:
             conn.terminate()  # never reuse a Greenplum session after an error inside PL/Python
             self.connections[hop.segment] = None
         if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not (is_transient(exc) or self.engine.is_transient(exc)):
-            reason = getattr(exc, "message", None) or str(exc)
+            reason = plain_text(getattr(exc, "message", None) or str(exc))
             self.scheduler.fail_model(hop.model_id)
             outcome.failed_models[hop.model_id] = reason
             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "failed", reason)
