@@ -28,9 +28,11 @@ Why things are the way they are (measured, see ../shared/reference/engineering-n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import struct
 import time
 
@@ -55,15 +57,50 @@ def call(plpy, fn, **kwargs):
     """Run ``fn`` and turn Python failures into SQL errors with a SQLSTATE the client understands.
 
     Server errors (a cancel or a terminated backend raised inside SPI) pass through untouched.
+    ``fn`` runs with the server's signals held (see :func:`signals_held`).
     """
     try:
-        return fn(plpy=plpy, **kwargs)
+        with signals_held():
+            return fn(plpy=plpy, **kwargs)
     except plpy.SPIError:
         raise
     except DataProblem as exc:
         plpy.error(str(exc), sqlstate=SQLSTATE_DATA)
     except Exception as exc:  # a model that cannot be built or trained: deterministic, fail the model
         plpy.error(f"{type(exc).__name__}: {exc}", sqlstate=SQLSTATE_MODEL)
+
+
+# Signals a fault raises in the thread that caused it: never held.
+_SYNCHRONOUS_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGTRAP}
+_HELD_SIGNALS = signal.valid_signals() - _SYNCHRONOUS_SIGNALS
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold the signals the server sends this process (cancel, terminate, SIGUSR1/2...) while ctq's
+    Python runs; they are delivered, to this (the server's) thread, in :func:`signals_released`
+    (the cancel check, a few times a second) and when the block ends.
+
+    Why: jax/XLA run thread pools inside the backend. A signal sent to the process is handled on
+    any thread that does not block it, and the server's handlers are not thread-safe: on Greenplum
+    segments, MOP runs crashed with SIGSEGV and "corrupted double-linked list". Threads inherit
+    the signal mask of the thread that starts them, and XLA starts its threads while Keras runs
+    inside this block, so they never take a signal.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def signals_released():
+    previous = signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 # ----------------------------------------------------------------------------------------------
 # Model state: a flat, self-describing byte string (header + raw arrays), cheaper than .npz.
@@ -126,7 +163,7 @@ def import_keras():
     return keras
 
 
-def probe() -> dict:
+def probe(plpy=None) -> dict:
     """What `ctq doctor` reports about the server-side Python."""
     import sys
 
@@ -378,7 +415,8 @@ def cancel_callback(plpy):
             now = time.monotonic()
             if now - self.last >= CANCEL_CHECK_SECONDS:
                 self.last = now
-                plpy.execute("SELECT 1")
+                with signals_released():  # a pending cancel is delivered here and raised by SPI
+                    plpy.execute("SELECT 1")
 
         on_train_batch_end = _check
         on_test_batch_end = _check

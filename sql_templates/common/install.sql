@@ -133,7 +133,7 @@ CREATE OR REPLACE FUNCTION ctq.probe() RETURNS jsonb
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
 import json
-return json.dumps(ctq.probe())
+return json.dumps(ctq.call(plpy, ctq.probe))
 $fn$;
 
 -- What the server's OS user finds at a path: ok, missing, file (not a directory) or unreadable.
