@@ -134,25 +134,36 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
             assert_close(a, e)
 
 
-async def test_kill_and_resume_on_greenplum(gp, tmp_path):
-    """kill -9 of the coordinator mid-run, then --resume: the same run finishes, no hop repeated."""
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+async def test_stop_and_resume_on_greenplum(gp, tmp_path, stop):
+    """kill -9 (or Ctrl-C: exit 130, run 'interrupted', no training query left on the cluster) of
+    the coordinator mid-run, then --resume: the same run finishes, no hop repeated or lost."""
     import asyncio
     import signal
+    import time
 
-    grid = write_grid(tmp_path, GRID.format(schedule="resume").replace("epochs: 2", "epochs: 4"))
+    name = f"gp-resume-{stop.lower()}"
+    grid = write_grid(tmp_path, GRID.format(schedule="resume").replace("epochs: 2", "epochs: 4")
+                      .replace("name: gp-resume", f"name: {name}"))
     env = dict(os.environ, CTQ_DSN=DSN)
     proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     run_id = None
     for _ in range(600):
-        run_id = await gp.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'gp-resume' AND status = 'running'")
+        run_id = await gp.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1 AND status = 'running'", name)
         if run_id and await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) >= 4:
             break
         await asyncio.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert run_id is not None
-    resumed = ctq("train", "--resume", str(run_id), "--json")
+    sent = time.monotonic()
+    proc.send_signal(getattr(signal, stop))
+    proc.wait(timeout=60)
+    if stop == "SIGINT":
+        assert proc.returncode == 130 and time.monotonic() - sent < 15
+        assert await gp.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "interrupted"
+        assert await gp.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 "
+                                 "AND state = 'active'", f"ctq run {run_id} %") == 0
+    resumed = ctq("train", "--resume", str(run_id), "--json", "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["run_id"] == run_id
     segments = await primaries(gp)
