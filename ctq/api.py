@@ -166,6 +166,10 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             notify(notice)
         say(f"checking {cfg.data.table}")
         source = await inspect_source(conn, cfg.data, engine, cfg.seed)
+        if any("keras_json" in m.architecture.spec for m in cfg.models):
+            from ctq.model_check import check_models_fit
+
+            check_models_fit(cfg, source.width, len(source.class_values or ()) or 1, cfg.data.task)
         if source.train_rows < segments:
             raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
                             "use fewer segments (or a smaller validation_fraction)")

@@ -1,0 +1,74 @@
+"""Every keras_json model checked against the data before training (client side, no database).
+
+A model whose output does not fit the task trains without error and can even rank first: one
+sigmoid unit on a 2-class label under ctq's sparse categorical cross-entropy, two softmax units on
+a 3-class label, a bounded output on standardised regression targets. ctq owns the loss (sparse
+categorical cross-entropy on probabilities for classification, mean squared error on standardised
+targets for regression), so it can say exactly what fits. Models written with ``layers:`` get
+their input and output layers from ctq and always fit.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ctq.errors import ConfigError
+
+BOUNDED = {"sigmoid", "softmax", "tanh", "hard_sigmoid", "softsign", "relu", "relu6", "elu", "selu", "softplus",
+           "exponential", "hard_tanh", "log_softmax"}
+
+
+def output_activation(model) -> str:
+    """Name of the activation the model's output passes through last ('linear' if none)."""
+    for layer in reversed(model.layers):
+        if type(layer).__name__ == "Softmax":
+            return "softmax"
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            return getattr(activation, "__name__", str(activation))
+        if type(layer).__name__ not in ("Dropout", "Reshape", "Flatten", "Identity"):
+            return "linear"
+    return "linear"
+
+
+def check_models_fit(cfg, input_dim: int, n_outputs: int, task: str) -> None:
+    """Refuse (ConfigError, exit 2, naming the model) a keras_json model whose input does not take
+    ``input_dim`` features or whose output does not fit ``task`` with ``n_outputs`` classes."""
+    seen: dict[str, str | None] = {}
+    for model in cfg.models:
+        spec = model.architecture.spec
+        if "keras_json" not in spec:
+            continue
+        key = model.architecture.name
+        if key not in seen:
+            seen[key] = _misfit(spec["keras_json"], input_dim, n_outputs, task)
+        if seen[key]:
+            raise ConfigError(f"model {key!r} (keras_json) does not fit the data: {seen[key]}",
+                              path=cfg.source_path)
+
+
+def _misfit(doc: dict, input_dim: int, n_outputs: int, task: str) -> str | None:
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # as the server (ctq/indb.py import_keras)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import keras
+
+    model = keras.saving.deserialize_keras_object(doc, safe_mode=True)
+    inputs = [tuple(t.shape[1:]) for t in model.inputs]
+    if inputs != [(input_dim,)]:
+        return f"its input shape is {', '.join(map(str, inputs))}, the data has {input_dim} features per row"
+    units = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+    activation = output_activation(model)
+    if task == "classification":
+        if units != n_outputs:
+            return (f"its output has {units} unit(s), the label has {n_outputs} classes; end it in "
+                    f"Dense({n_outputs}, activation='softmax') (ctq trains with sparse categorical cross-entropy)")
+        if activation != "softmax":
+            return (f"its output activation is {activation}, not softmax: ctq's loss expects class "
+                    "probabilities (sparse categorical cross-entropy)")
+    else:
+        if units != 1:
+            return f"its output has {units} unit(s); a regression model ends in Dense(1)"
+        if activation in BOUNDED:
+            return (f"its output activation is {activation}; ctq standardises regression targets (mean 0, "
+                    "standard deviation 1), so the output must be linear")
+    return None
