@@ -374,7 +374,9 @@ def decode_buffers(rows, stats: dict, task: str):
         x = np.concatenate(xs)[order].astype(np.float32)
         y = np.concatenate(ys)[order].astype(np.float32)
     x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
-    if task == "classification":
+    if task == "classification" and stats.get("label_encoding") == "index":  # text classes, indexed in SQL
+        y = y.astype(np.int32)
+    elif task == "classification":
         y = np.searchsorted(np.asarray(stats["class_values"], np.float32), y).astype(np.int32)
     elif stats.get("target_std"):  # regression: standardised like the features (see in_target_units)
         y = ((y - np.float32(stats["target_mean"])) / np.float32(stats["target_std"])).astype(np.float32)

@@ -44,7 +44,7 @@ class Source:
     is_table: bool
     features: tuple[str, ...]
     label: str
-    label_category: str  # N numeric, B boolean
+    label_category: str  # N numeric, B boolean, S text (classification: the class values are strings)
     array_feature: bool
     rows: int
     train_rows: int
@@ -52,7 +52,7 @@ class Source:
     width: int  # number of input features (the array length for an array column)
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    class_values: tuple[float, ...] | None
+    class_values: tuple | None  # classification: sorted class values (numbers, or strings for text)
     profile_seconds: float
     target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation
     target_std: float = 1.0
@@ -109,10 +109,12 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                 f"data.features[{i}]: column {col['name']!r} has type {col['type']}, not a number "
                 "(features must be numeric columns, or a single real[]/float8[] column)"
             )
-    if label["category"] not in ("N", "B"):
-        raise DataError(f"data.label: column {label['name']!r} has type {label['type']}, not a number")
-    if label["category"] == "B" and data.task != "classification":
-        raise DataError(f"data.label: column {label['name']!r} is boolean; use task: classification")
+    if label["category"] not in ("N", "B", "S"):
+        raise DataError(f"data.label: column {label['name']!r} has type {label['type']}: use a number, a "
+                        "boolean or text (class values)")
+    if label["category"] != "N" and data.task != "classification":
+        raise DataError(f"data.label: column {label['name']!r} has type {label['type']}, not a number; "
+                        "use task: classification (its values are the classes)")
     if label["name"] in {c["name"] for c in features}:
         raise DataError(f"data.label: column {label['name']!r} is also listed as a feature")
     is_table = rel["relkind"] in ("r", "p")
@@ -127,7 +129,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         "source_profile.sql", engine.name,
         counts=", ".join(f"count({quote_ident(c['name'])})" for c in features + [label]),
         mins=", ".join([f"min({q})" for q in scalar] + [f"min({label_sql})"]),
-        maxs=", ".join([f"max({q})" for q in scalar] + [f"max({label_sql})"]),
+        maxs=", ".join([f"max({q})" for q in scalar] + [f"max({label_sql})"]),  # (NULL for a text label)
         means=", ".join(f"avg({q}) FILTER (WHERE NOT t.ctq_validation)" for q in scalar) or "0",
         variances=", ".join(f"var_pop({q}) FILTER (WHERE NOT t.ctq_validation)" for q in scalar) or "0",
         label=label_sql, source=source_sql, key=engine.row_key("s", seed, is_table),
@@ -144,7 +146,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                             "filter or impute them (e.g. a view) before training")
     checked = [] if array_feature else [c["name"] for c in features]
     for name, lo, hi in zip(checked + [label["name"]], profile["mins"], profile["maxs"]):
-        if not (math.isfinite(lo) and math.isfinite(hi)):
+        if lo is not None and not (math.isfinite(lo) and math.isfinite(hi)):
             key = "data.label" if name == label["name"] else "data.features"
             raise DataError(f"{key}: column {name!r} has NaN or infinite values")
     if profile["train_rows"] == 0:
@@ -163,14 +165,15 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         if profile["label_fractional"]:
             raise DataError(f"data.label: column {label['name']!r} has non-integer values; classification "
                             "needs class ids (use task: regression for a continuous target)")
-        values = [r[0] for r in await conn.fetch(render("label_values.sql", label=label_sql, source=source_sql,
+        class_sql = quote_ident(label["name"]) + "::text" if label["category"] == "S" else label_sql
+        values = [r[0] for r in await conn.fetch(render("label_values.sql", label=class_sql, source=source_sql,
                                                         limit=MAX_CLASSES + 1))]
         if len(values) < 2:
             raise DataError(f"data.label: column {label['name']!r} has a single class; nothing to learn")
         if len(values) > MAX_CLASSES:
             raise DataError(f"data.label: column {label['name']!r} has more than {MAX_CLASSES} classes; "
                             "is it a continuous target (task: regression)?")
-        class_values = tuple(float(v) for v in values)
+        class_values = tuple(values if label["category"] == "S" else (float(v) for v in values))
     return Source(
         oid=rel["oid"], schema=rel["schema"], name=rel["name"], is_table=is_table,
         features=tuple(c["name"] for c in features), label=label["name"], label_category=label["category"],
@@ -182,8 +185,23 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
 
 
 def _label_number(quoted: str, category: str) -> str:
-    """The label as a float8 SQL expression (a boolean is class 0 or 1)."""
-    return f"{quoted}::int::float8" if category == "B" else f"{quoted}::float8"
+    """The label as a float8 SQL expression (a boolean is class 0 or 1; text has no number)."""
+    return {"B": f"{quoted}::int::float8", "S": "NULL::float8"}.get(category, f"{quoted}::float8")
+
+
+def _sql_literal(value: str) -> str:
+    """A string literal that means ``value`` whatever standard_conforming_strings says."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _label_bytes(source: Source) -> str:
+    """SQL for the label's bytes in a buffer: big-endian float4 of the value, or, for text classes,
+    of the class index (``label_encoding`` "index" in the pack's stats)."""
+    column = "t." + quote_ident(source.label)
+    if source.label_category == "S":
+        cases = " ".join(f"WHEN {_sql_literal(v)} THEN {i}" for i, v in enumerate(source.class_values))
+        return f"float4send((CASE {column}::text {cases} END)::float4)"
+    return f"float4send(({_label_number(column, source.label_category)})::float4)"
 
 
 async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, n):
@@ -234,6 +252,7 @@ def pack_stats(source: Source, segments: int) -> dict:
         "input_dim": source.width,
         "n_outputs": len(source.class_values) if source.class_values else 1,
         "class_values": list(source.class_values) if source.class_values else None,
+        "label_encoding": "index" if source.label_category == "S" else "value",
         "mean": list(source.mean),
         "std": list(source.std),
         "x_layout": "array" if source.array_feature else "float4",
@@ -249,7 +268,7 @@ def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_i
         x_bytes = f"array_send(t.{quote_ident(source.features[0])}::float4[])"
     else:
         x_bytes = " || ".join(f"float4send(t.{quote_ident(f)}::float4)" for f in source.features)
-    y_bytes = f"float4send(({_label_number('t.' + quote_ident(source.label), source.label_category)})::float4)"
+    y_bytes = _label_bytes(source)
     validation_rows = source.rows - source.train_rows
     return PackSpec(
         pack_id=pack_id, table=qualified("ctq_data", f"pack_{pack_id}"), source=source.sql_name,

@@ -138,3 +138,33 @@ async def test_a_database_statement_timeout_does_not_stop_ctq(dsn, tmp_path, run
     """)
     proc = run_cli("train", str(grid), "--json", env={"CTQ_DSN": other})
     assert proc.returncode == 0, proc.stderr
+
+
+async def test_text_labels_are_classes_and_recorded_with_the_pack(conn, tmp_path, run_cli):
+    """'M'/'B'-style labels (one with a quote and a backslash) train as classes; the class values
+    are recorded with the pack, in order."""
+    await conn.execute("DROP TABLE IF EXISTS public.text_src; CREATE TABLE public.text_src AS "
+                       "SELECT (g % 10)::float8 AS f1, CASE WHEN g % 10 > 6 THEN 'M' WHEN g % 10 > 2 "
+                       "THEN E'it''s \\\\ odd' ELSE 'B' END AS diagnosis FROM generate_series(1, 3000) g")
+    grid = write_grid(tmp_path, """
+        data: {table: public.text_src, features: [f1], label: diagnosis, task: classification}
+        segments: 2
+        models: [{layers: [{dense: 16}]}]
+        search: {space: {learning_rate: [0.05]}}
+        epochs: 4
+        metric: val_accuracy
+    """)
+    proc = run_cli("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["best_metric"] > 0.9
+    stats = json.loads(await conn.fetchval(
+        "SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) WHERE r.run_id = $1", result["run_id"]))
+    assert stats["class_values"] == ["B", "M", "it's \\ odd"] and stats["n_outputs"] == 3
+    regression = write_grid(tmp_path, """
+        data: {table: public.text_src, features: [f1], label: diagnosis, task: regression}
+        models: [{layers: []}]
+        epochs: 1
+    """, name="r.yaml")
+    proc = run_cli("train", str(regression), "-q")
+    assert proc.returncode == 2 and "use task: classification" in proc.stderr
