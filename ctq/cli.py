@@ -12,9 +12,11 @@ import asyncio
 import functools
 import json
 import signal
+import socket
 import sys
 import traceback
 
+import asyncpg
 import click
 from rich import box
 from rich.console import Console
@@ -22,7 +24,7 @@ from rich.table import Table
 
 from ctq import __version__, api
 from ctq.embedded import EmbeddedCluster, default_home, resolve_dsn
-from ctq.errors import CtqError, Interrupted, RunFailed, UsageError, plain_text
+from ctq.errors import CtqError, Interrupted, RunFailed, UsageError, from_database, plain_text
 
 dsn_option = click.option("--dsn", envvar="CTQ_DSN", default=None,
                           help="PostgreSQL DSN (default: $CTQ_DSN, else the embedded database, started on demand).")
@@ -94,7 +96,10 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         as_json = kwargs.get("as_json", False)
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError, socket.gaierror) as exc:
+                raise from_database(exc) from exc
         except CtqError as exc:
             _error_line(str(exc))
             if as_json:

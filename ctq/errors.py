@@ -77,3 +77,33 @@ class UsageError(CtqError):
     """The command line itself is wrong (a missing argument, an option without its value)."""
 
     exit_code = 2
+
+
+# SQLSTATE class (first two characters) -> (error type, what it means for the user). PostgreSQL
+# Appendix A; Greenplum uses the same codes. Anything not listed is a run failure (exit 1).
+_SQLSTATE_CLASSES = {
+    "08": (DatabaseError, "the connection to the database failed"),
+    "53": (DatabaseError, "the database server ran out of resources (disk, memory or connections)"),
+    "57": (DatabaseError, "the database server stopped the statement (cancelled, shutting down, or a "
+                          "server setting such as statement_timeout)"),
+    "58": (DatabaseError, "the database server hit a system error"),
+    "42": (DatabaseError, "the database refused a statement (a missing privilege or object)"),
+    "22": (DataError, "the data could not be used"),
+    "23": (RunFailed, "a write broke a constraint of ctq's catalog"),
+    "40": (RunFailed, "a transaction was rolled back (serialization failure or deadlock)"),
+    "XX": (RunFailed, "the database server reported an internal error"),
+}
+
+
+def from_database(exc: BaseException) -> CtqError:
+    """The one place that turns a database error that reached the command line into a one-line
+    message and an exit code: by SQLSTATE class, with the server's own message (and, for a
+    missing privilege, who lacks it). Errors ctq expects are raised as CtqError earlier."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    message = " ".join(plain_text(getattr(exc, "message", None) or str(exc) or type(exc).__name__).split())
+    if not sqlstate:  # the client side of a connection: refused, reset, DNS...
+        return DatabaseError(f"cannot talk to the database: {message}")
+    kind, meaning = _SQLSTATE_CLASSES.get(sqlstate[:2], (RunFailed, "the database reported an error"))
+    if sqlstate == "42501":
+        meaning = "a privilege is missing (ask the database administrator, or see `ctq doctor`)"
+    return kind(f"{meaning}: {message} (SQLSTATE {sqlstate})")
