@@ -120,6 +120,7 @@ class RunPlan:
     pack: dict = dataclasses.field(default_factory=dict)  # the ctq.packs row (see catalog.run_pack)
     specs: dict = dataclasses.field(default_factory=dict)  # model_id -> architecture, hyperparameters, seed
     stream: bool = False  # segments stream their buffers on every hop (see streams())
+    class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -128,7 +129,9 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         raise NotFound(f"no run with id {run_id}")
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
-    budget = await conn.fetchval("SELECT (config ->> 'memory_budget_mb')::int FROM ctq.runs WHERE run_id = $1", run_id)
+    settings = await conn.fetchrow("SELECT (config ->> 'memory_budget_mb')::int AS budget, "
+                                   "config -> 'data' ->> 'class_weight' AS class_weight FROM ctq.runs WHERE run_id = $1",
+                                   run_id)
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
@@ -136,7 +139,8 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
-        engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(budget, pack["stats"]),
+        engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
+        class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
         specs={m["model_id"]: {"architecture": json.loads(m["architecture"]),
                                "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
                for m in models},
@@ -241,6 +245,13 @@ def segment_data_mib(stats: dict) -> float:
     return rows * width * 4 / 2**20
 
 
+def balanced_weights(counts: list[int]) -> list[float]:
+    """Class weights rows / (classes x rows of the class), scikit-learn's "balanced" rule: every
+    class then weighs as much in the loss as a balanced label would make it."""
+    total, classes = sum(counts), len(counts)
+    return [total / (classes * c) for c in counts]
+
+
 def streams(budget_mb: int | None, stats: dict) -> bool:
     """A segment whose data would not fit ``memory_budget_mb`` trains by streaming its buffers on
     every hop instead of caching them (slower: each hop reads and decodes its data again)."""
@@ -257,7 +268,8 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                               segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
                               epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
-                              models=plan.specs, stream=plan.stream, progress=progress,
+                              models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
+                              progress=progress,
                               heartbeat_seconds=heartbeat_seconds)
     started = time.perf_counter()
     try:

@@ -19,6 +19,9 @@ File format
       task: classification          # required; classification | regression
       validation_fraction: 0.2      # optional, 0 <= f < 1, default 0.2 (0 only with a non-val_ metric)
       buffer_rows: 4096             # optional positive int: examples packed per buffer row
+      class_weight: balanced        # optional, classification only: weigh each class by
+                                    #   rows / (classes x its rows) in training (as scikit-learn's
+                                    #   "balanced"), for imbalanced labels
     segments: 2                     # optional positive int <= 256; default: chosen by the engine
     cores_per_segment: 1            # optional positive int; default: chosen by the engine
     memory_budget_mb: 512           # optional positive int: when a segment's decoded data (its training
@@ -133,7 +136,7 @@ KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "models", "search", "epochs",
              "metric")
-_DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows")
+_DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight")
 _MODEL_KEYS = ("name", "layers", "keras_json")
 _SEARCH_KEYS = ("method", "seed", "samples", "space")
 _RANGE_KEYS = ("low", "high", "log")
@@ -169,6 +172,7 @@ class DataConfig:
     task: str  # "classification" | "regression"
     validation_fraction: float
     buffer_rows: int | None
+    class_weight: str | None = None  # "balanced": each class weighs n / (classes x its count)
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,7 @@ def fingerprint(config: RunConfig) -> str:
             "task": config.data.task,
             "validation_fraction": config.data.validation_fraction,
             "buffer_rows": config.data.buffer_rows,
+            **({"class_weight": config.data.class_weight} if config.data.class_weight else {}),
         },
         "segments": config.segments,
         "cores_per_segment": config.cores_per_segment,
@@ -616,9 +621,14 @@ class _Validator:
         buffer_rows = d.get("buffer_rows")
         if buffer_rows is not None:
             buffer_rows = self.int_(buffer_rows, "data.buffer_rows")
+        class_weight = d.get("class_weight")
+        if class_weight is not None:
+            class_weight = self.choice(class_weight, "data.class_weight", ("balanced",))
+            if task != "classification":
+                self.fail("data.class_weight", "class weights need task: classification")
         return DataConfig(
             table=table, schema=schema, name=tname, features=tuple(feats), label=label, task=task,
-            validation_fraction=vf, buffer_rows=buffer_rows,
+            validation_fraction=vf, buffer_rows=buffer_rows, class_weight=class_weight,
         )
 
     def architectures(self, value: Any) -> list[Architecture]:

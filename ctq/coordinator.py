@@ -112,12 +112,14 @@ def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> l
 class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
                  cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
-                 stream: bool = False, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
+                 stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
                  heartbeat_seconds: float = 5.0):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
-        segments read their buffers on every hop instead of caching them."""
+        segments read their buffers on every hop instead of caching them; ``class_weights``: a
+        training weight per class index (None: all 1)."""
         self.stream = stream
+        self.class_weights = class_weights
         self.dsn = dsn
         self.engine = engine
         self.pack = pack
@@ -179,7 +181,8 @@ class Coordinator:
         """The JSON parameters of a targeted query (see indb.step_final)."""
         return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"],
                            "task": self.pack["settings"]["task"], "stats": self.pack["stats"],
-                           "cores": self.cores[segment], "stream": self.stream, **values})
+                           "cores": self.cores[segment], "stream": self.stream,
+                           "class_weights": self.class_weights, **values})
 
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built

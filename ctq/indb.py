@@ -471,7 +471,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     t0 = time.perf_counter()
     if segment >= 0:
         loss, metric = fit_pass(run["model"].model, x, y, int(p["hyper"].get("batch_size", 64)), run["callback"],
-                                p["task"], p["stats"])
+                                p["task"], p["stats"], p.get("class_weights"))
         if loss is not None:
             n = len(x)
             run["train"] = [run["train"][0] + n, run["train"][1] + loss * n, run["train"][2] + metric * n]
@@ -537,16 +537,20 @@ def step_final(*, plpy, GD, acc):
     else:
         result.update(train_hop(plpy=plpy, GD=GD, x=x, y=y, xv=xv, yv=yv, arch=p["arch"], hyper=p["hyper"],
                                 task=task, input_dim=input_dim, n_outputs=n_outputs, seed=p["seed"],
-                                state=entry["state"], evaluate=p["evaluate"], stats=stats))
+                                state=entry["state"], evaluate=p["evaluate"], stats=stats,
+                                class_weights=p.get("class_weights")))
     result["hop_started"], result["hop_finished"] = started, time.time()
     return result
 
 
-def padded(x, y, batch: int):
+def padded(x, y, batch: int, class_weights=None):
     """(x, y, sample weights) padded with zero-weight rows to a whole number of batches: every row
-    trains, and every batch has the same shape (under jax a new shape is a new compile)."""
+    trains, and every batch has the same shape (under jax a new shape is a new compile). With
+    ``class_weights`` (per class index), a row weighs its class's weight."""
     pad = (-len(x)) % batch
     weights = np.ones(len(x) + pad, np.float32)
+    if class_weights is not None:
+        weights[: len(x)] = np.asarray(class_weights, np.float32)[y]
     if pad:
         weights[len(x):] = 0.0
         x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
@@ -554,11 +558,12 @@ def padded(x, y, batch: int):
     return x, y, weights
 
 
-def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict):
-    """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows."""
+def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_weights=None):
+    """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows.
+    With class weights, the training loss and metric are the weighted ones (as Keras reports them)."""
     if not len(x):
         return None, None
-    xp, yp, weights = padded(x, y, batch)
+    xp, yp, weights = padded(x, y, batch, class_weights)
     history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                         callbacks=[callback])
     loss, metric = float(history.history["loss"][-1]), float(history.history[metric_name(task)][-1])
@@ -591,7 +596,8 @@ def compile_steps(cm: CompiledModel, batch: int, xv, yv, plpy) -> None:
         cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, callbacks=[callback])
 
 
-def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, input_dim, n_outputs, seed, state, evaluate, stats):
+def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, input_dim, n_outputs, seed, state, evaluate, stats,
+              class_weights=None):
     """Train one sub-epoch over (x, y) from ``state`` (None: the model's initial state); evaluate
     on (xv, yv) when ``evaluate``. Batches have a constant shape (one jit compile per shape): the
     last partial batch is padded with zero-weight rows, so every row trains."""
@@ -599,7 +605,7 @@ def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, input_dim, n_outputs
     cm.load(decode_state(state) if state is not None else cm.initial_state(seed, hyper))
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
-    loss, metric = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats)
+    loss, metric = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats, class_weights)
     compute = time.perf_counter() - t0
     val_loss = val_metric = None
     if evaluate and len(xv):

@@ -54,6 +54,7 @@ class Source:
     std: tuple[float, ...]
     class_values: tuple | None  # classification: sorted class values (numbers, or strings for text)
     profile_seconds: float
+    class_counts: tuple[int, ...] | None = None  # rows per class (all rows), in class_values order
     target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation
     target_std: float = 1.0
 
@@ -160,26 +161,28 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         mean = [float(v) for v in profile["means"]]
         std = [math.sqrt(max(float(v), 0.0)) for v in profile["variances"]]
     std = [s if s > 0 else 1.0 for s in std]
-    class_values = None
+    class_values = class_counts = None
     if data.task == "classification":
         if profile["label_fractional"]:
             raise DataError(f"data.label: column {label['name']!r} has non-integer values; classification "
                             "needs class ids (use task: regression for a continuous target)")
         class_sql = quote_ident(label["name"]) + "::text" if label["category"] == "S" else label_sql
-        values = [r[0] for r in await conn.fetch(render("label_values.sql", label=class_sql, source=source_sql,
-                                                        limit=MAX_CLASSES + 1))]
+        rows = await conn.fetch(render("label_values.sql", label=class_sql, source=source_sql, limit=MAX_CLASSES + 1))
+        values, counts = [r["value"] for r in rows], [r["n"] for r in rows]
         if len(values) < 2:
             raise DataError(f"data.label: column {label['name']!r} has a single class; nothing to learn")
         if len(values) > MAX_CLASSES:
             raise DataError(f"data.label: column {label['name']!r} has more than {MAX_CLASSES} classes; "
                             "is it a continuous target (task: regression)?")
         class_values = tuple(values if label["category"] == "S" else (float(v) for v in values))
+        class_counts = tuple(int(c) for c in counts)
     return Source(
         oid=rel["oid"], schema=rel["schema"], name=rel["name"], is_table=is_table,
         features=tuple(c["name"] for c in features), label=label["name"], label_category=label["category"],
         array_feature=array_feature, rows=n, train_rows=profile["train_rows"], fingerprint=profile["fingerprint"],
         width=width, mean=tuple(mean), std=tuple(std), class_values=class_values,
-        profile_seconds=time.perf_counter() - started, target_mean=float(profile["label_mean"] or 0.0),
+        profile_seconds=time.perf_counter() - started, class_counts=class_counts,
+        target_mean=float(profile["label_mean"] or 0.0),
         target_std=math.sqrt(float(profile["label_var"] or 0.0)) or 1.0,
     )
 
@@ -239,7 +242,7 @@ def pack_settings(data: DataConfig, source: Source, segments: int, seed: int, en
         "segments": segments,
         "seed": seed,
         "buffer_rows": data.buffer_rows,
-        "layout": 3,  # SQL-built buffers, key-ordered and normalised (targets too) when decoded
+        "layout": 4,  # SQL-built buffers, key-ordered and normalised (targets too) when decoded
     }
 
 
@@ -253,6 +256,7 @@ def pack_stats(source: Source, segments: int) -> dict:
         "n_outputs": len(source.class_values) if source.class_values else 1,
         "class_values": list(source.class_values) if source.class_values else None,
         "label_encoding": "index" if source.label_category == "S" else "value",
+        "class_counts": list(source.class_counts) if source.class_counts else None,
         "mean": list(source.mean),
         "std": list(source.std),
         "x_layout": "array" if source.array_feature else "float4",

@@ -43,7 +43,7 @@ GRID = """
 """
 
 
-def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes):
+def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes, class_weights=None):
     """Train in plain Keras, written independently of ctq.indb, and return the final state arrays."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
@@ -59,7 +59,8 @@ def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes):
     batch = hyper["batch_size"]
     for x, y in segments_in_order:  # the last partial batch is padded with rows of weight 0
         pad = (-len(x)) % batch
-        weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
+        real = np.ones(len(x), np.float32) if class_weights is None else np.asarray(class_weights, np.float32)[y]
+        weights = np.concatenate([real, np.zeros(pad, np.float32)])
         x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
         y = np.concatenate([y, np.zeros(pad, y.dtype)])
         model.fit(x, y, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0)
@@ -105,3 +106,33 @@ async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli,
             assert_close(a, e)
     # the check is only meaningful if hopping happened: each model saw both segments every epoch
     assert all(sorted(o[:2]) == [0, 1] and sorted(o[2:]) == [0, 1] for o in orders)
+
+
+async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_table, conn, tmp_path, run_cli):
+    """data.class_weight: balanced on a label with about 22 % positives: the MOP state equals plain
+    Keras trained with scikit-learn's balanced weights, rows / (classes x class rows)."""
+    from ctq.indb import decode_state
+
+    await conn.execute("DROP TABLE IF EXISTS public.rare_src; CREATE TABLE public.rare_src AS "
+                       "SELECT f1, f2, f3, f4, f5, f6, f7, f8, (f1 > 1.2)::int AS label FROM " + small_table)
+    grid = write_grid(tmp_path, GRID.format(table="public.rare_src").replace(
+        "validation_fraction: 0.2", "validation_fraction: 0.2\n      class_weight: balanced"))
+    proc = run_cli("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    table, stats = await conn.fetchrow(
+        "SELECT p.table_name, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
+    stats = json.loads(stats)
+    counts = stats["class_counts"]
+    assert len(counts) == 2 and min(counts) < 0.3 * sum(counts)
+    weights = [sum(counts) / (2 * c) for c in counts]
+    data = {s: await segment_arrays(conn, table, s, stats) for s in (0, 1)}
+    for m in await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, state FROM ctq.models "
+                              "WHERE run_id = $1 ORDER BY model_id", run_id):
+        order = [r["segment"] for r in await conn.fetch(
+            "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
+            run_id, m["model_id"])]
+        expected = standalone_keras(json.loads(m["architecture"])["layers"], json.loads(m["hyperparameters"]),
+                                    m["seed"], [data[s] for s in order], 2, weights)
+        for a, e in zip(decode_state(m["state"]), expected):
+            assert_close(a, e)

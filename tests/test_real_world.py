@@ -168,3 +168,13 @@ async def test_text_labels_are_classes_and_recorded_with_the_pack(conn, tmp_path
     """, name="r.yaml")
     proc = run_cli("train", str(regression), "-q")
     assert proc.returncode == 2 and "use task: classification" in proc.stderr
+
+
+async def test_class_weight_needs_classification(small_table, tmp_path, run_cli):
+    grid = write_grid(tmp_path, f"""
+        data: {{table: {small_table}, features: [f1], label: f2, task: regression, class_weight: balanced}}
+        models: [{{layers: []}}]
+        epochs: 1
+    """)
+    proc = run_cli("train", str(grid), "-q")
+    assert proc.returncode == 2 and "data.class_weight" in proc.stderr and "classification" in proc.stderr

@@ -1,2 +1,2 @@
--- The label's distinct values (classification): at most {{limit}}, in order.
-SELECT DISTINCT {{label}} AS value FROM {{source}} ORDER BY 1 LIMIT {{limit}};
+-- The label's distinct values (classification), at most {{limit}}, in order, with their row counts.
+SELECT {{label}} AS value, count(*) AS n FROM {{source}} GROUP BY 1 ORDER BY 1 LIMIT {{limit}};
