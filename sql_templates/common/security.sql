@@ -72,9 +72,13 @@ BEGIN
         RAISE EXCEPTION 'permission denied for pack %: role % has no SELECT privilege on its source %.%',
             p_pack_id, session_user, coalesce(src_schema, '?'), coalesce(src_name, '?') USING ERRCODE = '42501';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = 'ctq_data' AND c.relname = 'pack_' || p_pack_id) THEN
+    SELECT c.oid INTO src FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'ctq_data' AND c.relname = 'pack_' || p_pack_id;
+    IF src IS NULL THEN
         RETURN NULL;
+    END IF;
+    IF has_table_privilege(session_user, src, 'SELECT') THEN  -- its packer, or granted before: no DDL
+        RETURN 'ctq_data.pack_' || p_pack_id;
     END IF;
     EXECUTE format('GRANT SELECT ON ctq_data.%I TO %I', 'pack_' || p_pack_id, session_user);
     RETURN 'ctq_data.pack_' || p_pack_id;
