@@ -23,8 +23,9 @@ from ctq.config import RunConfig, fingerprint, load_config
 from ctq.connection import connect as open_connection
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
-from ctq.errors import CtqError, DatabaseError, DataError, Interrupted, NotFound, RunFailed, UsageError, plain_text
-from ctq.packing import ensure_pack, inspect_source
+from ctq.errors import (CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
+                        UsageError, plain_text)
+from ctq.packing import ensure_pack, inspect_source, use_pack
 from ctq.scheduler import BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.sql import template
 
@@ -42,6 +43,10 @@ async def connect(dsn: str):
         raise DatabaseError(f"cannot connect to the database ({reason}); check --dsn / CTQ_DSN or `ctq db status`") from exc
     try:
         yield conn
+    except asyncpg.exceptions.InsufficientPrivilegeError as exc:  # 42501, row-level security included
+        user = conn._params.user if hasattr(conn, "_params") else "ROLE"
+        raise PermissionDenied(f"permission denied ({' '.join(str(exc).split())}); "
+                               f"ask an administrator to run: ctq grant {user}") from exc
     finally:
         await conn.close()
 
@@ -165,6 +170,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     started = time.perf_counter()
     async with connect(dsn) as conn:
         engine = await detect(conn)
+        await catalog.check_access(conn)  # a role that may not use ctq is told so before any work
         segments, notice = await engine.segments(conn, cfg.segments, default_segments())
         if notice and notify:
             notify(notice)
@@ -232,6 +238,7 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         if run["alive"]:
             raise RunFailed(f"run {run_id} is still being driven by a live ctq process")
         await catalog.ensure_installed(conn, await detect(conn))
+        await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source
         await catalog.reopen_run(conn, run_id)
         plan = await load_plan(conn, run_id)
     return await drive(dsn, plan, progress_factory)
@@ -318,6 +325,11 @@ async def install(dsn: str, python_path: list[str] | None = None) -> str:
             check_server_directory(path)
         await catalog.install(conn, python_path)
         return await catalog.installed_sha(conn)
+
+
+async def grant(dsn: str, role: str, *, admin: bool = False, revoke: bool = False) -> str:
+    async with connect(dsn) as conn:
+        return await catalog.grant(conn, role, admin=admin, revoke=revoke)
 
 
 def check_server_directory(path: str) -> None:

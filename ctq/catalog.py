@@ -14,8 +14,8 @@ import asyncpg
 
 from ctq import __version__
 from ctq.config import fingerprint
-from ctq.errors import DatabaseError, UsageError
-from ctq.sql import install_fingerprint, install_script, render, server_code, template
+from ctq.errors import DatabaseError, PermissionDenied, UsageError
+from ctq.sql import install_fingerprint, install_script, quote_ident, render, server_code, template
 
 SCHEMA_VERSION = 1
 _INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
@@ -74,10 +74,60 @@ async def _check_server_directory(conn, engine, path: str) -> None:
             raise UsageError(f"--python-path {path}: {problems[row['status']]} on {row['place']}")
 
 
+USER_ROLE, ADMIN_ROLE = "ctq_user", "ctq_admin"
+
+
+async def check_access(conn: asyncpg.Connection) -> bool:
+    """Refuse, with the fix, a role that cannot use ctq here (before anything is written); returns
+    whether ctq is installed. A superuser can always (and installs on demand); others must be
+    members of ctq_user (``ctq grant ROLE``), and cannot install."""
+    row = await conn.fetchrow(
+        "SELECT current_user AS who, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super, "
+        "to_regclass('ctq.meta') IS NOT NULL AS installed, "
+        "EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS has_role", USER_ROLE)
+    if row["super"]:
+        return row["installed"]
+    who = row["who"]
+    if not row["installed"] or not row["has_role"]:
+        raise PermissionDenied(f"ctq is not installed in this database and role {who} cannot install it "
+                               "(PL/Python is untrusted: a superuser installs); ask an administrator to run: "
+                               f"ctq install && ctq grant {who}")
+    if not await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", USER_ROLE):
+        raise PermissionDenied(f"role {who} is not a member of {USER_ROLE} (no use of schema ctq); "
+                               f"ask an administrator to run: ctq grant {who}")
+    return True
+
+
 async def ensure_installed(conn: asyncpg.Connection, engine) -> None:
-    """Install or upgrade when the database does not have this version of the server code."""
+    """Install or upgrade when the database does not have this version of the server code (only a
+    superuser can: others are told to ask an administrator)."""
     if await installed_sha(conn) != install_fingerprint(engine.name):
+        if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+            raise PermissionDenied("ctq in this database is not the version of this client "
+                                   f"({__version__}) and only a superuser can upgrade it; ask an administrator "
+                                   "to run: ctq install")
         await install(conn)
+
+
+async def grant(conn: asyncpg.Connection, role: str, *, admin: bool = False, revoke: bool = False) -> str:
+    """``ctq grant ROLE`` / ``ctq revoke ROLE``: add a role to (or remove it from) ctq_user, or
+    ctq_admin with ``admin``. Returns the group role."""
+    group = ADMIN_ROLE if admin else USER_ROLE
+    if await installed_sha(conn) is None:
+        raise DatabaseError("ctq is not installed in this database; run `ctq install` first")
+    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role):
+        raise UsageError(f"no role {role!r} in this database; create it first, e.g. "
+                         f"CREATE ROLE {quote_ident(role)} LOGIN")
+    if role in (USER_ROLE, ADMIN_ROLE):
+        raise UsageError(f"{role} is one of ctq's group roles; give an analyst's role")
+    statement = f"REVOKE {group} FROM {quote_ident(role)}" if revoke else f"GRANT {group} TO {quote_ident(role)}"
+    try:
+        await conn.execute(statement)
+    except asyncpg.exceptions.InsufficientPrivilegeError as exc:
+        who = await conn.fetchval("SELECT current_user")
+        raise PermissionDenied(f"role {who} cannot {'revoke' if revoke else 'grant'} {group} ({exc}); "
+                               "an administrator (a superuser, or a role with CREATEROLE) must run it") from exc
+    return group
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
@@ -120,19 +170,19 @@ async def heartbeat(conn, run_id: int) -> None:
 
 
 async def get_run(conn, run_id: int) -> dict | None:
-    if await installed_sha(conn) is None:
+    if not await check_access(conn):
         return None
     return _row(await conn.fetchrow(render("get_run.sql", lock_class=RUN_LOCK_CLASS), run_id))
 
 
 async def list_runs(conn, limit: int = 50) -> list[dict]:
-    if await installed_sha(conn) is None:
+    if not await check_access(conn):
         return []
     return [dict(r) for r in await conn.fetch(render("list_runs.sql", lock_class=RUN_LOCK_CLASS), limit)]
 
 
 async def last_unfinished_run(conn, config_fingerprint: str) -> int | None:
-    if await installed_sha(conn) is None:
+    if not await check_access(conn):
         return None
     return await conn.fetchval(template("last_unfinished_run.sql"), config_fingerprint)
 

@@ -213,6 +213,30 @@ def install(dsn: str | None, python_path: tuple[str, ...]) -> None:
     click.echo(f"ctq {__version__} installed (server code {sha[:12]})")
 
 
+@main.command()
+@click.argument("role")
+@click.option("--admin", is_flag=True, help="Make ROLE a ctq administrator (ctq_admin: sees every run).")
+@dsn_option
+@handle_errors
+def grant(role: str, admin: bool, dsn: str | None) -> None:
+    """Let ROLE (an existing login role) use ctq: membership of ctq_user (or ctq_admin).
+
+    ROLE still needs SELECT on each source table it trains on (GRANT SELECT ... TO ROLE)."""
+    group = run_async(api.grant(resolve_dsn(dsn), role, admin=admin))
+    click.echo(f"granted {group} to {role}")
+
+
+@main.command()
+@click.argument("role")
+@click.option("--admin", is_flag=True, help="Remove ROLE from ctq_admin (instead of ctq_user).")
+@dsn_option
+@handle_errors
+def revoke(role: str, admin: bool, dsn: str | None) -> None:
+    """Take the use of ctq away from ROLE (its runs stay, visible to administrators)."""
+    group = run_async(api.grant(resolve_dsn(dsn), role, admin=admin, revoke=True))
+    click.echo(f"revoked {group} from {role}")
+
+
 # ------------------------------------------------------------------------------------- doctor
 @main.command()
 @dsn_option

@@ -73,6 +73,13 @@ class NotFound(CtqError):
     exit_code = 2
 
 
+class PermissionDenied(CtqError):
+    """The database refuses this role something (no SELECT on the source, not a ctq user): one
+    line naming the missing privilege and who can fix it. Exit 2: the fix is a grant, not a retry."""
+
+    exit_code = 2
+
+
 class UsageError(CtqError):
     """The command line itself is wrong (a missing argument, an option without its value)."""
 

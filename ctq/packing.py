@@ -26,7 +26,7 @@ import asyncpg
 
 from ctq.config import DataConfig
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
-from ctq.errors import DataError
+from ctq.errors import DataError, PermissionDenied
 from ctq.indb import SQLSTATE_DATA
 from ctq.sql import qualified, quote_ident, render, template
 
@@ -99,6 +99,12 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     rel = await _find_relation(conn, data.schema, data.name)
     if rel is None:
         raise DataError(f"data.table: table {data.table!r} does not exist (or is not visible to this user)")
+    if not await conn.fetchval("SELECT has_table_privilege($1::oid, 'SELECT')", rel["oid"]):
+        user = await conn.fetchval("SELECT current_user")
+        name = qualified(rel["schema"], rel["name"])
+        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['schema']}.{rel['name']} (data.table); "
+                               f"ask its owner or an administrator to run: GRANT SELECT ON {name} TO "
+                               f"{quote_ident(user)}")
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
     features = [_match_column(f, columns, f"data.features[{i}]") for i, f in enumerate(data.features)]
     label = _match_column(data.label, columns, "data.label")
@@ -297,6 +303,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
     ).hexdigest()[:16]
     found = await conn.fetchrow(engine.template("pack_find.sql"), digest)
     if found:
+        await use_pack(conn, digest)
         return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
     spec = pack_spec(data, source, segments, seed, digest)
     started = time.perf_counter()
@@ -304,6 +311,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
     try:
         found = await conn.fetchrow(engine.template("pack_find.sql"), digest)  # a concurrent run packed it
         if found:
+            await use_pack(conn, digest)
             return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
         await conn.execute(f"DROP TABLE IF EXISTS {spec.table}")  # left by a packing that died
         await engine.create_pack(conn, spec)
@@ -313,7 +321,8 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
             await engine.finish_pack(conn, spec)
             stats = pack_stats(source, segments)
             await conn.execute(template("pack_insert.sql"), digest, source.display_name, source.fingerprint,
-                               json.dumps(settings), f"ctq_data.pack_{digest}", json.dumps(stats))
+                               json.dumps(settings), f"ctq_data.pack_{digest}", json.dumps(stats), source.schema,
+                               source.name)
         except BaseException:
             await _drop_quietly(conn, spec.table)
             raise
@@ -324,6 +333,12 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", digest)
     return Pack(digest, f"ctq_data.pack_{digest}", stats, reused=False, seconds=time.perf_counter() - started)
+
+
+async def use_pack(conn, pack_id: str) -> None:
+    """Reading a pack someone else packed: ``ctq.use_pack`` grants SELECT on its table to this role,
+    only if it can SELECT the pack's source (the check is the database's, see security.sql)."""
+    await conn.fetchval("SELECT ctq.use_pack($1)", pack_id)
 
 
 async def _drop_quietly(conn, table: str) -> None:

@@ -27,7 +27,10 @@ CREATE TABLE IF NOT EXISTS ctq.packs (
     settings           jsonb NOT NULL,
     table_name         text NOT NULL,
     stats              jsonb NOT NULL,
-    created_at         timestamptz NOT NULL DEFAULT now()
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    source_schema      text,          -- the source, as the privilege check reads it (security.sql)
+    source_name        text,
+    packed_by          text NOT NULL DEFAULT current_user
 ) {{distributed_by_pack}};
 
 CREATE TABLE IF NOT EXISTS ctq.runs (
@@ -125,6 +128,9 @@ FROM (
                          WHEN 'val_mae' THEN m.val_metric
                          ELSE m.train_metric END AS score
     FROM ctq.models m JOIN ctq.runs r USING (run_id)
+    -- a view reads its tables with its owner's rights (row-level security does not apply to the
+    -- installer): the view filters on its reader itself, as the policies do (security.sql)
+    WHERE r.run_by = current_user OR pg_has_role(current_user, 'ctq_admin', 'MEMBER')
 ) s;
 
 -- In-database functions. Each PL/Python one starts with the bootstrap (bootstrap.py) that loads
@@ -159,6 +165,9 @@ DROP FUNCTION IF EXISTS ctq.train_hop(text, int, text, text, text, int, int, int
 -- the buffer rows and only the segment's marker row reaches the aggregate.
 CREATE OR REPLACE FUNCTION ctq.data_cached(pack_id text, segment int) RETURNS boolean
 LANGUAGE plpython3u VOLATILE AS $fn$
+import re
+if pack_id is None or segment is None or not re.fullmatch(r"[0-9a-f]{16}", pack_id) or segment < -1:
+    plpy.error("ctq.data_cached: invalid arguments")
 {{bootstrap}}
 return ctq.data_cached(GD, pack_id, segment)
 $fn$;
@@ -204,6 +213,11 @@ LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     n float8; loss_sum float8; metric_sum float8;
 BEGIN
+    -- runs as its caller: row-level security keeps it to the caller's own runs (security.sql)
+    IF p_run IS NULL OR p_model IS NULL OR p_epoch IS NULL OR p_segment IS NULL OR p_last IS NULL OR r IS NULL
+       OR p_epoch < 0 OR p_segment < 0 OR r.rows IS NULL OR r.rows < 0 THEN
+        RAISE EXCEPTION 'ctq.record_hop: invalid arguments' USING ERRCODE = '22023';
+    END IF;
     IF r.executed_on IS DISTINCT FROM p_segment THEN
         RAISE EXCEPTION 'hop of model % sent to segment % ran on segment %', p_model, p_segment, r.executed_on
             USING ERRCODE = 'CTQ02';
@@ -229,3 +243,6 @@ BEGIN
     RETURN 1;
 END
 $fn$;
+
+{{security}}
+{{row_security}}

@@ -3,3 +3,6 @@ ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS seed int NOT NULL DEFAULT 0;
 ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS cores_per_segment int;
 ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS engine text NOT NULL DEFAULT 'postgres';
 ALTER TABLE ctq.hops ADD COLUMN IF NOT EXISTS executed_on int;
+ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS source_schema text;
+ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS source_name text;
+ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS packed_by text NOT NULL DEFAULT current_user;

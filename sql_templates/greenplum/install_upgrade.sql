@@ -1,2 +1,12 @@
--- Nothing to upgrade: Greenplum 6 (PostgreSQL 9.4) has no ADD COLUMN IF NOT EXISTS, and its
--- catalogs are created by this version of ctq.
+-- Greenplum 6 (PostgreSQL 9.4) has no ADD COLUMN IF NOT EXISTS: columns added since the first
+-- Greenplum catalogs are added when missing.
+DO $upgrade$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'ctq.packs'::regclass AND attname = 'source_schema'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE ctq.packs ADD COLUMN source_schema text;
+        ALTER TABLE ctq.packs ADD COLUMN source_name text;
+        ALTER TABLE ctq.packs ADD COLUMN packed_by text NOT NULL DEFAULT current_user;
+    END IF;
+END
+$upgrade$;

@@ -1,0 +1,88 @@
+-- Least privilege (PostgreSQL 9.4-compatible: Greenplum 6 runs it too). The installer (a superuser:
+-- plpython3u is untrusted) owns every ctq object; two group roles get the use of them:
+--   ctq_user   analysts: train, resume, list and inspect their own runs (row_security.sql)
+--   ctq_admin  also sees and changes every run; it cannot change the server code either
+-- ctq.server_code, ctq.meta (python_path) and the functions are executed as Python by the server's
+-- OS user: only their owner, the installer, can change them.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ctq_user') THEN
+        CREATE ROLE ctq_user NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ctq_admin') THEN
+        CREATE ROLE ctq_admin NOLOGIN;
+    END IF;
+END
+$roles$;
+GRANT ctq_user TO ctq_admin;
+
+REVOKE ALL ON SCHEMA ctq FROM PUBLIC;
+REVOKE ALL ON SCHEMA ctq_data FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA ctq FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA ctq FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ctq FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA ctq FROM ctq_user, ctq_admin;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ctq FROM ctq_user, ctq_admin;
+GRANT USAGE ON SCHEMA ctq TO ctq_user;
+-- the bootstrap of every PL/Python function reads these two as its caller: read-only
+GRANT SELECT ON ctq.meta, ctq.server_code TO ctq_user;
+GRANT SELECT ON ctq.leaderboard TO ctq_user;  -- filters on its reader (install.sql)
+GRANT EXECUTE ON FUNCTION ctq.probe() TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.data_cached(text, int) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, bytea, text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.train_step_final(text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.train_step(int, int, int, bytea, bytea, bytea, bytea, text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result) TO ctq_user;
+-- ctq.path_status (what the server's OS user finds at a path) stays the installer's.
+
+-- Administrators see every run without row-level security (Greenplum 6 has none): plain grants.
+GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.runs, ctq.models, ctq.hops, ctq.epochs TO ctq_admin;
+GRANT SELECT, INSERT ON ctq.packs TO ctq_admin;
+GRANT USAGE, SELECT ON SEQUENCE ctq.runs_run_id_seq TO ctq_admin;
+
+-- Whether the caller may SELECT a pack's source (false for a pack recorded without its source).
+CREATE OR REPLACE FUNCTION ctq.can_read_source(p_schema text, p_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $fn$
+SELECT coalesce((SELECT has_table_privilege(c.oid, 'SELECT')
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = p_schema AND c.relname = p_name), false)
+$fn$;
+GRANT EXECUTE ON FUNCTION ctq.can_read_source(text, text) TO ctq_user;
+
+-- Reusing a pack that someone else packed: the pack table belongs to whoever packed it, and nobody
+-- else can read it. This function (with the installer's rights) grants SELECT on it to the session's
+-- role, only if that role can SELECT the pack's source *now*; otherwise it refuses (42501). The pack
+-- id is checked against its exact form and the table name is built from it, quoted.
+CREATE OR REPLACE FUNCTION ctq.use_pack(p_pack_id text) RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    src_schema text; src_name text; src oid;
+BEGIN
+    IF p_pack_id IS NULL OR p_pack_id !~ '^[0-9a-f]{16}$' THEN
+        RAISE EXCEPTION 'ctq.use_pack: invalid pack id' USING ERRCODE = '22023';
+    END IF;
+    SELECT p.source_schema, p.source_name INTO src_schema, src_name FROM ctq.packs p WHERE p.pack_id = p_pack_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'ctq.use_pack: no pack %', p_pack_id USING ERRCODE = '22023';
+    END IF;
+    SELECT c.oid INTO src FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = src_schema AND c.relname = src_name;
+    IF src IS NULL OR NOT has_table_privilege(session_user, src, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied for pack %: role % has no SELECT privilege on its source %.%',
+            p_pack_id, session_user, coalesce(src_schema, '?'), coalesce(src_name, '?') USING ERRCODE = '42501';
+    END IF;
+    SELECT c.oid INTO src FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'ctq_data' AND c.relname = 'pack_' || p_pack_id;
+    IF src IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF has_table_privilege(session_user, src, 'SELECT') THEN  -- its packer, or granted before: no DDL
+        RETURN 'ctq_data.pack_' || p_pack_id;
+    END IF;
+    EXECUTE format('GRANT SELECT ON ctq_data.%I TO %I', 'pack_' || p_pack_id, session_user);
+    RETURN 'ctq_data.pack_' || p_pack_id;
+END
+$fn$;
+REVOKE ALL ON FUNCTION ctq.use_pack(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ctq.use_pack(text) TO ctq_user;

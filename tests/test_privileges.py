@@ -1,0 +1,256 @@
+"""Least privilege with real roles on the real server: an administrator installs and grants,
+analysts train as ordinary roles and see only their own runs; hostile direct calls are refused."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import pytest
+
+from conftest import write_grid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+GRID = """
+    name: {name}
+    data:
+      table: {table}
+      features: [f1, f2, f3, f4, f5, f6, f7, f8]
+      label: label
+      task: classification
+      validation_fraction: 0.2
+    segments: 2
+    models:
+      - name: tiny
+        layers:
+          - {{dense: 8, activation: relu}}
+    search:
+      method: grid
+      seed: 1
+      space:
+        optimizer: [adam]
+        learning_rate: [0.01]
+        batch_size: [64]
+    epochs: 2
+    metric: val_accuracy
+"""
+
+ROLES = ("ctq_alice", "ctq_bob", "ctq_carol", "ctq_dave")
+
+
+def as_role(dsn: str, role: str) -> str:
+    """The session's DSN with another user (the embedded server trusts local connections)."""
+    scheme, rest = dsn.split("://", 1)
+    return f"{scheme}://{role}@{rest.split('@', 1)[1]}" if "@" in rest else f"{scheme}://{role}@{rest}"
+
+
+@pytest.fixture(scope="module")
+async def world(dsn, small_table, tmp_path_factory):
+    """Installed by the superuser; alice and bob may read the source, carol may not; dave is an
+    administrator. alice has trained one run."""
+    import os
+    import subprocess
+    import sys
+
+    c = await asyncpg.connect(dsn)
+    for role in ROLES:
+        await c.execute(f"DROP OWNED BY {role}" if await c.fetchval(
+            "SELECT count(*) FROM pg_roles WHERE rolname = $1", role) else "SELECT 1")
+        await c.execute(f"DROP ROLE IF EXISTS {role}")
+        await c.execute(f"CREATE ROLE {role} LOGIN")
+    await c.execute(f"GRANT SELECT ON {small_table} TO ctq_alice, ctq_bob")
+    await c.close()
+    d = tmp_path_factory.mktemp("priv")
+
+    def cli(*args, role=None):
+        env = dict(os.environ, CTQ_DSN=as_role(dsn, role) if role else dsn, CTQ_HOME=str(d), COLUMNS="200")
+        return subprocess.run([sys.executable, "-m", "ctq.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=600)
+
+    assert cli("install").returncode == 0
+    for role in ("ctq_alice", "ctq_bob", "ctq_carol"):
+        proc = cli("grant", role)
+        assert proc.returncode == 0, proc.stderr
+    assert cli("grant", "ctq_dave", "--admin").returncode == 0
+    grid = write_grid(d, GRID.format(name="priv", table=small_table))
+    proc = cli("train", str(grid), "--json", "-q", role="ctq_alice")
+    assert proc.returncode == 0, proc.stderr
+    return {"cli": cli, "grid": grid, "run": json.loads(proc.stdout), "dir": d}
+
+
+async def connect_as(dsn, role):
+    return await asyncpg.connect(as_role(dsn, role))
+
+
+async def test_analyst_trains_as_an_ordinary_role(world, conn):
+    run = world["run"]
+    assert run["status"] == "succeeded" and run["hops"] == 2 * 2
+    assert await conn.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", run["run_id"]) == "ctq_alice"
+    assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = 'ctq_alice'")
+
+
+async def test_analyst_resumes_and_lists_its_own_run(world, conn, dsn):
+    run_id = world["run"]["run_id"]
+    # as if the coordinator had died during the last epoch
+    await conn.execute("DELETE FROM ctq.epochs WHERE run_id = $1 AND epoch = 1", run_id)
+    await conn.execute("DELETE FROM ctq.hops WHERE run_id = $1 AND epoch = 1", run_id)
+    await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
+    await conn.execute("UPDATE ctq.models SET status = 'training' WHERE run_id = $1", run_id)
+    proc = world["cli"]("train", "--resume", str(run_id), "--json", "-q", role="ctq_alice")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hops"] == 2
+    listed = world["cli"]("runs", "--json", role="ctq_alice")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
+    models = world["cli"]("models", str(run_id), "--json", role="ctq_alice")
+    assert models.returncode == 0 and len(json.loads(models.stdout)) == 1
+
+
+async def test_second_analyst_sees_nothing_of_the_first(world, dsn):
+    run_id = world["run"]["run_id"]
+    cli = world["cli"]
+    listed = cli("runs", "--json", role="ctq_bob")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    for args in (("models", str(run_id)), ("train", "--resume", str(run_id))):
+        proc = cli(*args, role="ctq_bob")
+        assert proc.returncode == 2 and f"no run with id {run_id}" in proc.stderr, proc.stderr
+    bob = await connect_as(dsn, "ctq_bob")
+    try:
+        for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.leaderboard"):
+            assert await bob.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+        # changing alice's rows: nothing matches
+        assert await bob.execute("UPDATE ctq.models SET state = NULL WHERE run_id = $1", run_id) == "UPDATE 0"
+        assert await bob.execute("UPDATE ctq.runs SET run_by = 'ctq_bob' WHERE run_id = $1", run_id) == "UPDATE 0"
+        # alice's pack table is alice's: bob (who can read the source) has not asked to reuse it
+        table = await bob.fetchval("SELECT table_name FROM ctq.packs LIMIT 1")
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+            await bob.fetch(f"SELECT * FROM {table}")
+    finally:
+        await bob.close()
+
+
+async def test_second_analyst_with_select_reuses_the_pack_and_trains(world, conn):
+    proc = world["cli"]("train", str(world["grid"]), "--name", "bob-run", "--json", "-q", role="ctq_bob")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["pack_reused"] and doc["status"] == "succeeded"
+    # alice still sees only hers
+    listed = world["cli"]("runs", "--json", role="ctq_alice")
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [world["run"]["run_id"]]
+    admin = world["cli"]("runs", "--json", role="ctq_dave")
+    assert {r["run_id"] for r in json.loads(admin.stdout)} >= {world["run"]["run_id"], doc["run_id"]}
+
+
+async def test_analyst_without_select_on_the_source_is_refused_before_anything_is_written(world, conn, dsn):
+    before = await conn.fetchval("SELECT (SELECT count(*) FROM ctq.runs) + (SELECT count(*) FROM ctq.packs)")
+    proc = world["cli"]("train", str(world["grid"]), "--name", "carol-run", "-q", role="ctq_carol")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SELECT" in lines[0] and "GRANT SELECT ON" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    after = await conn.fetchval("SELECT (SELECT count(*) FROM ctq.runs) + (SELECT count(*) FROM ctq.packs)")
+    assert after == before
+    carol = await connect_as(dsn, "ctq_carol")
+    try:
+        assert await carol.fetchval("SELECT count(*) FROM ctq.packs") == 0  # not even its statistics
+        pack_id = await conn.fetchval("SELECT pack_id FROM ctq.packs LIMIT 1")
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+            await carol.fetch(f"SELECT * FROM ctq_data.pack_{pack_id}")
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="no SELECT privilege"):
+            await carol.fetchval("SELECT ctq.use_pack($1)", pack_id)
+    finally:
+        await carol.close()
+
+
+async def test_a_role_without_ctq_user_gets_one_line_and_the_fix(world, dsn, conn):
+    await conn.execute("DROP ROLE IF EXISTS ctq_eve")
+    await conn.execute("CREATE ROLE ctq_eve LOGIN")
+    try:
+        for args in (("train", str(world["grid"]), "-q"), ("runs",)):
+            proc = world["cli"](*args, role="ctq_eve")
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.strip().count("\n") == 0
+            assert "ask an administrator to run: ctq grant ctq_eve" in proc.stderr
+        assert world["cli"]("grant", "ctq_eve", role="ctq_alice").returncode == 2  # analysts cannot grant
+        assert world["cli"]("grant", "ctq_eve").returncode == 0
+        assert world["cli"]("runs", role="ctq_eve").returncode == 0
+        assert world["cli"]("revoke", "ctq_eve").returncode == 0
+        assert world["cli"]("runs", role="ctq_eve").returncode == 2
+        assert world["cli"]("grant", "no_such_role").returncode == 2
+    finally:
+        await conn.execute("DROP ROLE IF EXISTS ctq_eve")
+
+
+# Hostile direct calls, as an analyst (bob, who can read the source) and as an administrator (dave).
+HOSTILE = [
+    ("ctq_bob", "SELECT ctq.use_pack($$'; DROP TABLE ctq.runs; --$$)"),
+    ("ctq_bob", "SELECT ctq.use_pack('0123456789abcdef; SELECT 1')"),
+    ("ctq_bob", "SELECT ctq.use_pack('0123456789ABCDEF')"),
+    ("ctq_bob", "SELECT ctq.use_pack('../../etc/passwd')"),
+    ("ctq_bob", "SELECT ctq.use_pack(NULL)"),
+    ("ctq_bob", "SELECT ctq.use_pack('00000000000000ff')"),
+    ("ctq_bob", "SELECT ctq.data_cached($$x'); DROP TABLE ctq.runs; --$$, 0)"),
+    ("ctq_bob", "SELECT ctq.data_cached('0123456789abcdef', -7)"),
+    ("ctq_bob", "SELECT ctq.path_status('/etc')"),
+    ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, 0, 0, false, "
+                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result)"),
+    ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, -1, 0, false, "
+                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result)"),
+    ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, 5, 0, true, NULL)"),
+    ("ctq_bob", "INSERT INTO ctq.runs (name, status, config, config_fingerprint, source_table, pack_id, segments, "
+                "epochs, metric, metric_mode, run_by) SELECT 'x', 'running', '{{}}', 'x', 'x', pack_id, 1, 1, "
+                "'loss', 'min', 'ctq_alice' FROM ctq.packs LIMIT 1"),
+    ("ctq_bob", "INSERT INTO ctq.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, "
+                "rows) VALUES ({alice_run}, 1, 9, 0, now(), now(), 0, 0)"),
+    ("ctq_bob", "INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats, "
+                "source_schema, source_name) VALUES ('00000000000000aa', 'x', 'x', '{{}}', 'pg_catalog.pg_authid', "
+                "'{{}}', 'public', 'small')"),
+    ("ctq_bob", "INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats, "
+                "source_schema, source_name, packed_by) VALUES ('00000000000000ab', 'x', 'x', '{{}}', "
+                "'ctq_data.pack_00000000000000ab', '{{}}', 'public', 'small', 'ctq_alice')"),
+    ("ctq_bob", "UPDATE ctq.server_code SET source = 'import os'"),
+    ("ctq_bob", "INSERT INTO ctq.meta VALUES ('python_path', '[\"/tmp\"]')"),
+    ("ctq_bob", "DELETE FROM ctq.meta"),
+    ("ctq_bob", "CREATE FUNCTION ctq.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
+    ("ctq_bob", "CREATE TABLE ctq.server_code2 (x int)"),
+    ("ctq_bob", "DELETE FROM ctq.runs"),
+    ("ctq_bob", "ALTER TABLE ctq.runs DISABLE ROW LEVEL SECURITY"),
+    ("ctq_bob", "DROP POLICY own_runs ON ctq.runs"),
+    ("ctq_carol", "SELECT * FROM ctq_data.pack_{alice_pack}"),
+    ("ctq_carol", "SELECT ctq.use_pack('{alice_pack}')"),
+    ("ctq_dave", "UPDATE ctq.server_code SET source = 'import os'"),
+    ("ctq_dave", "INSERT INTO ctq.meta VALUES ('python_path', '[\"/tmp\"]')"),
+    ("ctq_dave", "UPDATE ctq.meta SET value = '[\"/tmp\"]' WHERE key = 'python_path'"),
+    ("ctq_dave", "CREATE OR REPLACE FUNCTION ctq.probe() RETURNS jsonb LANGUAGE sql AS 'SELECT NULL::jsonb'"),
+    ("ctq_dave", "SELECT ctq.path_status('/etc')"),
+]
+
+
+async def test_hostile_direct_calls_are_refused(world, conn, dsn):
+    alice_run = world["run"]["run_id"]
+    alice_pack = await conn.fetchval("SELECT pack_id FROM ctq.runs WHERE run_id = $1", alice_run)
+    before = await conn.fetchval("SELECT md5(string_agg(source, '')) FROM ctq.server_code")
+    refused = []
+    for role, statement in HOSTILE:
+        sql = statement.format(alice_run=alice_run, alice_pack=alice_pack)
+        c = await connect_as(dsn, role)
+        try:
+            with pytest.raises(asyncpg.PostgresError) as err:
+                await c.execute(sql)
+            refused.append(err.value.sqlstate)
+        finally:
+            await c.close()
+    assert set(refused) <= {"42501", "22023", "XX000", "38000", "42P01"}, refused
+    assert len(refused) == len(HOSTILE) >= 30
+    # nothing changed
+    assert await conn.fetchval("SELECT md5(string_agg(source, '')) FROM ctq.server_code") == before
+    assert await conn.fetchval("SELECT count(*) FROM ctq.meta WHERE key = 'python_path'") == 0
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND epoch >= 5", alice_run) == 0
+    assert await conn.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id LIKE '00000000000000%'") == 0
+    assert await conn.fetchval("SELECT to_regprocedure('ctq.evil()')") is None
+    # the installer can change the server code (rolled back)
+    tr = conn.transaction()
+    await tr.start()
+    assert await conn.execute("UPDATE ctq.server_code SET installed_at = installed_at") == "UPDATE 1"
+    await tr.rollback()
