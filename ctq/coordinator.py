@@ -141,6 +141,7 @@ class Coordinator:
         # both write the catalog; without this lock their writes collided, the collision was taken
         # for a dropped connection, and the reconnect let go of the run's lock (issue 8).
         self.control_lock = asyncio.Lock()
+        self.driving = False  # once this session held the run's lock; only then may it record the end
         self.attempts: dict[tuple[int, int, int], int] = {}
         self.app_prefix = f"ctq run {run_id} segment "
 
@@ -158,6 +159,7 @@ class Coordinator:
             await conn.close()
             raise RunFailed(f"run {self.run_id} is being driven by another ctq process")
         self.control = conn
+        self.driving = True
 
     async def _catalog(self, fn, *args):
         """Run a catalog write on the control connection, one at a time, reconnecting (and taking
@@ -303,9 +305,11 @@ class Coordinator:
         return outcome
 
     async def finish(self, status: str, message: str | None = None) -> None:
-        """Record the run's end while still holding its lock, then let go of everything."""
+        """Record the run's end while still holding its lock, then let go of everything. A session
+        that never got the lock records nothing: the run belongs to the session that drives it."""
         try:
-            await self._catalog(catalog.finish_run, self.run_id, status, message)
+            if self.driving:
+                await self._catalog(catalog.finish_run, self.run_id, status, message)
         finally:
             await self._close_segments()
             if self.control is not None:
