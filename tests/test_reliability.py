@@ -257,7 +257,7 @@ async def test_segments_over_their_memory_budget_stream_their_data(tmp_path, run
     assert len(hops) == 4 and all(h["rows"] > 2500 for h in hops)  # about 3,200 training rows a segment
 
 
-# Hops long enough (batch size 1 on 8,000 rows a segment) that only a working server-side cancel or
+# Hops long enough (batch size 1 on 24,000 rows a segment) that only a working server-side cancel or
 # termination ends them in time: a check that passed because a hop ended on its own would be no check.
 SLOW_GRID = """
     name: {name}
@@ -280,7 +280,7 @@ async def slow_table(dsn):
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
-    await create_table(conn, "public.slow_src", 20000, seed=4)
+    await create_table(conn, "public.slow_src", 60000, seed=4)
     await conn.close()
     return "public.slow_src"
 
