@@ -242,5 +242,7 @@ async def test_live_display_on_a_terminal(small_table, tmp_path, dsn, ctq_home):
     os.close(master)
     out = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0, err
-    assert "\x1b[" in out  # a live display, redrawn in place
-    assert "small" in out and "wide" in out
+    assert "\x1b[?25l" in out  # the live display hides the cursor while it redraws in place
+    run_id = int(out.split("run ", 1)[1].split()[0])
+    assert "/4 hops" in out and f"run {run_id} " in out  # its head line: hops done of the run's 4
+    assert "warming up" not in err.decode()  # not the plain log
