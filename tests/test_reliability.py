@@ -189,14 +189,21 @@ async def test_sigint_interrupts_quickly_and_the_run_resumes(long_table, tmp_pat
     await assert_complete(conn, run_id, models=4, epochs=3)
 
 
-async def test_two_concurrent_runs_both_complete(long_table, tmp_path, dsn, ctq_home, conn):
-    first = write_grid(tmp_path, GRID.format(name="together-1", table=long_table, epochs=1), "one.yaml")
-    second = write_grid(tmp_path, GRID.format(name="together-2", table=long_table, epochs=1), "two.yaml")
+async def test_two_concurrent_runs_both_complete(tmp_path, dsn, ctq_home, conn):
+    """Started together on a source never packed: one pack, used by both runs."""
+    await create_table(conn, "public.together_src", 8000, seed=12)
+    first = write_grid(tmp_path, GRID.format(name="together-1", table="public.together_src", epochs=1), "one.yaml")
+    second = write_grid(tmp_path, GRID.format(name="together-2", table="public.together_src", epochs=1), "two.yaml")
     procs = [start_train(dsn, ctq_home, str(first), "--json"), start_train(dsn, ctq_home, str(second), "--json")]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
-    ids = [json.loads(o[0])["run_id"] for o in outs]
+    results = [json.loads(o[0]) for o in outs]
+    ids = [r["run_id"] for r in results]
     assert ids[0] != ids[1]
+    packs = await conn.fetch("SELECT DISTINCT pack_id FROM ctq.runs WHERE run_id = ANY($1::bigint[])", ids)
+    assert len(packs) == 1
+    assert await conn.fetchval("SELECT count(*) FROM ctq.packs WHERE source_table LIKE '%together_src%'") == 1
+    assert sorted(r["pack_reused"] for r in results) == [False, True]
     for run_id in ids:
         await assert_complete(conn, run_id, models=4, epochs=1)
 
