@@ -7,6 +7,7 @@ initial weights and fits the same buffers in the same order with the same batche
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -127,9 +128,12 @@ async def test_mop_equals_standalone_keras_across_kill_9_and_resume(small_table,
     training ends: the resumed session starts each model from the state its last hop stored."""
     from test_reliability import start_train, wait_for_hops
 
-    grid = write_grid(tmp_path, GRID.format(table=small_table).replace("mop-vs-sequential", "mop-killed"))
+    grid = write_grid(tmp_path, GRID.format(table=small_table).replace("mop-vs-sequential", "mop-killed")
+                      .replace("batch_size: [50]", "batch_size: [10]"))  # hops long enough to kill in between
     proc = start_train(dsn, ctq_home, str(grid), "--json")
-    run_id = await wait_for_hops(conn, "mop-killed", 3)
+    run_id = await wait_for_hops(conn, "mop-killed", 0)
+    while not await conn.fetchval("SELECT count(*) >= 2 FROM ctq.hops WHERE run_id = $1", run_id):
+        await asyncio.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 8
