@@ -206,7 +206,14 @@ async def main() -> None:
                         f"{replay.mop.makespan:.1f}s vs {mop.wall_seconds:.1f}s"))
         results.append(("simulated / measured BSP makespan", replay.bsp.makespan / bsp.wall_seconds, "0.90-1.10",
                         f"{replay.bsp.makespan:.1f}s vs {bsp.wall_seconds:.1f}s"))
-        # 8. packing at scale: 2M and 20M rows x 32 features (bench/packing.py)
+        # 8. the simulator at scale: 10,000 models x 1,024 segments, MOP + BSP, one epoch
+        d = simulate.heterogeneous_durations(10_000, 1024, 0.8, 8.0, seed=0)
+        t_sim = time.perf_counter()
+        big = simulate.compare(d, 1024)
+        sim_seconds = time.perf_counter() - t_sim
+        results.append(("simulator: 10,000 models x 1,024 segments, MOP + BSP (s)", sim_seconds, "seconds",
+                        f"MOP utilization {big.mop.utilization:.3f}, BSP / MOP {big.speedup:.1f}x"))
+        # 9. packing at scale: 2M and 20M rows x 32 features (bench/packing.py)
         from packing import packing_figures
 
         results.extend(await packing_figures(dsn))

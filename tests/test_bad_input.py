@@ -116,23 +116,44 @@ async def test_bad_input_exits_2_and_writes_nothing(case, bad_source, tmp_path, 
     assert await snapshot(conn) == before
 
 
-async def test_model_that_fails_in_the_server_is_refused_by_keras_safe_mode(small_table, conn, dsn):
-    """Even if a Lambda config got past the client, the server refuses it before deserializing."""
+async def server_train_step(conn, arch):
+    """Call the training aggregate directly, on a marker row, as if a config got past the client."""
     import asyncpg
 
     from ctq import catalog
-
     from ctq.engines import detect
 
     await catalog.ensure_installed(conn, await detect(conn))
     params = {"action": "train", "engine": "postgres", "pack_id": "0", "task": "classification", "cores": [],
               "stats": {"input_dim": 3, "n_outputs": 2, "mean": [0, 0, 0], "std": [1, 1, 1], "class_values": [0, 1]},
-              "arch": {"keras_json": LAMBDA_MODEL}, "hyper": {}, "seed": 1, "evaluate": False}
-    with pytest.raises(asyncpg.PostgresError) as info:  # the aggregate called directly, on a marker row
+              "arch": arch, "hyper": {}, "seed": 1, "evaluate": False}
+    with pytest.raises(asyncpg.PostgresError) as info:
         await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, $1)",
                             json.dumps(params))
-    assert info.value.sqlstate == "CTQ01"
-    assert "Lambda" in info.value.message
+    return info.value
+
+
+async def test_a_lambda_layer_that_got_past_the_client_is_refused_by_the_server(small_table, conn):
+    """The server's own check (before Keras sees the config) refuses a Lambda layer."""
+    error = await server_train_step(conn, {"keras_json": LAMBDA_MODEL})
+    assert error.sqlstate == "CTQ01"
+    assert "Lambda" in error.message
+
+
+async def test_a_serialized_function_only_keras_safe_mode_catches_is_refused(small_table, conn):
+    """A Dense layer whose activation is a serialized Python lambda: no Lambda layer, no
+    ``__lambda__`` key, so neither the client nor the server's own check sees it; only
+    ``deserialize_keras_object(..., safe_mode=True)`` in the server refuses it."""
+    model = json.loads(json.dumps(LAMBDA_MODEL))
+    model["config"]["layers"][1] = {
+        "module": "keras.layers", "class_name": "Dense",
+        "config": {"units": 2, "activation": {"class_name": "__lambda__", "config": {"value": ["x", None, None]}}}}
+    from ctq.indb import reject_code
+
+    reject_code(model)  # really past the server's first line of defence
+    error = await server_train_step(conn, {"keras_json": model})
+    assert error.sqlstate == "CTQ01"
+    assert "safe_mode" in error.message and "lambda" in error.message, error.message
 
 
 async def test_usage_errors(run_cli, tmp_path):

@@ -18,12 +18,40 @@ async def test_db_status_and_url_describe_the_running_embedded_database(run_cli,
     assert url.stdout.strip() == cluster.dsn
 
 
+CATALOG_TABLES = ("ctq.packs", "ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs")
+
+
+async def catalog_snapshot(conn) -> dict:
+    return {t: sorted(tuple(r) for r in await conn.fetch(f"SELECT t::text FROM {t} t")) for t in CATALOG_TABLES}
+
+
 async def test_install_is_idempotent(run_cli, conn):
-    for _ in range(2):
+    """Installing again keeps every run, model checkpoint, hop and epoch exactly as they were."""
+    proc = run_cli("install")
+    assert proc.returncode == 0, proc.stderr
+    assert "installed" in proc.stdout
+    await conn.execute("""
+        INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats)
+        VALUES ('idem', 'public.x', 'fp', '{}', 'ctq_data.pack_idem', '{}');
+        INSERT INTO ctq.runs (run_id, name, status, config, config_fingerprint, source_table, pack_id,
+                              segments, epochs, metric, metric_mode)
+        VALUES (-77, 'idem', 'interrupted', '{}', 'fp', 'public.x', 'idem', 2, 1, 'val_loss', 'min');
+        INSERT INTO ctq.models (run_id, model_id, name, architecture, hyperparameters, seed, state, epochs_done)
+        VALUES (-77, 1, 'm', '{}', '{}', 1, '\\x0102'::bytea, 1);
+        INSERT INTO ctq.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows)
+        VALUES (-77, 1, 0, 0, now(), now(), 1, 10), (-77, 1, 0, 1, now(), now(), 1, 10);
+        INSERT INTO ctq.epochs (run_id, model_id, epoch, finished_at) VALUES (-77, 1, 0, now());
+    """)
+    try:
+        before = await catalog_snapshot(conn)
+        assert all(before[t] for t in CATALOG_TABLES)
         proc = run_cli("install")
         assert proc.returncode == 0, proc.stderr
         assert "installed" in proc.stdout
-    assert await conn.fetchval("SELECT count(*) FROM ctq.server_code") == 1
+        assert await catalog_snapshot(conn) == before
+        assert await conn.fetchval("SELECT count(*) FROM ctq.server_code") == 1
+    finally:
+        await conn.execute("DELETE FROM ctq.runs WHERE run_id = -77; DELETE FROM ctq.packs WHERE pack_id = 'idem'")
 
 
 async def test_doctor_checks_keras_inside_the_server(run_cli):

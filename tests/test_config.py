@@ -346,8 +346,12 @@ def test_malformed_config(workdir, mutation, expected):
         assert part in message, f"{part!r} not in {message!r}"
 
 
-def test_enough_malformed_cases():
-    assert len(BAD_CASES) >= 30
+def test_each_malformed_case_mutates_a_valid_config(workdir):
+    """The cases are only errors because of their mutation: the base they mutate loads cleanly,
+    and every mutation really changes it."""
+    assert load(workdir, base_config()).name == "demo"
+    for case_id, mutation, _ in BAD_CASES:
+        assert mutation(base_config()) != base_config(), case_id
 
 
 def test_file_not_found(tmp_path):

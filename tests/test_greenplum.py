@@ -110,7 +110,7 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
     from conftest import assert_close
     from ctq.indb import decode_state
     from test_mop_equals_sequential import GRID as SEQ_GRID
-    from test_mop_equals_sequential import segment_arrays, standalone_keras
+    from test_mop_equals_sequential import model_state, segment_arrays, standalone_keras
 
     grid = write_grid(tmp_path, SEQ_GRID.format(table="public.ctq_gp_src"))
     proc = ctq("train", str(grid), "--json")
@@ -126,8 +126,9 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
         order = [r["segment"] for r in await gp.fetch(
             "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
             run_id, m["model_id"])]
-        expected = standalone_keras(json.loads(m["architecture"])["layers"], json.loads(m["hyperparameters"]),
-                                    m["seed"], [data[s] for s in order], stats["n_outputs"])
+        expected = model_state(standalone_keras(json.loads(m["architecture"])["layers"],
+                                                json.loads(m["hyperparameters"]), m["seed"],
+                                                [data[s] for s in order], stats["n_outputs"]))
         actual = decode_state(m["state"])
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):

@@ -7,8 +7,10 @@ initial weights and fits the same buffers in the same order with the same batche
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -44,7 +46,7 @@ GRID = """
 
 
 def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes, class_weights=None):
-    """Train in plain Keras, written independently of ctq.indb, and return the final state arrays."""
+    """Train in plain Keras, written independently of ctq.indb, and return the trained model."""
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
@@ -64,6 +66,10 @@ def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes, cla
         x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
         y = np.concatenate([y, np.zeros(pad, y.dtype)])
         model.fit(x, y, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def model_state(model):
     return [np.asarray(v.numpy()) for v in list(model.variables) + list(model.optimizer.variables)]
 
 
@@ -75,20 +81,16 @@ async def segment_arrays(conn, table, segment, stats):
     return decode_buffers([tuple(r) for r in rows], stats, "classification")
 
 
-async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli, conn):
+async def assert_run_equals_standalone(conn, run_id, compare_validation=False):
     from ctq.indb import decode_state
 
-    grid = write_grid(tmp_path, GRID.format(table=small_table))
-    proc = run_cli("train", str(grid), "--json")
-    assert proc.returncode == 0, proc.stderr
-    run_id = json.loads(proc.stdout)["run_id"]
     pack = await conn.fetchrow(
         "SELECT p.table_name, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
     stats = json.loads(pack["stats"])
     n_classes = stats["n_outputs"]
     data = {s: await segment_arrays(conn, pack["table_name"], s, stats) for s in (0, 1)}
-    models = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, state FROM ctq.models "
-                              "WHERE run_id = $1 ORDER BY model_id", run_id)
+    models = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, state, val_loss, val_metric "
+                              "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id)
     assert len(models) == 2
     orders = set()
     for m in models:
@@ -97,15 +99,49 @@ async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli,
             run_id, m["model_id"])]
         assert len(order) == 4
         orders.add(tuple(order))
-        expected = standalone_keras(json.loads(m["architecture"])["layers"], json.loads(m["hyperparameters"]),
-                                    m["seed"], [data[s] for s in order], n_classes)
+        model = standalone_keras(json.loads(m["architecture"])["layers"], json.loads(m["hyperparameters"]),
+                                 m["seed"], [data[s] for s in order], n_classes)
+        expected = model_state(model)
         actual = decode_state(m["state"])
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):
             assert a.shape == e.shape
             assert_close(a, e)
+        if compare_validation:  # the last epoch's validation loss and accuracy, as the server evaluated them
+            xv, yv = await segment_arrays(conn, pack["table_name"], -1, stats)
+            assert len(xv) > 0
+            loss, accuracy = model.evaluate(xv, yv, batch_size=1024, verbose=0)
+            assert_close(np.array([m["val_loss"], m["val_metric"]]), np.array([loss, accuracy]))
     # the check is only meaningful if hopping happened: each model saw both segments every epoch
     assert all(sorted(o[:2]) == [0, 1] and sorted(o[2:]) == [0, 1] for o in orders)
+
+
+async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli, conn):
+    grid = write_grid(tmp_path, GRID.format(table=small_table))
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    await assert_run_equals_standalone(conn, json.loads(proc.stdout)["run_id"], compare_validation=True)
+
+
+async def test_mop_equals_standalone_keras_across_kill_9_and_resume(small_table, tmp_path, run_cli, conn, dsn,
+                                                                    ctq_home):
+    """Killed mid-run and resumed, the models end exactly where an uninterrupted sequential
+    training ends: the resumed session starts each model from the state its last hop stored."""
+    from test_reliability import start_train, wait_for_hops
+
+    grid = write_grid(tmp_path, GRID.format(table=small_table).replace("mop-vs-sequential", "mop-killed")
+                      .replace("batch_size: [50]", "batch_size: [10]"))  # hops long enough to kill in between
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "mop-killed", 0)
+    while not await conn.fetchval("SELECT count(*) >= 2 FROM ctq.hops WHERE run_id = $1", run_id):
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 8
+    resumed = run_cli("train", "--resume", str(run_id), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["run_id"] == run_id
+    await assert_run_equals_standalone(conn, run_id, compare_validation=True)
 
 
 async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_table, conn, tmp_path, run_cli):
@@ -132,7 +168,8 @@ async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_tabl
         order = [r["segment"] for r in await conn.fetch(
             "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
             run_id, m["model_id"])]
-        expected = standalone_keras(json.loads(m["architecture"])["layers"], json.loads(m["hyperparameters"]),
-                                    m["seed"], [data[s] for s in order], 2, weights)
+        expected = model_state(standalone_keras(json.loads(m["architecture"])["layers"],
+                                                json.loads(m["hyperparameters"]), m["seed"],
+                                                [data[s] for s in order], 2, weights))
         for a, e in zip(decode_state(m["state"]), expected):
             assert_close(a, e)

@@ -79,11 +79,41 @@ async def wait_for_hops(conn, name, at_least, timeout=180):
     raise AssertionError(f"run {name} did not reach {at_least} hops in {timeout}s")
 
 
+async def assert_consistent(conn, run_id, segments=2):
+    """What the primary keys cannot guarantee: for every model, ctq.models (state, epochs_done),
+    ctq.hops and ctq.epochs tell the same story. The hops of a model never overlap in time (each
+    starts from the state the previous one stored), run epoch after epoch, visit each segment once
+    per epoch; an epoch row exists exactly for every complete epoch and closes with its last hop;
+    the stored state is the last hop's (record_hop stamps both with the hop's end)."""
+    models = await conn.fetch("SELECT model_id, status, epochs_done, state IS NOT NULL AS has_state, updated_at "
+                              "FROM ctq.models WHERE run_id = $1", run_id)
+    assert models
+    for m in models:
+        hops = await conn.fetch("SELECT epoch, segment, started_at, finished_at FROM ctq.hops "
+                                "WHERE run_id = $1 AND model_id = $2 ORDER BY started_at", run_id, m["model_id"])
+        epochs = await conn.fetch("SELECT epoch, finished_at FROM ctq.epochs WHERE run_id = $1 AND model_id = $2 "
+                                  "ORDER BY epoch", run_id, m["model_id"])
+        where = f"run {run_id} model {m['model_id']}"
+        for before, after in zip(hops, hops[1:]):
+            assert after["started_at"] >= before["finished_at"], f"{where}: overlapping hops {before} {after}"
+            assert after["epoch"] >= before["epoch"], f"{where}: epochs out of order"
+        per_epoch = Counter(h["epoch"] for h in hops)
+        done = m["epochs_done"]
+        assert [e["epoch"] for e in epochs] == list(range(done)), where
+        assert all(per_epoch[e] == segments for e in range(done)), f"{where}: {per_epoch}, epochs_done {done}"
+        assert set(per_epoch) <= set(range(done + 1)) and per_epoch.get(done, 0) < segments, where
+        for e in epochs:
+            assert e["finished_at"] == max(h["finished_at"] for h in hops if h["epoch"] == e["epoch"]), where
+        assert m["has_state"] == bool(hops), where
+        if hops and m["status"] in ("pending", "training"):
+            assert m["updated_at"] == hops[-1]["finished_at"], f"{where}: state is not the last hop's"
+
+
 async def assert_complete(conn, run_id, models, epochs, segments=2):
     hops = await conn.fetch("SELECT model_id, epoch, segment FROM ctq.hops WHERE run_id = $1", run_id)
     keys = Counter((h["model_id"], h["epoch"], h["segment"]) for h in hops)
-    assert all(n == 1 for n in keys.values())
     assert set(keys) == {(m, e, s) for m in range(1, models + 1) for e in range(epochs) for s in range(segments)}
+    await assert_consistent(conn, run_id, segments)
     epochs_rows = await conn.fetchval("SELECT count(*) FROM ctq.epochs WHERE run_id = $1", run_id)
     assert epochs_rows == models * epochs
     done = await conn.fetch("SELECT epochs_done, status FROM ctq.models WHERE run_id = $1", run_id)
@@ -92,30 +122,32 @@ async def assert_complete(conn, run_id, models, epochs, segments=2):
 
 async def test_kill_9_then_resume_loses_and_repeats_nothing(long_table, tmp_path, dsn, ctq_home, conn, run_cli):
     grid = write_grid(tmp_path, GRID.format(name="killed", table=long_table, epochs=3))
-    kills = 0
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "killed", 3)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    kills += 1
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    await asyncio.sleep(1)  # let a hop in flight at the kill commit or die
+    await assert_consistent(conn, run_id)
     hops_at_kill = await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
     listed = json.loads(run_cli("runs", "--json").stdout)
     row = next(r for r in listed if r["run_id"] == run_id)
     assert row["status"] == "stale" and row["alive"] is False  # detected as stale
 
-    # resume by config, get killed again, then resume by id
+    # resume by config: the same run goes on (no new run), gets killed again, then resume by id
     proc = start_train(dsn, ctq_home, str(grid), "--resume", "--json")
-    await wait_for_hops(conn, "killed", hops_at_kill + 3)
+    assert await wait_for_hops(conn, "killed", hops_at_kill + 3) == run_id
+    assert await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE name = 'killed'") == 1
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    kills += 1
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    await asyncio.sleep(1)
+    await assert_consistent(conn, run_id)
     resumed = run_cli("train", "--resume", str(run_id), "--json")
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     assert result["run_id"] == run_id and result["status"] == "succeeded"
     await assert_complete(conn, run_id, models=4, epochs=3)
     assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "succeeded"
-    assert kills == 2
+    assert await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE name = 'killed'") == 1
 
 
 async def test_terminated_backend_is_retried_and_the_run_completes(long_table, tmp_path, dsn, ctq_home, conn):
@@ -130,6 +162,7 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
             "WHERE application_name LIKE $1 AND state = 'active'", f"ctq run {run_id} segment %")
         await asyncio.sleep(0.05)
     assert killed >= 1
+    await assert_consistent(conn, run_id)  # the terminated hop left no trace
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     result = json.loads(out)
@@ -156,14 +189,21 @@ async def test_sigint_interrupts_quickly_and_the_run_resumes(long_table, tmp_pat
     await assert_complete(conn, run_id, models=4, epochs=3)
 
 
-async def test_two_concurrent_runs_both_complete(long_table, tmp_path, dsn, ctq_home, conn):
-    first = write_grid(tmp_path, GRID.format(name="together-1", table=long_table, epochs=1), "one.yaml")
-    second = write_grid(tmp_path, GRID.format(name="together-2", table=long_table, epochs=1), "two.yaml")
+async def test_two_concurrent_runs_both_complete(tmp_path, dsn, ctq_home, conn):
+    """Started together on a source never packed: one pack, used by both runs."""
+    await create_table(conn, "public.together_src", 8000, seed=12)
+    first = write_grid(tmp_path, GRID.format(name="together-1", table="public.together_src", epochs=1), "one.yaml")
+    second = write_grid(tmp_path, GRID.format(name="together-2", table="public.together_src", epochs=1), "two.yaml")
     procs = [start_train(dsn, ctq_home, str(first), "--json"), start_train(dsn, ctq_home, str(second), "--json")]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
-    ids = [json.loads(o[0])["run_id"] for o in outs]
+    results = [json.loads(o[0]) for o in outs]
+    ids = [r["run_id"] for r in results]
     assert ids[0] != ids[1]
+    packs = await conn.fetch("SELECT DISTINCT pack_id FROM ctq.runs WHERE run_id = ANY($1::bigint[])", ids)
+    assert len(packs) == 1
+    assert await conn.fetchval("SELECT count(*) FROM ctq.packs WHERE source_table LIKE '%together_src%'") == 1
+    assert sorted(r["pack_reused"] for r in results) == [False, True]
     for run_id in ids:
         await assert_complete(conn, run_id, models=4, epochs=1)
 
@@ -222,3 +262,232 @@ async def test_segments_over_their_memory_budget_stream_their_data(tmp_path, run
     assert result["best_metric"] > 0.9
     hops = await conn.fetch("SELECT rows FROM ctq.hops WHERE run_id = $1", result["run_id"])
     assert len(hops) == 4 and all(h["rows"] > 2500 for h in hops)  # about 3,200 training rows a segment
+
+
+# Hops long enough (batch size 1 on 24,000 rows a segment) that only a working server-side cancel or
+# termination ends them in time: a check that passed because a hop ended on its own would be no check.
+SLOW_GRID = """
+    name: {name}
+    data: {{table: {table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
+    segments: 2
+    models:
+      - name: slow
+        layers: [{{dense: 64, activation: relu}}]
+    search:
+      space:
+        learning_rate: [0.001, 0.01]
+        batch_size: [1]
+    epochs: {epochs}
+    metric: val_accuracy
+"""
+
+
+@pytest.fixture(scope="module")
+async def slow_table(dsn):
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    await create_table(conn, "public.slow_src", 60000, seed=4)
+    await conn.close()
+    return "public.slow_src"
+
+
+async def hops_in_flight(conn, run_id) -> set[int]:
+    """Backends of the run that are running a hop statement (not the warm-up)."""
+    rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1 AND state = 'active' "
+                            "AND query LIKE '%ctq.record_hop%'", f"ctq run {run_id} segment %")
+    return {r["pid"] for r in rows}
+
+
+async def start_slow_run(conn, dsn, ctq_home, tmp_path, name, table, epochs=1):
+    """A run with both segments one second into a long hop; returns (process, run_id, hop pids)."""
+    grid = write_grid(tmp_path, SLOW_GRID.format(name=name, table=table, epochs=epochs), f"{name}.yaml")
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        run_id = await latest_run(conn, name) if await conn.fetchval("SELECT to_regclass('ctq.runs') IS NOT NULL") \
+            else None
+        if run_id is not None and len(pids := await hops_in_flight(conn, run_id)) == 2:
+            await asyncio.sleep(1)
+            assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) == 0
+            return proc, run_id, pids, grid
+        await asyncio.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"run {name}: no two hops in flight after 180 s; {proc.communicate()[1]}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_interrupt_cancels_long_hops_within_about_a_second(sig, slow_table, tmp_path, dsn, ctq_home, conn):
+    proc, run_id, pids, _ = await start_slow_run(conn, dsn, ctq_home, tmp_path, f"slow-{sig.name}", slow_table)
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 130, proc.stderr.read()
+    assert elapsed < 3, f"exit took {elapsed:.1f} s"
+    assert not await hops_in_flight(conn, run_id)  # the server cancelled them, not the hops' own end
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) == 0
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "interrupted"
+    await assert_consistent(conn, run_id)
+
+
+async def test_kill_9_orphan_hops_are_stopped_before_the_resumed_session_trains(slow_table, tmp_path, dsn,
+                                                                                  ctq_home, conn):
+    proc, run_id, orphans, grid = await start_slow_run(conn, dsn, ctq_home, tmp_path, "orphaned", slow_table)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    await asyncio.sleep(0.5)
+    assert await hops_in_flight(conn, run_id) == orphans  # still training for a coordinator that is gone
+    resumed = start_train(dsn, ctq_home, str(grid), "--resume", "--json")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        in_flight = await hops_in_flight(conn, run_id)
+        alive = {r["pid"] for r in await conn.fetch("SELECT pid FROM pg_stat_activity")}
+        if in_flight - orphans:  # the resumed session is training: no orphan may be left by now
+            assert not orphans & alive, "the resumed session trains while the old session's hops still run"
+            break
+        await asyncio.sleep(0.05)
+    else:
+        resumed.kill()
+        raise AssertionError(f"the resumed session never trained: {resumed.communicate()[1]}")
+    resumed.send_signal(signal.SIGINT)
+    assert resumed.wait(timeout=30) == 130
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) == 0  # orphans: nothing
+    await assert_consistent(conn, run_id)
+
+
+async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_table, tmp_path, dsn, ctq_home, conn):
+    """A hop run by hand in a session with statement_timeout = 1s stops within about a second and
+    records nothing (ctq's own sessions set statement_timeout = 0)."""
+    import asyncpg
+
+    from ctq.api import load_plan
+    from ctq.engines import engine_named
+
+    proc, run_id, _, _ = await start_slow_run(conn, dsn, ctq_home, tmp_path, "timed-out", slow_table)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    plan = await load_plan(conn, run_id)
+    engine = engine_named(plan.engine)
+    model = plan.specs[1]
+    common = {"engine": engine.name, "pack_id": plan.pack["pack_id"], "task": plan.pack["settings"]["task"],
+              "stats": plan.pack["stats"], "cores": [0], "stream": False}
+    warmup = dict(common, action="warmup", models=[[model["architecture"], {
+        k: v for k, v in model["hyperparameters"].items() if k != "learning_rate"}]])
+    params = json.dumps(dict(common, action="train", arch=model["architecture"], hyper=model["hyperparameters"],
+                             seed=model["seed"], evaluate=False))
+    statements = engine.hop_statements(0, plan.pack["pack_id"], plan.pack["table_name"])
+    session = await asyncpg.connect(dsn)
+    try:  # as the coordinator does: the backend has Keras loaded, the data decoded, the model built
+        await session.fetchval(statements["warmup"], json.dumps(warmup))
+        await session.execute("SET statement_timeout = '1s'")
+        t0 = time.monotonic()
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await engine.run_hop(session, statements, run_id, 1, 0, False, params)
+        elapsed = time.monotonic() - t0
+    finally:
+        await session.close()
+    assert elapsed < 2.5, f"statement_timeout 1s ended the hop after {elapsed:.1f} s"
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) == 0
+    await assert_consistent(conn, run_id)
+
+
+async def test_a_live_run_cannot_be_driven_twice(slow_table, tmp_path, dsn, ctq_home, conn, run_cli):
+    """While a coordinator drives a run: `--resume` (by id or by config) is refused, and so is a
+    second coordinator that skips that check (the run's lock); the live run is left undisturbed."""
+    from ctq import api
+    from ctq.errors import RunFailed
+
+    proc, run_id, pids, grid = await start_slow_run(conn, dsn, ctq_home, tmp_path, "driven-once", slow_table,
+                                                 epochs=4)  # outlasts the refusals below
+    try:
+        for args in (["--resume", str(run_id)], [str(grid), "--resume"]):
+            refused = run_cli("train", *args, "--json")
+            assert refused.returncode == 1, refused.stderr
+            assert f"run {run_id} is still being driven by a live ctq process" in refused.stderr
+        plan = await api.load_plan(conn, run_id)
+        with pytest.raises(RunFailed, match=f"run {run_id} is being driven by another ctq process"):
+            await api.drive(dsn, plan)
+        # the live run was not touched: still running, its coordinator alive, its hops going on
+        status = await conn.fetchrow("SELECT status, message FROM ctq.runs WHERE run_id = $1", run_id)
+        assert tuple(status) == ("running", None)
+        assert proc.poll() is None
+        assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 2 * 2 * 4
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 130
+    assert await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE name = 'driven-once'") == 1
+    await assert_consistent(conn, run_id)
+
+
+async def test_resuming_a_succeeded_run_is_refused_and_changes_nothing(small_table, tmp_path, conn, run_cli):
+    grid = write_grid(tmp_path, """
+        name: finished
+        data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+        segments: 2
+        models: [{name: m, layers: [{dense: 8}]}]
+        search: {space: {batch_size: [100]}}
+        epochs: 1
+        metric: val_accuracy
+    """)
+    done = run_cli("train", str(grid), "--json")
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    before = await conn.fetch("SELECT h::text FROM ctq.hops h WHERE run_id = $1 ORDER BY 1", run_id)
+    run_before = await conn.fetchval("SELECT r::text FROM ctq.runs r WHERE run_id = $1", run_id)
+    refused = run_cli("train", "--resume", str(run_id))
+    assert refused.returncode == 2
+    assert f"run {run_id} already succeeded" in refused.stderr
+    assert await conn.fetch("SELECT h::text FROM ctq.hops h WHERE run_id = $1 ORDER BY 1", run_id) == before
+    assert await conn.fetchval("SELECT r::text FROM ctq.runs r WHERE run_id = $1", run_id) == run_before
+
+
+async def test_a_refused_coordinator_records_nothing_on_a_run_it_never_drove(small_table, tmp_path, dsn, conn,
+                                                                             run_cli):
+    import asyncpg
+
+    from ctq import api, catalog
+    from ctq.errors import RunFailed
+
+    grid = write_grid(tmp_path, """
+        name: not-yours
+        data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+        segments: 2
+        models: [{name: m, layers: [{dense: 8}]}]
+        search: {space: {batch_size: [100]}}
+        epochs: 1
+        metric: val_accuracy
+    """)
+    done = run_cli("train", str(grid), "--json")
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    plan = await api.load_plan(conn, run_id)
+    holder = await asyncpg.connect(dsn)  # stands for the live coordinator that finishes meanwhile
+    assert await catalog.lock_run(holder, run_id)
+    second = asyncio.create_task(api.drive(dsn, plan))
+    await asyncio.sleep(6)  # the second coordinator has given up on the lock (after about 5 s)
+    await holder.close()  # ... and the live one ends, letting go of the lock
+    with pytest.raises(RunFailed, match="being driven by another ctq process"):
+        await second
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "succeeded"
+
+
+async def test_a_hop_failing_past_the_retry_limit_fails_the_run_with_the_reason(long_table, tmp_path, dsn,
+                                                                                ctq_home, conn):
+    """Segment 0's backend is terminated again and again: after 5 retries of one hop the run
+    stops with exit 1, saying which hop failed how often and why; what was recorded is consistent."""
+    grid = write_grid(tmp_path, GRID.format(name="hopeless", table=long_table, epochs=2))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "hopeless", 1)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE application_name = $1", f"ctq run {run_id} segment 0")
+        await asyncio.sleep(0.05)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "segment 0) failed 6 times, last:" in err and "terminat" in err
+    run = await conn.fetchrow("SELECT status, message FROM ctq.runs WHERE run_id = $1", run_id)
+    assert run["status"] == "failed" and "failed 6 times" in run["message"]
+    await assert_consistent(conn, run_id)

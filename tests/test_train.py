@@ -174,3 +174,75 @@ async def test_changed_source_is_packed_again(conn, tmp_path, run_cli):
     packs = await conn.fetch("SELECT pack_id FROM ctq.runs WHERE run_id = ANY($1::bigint[])", [a["run_id"], b["run_id"]])
     assert len({p["pack_id"] for p in packs}) == 2
     assert b["pack_reused"] is False
+
+
+async def test_json_figures_agree_with_the_catalog(mop_run, conn):
+    run_id = mop_run["run_id"]
+    hops = await conn.fetch("SELECT started_at, finished_at FROM ctq.hops WHERE run_id = $1", run_id)
+    assert mop_run["hops"] == mop_run["run_hops"] == len(hops) == 4 * 2 * 2
+    span = (max(h["finished_at"] for h in hops) - min(h["started_at"] for h in hops)).total_seconds()
+    busy = sum((h["finished_at"] - h["started_at"]).total_seconds() for h in hops)
+    # the schedule (warm-up excluded) holds every hop, and is not much longer than their span
+    assert span - 0.05 <= mop_run["schedule_seconds"] <= min(span + 5, mop_run["wall_seconds"])
+    # utilization: hop time over segments x schedule; the client times a hop from query to result,
+    # the catalog only its training, so the catalog's figure is a lower bound
+    from_catalog = busy / (2 * mop_run["schedule_seconds"])
+    assert from_catalog - 0.02 <= mop_run["segment_utilization"] <= 1.0
+    models = {r["model_id"]: r for r in await conn.fetch(
+        "SELECT model_id, status, epochs_done, val_loss, val_metric FROM ctq.models WHERE run_id = $1", run_id)}
+    for row in mop_run["leaderboard"]:
+        m = models[row["model_id"]]
+        assert (row["status"], row["epochs_done"], row["val_loss"], row["val_metric"]) == \
+               (m["status"], m["epochs_done"], m["val_loss"], m["val_metric"])
+    assert mop_run["best_metric"] == max(m["val_metric"] for m in models.values())
+    assert mop_run["best_metric"] == models[mop_run["best_model_id"]]["val_metric"]
+
+
+TINY = GRID.replace("learning_rate: [0.003, 0.03]", "learning_rate: [0.01]").replace("epochs: 2", "epochs: 1")
+
+
+async def test_plain_output_without_a_terminal(small_table, tmp_path, run_cli):
+    grid = write_grid(tmp_path, TINY.format(name="plain", table=small_table))
+    proc = run_cli("train", str(grid))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr  # no terminal codes in a log
+    assert "warming up 2 segments" in proc.stderr
+    assert "small" in proc.stdout and "wide" in proc.stdout  # the leaderboard
+
+
+async def test_live_display_on_a_terminal(small_table, tmp_path, dsn, ctq_home):
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+
+    grid = write_grid(tmp_path, TINY.format(name="live", table=small_table))
+    master, slave = pty.openpty()
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home), COLUMNS="150", LINES="40", TERM="xterm")
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "train", str(grid)], stdout=slave,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    _, err = proc.communicate(timeout=600)
+    reader.join(timeout=10)
+    os.close(master)
+    out = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert "\x1b[?25l" in out  # the live display hides the cursor while it redraws in place
+    run_id = int(out.split("run ", 1)[1].split()[0])
+    assert "/4 hops" in out and f"run {run_id} " in out  # its head line: hops done of the run's 4
+    assert "warming up" not in err.decode()  # not the plain log

@@ -1,0 +1,84 @@
+"""What a pack holds: the seeded split and shuffle, the validation share, normalisation statistics
+from the training rows, one partition per segment, and reuse by pack_id (the catalog's word, not
+the flag the client reports). One run packs, a few more reuse it or pack anew."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import create_table, write_grid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+GRID = """
+    name: {name}
+    data: {{table: public.pack_src, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+            task: classification, validation_fraction: 0.25}}
+    segments: 2
+    models: [{{name: m, layers: [{{dense: 4}}]}}]
+    search: {{seed: {seed}, space: {{batch_size: [500]}}}}
+    epochs: 1
+    metric: val_accuracy
+"""
+
+
+async def packed(conn, run_cli, tmp_path, name, seed):
+    grid = write_grid(tmp_path, GRID.format(name=name, seed=seed), f"{name}.yaml")
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    return await conn.fetchrow("SELECT p.* FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1",
+                               run_id)
+
+
+async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
+    from ctq.indb import decode_buffers
+
+    await create_table(conn, "public.pack_src", 2400, seed=13)
+    pack = await packed(conn, run_cli, tmp_path, "pack-a", seed=21)
+    stats, table = json.loads(pack["stats"]), pack["table_name"]
+    rows = await conn.fetch(f"SELECT segment, bucket, rows, x, y, k FROM {table}")
+
+    # one partition per segment (each with its empty marker row) plus the validation rows
+    assert {r["segment"] for r in rows} == {-1, 0, 1}
+    markers = [r for r in rows if r["bucket"] == -1]
+    assert sorted(r["segment"] for r in markers) == [0, 1] and all(r["rows"] == 0 for r in markers)
+
+    # the validation share: exactly the rows whose seeded key falls under the cut
+    expected_validation = await conn.fetchval(
+        "SELECT count(*) FROM public.pack_src t WHERE abs(hashtidextended(t.ctid, 21) % 1000000) < 250000")
+    parts = {s: decode_buffers([tuple(r)[2:] for r in rows if r["segment"] == s and r["bucket"] >= 0],
+                               stats, "classification") for s in (-1, 0, 1)}
+    assert len(parts[-1][0]) == stats["validation_rows"] == expected_validation
+    assert 0.2 < expected_validation / 2400 < 0.3
+    assert len(parts[0][0]) + len(parts[1][0]) == stats["train_rows"] == 2400 - expected_validation
+    assert abs(len(parts[0][0]) - len(parts[1][0])) < 0.15 * stats["train_rows"]  # segments of similar size
+
+    # every source row exactly once, normalised with the training rows' mean and standard deviation
+    source = np.array([tuple(r) for r in await conn.fetch(
+        "SELECT f1, f2, f3, f4, f5, f6, f7, f8 FROM public.pack_src")], np.float64)
+    train = np.concatenate([parts[0][0], parts[1][0]])
+    np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-3)
+    mean, std = np.array(stats["mean"]), np.array(stats["std"])
+    restored = np.concatenate([train, parts[-1][0]]) * std + mean
+    assert restored.shape == source.shape
+    nearest = np.concatenate([((chunk[:, None, :] - source[None, :, :]) ** 2).sum(-1).argmin(1)
+                              for chunk in np.array_split(restored, 8)])
+    assert len(set(nearest.tolist())) == len(source)  # a permutation of the source rows
+    np.testing.assert_allclose(restored, source[nearest], atol=2e-3)  # up to float32 rounding
+
+    # the shuffle is seeded: segment 0 holds the same rows in the same order when packed again
+    # with the same seed (the pack is reused, by pack_id) and other rows with another seed
+    again = await packed(conn, run_cli, tmp_path, "pack-b", seed=21)
+    assert again["pack_id"] == pack["pack_id"]
+    assert await conn.fetchval("SELECT count(*) FROM ctq.packs WHERE source_table = $1",
+                               pack["source_table"]) == 1
+    other = await packed(conn, run_cli, tmp_path, "pack-c", seed=22)
+    assert other["pack_id"] != pack["pack_id"]
+    other_rows = await conn.fetch(f"SELECT rows, x, y, k FROM {other['table_name']} WHERE segment = 0 AND bucket >= 0")
+    other_x = decode_buffers([tuple(r) for r in other_rows], json.loads(other["stats"]), "classification")[0]
+    assert len(other_x) != len(parts[0][0]) or not np.allclose(other_x, parts[0][0])
