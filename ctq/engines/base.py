@@ -120,11 +120,17 @@ class Engine:
         """
         if not all(c in "0123456789abcdef" for c in pack_id):
             raise ValueError(f"not a pack id: {pack_id!r}")
-        rows_filter = {"cached": f"(b.bucket < 0 OR NOT ctq.data_cached('{pack_id}', {int(segment)}))",
-                       "stream": "TRUE", "markers": "b.bucket < 0"}[rows]
+        rows_filter = {"cached": self.cached_filter(pack_id, int(segment)), "stream": "TRUE",
+                       "markers": "b.bucket < 0"}[rows]
         order = " ORDER BY b.segment DESC, b.bucket" if rows == "stream" else ""
         return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, state=state,
                            params=params, rows_filter=rows_filter, order=order)
+
+    def cached_filter(self, pack_id: str, segment: int) -> str:
+        """Keep the marker rows, and the buffer rows only while this backend has not cached them.
+        On PostgreSQL the check is an uncorrelated subquery, evaluated once per hop (an InitPlan)
+        rather than once per buffer row."""
+        return f"(b.bucket < 0 OR NOT (SELECT ctq.data_cached('{pack_id}', {segment})))"
 
     def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> dict[str, str]:
         """The statements one segment's connection uses: warm-up and the hop."""

@@ -37,6 +37,10 @@ class GreenplumEngine(Engine):
         message = str(getattr(exc, "message", "") or exc)
         return any(text in message for text in self.SEGMENT_LOST)
 
+    def cached_filter(self, pack_id, segment):
+        # per row, on the segment: an InitPlan would run on the coordinator and ask its cache
+        return f"(b.bucket < 0 OR NOT ctq.data_cached('{pack_id}', {segment}))"
+
     async def segments(self, conn, requested, default):
         count = await conn.fetchval(self.template("segments.sql"))
         notice = None
