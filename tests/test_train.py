@@ -26,8 +26,8 @@ GRID = """
           - {{dense: 16, activation: relu}}
       - name: wide
         layers:
-          - {{dense: 128, activation: relu}}
-          - {{dense: 128, activation: relu}}
+          - {{dense: 512, activation: relu}}
+          - {{dense: 512, activation: relu}}
     search:
       method: grid
       seed: 3
