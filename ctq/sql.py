@@ -79,7 +79,8 @@ def install_script(engine: str = COMMON) -> str:
     clauses = {key: template(f"distribution/{key}.sql", engine).strip()
                for key in ("replicated", "by_run", "by_pack")}
     return render("install.sql", engine, bootstrap=bootstrap, upgrade=template("install_upgrade.sql", engine),
-                  security=template("security.sql", engine), row_security=template("row_security.sql", engine),
+                  security=render("security.sql", engine, roles=template("security_roles.sql", engine)),
+                  row_security=template("row_security.sql", engine),
                   **{f"distributed_{k}": v for k, v in clauses.items()})
 
 

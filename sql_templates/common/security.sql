@@ -4,16 +4,7 @@
 --   ctq_admin  also sees and changes every run; it cannot change the server code either
 -- ctq.server_code, ctq.meta (python_path) and the functions are executed as Python by the server's
 -- OS user: only their owner, the installer, can change them.
-DO $roles$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ctq_user') THEN
-        CREATE ROLE ctq_user NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ctq_admin') THEN
-        CREATE ROLE ctq_admin NOLOGIN;
-    END IF;
-END
-$roles$;
+{{roles}}
 GRANT ctq_user TO ctq_admin;
 
 REVOKE ALL ON SCHEMA ctq FROM PUBLIC;
