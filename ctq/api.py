@@ -223,6 +223,9 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         run = await catalog.get_run(conn, run_id)
         if run is None:
             raise NotFound(f"no run with id {run_id}")
+        if not run["may_change"]:
+            raise PermissionDenied(f"run {run_id} belongs to {run['run_by']} and is shared with you read-only: "
+                                   "only its owner or an administrator (ctq_admin) can resume it")
         if name and name != run["name"]:
             raise UsageError(f"--name {name}: run {run_id} is named {run['name']!r}; a resumed run keeps its name")
         if schedule and schedule != run["schedule"]:
@@ -329,7 +332,19 @@ async def install(dsn: str, python_path: list[str] | None = None) -> str:
 
 async def grant(dsn: str, role: str, *, admin: bool = False, revoke: bool = False) -> str:
     async with connect(dsn) as conn:
+        engine = await detect(conn)
+        if not admin and not revoke and not engine.row_security:
+            raise UsageError(f"{engine.title} has no row-level security, so ctq cannot keep one analyst's runs "
+                             f"from another there; make {role} an administrator (ctq grant {role} --admin: sees "
+                             "every run) or use a server with row-level security (PostgreSQL 9.5+)")
         return await catalog.grant(conn, role, admin=admin, revoke=revoke)
+
+
+async def share(dsn: str, run_id: int, roles: list[str], *, revoke: bool = False) -> list[str]:
+    """Share a run read-only with roles (or stop): see ``catalog.share``. Returns its roles now."""
+    async with connect(dsn) as conn:
+        await catalog.check_access(conn)
+        return await catalog.share(conn, run_id, roles, revoke=revoke)
 
 
 def check_server_directory(path: str) -> None:

@@ -14,7 +14,7 @@ import asyncpg
 
 from ctq import __version__
 from ctq.config import fingerprint
-from ctq.errors import DatabaseError, PermissionDenied, UsageError
+from ctq.errors import DatabaseError, NotFound, PermissionDenied, UsageError
 from ctq.sql import install_fingerprint, install_script, quote_ident, render, server_code, template
 
 SCHEMA_VERSION = 1
@@ -128,6 +128,27 @@ async def grant(conn: asyncpg.Connection, role: str, *, admin: bool = False, rev
         raise PermissionDenied(f"role {who} cannot {'revoke' if revoke else 'grant'} {group} ({exc}); "
                                "an administrator (a superuser, or a role with CREATEROLE) must run it") from exc
     return group
+
+
+async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revoke: bool = False) -> list[str]:
+    """``ctq share RUN_ID ROLE...``: let members of each role read the run (its models, hops,
+    epochs, leaderboard and states), read-only; with ``revoke``, stop sharing with them. Only the
+    run's owner or an administrator may (``ctq.can_change_run``). Returns the run's roles now.
+
+    Raises UsageError for a role that does not exist, NotFound for a run the caller cannot see,
+    PermissionDenied for a run it can see but not change."""
+    for role in roles:
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role):
+            raise UsageError(f"no role {role!r} in this database; create it first, e.g. "
+                             f"CREATE ROLE {quote_ident(role)}")
+    run = await get_run(conn, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id}")
+    if not run["may_change"]:
+        raise PermissionDenied(f"run {run_id} belongs to {run['run_by']}: only its owner or an administrator "
+                               "(ctq_admin) can share it")
+    shared = await conn.fetchval(template("share_run.sql"), run_id, roles, revoke)
+    return list(shared)
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:

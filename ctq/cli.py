@@ -237,6 +237,20 @@ def revoke(role: str, admin: bool, dsn: str | None) -> None:
     click.echo(f"revoked {group} from {role}")
 
 
+@main.command()
+@click.argument("run_id", type=int)
+@click.argument("roles", nargs=-1, required=True)
+@click.option("--revoke", is_flag=True, help="Stop sharing the run with these roles.")
+@dsn_option
+@handle_errors
+def share(run_id: int, roles: tuple[str, ...], revoke: bool, dsn: str | None) -> None:
+    """Let members of ROLES read run RUN_ID (models, hops, leaderboard, states), read-only.
+
+    Only the run's owner or an administrator may share it; readers cannot resume or change it."""
+    shared = run_async(api.share(resolve_dsn(dsn), run_id, list(roles), revoke=revoke))
+    click.echo(f"run {run_id} is shared with: {', '.join(shared) if shared else 'no one'}")
+
+
 # ------------------------------------------------------------------------------------- doctor
 @main.command()
 @dsn_option

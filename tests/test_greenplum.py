@@ -172,3 +172,35 @@ async def test_stop_and_resume_on_greenplum(gp, tmp_path, stop):
     assert len(rows) == 4 * 4 * segments
     assert len({(r["model_id"], r["epoch"], r["segment"]) for r in rows}) == len(rows)
     assert all(r["executed_on"] == r["segment"] for r in rows)
+
+
+async def test_an_administrator_role_trains_on_greenplum_and_analysts_are_refused(gp, tmp_path):
+    """Roles and grants as on PostgreSQL: a non-superuser in ctq_admin, with SELECT on the source,
+    packs and trains (Greenplum checks UPDATE on the run-id sequence when a segment asks for the next
+    value). Greenplum 6 has no row-level security, so `ctq grant ROLE` (an analyst, who would see
+    everyone's runs) is refused with the reason and the alternatives; the role is left unchanged."""
+    role = "ctq_gp_admin"
+    if await gp.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role):
+        await gp.execute(f"DROP OWNED BY {role}")
+        await gp.execute(f"DROP ROLE {role}")
+    await gp.execute(f"CREATE ROLE {role} LOGIN")
+    await gp.execute("DROP TABLE IF EXISTS public.ctq_gp_admin_src")
+    await gp.execute("CREATE TABLE public.ctq_gp_admin_src AS SELECT * FROM public.ctq_gp_src LIMIT 1500")
+    await gp.execute(f"GRANT SELECT ON public.ctq_gp_admin_src TO {role}")
+    refused = ctq("grant", role)
+    assert refused.returncode == 2 and "row-level security" in refused.stderr, refused.stderr
+    assert not await gp.fetchval("SELECT pg_has_role($1, 'ctq_user', 'MEMBER')", role)
+    assert ctq("grant", role, "--admin").returncode == 0
+    grid = write_grid(tmp_path, GRID.format(schedule="admin").replace("ctq_gp_src", "ctq_gp_admin_src"))
+    user_dsn = DSN.replace("gpadmin@", f"{role}@") if "gpadmin@" in DSN else None
+    if user_dsn is None:
+        pytest.skip("CTQ_TEST_GREENPLUM_DSN does not name user gpadmin; cannot derive a DSN for another role")
+    env = dict(os.environ, CTQ_DSN=user_dsn, COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "succeeded" and not result["pack_reused"]
+    assert await gp.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", result["run_id"]) == role
+    assert await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND executed_on = segment",
+                             result["run_id"]) == 4 * 2 * await primaries(gp)

@@ -254,3 +254,73 @@ async def test_hostile_direct_calls_are_refused(world, conn, dsn):
     await tr.start()
     assert await conn.execute("UPDATE ctq.server_code SET installed_at = installed_at") == "UPDATE 1"
     await tr.rollback()
+
+
+async def test_owner_shares_a_run_read_only_with_a_role(world, conn, dsn):
+    """alice shares her run with a group role bob belongs to: bob reads it (runs, models, the
+    tables, the leaderboard) but cannot change, resume or re-share it; carol still sees nothing;
+    revoking closes it again."""
+    run_id = world["run"]["run_id"]
+    cli = world["cli"]
+    await conn.execute("DROP ROLE IF EXISTS ctq_team")
+    await conn.execute("CREATE ROLE ctq_team NOLOGIN")
+    await conn.execute("GRANT ctq_team TO ctq_bob")
+    try:
+        assert cli("share", str(run_id), "ctq_team", role="ctq_bob").returncode == 2  # not bob's to share
+        assert cli("share", str(run_id), "no_such_role", role="ctq_alice").returncode == 2
+        proc = cli("share", str(run_id), "ctq_team", role="ctq_alice")
+        assert proc.returncode == 0 and "ctq_team" in proc.stdout, proc.stderr
+        listed = json.loads(cli("runs", "--json", role="ctq_bob").stdout)
+        assert run_id in {r["run_id"] for r in listed}
+        models = cli("models", str(run_id), "--json", role="ctq_bob")
+        assert models.returncode == 0 and len(json.loads(models.stdout)) == 1
+        bob = await connect_as(dsn, "ctq_bob")
+        try:
+            for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.leaderboard"):
+                assert await bob.fetchval(f"SELECT count(*) FROM {table} WHERE run_id = $1", run_id) > 0, table
+            assert await bob.fetchval("SELECT state IS NOT NULL FROM ctq.models WHERE run_id = $1", run_id)
+            # read-only: no change reaches the rows, and no hop can be added
+            for sql in ("UPDATE ctq.models SET state = NULL WHERE run_id = $1",
+                        "UPDATE ctq.runs SET shared_with = '{}' WHERE run_id = $1",
+                        "DELETE FROM ctq.hops WHERE run_id = $1"):
+                try:
+                    assert (await bob.execute(sql, run_id)).endswith(" 0"), sql
+                except asyncpg.exceptions.InsufficientPrivilegeError:
+                    pass
+            with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+                await bob.execute("INSERT INTO ctq.hops (run_id, model_id, epoch, segment, started_at, finished_at, "
+                                  "compute_seconds, rows) VALUES ($1, 1, 9, 0, now(), now(), 0, 0)", run_id)
+        finally:
+            await bob.close()
+        resumed = cli("train", "--resume", str(run_id), "-q", role="ctq_bob")
+        assert resumed.returncode in (2, 3) and "read-only" in resumed.stderr, resumed.stderr
+        assert resumed.stderr.strip().count("\n") == 0
+        carol = json.loads(cli("runs", "--json", role="ctq_carol").stdout)
+        assert run_id not in {r["run_id"] for r in carol}
+        proc = cli("share", str(run_id), "ctq_team", "--revoke", role="ctq_alice")
+        assert proc.returncode == 0 and "no one" in proc.stdout, proc.stdout
+        assert run_id not in {r["run_id"] for r in json.loads(cli("runs", "--json", role="ctq_bob").stdout)}
+    finally:
+        await conn.execute("UPDATE ctq.runs SET shared_with = '{}' WHERE run_id = $1", run_id)
+        await conn.execute("REVOKE ctq_team FROM ctq_bob")
+        await conn.execute("DROP ROLE ctq_team")
+
+
+async def test_administrator_resumes_another_users_run_only_with_select_on_its_source(world, conn, small_table):
+    """dave (ctq_admin) may resume alice's interrupted run, but the pack rule holds for him too:
+    without SELECT on the source he is refused with the missing privilege, nothing changed."""
+    run_id = world["run"]["run_id"]
+    await conn.execute("DELETE FROM ctq.epochs WHERE run_id = $1 AND epoch = 1", run_id)
+    await conn.execute("DELETE FROM ctq.hops WHERE run_id = $1 AND epoch = 1", run_id)
+    await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
+    refused = world["cli"]("train", "--resume", str(run_id), "-q", role="ctq_dave")
+    assert refused.returncode == 2 and "no SELECT privilege" in refused.stderr, refused.stderr
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "interrupted"
+    await conn.execute(f"GRANT SELECT ON {small_table} TO ctq_dave")
+    try:
+        proc = world["cli"]("train", "--resume", str(run_id), "--json", "-q", role="ctq_dave")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["hops"] == 2
+        assert await conn.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", run_id) == "ctq_alice"
+    finally:
+        await conn.execute(f"REVOKE SELECT ON {small_table} FROM ctq_dave")

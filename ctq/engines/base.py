@@ -36,6 +36,10 @@ class Engine:
     """One database engine. Subclasses set ``name`` and override what differs."""
 
     name = "postgres"
+    title = "PostgreSQL"
+    #: whether analysts (ctq_user) are kept apart by row-level security (row_security.sql); without
+    #: it only administrators, who see every run, may use ctq
+    row_security = True
     #: connection settings of every segment connection
     session_settings: dict[str, str] = {}
 

@@ -24,6 +24,10 @@ from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 
 class GreenplumEngine(Engine):
     name = "greenplum"
+    title = "Greenplum"
+    #: Greenplum 6 (PostgreSQL 9.4) has no row-level security; Greenplum 7 and Cloudberry do, but
+    #: this engine's catalog does not use it yet (sql_templates/greenplum/ has no policies)
+    row_security = False
     #: after an error inside PL/Python the session's Python state may be unsafe to reuse
     #: (engineering notes: a crash of the coordinator followed such a retry): reconnect instead.
     reconnect_after_error = True

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS ctq.runs (
     message            text,
     seed               int NOT NULL DEFAULT 0,
     cores_per_segment  int,
-    engine             text NOT NULL DEFAULT 'postgres'
+    engine             text NOT NULL DEFAULT 'postgres',
+    shared_with        text[] NOT NULL DEFAULT '{}'   -- roles whose members may read the run (ctq share)
 ) {{distributed_by_run}};
 
 CREATE TABLE IF NOT EXISTS ctq.models (
@@ -112,6 +113,23 @@ CREATE TABLE IF NOT EXISTS ctq.epochs (
 
 {{upgrade}}
 
+-- Who may read a run: its owner, an administrator (ctq_admin), or a member of a role the owner
+-- shared it with (`ctq share`). One definition for the row-level security policies
+-- (row_security.sql) and the views below, which filter on their reader themselves. A role dropped
+-- after the run was shared simply matches nobody.
+CREATE OR REPLACE FUNCTION ctq.can_read_run(p_run_by text, p_shared_with text[]) RETURNS boolean
+LANGUAGE sql STABLE AS $fn$
+SELECT p_run_by = current_user OR pg_has_role(current_user, 'ctq_admin', 'MEMBER')
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles g
+                  WHERE g.rolname = ANY (p_shared_with) AND pg_has_role(current_user, g.oid, 'MEMBER'))
+$fn$;
+
+-- Who may change a run (train, resume, share, delete): its owner or an administrator.
+CREATE OR REPLACE FUNCTION ctq.can_change_run(p_run_by text) RETURNS boolean
+LANGUAGE sql STABLE AS $fn$
+SELECT p_run_by = current_user OR pg_has_role(current_user, 'ctq_admin', 'MEMBER')
+$fn$;
+
 -- The leaderboard of every run, ranked by the run's own metric.
 -- Ties on the score (common on imbalanced data: several models at the majority share) are broken by
 -- the validation loss, then the training loss, so the better-calibrated model ranks first.
@@ -129,8 +147,8 @@ FROM (
                          ELSE m.train_metric END AS score
     FROM ctq.models m JOIN ctq.runs r USING (run_id)
     -- a view reads its tables with its owner's rights (row-level security does not apply to the
-    -- installer): the view filters on its reader itself, as the policies do (security.sql)
-    WHERE r.run_by = current_user OR pg_has_role(current_user, 'ctq_admin', 'MEMBER')
+    -- installer): the view filters on its reader itself, as the policies do (row_security.sql)
+    WHERE ctq.can_read_run(r.run_by, r.shared_with)
 ) s;
 
 -- In-database functions. Each PL/Python one starts with the bootstrap (bootstrap.py) that loads

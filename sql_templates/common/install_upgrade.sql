@@ -6,3 +6,4 @@ ALTER TABLE ctq.hops ADD COLUMN IF NOT EXISTS executed_on int;
 ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS source_schema text;
 ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS source_name text;
 ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS packed_by text NOT NULL DEFAULT current_user;
+ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS shared_with text[] NOT NULL DEFAULT '{}';

@@ -19,6 +19,7 @@ GRANT USAGE ON SCHEMA ctq TO ctq_user;
 GRANT SELECT ON ctq.meta, ctq.server_code TO ctq_user;
 GRANT SELECT ON ctq.leaderboard TO ctq_user;  -- filters on its reader (install.sql)
 GRANT EXECUTE ON FUNCTION ctq.probe() TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.can_read_run(text, text[]), ctq.can_change_run(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.data_cached(text, int) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, bytea, text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step_final(text) TO ctq_user;
@@ -30,7 +31,8 @@ GRANT EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop
 GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.runs, ctq.models, ctq.hops, ctq.epochs TO ctq_admin;
 GRANT SELECT, INSERT ON ctq.packs TO ctq_admin;
-GRANT USAGE, SELECT ON SEQUENCE ctq.runs_run_id_seq TO ctq_admin;
+-- UPDATE too: Greenplum checks UPDATE (not USAGE) when a segment asks for the next run id
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE ctq.runs_run_id_seq TO ctq_admin;
 
 -- Whether the caller may SELECT a pack's source (false for a pack recorded without its source).
 CREATE OR REPLACE FUNCTION ctq.can_read_source(p_schema text, p_name text) RETURNS boolean

@@ -8,5 +8,9 @@ BEGIN
         ALTER TABLE ctq.packs ADD COLUMN source_name text;
         ALTER TABLE ctq.packs ADD COLUMN packed_by text NOT NULL DEFAULT current_user;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'ctq.runs'::regclass AND attname = 'shared_with'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE ctq.runs ADD COLUMN shared_with text[] NOT NULL DEFAULT '{}';
+    END IF;
 END
 $upgrade$;
