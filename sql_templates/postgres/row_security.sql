@@ -21,25 +21,20 @@ CREATE POLICY own_runs ON ctq.runs
     USING (ctq.can_change_run(run_by)) WITH CHECK (ctq.can_change_run(run_by));
 DROP POLICY IF EXISTS shared_runs ON ctq.runs;
 CREATE POLICY shared_runs ON ctq.runs FOR SELECT USING (ctq.can_read_run(run_by, shared_with));
--- the rest follows its run
-DROP POLICY IF EXISTS own_models ON ctq.models;
-CREATE POLICY own_models ON ctq.models
-    USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = models.run_id AND ctq.can_change_run(r.run_by)));
-DROP POLICY IF EXISTS shared_models ON ctq.models;
-CREATE POLICY shared_models ON ctq.models FOR SELECT
-    USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = models.run_id));
-DROP POLICY IF EXISTS own_hops ON ctq.hops;
-CREATE POLICY own_hops ON ctq.hops
-    USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = hops.run_id AND ctq.can_change_run(r.run_by)));
-DROP POLICY IF EXISTS shared_hops ON ctq.hops;
-CREATE POLICY shared_hops ON ctq.hops FOR SELECT
-    USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = hops.run_id));
-DROP POLICY IF EXISTS own_epochs ON ctq.epochs;
-CREATE POLICY own_epochs ON ctq.epochs
-    USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = epochs.run_id AND ctq.can_change_run(r.run_by)));
-DROP POLICY IF EXISTS shared_epochs ON ctq.epochs;
-CREATE POLICY shared_epochs ON ctq.epochs FOR SELECT
-    USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = epochs.run_id));
+-- the rest follows its run: changed with it, read with it
+DO $policies$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['models', 'hops', 'epochs'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS own_%1$s ON ctq.%1$I', t);
+        EXECUTE format('CREATE POLICY own_%1$s ON ctq.%1$I USING (EXISTS (SELECT 1 FROM ctq.runs r '
+                       'WHERE r.run_id = %1$I.run_id AND ctq.can_change_run(r.run_by)))', t);
+        EXECUTE format('DROP POLICY IF EXISTS shared_%1$s ON ctq.%1$I', t);
+        EXECUTE format('CREATE POLICY shared_%1$s ON ctq.%1$I FOR SELECT '
+                       'USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = %1$I.run_id))', t);
+    END LOOP;
+END
+$policies$;
 
 DROP POLICY IF EXISTS readable_packs ON ctq.packs;
 CREATE POLICY readable_packs ON ctq.packs FOR SELECT USING (ctq.can_read_source(source_schema, source_name));
