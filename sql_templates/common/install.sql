@@ -133,6 +133,8 @@ FROM (
     WHERE r.run_by = current_user OR pg_has_role(current_user, 'ctq_admin', 'MEMBER')
 ) s;
 
+{{views}}
+
 -- In-database functions. Each PL/Python one starts with the bootstrap (bootstrap.py) that loads
 -- ctq.server_code once per backend into GD.
 CREATE OR REPLACE FUNCTION ctq.probe() RETURNS jsonb
