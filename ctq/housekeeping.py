@@ -97,19 +97,21 @@ async def gc_packs(conn: asyncpg.Connection, candidates: list[dict]) -> list[dic
     """Drop the ``candidates`` (from :func:`unused`) that are still unused: each in its own
     transaction, under its packing lock, after deleting its catalog row only if no run refers to
     it. Returns the packs dropped (a pack that a run started using meanwhile, or that is being
-    packed, is left)."""
+    packed, is left). Orphaned tables (no "runs" key) are dropped unless a ctq.packs row appeared."""
     await check_gc_allowed(conn)
     dropped = []
     for pack in candidates:
         try:
             async with conn.transaction():
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", pack["pack_id"]):
-                    continue  # being packed (or reused) right now
+                    continue  # being packed right now
                 if "runs" not in pack:  # an orphaned table: its packing may have finished meanwhile
                     if await conn.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", pack["pack_id"]):
                         continue
-                elif await conn.execute(template("delete_pack.sql"), pack["pack_id"]) != "DELETE 1":
+                elif await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE pack_id = $1", pack["pack_id"]):
                     continue  # a run uses it now
+                else:
+                    await conn.execute(template("delete_pack.sql"), pack["pack_id"])
                 await conn.execute(f'DROP TABLE IF EXISTS ctq_data."pack_{_hex(pack["pack_id"])}"')
         except asyncpg.exceptions.ForeignKeyViolationError:
             continue  # a run being created right now refers to it

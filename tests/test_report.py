@@ -333,3 +333,21 @@ async def test_views_are_created_on_upgrade(runs, conn, dsn):
     for view in ("leaderboard", "learning_curves", "segment_utilization"):
         assert options[view] == ["security_barrier=true"], view
     assert await conn.fetchval("SELECT count(*) FROM ctq.learning_curves WHERE run_id = $1", runs["a"]) == 4
+
+
+def test_greenplum_gets_the_views_and_queries_in_postgresql_9_4_syntax():
+    """Greenplum 6 (PostgreSQL 9.4) has security_barrier views but not security_invoker, nor
+    pg_partition_tree or to_regclass(text)."""
+    from ctq.engines import GreenplumEngine
+    from ctq.sql import install_script
+
+    sql = install_script("greenplum")
+    assert "security_invoker" not in sql
+    assert "ALTER VIEW ctq.leaderboard SET (security_barrier = true);" in sql
+    for view in ("learning_curves", "segment_utilization"):
+        assert f"CREATE OR REPLACE VIEW ctq.{view} WITH (security_barrier = true) AS" in sql
+    engine = GreenplumEngine()
+    size = engine.render("relation_size.sql", oid="c.oid").strip()
+    for name in ("packs.sql", "orphan_packs.sql"):
+        text = engine.render(name, size=size)
+        assert "pg_partition_tree" not in text and "to_regclass" not in text and "pg_total_relation_size(c.oid)" in text
