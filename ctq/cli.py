@@ -479,6 +479,8 @@ def compare(run_a: int, run_b: int, dsn: str | None, as_json: bool) -> None:
     def cell(value):
         if value is None:
             return "-"
+        if hasattr(value, "strftime"):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     table = Table(box=box.SIMPLE_HEAD)

@@ -131,9 +131,14 @@ def config_differences(a: dict, b: dict) -> list[dict]:
 _MISSING = object()
 
 
+def settings(data: RunData) -> dict:
+    """What a run was asked to do: its configuration, with the name and schedule it ran under
+    (``--name`` and ``--schedule`` are not part of the grid file)."""
+    return {**data.run["config"], "name": data.run["name"], "schedule": data.run["schedule"]}
+
+
 def compare(a: RunData, b: RunData) -> dict:
-    return {"runs": [summary(a), summary(b)],
-            "config_differences": config_differences(a.run["config"], b.run["config"])}
+    return {"runs": [summary(a), summary(b)], "config_differences": config_differences(settings(a), settings(b))}
 
 
 # -------------------------------------------------------------------------------------- report
@@ -163,7 +168,7 @@ def curves_svg(data: RunData, model_id: int, name: str, colour: str) -> str:
     from matplotlib.figure import Figure
 
     rows = data.curves.get(model_id, [])
-    fig = Figure(figsize=(6.4, 2.3))
+    fig = Figure(figsize=(5.6, 2.3))
     epochs = [r["epoch"] for r in rows]
     for ax, what, label in zip(fig.subplots(1, 2), ("loss", "metric"), ("loss", data.metric_name)):
         for split, style in (("train", "-"), ("val", "--")):
@@ -230,6 +235,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom:
 table { border-collapse: collapse; font-size: 13px; }
 th, td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.name { white-space: nowrap; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.4em; vertical-align: -0.1em; }
 .status { padding: 0 0.4em; border-radius: 3px; background: #e4e4e4; }
 .status-succeeded { background: #d5f0d5; } .status-failed { background: #f6d2d2; }
@@ -289,8 +295,8 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
                 text = esc(", ".join(f"{k}={v}" for k, v in value.items()))
             else:
                 text = _num(value)
-            numeric = ' class="n"' if key not in ("name", "status", "hyperparameters") else ""
-            cells.append(f'<td data-key="{key}"{numeric}>{text}</td>')
+            css = {"name": ' class="name"', "status": "", "hyperparameters": ""}.get(key, ' class="n"')
+            cells.append(f'<td data-key="{key}"{css}>{text}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
 

@@ -227,7 +227,8 @@ async def test_compare_matches_the_catalog(runs, run_cli, conn):
         assert side["schedule_seconds"] == pytest.approx(span, abs=1e-3)
         assert side["segment_utilization"] == pytest.approx(busy / (2 * span), rel=1e-6)
     differences = {d["key"]: (d["a"], d["b"]) for d in result["config_differences"]}
-    assert differences == {"name": ("rep-a", "rep-b"), "search.space.learning_rate[0]": (0.01, 0.03)}
+    assert differences == {"name": ("rep-a", "rep-b"), "schedule": ("mop", "bsp"),
+                           "search.space.learning_rate[0]": (0.01, 0.03)}
     proc = run_cli("compare", str(a), str(b))
     assert proc.returncode == 0 and "configuration differences" in proc.stdout and "0.03" in proc.stdout
     proc = run_cli("compare", str(a), "999999", "--json")
