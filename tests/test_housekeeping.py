@@ -42,22 +42,35 @@ TABLES = ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs")
 
 @pytest.fixture(scope="module")
 async def runs(small_table, tmp_path_factory, dsn):
-    """Two tiny finished runs with a pack each (the seed is part of a pack's settings). The tests
-    below use them in order: rm deletes y, gc then finds y's pack unused and x's used."""
-    from ctq import api
+    """x: a tiny finished run. y: a run of the same pack that a coordinator has just started (its
+    catalog rows written, its lock held: what `ctq train` does before the first hop). z: a pack
+    packed with another seed (a pack's settings include the seed) that no run uses."""
+    from ctq import api, catalog
+    from ctq.config import load_config
+    from ctq.engines import detect
+    from ctq.packing import Pack, ensure_pack, inspect_source
 
     d = tmp_path_factory.mktemp("housekeeping")
-    ids = []
-    for name, seed in (("hk-x", 29), ("hk-y", 31)):
-        grid = write_grid(d, GRID.format(name=name, table=small_table).replace("seed: 29", f"seed: {seed}"))
-        result = await api.train(str(grid), dsn)
-        assert result.status == "succeeded"
-        ids.append(result.run_id)
+    x = await api.train(str(write_grid(d, GRID.format(name="hk-x", table=small_table), "x.yaml")), dsn)
+    assert x.status == "succeeded"
     c = await asyncpg.connect(dsn)
-    packs = [await c.fetchval("SELECT pack_id FROM ctq.runs WHERE run_id = $1", run_id) for run_id in ids]
-    await c.close()
-    assert packs[0] != packs[1]
-    return {"ids": ids, "packs": packs}
+    coordinator = await asyncpg.connect(dsn)
+    try:
+        x_pack = await c.fetchval("SELECT pack_id FROM ctq.runs WHERE run_id = $1", x.run_id)
+        y_config = load_config(write_grid(d, GRID.format(name="hk-y", table=small_table), "y.yaml"))
+        y = await catalog.create_run(c, config=y_config, pack=Pack(x_pack, "", {}, reused=True), segments=2,
+                                     schedule="mop", versions=api.versions())
+        assert await catalog.lock_run(coordinator, y)
+        z_config = load_config(write_grid(d, GRID.format(name="hk-z", table=small_table)
+                                          .replace("seed: 29", "seed: 31"), "z.yaml"))
+        engine = await detect(c)
+        source = await inspect_source(c, z_config.data, engine, z_config.seed)
+        z_pack = (await ensure_pack(c, dsn, engine, z_config.data, source, 2, z_config.seed)).pack_id
+        assert z_pack != x_pack
+        yield {"x": x.run_id, "y": y, "x_pack": x_pack, "z_pack": z_pack, "coordinator": coordinator}
+    finally:
+        await coordinator.close()
+        await c.close()
 
 
 async def rows_of(conn, run_id) -> dict:
@@ -65,33 +78,26 @@ async def rows_of(conn, run_id) -> dict:
 
 
 async def test_rm_deletes_exactly_the_named_runs_and_refuses_a_live_or_unknown_one(runs, run_cli, conn, dsn):
-    x, y = runs["ids"]
+    x, y = runs["x"], runs["y"]
     before = {x: await rows_of(conn, x), y: await rows_of(conn, y)}
-    assert all(n > 0 for counts in before.values() for n in counts.values())
+    assert all(n > 0 for n in before[x].values()) and before[y]["ctq.models"] == 1
     total = await conn.fetchval("SELECT count(*) FROM ctq.runs")
 
-    coordinator = await asyncpg.connect(dsn)  # holds x's lock, as a coordinator driving it does
-    try:
-        from ctq.catalog import lock_run
+    proc = run_cli("rm", str(x), str(y), "--yes")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: run {y} is being driven by a live ctq process; stop it (Ctrl-C or SIGTERM) before deleting "
+        "it; nothing deleted"), proc.stderr
+    proc = run_cli("rm", str(x), "999999", "--yes", "--dsn", dsn)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: no run with id 999999; nothing deleted"
+    proc = run_cli("rm", str(x))  # no terminal to ask on, no --yes
+    assert proc.returncode == 2 and "pass --yes" in proc.stderr
+    assert {x: await rows_of(conn, x), y: await rows_of(conn, y)} == before
 
-        assert await lock_run(coordinator, x)
-        proc = run_cli("rm", str(x), str(y), "--yes")
-        assert proc.returncode == 2 and proc.stderr.strip() == (
-            f"error: run {x} is being driven by a live ctq process; stop it (Ctrl-C or SIGTERM) before deleting "
-            "it; nothing deleted"), proc.stderr
-        proc = run_cli("rm", str(y), "999999", "--yes", "--dsn", dsn)
-        assert proc.returncode == 2 and proc.stderr.strip() == "error: no run with id 999999; nothing deleted"
-        proc = run_cli("rm", str(y))  # no terminal to ask on, no --yes
-        assert proc.returncode == 2 and "pass --yes" in proc.stderr
-        assert {x: await rows_of(conn, x), y: await rows_of(conn, y)} == before
-
-        proc = run_cli("rm", str(y), "--yes")
-        assert proc.returncode == 0 and proc.stdout.strip() == f"deleted 1 run(s): {y}", proc.stderr
-        assert await rows_of(conn, y) == dict.fromkeys(TABLES, 0)
-        assert await rows_of(conn, x) == before[x]
-        assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == total - 1
-    finally:
-        await coordinator.close()
+    proc = run_cli("rm", str(x), "--yes")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"deleted 1 run(s): {x}", proc.stderr
+    assert await rows_of(conn, x) == dict.fromkeys(TABLES, 0)
+    assert await rows_of(conn, y) == before[y]
+    assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == total - 1
 
 
 async def test_gc_and_rm_need_the_rights_to_delete(runs, run_cli, conn, dsn):
@@ -99,26 +105,26 @@ async def test_gc_and_rm_need_the_rights_to_delete(runs, run_cli, conn, dsn):
     await conn.execute(f"DROP ROLE IF EXISTS {role}")
     await conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE ctq_user")
     host = dsn.split("@", 1)[1] if "@" in dsn else dsn.split("://", 1)[1]
+    await runs["coordinator"].execute("SELECT pg_advisory_unlock_all()")  # y's coordinator has stopped
+    y = runs["y"]
     try:
         analyst = {"CTQ_DSN": f"postgresql://{role}@{host}"}
         proc = run_cli("packs", "gc", "--yes", env=analyst)
         assert proc.returncode == 2 and proc.stderr.strip() == (
             f"error: role {role} may not drop packs (they belong to the analysts who packed them); ask an "
             "administrator (the installer) to run: ctq packs gc"), proc.stderr
-        run_id = runs["ids"][0]
-        await conn.execute("UPDATE ctq.runs SET run_by = $2 WHERE run_id = $1", run_id, role)
-        proc = run_cli("rm", str(run_id), "--yes", env=analyst)
+        await conn.execute("UPDATE ctq.runs SET run_by = $2 WHERE run_id = $1", y, role)
+        proc = run_cli("rm", str(y), "--yes", env=analyst)
         assert proc.returncode == 2 and f"role {role} may not delete runs" in proc.stderr, proc.stderr
-        assert await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE run_id = $1", run_id) == 1
+        assert await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE run_id = $1", y) == 1
     finally:
         await conn.execute("UPDATE ctq.runs SET run_by = current_user WHERE run_by = $1", role)
         await conn.execute(f"DROP ROLE {role}")
 
 
 async def test_packs_lists_sizes_and_users_and_gc_drops_only_unused_ones(runs, run_cli, conn, dsn):
-    (x, y), (used_pack, unused_pack) = runs["ids"], runs["packs"]
-    # y's pack, whose run the test above deleted; a table left by a packing that died; one being packed now
-    assert await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE run_id = $1", y) == 0
+    used_pack, unused_pack = runs["x_pack"], runs["z_pack"]  # x is gone, y still uses x's pack
+    # besides z's pack: a table left by a packing that died, and one being packed right now
     orphan, packing = "f0f0f0f0f0f0f0f0", "e1e1e1e1e1e1e1e1"
     for pack_id in (orphan, packing):
         await conn.execute(f"CREATE TABLE ctq_data.pack_{pack_id} (segment int, x bytea)")
@@ -151,6 +157,6 @@ async def test_packs_lists_sizes_and_users_and_gc_drops_only_unused_ones(runs, r
         await packer.close()
         await conn.execute(f"DROP TABLE ctq_data.pack_{packing}")
     # once its last run is deleted, the pack goes too
-    assert run_cli("rm", str(x), "--yes").returncode == 0
+    assert run_cli("rm", str(runs["y"]), "--yes").returncode == 0
     proc = run_cli("packs", "gc", "--yes", "--json")
     assert used_pack in json.loads(proc.stdout)["dropped"]
