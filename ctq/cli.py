@@ -569,7 +569,7 @@ def packs(ctx, dsn: str | None, as_json: bool) -> None:
 @json_option
 @handle_errors
 def packs_gc(yes: bool, dsn: str | None, as_json: bool) -> None:
-    """Drop the packs no run uses (and pack tables a dead packing left). Takes the installer's rights."""
+    """Drop the packs no run uses (and pack tables a dead packing left). Takes a superuser."""
     from ctq.housekeeping import unused
 
     target = resolve_dsn(dsn)

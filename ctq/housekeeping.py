@@ -84,10 +84,9 @@ def unused(listing: dict) -> list[dict]:
 
 
 async def check_gc_allowed(conn: asyncpg.Connection) -> None:
-    """Dropping packs takes the installer's rights (packs belong to the analysts who packed them,
-    and only the installer deletes ctq.packs rows); raises PermissionDenied otherwise."""
-    if not await conn.fetchval("SELECT has_table_privilege('ctq.packs', 'DELETE') "
-                               "AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)"):
+    """Dropping packs takes a superuser, as installing does (pack tables belong to the analysts who
+    packed them, and only the installer deletes ctq.packs rows); raises PermissionDenied otherwise."""
+    if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
         who = await conn.fetchval("SELECT current_user")
         raise PermissionDenied(f"role {who} may not drop packs (they belong to the analysts who packed them); "
                                "ask an administrator (the installer) to run: ctq packs gc")
