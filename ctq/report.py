@@ -106,6 +106,9 @@ def summary(data: RunData) -> dict:
     }
 
 
+_MISSING = object()
+
+
 def flatten(value, prefix: str = "") -> dict[str, object]:
     """A configuration as ``{"models[0].layers[1].dense": 256, ...}`` (dicts by key, lists by index)."""
     if isinstance(value, dict) and value:

@@ -100,6 +100,16 @@ async def test_rm_deletes_exactly_the_named_runs_and_refuses_a_live_or_unknown_o
     assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == total - 1
 
 
+async def test_report_of_a_run_that_has_just_started(runs, run_cli, tmp_path):
+    """(here because y is such a run) No hop yet: no timeline, no curves, the status as it is."""
+    out = tmp_path / "y.html"
+    proc = run_cli("report", str(runs["y"]), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert '<span class="status status-running">running</span>' in text and "no hop recorded yet" in text
+    assert "no completed epoch" in text and "<svg" not in text
+
+
 async def test_gc_and_rm_need_the_rights_to_delete(runs, run_cli, conn, dsn):
     role = "ctq_hk_analyst"
     await conn.execute(f"DROP ROLE IF EXISTS {role}")
