@@ -202,8 +202,9 @@ def timeline_svg(data: RunData, colours: dict[int, str], names: dict[int, str]) 
     busy = {s["segment"]: s["utilization"] for s in data.segments}
     for seg in segments:
         hops = [h for h in data.hops if h["segment"] == seg]
-        lane = ax.broken_barh([((h["started_at"] - t0).total_seconds(), (h["finished_at"] - h["started_at"]).total_seconds())
-                               for h in hops], (seg - 0.4, 0.8), facecolors=[colours[h["model_id"]] for h in hops],
+        bars = [((h["started_at"] - t0).total_seconds(), (h["finished_at"] - h["started_at"]).total_seconds())
+                for h in hops]
+        lane = ax.broken_barh(bars, (seg - 0.4, 0.8), facecolors=[colours[h["model_id"]] for h in hops],
                               edgecolor="white", linewidth=0.5)
         lane.set_gid(f"lane-{seg}")
     ax.set_yticks(list(segments))

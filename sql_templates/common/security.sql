@@ -17,7 +17,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ctq FROM ctq_user, ctq_admin;
 GRANT USAGE ON SCHEMA ctq TO ctq_user;
 -- the bootstrap of every PL/Python function reads these two as its caller: read-only
 GRANT SELECT ON ctq.meta, ctq.server_code TO ctq_user;
-GRANT SELECT ON ctq.leaderboard, ctq.learning_curves, ctq.segment_utilization TO ctq_user;  -- filter on their reader (views.sql)
+-- the views filter on their reader (install.sql, views.sql)
+GRANT SELECT ON ctq.leaderboard, ctq.learning_curves, ctq.segment_utilization TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.probe() TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.data_cached(text, int) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, bytea, text) TO ctq_user;
