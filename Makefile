@@ -39,7 +39,6 @@ test: system-deps venv
 	$(BIN)/python -m pytest -q
 
 bench: system-deps venv
-	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py
 
 clean:

@@ -226,14 +226,11 @@ async def main() -> None:
 
 
 def plot(measured_L: float, measured_2: float) -> None:
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install -e '.[bench]')")
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     workers = list(range(1, 33))
     sim = [simulate.compare(simulate.heterogeneous_durations(400, w, 0.8, measured_L, seed=1), w).speedup
            for w in workers]

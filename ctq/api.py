@@ -354,11 +354,14 @@ def check_server_directory(path: str) -> None:
         raise UsageError(f"--python-path {path}: expected an absolute path (the server resolves it, not this shell)")
 
 
-async def runs(dsn: str, limit: int = 50) -> list[dict]:
+async def runs(dsn: str, limit: int = 50, status: str | None = None, name: str | None = None) -> list[dict]:
     """Runs, newest first. A run whose coordinator is gone while it says 'running' is reported as
-    'stale' (``ctq train --resume`` continues it), with the wall time it had when its heartbeat stopped."""
+    'stale' (``ctq train --resume`` continues it), with the wall time it had when its heartbeat stopped.
+    ``status`` and ``name`` (a shell-style pattern: ``*``, ``?``) filter before ``limit`` applies."""
+    from ctq.housekeeping import name_pattern
+
     async with connect(dsn) as conn:
-        rows = await catalog.list_runs(conn, limit)
+        rows = await catalog.list_runs(conn, limit, status, name_pattern(name) if name is not None else None)
     for row in rows:
         if row["status"] == "running" and not row["alive"]:
             row["status"] = "stale"
@@ -382,3 +385,74 @@ async def hop_durations(dsn: str, run_id: int) -> tuple[list[tuple[int, int, flo
     if not rows:
         raise NotFound(f"run {run_id} has no completed hops to replay")
     return [(r["model_id"], r["segment"], r["seconds"]) for r in rows], run["epochs"]
+
+
+def check_report_path(out: str) -> None:
+    """``--out`` must name a file in an existing directory (checked before any database work)."""
+    if os.path.isdir(out):
+        raise UsageError(f"--out {out}: is a directory; give a file name, e.g. {os.path.join(out, 'report.html')}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--out {out}: no such directory {parent}")
+
+
+async def report(dsn: str, run_id: int, out: str) -> int:
+    """Write the run's HTML report (ctq.report) to ``out``, replacing the file if there is one (as
+    pg_dump -f and psql -o do) only once the whole report is written. Returns its size in bytes."""
+    from ctq import report as rep
+
+    check_report_path(out)
+    async with connect(dsn) as conn:
+        data = await rep.load(conn, run_id)
+    document = rep.render_html(data).encode()
+    temporary = f"{out}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(document)
+        os.replace(temporary, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise UsageError(f"--out {out}: cannot write ({exc.strerror})") from None
+    return len(document)
+
+
+async def compare(dsn: str, run_a: int, run_b: int) -> dict:
+    """Two runs side by side (ctq.report.compare): headline figures and configuration differences."""
+    from ctq import report as rep
+
+    async with connect(dsn) as conn:
+        return rep.compare(await rep.load(conn, run_a), await rep.load(conn, run_b))
+
+
+async def runs_to_remove(dsn: str, run_ids: list[int]) -> list[dict]:
+    """What ``ctq rm`` would delete (checked, see housekeeping.runs_to_remove)."""
+    from ctq import housekeeping
+
+    async with connect(dsn) as conn:
+        return await housekeeping.runs_to_remove(conn, run_ids)
+
+
+async def remove_runs(dsn: str, run_ids: list[int]) -> list[dict]:
+    from ctq import housekeeping
+
+    async with connect(dsn) as conn:
+        return await housekeeping.remove_runs(conn, run_ids)
+
+
+async def packs(dsn: str, *, for_gc: bool = False) -> dict:
+    """Packs with sizes and users, and orphaned pack tables (housekeeping.list_packs); ``for_gc``
+    first checks that this role may drop packs."""
+    from ctq import housekeeping
+
+    async with connect(dsn) as conn:
+        if for_gc and await catalog.check_access(conn):
+            await housekeeping.check_gc_allowed(conn)
+        return await housekeeping.list_packs(conn)
+
+
+async def gc_packs(dsn: str, candidates: list[dict]) -> list[dict]:
+    from ctq import housekeeping
+
+    async with connect(dsn) as conn:
+        return await housekeeping.gc_packs(conn, candidates)

@@ -196,10 +196,13 @@ async def get_run(conn, run_id: int) -> dict | None:
     return _row(await conn.fetchrow(render("get_run.sql", lock_class=RUN_LOCK_CLASS), run_id))
 
 
-async def list_runs(conn, limit: int = 50) -> list[dict]:
+async def list_runs(conn, limit: int = 50, status: str | None = None, name_like: str | None = None) -> list[dict]:
+    """Runs, newest first; ``status`` ('stale' included) and ``name_like`` (a LIKE pattern) filter
+    before ``limit`` applies."""
     if not await check_access(conn):
         return []
-    return [dict(r) for r in await conn.fetch(render("list_runs.sql", lock_class=RUN_LOCK_CLASS), limit)]
+    return [dict(r) for r in await conn.fetch(render("list_runs.sql", lock_class=RUN_LOCK_CLASS), limit, status,
+                                              name_like)]
 
 
 async def last_unfinished_run(conn, config_fingerprint: str) -> int | None:

@@ -409,14 +409,20 @@ def _print_leaderboard(rows: list[dict], title: str) -> None:
 
 
 # ------------------------------------------------------------------------------- runs, models
+RUN_STATUSES = ("running", "stale", "succeeded", "failed", "interrupted")
+
 @main.command()
 @dsn_option
 @json_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many runs.")
+@click.option("--status", type=click.Choice(RUN_STATUSES), default=None,
+              help="Only runs with this status (stale: running, but its coordinator is gone).")
+@click.option("--name", "name", default=None, metavar="PATTERN",
+              help="Only runs whose name matches PATTERN: * any text, ? one character (e.g. 'nightly*').")
 @handle_errors
-def runs(dsn: str | None, as_json: bool, limit: int) -> None:
+def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: str | None) -> None:
     """List runs, newest first. A run whose coordinator is gone is 'stale': resume it."""
-    rows = run_async(api.runs(resolve_dsn(dsn), limit))
+    rows = run_async(api.runs(resolve_dsn(dsn), limit, status=status, name=name))
     if as_json:
         _echo_json(rows)
         return
@@ -453,6 +459,145 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
         _echo_json(rows)
     else:
         _print_leaderboard(rows, title=f"run {run_id}")
+
+
+# ------------------------------------------------------------------ report, compare, housekeeping
+@main.command()
+@click.argument("run_id", type=int)
+@click.option("--out", required=True, type=click.Path(), metavar="FILE",
+              help="The HTML file to write (replaced if it exists, once the new one is complete).")
+@dsn_option
+@handle_errors
+def report(run_id: int, out: str, dsn: str | None) -> None:
+    """Write one self-contained HTML report of a run: leaderboard, learning curves, the timeline of
+    hops per segment, configuration and provenance (nothing to fetch when viewing it)."""
+    size = run_async(api.report(resolve_dsn(dsn), run_id, out))
+    click.echo(f"wrote {out} ({size / 1024:.0f} KiB)")
+
+
+@main.command()
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@dsn_option
+@json_option
+@handle_errors
+def compare(run_a: int, run_b: int, dsn: str | None, as_json: bool) -> None:
+    """Two runs side by side: best model and metric, hops, wall time, utilization, and where their
+    configurations differ."""
+    result = run_async(api.compare(resolve_dsn(dsn), run_a, run_b))
+    if as_json:
+        _echo_json(result)
+        return
+    a, b = result["runs"]
+
+    def cell(value):
+        if value is None:
+            return "-"
+        if hasattr(value, "strftime"):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("", f"run {run_a}", f"run {run_b}"):
+        table.add_column(col, overflow="fold")
+    for key in a:
+        table.add_row(key.replace("_", " "), cell(a[key]), cell(b[key]))
+    console = _stdout()
+    console.print(table)
+    if not result["config_differences"]:
+        click.echo("same configuration")
+        return
+    diff = Table(title="configuration differences", box=box.SIMPLE_HEAD)
+    for col in ("key", f"run {run_a}", f"run {run_b}"):
+        diff.add_column(col, overflow="fold")
+    for d in result["config_differences"]:
+        diff.add_row(d["key"], *("-" if v is None else json.dumps(v) for v in (d["a"], d["b"])))
+    console.print(diff)
+
+
+def _confirm(what: str, yes: bool) -> None:
+    """Deleting needs --yes, or a "y" typed on a terminal (like apt-get: no terminal, no --yes: no)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{what}: pass --yes to confirm (no terminal to ask on); nothing deleted")
+    if not click.confirm(f"{what}?", default=False, err=True):
+        raise UsageError("not confirmed; nothing deleted")
+
+
+@main.command("rm")
+@click.argument("run_ids", type=int, nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@dsn_option
+@handle_errors
+def rm(run_ids: tuple[int, ...], yes: bool, dsn: str | None) -> None:
+    """Delete runs with their models, hops and epochs (all or none). Refuses a run a live ctq
+    process is driving, and ids that do not exist. Their packs stay: `ctq packs gc` drops unused ones."""
+    target = resolve_dsn(dsn)
+    rows = run_async(api.runs_to_remove(target, list(run_ids)))
+    _confirm("delete " + "; ".join(f"run {r['run_id']} ({r['name']}, {r['status']}, {r['models']} models, "
+                                   f"{r['hops']} hops)" for r in rows), yes)
+    removed = run_async(api.remove_runs(target, list(run_ids)))
+    click.echo(f"deleted {len(removed)} run(s): {', '.join(str(r['run_id']) for r in removed)}")
+
+
+def _size(n) -> str:
+    if n is None:
+        return "(table gone)"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@main.group(invoke_without_command=True)
+@dsn_option
+@json_option
+@click.pass_context
+@handle_errors
+def packs(ctx, dsn: str | None, as_json: bool) -> None:
+    """List packs (the packed copies of source tables) with their size and the runs using them;
+    `ctq packs gc` drops the ones no run uses."""
+    if ctx.invoked_subcommand is not None:
+        return
+    listing = run_async(api.packs(resolve_dsn(dsn)))
+    if as_json:
+        _echo_json(listing)
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("pack", "source", "rows", "segments", "size", "runs", "last used", "packed by"):
+        table.add_column(col, justify="right" if col in ("rows", "segments", "size", "runs") else "left")
+    for p in listing["packs"]:
+        table.add_row(p["pack_id"], p["source_table"], str(p["rows"]), str(p["segments"]), _size(p["bytes"]),
+                      str(p["runs"]), p["last_used"].strftime("%Y-%m-%d %H:%M") if p["last_used"] else "-",
+                      p["packed_by"])
+    for p in listing["orphans"]:
+        table.add_row(p["pack_id"], "(orphaned: its packing died)", "-", "-", _size(p["bytes"]), "0", "-", "-")
+    _stdout().print(table)
+
+
+@packs.command("gc")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@dsn_option
+@json_option
+@handle_errors
+def packs_gc(yes: bool, dsn: str | None, as_json: bool) -> None:
+    """Drop the packs no run uses (and pack tables a dead packing left). Takes a superuser."""
+    from ctq.housekeeping import unused
+
+    target = resolve_dsn(dsn)
+    candidates = unused(run_async(api.packs(target, for_gc=True)))
+    if candidates:
+        _confirm(f"drop {len(candidates)} unused pack(s), "
+                 f"{_size(sum(p['bytes'] or 0 for p in candidates))}: "
+                 + ", ".join(p["pack_id"] for p in candidates), yes)
+    dropped = run_async(api.gc_packs(target, candidates)) if candidates else []
+    if as_json:
+        _echo_json({"dropped": [p["pack_id"] for p in dropped], "bytes": sum(p["bytes"] or 0 for p in dropped)})
+    else:
+        click.echo(f"dropped {len(dropped)} pack(s), {_size(sum(p['bytes'] or 0 for p in dropped))} freed"
+                   + (": " + ", ".join(p["pack_id"] for p in dropped) if dropped else ""))
 
 
 # ----------------------------------------------------------------------------------- simulate

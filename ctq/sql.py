@@ -80,7 +80,7 @@ def install_script(engine: str = COMMON) -> str:
                for key in ("replicated", "by_run", "by_pack")}
     return render("install.sql", engine, bootstrap=bootstrap, upgrade=template("install_upgrade.sql", engine),
                   security=render("security.sql", engine, roles=template("security_roles.sql", engine)),
-                  row_security=template("row_security.sql", engine),
+                  row_security=template("row_security.sql", engine), views=template("views.sql", engine),
                   **{f"distributed_{k}": v for k, v in clauses.items()})
 
 

@@ -151,6 +151,8 @@ FROM (
     WHERE ctq.can_read_run(r.run_by, r.shared_with)
 ) s;
 
+{{views}}
+
 -- In-database functions. Each PL/Python one starts with the bootstrap (bootstrap.py) that loads
 -- ctq.server_code once per backend into GD.
 CREATE OR REPLACE FUNCTION ctq.probe() RETURNS jsonb

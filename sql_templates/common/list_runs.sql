@@ -1,4 +1,4 @@
--- A run whose coordinator is gone (its lock is free) stops its clock at its last heartbeat.
+-- Runs, newest first. A run whose coordinator is gone (its lock is free) stops its clock at its last heartbeat.
 SELECT r.run_id, r.name, r.status, r.schedule, r.started_at, r.finished_at, r.heartbeat_at, r.source_table,
        r.segments, r.epochs, r.metric, r.run_by, r.message, lk.alive,
        extract(epoch FROM coalesce(r.finished_at, CASE WHEN lk.alive THEN now() ELSE r.heartbeat_at END, now())
@@ -13,5 +13,8 @@ CROSS JOIN LATERAL (
                    WHERE l.locktype = 'advisory' AND l.classid = {{lock_class}}::oid
                      AND l.objid = r.run_id::oid AND l.objsubid = 2 AND l.granted) AS alive
 ) lk
+-- $2: a status (stale = running with its coordinator gone) or NULL; $3: a LIKE pattern on the name or NULL
+WHERE ($2::text IS NULL OR CASE WHEN r.status = 'running' AND NOT lk.alive THEN 'stale' ELSE r.status END = $2)
+  AND ($3::text IS NULL OR r.name LIKE $3)
 ORDER BY r.run_id DESC
 LIMIT $1;

@@ -17,7 +17,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ctq FROM ctq_user, ctq_admin;
 GRANT USAGE ON SCHEMA ctq TO ctq_user;
 -- the bootstrap of every PL/Python function reads these two as its caller: read-only
 GRANT SELECT ON ctq.meta, ctq.server_code TO ctq_user;
-GRANT SELECT ON ctq.leaderboard TO ctq_user;  -- filters on its reader (install.sql)
+-- the views filter on their reader (install.sql, views.sql)
+GRANT SELECT ON ctq.leaderboard, ctq.learning_curves, ctq.segment_utilization TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.probe() TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.can_read_run(text, text[]), ctq.can_change_run(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.data_cached(text, int) TO ctq_user;
