@@ -276,7 +276,8 @@ async def test_owner_shares_a_run_read_only_with_a_role(world, conn, dsn):
         assert models.returncode == 0 and len(json.loads(models.stdout)) == 1
         bob = await connect_as(dsn, "ctq_bob")
         try:
-            for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.leaderboard"):
+            for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.leaderboard",
+                          "ctq.learning_curves", "ctq.segment_utilization"):
                 assert await bob.fetchval(f"SELECT count(*) FROM {table} WHERE run_id = $1", run_id) > 0, table
             assert await bob.fetchval("SELECT state IS NOT NULL FROM ctq.models WHERE run_id = $1", run_id)
             # read-only: no change reaches the rows, and no hop can be added
