@@ -441,6 +441,69 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
         _print_leaderboard(rows, title=f"run {run_id}")
 
 
+# ------------------------------------------------------------------- predict, evaluate, export
+model_option = click.option("--model", "model_id", type=int, default=None, metavar="MODEL_ID",
+                            help="A model of the run, by its id in `ctq models RUN_ID` (default: the run's best).")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@model_option
+@click.option("--table", required=True, help="The table to score (schema.table): it has the run's feature columns.")
+@click.option("--id-column", required=True, help="The column that identifies each row (no NULLs, unique).")
+@click.option("--out", required=True, help="The table to create: (id, prediction[, probabilities]).")
+@click.option("--proba", is_flag=True, help="Also write each row's class probabilities (float8[], in class order).")
+@click.option("--replace", is_flag=True, help="Replace --out if it exists (only once every row is scored).")
+@dsn_option
+@json_option
+@handle_errors
+def predict(run_id: int, model_id: int | None, table: str, id_column: str, out: str, proba: bool, replace: bool,
+            dsn: str | None, as_json: bool) -> None:
+    """Score a table inside the database with a trained model, segment-parallel; write the predictions to --out."""
+    result = run_async(api.predict(resolve_dsn(dsn), run_id, table=table, out=out, id_column=id_column,
+                                   model_id=model_id, proba=proba, replace=replace))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"{result['out']}: {result['rows']} predictions of model {result['model_id']} ({result['model']}) "
+                   f"of run {run_id}, {result['segments']} segments, {result['seconds']:.1f}s")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@model_option
+@click.option("--table", required=True, help="A held-out table with the run's feature and label columns.")
+@dsn_option
+@json_option
+@handle_errors
+def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_json: bool) -> None:
+    """Loss and metric of a trained model on a held-out table, computed inside the database."""
+    result = run_async(api.evaluate(resolve_dsn(dsn), run_id, table=table, model_id=model_id))
+    if as_json:
+        _echo_json(result)
+        return
+    metric = "accuracy" if "accuracy" in result else "mae"
+    click.echo(f"model {result['model_id']} ({result['model']}) of run {run_id} on {result['table']} "
+               f"({result['rows']} rows): loss {result['loss']:.6g}, {metric} {result[metric]:.6g}")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@click.argument("path", type=click.Path(dir_okay=False))
+@model_option
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@dsn_option
+@json_option
+@handle_errors
+def export(run_id: int, path: str, model_id: int | None, force: bool, dsn: str | None, as_json: bool) -> None:
+    """Save a trained model as a standalone .keras file (normalisation included) for keras.saving.load_model."""
+    result = run_async(api.export(resolve_dsn(dsn), run_id, path, model_id=model_id, force=force))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"{result['path']}: model {result['model_id']} ({result['model']}) of run {run_id}")
+
+
 # ----------------------------------------------------------------------------------- simulate
 def _number_list(text: str | None, kind=float) -> list | None:
     if text is None:
