@@ -196,6 +196,11 @@ async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, con
     proc = cli(dsn, ctq_home, "predict", str(runs["regression"]), "--table", "public.pred_holdout", "--id-column",
                "id", "--out", "public.pred_x", "--proba")
     assert proc.returncode == 2 and "--proba" in proc.stderr
+    await conn.execute("DROP TABLE IF EXISTS public.pred_new_class; CREATE TABLE public.pred_new_class AS "
+                       "SELECT * FROM public.pred_holdout; UPDATE public.pred_new_class SET label = 'huge' WHERE id = 10003")
+    proc = cli(dsn, ctq_home, "evaluate", run_id, "--table", "public.pred_new_class")
+    assert proc.returncode == 2 and "label column 'label' has values that are not one of the model's classes " \
+        "(high, low, mid) in 1 row(s)" in proc.stderr, proc.stderr
     path = tmp_path / "m.keras"
     path.write_text("keep me")
     proc = cli(dsn, ctq_home, "export", run_id, str(path))

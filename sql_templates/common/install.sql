@@ -256,7 +256,7 @@ CREATE OR REPLACE FUNCTION ctq.score_step_transition(acc text, x bytea, y bytea,
 RETURNS text
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
-return ctq.call(plpy, ctq.score_transition, GD=GD, acc=acc, x=x, y=y, state=state, params=params)
+return ctq.score_transition(GD=GD, acc=acc, x=x, y=y, state=state, params=params)  # (not ctq.call: see there)
 $fn$;
 
 CREATE FUNCTION ctq.score_step_final(acc text) RETURNS ctq.score_result
