@@ -456,3 +456,48 @@ async def gc_packs(dsn: str, candidates: list[dict]) -> list[dict]:
 
     async with connect(dsn) as conn:
         return await housekeeping.gc_packs(conn, candidates)
+
+
+async def _scoring_setup(conn):
+    """Engine, segments and their cores for scoring: the same as a run on this database would get
+    (PostgreSQL: one virtual segment per core; Greenplum: its primary segments)."""
+    engine = await detect(conn)
+    await catalog.check_access(conn)
+    segments, _ = await engine.segments(conn, None, default_segments())
+    await catalog.ensure_installed(conn, engine)
+    return engine, segments, segment_cores(segments, os.cpu_count() or 1)
+
+
+async def predict(dsn: str, run_id: int, *, table: str, out: str, id_column: str, model_id: int | None = None,
+                  proba: bool = False, replace: bool = False) -> dict:
+    """``ctq predict``: see :func:`ctq.scoring.predict`."""
+    from ctq import scoring
+
+    async with connect(dsn) as conn:
+        engine, segments, cores = await _scoring_setup(conn)
+        return await scoring.predict(conn, dsn, engine, segments, cores, run_id, table=table, out=out,
+                                     id_column=id_column, model_id=model_id, proba=proba, replace=replace)
+
+
+async def evaluate(dsn: str, run_id: int, *, table: str, model_id: int | None = None) -> dict:
+    """``ctq evaluate``: see :func:`ctq.scoring.evaluate`."""
+    from ctq import scoring
+
+    async with connect(dsn) as conn:
+        engine, segments, cores = await _scoring_setup(conn)
+        return await scoring.evaluate(conn, dsn, engine, segments, cores, run_id, table=table, model_id=model_id)
+
+
+async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = None, force: bool = False) -> dict:
+    """``ctq export``: a model of a run (default: its best) as a standalone .keras file (see
+    :mod:`ctq.export`)."""
+    from ctq import export as keras_export
+    from ctq.scoring import trained_model
+
+    keras_export.check_path(path, force)
+    async with connect(dsn) as conn:
+        await catalog.check_access(conn)
+        model = await trained_model(conn, run_id, model_id)
+    keras_export.save(model, path)
+    return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "path": os.path.abspath(path),
+            "task": model.task, "class_values": model.stats.get("class_values")}

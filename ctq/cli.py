@@ -206,6 +206,8 @@ def db_url() -> None:
 @click.option("--python-path", multiple=True,
               help="Directory the server's PL/Python should put first on sys.path (site-packages with "
                    "keras); repeatable. Not needed for the embedded database.")
+
+
 @handle_errors
 def install(dsn: str | None, python_path: tuple[str, ...]) -> None:
     """Create or upgrade schema ctq and its in-database functions (idempotent)."""
@@ -284,11 +286,17 @@ def doctor(dsn: str | None, as_json: bool) -> None:
 @click.option("--replace", is_flag=True, help="Replace the table if it exists (only once the new one has loaded).")
 @click.option("--delimiter", default=None, metavar="CHAR",
               help="Field delimiter, as COPY's DELIMITER (default: detected among , ; tab |; '\\t' or 'tab' for a tab).")
+
+
 @click.option("--null", "null", default=None, metavar="STRING",
               help="The one string that means NULL, as COPY's NULL (default: empty, NA, N/A, NULL, NaN, None "
                    "in number and boolean columns, empty in text columns).")
+
+
 @click.option("--encoding", default=None, metavar="NAME",
               help="File encoding, e.g. cp1252 or latin-1 (default: UTF-8, or what a byte-order mark says).")
+
+
 @dsn_option
 @handle_errors
 def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: str | None,
@@ -318,14 +326,20 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
 @json_option
 @click.option("--name", default=None, help="Run name (default: the config's name); with GRID --resume, "
                                          "resumes the newest unfinished run of that name.")
+
+
 @click.option("--schedule", type=click.Choice(["mop", "mop-fixed", "bsp"]), default=None,
               help="mop (default): asynchronous model hopping, fastest; mop-fixed: MOP with every model's "
                    "segment order fixed by the seed, so a rerun reproduces the weights; bsp: MADlib-style "
                    "rounds, for comparison.")
+
+
 @click.option("--reproducible", is_flag=True, help="Same as --schedule mop-fixed.")
 @click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID]",
               help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
                    "unfinished run of that configuration (and --name).")
+
+
 @click.option("--quiet", "-q", is_flag=True, help="No progress at all (errors still go to stderr).")
 @click.option("--verbose", "-v", is_flag=True, help="Without a terminal, also log every hop.")
 @handle_errors
@@ -411,14 +425,19 @@ def _print_leaderboard(rows: list[dict], title: str) -> None:
 # ------------------------------------------------------------------------------- runs, models
 RUN_STATUSES = ("running", "stale", "succeeded", "failed", "interrupted")
 
+
 @main.command()
 @dsn_option
 @json_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many runs.")
 @click.option("--status", type=click.Choice(RUN_STATUSES), default=None,
               help="Only runs with this status (stale: running, but its coordinator is gone).")
+
+
 @click.option("--name", "name", default=None, metavar="PATTERN",
               help="Only runs whose name matches PATTERN: * any text, ? one character (e.g. 'nightly*').")
+
+
 @handle_errors
 def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: str | None) -> None:
     """List runs, newest first. A run whose coordinator is gone is 'stale': resume it."""
@@ -466,6 +485,8 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
 @click.argument("run_id", type=int)
 @click.option("--out", required=True, type=click.Path(), metavar="FILE",
               help="The HTML file to write (replaced if it exists, once the new one is complete).")
+
+
 @dsn_option
 @handle_errors
 def report(run_id: int, out: str, dsn: str | None) -> None:
@@ -598,6 +619,67 @@ def packs_gc(yes: bool, dsn: str | None, as_json: bool) -> None:
     else:
         click.echo(f"dropped {len(dropped)} pack(s), {_size(sum(p['bytes'] or 0 for p in dropped))} freed"
                    + (": " + ", ".join(p["pack_id"] for p in dropped) if dropped else ""))
+# ------------------------------------------------------------------- predict, evaluate, export
+model_option = click.option("--model", "model_id", type=int, default=None, metavar="MODEL_ID",
+                            help="A model of the run, by its id in `ctq models RUN_ID` (default: the run's best).")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@model_option
+@click.option("--table", required=True, help="The table to score (schema.table): it has the run's feature columns.")
+@click.option("--id-column", required=True, help="The column that identifies each row (no NULLs, unique).")
+@click.option("--out", required=True, help="The table to create: (id, prediction[, probabilities]).")
+@click.option("--proba", is_flag=True, help="Also write each row's class probabilities (float8[], in class order).")
+@click.option("--replace", is_flag=True, help="Replace --out if it exists (only once every row is scored).")
+@dsn_option
+@json_option
+@handle_errors
+def predict(run_id: int, model_id: int | None, table: str, id_column: str, out: str, proba: bool, replace: bool,
+            dsn: str | None, as_json: bool) -> None:
+    """Score a table inside the database with a trained model, segment-parallel; write the predictions to --out."""
+    result = run_async(api.predict(resolve_dsn(dsn), run_id, table=table, out=out, id_column=id_column,
+                                   model_id=model_id, proba=proba, replace=replace))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"{result['out']}: {result['rows']} predictions of model {result['model_id']} ({result['model']}) "
+                   f"of run {run_id}, {result['segments']} segments, {result['seconds']:.1f}s")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@model_option
+@click.option("--table", required=True, help="A held-out table with the run's feature and label columns.")
+@dsn_option
+@json_option
+@handle_errors
+def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_json: bool) -> None:
+    """Loss and metric of a trained model on a held-out table, computed inside the database."""
+    result = run_async(api.evaluate(resolve_dsn(dsn), run_id, table=table, model_id=model_id))
+    if as_json:
+        _echo_json(result)
+        return
+    metric = "accuracy" if "accuracy" in result else "mae"
+    click.echo(f"model {result['model_id']} ({result['model']}) of run {run_id} on {result['table']} "
+               f"({result['rows']} rows): loss {result['loss']:.6g}, {metric} {result[metric]:.6g}")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@click.argument("path", type=click.Path(dir_okay=False))
+@model_option
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@dsn_option
+@json_option
+@handle_errors
+def export(run_id: int, path: str, model_id: int | None, force: bool, dsn: str | None, as_json: bool) -> None:
+    """Save a trained model as a standalone .keras file (normalisation included) for keras.saving.load_model."""
+    result = run_async(api.export(resolve_dsn(dsn), run_id, path, model_id=model_id, force=force))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"{result['path']}: model {result['model_id']} ({result['model']}) of run {run_id}")
 
 
 # ----------------------------------------------------------------------------------- simulate
@@ -619,15 +701,23 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
 @click.option("--p-fast", default=0.8, show_default=True,
               help="Probability that a model is fast (each model is drawn independently with --seed); "
                    "the others are slow.")
+
+
 @click.option("--slow-ratio", default=8.0, show_default=True,
               help="L: a slow model's sub-epoch takes L times a fast one's.")
+
+
 @click.option("--segment-speed", default=None,
               help="Relative speed of each segment (hardware heterogeneity), comma-separated; 0.5 is half "
                    "as fast; needs a single --segments value.")
+
+
 @click.option("--epochs", default=1, show_default=True, help="Epochs (synthetic grid; --replay uses the run's).")
 @click.option("--seed", default=0, show_default=True, help="Seeds the model draw and the schedules' choices.")
 @click.option("--replay", "replay_run", type=int, default=None,
               help="Use the measured hop times (seconds) of a finished run instead of a synthetic grid.")
+
+
 @dsn_option
 @json_option
 @click.pass_context

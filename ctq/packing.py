@@ -57,6 +57,7 @@ class Source:
     class_counts: tuple[int, ...] | None = None  # rows per class (all rows), in class_values order
     target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation
     target_std: float = 1.0
+    label_type: str = ""  # the label column's SQL type (format_type), e.g. integer, boolean, text
 
     @property
     def sql_name(self) -> str:
@@ -189,7 +190,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         width=width, mean=tuple(mean), std=tuple(std), class_values=class_values,
         profile_seconds=time.perf_counter() - started, class_counts=class_counts,
         target_mean=float(profile["label_mean"] or 0.0),
-        target_std=math.sqrt(float(profile["label_var"] or 0.0)) or 1.0,
+        target_std=math.sqrt(float(profile["label_var"] or 0.0)) or 1.0, label_type=label["type"],
     )
 
 
@@ -203,14 +204,29 @@ def _sql_literal(value: str) -> str:
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def _label_bytes(source: Source) -> str:
-    """SQL for the label's bytes in a buffer: big-endian float4 of the value, or, for text classes,
-    of the class index (``label_encoding`` "index" in the pack's stats)."""
-    column = "t." + quote_ident(source.label)
-    if source.label_category == "S":
-        cases = " ".join(f"WHEN {_sql_literal(v)} THEN {i}" for i, v in enumerate(source.class_values))
+def label_bytes_sql(column: str, category: str, class_values) -> str:
+    """SQL for the label's bytes in a buffer: big-endian float4 of the value, or, for text classes
+    (``category`` "S"), of the class index (``label_encoding`` "index" in the pack's stats; a value
+    that is not one of ``class_values`` gives NULL). ``column`` is quoted SQL, e.g. ``t."label"``."""
+    if category == "S":
+        cases = " ".join(f"WHEN {_sql_literal(v)} THEN {i}" for i, v in enumerate(class_values))
         return f"float4send((CASE {column}::text {cases} END)::float4)"
-    return f"float4send(({_label_number(column, source.label_category)})::float4)"
+    return f"float4send(({_label_number(column, category)})::float4)"
+
+
+def _label_bytes(source: Source) -> str:
+    return label_bytes_sql("t." + quote_ident(source.label), source.label_category, source.class_values)
+
+
+def feature_bytes_sql(features, stats: dict, alias: str = "t") -> str:
+    """SQL for one row's features as the bytes a buffer holds (see ``indb.decode_features``): the
+    columns ``features`` of the row ``alias`` as big-endian float4 (``float4send``), or, for an
+    array column (``stats["x_layout"]`` "array"), its ``array_send`` as float4[]. Packing and
+    scoring (``ctq predict``, ``ctq evaluate``) both call this, so a scored row is exactly what a
+    trained row was. NULL when a feature is NULL."""
+    if stats.get("x_layout") == "array":
+        return f"array_send({alias}.{quote_ident(features[0])}::float4[])"
+    return " || ".join(f"float4send({alias}.{quote_ident(f)}::float4)" for f in features)
 
 
 async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, n):
@@ -270,14 +286,12 @@ def pack_stats(source: Source, segments: int) -> dict:
         # regression trains on standardised targets and reports losses in the target's units
         "target_mean": None if source.class_values else source.target_mean,
         "target_std": None if source.class_values else source.target_std,
+        "label_type": source.label_type,  # predictions come back in this type (ctq predict)
     }
 
 
 def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_id: str) -> PackSpec:
-    if source.array_feature:
-        x_bytes = f"array_send(t.{quote_ident(source.features[0])}::float4[])"
-    else:
-        x_bytes = " || ".join(f"float4send(t.{quote_ident(f)}::float4)" for f in source.features)
+    x_bytes = feature_bytes_sql(source.features, pack_stats(source, segments))
     y_bytes = _label_bytes(source)
     validation_rows = source.rows - source.train_rows
     return PackSpec(

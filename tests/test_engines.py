@@ -69,3 +69,19 @@ def test_row_keys_differ_per_engine():
     assert "hashtidextended(t.ctid, 7)" == pg.row_key("t", 7, True)
     assert "gp_segment_id" in gp.row_key("t", 7, True) and "hashtidextended" not in gp.row_key("t", 7, True)
     assert set(ENGINES) == {"postgres", "greenplum"}
+
+
+@pytest.mark.parametrize("segment", [0, 2])
+def test_scoring_queries_target_one_segment(segment):
+    from ctq.engines.base import ScoreSpec
+    from ctq.packing import feature_bytes_sql
+
+    x_bytes = feature_bytes_sql(["f1", "f 2"], {"x_layout": "float4"})
+    assert x_bytes == 'float4send(t."f1"::float4) || float4send(t."f 2"::float4)'  # as packing writes a row
+    spec = ScoreSpec(source='"public"."t"', is_table=True, id='t."id"', id_type="bigint", x_bytes=x_bytes,
+                     y_bytes="NULL::bytea", segments=3, stage='"ctq_data"."score_x"')
+    gp = GreenplumEngine().score_query(spec, segment)
+    assert f"b.gp_segment_id = {segment}\nGROUP BY b.dist_key, b.gp_segment_id" in gp and '"score_x"' in gp
+    pg = PostgresEngine().score_query(spec, segment)
+    assert f"((hashtidextended(t.ctid, 0)) & 2147483647) % 3 = {segment}" in pg and x_bytes in pg
+    assert "$1::bytea AS state, $2::text AS params" in pg  # the header row: state and parameters once

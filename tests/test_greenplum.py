@@ -204,3 +204,50 @@ async def test_an_administrator_role_trains_on_greenplum_and_analysts_are_refuse
     assert await gp.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", result["run_id"]) == role
     assert await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND executed_on = segment",
                              result["run_id"]) == 4 * 2 * await primaries(gp)
+
+
+async def test_predict_and_evaluate_on_greenplum(gp, tmp_path):
+    """Each segment scores its own rows (a direct-dispatched targeted query over its staged rows, run
+    on that segment as reported from inside); the predictions equal the exported .keras model's."""
+    import numpy as np
+
+    from ctq.engines.base import ScoreSpec
+    from ctq.indb import import_keras
+
+    grid = write_grid(tmp_path, GRID.format(schedule="predict").replace("epochs: 2", "epochs: 1"))
+    proc = ctq("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    run_id = str(json.loads(proc.stdout)["run_id"])
+    await gp.execute("DROP TABLE IF EXISTS public.ctq_gp_holdout; CREATE TABLE public.ctq_gp_holdout AS "
+                     "SELECT (row_number() OVER ())::int8 AS id, * FROM public.ctq_gp_src LIMIT 600 "
+                     "DISTRIBUTED BY (id)")
+    proc = ctq("predict", run_id, "--table", "public.ctq_gp_holdout", "--id-column", "id", "--out",
+               "public.ctq_gp_pred", "--proba", "--replace", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["segments"] == await primaries(gp)
+    path = tmp_path / "gp.keras"
+    assert ctq("export", run_id, str(path)).returncode == 0, "export failed"
+    rows = await gp.fetch("SELECT h.*, p.prediction, p.probabilities FROM public.ctq_gp_holdout h "
+                          "JOIN public.ctq_gp_pred p USING (id) ORDER BY id")
+    assert len(rows) == 600
+    x = np.array([[r[f"f{i}"] for i in range(1, 9)] for r in rows], np.float32)
+    probs = import_keras().saving.load_model(path).predict(x, verbose=0)
+    np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), probs, rtol=1e-4, atol=1e-6)
+    assert [r["prediction"] for r in rows] == [int(i) for i in np.argmax(probs, axis=1)]
+    proc = ctq("evaluate", run_id, "--table", "public.ctq_gp_holdout", "--json")
+    assert proc.returncode == 0, proc.stderr
+    y = np.array([r["label"] for r in rows])
+    assert json.loads(proc.stdout)["accuracy"] == pytest.approx(float(np.mean(np.argmax(probs, axis=1) == y)))
+    engine = GreenplumEngine()  # the staged scoring query of every segment is direct-dispatched
+    spec = ScoreSpec(source="public.ctq_gp_holdout", is_table=True, id="t.id", id_type="int8",
+                     x_bytes="t.f1::text::bytea", y_bytes="NULL::bytea", segments=await primaries(gp), stage="ctq_data.ctq_gp_score_plan")
+    await engine.prepare_scoring(gp, spec, b"state", ["{}"] * spec.segments)
+    try:
+        for segment in range(spec.segments):
+            plan = [r[0] for r in await gp.fetch("EXPLAIN " + engine.score_query(spec, segment))]
+            assert plan[0].startswith("Gather Motion 1:1  (slice1; segments: 1)"), plan
+            assert not any("Motion" in line for line in plan[1:]), plan
+            assert await gp.fetchval(f"SELECT count(*) FROM {spec.stage} WHERE gp_segment_id = {segment} "
+                                     "AND state IS NOT NULL") == 1  # its header row lives on it
+    finally:
+        await engine.finish_scoring(gp, spec)

@@ -325,3 +325,19 @@ async def test_administrator_resumes_another_users_run_only_with_select_on_its_s
         assert await conn.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", run_id) == "ctq_alice"
     finally:
         await conn.execute(f"REVOKE SELECT ON {small_table} FROM ctq_dave")
+
+
+async def test_analyst_predicts_with_its_own_run_and_nobody_else_can(world, conn, small_table):
+    """ctq predict as an ordinary role: the scoring functions are granted to ctq_user; the run is
+    visible to its analyst only (row-level security), so another analyst is told there is no such run."""
+    run_id = str(world["run"]["run_id"])
+    await conn.execute(f"DROP TABLE IF EXISTS public.priv_score; CREATE TABLE public.priv_score AS "
+                       f"SELECT row_number() OVER () AS id, * FROM {small_table} LIMIT 300")
+    await conn.execute("GRANT SELECT ON public.priv_score TO ctq_alice, ctq_bob")
+    await conn.execute("CREATE SCHEMA IF NOT EXISTS ctq_alice_out AUTHORIZATION ctq_alice")
+    args = ("predict", run_id, "--table", "public.priv_score", "--id-column", "id", "--out", "ctq_alice_out.scored")
+    proc = world["cli"](*args, role="ctq_alice")
+    assert proc.returncode == 0, proc.stderr
+    assert await conn.fetchval("SELECT count(*) FROM ctq_alice_out.scored") == 300
+    proc = world["cli"](*args, "--replace", role="ctq_bob")
+    assert proc.returncode == 2 and f"no run with id {run_id}" in proc.stderr, proc.stderr

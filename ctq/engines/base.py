@@ -32,6 +32,20 @@ class PackSpec:
     validation_buckets: int
 
 
+@dataclass(frozen=True)
+class ScoreSpec:
+    """The rows a model scores (``ctq predict``, ``ctq evaluate``); SQL strings already quoted."""
+
+    source: str          # schema-qualified, quoted relation to score
+    is_table: bool       # a table has row identities (ctid); a view is keyed by its content
+    id: str              # SQL: the row's id (``t."id"``; ``NULL::int`` when no id is needed)
+    id_type: str         # its SQL type
+    x_bytes: str         # SQL: the row's features as packing writes them (packing.feature_bytes_sql)
+    y_bytes: str         # SQL: the row's label as packing writes it, or ``NULL::bytea``
+    segments: int
+    stage: str           # a free schema-qualified, quoted table name the engine may stage rows in
+
+
 class Engine:
     """One database engine. Subclasses set ``name`` and override what differs."""
 
@@ -151,3 +165,25 @@ class Engine:
         """Train and record one hop: on PostgreSQL a single statement (the state never leaves the
         server, and the hop is recorded entirely or not at all)."""
         return await conn.fetchrow(statements["hop"], run_id, model_id, epoch, last_of_epoch, params)
+
+    # -- scoring ---------------------------------------------------------------------------------
+    async def prepare_scoring(self, conn: asyncpg.Connection, spec: ScoreSpec, state: bytes,
+                              params: list[str]) -> list[tuple]:
+        """Make ``spec``'s rows scorable segment by segment; returns the bind arguments of each
+        segment's :meth:`score_query` (``params``: the JSON parameters of each segment).
+
+        PostgreSQL stages nothing: each virtual segment's query reads the source and keeps the rows
+        whose hash falls on it; the model's state and the parameters travel as $1 and $2."""
+        return [(state, p) for p in params]
+
+    def score_query(self, spec: ScoreSpec, segment: int) -> str:
+        """The targeted scoring query of ``segment``: one row (ids, r), r a ``ctq.score_result``.
+        A row belongs to virtual segment ``(row_key & 2^31-1) mod segments`` (seed 0): every row
+        to exactly one segment, about evenly."""
+        key = self.row_key("t", 0, spec.is_table)
+        return self.render("score_query.sql", segment=int(segment), id=spec.id, id_type=spec.id_type,
+                           x_bytes=spec.x_bytes, y_bytes=spec.y_bytes, source=spec.source,
+                           rows_filter=f"(({key}) & 2147483647) % {int(spec.segments)} = {int(segment)}")
+
+    async def finish_scoring(self, conn: asyncpg.Connection, spec: ScoreSpec) -> None:
+        """Drop whatever :meth:`prepare_scoring` staged (nothing on PostgreSQL)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncpg
 
 from ctq.connection import connect as open_connection
-from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
+from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec, ScoreSpec
 
 
 class GreenplumEngine(Engine):
@@ -111,3 +111,23 @@ class GreenplumEngine(Engine):
             return None
         await conn.fetchval(statements["record"], run_id, model_id, epoch, last_of_epoch, *row.values())
         return row
+
+    async def prepare_scoring(self, conn, spec: ScoreSpec, state, params):
+        """Stage the rows to score where they are: each row, as its feature bytes, tagged with its
+        own segment's distribution key (it stays on its segment, as in packing), plus one header
+        row per segment with the model's state and that segment's parameters. A function on a
+        segment cannot read the source; the targeted query then reads the stage."""
+        keys = await self.segment_keys(conn)
+        key_map = ", ".join(f"({s}, {k})" for s, k in sorted(keys.items()))
+        await conn.execute(self.render("score_stage.sql", stage=spec.stage, id=spec.id, x_bytes=spec.x_bytes,
+                                       y_bytes=spec.y_bytes, source=spec.source, key_map=key_map))
+        for segment, segment_params in enumerate(params):
+            await conn.execute(self.render("score_header.sql", stage=spec.stage, dist_key=int(keys[segment])),
+                               state, segment_params)
+        return [() for _ in params]
+
+    def score_query(self, spec, segment):
+        return self.render("score_query.sql", stage=spec.stage, segment=int(segment))
+
+    async def finish_scoring(self, conn, spec):
+        await conn.execute(f"DROP TABLE IF EXISTS {spec.stage}")

@@ -264,5 +264,30 @@ BEGIN
 END
 $fn$;
 
+-- Scoring (ctq predict, ctq evaluate): SELECT ctq.score_step(x, y, state, params) over one segment's
+-- rows to score plus one header row that carries the model's state and the parameters (see
+-- score_query.sql and indb.score_final). Like train_step, it runs on the segment.
+DROP TYPE IF EXISTS ctq.score_result CASCADE;
+CREATE TYPE ctq.score_result AS (
+    rows int, prediction float8[], probabilities float8[], loss float8, metric float8, executed_on int
+);
+
+CREATE OR REPLACE FUNCTION ctq.score_step_transition(acc text, x bytea, y bytea, state bytea, params text)
+RETURNS text
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+return ctq.score_transition(GD=GD, acc=acc, x=x, y=y, state=state, params=params)  # (not ctq.call: see there)
+$fn$;
+
+CREATE FUNCTION ctq.score_step_final(acc text) RETURNS ctq.score_result
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+return ctq.call(plpy, ctq.score_final, GD=GD, acc=acc)
+$fn$;
+
+CREATE AGGREGATE ctq.score_step(bytea, bytea, bytea, text) (
+    SFUNC = ctq.score_step_transition, STYPE = text, FINALFUNC = ctq.score_step_final
+);
+
 {{security}}
 {{row_security}}

@@ -26,6 +26,9 @@ GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, 
 GRANT EXECUTE ON FUNCTION ctq.train_step_final(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step(int, int, int, bytea, bytea, bytea, bytea, text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.score_step_transition(text, bytea, bytea, bytea, text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.score_step_final(text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.score_step(bytea, bytea, bytea, text) TO ctq_user;
 -- ctq.path_status (what the server's OS user finds at a path) stays the installer's.
 
 -- Administrators see every run without row-level security (Greenplum 6 has none): plain grants.

@@ -1,0 +1,72 @@
+"""``ctq export``: a trained model as a standard Keras file that stands alone.
+
+The file is what ``keras.saving.load_model`` opens without ctq: a functional model whose input is
+the raw feature values (in the order of the run's ``data.features``, or the array column's
+elements) and whose output is what ``ctq predict`` computes in the database:
+
+- first a ``keras.layers.Normalization`` layer (``ctq_normalization``) holding the mean and variance
+  (std squared) of the training rows recorded with the pack, so the file needs no statistics beside it;
+- then the trained model itself (its architecture from ``ctq.models.architecture``, its weights from
+  the checkpoint in ``ctq.models.state``, built by the same ``indb`` code as in the server);
+- for regression, a ``keras.layers.Rescaling`` layer (``ctq_target_units``: ``y * target_std +
+  target_mean``) that turns the model's standardised output into the target's own units.
+
+A classifier outputs the class probabilities, in the order of ``ctq.packs.stats.class_values``
+(the argmax is ``ctq predict``'s class); the file does not carry the class values themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ctq import indb
+from ctq.errors import UsageError
+from ctq.scoring import TrainedModel
+
+
+def keras_model(model: TrainedModel):
+    """The standalone Keras model of ``model`` (see the module docstring): input [batch, input_dim]
+    raw features; output [batch, classes] probabilities or [batch, 1] values in target units."""
+    keras = indb.import_keras()
+    stats = model.stats
+    width, outputs = int(stats["input_dim"]), int(stats["n_outputs"])
+    trained = indb.CompiledModel(model.architecture, model.hyperparameters, width, outputs, model.task)
+    trained.load(indb.decode_state(model.state))
+    inputs = keras.Input((width,), name="features")
+    std = np.asarray(stats["std"], np.float64)
+    x = keras.layers.Normalization(mean=list(stats["mean"]), variance=list(std * std), name="ctq_normalization")(inputs)
+    y = trained.model(x)
+    if model.task == "regression":
+        y = keras.layers.Rescaling(scale=float(stats.get("target_std") or 1.0),
+                                   offset=float(stats.get("target_mean") or 0.0), name="ctq_target_units")(y)
+    return keras.Model(inputs, y, name=f"ctq_run{model.run_id}_model{model.model_id}")
+
+
+def check_path(path: str, force: bool) -> None:
+    """Refuse (exit 2) a name Keras will not save to, a missing directory, or an existing file
+    without ``force``; before anything is read from the database."""
+    if not path.endswith(".keras"):
+        raise UsageError(f"{path}: the file name must end in .keras (the Keras format)")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"{path}: directory {directory} does not exist")
+    if os.path.exists(path) and not force:
+        raise UsageError(f"{path}: file exists; use --force to overwrite it")
+
+
+def save(model: TrainedModel, path: str) -> None:
+    """Write the file whole or not at all: saved next to ``path`` under a temporary name, then
+    renamed over it."""
+    built = keras_model(model)
+    fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=".ctq-export-", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        built.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,383 @@
+"""``ctq predict`` and ``ctq evaluate``: a trained model scores a table inside the database.
+
+Scoring is MOP's targeted query without the hopping: one connection per segment, each sending a
+query that feeds that segment's rows to the aggregate ``ctq.score_step`` (in the server, as training's
+``ctq.train_step``), all segments at once. A row to score becomes the same float4 bytes packing
+writes (``packing.feature_bytes_sql``) and is decoded and normalised by the same in-database code
+as in training (``indb.decode_features``, ``indb.normalise_features``), with the statistics recorded
+with the run's pack. How rows are split into segments is the engine's (``Engine.score_query``): on
+PostgreSQL by a hash of the row, on Greenplum every segment scores its own rows.
+
+Bad input is refused before anything is written, with exit code 2: a missing table or column, a
+feature that is not numeric, NULLs, NaN or infinite values, a NULL or repeated id, an existing
+``--out`` without ``--replace``. Predictions are written into a staging table that is renamed to
+``--out`` in one transaction once every segment is done, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from ctq import catalog
+from ctq.config import parse_table_name
+from ctq.connection import connect as open_connection
+from ctq.engines.base import Engine, ScoreSpec
+from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
+from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
+from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
+                          label_bytes_sql)
+from ctq.sql import qualified, quote_ident, render, template
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model of a run with its checkpoint, and the pack statistics its data was normalised with."""
+
+    run_id: int
+    model_id: int
+    name: str
+    architecture: dict
+    hyperparameters: dict
+    state: bytes
+    task: str
+    features: tuple[str, ...]  # the source's feature columns, as resolved when packing
+    label: str
+    stats: dict  # ctq.packs.stats: input_dim, mean, std, class_values, label_encoding, target_mean...
+
+    @property
+    def metric_name(self) -> str:
+        return "accuracy" if self.task == "classification" else "mae"
+
+
+async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | None = None) -> TrainedModel:
+    """Model ``model_id`` of run ``run_id`` (its id in ``ctq models RUN_ID``), or, without one, the
+    run's best: the first of the leaderboard (same ranking and tie-break) that has a score and did
+    not fail. Raises NotFound (exit 2) for a missing run or model, UsageError for one that failed
+    or never trained."""
+    if await catalog.get_run(conn, run_id) is None:
+        raise NotFound(f"no run with id {run_id}")
+    if model_id is None:
+        board = await catalog.leaderboard(conn, run_id)
+        best = next((r for r in board if r["score"] is not None and r["status"] != "failed"), None)
+        if best is None:
+            raise NotFound(f"run {run_id} has no trained model yet (see ctq models {run_id})")
+        model_id = best["model_id"]
+    row = await conn.fetchrow(template("score_model.sql"), run_id, model_id)
+    if row is None:
+        raise NotFound(f"run {run_id} has no model {model_id} (see ctq models {run_id})")
+    if row["status"] == "failed":
+        raise UsageError(f"model {model_id} of run {run_id} failed ({row['message']}); choose another "
+                         f"(ctq models {run_id})")
+    if row["state"] is None:
+        raise UsageError(f"model {model_id} of run {run_id} has not trained yet")
+    pack = await catalog.run_pack(conn, run_id)
+    settings = pack["settings"]
+    return TrainedModel(run_id=run_id, model_id=model_id, name=row["name"],
+                        architecture=json.loads(row["architecture"]),
+                        hyperparameters=json.loads(row["hyperparameters"]), state=bytes(row["state"]),
+                        task=settings["task"], features=tuple(settings["features"]), label=settings["label"],
+                        stats=pack["stats"])
+
+
+@dataclass(frozen=True)
+class Table:
+    oid: int
+    schema: str
+    name: str
+    is_table: bool
+    columns: dict  # name -> {name, type, category, element_category}
+
+    @property
+    def sql(self) -> str:
+        return qualified(self.schema, self.name)
+
+    @property
+    def display(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def _parse(text: str, option: str) -> tuple[str | None, str]:
+    try:
+        return parse_table_name(text)
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
+
+
+async def _table(conn, text: str, option: str) -> Table:
+    """The table (or view) ``text`` names, readable by this role; UsageError/PermissionDenied else."""
+    schema, name = _parse(text, option)
+    rel = await _find_relation(conn, schema, name)
+    if rel is None:
+        raise UsageError(f"{option} {text}: table does not exist (or is not visible to this user)")
+    if not await conn.fetchval("SELECT has_table_privilege($1::oid, 'SELECT')", rel["oid"]):
+        user = await conn.fetchval("SELECT current_user")
+        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['schema']}.{rel['name']} ({option}); "
+                               f"ask its owner or an administrator to run: GRANT SELECT ON "
+                               f"{qualified(rel['schema'], rel['name'])} TO {quote_ident(user)}")
+    columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
+    return Table(rel["oid"], rel["schema"], rel["name"], rel["relkind"] in ("r", "p"), columns)
+
+
+def _column(table: Table, name: str, option: str, what: str) -> dict:
+    col = table.columns.get(name)
+    if col is None:
+        available = ", ".join(sorted(table.columns)) or "(none)"
+        raise DataError(f"{option} {table.display}: column {name!r} ({what}) does not exist (columns: {available})")
+    return col
+
+
+def _check_features(model: TrainedModel, table: Table) -> None:
+    array = model.stats.get("x_layout") == "array"
+    for name in model.features:
+        col = _column(table, name, "--table", f"a feature of model {model.model_id}")
+        numeric = col["element_category"] == "N" if array else col["category"] == "N"
+        if not numeric:
+            want = "a numeric array" if array else "a number"
+            raise DataError(f"--table {table.display}: column {name!r} has type {col['type']}, not {want} "
+                            f"(as the feature the model was trained on)")
+
+
+def _label_category(model: TrainedModel, table: Table) -> str:
+    """The label column's category (N, B, S), checked against how the model's labels were packed."""
+    col = _column(table, model.label, "--table", f"the label of run {model.run_id}")
+    category = col["category"]
+    text_classes = model.stats.get("label_encoding") == "index"
+    if (text_classes and category != "S") or (not text_classes and category not in ("N", "B")) or \
+            (model.task == "regression" and category != "N"):
+        raise DataError(f"--table {table.display}: label column {model.label!r} has type {col['type']}, "
+                        f"unlike the label the model was trained on ({model.stats.get('label_type') or model.task})")
+    return category
+
+
+def _class_literals(model: TrainedModel) -> list[str]:
+    """The model's class values as SQL literals of the label's type, in class-index order."""
+    label_type = model.stats.get("label_type") or ""
+    out = []
+    for v in model.stats["class_values"]:
+        if model.stats.get("label_encoding") == "index":
+            out.append(_sql_literal(str(v)))
+        elif label_type == "boolean":
+            out.append("true" if float(v) else "false")
+        else:
+            out.append(str(int(v)) if float(v).is_integer() else repr(float(v)))
+    return out
+
+
+def prediction_type(model: TrainedModel) -> str:
+    """The SQL type of ``--out``'s prediction column: the label's own type for classes (older packs,
+    which did not record it: text for text classes, bigint otherwise), float8 for regression."""
+    if model.task == "regression":
+        return "float8"
+    return model.stats.get("label_type") or ("text" if model.stats.get("label_encoding") == "index" else "bigint")
+
+
+async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, label_category: str | None) -> int:
+    """One read-only scan; DataError naming the column for NULLs, NaN/infinite values, arrays of
+    another length, NULL or repeated ids and (evaluate) unknown classes. Returns the row count."""
+    array = model.stats.get("x_layout") == "array"
+    width = int(model.stats["input_dim"])
+    nulls, bad = [], []
+    for name in model.features:
+        q = "t." + quote_ident(name)
+        nulls.append(f"count(*) - count({q})")
+        bad.append(f"count(*) FILTER (WHERE array_ndims({q}) <> 1 OR array_length({q}, 1) <> {width})" if array
+                   else f"count(*) FILTER (WHERE {q}::float8 IN ('NaN', 'Infinity', '-Infinity'))")
+    label_nulls = label_bad = "0"
+    if label_category is not None:
+        q = "t." + quote_ident(model.label)
+        label_nulls = f"count(*) - count({q})"
+        if model.task == "regression":
+            label_bad = f"count(*) FILTER (WHERE {q}::float8 IN ('NaN', 'Infinity', '-Infinity'))"
+        elif label_category == "S":
+            label_bad = f"count(*) FILTER (WHERE {q}::text NOT IN ({', '.join(_class_literals(model))}))"
+        else:
+            values = ", ".join(repr(float(v)) for v in model.stats["class_values"])
+            label_bad = f"count(*) FILTER (WHERE {_label_number(q, label_category)} NOT IN ({values}))"
+    row = await conn.fetchrow(render("score_check.sql", id=id_sql, nulls=", ".join(nulls), bad=", ".join(bad),
+                                     label_nulls=label_nulls, label_bad=label_bad, source=table.sql))
+    n = row["n"]
+    where = f"--table {table.display}"
+    if n == 0:
+        raise DataError(f"{where}: table has no rows to score")
+    for name, count, wrong in zip(model.features, row["nulls"], row["bad"]):
+        if count:
+            raise DataError(f"{where}: column {name!r} has {count} NULL value(s) of {n} rows; filter or impute "
+                            "them first")
+        if wrong:
+            problem = f"arrays of another length than {width}" if array else "NaN or infinite values"
+            raise DataError(f"{where}: column {name!r} has {problem} in {wrong} row(s)")
+    if id_sql != "NULL::int":
+        if row["ids"] < n:
+            raise DataError(f"{where}: id column has {n - row['ids']} NULL value(s); ids must identify the rows")
+        if row["distinct_ids"] < n:
+            raise DataError(f"{where}: id column has {n - row['distinct_ids']} repeated value(s); ids must be "
+                            "unique")
+    if row["label_nulls"]:
+        raise DataError(f"{where}: label column {model.label!r} has {row['label_nulls']} NULL value(s)")
+    if row["label_bad"]:
+        problem = "NaN or infinite values" if model.task == "regression" else "values that are not one of the " \
+            f"model's classes ({', '.join(map(str, model.stats['class_values']))})"
+        raise DataError(f"{where}: label column {model.label!r} has {problem} in {row['label_bad']} row(s)")
+    return n
+
+
+def _params(engine: Engine, model: TrainedModel, segment: int, cores: list[int], action: str, proba: bool) -> str:
+    """The JSON parameters of one segment's scoring query (see indb.score_final)."""
+    return json.dumps({"engine": engine.name, "segment": segment, "cores": cores, "task": model.task,
+                       "stats": model.stats, "arch": model.architecture, "hyper": model.hyperparameters,
+                       "action": action, "proba": proba})
+
+
+async def _on_every_segment(dsn: str, engine: Engine, statements: list[tuple[str, tuple]], app: str) -> list:
+    """Run statement k on segment k's own connection, all at once (concurrent targeted queries);
+    the first failure cancels the others. Returns each segment's rows."""
+
+    async def one(segment: int, sql: str, args: tuple):
+        conn = await open_connection(dsn, f"{app} segment {segment}")
+        try:
+            session = engine.template("session.sql")
+            if session.strip():
+                await conn.execute(session)
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    tasks = [asyncio.ensure_future(one(s, sql, args)) for s, (sql, args) in enumerate(statements)]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _scoring_error(exc: asyncpg.PostgresError, table: Table) -> Exception:
+    """A failure inside the scoring function: bad data (exit 2) or a model that cannot score (1)."""
+    if exc.sqlstate == SQLSTATE_DATA:
+        return DataError(f"--table {table.display}: {exc.message}")
+    if exc.sqlstate == SQLSTATE_MODEL:
+        return RunFailed(f"scoring failed: {exc.message}")
+    return exc
+
+
+async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba, make_sql, table: Table) -> list:
+    """Stage (if the engine needs to), run every segment's statement, clean up."""
+    params = [_params(engine, model, s, cores[s], action, proba) for s in range(spec.segments)]
+    try:
+        args = await engine.prepare_scoring(conn, spec, model.state, params)
+        return await _on_every_segment(dsn, engine, [(make_sql(s), args[s]) for s in range(spec.segments)],
+                                       f"ctq {action}")
+    except asyncpg.PostgresError as exc:
+        raise _scoring_error(exc, table) from exc
+    finally:
+        await engine.finish_scoring(conn, spec)
+
+
+def _stage_name() -> str:
+    return qualified("ctq_data", f"score_{secrets.token_hex(8)}")
+
+
+async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: int, cores: list[list[int]],
+                  run_id: int, *, table: str, out: str, id_column: str, model_id: int | None = None,
+                  proba: bool = False, replace: bool = False) -> dict:
+    """Score ``table`` with a model of run ``run_id`` into a new table ``out`` (id, prediction
+    [, probabilities]): class values in the label's own type (probabilities: float8[] in the order
+    of ``ctq.packs.stats.class_values``), regression values in the target's units. Returns a summary
+    dict. Errors: see the module docstring."""
+    started = time.perf_counter()
+    model = await trained_model(conn, run_id, model_id)
+    source = await _table(conn, table, "--table")
+    _check_features(model, source)
+    id_col = _column(source, id_column, "--id-column", "the id column")
+    if proba and model.task != "classification":
+        raise UsageError("--proba: the model is a regression model; it predicts values, not class probabilities")
+    dest_schema, dest_name = _parse(out, "--out")
+    dest_schema = dest_schema or await conn.fetchval("SELECT current_schema()")
+    if dest_schema is None:
+        raise UsageError(f"--out {out}: no schema to create it in (the search_path is empty); name one")
+    existing = await _find_relation(conn, dest_schema, dest_name)
+    if existing is not None and existing["oid"] == source.oid:
+        raise UsageError(f"--out {out}: is the table to score (--table); write the predictions elsewhere")
+    if existing is not None and not replace:
+        raise UsageError(f"--out {out}: table {dest_schema}.{dest_name} exists; use --replace to replace it")
+    if existing is not None and existing["relkind"] not in ("r", "p"):
+        raise UsageError(f"--out {out}: {dest_schema}.{dest_name} is not a table; --replace only replaces tables")
+    id_sql = "t." + quote_ident(id_col["name"])
+    rows = await _check_rows(conn, source, model, id_sql=id_sql, label_category=None)
+    n_classes = len(model.stats["class_values"] or ()) if model.task == "classification" else 0
+    staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
+    proba_column = ", probabilities float8[]" if proba else ""
+    await conn.execute(f"CREATE TABLE {staging} (id {id_col['type']}, prediction {prediction_type(model)}"
+                       f"{proba_column})")
+    try:
+        spec = ScoreSpec(source=source.sql, is_table=source.is_table, id=id_sql, id_type=id_col["type"],
+                         x_bytes=feature_bytes_sql(model.features, model.stats), y_bytes="NULL::bytea",
+                         segments=segments, stage=_stage_name())
+        if model.task == "classification":
+            prediction = f"(ARRAY[{', '.join(_class_literals(model))}]::{prediction_type(model)}[])[u.p::int + 1]"
+        else:
+            prediction = "u.p"
+        probabilities = (f", (s.r).probabilities[((u.i - 1) * {n_classes} + 1)::int:(u.i * {n_classes})::int]"
+                         if proba else "")
+
+        def statement(segment: int) -> str:
+            return render("score_insert.sql", dest=staging, proba_column=", probabilities" if proba else "",
+                          prediction=prediction, probabilities=probabilities,
+                          score_query=engine.score_query(spec, segment))
+
+        await _score(conn, dsn, engine, spec, model, cores, "predict", proba, statement, source)
+        written = await conn.fetchval(f"SELECT count(*) FROM {staging}")
+        if written != rows:
+            raise RunFailed(f"scoring wrote {written} predictions for {rows} rows of {source.display}")
+        async with conn.transaction():
+            existing = await _find_relation(conn, dest_schema, dest_name)
+            if existing is not None:
+                if not replace:
+                    raise UsageError(f"--out {out}: table {dest_schema}.{dest_name} was created meanwhile; "
+                                     "use --replace to replace it")
+                await conn.execute(f"DROP TABLE {qualified(dest_schema, dest_name)}")
+            await conn.execute(f"ALTER TABLE {staging} RENAME TO {quote_ident(dest_name)}")
+    except BaseException:
+        await _drop_quietly(conn, staging)
+        raise
+    return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
+            "out": f"{dest_schema}.{dest_name}", "rows": rows, "segments": segments, "proba": proba,
+            "prediction_type": prediction_type(model), "seconds": round(time.perf_counter() - started, 3)}
+
+
+async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: int, cores: list[list[int]],
+                   run_id: int, *, table: str, model_id: int | None = None) -> dict:
+    """Loss and metric of a model of run ``run_id`` on the held-out ``table`` (which has the run's
+    features and label columns), computed on every segment at once and weighed by rows: the mean
+    cross-entropy and accuracy (classification) or the mean squared error and mean absolute error
+    in the target's units (regression), without regularisation terms (see indb.score_final)."""
+    started = time.perf_counter()
+    model = await trained_model(conn, run_id, model_id)
+    source = await _table(conn, table, "--table")
+    _check_features(model, source)
+    category = _label_category(model, source)
+    rows = await _check_rows(conn, source, model, id_sql="NULL::int", label_category=category)
+    spec = ScoreSpec(source=source.sql, is_table=source.is_table, id="NULL::int", id_type="int",
+                     x_bytes=feature_bytes_sql(model.features, model.stats),
+                     y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats["class_values"]),
+                     segments=segments, stage=_stage_name())
+    results = await _score(conn, dsn, engine, spec, model, cores, "evaluate", False,
+                           lambda s: render("score_evaluate.sql", score_query=engine.score_query(spec, s)), source)
+    parts = [r for rs in results for r in rs if r["rows"]]
+    scored = sum(r["rows"] for r in parts)
+    if scored != rows:
+        raise RunFailed(f"evaluation scored {scored} of {rows} rows of {source.display}")
+    loss = math.fsum(r["loss"] * r["rows"] for r in parts) / scored
+    metric = math.fsum(r["metric"] * r["rows"] for r in parts) / scored
+    return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
+            "rows": rows, "segments": segments, "loss": loss, model.metric_name: metric,
+            "seconds": round(time.perf_counter() - started, 3)}
+

@@ -1,0 +1,209 @@
+"""`ctq predict`, `ctq evaluate`, `ctq export` end to end: real PostgreSQL, models trained by the real
+CLI, predictions made inside the server, compared with the exported .keras file in plain Keras."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import asyncpg
+import numpy as np
+import pytest
+
+from conftest import make, write_grid
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CLASSES = ["high", "low", "mid"]  # text class values, sorted as the pack records them
+
+GRID = """
+    name: {name}
+    data: {{table: {table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: {label}, task: {task}}}
+    segments: 2
+    models:
+      - {{name: small, layers: [{{dense: 16, activation: relu}}]}}
+    search: {{seed: 5, space: {{learning_rate: [0.01], batch_size: [64]}}}}
+    epochs: 2
+    metric: {metric}
+"""
+
+
+async def make_tables(conn, name: str, rows: int, seed: int) -> None:
+    """``name``: id, 8 features, a text class label and a regression target far from unit scale."""
+    x, y = make(rows, seed)
+    target = 1000.0 + 250.0 * (x[:, 0] - 0.5 * x[:, 1]) + 40.0 * np.sin(x[:, 2])
+    cols = ", ".join(f"f{i} float8" for i in range(1, 9))
+    await conn.execute(f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id int8, {cols}, label text, target float8)")
+    schema, _, table = name.rpartition(".")
+    labels = {0: "low", 1: "mid", 2: "high"}
+    await conn.copy_records_to_table(
+        table, schema_name=schema, records=[(10_000 + i,) + tuple(map(float, r)) + (labels[int(c)], float(t))
+                                            for i, (r, c, t) in enumerate(zip(x, y, target))])
+
+
+def cli(dsn, ctq_home, *args):
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home), COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "ctq.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+async def runs(dsn, ctq_home, tmp_path_factory):
+    """One classification and one regression run (1 model, 2 epochs, 2 segments), and a held-out table."""
+    conn = await asyncpg.connect(dsn)
+    await make_tables(conn, "public.pred_train", 3000, seed=11)
+    await make_tables(conn, "public.pred_holdout", 500, seed=12)
+    await conn.close()
+    d = tmp_path_factory.mktemp("predict")
+    out = {}
+    for task, label, metric in (("classification", "label", "val_accuracy"), ("regression", "target", "val_mae")):
+        grid = write_grid(d, GRID.format(name=f"pred-{task}", table="public.pred_train", label=label, task=task,
+                                         metric=metric), name=f"{task}.yaml")
+        proc = cli(dsn, ctq_home, "train", str(grid), "--json", "-q")
+        assert proc.returncode == 0, proc.stderr
+        out[task] = json.loads(proc.stdout)["run_id"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(runs, dsn, ctq_home, tmp_path_factory):
+    """Each run's best model exported, loaded back in plain Keras (no ctq involved in loading)."""
+    from ctq.indb import import_keras
+
+    keras = import_keras()
+    d = tmp_path_factory.mktemp("export")
+    models = {}
+    for task, run_id in runs.items():
+        path = d / f"{task}.keras"
+        proc = cli(dsn, ctq_home, "export", str(run_id), str(path), "--json")
+        assert proc.returncode == 0, proc.stderr
+        models[task] = keras.saving.load_model(path)
+    return models
+
+
+async def holdout(conn):
+    rows = await conn.fetch("SELECT id, f1, f2, f3, f4, f5, f6, f7, f8, label, target FROM public.pred_holdout "
+                            "ORDER BY id")
+    x = np.array([[r[f"f{i}"] for i in range(1, 9)] for r in rows], np.float32)
+    return [r["id"] for r in rows], x, [r["label"] for r in rows], np.array([r["target"] for r in rows])
+
+
+async def test_predict_equals_the_exported_keras_model_and_returns_text_classes(runs, exported, dsn, ctq_home, conn):
+    proc = cli(dsn, ctq_home, "predict", str(runs["classification"]), "--table", "public.pred_holdout",
+               "--id-column", "id", "--out", "public.pred_out_cls", "--proba", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rows"] == 500 and result["segments"] == 2 and result["prediction_type"] == "text"
+    rows = await conn.fetch("SELECT id, prediction, probabilities FROM public.pred_out_cls ORDER BY id")
+    ids, x, labels, _ = await holdout(conn)
+    assert [r["id"] for r in rows] == ids  # every row once, with its own id
+    keras_probs = exported["classification"].predict(x, verbose=0)
+    db_probs = np.array([r["probabilities"] for r in rows])
+    np.testing.assert_allclose(db_probs, keras_probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(db_probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert [r["prediction"] for r in rows] == [CLASSES[i] for i in np.argmax(keras_probs, axis=1)]
+    assert set(r["prediction"] for r in rows) <= set(CLASSES)
+    assert np.mean([p == t for p, t in zip((r["prediction"] for r in rows), labels)]) > 0.5  # chance: 1/3
+
+
+async def test_regression_predictions_are_in_the_targets_units(runs, exported, dsn, ctq_home, conn):
+    proc = cli(dsn, ctq_home, "predict", str(runs["regression"]), "--table", "public.pred_holdout",
+               "--id-column", "id", "--out", "public.pred_out_reg")
+    assert proc.returncode == 0, proc.stderr
+    rows = await conn.fetch("SELECT id, prediction FROM public.pred_out_reg ORDER BY id")
+    _, x, _, target = await holdout(conn)
+    db = np.array([r["prediction"] for r in rows])
+    np.testing.assert_allclose(db, exported["regression"].predict(x, verbose=0)[:, 0], rtol=1e-4, atol=1e-3)
+    # in the target's units (mean about 1000, spread in the hundreds), not standardised ones
+    assert abs(db.mean() - target.mean()) < 0.5 * target.std()
+    assert np.corrcoef(db, target)[0, 1] > 0.8
+
+
+async def test_evaluate_matches_a_standalone_computation(runs, exported, dsn, ctq_home, conn):
+    from ctq.indb import import_keras
+
+    keras = import_keras()
+    _, x, labels, target = await holdout(conn)
+    proc = cli(dsn, ctq_home, "evaluate", str(runs["classification"]), "--table", "public.pred_holdout", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    y = np.array([CLASSES.index(v) for v in labels])
+    probs = exported["classification"].predict(x, verbose=0)
+    loss = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, probs)))
+    assert got["rows"] == 500
+    assert got["loss"] == pytest.approx(loss, rel=1e-4)
+    assert got["accuracy"] == pytest.approx(float(np.mean(np.argmax(probs, axis=1) == y)), abs=1e-9)
+    proc = cli(dsn, ctq_home, "evaluate", str(runs["regression"]), "--table", "public.pred_holdout", "--json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    pred = exported["regression"].predict(x, verbose=0)[:, 0].astype(np.float64)
+    assert got["loss"] == pytest.approx(float(np.mean((pred - target) ** 2)), rel=1e-3)
+    assert got["mae"] == pytest.approx(float(np.mean(np.abs(pred - target))), rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+async def bad_tables(dsn):
+    conn = await asyncpg.connect(dsn)
+    for name, change in {
+        "pred_nulls": "UPDATE {t} SET f3 = NULL WHERE id % 50 = 0",
+        "pred_nan": "UPDATE {t} SET f5 = 'NaN' WHERE id % 70 = 0",
+        "pred_null_id": "UPDATE {t} SET id = NULL WHERE id % 90 = 0",
+        "pred_dup_id": "UPDATE {t} SET id = 10001 WHERE id = 10002",
+        "pred_missing": "ALTER TABLE {t} DROP COLUMN f4",
+    }.items():
+        await conn.execute(f"DROP TABLE IF EXISTS public.{name}; CREATE TABLE public.{name} AS "
+                           "SELECT * FROM public.pred_holdout LIMIT 200")
+        await conn.execute(change.format(t=f"public.{name}"))
+    await conn.execute("DROP TABLE IF EXISTS public.pred_existing; CREATE TABLE public.pred_existing (x int)")
+    await conn.close()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--table", "public.pred_nulls"], "column 'f3' has 4 NULL value(s)"),
+    (["--table", "public.pred_nan"], "column 'f5' has NaN or infinite values in 3 row(s)"),
+    (["--table", "public.pred_null_id"], "id column has 2 NULL value(s)"),
+    (["--table", "public.pred_dup_id"], "id column has 1 repeated value(s)"),
+    (["--table", "public.pred_missing"], "column 'f4' (a feature of model"),
+    (["--id-column", "nope"], "column 'nope' (the id column) does not exist"),
+    (["--table", "public.nowhere"], "--table public.nowhere: table does not exist"),
+    (["--out", "public.pred_existing"], "exists; use --replace"),
+    (["--out", "public.pred_holdout", "--replace"], "is the table to score"),
+    (["--model", "99"], "has no model 99"),
+])
+async def test_bad_input_exits_2_and_writes_nothing(runs, bad_tables, dsn, ctq_home, conn, args, expected):
+    before = await conn.fetchval("SELECT count(*) FROM pg_class")
+    options = {"--table": "public.pred_holdout", "--id-column": "id", "--out": "public.pred_bad_out"}
+    options.update(dict(zip(args[::2], args[1::2])) if "--replace" not in args else {"--out": args[1]})
+    flags = [a for pair in options.items() for a in pair] + (["--replace"] if "--replace" in args else [])
+    proc = cli(dsn, ctq_home, "predict", str(runs["classification"]), *flags)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert await conn.fetchval("SELECT to_regclass('public.pred_bad_out')") is None
+    assert await conn.fetchval("SELECT count(*) FROM pg_class") == before  # no staging table left either
+    assert await conn.fetchval("SELECT count(*) FROM public.pred_existing") == 0
+
+
+async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, conn, tmp_path):
+    run_id = str(runs["classification"])
+    await conn.execute("DROP TABLE IF EXISTS public.pred_replace; CREATE TABLE public.pred_replace (x int)")
+    base = ["predict", run_id, "--table", "public.pred_holdout", "--id-column", "id", "--out", "public.pred_replace"]
+    assert cli(dsn, ctq_home, *base).returncode == 2
+    assert cli(dsn, ctq_home, *base, "--replace").returncode == 0
+    assert await conn.fetchval("SELECT count(*) FROM public.pred_replace") == 500
+    proc = cli(dsn, ctq_home, "predict", str(runs["regression"]), "--table", "public.pred_holdout", "--id-column",
+               "id", "--out", "public.pred_x", "--proba")
+    assert proc.returncode == 2 and "--proba" in proc.stderr
+    await conn.execute("DROP TABLE IF EXISTS public.pred_new_class; CREATE TABLE public.pred_new_class AS "
+                       "SELECT * FROM public.pred_holdout; UPDATE public.pred_new_class SET label = 'huge' WHERE id = 10003")
+    proc = cli(dsn, ctq_home, "evaluate", run_id, "--table", "public.pred_new_class")
+    assert proc.returncode == 2 and "label column 'label' has values that are not one of the model's classes " \
+        "(high, low, mid) in 1 row(s)" in proc.stderr, proc.stderr
+    path = tmp_path / "m.keras"
+    path.write_text("keep me")
+    proc = cli(dsn, ctq_home, "export", run_id, str(path))
+    assert proc.returncode == 2 and "use --force" in proc.stderr and path.read_text() == "keep me"
+    proc = cli(dsn, ctq_home, "export", run_id, str(tmp_path / "m.h5"))
+    assert proc.returncode == 2 and ".keras" in proc.stderr
