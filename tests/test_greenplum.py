@@ -179,19 +179,19 @@ async def test_an_administrator_role_trains_on_greenplum_and_analysts_are_refuse
     packs and trains (Greenplum checks UPDATE on the run-id sequence when a segment asks for the next
     value). Greenplum 6 has no row-level security, so `ctq grant ROLE` (an analyst, who would see
     everyone's runs) is refused with the reason and the alternatives; the role is left unchanged."""
-    role = "ctq_gp_admin"
+    role = "ctq_gp_admin"  # roles are cluster-wide: kept from an earlier run, in any database
     if await gp.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role):
-        await gp.execute(f"DROP OWNED BY {role}")
-        await gp.execute(f"DROP ROLE {role}")
-    await gp.execute(f"CREATE ROLE {role} LOGIN")
-    await gp.execute("DROP TABLE IF EXISTS public.ctq_gp_admin_src")
-    await gp.execute("CREATE TABLE public.ctq_gp_admin_src AS SELECT * FROM public.ctq_gp_src LIMIT 1500")
-    await gp.execute(f"GRANT SELECT ON public.ctq_gp_admin_src TO {role}")
+        await gp.execute(f"REVOKE ctq_admin FROM {role}")
+    else:
+        await gp.execute(f"CREATE ROLE {role} LOGIN")
+    source = f"ctq_gp_admin_src_{os.getpid()}"  # never packed before: the role packs it itself
+    await gp.execute(f"CREATE TABLE public.{source} AS SELECT * FROM public.ctq_gp_src LIMIT 1500")
+    await gp.execute(f"GRANT SELECT ON public.{source} TO {role}")
     refused = ctq("grant", role)
     assert refused.returncode == 2 and "row-level security" in refused.stderr, refused.stderr
     assert not await gp.fetchval("SELECT pg_has_role($1, 'ctq_user', 'MEMBER')", role)
     assert ctq("grant", role, "--admin").returncode == 0
-    grid = write_grid(tmp_path, GRID.format(schedule="admin").replace("ctq_gp_src", "ctq_gp_admin_src"))
+    grid = write_grid(tmp_path, GRID.format(schedule="admin").replace("ctq_gp_src", source))
     user_dsn = DSN.replace("gpadmin@", f"{role}@") if "gpadmin@" in DSN else None
     if user_dsn is None:
         pytest.skip("CTQ_TEST_GREENPLUM_DSN does not name user gpadmin; cannot derive a DSN for another role")
@@ -204,6 +204,9 @@ async def test_an_administrator_role_trains_on_greenplum_and_analysts_are_refuse
     assert await gp.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", result["run_id"]) == role
     assert await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND executed_on = segment",
                              result["run_id"]) == 4 * 2 * await primaries(gp)
+    assert await gp.fetchval("SELECT p.packed_by FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
+                             "WHERE r.run_id = $1", result["run_id"]) == role
+    await gp.execute(f"DROP TABLE public.{source}")
 
 
 async def test_predict_and_evaluate_on_greenplum(gp, tmp_path):
