@@ -59,7 +59,8 @@ def _layers(model):
             yield from _layers(layer)
 
 
-def _misfit(doc: dict, input_shape: tuple, n_outputs: int, task: str, index_size: int | None) -> str | None:
+def _misfit(doc: dict, input_shape: tuple, n_outputs: int, task: str,
+            index_size: int | None = None) -> str | None:
     os.environ.setdefault("KERAS_BACKEND", "jax")  # as the server (ctq/indb.py import_keras)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import keras
