@@ -64,6 +64,16 @@ leaky_relu, linear; and ``l2``), ``dropout: <rate>`` or ``batch_norm: true``. Ea
 ``{"type": "dense", "units": 64, "activation": "relu", "l2": 0.0}``, ``{"type": "dropout",
 "rate": 0.1}`` or ``{"type": "batch_norm"}``.
 
+Features: a plain entry is a numeric column (standardised), or the single array column of
+``data.features``; ``{column: c, encoding: one_hot}`` is a categorical column (any single-valued
+type) with one input per value of its vocabulary (computed by the database, at most 100 values);
+``{column: c, encoding: index}`` gives the value's position 1..V instead (0: NULL or a value not
+in the vocabulary), for an Embedding layer: then every feature must be index-encoded and every
+model a keras_json one. ``feature_shape`` reshapes a single array column's rows (images), which
+are then standardised by one mean and standard deviation over all positions. The ranking metrics
+auc, f1, precision and recall are those of the second class with two classes, the macro average
+over the classes otherwise (see ctq.indb.make_metric); they, like accuracy, rank highest first.
+
 ``keras_json`` files must hold a Keras model config (top-level ``class_name`` Sequential,
 Functional or Model, and a ``config``). Anything that carries Python code is refused: ``Lambda``
 layers, serialized lambdas (``__lambda__``, ``function_type: lambda``), objects from the

@@ -396,6 +396,13 @@ def test_valid_grids_validate_against_the_schema(tmp_path, run_cli):
         assert not errors, (where, errors)
 
 
+def test_example_grids_are_valid():
+    from ctq.config import load_config
+
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        assert load_config(path).models, path
+
+
 @pytest.mark.parametrize("mutation", [
     lambda d: d.update(epoch=3),                                     # unknown key (did you mean epochs)
     lambda d: d["data"].update(task="clasification"),                # not an enum value
