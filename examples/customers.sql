@@ -1,4 +1,4 @@
--- 5,000 customers: churn depends on the region and the plan, hardly on age; about 9% churn.
+-- 5,000 customers: churn depends on the region and the plan, not on age; about 20% churn.
 DROP TABLE IF EXISTS public.customers;
 CREATE TABLE public.customers AS
 SELECT (18 + random() * 60)::int AS age,
