@@ -150,30 +150,10 @@ async def test_index_encoding_trains_an_embedding(colors_table, conn, tmp_path, 
     assert stats["mean"] == [0.0, 0.0] and stats["std"] == [1.0, 1.0]
 
 
-async def test_an_embedding_too_small_for_the_vocabulary_is_refused(colors_table, conn, tmp_path, run_cli):
-    k = keras()
-    save_model(tmp_path / "m.json", k.layers.Embedding(5, 4), k.layers.Flatten(),
-               k.layers.Dense(3, activation="softmax"), inputs=(2,))
-    grid = write_grid(tmp_path, f"""
-        data:
-          table: {colors_table}
-          features: [{{column: color, encoding: index}}, {{column: code, encoding: index}}]
-          label: label
-          task: classification
-        segments: 2
-        models: [{{name: mine, keras_json: m.json}}]
-        epochs: 1
-    """)
-    before = await count_packs(conn)
-    proc = run_cli("train", str(grid), "-q")
-    assert proc.returncode == 2 and "'mine' (keras_json) does not fit the data" in proc.stderr, proc.stderr
-    assert "input_dim 5, the features' indices need 8" in proc.stderr, proc.stderr  # code: 7 values + unknown
-    assert await count_packs(conn) == before
-
-
 def test_models_must_fit_the_encoding_and_the_shape():
-    """model_check against index-encoded features (index_size), one-hot or numeric ones, and a
-    feature_shape (the same check the refusal above goes through)."""
+    """model_check (run by ctq train once the source is profiled, see test_model_fit.py for the
+    refusal through the CLI) against index-encoded features (index_size: the largest vocabulary
+    + 1), one-hot or numeric ones, and a feature_shape."""
     from ctq.model_check import _misfit
 
     k = keras()
@@ -187,6 +167,8 @@ def test_models_must_fit_the_encoding_and_the_shape():
     embedding = doc(k.layers.Embedding(50, 4), k.layers.Flatten(), softmax(), inputs=(2,))
     assert _misfit(embedding, (2,), 3, "classification", 8) is None
     assert "no Embedding layer" in _misfit(doc(softmax(), inputs=(2,)), (2,), 3, "classification", 8)
+    assert ("has input_dim 50, the features' indices need 51 (the largest vocabulary + 1"
+            in _misfit(embedding, (2,), 3, "classification", 51))
     assert "not index-encoded" in _misfit(embedding, (2,), 3, "classification", None)
     image = doc(k.layers.Conv2D(2, 3), k.layers.Flatten(), softmax(), inputs=(6, 6, 1))
     assert _misfit(image, (6, 6, 1), 3, "classification") is None
