@@ -274,7 +274,7 @@ def feature_bytes_sql(features, stats: dict, alias: str = "t") -> str:
     packing and prediction encode rows alike): big-endian float4 per numeric column, or
     ``array_send`` of an array column (``x_layout`` "array"). A categorical column
     (``stats["categories"]``) is looked up in its recorded vocabulary (a jsonb value -> position
-    map: a hashed lookup, not a chain of comparisons): ``one_hot`` gives one float4 per value, 1.0
+    map: a binary search, not a chain of comparisons): ``one_hot`` gives one float4 per value, 1.0
     at the value's position; ``index`` gives the float4 position + 1. A value not in the
     vocabulary (unseen when the pack was made, or NULL) is the unknown value: all zeros, index 0.
 
