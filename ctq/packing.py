@@ -235,27 +235,30 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
 
 
 async def _vocabularies(conn, source_sql: str, features: list[dict], encodings: dict) -> dict | None:
-    """The vocabulary of each categorical feature column, computed by the database (one grouping
-    query per column): its distinct non-NULL values as text, in the column's order. Refuses a
-    one_hot column with more than MAX_ONE_HOT values (an index column: MAX_INDEX) or none."""
-    if not encodings:
+    """The vocabulary of each categorical feature column, computed by the database (one statement,
+    a grouping query per column): its distinct non-NULL values as text, in the column's order.
+    Refuses a one_hot column with more than MAX_ONE_HOT values (an index column: MAX_INDEX) or none."""
+    wanted = {i: (col, encodings[col["name"]]) for i, col in enumerate(features) if col["name"] in encodings}
+    if not wanted:
         return None
+    caps = {i: MAX_ONE_HOT if encoding == "one_hot" else MAX_INDEX for i, (_, encoding) in wanted.items()}
+    rows = await conn.fetch("\nUNION ALL\n".join(
+        render("category_values.sql", feature=i, column=quote_ident(col["name"]), source=source_sql,
+               limit=caps[i] + 1) for i, (col, _) in wanted.items()))
+    found: dict[int, list] = {i: [] for i in wanted}
+    for r in rows:
+        found[r["feature"]].append(r)
     out = {}
-    for i, col in enumerate(features):
-        encoding = encodings.get(col["name"])
-        if encoding is None:
-            continue
-        cap = MAX_ONE_HOT if encoding == "one_hot" else MAX_INDEX
-        rows = await conn.fetch(render("category_values.sql", column=quote_ident(col["name"]), source=source_sql,
-                                       limit=cap + 1))
-        if not rows:
+    for i, (col, encoding) in wanted.items():
+        values = sorted(found[i], key=lambda r: r["position"])
+        if not values:
             raise DataError(f"data.features[{i}]: categorical column {col['name']!r} has only NULL values")
-        if rows[0]["distinct_values"] > cap:
+        if values[0]["distinct_values"] > caps[i]:
             hint = ("; use {column: %s, encoding: index} with an Embedding model" % col["name"]
                     if encoding == "one_hot" else "; is it an identifier rather than a category?")
-            raise DataError(f"data.features[{i}]: column {col['name']!r} has {rows[0]['distinct_values']} distinct "
-                            f"values, more than encoding: {encoding} allows ({cap}){hint}")
-        out[col["name"]] = {"encoding": encoding, "values": [r["value"] for r in rows]}
+            raise DataError(f"data.features[{i}]: column {col['name']!r} has {values[0]['distinct_values']} "
+                            f"distinct values, more than encoding: {encoding} allows ({caps[i]}){hint}")
+        out[col["name"]] = {"encoding": encoding, "values": [r["value"] for r in values]}
     return out
 
 
