@@ -179,7 +179,8 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         if any("keras_json" in m.architecture.spec for m in cfg.models):
             from ctq.model_check import check_models_fit
 
-            check_models_fit(cfg, source.width, len(source.class_values or ()) or 1, cfg.data.task)
+            check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
+                             source.index_size)
         if source.train_rows < segments:
             raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
                             "use fewer segments (or a smaller validation_fraction)")
@@ -280,7 +281,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                               epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
                               models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
                               progress=progress,
-                              heartbeat_seconds=heartbeat_seconds)
+                              heartbeat_seconds=heartbeat_seconds, metric=plan.metric)
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():

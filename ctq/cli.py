@@ -774,5 +774,20 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
         click.echo("")
 
 
+@main.command()
+@handle_errors
+def schema() -> None:
+    """Print the JSON Schema of grid.yaml (for editors: see README, "Editor support").
+
+    It is generated from the validator's own key and value tables, so it lists exactly the keys
+    `ctq train` accepts; `ctq train` still checks more (cross-key rules, keras_json files).
+    """
+    import json
+
+    from ctq.schema import grid_schema
+
+    click.echo(json.dumps(grid_schema(), indent=2))
+
+
 if __name__ == "__main__":
     main()

@@ -14,7 +14,12 @@ File format
     data:                           # required
       table: public.my_table        # required; "table" or "schema.table"; "Quoted"."Names" allowed
       features: [f1, f2, f3]        # required; non-empty list of distinct column names
-                                    #   (a single array column is written as a 1-element list)
+                                    #   (a single array column is written as a 1-element list);
+                                    #   a categorical column is written {column: c, encoding: e}
+                                    #   with e one_hot (one input per value) or index (the value's
+                                    #   index, 1..V, for an Embedding; every feature then index)
+      # feature_shape: [28, 28, 1]  # optional, a single real[]/float8[] feature only: each row's
+                                    #   array reshaped to this shape (its length must be the product)
       label: target                 # required; a column name, not one of the features
       task: classification          # required; classification | regression
       validation_fraction: 0.2      # optional, 0 <= f < 1, default 0.2 (0 only with a non-val_ metric)
@@ -48,14 +53,26 @@ File format
         batch_size: [64, 256]       # positive int; default 64
         momentum: [0.0, 0.9]        # 0 <= m < 1; only used by sgd and rmsprop; default: none
     epochs: 5                       # required positive int
-    metric: val_accuracy            # val_loss | val_accuracy | val_mae | loss | accuracy | mae;
-                                    #   default val_loss. accuracy needs classification, mae regression
+    metric: val_accuracy            # val_loss | val_accuracy | val_auc | val_f1 | val_precision |
+                                    #   val_recall | val_mae, or the same without val_ (training);
+                                    #   default val_loss. mae needs regression, the others but loss
+                                    #   classification
 
 Layer shorthand: every entry of ``layers`` is a mapping with exactly one layer kind — ``dense:
 <units>`` (with optional ``activation``: relu, tanh, sigmoid, elu, selu, gelu, softplus, swish,
 leaky_relu, linear; and ``l2``), ``dropout: <rate>`` or ``batch_norm: true``. Each is normalised to
 ``{"type": "dense", "units": 64, "activation": "relu", "l2": 0.0}``, ``{"type": "dropout",
 "rate": 0.1}`` or ``{"type": "batch_norm"}``.
+
+Features: a plain entry is a numeric column (standardised), or the single array column of
+``data.features``; ``{column: c, encoding: one_hot}`` is a categorical column (any single-valued
+type) with one input per value of its vocabulary (computed by the database, at most 100 values);
+``{column: c, encoding: index}`` gives the value's position 1..V instead (0: NULL or a value not
+in the vocabulary), for an Embedding layer: then every feature must be index-encoded and every
+model a keras_json one. ``feature_shape`` reshapes a single array column's rows (images), which
+are then standardised by one mean and standard deviation over all positions. The ranking metrics
+auc, f1, precision and recall are those of the second class with two classes, the macro average
+over the classes otherwise (see ctq.indb.make_metric); they, like accuracy, rank highest first.
 
 ``keras_json`` files must hold a Keras model config (top-level ``class_name`` Sequential,
 Functional or Model, and a ``config``). Anything that carries Python code is refused: ``Lambda``
@@ -121,9 +138,15 @@ MAX_KERAS_JSON_BYTES = 64 * 1024 * 1024
 FINGERPRINT_VERSION = 1
 
 TASKS = ("classification", "regression")
-METRICS = ("val_loss", "val_accuracy", "val_mae", "loss", "accuracy", "mae")
-ACCURACY_METRICS = frozenset({"val_accuracy", "accuracy"})
+# A metric's kind (accuracy, auc, ...) is what ctq.indb compiles into the model; the val_ form is
+# computed on the validation rows, in the database, after every epoch.
+CLASSIFICATION_METRICS = ("accuracy", "auc", "f1", "precision", "recall")
+METRICS = ("val_loss", "val_accuracy", "val_auc", "val_f1", "val_precision", "val_recall", "val_mae",
+           "loss", "accuracy", "auc", "f1", "precision", "recall", "mae")
+MAX_METRICS = frozenset(METRICS) - {"val_loss", "loss", "val_mae", "mae"}  # classification only; max is best
 MAE_METRICS = frozenset({"val_mae", "mae"})
+ENCODINGS = ("one_hot", "index")
+CLASS_WEIGHTS = ("balanced",)
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw", "adagrad", "nadam")
 MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})
 ACTIVATIONS = (
@@ -136,7 +159,9 @@ KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "models", "search", "epochs",
              "metric")
-_DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight")
+_DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight",
+              "feature_shape")
+_FEATURE_KEYS = ("column", "encoding")
 _MODEL_KEYS = ("name", "layers", "keras_json")
 _SEARCH_KEYS = ("method", "seed", "samples", "space")
 _RANGE_KEYS = ("low", "high", "log")
@@ -173,6 +198,12 @@ class DataConfig:
     validation_fraction: float
     buffer_rows: int | None
     class_weight: str | None = None  # "balanced": each class weighs n / (classes x its count)
+    encodings: tuple[tuple[str, str], ...] = ()  # (column, "one_hot" | "index") of categorical features
+    feature_shape: tuple[int, ...] | None = None  # the shape of an array feature's rows
+
+    def encoding(self, column: str) -> str | None:
+        """The encoding of a categorical feature column, None for a numeric one."""
+        return dict(self.encodings).get(column)
 
 
 @dataclass(frozen=True)
@@ -224,7 +255,7 @@ class RunConfig:
 
     @property
     def metric_mode(self) -> str:
-        return "max" if self.metric in ACCURACY_METRICS else "min"
+        return "max" if self.metric in MAX_METRICS else "min"
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,6 +306,8 @@ def fingerprint(config: RunConfig) -> str:
             "validation_fraction": config.data.validation_fraction,
             "buffer_rows": config.data.buffer_rows,
             **({"class_weight": config.data.class_weight} if config.data.class_weight else {}),
+            **({"encodings": [list(e) for e in config.data.encodings]} if config.data.encodings else {}),
+            **({"feature_shape": list(config.data.feature_shape)} if config.data.feature_shape else {}),
         },
         "segments": config.segments,
         "cores_per_segment": config.cores_per_segment,
@@ -540,7 +573,7 @@ class _Validator:
 
         metric = doc.get("metric")
         metric = "val_loss" if metric is None else self.choice(metric, "metric", METRICS)
-        if metric in ACCURACY_METRICS and data.task != "classification":
+        if metric in MAX_METRICS and data.task != "classification":
             self.fail("metric", f"{metric} needs data.task: classification (this task is {data.task})")
         if metric in MAE_METRICS and data.task != "regression":
             self.fail("metric", f"{metric} needs data.task: regression (this task is {data.task})")
@@ -552,6 +585,12 @@ class _Validator:
             )
 
         architectures = self.architectures(doc["models"])
+        if any(e == "index" for _, e in data.encodings):
+            for i, arch in enumerate(architectures):
+                if "layers" in arch.spec:
+                    self.fail(_index("models", i), f"model {arch.name!r} uses layers:, but the features are "
+                              "index-encoded (integer indices for an Embedding): use a keras_json model "
+                              "that starts with an Embedding, or encoding: one_hot")
         method, seed, samples, space = self.search(doc.get("search"))
         if method == "grid":
             points = _expand_grid(self, architectures, space)
@@ -601,11 +640,31 @@ class _Validator:
                 + (" (write a single column as [name])" if isinstance(features, str) else ""),
             )
         feats: list[str] = []
+        encodings: list[tuple[str, str]] = []
         for i, f in enumerate(features):
-            col = self.identifier(f, _index("data.features", i))
+            fkey = _index("data.features", i)
+            if isinstance(f, dict):
+                self.mapping(f, fkey, _FEATURE_KEYS, required=("column", "encoding"))
+                col = self.identifier(f["column"], _join(fkey, "column"))
+                encodings.append((col, self.choice(f["encoding"], _join(fkey, "encoding"), ENCODINGS)))
+            else:
+                col = self.identifier(f, fkey)
             if col in feats:
-                self.fail(_index("data.features", i), f"duplicate column {col!r}")
+                self.fail(fkey, f"duplicate column {col!r}")
             feats.append(col)
+        if any(e == "index" for _, e in encodings) and len(encodings) < len(feats):
+            self.fail("data.features", "with encoding: index, every feature must be index-encoded (the model's "
+                      "input is then one integer index per feature, for an Embedding layer); use encoding: "
+                      "one_hot to mix categorical and numeric features")
+        shape = d.get("feature_shape")
+        if shape is not None:
+            if not isinstance(shape, list) or not shape:
+                self.fail("data.feature_shape", f"expected a list of positive integers such as [28, 28, 1], "
+                          f"got {_describe(shape)}")
+            shape = tuple(self.int_(v, _index("data.feature_shape", i)) for i, v in enumerate(shape))
+            if len(feats) != 1 or encodings:
+                self.fail("data.feature_shape", "needs exactly one feature, a real[]/float8[] column whose "
+                          "arrays are reshaped to it")
         label = self.identifier(d["label"], "data.label")
         if label in feats:
             self.fail("data.label", f"the label {label!r} is also listed in data.features")
@@ -623,12 +682,13 @@ class _Validator:
             buffer_rows = self.int_(buffer_rows, "data.buffer_rows")
         class_weight = d.get("class_weight")
         if class_weight is not None:
-            class_weight = self.choice(class_weight, "data.class_weight", ("balanced",))
+            class_weight = self.choice(class_weight, "data.class_weight", CLASS_WEIGHTS)
             if task != "classification":
                 self.fail("data.class_weight", "class weights need task: classification")
         return DataConfig(
             table=table, schema=schema, name=tname, features=tuple(feats), label=label, task=task,
             validation_fraction=vf, buffer_rows=buffer_rows, class_weight=class_weight,
+            encodings=tuple(encodings), feature_shape=shape,
         )
 
     def architectures(self, value: Any) -> list[Architecture]:

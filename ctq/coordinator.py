@@ -113,11 +113,13 @@ class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
                  cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
                  stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
-                 heartbeat_seconds: float = 5.0):
+                 heartbeat_seconds: float = 5.0, metric: str = "val_loss"):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
-        training weight per class index (None: all 1)."""
+        training weight per class index (None: all 1); ``metric``: the run's ranking metric (its
+        kind, e.g. auc, is the metric the hops compute)."""
+        self.metric = metric
         self.stream = stream
         self.class_weights = class_weights
         self.dsn = dsn
@@ -184,7 +186,8 @@ class Coordinator:
         return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"],
                            "task": self.pack["settings"]["task"], "stats": self.pack["stats"],
                            "cores": self.cores[segment], "stream": self.stream,
-                           "class_weights": self.class_weights, **values})
+                           "class_weights": self.class_weights, "metric": self.metric.removeprefix("val_"),
+                           **values})
 
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built

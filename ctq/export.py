@@ -29,15 +29,24 @@ from ctq.scoring import TrainedModel
 
 def keras_model(model: TrainedModel):
     """The standalone Keras model of ``model`` (see the module docstring): input [batch, input_dim]
-    raw features; output [batch, classes] probabilities or [batch, 1] values in target units."""
+    raw features (an array feature flat: reshaped to ``feature_shape`` inside); output [batch,
+    classes] probabilities or [batch, 1] values in target units. Raises UsageError for a model on
+    categorical features (their vocabulary lives in the database)."""
     keras = indb.import_keras()
     stats = model.stats
+    if stats.get("categories"):
+        raise UsageError(f"model {model.model_id} of run {model.run_id} takes categorical features "
+                         f"({', '.join(sorted(stats['categories']))}) encoded in the database with the pack's "
+                         "vocabulary; a standalone file cannot encode them yet: score with ctq predict")
     width, outputs = int(stats["input_dim"]), int(stats["n_outputs"])
-    trained = indb.CompiledModel(model.architecture, model.hyperparameters, width, outputs, model.task)
+    shape = indb.input_shape(stats)
+    trained = indb.CompiledModel(model.architecture, model.hyperparameters, shape, outputs, model.task)
     trained.load(indb.decode_state(model.state))
     inputs = keras.Input((width,), name="features")
     std = np.asarray(stats["std"], np.float64)
     x = keras.layers.Normalization(mean=list(stats["mean"]), variance=list(std * std), name="ctq_normalization")(inputs)
+    if shape != (width,):  # an array feature the model takes reshaped (feature_shape, e.g. an image)
+        x = keras.layers.Reshape(shape, name="ctq_feature_shape")(x)
     y = trained.model(x)
     if model.task == "regression":
         y = keras.layers.Rescaling(scale=float(stats.get("target_std") or 1.0),

@@ -205,14 +205,22 @@ def reject_code(node, where="model") -> None:
             reject_code(value, where)
 
 
-def build_model(arch: dict, input_dim: int, n_outputs: int, task: str):
+def input_shape(stats: dict) -> tuple[int, ...]:
+    """The shape of one example as the model takes it: ``feature_shape`` (an array feature
+    reshaped, e.g. an image [28, 28, 1]) or (input_dim,)."""
+    return tuple(int(v) for v in (stats.get("feature_shape") or [stats["input_dim"]]))
+
+
+def build_model(arch: dict, shape, n_outputs: int, task: str):
     keras = import_keras()
     if "keras_json" in arch:
         config = arch["keras_json"]
         reject_code(config)
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
         return model
-    layers = [keras.Input((input_dim,))]
+    layers = [keras.Input(tuple(shape))]
+    if len(shape) > 1:  # a shaped (image) input: the dense shorthand works on it flattened
+        layers.append(keras.layers.Flatten())
     for spec in arch["layers"]:
         kind = spec["type"]
         if kind == "dense":
@@ -260,12 +268,73 @@ def make_optimizer(hyper: dict):
     return classes[name](**kwargs)
 
 
-def compile_model(model, hyper: dict, task: str):
-    if task == "classification":
-        loss, metric = "sparse_categorical_crossentropy", "accuracy"
-    else:
-        loss, metric = "mse", "mae"
-    model.compile(optimizer=make_optimizer(hyper), loss=loss, metrics=[metric])
+# Ranking metrics for imbalanced labels (``metric: val_auc``...), from Keras's own metrics on the
+# sparse class indices ctq trains on. Binary labels: AUC, and precision/recall/F1 of the second
+# class value (class index 1, e.g. true or 1); more classes: the macro average over classes, each
+# one-vs-rest. A prediction is the most probable class (as for accuracy). Validation values are
+# exact over the validation rows (one evaluate per hop; AUC with Keras's 200 thresholds).
+RANKING_METRICS = ("auc", "f1", "precision", "recall")
+_METRIC_CLASSES = {}
+
+
+def metric_name(task: str, metric: str | None = None) -> str:
+    """The metric a model is compiled with: the run's ranking metric's kind when it is one of
+    RANKING_METRICS, else accuracy (classification) or mae (regression)."""
+    if task != "classification":
+        return "mae"
+    return metric if metric in RANKING_METRICS else "accuracy"
+
+
+def make_metric(task: str, metric: str | None, n_outputs: int):
+    """The Keras metric compiled into a model (see metric_name)."""
+    name = metric_name(task, metric)
+    if name in ("accuracy", "mae"):
+        return name
+    if not _METRIC_CLASSES:
+        keras = import_keras()
+        ops = keras.ops
+
+        def one_hot(y_true, n):
+            return ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), n)
+
+        class SparseAUC(keras.metrics.AUC):
+            """Keras's AUC on sparse class indices: one-vs-rest per class, macro average."""
+
+            def __init__(self, n_classes):
+                super().__init__(multi_label=True, num_labels=n_classes, name="auc")
+                self.n_classes = n_classes
+
+            def update_state(self, y_true, y_pred, sample_weight=None):
+                return super().update_state(one_hot(y_true, self.n_classes), y_pred, sample_weight)
+
+        class ClassScore(keras.metrics.FBetaScore):
+            """Precision, recall or F1 from Keras's per-class counts (FBetaScore's true/false
+            positives and false negatives of the argmax prediction)."""
+
+            def __init__(self, kind, n_classes):
+                super().__init__(average=None, threshold=None, name=kind)
+                self.kind, self.n_classes = kind, n_classes
+
+            def update_state(self, y_true, y_pred, sample_weight=None):
+                return super().update_state(one_hot(y_true, self.n_classes), y_pred, sample_weight)
+
+            def result(self):
+                eps = keras.backend.epsilon()
+                tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+                precision, recall = tp / (tp + fp + eps), tp / (tp + fn + eps)
+                value = {"precision": precision, "recall": recall,
+                         "f1": 2 * precision * recall / (precision + recall + eps)}[self.kind]
+                return value[1] if self.n_classes == 2 else ops.mean(value)
+
+        _METRIC_CLASSES.update(auc=SparseAUC, score=ClassScore)
+    if name == "auc":
+        return _METRIC_CLASSES["auc"](n_outputs)
+    return _METRIC_CLASSES["score"](name, n_outputs)
+
+
+def compile_model(model, hyper: dict, task: str, metric: str | None = None, n_outputs: int = 1):
+    loss = "sparse_categorical_crossentropy" if task == "classification" else "mse"
+    model.compile(optimizer=make_optimizer(hyper), loss=loss, metrics=[make_metric(task, metric, n_outputs)])
     model.optimizer.build(model.trainable_variables)
     return model
 
@@ -287,9 +356,9 @@ def state_variables(model) -> list:
 class CompiledModel:
     """A built and compiled model reused across hops of every model sharing its settings."""
 
-    def __init__(self, arch, hyper, input_dim, n_outputs, task):
-        self.args = (arch, input_dim, n_outputs, task)
-        self.model = compile_model(build_model(arch, input_dim, n_outputs, task), hyper, task)
+    def __init__(self, arch, hyper, shape, n_outputs, task, metric=None):
+        self.args = (arch, tuple(shape), n_outputs, task)
+        self.model = compile_model(build_model(arch, shape, n_outputs, task), hyper, task, metric, n_outputs)
         self.optimizer_init = [np.array(v.numpy()) for v in self.model.optimizer.variables]
 
     def initial_state(self, seed: int, hyper: dict) -> list[np.ndarray]:
@@ -318,17 +387,20 @@ class CompiledModel:
         return [np.array(v.numpy()) for v in state_variables(self.model)]
 
 
-def model_cache_key(arch, hyper, input_dim, n_outputs, task) -> str:
+def model_cache_key(arch, hyper, shape, n_outputs, task, metric=None) -> str:
     compile_part = {k: hyper.get(k) for k in ("optimizer", "momentum")}  # learning rate: in the state
-    blob = json.dumps([arch, compile_part, input_dim, n_outputs, task], sort_keys=True)
+    blob = json.dumps([arch, compile_part, list(shape), n_outputs, task, metric_name(task, metric)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def compiled_model(GD, arch, hyper, input_dim, n_outputs, task) -> CompiledModel:
+def compiled_model(GD, arch, hyper, stats: dict, task, metric=None) -> CompiledModel:
+    """The compiled model for (architecture, optimizer, the pack's input shape and classes, the
+    run's metric), built once per backend."""
     cache = GD.setdefault("ctq.models", {})
-    key = model_cache_key(arch, hyper, input_dim, n_outputs, task)
+    shape, n_outputs = input_shape(stats), int(stats["n_outputs"])
+    key = model_cache_key(arch, hyper, shape, n_outputs, task, metric)
     if key not in cache:
-        cache[key] = CompiledModel(arch, hyper, input_dim, n_outputs, task)
+        cache[key] = CompiledModel(arch, hyper, shape, n_outputs, task, metric)
     return cache[key]
 
 
@@ -344,7 +416,9 @@ def compiled_model(GD, arch, hyper, input_dim, n_outputs, task) -> CompiledModel
 
 
 def decode_buffers(rows, stats: dict, task: str):
-    """Buffers -> (x float32 [n, input_dim], y int32 class indices or float32 targets [n]).
+    """Buffers -> (x float32 [n, input_dim] (or [n, *feature_shape]), y int32 class indices or
+    float32 targets [n]). Categorical features arrive encoded by SQL (one-hot positions or
+    indices, whose mean is 0 and std 1 in the stats: they are not normalised).
 
     ``rows`` are (rows, x, y, k) tuples of one segment; raises DataProblem if a buffer's byte
     length does not match its row count (e.g. NULL array elements).
@@ -387,6 +461,8 @@ def normalise_features(x: np.ndarray, stats: dict) -> np.ndarray:
     """Standardise raw features [n, input_dim] with the training rows' mean and standard deviation
     recorded with the pack (``ctq export`` puts the same into a Normalization layer)."""
     x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
+    if stats.get("feature_shape"):  # an array feature reshaped, e.g. images [n, 28, 28, 1]
+        x = x.reshape((len(x),) + input_shape(stats))
     return x.astype(np.float32, copy=False)
 
 
@@ -483,8 +559,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     run = entry["stream"]
     if run is None:
         pin_threads(p.get("cores"))
-        stats = p["stats"]
-        cm = compiled_model(GD, p["arch"], p["hyper"], int(stats["input_dim"]), int(stats["n_outputs"]), p["task"])
+        cm = compiled_model(GD, p["arch"], p["hyper"], p["stats"], p["task"], p.get("metric"))
         cm.load(decode_state(entry["state"]) if entry["state"] is not None else cm.initial_state(p["seed"], p["hyper"]))
         run = entry["stream"] = {"model": cm, "callback": cancel_callback(plpy), "compute": 0.0,
                                  "train": [0, 0.0, 0.0], "val": [0, 0.0, 0.0]}
@@ -492,16 +567,19 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     t0 = time.perf_counter()
     if segment >= 0:
         loss, metric = fit_pass(run["model"].model, x, y, int(p["hyper"].get("batch_size", 64)), run["callback"],
-                                p["task"], p["stats"], p.get("class_weights"))
+                                p["task"], p["stats"], p.get("class_weights"), p.get("metric"))
         if loss is not None:
             n = len(x)
             run["train"] = [run["train"][0] + n, run["train"][1] + loss * n, run["train"][2] + metric * n]
     elif len(x):
         result = run["model"].model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True,
                                              callbacks=[run["callback"]])
-        loss, metric = in_target_units(float(result["loss"]), float(result[metric_name(p["task"])]), p["task"],
-                                       p["stats"])
+        loss, metric = in_target_units(float(result["loss"]), float(result[metric_name(p["task"], p.get("metric"))]),
+                                       p["task"], p["stats"])
         run["val"] = [run["val"][0] + len(x), run["val"][1] + loss * len(x), run["val"][2] + metric * len(x)]
+        if metric_name(p["task"], p.get("metric")) in RANKING_METRICS:  # not a mean over rows: kept whole
+            run.setdefault("val_predictions", []).append((y, run["model"].model.predict(x, batch_size=1024,
+                                                                                        verbose=0)))
     run["compute"] += time.perf_counter() - t0
 
 
@@ -511,6 +589,12 @@ def stream_result(entry) -> dict:
     if run is None:
         raise DataProblem("the targeted query reached none of its segment's buffers (the pack is incomplete)")
     (n, loss, metric), (nv, val_loss, val_metric) = run["train"], run["val"]
+    if run.get("val_predictions"):  # AUC, F1...: over all the validation rows, not a mean of buffers
+        p = entry["params"]
+        scorer = make_metric(p["task"], p.get("metric"), int(p["stats"]["n_outputs"]))
+        scorer.update_state(np.concatenate([y for y, _ in run["val_predictions"]]),
+                            np.concatenate([q for _, q in run["val_predictions"]]))
+        val_metric = float(scorer.result()) * nv
     return {"new_state": encode_state(run["model"].dump()), "loss": loss / n if n else None,
             "metric": metric / n if n else None, "rows": n, "compute_seconds": run["compute"],
             "val_loss": val_loss / nv if nv else None, "val_metric": val_metric / nv if nv else None}
@@ -540,7 +624,7 @@ def step_final(*, plpy, GD, acc):
                   "val_loss": None, "val_metric": None}
         if p["action"] == "warmup":
             for arch, hyper in p["models"]:
-                compiled_model(GD, arch, hyper, int(stats["input_dim"]), int(stats["n_outputs"]), p["task"])
+                compiled_model(GD, arch, hyper, stats, p["task"], p.get("metric"))
         else:
             result = stream_result(entry)
         return {**result, "executed_on": executed_on, "hop_started": started, "hop_finished": time.time()}
@@ -548,18 +632,17 @@ def step_final(*, plpy, GD, acc):
         (x, y), (xv, yv) = cache_segment_data(GD, p["pack_id"], segment, entry["rows"], p["stats"], p["task"])
     else:
         (x, y), (xv, yv) = GD["ctq.data"][(p["pack_id"], segment)], GD["ctq.data"][(p["pack_id"], -1)]
-    input_dim, n_outputs, task = int(p["stats"]["input_dim"]), int(p["stats"]["n_outputs"]), p["task"]
+    task = p["task"]
     result = {"new_state": None, "loss": None, "metric": None, "rows": int(len(x)), "compute_seconds": 0.0,
               "val_loss": None, "val_metric": None, "executed_on": executed_on}
     if p["action"] == "warmup":
         for arch, hyper in p["models"]:
-            compile_steps(compiled_model(GD, arch, hyper, input_dim, n_outputs, task),
+            compile_steps(compiled_model(GD, arch, hyper, stats, task, p.get("metric")),
                           int(hyper.get("batch_size", 64)), xv, yv, plpy)
     else:
         result.update(train_hop(plpy=plpy, GD=GD, x=x, y=y, xv=xv, yv=yv, arch=p["arch"], hyper=p["hyper"],
-                                task=task, input_dim=input_dim, n_outputs=n_outputs, seed=p["seed"],
-                                state=entry["state"], evaluate=p["evaluate"], stats=stats,
-                                class_weights=p.get("class_weights")))
+                                task=task, seed=p["seed"], state=entry["state"], evaluate=p["evaluate"],
+                                stats=stats, class_weights=p.get("class_weights"), metric=p.get("metric")))
     result["hop_started"], result["hop_finished"] = started, time.time()
     return result
 
@@ -579,7 +662,7 @@ def padded(x, y, batch: int, class_weights=None):
     return x, y, weights
 
 
-def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_weights=None):
+def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_weights=None, metric=None):
     """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows.
     With class weights, the training loss and metric are the weighted ones (as Keras reports them)."""
     if not len(x):
@@ -587,14 +670,10 @@ def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_we
     xp, yp, weights = padded(x, y, batch, class_weights)
     history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                         callbacks=[callback])
-    loss, metric = float(history.history["loss"][-1]), float(history.history[metric_name(task)][-1])
+    loss, value = float(history.history["loss"][-1]), float(history.history[metric_name(task, metric)][-1])
     if not np.isfinite(loss):
         raise FloatingPointError(f"training diverged: loss is {loss}")
-    return in_target_units(loss, metric, task, stats)
-
-
-def metric_name(task: str) -> str:
-    return "accuracy" if task == "classification" else "mae"
+    return in_target_units(loss, value, task, stats)
 
 
 def in_target_units(loss, metric, task: str, stats: dict):
@@ -609,32 +688,34 @@ def compile_steps(cm: CompiledModel, batch: int, xv, yv, plpy) -> None:
     each model on each segment (0.6-0.9 s each, measured). A pass of zero-weight rows; the state
     it leaves is overwritten by the next hop's ``load``."""
     callback = cancel_callback(plpy)
-    _, input_dim, _, task = cm.args
+    _, shape, _, task = cm.args
     labels = np.zeros((batch,), np.float32 if task == "regression" else np.int32)
-    cm.model.fit(np.zeros((batch, input_dim), np.float32), labels, sample_weight=np.zeros((batch,), np.float32),
+    cm.model.fit(np.zeros((batch,) + shape, np.float32), labels, sample_weight=np.zeros((batch,), np.float32),
                  batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
     if len(xv):
         cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, callbacks=[callback])
 
 
-def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, input_dim, n_outputs, seed, state, evaluate, stats,
-              class_weights=None):
+def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, seed, state, evaluate, stats, class_weights=None,
+              metric=None):
     """Train one sub-epoch over (x, y) from ``state`` (None: the model's initial state); evaluate
     on (xv, yv) when ``evaluate``. Batches have a constant shape (one jit compile per shape): the
     last partial batch is padded with zero-weight rows, so every row trains."""
-    cm = compiled_model(GD, arch, hyper, input_dim, n_outputs, task)
+    cm = compiled_model(GD, arch, hyper, stats, task, metric)
     cm.load(decode_state(state) if state is not None else cm.initial_state(seed, hyper))
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
-    loss, metric = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats, class_weights)
+    loss, value = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats, class_weights,
+                           metric)
     compute = time.perf_counter() - t0
     val_loss = val_metric = None
     if evaluate and len(xv):
         t1 = time.perf_counter()
         result = cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, return_dict=True, callbacks=[callback])
         compute += time.perf_counter() - t1
-        val_loss, val_metric = in_target_units(float(result["loss"]), float(result[metric_name(task)]), task, stats)
-    return {"new_state": encode_state(cm.dump()), "loss": loss, "metric": metric, "rows": int(len(x)),
+        val_loss, val_metric = in_target_units(float(result["loss"]), float(result[metric_name(task, metric)]),
+                                               task, stats)
+    return {"new_state": encode_state(cm.dump()), "loss": loss, "metric": value, "rows": int(len(x)),
             "compute_seconds": compute, "val_loss": val_loss, "val_metric": val_metric}
 
 
@@ -702,7 +783,7 @@ def score_final(*, plpy, GD, acc):
     x = normalise_features(decode_features(b"".join(entry["x"]), n, stats), stats)
     if not np.isfinite(x).all():
         raise DataProblem("a feature has NaN or infinite values")
-    cm = compiled_model(GD, p["arch"], p["hyper"], int(stats["input_dim"]), int(stats["n_outputs"]), task)
+    cm = compiled_model(GD, p["arch"], p["hyper"], stats, task, p.get("metric"))
     cm.load(decode_state(entry["state"]))
     out = np.asarray(cm.model.predict(x, batch_size=1024, verbose=0, callbacks=[cancel_callback(plpy)]), np.float64)
     if task == "classification":

@@ -31,9 +31,14 @@ def output_activation(model) -> str:
     return "linear"
 
 
-def check_models_fit(cfg, input_dim: int, n_outputs: int, task: str) -> None:
+def check_models_fit(cfg, input_shape: tuple[int, ...], n_outputs: int, task: str,
+                     index_size: int | None = None) -> None:
     """Refuse (ConfigError, exit 2, naming the model) a keras_json model whose input does not take
-    ``input_dim`` features or whose output does not fit ``task`` with ``n_outputs`` classes."""
+    examples of ``input_shape`` (the feature count, or ``data.feature_shape``), whose output does
+    not fit ``task`` with ``n_outputs`` classes, or whose Embedding layers do not fit the features'
+    encoding: index-encoded features (``index_size``: the largest vocabulary + 1) need an
+    Embedding with at least that many rows (an index past its end would be clamped, silently, by
+    jax), and an Embedding on numeric or one-hot features would read them as indices."""
     seen: dict[str, str | None] = {}
     for model in cfg.models:
         spec = model.architecture.spec
@@ -41,21 +46,43 @@ def check_models_fit(cfg, input_dim: int, n_outputs: int, task: str) -> None:
             continue
         key = model.architecture.name
         if key not in seen:
-            seen[key] = _misfit(spec["keras_json"], input_dim, n_outputs, task)
+            seen[key] = _misfit(spec["keras_json"], tuple(input_shape), n_outputs, task, index_size)
         if seen[key]:
             raise ConfigError(f"model {key!r} (keras_json) does not fit the data: {seen[key]}",
                               path=cfg.source_path)
 
 
-def _misfit(doc: dict, input_dim: int, n_outputs: int, task: str) -> str | None:
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+
+
+def _misfit(doc: dict, input_shape: tuple, n_outputs: int, task: str,
+            index_size: int | None = None) -> str | None:
     os.environ.setdefault("KERAS_BACKEND", "jax")  # as the server (ctq/indb.py import_keras)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import keras
 
     model = keras.saving.deserialize_keras_object(doc, safe_mode=True)
     inputs = [tuple(t.shape[1:]) for t in model.inputs]
-    if inputs != [(input_dim,)]:
-        return f"its input shape is {', '.join(map(str, inputs))}, the data has {input_dim} features per row"
+    if inputs != [input_shape]:
+        data = (f"{input_shape[0]} features per row" if len(input_shape) == 1
+                else f"rows of shape {input_shape} (data.feature_shape)")
+        return f"its input shape is {', '.join(map(str, inputs))}, the data has {data}"
+    embeddings = [layer for layer in _layers(model) if type(layer).__name__ == "Embedding"]
+    if index_size is None and embeddings:
+        return ("it has an Embedding layer, but the features are not index-encoded; declare them "
+                "{column: name, encoding: index} in data.features")
+    if index_size is not None:
+        if not embeddings:
+            return ("the features are index-encoded (one integer index per feature) but the model has no "
+                    "Embedding layer to take them")
+        small = [layer for layer in embeddings if layer.input_dim < index_size]
+        if small:
+            return (f"its Embedding {small[0].name!r} has input_dim {small[0].input_dim}, the features' indices "
+                    f"need {index_size} (the largest vocabulary + 1: index 0 is the unknown value)")
     units = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
     activation = output_activation(model)
     if task == "classification":

@@ -32,6 +32,8 @@ from ctq.sql import qualified, quote_ident, render, template
 
 DEFAULT_BUFFER_BYTES = 4 << 20  # ~4 MiB of float32 features per buffer row
 MAX_CLASSES = 1000
+MAX_ONE_HOT = 100  # distinct values of a one_hot column (one input each); more: encoding: index
+MAX_INDEX = 100_000  # distinct values of an index-encoded column (rows of an Embedding)
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,21 @@ class Source:
     target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation
     target_std: float = 1.0
     label_type: str = ""  # the label column's SQL type (format_type), e.g. integer, boolean, text
+    # categorical features: column -> {"encoding": "one_hot" | "index", "values": [vocabulary, as text]}
+    categories: dict | None = None
+    feature_shape: tuple[int, ...] | None = None  # an array feature's rows reshaped (e.g. images)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example as a model takes it."""
+        return tuple(self.feature_shape) if self.feature_shape else (self.width,)
+
+    @property
+    def index_size(self) -> int | None:
+        """For index-encoded features, the rows an Embedding needs: the largest vocabulary + 1
+        (index 0 is the unknown value); None otherwise."""
+        sizes = [len(c["values"]) for c in (self.categories or {}).values() if c["encoding"] == "index"]
+        return max(sizes) + 1 if sizes else None
 
     @property
     def sql_name(self) -> str:
@@ -109,14 +126,24 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
     features = [_match_column(f, columns, f"data.features[{i}]") for i, f in enumerate(data.features)]
     label = _match_column(data.label, columns, "data.label")
-    array_feature = len(features) == 1 and features[0]["category"] == "A"
+    encodings = {c["name"]: data.encoding(f) for f, c in zip(data.features, features) if data.encoding(f)}
+    array_feature = len(features) == 1 and features[0]["category"] == "A" and not encodings
     for i, col in enumerate(features):
+        if col["name"] in encodings:
+            if col["category"] == "A":
+                raise DataError(f"data.features[{i}]: column {col['name']!r} has type {col['type']}; a "
+                                "categorical column holds one value per row (text, integer codes, boolean)")
+            continue
         numeric = col["category"] == "N" or (array_feature and col["element_category"] == "N")
         if not numeric:
             raise DataError(
                 f"data.features[{i}]: column {col['name']!r} has type {col['type']}, not a number "
-                "(features must be numeric columns, or a single real[]/float8[] column)"
+                "(features must be numeric columns, or a single real[]/float8[] column; a text or code "
+                "column can be written {column: name, encoding: one_hot})"
             )
+    if data.feature_shape and not array_feature:
+        raise DataError(f"data.feature_shape: column {features[0]['name']!r} has type {features[0]['type']}; "
+                        "feature_shape needs a real[]/float8[] column")
     if label["category"] not in ("N", "B", "S"):
         raise DataError(f"data.label: column {label['name']!r} has type {label['type']}: use a number, a "
                         "boolean or text (class values)")
@@ -128,7 +155,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     is_table = rel["relkind"] in ("r", "p")
     source_sql = qualified(rel["schema"], rel["name"])
     label_sql = _label_number(quote_ident(label["name"]), label["category"])
-    scalar = [] if array_feature else [quote_ident(c["name"]) for c in features]
+    scalar = [] if array_feature else [quote_ident(c["name"]) for c in features if c["name"] not in encodings]
     cut = round(data.validation_fraction * VALIDATION_MODULUS)
     if engine.template("profile_session.sql").strip():
         await conn.execute(engine.template("profile_session.sql"))
@@ -149,10 +176,10 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     names = [c["name"] for c in features] + [label["name"]]
     for name, count in zip(names, profile["counts"]):
         key = "data.label" if name == label["name"] else "data.features"
-        if count < n:
+        if count < n and name not in encodings:  # a categorical NULL is the unknown value
             raise DataError(f"{key}: column {name!r} has {n - count} NULL value(s) of {n} rows; "
                             "filter or impute them (e.g. a view) before training")
-    checked = [] if array_feature else [c["name"] for c in features]
+    checked = [] if array_feature else [c["name"] for c in features if c["name"] not in encodings]
     for name, lo, hi in zip(checked + [label["name"]], profile["mins"], profile["maxs"]):
         if lo is not None and not (math.isfinite(lo) and math.isfinite(hi)):
             key = "data.label" if name == label["name"] else "data.features"
@@ -161,12 +188,25 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         raise DataError(f"data.validation_fraction: {data.validation_fraction} leaves no training rows "
                         f"of {n}")
     width = len(features)
+    categories = None
     if array_feature:
         width, mean, std = await _array_profile(conn, engine, source_sql, quote_ident(features[0]["name"]),
-                                                is_table, seed, cut, n)
+                                                is_table, seed, cut, n, data.feature_shape)
     else:
-        mean = [float(v) for v in profile["means"]]
-        std = [math.sqrt(max(float(v), 0.0)) for v in profile["variances"]]
+        categories = await _vocabularies(conn, source_sql, features, encodings)
+        numeric = iter(zip(profile["means"], profile["variances"]))
+        mean, std = [], []
+        for col in features:
+            category = (categories or {}).get(col["name"])
+            if category is None:
+                m, v = next(numeric)
+                mean.append(float(m))
+                std.append(math.sqrt(max(float(v), 0.0)))
+            else:  # encoded positions are not normalised
+                positions = len(category["values"]) if category["encoding"] == "one_hot" else 1
+                mean += [0.0] * positions
+                std += [1.0] * positions
+        width = len(mean)
     std = [s if s > 0 else 1.0 for s in std]
     class_values = class_counts = None
     if data.task == "classification":
@@ -191,7 +231,36 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         profile_seconds=time.perf_counter() - started, class_counts=class_counts,
         target_mean=float(profile["label_mean"] or 0.0),
         target_std=math.sqrt(float(profile["label_var"] or 0.0)) or 1.0, label_type=label["type"],
+        categories=categories, feature_shape=data.feature_shape,
     )
+
+
+async def _vocabularies(conn, source_sql: str, features: list[dict], encodings: dict) -> dict | None:
+    """The vocabulary of each categorical feature column, computed by the database (one statement,
+    a grouping query per column): its distinct non-NULL values as text, in the column's order.
+    Refuses a one_hot column with more than MAX_ONE_HOT values (an index column: MAX_INDEX) or none."""
+    wanted = {i: (col, encodings[col["name"]]) for i, col in enumerate(features) if col["name"] in encodings}
+    if not wanted:
+        return None
+    caps = {i: MAX_ONE_HOT if encoding == "one_hot" else MAX_INDEX for i, (_, encoding) in wanted.items()}
+    rows = await conn.fetch("\nUNION ALL\n".join(
+        render("category_values.sql", feature=i, column=quote_ident(col["name"]), source=source_sql,
+               limit=caps[i] + 1) for i, (col, _) in wanted.items()))
+    found: dict[int, list] = {i: [] for i in wanted}
+    for r in rows:
+        found[r["feature"]].append(r)
+    out = {}
+    for i, (col, encoding) in wanted.items():
+        values = sorted(found[i], key=lambda r: r["position"])
+        if not values:
+            raise DataError(f"data.features[{i}]: categorical column {col['name']!r} has only NULL values")
+        if values[0]["distinct_values"] > caps[i]:
+            hint = ("; use {column: %s, encoding: index} with an Embedding model" % col["name"]
+                    if encoding == "one_hot" else "; is it an identifier rather than a category?")
+            raise DataError(f"data.features[{i}]: column {col['name']!r} has {values[0]['distinct_values']} "
+                            f"distinct values, more than encoding: {encoding} allows ({caps[i]}){hint}")
+        out[col["name"]] = {"encoding": encoding, "values": [r["value"] for r in values]}
+    return out
 
 
 def _label_number(quoted: str, category: str) -> str:
@@ -202,6 +271,41 @@ def _label_number(quoted: str, category: str) -> str:
 def _sql_literal(value: str) -> str:
     """A string literal that means ``value`` whatever standard_conforming_strings says."""
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def feature_bytes_sql(features, stats: dict, alias: str = "t") -> str:
+    """SQL for one source row's feature bytes in a buffer, driven by the pack's stats only (so
+    packing and prediction encode rows alike): big-endian float4 per numeric column, or
+    ``array_send`` of an array column (``x_layout`` "array"). A categorical column
+    (``stats["categories"]``) is looked up in its recorded vocabulary (a jsonb value -> position
+    map: a binary search, not a chain of comparisons): ``one_hot`` gives one float4 per value, 1.0
+    at the value's position; ``index`` gives the float4 position + 1. A value not in the
+    vocabulary (unseen when the pack was made, or NULL) is the unknown value: all zeros, index 0.
+
+    Packing and scoring (``ctq predict``, ``ctq evaluate``) both call this, so a scored row is
+    exactly what a trained row was. NULL when a numeric feature is NULL.
+
+    ``features``: the feature column names, in order (the pack's settings); ``alias``: the
+    source row's alias in the query."""
+    if stats.get("x_layout") == "array":
+        return f"array_send({alias}.{quote_ident(features[0])}::float4[])"
+    categories = stats.get("categories") or {}
+    parts = []
+    for name in features:
+        column = f"{alias}.{quote_ident(name)}"
+        category = categories.get(name)
+        if category is None:
+            parts.append(f"float4send({column}::float4)")
+            continue
+        positions = _sql_literal(json.dumps({v: i for i, v in enumerate(category["values"])}, sort_keys=True))
+        position = f"({positions}::jsonb ->> ({column})::text)::int"
+        if category["encoding"] == "index":
+            parts.append(f"float4send(coalesce({position} + 1, 0)::float4)")
+        else:
+            zeros = f"decode(repeat('00', {4 * len(category['values'])}), 'hex')"
+            parts.append(f"coalesce(overlay({zeros} placing decode('3f800000', 'hex') from 4 * {position} + 1 for 4), "
+                         f"{zeros})")
+    return " || ".join(parts)
 
 
 def label_bytes_sql(column: str, category: str, class_values) -> str:
@@ -218,20 +322,13 @@ def _label_bytes(source: Source) -> str:
     return label_bytes_sql("t." + quote_ident(source.label), source.label_category, source.class_values)
 
 
-def feature_bytes_sql(features, stats: dict, alias: str = "t") -> str:
-    """SQL for one row's features as the bytes a buffer holds (see ``indb.decode_features``): the
-    columns ``features`` of the row ``alias`` as big-endian float4 (``float4send``), or, for an
-    array column (``stats["x_layout"]`` "array"), its ``array_send`` as float4[]. Packing and
-    scoring (``ctq predict``, ``ctq evaluate``) both call this, so a scored row is exactly what a
-    trained row was. NULL when a feature is NULL."""
-    if stats.get("x_layout") == "array":
-        return f"array_send({alias}.{quote_ident(features[0])}::float4[])"
-    return " || ".join(f"float4send({alias}.{quote_ident(f)}::float4)" for f in features)
-
-
-async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, n):
+async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, n, shape=None):
     """Width and per-element training statistics of an array feature column; refuses ragged rows,
-    NULL elements and non-finite values."""
+    NULL elements, non-finite values and a length that is not the product of ``shape``.
+
+    With a ``shape`` (images), the statistics are global, the same mean and standard deviation at
+    every position, as CNN inputs are usually scaled: per-position scaling would blank constant
+    borders and change the picture's contrast from pixel to pixel."""
     row = await conn.fetchrow(render("array_profile.sql", engine.name, column=column, source=source_sql,
                                      key=engine.row_key("s", seed, is_table), modulus=VALIDATION_MODULUS, cut=cut))
     name = column.strip('"').replace('""', '"')
@@ -242,9 +339,17 @@ async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, 
         raise DataError(f"data.features[0]: array column {name!r} has NULL elements in {row['null_elements']} row(s)")
     if not (math.isfinite(row["lo"]) and math.isfinite(row["hi"])):
         raise DataError(f"data.features[0]: array column {name!r} has NaN or infinite values")
+    width = int(row["max_width"])
+    if shape and math.prod(shape) != width:
+        raise DataError(f"data.feature_shape: array column {name!r} has {width} values per row, but feature_shape "
+                        f"{list(shape)} holds {math.prod(shape)}")
     mean = [float(v) for v in row["means"]]
-    std = [math.sqrt(max(float(v), 0.0)) for v in row["variances"]]
-    return int(row["max_width"]), mean, std
+    variances = [max(float(v), 0.0) for v in row["variances"]]
+    if shape:  # every position counts the same training rows: pool the per-position moments
+        overall = sum(mean) / width
+        pooled = sum(v + m * m for v, m in zip(variances, mean)) / width - overall * overall
+        mean, variances = [overall] * width, [max(pooled, 0.0)] * width
+    return width, mean, [math.sqrt(v) for v in variances]
 
 
 def buffer_count(rows: float, width: int, buffer_rows: int | None) -> int:
@@ -264,7 +369,12 @@ def pack_settings(data: DataConfig, source: Source, segments: int, seed: int, en
         "segments": segments,
         "seed": seed,
         "buffer_rows": data.buffer_rows,
-        "layout": 4,  # SQL-built buffers, key-ordered and normalised (targets too) when decoded
+        "layout": 5,  # SQL-built buffers, key-ordered and normalised (targets too) when decoded; categories encoded
+        "encodings": [list(e) for e in data.encodings],
+        "feature_shape": list(data.feature_shape) if data.feature_shape else None,
+        # the vocabularies follow from the source's content (fingerprinted), recorded here to key them explicitly
+        "vocabularies": hashlib.sha256(json.dumps(source.categories, sort_keys=True).encode()).hexdigest()[:16]
+        if source.categories else None,
     }
 
 
@@ -282,6 +392,8 @@ def pack_stats(source: Source, segments: int) -> dict:
         "mean": list(source.mean),
         "std": list(source.std),
         "x_layout": "array" if source.array_feature else "float4",
+        "categories": source.categories,  # column -> {encoding, values}: see feature_bytes_sql
+        "feature_shape": list(source.feature_shape) if source.feature_shape else None,
         "segments": segments,
         # regression trains on standardised targets and reports losses in the target's units
         "target_mean": None if source.class_values else source.target_mean,

@@ -89,10 +89,10 @@ class LiveProgress:
 
     # -- rendering
     def _score(self, result: HopResult) -> float | None:
-        return {
-            "val_loss": result.val_loss, "val_accuracy": result.val_metric, "val_mae": result.val_metric,
-            "loss": result.loss, "accuracy": result.metric, "mae": result.metric,
-        }.get(self.config.metric)
+        metric = self.config.metric  # val_loss, loss, or a metric's val_ (validation) or training value
+        if metric in ("val_loss", "loss"):
+            return result.val_loss if metric == "val_loss" else result.loss
+        return result.val_metric if metric.startswith("val_") else result.metric
 
     def _best(self) -> tuple[int, float] | None:
         if not self.score:
@@ -169,7 +169,7 @@ class LogProgress:
         self.first_hop_at: float | None = None
         self.started = time.monotonic()
         kind = plan.metric.removeprefix("val_")
-        self.metric_name = kind if kind in ("accuracy", "mae") else "metric"
+        self.metric_name = kind if kind != "loss" else "metric"
 
     def _say(self, text: str) -> None:
         log_line(text, self.stream)

@@ -135,8 +135,11 @@ def _column(table: Table, name: str, option: str, what: str) -> dict:
 
 def _check_features(model: TrainedModel, table: Table) -> None:
     array = model.stats.get("x_layout") == "array"
+    categories = model.stats.get("categories") or {}
     for name in model.features:
         col = _column(table, name, "--table", f"a feature of model {model.model_id}")
+        if name in categories:  # any type: looked up in the pack's vocabulary as text
+            continue
         numeric = col["element_category"] == "N" if array else col["category"] == "N"
         if not numeric:
             want = "a numeric array" if array else "a number"
@@ -184,8 +187,13 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
     array = model.stats.get("x_layout") == "array"
     width = int(model.stats["input_dim"])
     nulls, bad = [], []
+    categories = model.stats.get("categories") or {}
     for name in model.features:
         q = "t." + quote_ident(name)
+        if name in categories:  # NULL and unseen values are the unknown category (feature_bytes_sql)
+            nulls.append("0")
+            bad.append("0")
+            continue
         nulls.append(f"count(*) - count({q})")
         bad.append(f"count(*) FILTER (WHERE array_ndims({q}) <> 1 OR array_length({q}, 1) <> {width})" if array
                    else f"count(*) FILTER (WHERE {q}::float8 IN ('NaN', 'Infinity', '-Infinity'))")

@@ -254,3 +254,26 @@ async def test_predict_and_evaluate_on_greenplum(gp, tmp_path):
                                      "AND state IS NOT NULL") == 1  # its header row lives on it
     finally:
         await engine.finish_scoring(gp, spec)
+
+
+async def test_categorical_features_and_val_auc_on_greenplum(gp, tmp_path):
+    """The vocabulary query, the jsonb lookup that encodes a category (each segment packing its
+    rows) and a ranking metric on Greenplum 6's SQL (PostgreSQL 9.4)."""
+    await gp.execute("DROP TABLE IF EXISTS public.ctq_gp_cat; CREATE TABLE public.ctq_gp_cat AS "
+                     "SELECT g::float8 / 1000 AS x, (ARRAY['a', 'b', 'c', NULL])[1 + g % 4] AS kind, "
+                     "g % 4 = 1 AS label FROM generate_series(1, 3000) g")
+    grid = write_grid(tmp_path, """
+        data: {table: public.ctq_gp_cat, features: [x, {column: kind, encoding: one_hot}], label: label,
+               task: classification}
+        models: [{name: m, layers: [{dense: 8}]}]
+        search: {space: {learning_rate: [0.05]}}
+        epochs: 1
+        metric: val_auc
+    """)
+    proc = ctq("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["best_metric"] > 0.95, out
+    stats = json.loads(await gp.fetchval("SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
+                                         "WHERE r.run_id = $1", out["run_id"]))
+    assert stats["categories"]["kind"]["values"] == ["a", "b", "c"] and stats["input_dim"] == 4

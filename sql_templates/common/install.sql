@@ -140,11 +140,10 @@ SELECT s.*, rank() OVER (PARTITION BY s.run_id
 FROM (
     SELECT m.run_id, m.model_id, m.name, m.status, m.epochs_done, m.hyperparameters,
            m.train_loss, m.train_metric, m.val_loss, m.val_metric, r.metric, r.metric_mode,
-           CASE r.metric WHEN 'val_loss' THEN m.val_loss
-                         WHEN 'loss' THEN m.train_loss
-                         WHEN 'val_accuracy' THEN m.val_metric
-                         WHEN 'val_mae' THEN m.val_metric
-                         ELSE m.train_metric END AS score
+           CASE WHEN r.metric = 'val_loss' THEN m.val_loss
+                WHEN r.metric = 'loss' THEN m.train_loss
+                WHEN r.metric LIKE 'val%' THEN m.val_metric  -- val_accuracy, val_auc, val_f1, val_mae...
+                ELSE m.train_metric END AS score
     FROM ctq.models m JOIN ctq.runs r USING (run_id)
     -- a view reads its tables with its owner's rights (row-level security does not apply to the
     -- installer): the view filters on its reader itself, as the policies do (row_security.sql)
