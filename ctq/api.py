@@ -26,7 +26,7 @@ from ctq.engines import detect, engine_named
 from ctq.errors import (CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         UsageError, plain_text)
 from ctq.packing import ensure_pack, inspect_source, use_pack
-from ctq.scheduler import BspScheduler, MopFixedScheduler, MopScheduler
+from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.sql import template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
@@ -126,6 +126,8 @@ class RunPlan:
     specs: dict = dataclasses.field(default_factory=dict)  # model_id -> architecture, hyperparameters, seed
     stream: bool = False  # segments stream their buffers on every hop (see streams())
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
+    scheduling: str = "cost"  # MOP's rule among eligible models (ctq.scheduler.MopScheduler)
+    observed: tuple[tuple[int, float], ...] = ()  # (model_id, seconds) of the hops already done
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -134,9 +136,11 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         raise NotFound(f"no run with id {run_id}")
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
+    # scheduling: recorded by every run since the cost-aware rule came; earlier runs used the random one
     settings = await conn.fetchrow("SELECT (config ->> 'memory_budget_mb')::int AS budget, "
-                                   "config -> 'data' ->> 'class_weight' AS class_weight FROM ctq.runs WHERE run_id = $1",
-                                   run_id)
+                                   "config -> 'data' ->> 'class_weight' AS class_weight, "
+                                   "coalesce(config ->> 'scheduling', 'random') AS scheduling "
+                                   "FROM ctq.runs WHERE run_id = $1", run_id)
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
@@ -144,6 +148,8 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
+        scheduling=settings["scheduling"],
+        observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
         class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
         specs={m["model_id"]: {"architecture": json.loads(m["architecture"]),
@@ -153,8 +159,12 @@ async def load_plan(conn, run_id: int) -> RunPlan:
 
 
 async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, schedule: str = "mop",
-                progress_factory=None, heartbeat_seconds: float = 5.0, log=None, notify=None) -> TrainResult:
+                scheduling: str | None = None, progress_factory=None, heartbeat_seconds: float = 5.0, log=None,
+                notify=None) -> TrainResult:
     """Run a whole model selection; returns when every model has trained its epochs (or failed).
+
+    ``scheduling`` ("cost" or "random") overrides the configuration's rule for MOP's choice among
+    eligible models; the run records the rule it uses (a resume keeps it).
 
     ``log``, if given, is called with a line per preparation stage (checking, packing), which is
     what an unattended log shows before the first hop. ``notify(message)`` is called, before
@@ -166,6 +176,10 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         cfg = dataclasses.replace(cfg, name=name)
     if schedule not in SCHEDULERS:
         raise ValueError(f"unknown schedule {schedule!r}")
+    rule = scheduling or cfg.scheduling
+    if rule not in SCHEDULING_RULES:
+        raise UsageError(f"--scheduling {rule}: expected one of {', '.join(SCHEDULING_RULES)}")
+    cfg = dataclasses.replace(cfg, scheduling=rule, raw={**cfg.raw, "scheduling": rule})
     say = log or (lambda line: None)
     started = time.perf_counter()
     async with connect(dsn) as conn:
@@ -204,13 +218,15 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
 
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
-                 progress_factory=None, *, name: str | None = None, schedule: str | None = None) -> TrainResult:
+                 progress_factory=None, *, name: str | None = None, schedule: str | None = None,
+                 scheduling: str | None = None) -> TrainResult:
     """Continue a run that did not finish: from its last completed hops, none repeated or lost.
 
     Without ``run_id``, picks the newest unfinished run of ``config`` under ``name`` (the run name
     is part of the configuration's fingerprint, so ``GRID --name X --resume`` finds what
     ``GRID --name X`` started). A run keeps its configuration, name and schedule: a ``config``,
-    ``name`` or ``schedule`` that disagrees with the run's is refused rather than ignored.
+    ``name``, ``schedule`` or ``scheduling`` (also a ``scheduling:`` written in the grid file) that
+    disagrees with the run's is refused rather than ignored.
     """
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if cfg is not None and name:
@@ -228,6 +244,14 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         if schedule and schedule != run["schedule"]:
             raise UsageError(f"--schedule {schedule}: run {run_id} runs schedule {run['schedule']!r}; "
                              "a resumed run keeps its schedule")
+        recorded = await conn.fetchval("SELECT coalesce(config ->> 'scheduling', 'random') FROM ctq.runs "
+                                       "WHERE run_id = $1", run_id)
+        if scheduling and scheduling != recorded:
+            raise UsageError(f"--scheduling {scheduling}: run {run_id} schedules by {recorded!r}; "
+                             "a resumed run keeps its scheduling")
+        if cfg is not None and "scheduling" in cfg.raw and cfg.scheduling != recorded:
+            raise UsageError(f"{cfg.source_path}:scheduling: run {run_id} schedules by {recorded!r}; "
+                             "a resumed run keeps its scheduling")
         if cfg is not None and not name:  # GRID --resume RUN_ID: the grid as the run named it
             cfg = dataclasses.replace(cfg, name=run["name"])
         if cfg is not None and fingerprint(cfg) != run["config_fingerprint"]:
@@ -267,8 +291,9 @@ def streams(budget_mb: int | None, stats: dict) -> bool:
 
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
     """One coordinator session over a run in the catalog; records how it ended."""
+    rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
-                                          completed=plan.completed)
+                                          completed=plan.completed, observed=plan.observed, **rule)
     for model_id in plan.failed:
         scheduler.fail_model(model_id)
     progress: Progress | None = progress_factory(plan) if progress_factory else None

@@ -48,6 +48,9 @@ File format
         batch_size: [64, 256]       # positive int; default 64
         momentum: [0.0, 0.9]        # 0 <= m < 1; only used by sgd and rmsprop; default: none
     epochs: 5                       # required positive int
+    scheduling: cost                # optional; MOP's choice among eligible models when a segment
+                                    #   frees up: cost (default: most estimated work left first, from
+                                    #   the observed hop durations) | random (seeded preference)
     metric: val_accuracy            # val_loss | val_accuracy | val_mae | loss | accuracy | mae;
                                     #   default val_loss. accuracy needs classification, mae regression
 
@@ -102,6 +105,7 @@ from typing import Any
 import yaml
 
 from ctq.errors import ConfigError
+from ctq.scheduler import SCHEDULING_RULES
 
 __all__ = [
     "DataConfig",
@@ -135,7 +139,7 @@ DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "models", "search", "epochs",
-             "metric")
+             "metric", "scheduling")
 _DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight")
 _MODEL_KEYS = ("name", "layers", "keras_json")
 _SEARCH_KEYS = ("method", "seed", "samples", "space")
@@ -221,6 +225,7 @@ class RunConfig:
     samples: int | None = None  # random search only
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
+    scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
 
     @property
     def metric_mode(self) -> str:
@@ -537,6 +542,8 @@ class _Validator:
         budget = doc.get("memory_budget_mb")
         if budget is not None:
             budget = self.int_(budget, "memory_budget_mb")
+        scheduling = doc.get("scheduling")
+        scheduling = "cost" if scheduling is None else self.choice(scheduling, "scheduling", SCHEDULING_RULES)
 
         metric = doc.get("metric")
         metric = "val_loss" if metric is None else self.choice(metric, "metric", METRICS)
@@ -580,6 +587,7 @@ class _Validator:
             samples=samples,
             space=_space_json(space),
             memory_budget_mb=budget,
+            scheduling=scheduling,
         )
 
     def data(self, value: Any) -> DataConfig:

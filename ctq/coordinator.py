@@ -280,7 +280,7 @@ class Coordinator:
                     exc = task.exception()
                     if exc is None:
                         result = task.result()
-                        self.scheduler.complete(hop)
+                        self.scheduler.complete(hop, result.wall_seconds)
                         outcome.results.append(result)
                         self.progress.hop_finished(result)
                         if hop.last_of_epoch and hop.epoch == self.epochs - 1:

@@ -6,8 +6,13 @@ A *hop* is one model training one sub-epoch on one segment's data partition. The
 same rules can be unit-tested, resumed from the database's record of finished hops, and replayed
 by :mod:`ctq.simulate` without a database.
 
-Why the MOP choice is a *seeded per-segment preference list* rather than a fresh random draw per
-decision: it is Cerebro's and the original CTQ driver's rule (shuffle all (model, worker) pairs once
+MOP has two rules for choosing among the eligible models when a segment frees up
+(``scheduling``): ``cost`` (the default) starts the model with the most estimated work left, from
+the hop durations observed so far (longest remaining processing time first, LRPT: the classic rule
+against a tail in which one machine runs a long job while the others idle); ``random`` keeps a
+seeded per-segment preference list. Both break ties by that list.
+
+Why the preference list is seeded once rather than a fresh random draw per decision: it is Cerebro's and the original CTQ driver's rule (shuffle all (model, worker) pairs once
 per epoch; an idle worker takes the first pair whose model is idle), it makes every decision a
 function of the scheduler's state alone (the same completions give the same schedule, however
 often the coordinator polls in between), and :mod:`ctq.simulate` can replay it exactly, fast.
@@ -16,6 +21,7 @@ often the coordinator polls in between), and :mod:`ctq.simulate` can replay it e
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -83,6 +89,7 @@ class Scheduler(abc.ABC):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
     ):
         ids = list(model_ids)
         if not ids:
@@ -106,7 +113,19 @@ class Scheduler(abc.ABC):
         self._failed: set[int] = set()
         self._in_flight: dict[int, Hop] = {}  # segment -> hop
         self._busy: dict[int, int] = {}  # model index -> segment it is on
+        self._seconds = [0.0] * len(ids)  # observed hop seconds per model (sum) ...
+        self._hops_timed = [0] * len(ids)  # ... and how many hops they are over
         self._resume(completed)
+        for mid, seconds in observed:
+            self._observe(self._model_index(mid), seconds)
+
+    def _observe(self, m: int, seconds: float | None) -> None:
+        if seconds is None:
+            return
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"hop of model {self._ids[m]}: bad duration {seconds!r}")
+        self._seconds[m] += seconds
+        self._hops_timed[m] += 1
 
     def _resume(self, completed: Iterable[tuple[int, int, int]]) -> None:
         """Fast-forward past hops a previous run finished; reject sets no run could produce."""
@@ -174,11 +193,13 @@ class Scheduler(abc.ABC):
         del self._busy[m]
         return m
 
-    def complete(self, hop: Hop) -> None:
-        """``hop`` finished OK: the model has visited the segment; both are free again."""
+    def complete(self, hop: Hop, seconds: float | None = None) -> None:
+        """``hop`` finished OK: the model has visited the segment; both are free again.
+        ``seconds``: how long the hop took, if known (the cost-aware MOP rule learns from it)."""
         m = self._release(hop)
         if m is None:
             return
+        self._observe(m, seconds)
         visited = self._visited[m]
         visited.add(hop.segment)
         if len(visited) == self._segments:
@@ -226,19 +247,30 @@ class Scheduler(abc.ABC):
         return self._epoch[m], len(self._visited[m])
 
 
+SCHEDULING_RULES = ("cost", "random")
+
+
 class MopScheduler(Scheduler):
     """Asynchronous Model Hopper Parallelism with no global epoch barrier.
 
-    A model starts its next epoch as soon as it has visited every segment. Each idle segment takes,
-    among its *eligible* models (not failed, not in flight, epochs left, segment not yet visited in
-    the model's current epoch), the one that comes first in its seeded preference list; models in
-    an earlier epoch come before models in a later one, because a lagging model has the most work
-    left and starting it first shortens the tail (longest-remaining-work first).
+    A model starts its next epoch as soon as it has visited every segment. Each idle segment takes
+    one of its *eligible* models (not failed, not in flight, epochs left, segment not yet visited in
+    the model's current epoch), by ``scheduling``:
 
-    Idle segments are served in ascending order, greedily. That leaves no idle segment with an
-    eligible model (a greedy matching is maximal), which is what keeps every worker busy; a maximum
-    matching could occasionally start one more hop in the same instant, but would break the exact
-    replay in :mod:`ctq.simulate`.
+    * ``"cost"`` (default): the model with the most estimated work left, its hops left times its
+      mean observed hop duration (longest remaining processing time first, LRPT; a model not yet
+      timed on any segment is estimated at the mean of the timed models, or all alike before any
+      hop is timed). Slow models then start early and the run does not end with one segment
+      training a slow model while the others idle. Ties go to the earlier epoch, then to the
+      segment's seeded preference.
+    * ``"random"``: models in an earlier epoch first (a lagging model has the most work left), then
+      the first in the segment's seeded preference list (Cerebro's rule).
+
+    Durations come from :meth:`complete` (``seconds``) and, on a resume, ``observed``:
+    ``(model_id, seconds)`` of hops already done. Idle segments are served in ascending order,
+    greedily. That leaves no idle segment with an eligible model (a greedy matching is maximal),
+    which is what keeps every worker busy; a maximum matching could occasionally start one more hop
+    in the same instant, but would break the exact replay in :mod:`ctq.simulate`.
     """
 
     def __init__(
@@ -248,8 +280,13 @@ class MopScheduler(Scheduler):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
+        scheduling: str = "cost",
     ):
-        super().__init__(model_ids, segments, epochs, seed, completed)
+        if scheduling not in SCHEDULING_RULES:
+            raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING_RULES)}, got {scheduling!r}")
+        self._scheduling = scheduling
+        super().__init__(model_ids, segments, epochs, seed, completed, observed)
         self._ranks: dict[int, list[list[int]]] = {}  # epoch -> [segment][model] -> preference
 
     def _rank(self, epoch: int) -> list[list[int]]:
@@ -261,6 +298,26 @@ class MopScheduler(Scheduler):
             ranks = self._ranks[epoch] = rank.tolist()
         return ranks
 
+    def _estimates(self) -> list[float]:
+        """Estimated seconds of one hop per model index: its mean observed hop, else the mean of
+        the timed models' means, else 1 (nothing timed yet: every model alike)."""
+        timed = [self._seconds[m] / n for m, n in enumerate(self._hops_timed) if n]
+        prior = sum(timed) / len(timed) if timed else 1.0
+        return [self._seconds[m] / n if n else prior for m, n in enumerate(self._hops_timed)]
+
+    def _hops_left(self, m: int) -> int:
+        return (self._epochs - self._epoch[m]) * self._segments - len(self._visited[m])
+
+    def remaining_work(self) -> dict[int, float]:
+        """Model id -> estimated seconds of training left (hops left x estimated hop), for the
+        live models (units of the observed durations; 1 per hop while nothing is timed)."""
+        est = self._estimates()
+        return {
+            self._ids[m]: self._hops_left(m) * est[m]
+            for m, e in enumerate(self._epoch)
+            if e < self._epochs and m not in self._failed
+        }
+
     def _select(self) -> list[tuple[int, int]]:
         idle = [s for s in range(self._segments) if s not in self._in_flight]
         free = [
@@ -268,13 +325,28 @@ class MopScheduler(Scheduler):
             for m, e in enumerate(self._epoch)
             if e < self._epochs and m not in self._busy and m not in self._failed
         ]
+        if not (idle and free):
+            return []
+        if self._scheduling == "cost":
+            est = self._estimates()
+            work = {m: -est[m] * self._hops_left(m) for m in free}
+            # The segment with the most work left (the live models it has yet to host) picks
+            # first: a segment every slow model still needs must not be left to fast ones.
+            seg_work = {
+                s: sum(est[m] for m, e in enumerate(self._epoch)
+                       if e < self._epochs and m not in self._failed and s not in self._visited[m])
+                for s in idle
+            }
+            idle.sort(key=lambda s: (-seg_work[s], s))
+        else:
+            work = dict.fromkeys(free, 0.0)
         picks = []
         for seg in idle:
             eligible = [m for m in free if seg not in self._visited[m]]
             if eligible:
-                # Earlier epochs first, then this segment's preference in that epoch.
                 best = min(
-                    eligible, key=lambda m: (self._epoch[m], self._rank(self._epoch[m])[seg][m])
+                    eligible,
+                    key=lambda m: (work[m], self._epoch[m], self._rank(self._epoch[m])[seg][m]),
                 )
                 free.remove(best)
                 picks.append((seg, best))
@@ -300,9 +372,10 @@ class MopFixedScheduler(MopScheduler):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
     ):
         self._orders: dict[int, list[list[int]]] = {}  # epoch -> [model][k] -> k-th segment
-        super().__init__(model_ids, segments, epochs, seed, completed)
+        super().__init__(model_ids, segments, epochs, seed, completed, observed, "random")
         for m, visited in enumerate(self._visited):
             order = self._order(self._epoch[m])[m] if self._epoch[m] < epochs else []
             if visited != set(order[: len(visited)]):
@@ -358,8 +431,9 @@ class BspScheduler(Scheduler):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
     ):
-        super().__init__(model_ids, segments, epochs, seed, completed)
+        super().__init__(model_ids, segments, epochs, seed, completed, observed)
         self._order = bsp_order(seed, len(self._ids)).tolist()
         self._slots = max(len(self._ids), segments)
         self._round = 0  # global round (epoch * slots + r): the earliest that may have work left

@@ -288,6 +288,8 @@ BAD_CASES = [
     ("grid-with-samples", _set("search.samples", 5), ["search.samples", "only used with search.method: random"]),
     ("bad-method", _set("search.method", "bayes"), ["search.method", "grid, random"]),
     ("negative-seed", _set("search.seed", -1), ["search.seed", "non-negative integer"]),
+    ("bad-scheduling", _set("scheduling", "lrpt"), ["scheduling", "expected one of cost, random, got 'lrpt'"]),
+    ("typo-scheduling", _set("scheduling", "randm"), ["scheduling", "did you mean 'random'?"]),
     ("random-low-gt-high", _with(_set("search.method", "random"), _set("search.samples", 4),
                                  _set("search.space.learning_rate", {"low": 0.1, "high": 0.01})),
      ["search.space.learning_rate", "greater than high"]),
@@ -459,6 +461,8 @@ def test_defaults(workdir):
     assert cfg.segments is None and cfg.cores_per_segment is None
     assert cfg.metric == "val_loss" and cfg.metric_mode == "min"
     assert cfg.search_method == "grid" and cfg.seed == 0 and cfg.samples is None
+    assert cfg.scheduling == "cost"
+    assert load(workdir, {**doc, "scheduling": "Random"}).scheduling == "random"
     assert [a.name for a in cfg.architectures] == ["model1", "good"]
     assert cfg.architectures[0].spec["layers"] == [{"type": "dense", "units": 8, "activation": "relu", "l2": 0.0}]
     assert [(m.optimizer, m.learning_rate, m.batch_size, m.momentum) for m in cfg.models] == [("adam", 0.001, 64, None)] * 2
