@@ -39,15 +39,20 @@ File format
       - name: custom
         keras_json: models/custom.json   # relative to the YAML file's folder: Model.to_json() output
     search:                         # optional; default: grid over the defaults below
-      method: grid                  # grid | random; default grid
+      method: grid                  # grid | random | asha; default grid
       seed: 7                       # non-negative int, default 0
-      # samples: 10                 # random only, required there: number of models (<= 10000)
+      # samples: 10                 # random: required, number of models (<= 10000); asha: optional,
+                                    #   draws that many models instead of the grid
+      # grace_period: 1             # asha only: epochs before the first rung (positive int, default 1)
+      # reduction_factor: 3         # asha only: 1 in reduction_factor goes on at each rung (int >= 2,
+                                    #   default 3)
+      # max_epochs: 9               # asha only, required there: replaces the top-level epochs
       space:                        # keys: optimizer, learning_rate, batch_size, momentum
         optimizer: [adam, sgd]      # adam | sgd | rmsprop | adamw | adagrad | nadam; default adam
         learning_rate: [0.001, 0.01]   # > 0; default 0.001
         batch_size: [64, 256]       # positive int; default 64
         momentum: [0.0, 0.9]        # 0 <= m < 1; only used by sgd and rmsprop; default: none
-    epochs: 5                       # required positive int
+    epochs: 5                       # required positive int (absent with search.method: asha)
     scheduling: cost                # optional; MOP's choice among eligible models when a segment
                                     #   frees up: cost (default: most estimated work left first, from
                                     #   the observed hop durations) | random (seeded preference)
@@ -77,8 +82,12 @@ optimizers that use it (sgd, rmsprop), the others get no momentum. With ``method
 ``samples`` models are drawn, each picking an architecture uniformly and each hyper-parameter from
 its spec: a list is a uniform choice; a range ``{low: a, high: b, log: false}`` is uniform (or
 log-uniform with ``log: true``) on [a, b] for learning_rate and momentum, and a uniform integer in
-[a, b] for batch_size. Draws are reproducible from ``search.seed``. Expanded searches are capped at
-10,000 models.
+[a, b] for batch_size. Draws are Optuna's RandomSampler's (:func:`ctq.search.random_points`),
+reproducible from ``search.seed``. Expanded searches are capped at 10,000 models.
+
+With ``method: asha`` the models are the grid (or, with ``samples``, random draws as above) and
+asynchronous successive halving stops the weak ones early (:class:`ctq.search.Asha`): rungs after
+``grace_period * reduction_factor**k`` epochs, below ``max_epochs``.
 
 Optional keys may also be written as ``null``, which means "use the default". Every problem is a
 :class:`~ctq.errors.ConfigError` (exit code 2) naming the file and the key path, for example
@@ -95,7 +104,6 @@ import itertools
 import json
 import math
 import os
-import random
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -133,7 +141,7 @@ MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear",
 )
-SEARCH_METHODS = ("grid", "random")
+SEARCH_METHODS = ("grid", "random", "asha")
 SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -142,7 +150,7 @@ _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb"
              "metric", "scheduling")
 _DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight")
 _MODEL_KEYS = ("name", "layers", "keras_json")
-_SEARCH_KEYS = ("method", "seed", "samples", "space")
+_SEARCH_KEYS = ("method", "seed", "samples", "space", "grace_period", "reduction_factor", "max_epochs")
 _RANGE_KEYS = ("low", "high", "log")
 _LAYER_KINDS = ("dense", "dropout", "batch_norm")
 _LAYER_OPTIONS = {"dense": ("activation", "l2"), "dropout": (), "batch_norm": ()}
@@ -225,6 +233,7 @@ class RunConfig:
     samples: int | None = None  # random search only
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
+    asha: dict | None = None  # method asha: {"grace_period", "reduction_factor", "max_epochs"}
     scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
 
     @property
@@ -289,6 +298,7 @@ def fingerprint(config: RunConfig) -> str:
             "seed": config.seed,
             "samples": config.samples,
             "space": config.space,
+            **({"asha": config.asha} if config.asha else {}),
         },
         "epochs": config.epochs,
         "metric": config.metric,
@@ -523,7 +533,7 @@ class _Validator:
             self.fail("", "the file is empty; expected a mapping with keys data, models, epochs")
         if not isinstance(doc, dict):
             self.fail("", f"expected a mapping at the top level, got {_describe(doc)}")
-        self.mapping(doc, "", _TOP_KEYS, required=("data", "models", "epochs"))
+        self.mapping(doc, "", _TOP_KEYS, required=("data", "models"))
 
         name = doc.get("name")
         if name is None:
@@ -538,7 +548,6 @@ class _Validator:
         cores = doc.get("cores_per_segment")
         if cores is not None:
             cores = self.int_(cores, "cores_per_segment")
-        epochs = self.int_(doc["epochs"], "epochs")
         budget = doc.get("memory_budget_mb")
         if budget is not None:
             budget = self.int_(budget, "memory_budget_mb")
@@ -559,8 +568,16 @@ class _Validator:
             )
 
         architectures = self.architectures(doc["models"])
-        method, seed, samples, space = self.search(doc.get("search"))
-        if method == "grid":
+        method, seed, samples, space, asha = self.search(doc.get("search"))
+        if asha is not None:
+            if doc.get("epochs") is not None:
+                self.fail("epochs", "search.method: asha trains up to search.max_epochs; remove epochs")
+            epochs = asha["max_epochs"]
+        elif "epochs" not in doc:
+            self.fail("epochs", "required key is missing")
+        else:
+            epochs = self.int_(doc["epochs"], "epochs")
+        if samples is None:
             points = _expand_grid(self, architectures, space)
         else:
             points = _expand_random(architectures, space, seed, samples)
@@ -587,6 +604,7 @@ class _Validator:
             samples=samples,
             space=_space_json(space),
             memory_budget_mb=budget,
+            asha=asha,
             scheduling=scheduling,
         )
 
@@ -748,7 +766,7 @@ class _Validator:
             self.fail(key, f"Keras cannot load {rel}: {problem}")
         return doc
 
-    def search(self, value: Any) -> tuple[str, int, int | None, dict]:
+    def search(self, value: Any) -> tuple[str, int, int | None, dict, dict | None]:
         s = {} if value is None else self.mapping(value, "search", _SEARCH_KEYS)
         method = s.get("method")
         method = "grid" if method is None else self.choice(method, "search.method", SEARCH_METHODS)
@@ -757,20 +775,38 @@ class _Validator:
         samples = s.get("samples")
         if method == "grid":
             if samples is not None:
-                self.fail("search.samples", "only used with search.method: random (a grid tries every combination)")
-        else:
-            if samples is None:
-                self.fail("search.samples", "required with search.method: random (how many models to draw)")
+                self.fail("search.samples", "only used with search.method: random or asha (a grid tries every "
+                                            "combination)")
+        elif method == "random" and samples is None:
+            self.fail("search.samples", "required with search.method: random (how many models to draw)")
+        if samples is not None:
             samples = self.int_(samples, "search.samples")
             if samples > MAX_MODELS:
                 self.fail("search.samples", f"{samples} models is too many; the limit is {MAX_MODELS}")
+        asha = None
+        if method == "asha":
+            if s.get("max_epochs") is None:
+                self.fail("search.max_epochs", "required with search.method: asha (it replaces epochs)")
+            asha = {"max_epochs": self.int_(s["max_epochs"], "search.max_epochs")}
+            grace = s.get("grace_period")
+            asha["grace_period"] = 1 if grace is None else self.int_(grace, "search.grace_period")
+            if asha["grace_period"] > asha["max_epochs"]:
+                self.fail("search.grace_period", f"{asha['grace_period']} is more than search.max_epochs "
+                                                 f"({asha['max_epochs']}): no rung to decide at")
+            factor = s.get("reduction_factor")
+            asha["reduction_factor"] = 3 if factor is None else self.int_(factor, "search.reduction_factor",
+                                                                          minimum=2)
+        else:
+            for key in ("grace_period", "reduction_factor", "max_epochs"):
+                if s.get(key) is not None:
+                    self.fail(_join("search", key), "only used with search.method: asha")
 
         raw_space = s.get("space")
         raw_space = {} if raw_space is None else self.mapping(raw_space, "search.space", SPACE_KEYS)
         space: dict[str, list | _Range] = {}
         for name in SPACE_KEYS:
             if name in raw_space:
-                space[name] = self.space_value(name, raw_space[name], method)
+                space[name] = self.space_value(name, raw_space[name], samples is not None)
             elif name in DEFAULT_SPACE:
                 space[name] = [DEFAULT_SPACE[name]]
         if "momentum" in space:
@@ -779,15 +815,16 @@ class _Validator:
                 self.fail("search.space.momentum",
                           "momentum is only used by sgd and rmsprop, and no optimizer in search.space.optimizer "
                           f"can use it (optimizers: {', '.join(opts)})")
-        return method, seed, samples, space
+        return method, seed, samples, space, asha
 
-    def space_value(self, name: str, value: Any, method: str) -> list | _Range:
+    def space_value(self, name: str, value: Any, drawn: bool) -> list | _Range:
         key = _join("search.space", name)
         if isinstance(value, dict):
             if name == "optimizer":
                 self.fail(key, "expected an optimizer name or a list of them, got a mapping")
-            if method != "random":
-                self.fail(key, "a range {low, high} needs search.method: random; a grid needs a list of values")
+            if not drawn:
+                self.fail(key, "a range {low, high} needs search.method: random (or asha with samples); "
+                               "a grid needs a list of values")
             return self.range_(name, value, key)
         items = value if isinstance(value, list) else [value]
         if not items:
@@ -939,34 +976,13 @@ def _expand_grid(v: _Validator, archs: list[Architecture], space: dict) -> list[
     return points
 
 
-def _draw(rng: random.Random, spec: list | _Range):
-    if isinstance(spec, list):
-        return spec[rng.randrange(len(spec))]
-    if spec.integer:
-        if spec.log:
-            x = math.exp(rng.uniform(math.log(spec.low), math.log(spec.high + 1)))
-            return int(min(max(math.floor(x), spec.low), spec.high))
-        return rng.randint(int(spec.low), int(spec.high))
-    if spec.log:
-        x = math.exp(rng.uniform(math.log(spec.low), math.log(spec.high)))
-    else:
-        x = rng.uniform(spec.low, spec.high)
-    return float(min(max(x, spec.low), spec.high))
-
-
 def _expand_random(archs: list[Architecture], space: dict, seed: int, samples: int) -> list[tuple]:
-    rng = random.Random(seed)
-    points = []
-    for _ in range(samples):
-        arch = archs[rng.randrange(len(archs))]
-        opt = _draw(rng, space["optimizer"])
-        lr = _draw(rng, space["learning_rate"])
-        bs = _draw(rng, space["batch_size"])
-        mom = _draw(rng, space["momentum"]) if "momentum" in space else None
-        if opt not in MOMENTUM_OPTIMIZERS:
-            mom = None
-        points.append((arch, opt, float(lr), int(bs), None if mom is None else float(mom)))
-    return points
+    from ctq.search import random_points
+
+    specs = {k: v if isinstance(v, list) else {"low": v.low, "high": v.high, "log": v.log, "integer": v.integer}
+             for k, v in space.items()}
+    return [(archs[a], opt, lr, bs, mom)
+            for a, opt, lr, bs, mom in random_points(specs, len(archs), samples, seed, MOMENTUM_OPTIMIZERS)]
 
 
 def _model_seed(seed: int, model_id: int) -> int:

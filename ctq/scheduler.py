@@ -110,7 +110,8 @@ class Scheduler(abc.ABC):
         self._seed = seed
         self._epoch = [0] * len(ids)  # current (first unfinished) epoch per model
         self._visited: list[set[int]] = [set() for _ in ids]  # segments done in the current epoch
-        self._failed: set[int] = set()
+        self._dropped: set[int] = set()  # failed or stopped: trains no more
+        self._stopped: set[int] = set()
         self._in_flight: dict[int, Hop] = {}  # segment -> hop
         self._busy: dict[int, int] = {}  # model index -> segment it is on
         self._seconds = [0.0] * len(ids)  # observed hop seconds per model (sum) ...
@@ -185,7 +186,7 @@ class Scheduler(abc.ABC):
     def _release(self, hop: Hop) -> int | None:
         """Take ``hop`` out of flight; None if its model was dropped meanwhile (a late report)."""
         m = self._model_index(hop.model_id)
-        if m in self._failed:
+        if m in self._dropped:
             return None
         if self._in_flight.get(hop.segment) != hop:
             raise ValueError(f"{hop} is not in flight")
@@ -213,10 +214,20 @@ class Scheduler(abc.ABC):
     def fail_model(self, model_id: int) -> None:
         """Deterministic failure: drop the model. Its in-flight hop, if any, is forgotten."""
         m = self._model_index(model_id)
-        self._failed.add(m)
+        self._dropped.add(m)
         seg = self._busy.pop(m, None)
         if seg is not None:
             del self._in_flight[seg]
+
+    def stop_model(self, model_id: int) -> None:
+        """Early stopping (a search's decision, e.g. ASHA's at a rung): the model trains no more.
+        Unlike :meth:`fail_model` it must be idle (decisions come between hops); raises ValueError
+        if a hop of it is in flight."""
+        m = self._model_index(model_id)
+        if m in self._busy:
+            raise ValueError(f"model {model_id} has a hop in flight; stop it between hops")
+        self._dropped.add(m)
+        self._stopped.add(m)
 
     def _model_index(self, model_id: int) -> int:
         try:
@@ -226,9 +237,9 @@ class Scheduler(abc.ABC):
 
     @property
     def done(self) -> bool:
-        """Nothing pending and nothing in flight (failed models count as finished)."""
+        """Nothing pending and nothing in flight (failed and stopped models count as finished)."""
         return not self._in_flight and all(
-            e == self._epochs for m, e in enumerate(self._epoch) if m not in self._failed
+            e == self._epochs for m, e in enumerate(self._epoch) if m not in self._dropped
         )
 
     @property
@@ -239,7 +250,12 @@ class Scheduler(abc.ABC):
     @property
     def failed(self) -> frozenset[int]:
         """Ids of the models dropped by :meth:`fail_model`."""
-        return frozenset(self._ids[m] for m in self._failed)
+        return frozenset(self._ids[m] for m in self._dropped - self._stopped)
+
+    @property
+    def stopped(self) -> frozenset[int]:
+        """Ids of the models stopped by :meth:`stop_model`."""
+        return frozenset(self._ids[m] for m in self._stopped)
 
     def progress(self, model_id: int) -> tuple[int, int]:
         """(epochs completed, hops completed in the current epoch)."""
@@ -315,7 +331,7 @@ class MopScheduler(Scheduler):
         return {
             self._ids[m]: self._hops_left(m) * est[m]
             for m, e in enumerate(self._epoch)
-            if e < self._epochs and m not in self._failed
+            if e < self._epochs and m not in self._dropped
         }
 
     def _select(self) -> list[tuple[int, int]]:
@@ -323,7 +339,7 @@ class MopScheduler(Scheduler):
         free = [
             m
             for m, e in enumerate(self._epoch)
-            if e < self._epochs and m not in self._busy and m not in self._failed
+            if e < self._epochs and m not in self._busy and m not in self._dropped
         ]
         if not (idle and free):
             return []
@@ -334,7 +350,7 @@ class MopScheduler(Scheduler):
             # first: a segment every slow model still needs must not be left to fast ones.
             seg_work = {
                 s: sum(est[m] for m, e in enumerate(self._epoch)
-                       if e < self._epochs and m not in self._failed and s not in self._visited[m])
+                       if e < self._epochs and m not in self._dropped and s not in self._visited[m])
                 for s in idle
             }
             idle.sort(key=lambda s: (-seg_work[s], s))
@@ -404,7 +420,7 @@ class MopFixedScheduler(MopScheduler):
         idle = {s for s in range(self._segments) if s not in self._in_flight}
         waiting: dict[int, list[int]] = {}  # idle segment -> free models whose next segment it is
         for m, e in enumerate(self._epoch):
-            if e < self._epochs and m not in self._busy and m not in self._failed:
+            if e < self._epochs and m not in self._busy and m not in self._dropped:
                 seg = self._order(e)[m][len(self._visited[m])]
                 if seg in idle:
                     waiting.setdefault(seg, []).append(m)
@@ -449,7 +465,7 @@ class BspScheduler(Scheduler):
                 # Every earlier round is finished, so a live model is in `epoch` or past it.
                 if (
                     seg < self._segments
-                    and m not in self._failed
+                    and m not in self._dropped
                     and self._epoch[m] == epoch
                     and seg not in self._visited[m]
                 ):
