@@ -27,6 +27,7 @@ from ctq.errors import (CtqError, DatabaseError, DataError, Interrupted, NotFoun
                         UsageError, plain_text)
 from ctq.packing import ensure_pack, inspect_source, use_pack
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
+from ctq.search import Asha, Decision, pending
 from ctq.sql import template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
@@ -75,6 +76,7 @@ class TrainResult:
     notices: list = dataclasses.field(default_factory=list)
     run_hops: int = 0  # whole run, every session (a resumed run has several): hops recorded
     run_wall_seconds: float = 0.0  # whole run: from its creation to its end, pauses included
+    stopped_models: dict = dataclasses.field(default_factory=dict)  # model_id -> why the search stopped it
 
     def to_json(self) -> dict:
         return {
@@ -88,6 +90,7 @@ class TrainResult:
             "run_hops": self.run_hops, "run_wall_seconds": round(self.run_wall_seconds, 3),
             "segment_utilization": round(self.utilization, 4),
             "failed_models": {str(k): v for k, v in self.failed_models.items()},
+            "stopped_models": {str(k): v for k, v in self.stopped_models.items()},
             "pack_reused": self.pack_reused,
             "leaderboard": [
                 {k: row[k] for k in ("rank", "model_id", "name", "status", "epochs_done", "hyperparameters",
@@ -128,6 +131,10 @@ class RunPlan:
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
     scheduling: str = "cost"  # MOP's rule among eligible models (ctq.scheduler.MopScheduler)
     observed: tuple[tuple[int, float], ...] = ()  # (model_id, seconds) of the hops already done
+    asha: dict | None = None  # search.method asha: {"grace_period", "reduction_factor"} (max_epochs = epochs)
+    decisions: tuple = ()  # the search's decisions so far (ctq.search.Decision), in the order made
+    stopped: frozenset[int] = frozenset()  # models the search stopped
+    epochs_done: tuple[tuple[int, int], ...] = ()  # (model_id, epoch count) completed, in finishing order
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -139,8 +146,12 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     # scheduling: recorded by every run since the cost-aware rule came; earlier runs used the random one
     settings = await conn.fetchrow("SELECT (config ->> 'memory_budget_mb')::int AS budget, "
                                    "config -> 'data' ->> 'class_weight' AS class_weight, "
-                                   "coalesce(config ->> 'scheduling', 'random') AS scheduling "
-                                   "FROM ctq.runs WHERE run_id = $1", run_id)
+                                   "coalesce(config ->> 'scheduling', 'random') AS scheduling, "
+                                   "config -> 'search' AS search FROM ctq.runs WHERE run_id = $1", run_id)
+    search = json.loads(settings["search"] or "null") or {}
+    asha = None
+    if str(search.get("method") or "").lower() == "asha":
+        asha = {"grace_period": search.get("grace_period") or 1, "reduction_factor": search.get("reduction_factor") or 3}
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
@@ -148,7 +159,12 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
-        scheduling=settings["scheduling"],
+        scheduling=settings["scheduling"], asha=asha,
+        decisions=tuple(Decision(d["model_id"], d["rung"], d["epoch"], d["value"], d["decision"] == "promote",
+                                 d["reason"]) for d in await catalog.run_decisions(conn, run_id)) if asha else (),
+        stopped=frozenset(m["model_id"] for m in models if m["status"] == "stopped"),
+        epochs_done=tuple((e["model_id"], e["epoch"] + 1) for e in await catalog.run_epochs(conn, run_id))
+        if asha else (),
         observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
         class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
@@ -296,13 +312,25 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                                           completed=plan.completed, observed=plan.observed, **rule)
     for model_id in plan.failed:
         scheduler.fail_model(model_id)
+    search = undecided = None
+    if plan.asha is not None:
+        search = Asha(plan.asha["grace_period"], plan.asha["reduction_factor"], plan.epochs, plan.metric_mode)
+        try:
+            search.replay(plan.decisions)
+        except ValueError as exc:
+            raise RunFailed(f"run {plan.run_id}: {exc}; the catalog's decisions cannot be resumed") from None
+        for model_id in plan.stopped:
+            scheduler.stop_model(model_id)
+        undecided = pending(search.rungs, plan.epochs_done, [(d.model_id, d.epoch) for d in plan.decisions],
+                            plan.stopped | plan.failed)
     progress: Progress | None = progress_factory(plan) if progress_factory else None
     coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                               segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
                               epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
                               models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
                               progress=progress,
-                              heartbeat_seconds=heartbeat_seconds)
+                              heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
+                              decisions=len(plan.decisions), pending=undecided or [])
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():
@@ -330,6 +358,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     async with connect(dsn) as conn:
         board = await catalog.leaderboard(conn, plan.run_id)
         run = await catalog.get_run(conn, plan.run_id)
+        stops = [d for d in await catalog.run_decisions(conn, plan.run_id) if d["decision"] == "stop"]
     best = next((row for row in board if row["score"] is not None), None)
     return TrainResult(
         run_id=plan.run_id, status=status, name=plan.name,
@@ -339,6 +368,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
         hop_results=outcome.results, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
         run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
+        stopped_models={d["model_id"]: f"after epoch {d['epoch']}: {d['reason']}" for d in stops},
     )
 
 

@@ -226,3 +226,28 @@ async def run_pack(conn, run_id: int) -> dict:
     row = dict(await conn.fetchrow(template("run_pack.sql"), run_id))
     row["settings"], row["stats"] = json.loads(row["settings"]), json.loads(row["stats"])
     return row
+
+
+async def record_decision(conn, run_id: int, seq: int, decision, metric: str) -> None:
+    """Record a search decision (ctq.search.Decision) as number ``seq`` of the run; a stop also
+    closes the model (status 'stopped', the reason as its message), in one transaction."""
+    async with conn.transaction():
+        await conn.execute(template("record_decision.sql"), run_id, decision.model_id, decision.rung, seq,
+                           decision.epoch, metric, decision.value, "promote" if decision.promoted else "stop",
+                           decision.reason)
+        if not decision.promoted:
+            await conn.execute(template("model_status.sql"), run_id, decision.model_id, "stopped",
+                               f"stopped by ASHA after epoch {decision.epoch}: {decision.reason}")
+
+
+async def run_decisions(conn, run_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(template("run_decisions.sql"), run_id)]
+
+
+async def run_epochs(conn, run_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(template("run_epochs.sql"), run_id)]
+
+
+async def epoch_metrics(conn, run_id: int, model_id: int, epoch: int) -> dict | None:
+    """A model's metrics after ``epoch`` (0-based), or None if that epoch is not recorded."""
+    return _row(await conn.fetchrow(template("epoch_metrics.sql"), run_id, model_id, epoch))

@@ -27,6 +27,7 @@ from ctq.engines import Engine
 from ctq.errors import RunFailed, plain_text
 from ctq.indb import SQLSTATE_MODEL
 from ctq.scheduler import Hop, Scheduler
+from ctq.search import Asha, metric_value
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -53,6 +54,7 @@ class Progress(Protocol):
     def hop_finished(self, result: HopResult) -> None: ...
     def hop_retried(self, hop: Hop, reason: str) -> None: ...
     def model_failed(self, model_id: int, reason: str) -> None: ...
+    def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None: ...
 
 
 class NoProgress:
@@ -68,6 +70,9 @@ class NoProgress:
     def model_failed(self, model_id: int, reason: str) -> None:
         pass
 
+    def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None:
+        pass
+
 
 @dataclass
 class Outcome:
@@ -75,6 +80,7 @@ class Outcome:
 
     results: list[HopResult] = field(default_factory=list)
     failed_models: dict[int, str] = field(default_factory=dict)
+    stopped_models: dict[int, str] = field(default_factory=dict)  # by the search (ASHA): the reason
     retries: int = 0
     wall_seconds: float = 0.0
     segments: int = 0
@@ -113,11 +119,19 @@ class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
                  cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
                  stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
-                 heartbeat_seconds: float = 5.0):
+                 heartbeat_seconds: float = 5.0, search: Asha | None = None, metric: str = "val_loss",
+                 decisions: int = 0, pending: list[tuple[int, int]] = ()):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
-        training weight per class index (None: all 1)."""
+        training weight per class index (None: all 1). ``search``: early stopping asked after every
+        epoch on the run's ``metric``, its state already rebuilt from the ``decisions`` recorded so
+        far (their count); ``pending``: (model_id, epoch count) results a dead predecessor left
+        undecided, decided first, in that order."""
+        self.search = search
+        self.metric = metric
+        self.decisions = decisions
+        self.pending = list(pending)
         self.stream = stream
         self.class_weights = class_weights
         self.dsn = dsn
@@ -193,7 +207,8 @@ class Coordinator:
         session = self.engine.template("session.sql")
         if session.strip():
             await conn.execute(session)
-        live = [m for i, m in sorted(self.models.items()) if i not in self.scheduler.failed]
+        dropped = self.scheduler.failed | self.scheduler.stopped
+        live = [m for i, m in sorted(self.models.items()) if i not in dropped]
         compile_keys = {json.dumps([m["architecture"], {k: v for k, v in m["hyperparameters"].items()
                                                         if k != "learning_rate"}],
                                    sort_keys=True) for m in live}
@@ -223,6 +238,22 @@ class Coordinator:
             raise RunFailed(f"model {hop.model_id} of run {self.run_id} is missing from ctq.models")
         return HopResult(hop, row["loss"], row["metric"], row["rows"], row["compute_seconds"],
                          row["val_loss"], row["val_metric"], wall)
+
+    async def _decide(self, model_id: int, epochs_done: int, outcome: Outcome) -> None:
+        """Ask the search about a model that has completed ``epochs_done`` epochs; record the
+        decision (a rung's) before any new hop starts, and stop the model if so decided."""
+        row = await self._catalog(catalog.epoch_metrics, self.run_id, model_id, epochs_done - 1)
+        if row is None:
+            raise RunFailed(f"model {model_id} of run {self.run_id}: epoch {epochs_done} is not recorded")
+        decision = self.search.decide(model_id, epochs_done, metric_value(self.metric, row))
+        if decision is None:
+            return
+        await self._catalog(catalog.record_decision, self.run_id, self.decisions, decision, self.metric)
+        self.decisions += 1
+        if not decision.promoted:
+            self.scheduler.stop_model(model_id)
+            outcome.stopped_models[model_id] = decision.reason
+            self.progress.model_stopped(model_id, epochs_done, decision.reason)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -261,6 +292,9 @@ class Coordinator:
             await self._open_control()
         # backends still training for a dead predecessor of this session: stop them first
         await self._catalog(catalog.terminate_orphans, self.app_prefix)
+        for model_id, epochs_done in self.pending:  # results a dead predecessor did not decide on
+            await self._decide(model_id, epochs_done, outcome)
+        self.pending = []
         heartbeat = asyncio.create_task(self._heartbeat())
         running: dict[asyncio.Task, Hop] = {}
         try:
@@ -285,6 +319,8 @@ class Coordinator:
                         self.progress.hop_finished(result)
                         if hop.last_of_epoch and hop.epoch == self.epochs - 1:
                             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "succeeded")
+                        elif hop.last_of_epoch and self.search is not None:
+                            await self._decide(hop.model_id, hop.epoch + 1, outcome)
                     else:
                         delay = await self._on_failure(hop, exc, outcome)
                         if delay is not None:  # the hop stays on its segment and runs again

@@ -29,6 +29,7 @@ GRANT EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop
 -- Administrators see every run without row-level security (Greenplum 6 has none): plain grants.
 GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.runs, ctq.models, ctq.hops, ctq.epochs TO ctq_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.decisions TO ctq_admin;
 GRANT SELECT, INSERT ON ctq.packs TO ctq_admin;
 GRANT USAGE, SELECT ON SEQUENCE ctq.runs_run_id_seq TO ctq_admin;
 

@@ -5,6 +5,7 @@
 GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_user;
 GRANT SELECT, INSERT, UPDATE ON ctq.runs, ctq.models TO ctq_user;
 GRANT SELECT, INSERT ON ctq.hops, ctq.epochs TO ctq_user;
+GRANT SELECT, INSERT ON ctq.decisions TO ctq_user;
 GRANT SELECT, INSERT ON ctq.packs TO ctq_user;
 GRANT USAGE, SELECT ON SEQUENCE ctq.runs_run_id_seq TO ctq_user;
 
@@ -12,6 +13,7 @@ ALTER TABLE ctq.runs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.models ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.hops ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.epochs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ctq.decisions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.packs ENABLE ROW LEVEL SECURITY;
 
 DROP POLICY IF EXISTS own_runs ON ctq.runs;
@@ -25,6 +27,9 @@ DROP POLICY IF EXISTS own_hops ON ctq.hops;
 CREATE POLICY own_hops ON ctq.hops USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = hops.run_id));
 DROP POLICY IF EXISTS own_epochs ON ctq.epochs;
 CREATE POLICY own_epochs ON ctq.epochs USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = epochs.run_id));
+DROP POLICY IF EXISTS own_decisions ON ctq.decisions;
+CREATE POLICY own_decisions ON ctq.decisions
+    USING (EXISTS (SELECT 1 FROM ctq.runs r WHERE r.run_id = decisions.run_id));
 
 DROP POLICY IF EXISTS readable_packs ON ctq.packs;
 CREATE POLICY readable_packs ON ctq.packs FOR SELECT USING (ctq.can_read_source(source_schema, source_name));
