@@ -709,3 +709,9 @@ def test_quoted_table_names_round_trip():
         assert parse_table_name(text) == (schema, name)
 
     check()
+
+
+def test_asha_example_is_valid():
+    cfg = load_config(REPO / "examples" / "asha.yaml")
+    assert (cfg.search_method, cfg.epochs, len(cfg.models)) == ("asha", 9, 18)
+    assert cfg.asha == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}
