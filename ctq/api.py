@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import __version__, catalog
-from ctq.config import RunConfig, fingerprint, load_config
+from ctq.config import MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name, model_seed
 from ctq.connection import connect as open_connection
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
@@ -27,7 +28,7 @@ from ctq.errors import (CtqError, DatabaseError, DataError, Interrupted, NotFoun
                         UsageError, plain_text)
 from ctq.packing import ensure_pack, inspect_source, use_pack
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
-from ctq.search import Asha, Decision, pending
+from ctq.search import Asha, Decision, Tpe, metric_value, pending
 from ctq.sql import template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
@@ -135,6 +136,13 @@ class RunPlan:
     decisions: tuple = ()  # the search's decisions so far (ctq.search.Decision), in the order made
     stopped: frozenset[int] = frozenset()  # models the search stopped
     epochs_done: tuple[tuple[int, int], ...] = ()  # (model_id, epoch count) completed, in finishing order
+    tpe: dict | None = None  # search.method tpe: samples, space, architectures (resolved at creation)
+    finished: tuple[tuple[int, float | None], ...] = ()  # tpe: (model_id, final metric or None) in finishing order
+
+    @property
+    def model_budget(self) -> int:
+        """Models the run trains in all: those a TPE search will have asked, else its models."""
+        return self.tpe["samples"] if self.tpe else len(self.models)
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -147,11 +155,17 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     settings = await conn.fetchrow("SELECT (config ->> 'memory_budget_mb')::int AS budget, "
                                    "config -> 'data' ->> 'class_weight' AS class_weight, "
                                    "coalesce(config ->> 'scheduling', 'random') AS scheduling, "
-                                   "config -> 'search' AS search FROM ctq.runs WHERE run_id = $1", run_id)
+                                   "config -> 'search' AS search, config -> 'resolved' AS resolved "
+                                   "FROM ctq.runs WHERE run_id = $1", run_id)
     search = json.loads(settings["search"] or "null") or {}
     asha = None
     if str(search.get("method") or "").lower() == "asha":
         asha = {"grace_period": search.get("grace_period") or 1, "reduction_factor": search.get("reduction_factor") or 3}
+    tpe = finished = None
+    if str(search.get("method") or "").lower() == "tpe":
+        tpe = {"samples": search["samples"], **json.loads(settings["resolved"])}
+        finished = tuple((m["model_id"], metric_value(run["metric"], m) if m["status"] == "succeeded" else None)
+                         for m in await catalog.finished_models(conn, run_id))
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
@@ -165,10 +179,11 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         stopped=frozenset(m["model_id"] for m in models if m["status"] == "stopped"),
         epochs_done=tuple((e["model_id"], e["epoch"] + 1) for e in await catalog.run_epochs(conn, run_id))
         if asha else (),
+        tpe=tpe, finished=finished or (),
         observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
         class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
-        specs={m["model_id"]: {"architecture": json.loads(m["architecture"]),
+        specs={m["model_id"]: {"name": m["name"], "architecture": json.loads(m["architecture"]),
                                "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
                for m in models},
     )
@@ -195,7 +210,16 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     rule = scheduling or cfg.scheduling
     if rule not in SCHEDULING_RULES:
         raise UsageError(f"--scheduling {rule}: expected one of {', '.join(SCHEDULING_RULES)}")
-    cfg = dataclasses.replace(cfg, scheduling=rule, raw={**cfg.raw, "scheduling": rule})
+    raw = {**cfg.raw, "scheduling": rule}
+    if cfg.search_method == "tpe":
+        if schedule != "mop":
+            raise UsageError(f"--schedule {schedule}: search.method tpe adds models during the run, which only "
+                             "the mop schedule can take")
+        # the architectures (keras_json files read) and the normalised space, recorded with the run,
+        # so that a resumed TPE run asks for models without the grid file
+        raw["resolved"] = {"architectures": [{"name": a.name, "spec": a.spec} for a in cfg.architectures],
+                           "space": cfg.space}
+    cfg = dataclasses.replace(cfg, scheduling=rule, raw=raw)
     say = log or (lambda line: None)
     started = time.perf_counter()
     async with connect(dsn) as conn:
@@ -206,7 +230,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             notify(notice)
         say(f"checking {cfg.data.table}")
         source = await inspect_source(conn, cfg.data, engine, cfg.seed)
-        if any("keras_json" in m.architecture.spec for m in cfg.models):
+        if any("keras_json" in a.spec for a in cfg.architectures):
             from ctq.model_check import check_models_fit
 
             check_models_fit(cfg, source.width, len(source.class_values or ()) or 1, cfg.data.task)
@@ -223,7 +247,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
                                           versions=versions())
         plan = await load_plan(conn, run_id)
-        say(f"run {run_id} ({cfg.name}): {len(plan.models)} models x {segments} segments x {cfg.epochs} "
+        say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
             f"epochs, schedule {schedule}")
     result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
     result.pack_reused = pack.reused
@@ -305,8 +329,51 @@ def streams(budget_mb: int | None, stats: dict) -> bool:
     return budget_mb is not None and segment_data_mib(stats) > budget_mb
 
 
+def tpe_model(plan: RunPlan, model_id: int, point: tuple) -> dict:
+    """The ctq.models record of the configuration ``point`` a TPE search asked for (a name taken
+    already gets ``#model_id``)."""
+    arch_index, opt, lr, bs, mom = point
+    arch = plan.tpe["architectures"][arch_index]
+    name = model_name(arch["name"], opt, lr, bs, mom)
+    if name in {spec["name"] for spec in plan.specs.values()}:
+        name = f"{name}#{model_id}"
+    return {"name": name, "architecture": arch["spec"], "seed": model_seed(plan.seed, model_id),
+            "hyperparameters": {"optimizer": opt, "learning_rate": lr, "batch_size": bs, "momentum": mom}}
+
+
+async def start_tpe(dsn: str, plan: RunPlan) -> tuple[Tpe, dict[int, tuple]]:
+    """The run's TPE search, told the finished models' results in the order they finished, and the
+    configuration of every model so far; asks (and records) the models due now: at the start of a
+    run, the first ones; on a resume, those a dead coordinator did not get to ask."""
+    archs = [a["spec"] for a in plan.tpe["architectures"]]
+    tpe = Tpe(plan.tpe["space"], len(archs), plan.tpe["samples"], plan.seed, plan.metric_mode, plan.segments,
+              MOMENTUM_OPTIMIZERS)
+    points = {}
+    for model_id, spec in plan.specs.items():
+        h = spec["hyperparameters"]
+        points[model_id] = (archs.index(spec["architecture"]), h["optimizer"], h["learning_rate"], h["batch_size"],
+                            h["momentum"])
+    tpe.asked = len(points)
+    for model_id, value in plan.finished:
+        tpe.tell(points[model_id], value)
+    live = len(plan.models) - len(plan.finished) - len(plan.stopped)
+    due = tpe.due(live)
+    if due:
+        async with connect(dsn) as conn:
+            for _ in range(due):
+                point = tpe.ask()
+                model_id = max(plan.models, default=0) + 1
+                spec = tpe_model(plan, model_id, point)
+                await catalog.insert_model(conn, plan.run_id, model_id, spec)
+                plan.models[model_id], plan.specs[model_id], points[model_id] = spec["name"], spec, point
+    return tpe, points
+
+
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
     """One coordinator session over a run in the catalog; records how it ended."""
+    tpe = points = None
+    if plan.tpe is not None:
+        tpe, points = await start_tpe(dsn, plan)
     rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
                                           completed=plan.completed, observed=plan.observed, **rule)
@@ -330,7 +397,8 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                               models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
                               progress=progress,
                               heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
-                              decisions=len(plan.decisions), pending=undecided or [])
+                              decisions=len(plan.decisions), pending=undecided or [], tpe=tpe, points=points,
+                              new_model=functools.partial(tpe_model, plan))
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():

@@ -251,3 +251,14 @@ async def run_epochs(conn, run_id: int) -> list[dict]:
 async def epoch_metrics(conn, run_id: int, model_id: int, epoch: int) -> dict | None:
     """A model's metrics after ``epoch`` (0-based), or None if that epoch is not recorded."""
     return _row(await conn.fetchrow(template("epoch_metrics.sql"), run_id, model_id, epoch))
+
+
+async def insert_model(conn, run_id: int, model_id: int, spec: dict) -> None:
+    """Add a model to a running run (a search asked for it); ``spec``: name, architecture,
+    hyperparameters (dicts) and seed, as :func:`create_run` records them."""
+    await conn.execute(template("insert_model.sql"), run_id, model_id, spec["name"], json.dumps(spec["architecture"]),
+                       json.dumps(spec["hyperparameters"]), spec["seed"])
+
+
+async def finished_models(conn, run_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(template("finished_models.sql"), run_id)]

@@ -39,10 +39,10 @@ File format
       - name: custom
         keras_json: models/custom.json   # relative to the YAML file's folder: Model.to_json() output
     search:                         # optional; default: grid over the defaults below
-      method: grid                  # grid | random | asha; default grid
+      method: grid                  # grid | random | asha | tpe; default grid
       seed: 7                       # non-negative int, default 0
-      # samples: 10                 # random: required, number of models (<= 10000); asha: optional,
-                                    #   draws that many models instead of the grid
+      # samples: 10                 # random, tpe: required, number of models (<= 10000); asha:
+                                    #   optional, draws that many models instead of the grid
       # grace_period: 1             # asha only: epochs before the first rung (positive int, default 1)
       # reduction_factor: 3         # asha only: 1 in reduction_factor goes on at each rung (int >= 2,
                                     #   default 3)
@@ -87,7 +87,9 @@ reproducible from ``search.seed``. Expanded searches are capped at 10,000 models
 
 With ``method: asha`` the models are the grid (or, with ``samples``, random draws as above) and
 asynchronous successive halving stops the weak ones early (:class:`ctq.search.Asha`): rungs after
-``grace_period * reduction_factor**k`` epochs, below ``max_epochs``.
+``grace_period * reduction_factor**k`` epochs, below ``max_epochs``. With ``method: tpe`` no model
+exists up front (``models`` is empty): ``samples`` configurations are asked of Optuna's TPE sampler
+during the run, as slots free up (:class:`ctq.search.Tpe`).
 
 Optional keys may also be written as ``null``, which means "use the default". Every problem is a
 :class:`~ctq.errors.ConfigError` (exit code 2) naming the file and the key path, for example
@@ -141,7 +143,7 @@ MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear",
 )
-SEARCH_METHODS = ("grid", "random", "asha")
+SEARCH_METHODS = ("grid", "random", "asha", "tpe")
 SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -577,7 +579,9 @@ class _Validator:
             self.fail("epochs", "required key is missing")
         else:
             epochs = self.int_(doc["epochs"], "epochs")
-        if samples is None:
+        if method == "tpe":
+            points = []  # asked during the run
+        elif samples is None:
             points = _expand_grid(self, architectures, space)
         else:
             points = _expand_random(architectures, space, seed, samples)
@@ -777,8 +781,9 @@ class _Validator:
             if samples is not None:
                 self.fail("search.samples", "only used with search.method: random or asha (a grid tries every "
                                             "combination)")
-        elif method == "random" and samples is None:
-            self.fail("search.samples", "required with search.method: random (how many models to draw)")
+        elif method in ("random", "tpe") and samples is None:
+            self.fail("search.samples", f"required with search.method: {method} (how many models to "
+                                        f"{'draw' if method == 'random' else 'try'})")
         if samples is not None:
             samples = self.int_(samples, "search.samples")
             if samples > MAX_MODELS:
@@ -979,24 +984,25 @@ def _expand_grid(v: _Validator, archs: list[Architecture], space: dict) -> list[
 def _expand_random(archs: list[Architecture], space: dict, seed: int, samples: int) -> list[tuple]:
     from ctq.search import random_points
 
-    specs = {k: v if isinstance(v, list) else {"low": v.low, "high": v.high, "log": v.log, "integer": v.integer}
-             for k, v in space.items()}
     return [(archs[a], opt, lr, bs, mom)
-            for a, opt, lr, bs, mom in random_points(specs, len(archs), samples, seed, MOMENTUM_OPTIMIZERS)]
+            for a, opt, lr, bs, mom in random_points(_space_json(space), len(archs), samples, seed,
+                                                     MOMENTUM_OPTIMIZERS)]
 
 
-def _model_seed(seed: int, model_id: int) -> int:
+def model_seed(seed: int, model_id: int) -> int:
+    """The weight-initialisation seed of model ``model_id`` of a search seeded by ``seed``."""
     digest = hashlib.sha256(f"ctq-model-seed:{seed}:{model_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def model_name(arch: str, opt: str, lr: float, bs: int, mom: float | None) -> str:
+    """A model's display name, e.g. ``mlp-small/adam/lr=0.001/bs=64``."""
+    name = f"{arch}/{opt}/lr={_fmt(lr)}/bs={bs}"
+    return name if mom is None else f"{name}/mom={_fmt(mom)}"
+
+
 def _number_models(points: list[tuple], seed: int) -> list[ModelConfig]:
-    names = []
-    for arch, opt, lr, bs, mom in points:
-        name = f"{arch.name}/{opt}/lr={_fmt(lr)}/bs={bs}"
-        if mom is not None:
-            name += f"/mom={_fmt(mom)}"
-        names.append(name)
+    names = [model_name(arch.name, opt, lr, bs, mom) for arch, opt, lr, bs, mom in points]
     counts: dict[str, int] = {}
     taken = set(names)
     unique = []
@@ -1014,7 +1020,7 @@ def _number_models(points: list[tuple], seed: int) -> list[ModelConfig]:
     return [
         ModelConfig(
             model_id=i, name=name, architecture=arch, optimizer=opt, learning_rate=float(lr),
-            batch_size=int(bs), momentum=None if mom is None else float(mom), seed=_model_seed(seed, i),
+            batch_size=int(bs), momentum=None if mom is None else float(mom), seed=model_seed(seed, i),
         )
         for i, (name, (arch, opt, lr, bs, mom)) in enumerate(zip(unique, points), start=1)
     ]

@@ -27,7 +27,7 @@ from ctq.engines import Engine
 from ctq.errors import RunFailed, plain_text
 from ctq.indb import SQLSTATE_MODEL
 from ctq.scheduler import Hop, Scheduler
-from ctq.search import Asha, metric_value
+from ctq.search import Asha, Tpe, metric_value
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -55,6 +55,7 @@ class Progress(Protocol):
     def hop_retried(self, hop: Hop, reason: str) -> None: ...
     def model_failed(self, model_id: int, reason: str) -> None: ...
     def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None: ...
+    def model_added(self, model_id: int, name: str) -> None: ...
 
 
 class NoProgress:
@@ -71,6 +72,9 @@ class NoProgress:
         pass
 
     def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None:
+        pass
+
+    def model_added(self, model_id: int, name: str) -> None:
         pass
 
 
@@ -120,14 +124,20 @@ class Coordinator:
                  cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
                  stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
                  heartbeat_seconds: float = 5.0, search: Asha | None = None, metric: str = "val_loss",
-                 decisions: int = 0, pending: list[tuple[int, int]] = ()):
+                 decisions: int = 0, pending: list[tuple[int, int]] = (), tpe: Tpe | None = None,
+                 points: dict[int, tuple] | None = None, new_model=None):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
         training weight per class index (None: all 1). ``search``: early stopping asked after every
         epoch on the run's ``metric``, its state already rebuilt from the ``decisions`` recorded so
         far (their count); ``pending``: (model_id, epoch count) results a dead predecessor left
-        undecided, decided first, in that order."""
+        undecided, decided first, in that order. ``tpe``: a search that asks for a model whenever
+        one finishes (told its result), ``points`` the configuration of each of its models so far,
+        ``new_model(model_id, point)`` the ctq.models record (name, architecture, ...) of a new one."""
+        self.tpe = tpe
+        self.points = dict(points or {})
+        self.new_model = new_model
         self.search = search
         self.metric = metric
         self.decisions = decisions
@@ -255,6 +265,21 @@ class Coordinator:
             outcome.stopped_models[model_id] = decision.reason
             self.progress.model_stopped(model_id, epochs_done, decision.reason)
 
+    async def _finished(self, model_id: int, value: float | None) -> None:
+        """A model trained its last epoch (``value``: the run's metric then) or failed (None): tell
+        the TPE search, and start the models it asks for in its place."""
+        if self.tpe is None:
+            return
+        self.tpe.tell(self.points[model_id], value)
+        for _ in range(self.tpe.due(self.scheduler.live)):
+            point = self.tpe.ask()
+            new_id = max(self.models) + 1
+            spec = self.new_model(new_id, point)
+            await self._catalog(catalog.insert_model, self.run_id, new_id, spec)
+            self.models[new_id], self.points[new_id] = spec, point
+            self.scheduler.add_model(new_id)
+            self.progress.model_added(new_id, spec["name"])
+
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
@@ -273,6 +298,7 @@ class Coordinator:
             outcome.failed_models[hop.model_id] = reason
             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "failed", reason)
             self.progress.model_failed(hop.model_id, reason)
+            await self._finished(hop.model_id, None)
             return None
         self.attempts[key] = self.attempts.get(key, 0) + 1
         if conn is not None and not conn.is_closed():
@@ -319,6 +345,9 @@ class Coordinator:
                         self.progress.hop_finished(result)
                         if hop.last_of_epoch and hop.epoch == self.epochs - 1:
                             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "succeeded")
+                            if self.tpe is not None:
+                                row = await self._catalog(catalog.epoch_metrics, self.run_id, hop.model_id, hop.epoch)
+                                await self._finished(hop.model_id, metric_value(self.metric, row))
                         elif hop.last_of_epoch and self.search is not None:
                             await self._decide(hop.model_id, hop.epoch + 1, outcome)
                     else:

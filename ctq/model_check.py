@@ -34,16 +34,12 @@ def output_activation(model) -> str:
 def check_models_fit(cfg, input_dim: int, n_outputs: int, task: str) -> None:
     """Refuse (ConfigError, exit 2, naming the model) a keras_json model whose input does not take
     ``input_dim`` features or whose output does not fit ``task`` with ``n_outputs`` classes."""
-    seen: dict[str, str | None] = {}
-    for model in cfg.models:
-        spec = model.architecture.spec
-        if "keras_json" not in spec:
+    for arch in cfg.architectures:  # every model of the search is one of them (TPE's too)
+        if "keras_json" not in arch.spec:
             continue
-        key = model.architecture.name
-        if key not in seen:
-            seen[key] = _misfit(spec["keras_json"], input_dim, n_outputs, task)
-        if seen[key]:
-            raise ConfigError(f"model {key!r} (keras_json) does not fit the data: {seen[key]}",
+        misfit = _misfit(arch.spec["keras_json"], input_dim, n_outputs, task)
+        if misfit:
+            raise ConfigError(f"model {arch.name!r} (keras_json) does not fit the data: {misfit}",
                               path=cfg.source_path)
 
 

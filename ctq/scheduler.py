@@ -243,6 +243,11 @@ class Scheduler(abc.ABC):
         )
 
     @property
+    def live(self) -> int:
+        """Models with training left (not failed, not stopped), in flight or not."""
+        return sum(e < self._epochs and m not in self._dropped for m, e in enumerate(self._epoch))
+
+    @property
     def in_flight(self) -> Mapping[int, Hop]:
         """Read-only live view: segment -> hop running there."""
         return MappingProxyType(self._in_flight)
@@ -304,6 +309,22 @@ class MopScheduler(Scheduler):
         self._scheduling = scheduling
         super().__init__(model_ids, segments, epochs, seed, completed, observed)
         self._ranks: dict[int, list[list[int]]] = {}  # epoch -> [segment][model] -> preference
+
+    def add_model(self, model_id: int) -> None:
+        """A model joins the run (a search asked for it), idle and at its first epoch. Its id must
+        be larger than every id so far, so that models stay indexed in ascending id order as a
+        resume indexes them; the segments' preference lists are redrawn for the new model count.
+        Raises ValueError otherwise."""
+        if model_id in self._index or model_id < self._ids[-1]:
+            raise ValueError(f"model {model_id}: a new model's id must be larger than every id so far "
+                             f"(largest: {self._ids[-1]})")
+        self._index[model_id] = len(self._ids)
+        self._ids.append(model_id)
+        self._epoch.append(0)
+        self._visited.append(set())
+        self._seconds.append(0.0)
+        self._hops_timed.append(0)
+        self._ranks.clear()
 
     def _rank(self, epoch: int) -> list[list[int]]:
         ranks = self._ranks.get(epoch)
@@ -400,6 +421,10 @@ class MopFixedScheduler(MopScheduler):
                     f"{self._epoch[m]} are not the start of its fixed order {order}; "
                     "was the run started with another schedule?"
                 )
+
+    def add_model(self, model_id: int) -> None:
+        """Not here: every model's visiting order is drawn for the run's model count up front."""
+        raise ValueError("mop-fixed cannot take models during a run (its visiting orders are fixed)")
 
     def _order(self, epoch: int) -> list[list[int]]:
         orders = self._orders.get(epoch)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Decision", "Asha", "random_points", "rung_epochs"]
+__all__ = ["Decision", "Asha", "Tpe", "random_points", "rung_epochs"]
 
 
 def _optuna():
@@ -26,38 +26,104 @@ def _optuna():
     return optuna
 
 
-def random_points(space: dict[str, Any], architectures: int, samples: int, seed: int,
-                  momentum_users: frozenset[str]) -> list[tuple[int, str, float, int, float | None]]:
-    """``samples`` draws of (architecture index, optimizer, learning rate, batch size, momentum).
+INTEGER_PARAMETERS = frozenset({"batch_size"})  # a range of these draws integers
 
-    ``space`` maps optimizer, learning_rate, batch_size and momentum to a list of values (a uniform
-    choice) or a range ``{"low", "high", "log", "integer"}`` (uniform, or log-uniform with ``log``;
-    integers for ``integer``). The architecture is a uniform choice. Momentum is drawn only for an
-    optimizer in ``momentum_users`` (else None). Reproducible from ``seed``: Optuna's
-    RandomSampler, asked define-by-run, one trial per draw.
-    """
-    optuna = _optuna()
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
 
-    def suggest(trial, name: str, spec):
+def _draw(trial, space: dict[str, Any], architectures: int, momentum_users: frozenset[str]) -> tuple:
+    """One configuration, asked define-by-run of an Optuna trial: (architecture index, optimizer,
+    learning rate, batch size, momentum or None). ``space`` as :attr:`ctq.config.RunConfig.space`:
+    a list is a choice, ``{"low", "high", "log"}`` a range (log-uniform with ``log``; integers for
+    batch_size). Momentum is asked only of an optimizer in ``momentum_users``."""
+
+    def suggest(name: str):
+        spec = space[name]
         if isinstance(spec, list):
             return trial.suggest_categorical(name, spec)
-        if spec["integer"]:
+        if name in INTEGER_PARAMETERS:
             return trial.suggest_int(name, int(spec["low"]), int(spec["high"]), log=spec["log"])
         return trial.suggest_float(name, spec["low"], spec["high"], log=spec["log"])
 
-    points = []
-    for _ in range(samples):
-        trial = study.ask()
-        arch = trial.suggest_categorical("architecture", list(range(architectures)))
-        opt = suggest(trial, "optimizer", space["optimizer"])
-        lr = suggest(trial, "learning_rate", space["learning_rate"])
-        bs = suggest(trial, "batch_size", space["batch_size"])
-        mom = None
-        if "momentum" in space and opt in momentum_users:
-            mom = float(suggest(trial, "momentum", space["momentum"]))
-        points.append((int(arch), opt, float(lr), int(bs), mom))
-    return points
+    arch = trial.suggest_categorical("architecture", list(range(architectures)))
+    opt, lr, bs = suggest("optimizer"), suggest("learning_rate"), suggest("batch_size")
+    mom = float(suggest("momentum")) if "momentum" in space and opt in momentum_users else None
+    return int(arch), opt, float(lr), int(bs), mom
+
+
+def random_points(space: dict[str, Any], architectures: int, samples: int, seed: int,
+                  momentum_users: frozenset[str]) -> list[tuple[int, str, float, int, float | None]]:
+    """``samples`` draws of (architecture index, optimizer, learning rate, batch size, momentum)
+    from ``space`` (see :func:`_draw`); the architecture is a uniform choice. Reproducible from
+    ``seed``: Optuna's RandomSampler, one trial per draw."""
+    optuna = _optuna()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return [_draw(study.ask(), space, architectures, momentum_users) for _ in range(samples)]
+
+
+class Tpe:
+    """Bayesian search by Optuna's TPE sampler (Bergstra et al., "Algorithms for Hyper-Parameter
+    Optimization", NeurIPS 2011) that asks for a configuration whenever a slot frees up.
+
+    At most ``concurrency`` models train at once (one per segment keeps MOP's segments busy);
+    when one finishes, its final metric is told (:meth:`tell`) and :meth:`due` says how many to
+    ask, until ``samples`` have been asked. Each ask is a pure function of (``seed``, the ask's
+    number, the results told so far in their order): a study is rebuilt from those results with a
+    sampler seeded for that ask. So a resumed run, which tells the catalog's results again in the
+    order the models finished, asks what the run would have asked without the crash (the asks a
+    dead coordinator left undone see every result recorded by then).
+    """
+
+    def __init__(self, space: dict[str, Any], architectures: int, samples: int, seed: int, mode: str,
+                 concurrency: int, momentum_users: frozenset[str]):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if samples < 1 or concurrency < 1 or architectures < 1:
+            raise ValueError("samples, concurrency and architectures must be >= 1")
+        self.space, self.architectures, self.samples, self.seed = space, architectures, samples, seed
+        self.mode, self.concurrency, self.momentum_users = mode, concurrency, momentum_users
+        self.asked = 0
+        self._told: list[tuple[dict, float | None]] = []
+
+    @staticmethod
+    def params(point: tuple) -> dict:
+        """Optuna's parameters of a configuration (architecture index, optimizer, lr, batch, momentum)."""
+        arch, opt, lr, bs, mom = point
+        out = {"architecture": arch, "optimizer": opt, "learning_rate": lr, "batch_size": bs}
+        return out if mom is None else {**out, "momentum": mom}
+
+    def tell(self, point: tuple, value: float | None) -> None:
+        """A model of configuration ``point`` finished with the run's metric at ``value`` (None or
+        NaN: it failed, and TPE learns nothing from it)."""
+        ok = value is not None and math.isfinite(value)
+        self._told.append((self.params(point), float(value) if ok else None))
+
+    def due(self, live: int) -> int:
+        """How many configurations to ask now, with ``live`` models still training."""
+        return max(0, min(self.concurrency - live, self.samples - self.asked))
+
+    def ask(self) -> tuple:
+        """The next configuration (see :func:`_draw`)."""
+        optuna = _optuna()
+        dist = optuna.distributions
+
+        def distribution(name: str):
+            if name == "architecture":
+                return dist.CategoricalDistribution(list(range(self.architectures)))
+            spec = self.space[name]
+            if isinstance(spec, list):
+                return dist.CategoricalDistribution(spec)
+            if name in INTEGER_PARAMETERS:
+                return dist.IntDistribution(int(spec["low"]), int(spec["high"]), log=spec["log"])
+            return dist.FloatDistribution(spec["low"], spec["high"], log=spec["log"])
+
+        sampler = optuna.samplers.TPESampler(seed=(self.seed * 1_000_003 + self.asked) % 2**32)
+        study = optuna.create_study(direction="maximize" if self.mode == "max" else "minimize", sampler=sampler)
+        for params, value in self._told:
+            study.add_trial(optuna.trial.create_trial(
+                params=params, distributions={k: distribution(k) for k in params}, value=value,
+                state=optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL))
+        point = _draw(study.ask(), self.space, self.architectures, self.momentum_users)
+        self.asked += 1
+        return point
 
 
 def rung_epochs(grace_period: int, reduction_factor: int, max_epochs: int) -> tuple[int, ...]:

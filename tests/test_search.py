@@ -15,7 +15,7 @@ import pytest
 from conftest import write_grid
 from ctq import api
 from ctq.config import parse_config
-from ctq.search import Asha, Decision, pending, rung_epochs
+from ctq.search import Asha, Decision, Tpe, pending, rung_epochs
 from test_reliability import assert_consistent, start_train
 
 on_the_server = pytest.mark.asyncio(loop_scope="session")
@@ -195,3 +195,74 @@ async def test_kill_9_mid_asha_resumes_to_the_same_decisions(small_table, tmp_pa
     decisions = await check_asha_record(conn, run_id)
     # what was decided before the kill stands, and the resumed session went on from that state
     assert [{k: d[k] for k in ("model_id", "seq", "value", "decision")} for d in decisions[:len(before)]] == before
+
+
+# ------------------------------------------------------------------------------------ TPE
+TPE_GRID = """
+name: tpe
+data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+segments: 2
+models:
+  - name: a
+    layers: [{dense: 8, activation: relu}]
+  - name: c
+    layers: []
+search:
+  method: tpe
+  seed: 4
+  samples: 6
+  space:                      # one batch shape per architecture: no compile inside the schedule
+    learning_rate: {low: 0.0001, high: 0.1, log: true}
+    batch_size: [64]
+epochs: 1
+metric: val_accuracy
+"""
+
+
+def point_of(row, archs):
+    h = json.loads(row["hyperparameters"])
+    return (archs.index(json.loads(row["architecture"])), h["optimizer"], h["learning_rate"], h["batch_size"],
+            h["momentum"])
+
+
+async def replay_tpe(conn, run_id, cfg):
+    """Ask TPE again from the catalog alone: 2 configurations at the start (one per segment), then
+    one each time a model finished, told its result in finishing order. Returns the asks."""
+    archs = [a.spec for a in cfg.architectures]
+    tpe = Tpe(cfg.space, len(archs), 6, cfg.seed, "max", 2, frozenset({"sgd", "rmsprop"}))
+    asks = [tpe.ask() for _ in range(tpe.due(0))]
+    finished = await conn.fetch("SELECT model_id, hyperparameters::text AS hyperparameters, architecture::text "
+                                "AS architecture, val_metric FROM ctq.models WHERE run_id = $1 "
+                                "ORDER BY updated_at, model_id", run_id)
+    for n, row in enumerate(finished, start=1):
+        tpe.tell(point_of(row, archs), row["val_metric"])
+        asks += [tpe.ask() for _ in range(tpe.due(len(asks) - n))]
+    return asks
+
+
+@on_the_server
+async def test_tpe_asks_as_slots_free_up_informed_by_finished_ones_and_resumes_the_same(small_table, dsn, conn):
+    cfg = parse_config(TPE_GRID, source_path="<tpe>")
+    assert cfg.models == ()  # nothing is known before the run asks
+    result = await api.train(cfg, dsn)
+    run_id = result.run_id
+    assert result.status == "succeeded" and len(result.leaderboard) == 6 and result.hops == 6 * 2
+    rows = await conn.fetch("SELECT model_id, hyperparameters::text AS hyperparameters, architecture::text AS "
+                            "architecture FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id)
+    archs = [a.spec for a in cfg.architectures]
+    asked = [point_of(r, archs) for r in rows]
+    assert asked == await replay_tpe(conn, run_id, cfg)
+    # never more than 2 models (one per segment) between their first hop and their last
+    spans = await conn.fetch("SELECT model_id, min(started_at) AS a, max(finished_at) AS b FROM ctq.hops "
+                             "WHERE run_id = $1 GROUP BY model_id", run_id)
+    for s in spans:
+        assert sum(t["a"] <= s["a"] < t["b"] for t in spans) <= 2
+
+    # as if the coordinator had died after the 5th model finished, before asking for the 6th
+    await conn.execute("DELETE FROM ctq.models WHERE run_id = $1 AND model_id = 6", run_id)
+    await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
+    resumed = await api.resume(dsn, run_id)
+    assert resumed.status == "succeeded" and resumed.hops == 2
+    again = await conn.fetchrow("SELECT hyperparameters::text AS hyperparameters, architecture::text AS "
+                                "architecture FROM ctq.models WHERE run_id = $1 AND model_id = 6", run_id)
+    assert point_of(again, archs) == asked[5]  # the same configuration as without the crash
