@@ -24,7 +24,7 @@ from ctq.config import MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config,
 from ctq.connection import connect as open_connection
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
-from ctq.errors import (CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
+from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         UsageError, plain_text)
 from ctq.packing import ensure_pack, inspect_source, use_pack
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
@@ -136,6 +136,7 @@ class RunPlan:
     decisions: tuple = ()  # the search's decisions so far (ctq.search.Decision), in the order made
     stopped: frozenset[int] = frozenset()  # models the search stopped
     epochs_done: tuple[tuple[int, int], ...] = ()  # (model_id, epoch count) completed, in finishing order
+    warm: bool = False  # warm_start: every model's first hop starts from another run's final weights
     tpe: dict | None = None  # search.method tpe: samples, space, architectures (resolved at creation)
     finished: tuple[tuple[int, float | None], ...] = ()  # tpe: (model_id, final metric or None) in finishing order
 
@@ -155,7 +156,8 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     settings = await conn.fetchrow("SELECT (config ->> 'memory_budget_mb')::int AS budget, "
                                    "config -> 'data' ->> 'class_weight' AS class_weight, "
                                    "coalesce(config ->> 'scheduling', 'random') AS scheduling, "
-                                   "config -> 'search' AS search, config -> 'resolved' AS resolved "
+                                   "config -> 'search' AS search, config -> 'resolved' AS resolved, "
+                                   "config ->> 'warm_start' IS NOT NULL AS warm "
                                    "FROM ctq.runs WHERE run_id = $1", run_id)
     search = json.loads(settings["search"] or "null") or {}
     asha = None
@@ -179,7 +181,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         stopped=frozenset(m["model_id"] for m in models if m["status"] == "stopped"),
         epochs_done=tuple((e["model_id"], e["epoch"] + 1) for e in await catalog.run_epochs(conn, run_id))
         if asha else (),
-        tpe=tpe, finished=finished or (),
+        tpe=tpe, finished=finished or (), warm=settings["warm"],
         observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
         class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
@@ -238,6 +240,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
                             "use fewer segments (or a smaller validation_fraction)")
         await catalog.ensure_installed(conn, engine)
+        warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed)
         say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
@@ -245,7 +248,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
                 f"would not fit memory_budget_mb {cfg.memory_budget_mb}")
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
-                                          versions=versions())
+                                          versions=versions(), warm_from=warm_from)
         plan = await load_plan(conn, run_id)
         say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
             f"epochs, schedule {schedule}")
@@ -255,6 +258,28 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     result.wall_seconds = time.perf_counter() - started
     result.notices = [notice] if notice else []
     return result
+
+
+async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
+    """``warm_start: RUN_ID``: for each model, the model of that run it starts from (the best ranked
+    trained one of its architecture), as source -> models. ConfigError (exit 2, nothing written)
+    when the run does not exist (or is not the user's) or has no trained model of an architecture."""
+    if cfg.search_method == "tpe":
+        raise ConfigError("cannot be combined with search.method: tpe (its models are asked during the run)",
+                          path=cfg.source_path, key="warm_start")
+    if await catalog.get_run(conn, cfg.warm_start) is None:
+        raise ConfigError(f"no run {cfg.warm_start} to start from (see `ctq runs`)", path=cfg.source_path,
+                          key="warm_start")
+    sources = await catalog.warm_sources(conn, cfg.warm_start, [a.spec for a in cfg.architectures])
+    missing = [a.name for a, s in zip(cfg.architectures, sources) if s is None]
+    if missing:
+        raise ConfigError(f"run {cfg.warm_start} has no trained model of architecture {missing[0]!r} "
+                          "(the same layers) to start from", path=cfg.source_path, key="warm_start")
+    by_arch = {a.name: s for a, s in zip(cfg.architectures, sources)}
+    warm: dict[int, list[int]] = {}
+    for m in cfg.models:
+        warm.setdefault(by_arch[m.architecture.name], []).append(m.model_id)
+    return warm
 
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
@@ -398,7 +423,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                               progress=progress,
                               heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
                               decisions=len(plan.decisions), pending=undecided or [], tpe=tpe, points=points,
-                              new_model=functools.partial(tpe_model, plan))
+                              new_model=functools.partial(tpe_model, plan), warm=plan.warm)
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():

@@ -134,8 +134,11 @@ def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
 
 
-async def create_run(conn, *, config, pack, segments: int, schedule: str, versions: dict) -> int:
-    """Insert the run and one row per model in one transaction; returns the run id."""
+async def create_run(conn, *, config, pack, segments: int, schedule: str, versions: dict,
+                     warm_from: dict[int, list[int]] | None = None) -> int:
+    """Insert the run and one row per model in one transaction; returns the run id.
+    ``warm_from``: source model id (of run ``config.warm_start``) -> the new models that start from
+    its final state."""
     async with conn.transaction():
         run_id = await conn.fetchval(
             template("create_run.sql"),
@@ -150,6 +153,8 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
                 for m in config.models
             ],
         )
+        for source, targets in (warm_from or {}).items():
+            await conn.execute(template("warm_start.sql"), run_id, config.warm_start, targets, source)
     return run_id
 
 
@@ -262,3 +267,13 @@ async def insert_model(conn, run_id: int, model_id: int, spec: dict) -> None:
 
 async def finished_models(conn, run_id: int) -> list[dict]:
     return [dict(r) for r in await conn.fetch(template("finished_models.sql"), run_id)]
+
+
+async def warm_sources(conn, run_id: int, architectures: list[dict]) -> list[int | None]:
+    """For each architecture spec, the model of run ``run_id`` to warm-start from: the best ranked
+    (leaderboard) of that architecture with a trained state; None where the run has none."""
+    specs = {m["model_id"]: json.loads(m["architecture"]) for m in await run_models(conn, run_id)}
+    trained = {r["model_id"] for r in await conn.fetch(
+        "SELECT model_id FROM ctq.models WHERE run_id = $1 AND state IS NOT NULL", run_id)}
+    ranked = [r["model_id"] for r in await conn.fetch(template("leaderboard.sql"), run_id) if r["model_id"] in trained]
+    return [next((m for m in ranked if specs[m] == spec), None) for spec in architectures]

@@ -53,6 +53,8 @@ File format
         batch_size: [64, 256]       # positive int; default 64
         momentum: [0.0, 0.9]        # 0 <= m < 1; only used by sgd and rmsprop; default: none
     epochs: 5                       # required positive int (absent with search.method: asha)
+    warm_start: 12                  # optional run id: each model starts from the final weights of that
+                                    #   run's best trained model of the same architecture
     scheduling: cost                # optional; MOP's choice among eligible models when a segment
                                     #   frees up: cost (default: most estimated work left first, from
                                     #   the observed hop durations) | random (seeded preference)
@@ -149,7 +151,7 @@ DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "models", "search", "epochs",
-             "metric", "scheduling")
+             "metric", "scheduling", "warm_start")
 _DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight")
 _MODEL_KEYS = ("name", "layers", "keras_json")
 _SEARCH_KEYS = ("method", "seed", "samples", "space", "grace_period", "reduction_factor", "max_epochs")
@@ -237,6 +239,7 @@ class RunConfig:
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
     asha: dict | None = None  # method asha: {"grace_period", "reduction_factor", "max_epochs"}
     scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
+    warm_start: int | None = None  # a run whose final states the models start from
 
     @property
     def metric_mode(self) -> str:
@@ -304,6 +307,7 @@ def fingerprint(config: RunConfig) -> str:
         },
         "epochs": config.epochs,
         "metric": config.metric,
+        **({"warm_start": config.warm_start} if config.warm_start else {}),
         "models": [
             [m.model_id, m.name, m.architecture.name, m.hyperparameters(), m.seed] for m in config.models
         ],
@@ -555,6 +559,9 @@ class _Validator:
             budget = self.int_(budget, "memory_budget_mb")
         scheduling = doc.get("scheduling")
         scheduling = "cost" if scheduling is None else self.choice(scheduling, "scheduling", SCHEDULING_RULES)
+        warm_start = doc.get("warm_start")
+        if warm_start is not None:
+            warm_start = self.int_(warm_start, "warm_start")
 
         metric = doc.get("metric")
         metric = "val_loss" if metric is None else self.choice(metric, "metric", METRICS)
@@ -610,6 +617,7 @@ class _Validator:
             memory_budget_mb=budget,
             asha=asha,
             scheduling=scheduling,
+            warm_start=warm_start,
         )
 
     def data(self, value: Any) -> DataConfig:

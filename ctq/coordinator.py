@@ -125,7 +125,7 @@ class Coordinator:
                  stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
                  heartbeat_seconds: float = 5.0, search: Asha | None = None, metric: str = "val_loss",
                  decisions: int = 0, pending: list[tuple[int, int]] = (), tpe: Tpe | None = None,
-                 points: dict[int, tuple] | None = None, new_model=None):
+                 points: dict[int, tuple] | None = None, new_model=None, warm: bool = False):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
@@ -134,7 +134,10 @@ class Coordinator:
         far (their count); ``pending``: (model_id, epoch count) results a dead predecessor left
         undecided, decided first, in that order. ``tpe``: a search that asks for a model whenever
         one finishes (told its result), ``points`` the configuration of each of its models so far,
-        ``new_model(model_id, point)`` the ctq.models record (name, architecture, ...) of a new one."""
+        ``new_model(model_id, point)`` the ctq.models record (name, architecture, ...) of a new one.
+        ``warm``: the models start from another run's final weights (warm_start), stored as their
+        state: their first hop keeps the weights and starts the optimizer afresh."""
+        self.warm = warm
         self.tpe = tpe
         self.points = dict(points or {})
         self.new_model = new_model
@@ -238,8 +241,10 @@ class Coordinator:
             await asyncio.sleep(delay)
         conn = await self._segment_connection(hop.segment)
         model = self.models[hop.model_id]
+        first = self.warm and self.scheduler.progress(hop.model_id) == (0, 0)
         params = self._params(hop.segment, action="train", arch=model["architecture"],
-                              hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch)
+                              hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
+                              **({"warm": True} if first else {}))
         t0 = time.perf_counter()
         row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
                                         hop.last_of_epoch, params)

@@ -8,13 +8,13 @@ import asyncio
 import json
 import math
 import signal
-import textwrap
 
 import pytest
 
 from conftest import write_grid
 from ctq import api
 from ctq.config import parse_config
+from ctq.errors import ConfigError
 from ctq.search import Asha, Decision, Tpe, pending, rung_epochs
 from test_reliability import assert_consistent, start_train
 
@@ -153,20 +153,41 @@ async def check_asha_record(conn, run_id):
 
 
 @pytest.fixture(scope="module")
-async def asha_run(small_table, dsn, tmp_path_factory):
-    cfg = parse_config(textwrap.dedent(GRID.format(name="asha", table=small_table)), source_path="<asha>")
-    return await api.train(cfg, dsn)
+async def asha_run(small_table, tmp_path_factory, dsn, ctq_home):
+    """One ASHA run, killed with -9 in the middle of its rung and resumed (in process): the
+    decisions recorded before the kill, and the resumed session's result."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    grid = write_grid(tmp_path_factory.mktemp("asha"), GRID.format(name="asha", table=small_table))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = None
+    for _ in range(1200):
+        await asyncio.sleep(0.1)
+        if not await conn.fetchval("SELECT to_regclass('ctq.decisions') IS NOT NULL"):
+            continue  # the subprocess has not installed ctq yet
+        run_id = await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'asha'")
+        if run_id and await conn.fetchval("SELECT count(*) FROM ctq.decisions WHERE run_id = $1", run_id) >= 3:
+            break
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    await asyncio.sleep(1)  # let a hop in flight at the kill commit or die
+    before = [dict(r) for r in await conn.fetch(
+        "SELECT model_id, seq, value, decision FROM ctq.decisions WHERE run_id = $1 ORDER BY seq", run_id)]
+    await conn.close()
+    result = await api.resume(dsn, run_id)  # in process: no second interpreter start
+    return before, result
 
 
 @on_the_server
 async def test_asha_stops_models_at_the_rung_and_the_best_reaches_max_epochs(asha_run, conn):
-    result = asha_run
+    _, result = asha_run
     assert result.status == "succeeded" and len(result.leaderboard) == 9
     decisions = await check_asha_record(conn, result.run_id)
     stopped = {d["model_id"] for d in decisions if d["decision"] == "stop"}
     assert stopped and len(stopped) < 9
     assert set(result.stopped_models) == stopped
-    assert result.hops == 9 * 2 + (9 - len(stopped)) * 2 * 2  # epoch 1 for all, epochs 2-3 for the rest
+    assert result.run_hops == 9 * 2 + (9 - len(stopped)) * 2 * 2  # epoch 1 for all, epochs 2-3 for the rest
     best = result.leaderboard[0]
     assert best["model_id"] not in stopped and best["epochs_done"] == 3
     board = {row["model_id"]: row for row in result.leaderboard}
@@ -174,25 +195,10 @@ async def test_asha_stops_models_at_the_rung_and_the_best_reaches_max_epochs(ash
 
 
 @on_the_server
-async def test_kill_9_mid_asha_resumes_to_the_same_decisions(small_table, tmp_path, dsn, ctq_home, conn, run_cli):
-    grid = write_grid(tmp_path, GRID.format(name="asha-killed", table=small_table))
-    proc = start_train(dsn, ctq_home, str(grid), "--json")
-    run_id = None
-    for _ in range(600):
-        run_id = await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'asha-killed'")
-        if run_id and await conn.fetchval("SELECT count(*) FROM ctq.decisions WHERE run_id = $1", run_id) >= 3:
-            break
-        await asyncio.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-    await asyncio.sleep(1)  # let a hop in flight at the kill commit or die
-    before = [dict(r) for r in await conn.fetch(
-        "SELECT model_id, seq, value, decision FROM ctq.decisions WHERE run_id = $1 ORDER BY seq", run_id)]
+async def test_kill_9_mid_asha_resumes_to_the_same_decisions(asha_run, conn):
+    before, result = asha_run
     assert 3 <= len(before) < 9  # killed in the middle of the rung
-    resumed = run_cli("train", "--resume", str(run_id), "--json")
-    assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(resumed.stdout)["status"] == "succeeded"
-    decisions = await check_asha_record(conn, run_id)
+    decisions = await check_asha_record(conn, result.run_id)  # each one the rule's, in seq order
     # what was decided before the kill stands, and the resumed session went on from that state
     assert [{k: d[k] for k in ("model_id", "seq", "value", "decision")} for d in decisions[:len(before)]] == before
 
@@ -266,3 +272,58 @@ async def test_tpe_asks_as_slots_free_up_informed_by_finished_ones_and_resumes_t
     again = await conn.fetchrow("SELECT hyperparameters::text AS hyperparameters, architecture::text AS "
                                 "architecture FROM ctq.models WHERE run_id = $1 AND model_id = 6", run_id)
     assert point_of(again, archs) == asked[5]  # the same configuration as without the crash
+
+
+# ------------------------------------------------------------------------------ warm_start
+WARM_GRID = """
+name: warm
+data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+segments: 2
+models:
+  - name: a
+    layers: [{dense: 8, activation: relu}]
+  - name: c
+    layers: []
+search:
+  space: {optimizer: [sgd], learning_rate: [0.000000001], batch_size: [64]}
+epochs: 1
+warm_start: RUN
+"""
+
+
+def first_array(state: bytes):
+    from ctq.indb import decode_state
+
+    return decode_state(state)[0]  # the first layer's kernel
+
+
+@on_the_server
+async def test_warm_start_takes_the_weights_of_the_best_model_of_each_architecture(asha_run, dsn, conn):
+    """The ASHA run trained with adam; here sgd with a learning rate of 1e-9: every model ends with
+    the weights of the best trained model of its architecture there (it barely moves them), and
+    trains at all only because its optimizer started afresh (adam's slots would not fit sgd)."""
+    source = asha_run[1].run_id
+    cfg = parse_config(WARM_GRID.replace("RUN", str(source)), source_path="<warm>")
+    result = await api.train(cfg, dsn)
+    assert result.status == "succeeded"
+    best = {}
+    for row in asha_run[1].leaderboard:
+        arch = row["name"].split("/")[0]
+        if arch not in best:
+            best[arch] = row["model_id"]
+    for model in await conn.fetch("SELECT name, state FROM ctq.models WHERE run_id = $1", result.run_id):
+        arch = model["name"].split("/")[0]
+        start = await conn.fetchval("SELECT state FROM ctq.models WHERE run_id = $1 AND model_id = $2",
+                                    source, best[arch])
+        assert first_array(model["state"]) == pytest.approx(first_array(start), abs=1e-5)
+
+
+@on_the_server
+async def test_warm_start_from_no_run_or_a_run_without_the_architecture_is_refused(asha_run, dsn, conn):
+    runs = await conn.fetchval("SELECT count(*) FROM ctq.runs")
+    with pytest.raises(ConfigError, match=r"<warm>:warm_start: no run 999999 to start from"):
+        await api.train(parse_config(WARM_GRID.replace("RUN", "999999"), source_path="<warm>"), dsn)
+    other = WARM_GRID.replace("RUN", str(asha_run[1].run_id)).replace("layers: []", "layers: [{dense: 3}]")
+    with pytest.raises(ConfigError, match=f"has no trained model of architecture 'c'"):
+        await api.train(parse_config(other, source_path="<warm>"), dsn)
+    assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == runs  # nothing written
