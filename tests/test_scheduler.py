@@ -108,10 +108,13 @@ class Driver:
             waiting = [left[m] for m in self.ids if self.eligible(m, h.segment)]
             assert left[h.model_id] >= max(waiting, default=0.0) - 1e-9, (h, left)
 
-    def run(self, retry_once=frozenset(), fail_at: int | None = None, fail_idle=None) -> Trace:
+    def run(self, retry_once=frozenset(), fail_at: int | None = None, fail_idle=None, stop_after=frozenset(),
+            add_at=None) -> Trace:
         """``retry_once``: (model, epoch, segment) hops whose first attempt fails transiently.
         ``fail_at``: the completion event (0-based) that is instead a deterministic failure.
-        ``fail_idle``: (instant number, model) to fail between instants, whatever it is doing."""
+        ``fail_idle``: (instant number, model) to fail between instants, whatever it is doing.
+        ``stop_after``: (model, epochs done) at which a search stops the model (ASHA at a rung).
+        ``add_at``: (instant number, model id, its durations per segment): a model joins (TPE)."""
         trace, retried, events, seq, t, n_events, instant = Trace(), set(), [], 0, 0.0, 0, 0
         starts: dict[Hop, float] = {}
 
@@ -143,8 +146,17 @@ class Driver:
                     self.timed[hop.model_id].append(seconds)
                     trace.done.append((starts[hop], t, hop))
                     self.visited[hop.model_id].setdefault(hop.epoch, set()).add(hop.segment)
+                    if hop.last_of_epoch and (hop.model_id, hop.epoch + 1) in stop_after:
+                        self.sched.stop_model(hop.model_id)
+                        self.failed.add(hop.model_id)  # for the checks: it may train no more
                 n_events += 1
             instant += 1
+            if add_at is not None and instant == add_at[0]:
+                _, new_id, per_segment = add_at
+                self.sched.add_model(new_id)
+                self.ids.append(new_id)
+                self.visited[new_id], self.timed[new_id] = {}, []
+                self.durations.update({(new_id, seg): d for seg, d in enumerate(per_segment)})
             if fail_idle is not None and instant == fail_idle[0]:
                 self.failed.add(fail_idle[1])
                 self.sched.fail_model(fail_idle[1])
@@ -464,3 +476,29 @@ def test_cost_aware_and_random_rules_refuse_unknown_names_and_bad_durations():
         MopScheduler([1], 2, 1, 0, observed=[(1, -1.0)])
     with pytest.raises(ValueError, match="unknown model id 5"):
         MopScheduler([1], 2, 1, 0, observed=[(5, 1.0)])
+
+
+@pytest.mark.parametrize("kind", ["mop", "mop-random"])
+@settings(max_examples=60, deadline=None)
+@given(grid=grids(), data=st.data())
+def test_stopped_models_never_train_again_and_added_models_train_fully(kind, grid, data):
+    """What ASHA and TPE do to the schedule: a model stopped after some epoch gets no hop after it,
+    a model added during the run (a larger id) trains every epoch, and the MOP invariants hold."""
+    ids, segments, epochs, seed, durations = grid
+    stop_after = frozenset(data.draw(st.lists(st.tuples(st.sampled_from(ids), st.integers(1, epochs)), max_size=4)))
+    new_id = max(ids) + 1
+    per_segment = data.draw(st.lists(st.floats(0.1, 5.0), min_size=segments, max_size=segments))
+    when = data.draw(st.integers(1, len(ids) * segments * epochs))
+    sched = SCHEDULERS[kind](ids, segments, epochs, seed)
+    driver = Driver(sched, ids, segments, epochs, dict(durations))
+    trace = driver.run(stop_after=stop_after, add_at=(when, new_id, per_segment))
+    stopped_at = {}
+    for m, e in sorted(stop_after, reverse=True):
+        stopped_at[m] = e  # the earliest epoch count it is stopped at
+    skip = frozenset((m, e, s) for m, first in stopped_at.items() for e in range(first, epochs)
+                     for s in range(segments))
+    joined = new_id in driver.ids  # False when the run ended before that instant
+    check_schedule(trace, ids + ([new_id] if joined else []), segments, epochs, skip=skip)
+    assert sched.stopped == frozenset(stopped_at) and not sched.failed
+    with pytest.raises(ValueError, match="must be larger than every id so far"):
+        sched.add_model(min(ids))
