@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -19,14 +20,15 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import __version__, catalog
-from ctq.config import RunConfig, fingerprint, load_config
+from ctq.config import MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name, model_seed
 from ctq.connection import connect as open_connection
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
-from ctq.errors import (CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
+from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         UsageError, plain_text)
 from ctq.packing import ensure_pack, inspect_source, use_pack
-from ctq.scheduler import BspScheduler, MopFixedScheduler, MopScheduler
+from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
+from ctq.search import Asha, Decision, Tpe, metric_value, pending
 from ctq.sql import template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
@@ -75,6 +77,7 @@ class TrainResult:
     notices: list = dataclasses.field(default_factory=list)
     run_hops: int = 0  # whole run, every session (a resumed run has several): hops recorded
     run_wall_seconds: float = 0.0  # whole run: from its creation to its end, pauses included
+    stopped_models: dict = dataclasses.field(default_factory=dict)  # model_id -> why the search stopped it
 
     def to_json(self) -> dict:
         return {
@@ -88,6 +91,7 @@ class TrainResult:
             "run_hops": self.run_hops, "run_wall_seconds": round(self.run_wall_seconds, 3),
             "segment_utilization": round(self.utilization, 4),
             "failed_models": {str(k): v for k, v in self.failed_models.items()},
+            "stopped_models": {str(k): v for k, v in self.stopped_models.items()},
             "pack_reused": self.pack_reused,
             "leaderboard": [
                 {k: row[k] for k in ("rank", "model_id", "name", "status", "epochs_done", "hyperparameters",
@@ -126,6 +130,20 @@ class RunPlan:
     specs: dict = dataclasses.field(default_factory=dict)  # model_id -> architecture, hyperparameters, seed
     stream: bool = False  # segments stream their buffers on every hop (see streams())
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
+    scheduling: str = "cost"  # MOP's rule among eligible models (ctq.scheduler.MopScheduler)
+    observed: tuple[tuple[int, float], ...] = ()  # (model_id, seconds) of the hops already done
+    asha: dict | None = None  # search.method asha: {"grace_period", "reduction_factor"} (max_epochs = epochs)
+    decisions: tuple = ()  # the search's decisions so far (ctq.search.Decision), in the order made
+    stopped: frozenset[int] = frozenset()  # models the search stopped
+    epochs_done: tuple[tuple[int, int], ...] = ()  # (model_id, epoch count) completed, in finishing order
+    warm: bool = False  # warm_start: every model's first hop starts from another run's final weights
+    tpe: dict | None = None  # search.method tpe: samples, space, architectures (resolved at creation)
+    finished: tuple[tuple[int, float | None], ...] = ()  # tpe: (model_id, final metric or None) in finishing order
+
+    @property
+    def model_budget(self) -> int:
+        """Models the run trains in all: those a TPE search will have asked, else its models."""
+        return self.tpe["samples"] if self.tpe else len(self.models)
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -134,9 +152,22 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         raise NotFound(f"no run with id {run_id}")
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
+    # scheduling: recorded by every run since the cost-aware rule came; earlier runs used the random one
     settings = await conn.fetchrow("SELECT (config ->> 'memory_budget_mb')::int AS budget, "
-                                   "config -> 'data' ->> 'class_weight' AS class_weight FROM ctq.runs WHERE run_id = $1",
-                                   run_id)
+                                   "config -> 'data' ->> 'class_weight' AS class_weight, "
+                                   "coalesce(config ->> 'scheduling', 'random') AS scheduling, "
+                                   "config -> 'search' AS search, config -> 'resolved' AS resolved, "
+                                   "config ->> 'warm_start' IS NOT NULL AS warm "
+                                   "FROM ctq.runs WHERE run_id = $1", run_id)
+    search = json.loads(settings["search"] or "null") or {}
+    asha = None
+    if str(search.get("method") or "").lower() == "asha":
+        asha = {"grace_period": search.get("grace_period") or 1, "reduction_factor": search.get("reduction_factor") or 3}
+    tpe = finished = None
+    if str(search.get("method") or "").lower() == "tpe":
+        tpe = {"samples": search["samples"], **json.loads(settings["resolved"])}
+        finished = tuple((m["model_id"], metric_value(run["metric"], m) if m["status"] == "succeeded" else None)
+                         for m in await catalog.finished_models(conn, run_id))
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
@@ -144,17 +175,29 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
+        scheduling=settings["scheduling"], asha=asha,
+        decisions=tuple(Decision(d["model_id"], d["rung"], d["epoch"], d["value"], d["decision"] == "promote",
+                                 d["reason"]) for d in await catalog.run_decisions(conn, run_id)) if asha else (),
+        stopped=frozenset(m["model_id"] for m in models if m["status"] == "stopped"),
+        epochs_done=tuple((e["model_id"], e["epoch"] + 1) for e in await catalog.run_epochs(conn, run_id))
+        if asha else (),
+        tpe=tpe, finished=finished or (), warm=settings["warm"],
+        observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
         class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
-        specs={m["model_id"]: {"architecture": json.loads(m["architecture"]),
+        specs={m["model_id"]: {"name": m["name"], "architecture": json.loads(m["architecture"]),
                                "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
                for m in models},
     )
 
 
 async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, schedule: str = "mop",
-                progress_factory=None, heartbeat_seconds: float = 5.0, log=None, notify=None) -> TrainResult:
+                scheduling: str | None = None, progress_factory=None, heartbeat_seconds: float = 5.0, log=None,
+                notify=None) -> TrainResult:
     """Run a whole model selection; returns when every model has trained its epochs (or failed).
+
+    ``scheduling`` ("cost" or "random") overrides the configuration's rule for MOP's choice among
+    eligible models; the run records the rule it uses (a resume keeps it).
 
     ``log``, if given, is called with a line per preparation stage (checking, packing), which is
     what an unattended log shows before the first hop. ``notify(message)`` is called, before
@@ -166,6 +209,19 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         cfg = dataclasses.replace(cfg, name=name)
     if schedule not in SCHEDULERS:
         raise ValueError(f"unknown schedule {schedule!r}")
+    rule = scheduling or cfg.scheduling
+    if rule not in SCHEDULING_RULES:
+        raise UsageError(f"--scheduling {rule}: expected one of {', '.join(SCHEDULING_RULES)}")
+    raw = {**cfg.raw, "scheduling": rule}
+    if cfg.search_method == "tpe":
+        if schedule != "mop":
+            raise UsageError(f"--schedule {schedule}: search.method tpe adds models during the run, which only "
+                             "the mop schedule can take")
+        # the architectures (keras_json files read) and the normalised space, recorded with the run,
+        # so that a resumed TPE run asks for models without the grid file
+        raw["resolved"] = {"architectures": [{"name": a.name, "spec": a.spec} for a in cfg.architectures],
+                           "space": cfg.space}
+    cfg = dataclasses.replace(cfg, scheduling=rule, raw=raw)
     say = log or (lambda line: None)
     started = time.perf_counter()
     async with connect(dsn) as conn:
@@ -176,7 +232,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             notify(notice)
         say(f"checking {cfg.data.table}")
         source = await inspect_source(conn, cfg.data, engine, cfg.seed)
-        if any("keras_json" in m.architecture.spec for m in cfg.models):
+        if any("keras_json" in a.spec for a in cfg.architectures):
             from ctq.model_check import check_models_fit
 
             check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
@@ -185,6 +241,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
                             "use fewer segments (or a smaller validation_fraction)")
         await catalog.ensure_installed(conn, engine)
+        warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed)
         say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
@@ -192,9 +249,9 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
                 f"would not fit memory_budget_mb {cfg.memory_budget_mb}")
         run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
-                                          versions=versions())
+                                          versions=versions(), warm_from=warm_from)
         plan = await load_plan(conn, run_id)
-        say(f"run {run_id} ({cfg.name}): {len(plan.models)} models x {segments} segments x {cfg.epochs} "
+        say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
             f"epochs, schedule {schedule}")
     result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
     result.pack_reused = pack.reused
@@ -204,14 +261,38 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     return result
 
 
+async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
+    """``warm_start: RUN_ID``: for each model, the model of that run it starts from (the best ranked
+    trained one of its architecture), as source -> models. ConfigError (exit 2, nothing written)
+    when the run does not exist (or is not the user's) or has no trained model of an architecture."""
+    if cfg.search_method == "tpe":
+        raise ConfigError("cannot be combined with search.method: tpe (its models are asked during the run)",
+                          path=cfg.source_path, key="warm_start")
+    if await catalog.get_run(conn, cfg.warm_start) is None:
+        raise ConfigError(f"no run {cfg.warm_start} to start from (see `ctq runs`)", path=cfg.source_path,
+                          key="warm_start")
+    sources = await catalog.warm_sources(conn, cfg.warm_start, [a.spec for a in cfg.architectures])
+    missing = [a.name for a, s in zip(cfg.architectures, sources) if s is None]
+    if missing:
+        raise ConfigError(f"run {cfg.warm_start} has no trained model of architecture {missing[0]!r} "
+                          "(the same layers) to start from", path=cfg.source_path, key="warm_start")
+    by_arch = {a.name: s for a, s in zip(cfg.architectures, sources)}
+    warm: dict[int, list[int]] = {}
+    for m in cfg.models:
+        warm.setdefault(by_arch[m.architecture.name], []).append(m.model_id)
+    return warm
+
+
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
-                 progress_factory=None, *, name: str | None = None, schedule: str | None = None) -> TrainResult:
+                 progress_factory=None, *, name: str | None = None, schedule: str | None = None,
+                 scheduling: str | None = None) -> TrainResult:
     """Continue a run that did not finish: from its last completed hops, none repeated or lost.
 
     Without ``run_id``, picks the newest unfinished run of ``config`` under ``name`` (the run name
     is part of the configuration's fingerprint, so ``GRID --name X --resume`` finds what
     ``GRID --name X`` started). A run keeps its configuration, name and schedule: a ``config``,
-    ``name`` or ``schedule`` that disagrees with the run's is refused rather than ignored.
+    ``name``, ``schedule`` or ``scheduling`` (also a ``scheduling:`` written in the grid file) that
+    disagrees with the run's is refused rather than ignored.
     """
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if cfg is not None and name:
@@ -232,6 +313,14 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         if schedule and schedule != run["schedule"]:
             raise UsageError(f"--schedule {schedule}: run {run_id} runs schedule {run['schedule']!r}; "
                              "a resumed run keeps its schedule")
+        recorded = await conn.fetchval("SELECT coalesce(config ->> 'scheduling', 'random') FROM ctq.runs "
+                                       "WHERE run_id = $1", run_id)
+        if scheduling and scheduling != recorded:
+            raise UsageError(f"--scheduling {scheduling}: run {run_id} schedules by {recorded!r}; "
+                             "a resumed run keeps its scheduling")
+        if cfg is not None and "scheduling" in cfg.raw and cfg.scheduling != recorded:
+            raise UsageError(f"{cfg.source_path}:scheduling: run {run_id} schedules by {recorded!r}; "
+                             "a resumed run keeps its scheduling")
         if cfg is not None and not name:  # GRID --resume RUN_ID: the grid as the run named it
             cfg = dataclasses.replace(cfg, name=run["name"])
         if cfg is not None and fingerprint(cfg) != run["config_fingerprint"]:
@@ -269,19 +358,76 @@ def streams(budget_mb: int | None, stats: dict) -> bool:
     return budget_mb is not None and segment_data_mib(stats) > budget_mb
 
 
+def tpe_model(plan: RunPlan, model_id: int, point: tuple) -> dict:
+    """The ctq.models record of the configuration ``point`` a TPE search asked for (a name taken
+    already gets ``#model_id``)."""
+    arch_index, opt, lr, bs, mom = point
+    arch = plan.tpe["architectures"][arch_index]
+    name = model_name(arch["name"], opt, lr, bs, mom)
+    if name in {spec["name"] for spec in plan.specs.values()}:
+        name = f"{name}#{model_id}"
+    return {"name": name, "architecture": arch["spec"], "seed": model_seed(plan.seed, model_id),
+            "hyperparameters": {"optimizer": opt, "learning_rate": lr, "batch_size": bs, "momentum": mom}}
+
+
+async def start_tpe(dsn: str, plan: RunPlan) -> tuple[Tpe, dict[int, tuple]]:
+    """The run's TPE search, told the finished models' results in the order they finished, and the
+    configuration of every model so far; asks (and records) the models due now: at the start of a
+    run, the first ones; on a resume, those a dead coordinator did not get to ask."""
+    archs = [a["spec"] for a in plan.tpe["architectures"]]
+    tpe = Tpe(plan.tpe["space"], len(archs), plan.tpe["samples"], plan.seed, plan.metric_mode, plan.segments,
+              MOMENTUM_OPTIMIZERS)
+    points = {}
+    for model_id, spec in plan.specs.items():
+        h = spec["hyperparameters"]
+        points[model_id] = (archs.index(spec["architecture"]), h["optimizer"], h["learning_rate"], h["batch_size"],
+                            h["momentum"])
+    tpe.asked = len(points)
+    for model_id, value in plan.finished:
+        tpe.tell(points[model_id], value)
+    live = len(plan.models) - len(plan.finished) - len(plan.stopped)
+    due = tpe.due(live)
+    if due:
+        async with connect(dsn) as conn:
+            for _ in range(due):
+                point = tpe.ask()
+                model_id = max(plan.models, default=0) + 1
+                spec = tpe_model(plan, model_id, point)
+                await catalog.insert_model(conn, plan.run_id, model_id, spec)
+                plan.models[model_id], plan.specs[model_id], points[model_id] = spec["name"], spec, point
+    return tpe, points
+
+
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
     """One coordinator session over a run in the catalog; records how it ended."""
+    tpe = points = None
+    if plan.tpe is not None:
+        tpe, points = await start_tpe(dsn, plan)
+    rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
-                                          completed=plan.completed)
+                                          completed=plan.completed, observed=plan.observed, **rule)
     for model_id in plan.failed:
         scheduler.fail_model(model_id)
+    search = undecided = None
+    if plan.asha is not None:
+        search = Asha(plan.asha["grace_period"], plan.asha["reduction_factor"], plan.epochs, plan.metric_mode)
+        try:
+            search.replay(plan.decisions)
+        except ValueError as exc:
+            raise RunFailed(f"run {plan.run_id}: {exc}; the catalog's decisions cannot be resumed") from None
+        for model_id in plan.stopped:
+            scheduler.stop_model(model_id)
+        undecided = pending(search.rungs, plan.epochs_done, [(d.model_id, d.epoch) for d in plan.decisions],
+                            plan.stopped | plan.failed)
     progress: Progress | None = progress_factory(plan) if progress_factory else None
     coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                               segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
                               epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
                               models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
                               progress=progress,
-                              heartbeat_seconds=heartbeat_seconds, metric=plan.metric)
+                              heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
+                              decisions=len(plan.decisions), pending=undecided or [], tpe=tpe, points=points,
+                              new_model=functools.partial(tpe_model, plan), warm=plan.warm)
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():
@@ -309,6 +455,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     async with connect(dsn) as conn:
         board = await catalog.leaderboard(conn, plan.run_id)
         run = await catalog.get_run(conn, plan.run_id)
+        stops = [d for d in await catalog.run_decisions(conn, plan.run_id) if d["decision"] == "stop"]
     best = next((row for row in board if row["score"] is not None), None)
     return TrainResult(
         run_id=plan.run_id, status=status, name=plan.name,
@@ -318,6 +465,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
         hop_results=outcome.results, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
         run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
+        stopped_models={d["model_id"]: f"after epoch {d['epoch']}: {d['reason']}" for d in stops},
     )
 
 

@@ -155,8 +155,11 @@ def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
 
 
-async def create_run(conn, *, config, pack, segments: int, schedule: str, versions: dict) -> int:
-    """Insert the run and one row per model in one transaction; returns the run id."""
+async def create_run(conn, *, config, pack, segments: int, schedule: str, versions: dict,
+                     warm_from: dict[int, list[int]] | None = None) -> int:
+    """Insert the run and one row per model in one transaction; returns the run id.
+    ``warm_from``: source model id (of run ``config.warm_start``) -> the new models that start from
+    its final state."""
     async with conn.transaction():
         run_id = await conn.fetchval(
             template("create_run.sql"),
@@ -171,6 +174,8 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
                 for m in config.models
             ],
         )
+        for source, targets in (warm_from or {}).items():
+            await conn.execute(template("warm_start.sql"), run_id, config.warm_start, targets, source)
     return run_id
 
 
@@ -250,3 +255,49 @@ async def run_pack(conn, run_id: int) -> dict:
     row = dict(await conn.fetchrow(template("run_pack.sql"), run_id))
     row["settings"], row["stats"] = json.loads(row["settings"]), json.loads(row["stats"])
     return row
+
+
+async def record_decision(conn, run_id: int, seq: int, decision, metric: str) -> None:
+    """Record a search decision (ctq.search.Decision) as number ``seq`` of the run; a stop also
+    closes the model (status 'stopped', the reason as its message), in one transaction."""
+    async with conn.transaction():
+        await conn.execute(template("record_decision.sql"), run_id, decision.model_id, decision.rung, seq,
+                           decision.epoch, metric, decision.value, "promote" if decision.promoted else "stop",
+                           decision.reason)
+        if not decision.promoted:
+            await conn.execute(template("model_status.sql"), run_id, decision.model_id, "stopped",
+                               f"stopped by ASHA after epoch {decision.epoch}: {decision.reason}")
+
+
+async def run_decisions(conn, run_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(template("run_decisions.sql"), run_id)]
+
+
+async def run_epochs(conn, run_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(template("run_epochs.sql"), run_id)]
+
+
+async def epoch_metrics(conn, run_id: int, model_id: int, epoch: int) -> dict | None:
+    """A model's metrics after ``epoch`` (0-based), or None if that epoch is not recorded."""
+    return _row(await conn.fetchrow(template("epoch_metrics.sql"), run_id, model_id, epoch))
+
+
+async def insert_model(conn, run_id: int, model_id: int, spec: dict) -> None:
+    """Add a model to a running run (a search asked for it); ``spec``: name, architecture,
+    hyperparameters (dicts) and seed, as :func:`create_run` records them."""
+    await conn.execute(template("insert_model.sql"), run_id, model_id, spec["name"], json.dumps(spec["architecture"]),
+                       json.dumps(spec["hyperparameters"]), spec["seed"])
+
+
+async def finished_models(conn, run_id: int) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(template("finished_models.sql"), run_id)]
+
+
+async def warm_sources(conn, run_id: int, architectures: list[dict]) -> list[int | None]:
+    """For each architecture spec, the model of run ``run_id`` to warm-start from: the best ranked
+    (leaderboard) of that architecture with a trained state; None where the run has none."""
+    specs = {m["model_id"]: json.loads(m["architecture"]) for m in await run_models(conn, run_id)}
+    trained = {r["model_id"] for r in await conn.fetch(
+        "SELECT model_id FROM ctq.models WHERE run_id = $1 AND state IS NOT NULL", run_id)}
+    ranked = [r["model_id"] for r in await conn.fetch(template("leaderboard.sql"), run_id) if r["model_id"] in trained]
+    return [next((m for m in ranked if specs[m] == spec), None) for spec in architectures]

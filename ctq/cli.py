@@ -335,6 +335,10 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
 
 
 @click.option("--reproducible", is_flag=True, help="Same as --schedule mop-fixed.")
+@click.option("--scheduling", type=click.Choice(["cost", "random"]), default=None,
+              help="MOP's choice among the models a free segment could take: cost (default, or the "
+                   "config's scheduling:): most estimated work left first, from the observed hop "
+                   "durations; random: a seeded preference (Cerebro's rule). MOP only.")
 @click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID]",
               help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
                    "unfinished run of that configuration (and --name).")
@@ -344,7 +348,7 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
 @click.option("--verbose", "-v", is_flag=True, help="Without a terminal, also log every hop.")
 @handle_errors
 def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, schedule: str | None,
-          reproducible: bool, resume: str | None, quiet: bool, verbose: bool) -> None:
+          reproducible: bool, scheduling: str | None, resume: str | None, quiet: bool, verbose: bool) -> None:
     """Train every model of GRID (a grid.yaml) with MOP and print the leaderboard.
 
     On a terminal, progress is a live display; otherwise (cron, make, a log file) it is plain
@@ -361,6 +365,9 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         if schedule not in (None, "mop-fixed"):
             raise UsageError(f"--reproducible means --schedule mop-fixed; it contradicts --schedule {schedule}")
         schedule = "mop-fixed"
+    if scheduling and schedule not in (None, "mop"):
+        raise UsageError(f"--scheduling chooses among eligible models under MOP; --schedule {schedule} "
+                         "decides by its own order")
     config = load_config(grid) if grid else None  # configuration errors before any database work
     run_id = None
     if resume not in (None, "last"):
@@ -375,11 +382,12 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         factory = functools.partial(LogProgress, verbose=verbose)
         log = log_line
     if resume is None:
-        work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule or "mop",
+        work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule or "mop", scheduling=scheduling,
                          progress_factory=factory, log=log,
                          notify=_note)
     else:
-        work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory, name=name, schedule=schedule)
+        work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory, name=name, schedule=schedule,
+                          scheduling=scheduling)
     result = run_async(work)
     failure = f"{len(result.failed_models)} of {len(result.leaderboard)} models failed" if result.failed_models else None
     if as_json:
@@ -723,7 +731,8 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
 @click.pass_context
 @handle_errors
 def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, seed, replay_run, dsn, as_json):
-    """Makespans of MOP (asynchronous) vs BSP (rounds) without training anything.
+    """Makespans of MOP (asynchronous; its cost-aware and random rules) vs BSP (rounds) without
+    training anything.
 
     A synthetic grid's times are in fast sub-epochs (one fast model's hop on a speed-1 segment);
     a replay's are in seconds. The lower bound is what no schedule can beat: the total work spread
@@ -761,7 +770,7 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
     if as_json:
         _echo_json([
             {"segments": s, "time_unit": unit, "mop_makespan": c.mop.makespan, "bsp_makespan": c.bsp.makespan,
-             "speedup": c.speedup, "lower_bound": c.mop.lower_bound, "mop_utilization": c.mop.utilization,
+             "mop_random_makespan": c.mop_random.makespan, "cost_gain": c.cost_gain, "speedup": c.speedup, "lower_bound": c.mop.lower_bound, "mop_utilization": c.mop.utilization,
              "bsp_utilization": c.bsp.utilization,
              "theory_speedup": sim.theory_speedup(p_fast, slow_ratio, s) if closed_form else None}
             for s, c in results.items()

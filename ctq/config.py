@@ -44,15 +44,25 @@ File format
       - name: custom
         keras_json: models/custom.json   # relative to the YAML file's folder: Model.to_json() output
     search:                         # optional; default: grid over the defaults below
-      method: grid                  # grid | random; default grid
+      method: grid                  # grid | random | asha | tpe; default grid
       seed: 7                       # non-negative int, default 0
-      # samples: 10                 # random only, required there: number of models (<= 10000)
+      # samples: 10                 # random, tpe: required, number of models (<= 10000); asha:
+                                    #   optional, draws that many models instead of the grid
+      # grace_period: 1             # asha only: epochs before the first rung (positive int, default 1)
+      # reduction_factor: 3         # asha only: 1 in reduction_factor goes on at each rung (int >= 2,
+                                    #   default 3)
+      # max_epochs: 9               # asha only, required there: replaces the top-level epochs
       space:                        # keys: optimizer, learning_rate, batch_size, momentum
         optimizer: [adam, sgd]      # adam | sgd | rmsprop | adamw | adagrad | nadam; default adam
         learning_rate: [0.001, 0.01]   # > 0; default 0.001
         batch_size: [64, 256]       # positive int; default 64
         momentum: [0.0, 0.9]        # 0 <= m < 1; only used by sgd and rmsprop; default: none
-    epochs: 5                       # required positive int
+    epochs: 5                       # required positive int (absent with search.method: asha)
+    warm_start: 12                  # optional run id: each model starts from the final weights of that
+                                    #   run's best trained model of the same architecture
+    scheduling: cost                # optional; MOP's choice among eligible models when a segment
+                                    #   frees up: cost (default: most estimated work left first, from
+                                    #   the observed hop durations) | random (seeded preference)
     metric: val_accuracy            # val_loss | val_accuracy | val_auc | val_f1 | val_precision |
                                     #   val_recall | val_mae, or the same without val_ (training);
                                     #   default val_loss. mae needs regression, the others but loss
@@ -91,8 +101,14 @@ optimizers that use it (sgd, rmsprop), the others get no momentum. With ``method
 ``samples`` models are drawn, each picking an architecture uniformly and each hyper-parameter from
 its spec: a list is a uniform choice; a range ``{low: a, high: b, log: false}`` is uniform (or
 log-uniform with ``log: true``) on [a, b] for learning_rate and momentum, and a uniform integer in
-[a, b] for batch_size. Draws are reproducible from ``search.seed``. Expanded searches are capped at
-10,000 models.
+[a, b] for batch_size. Draws are Optuna's RandomSampler's (:func:`ctq.search.random_points`),
+reproducible from ``search.seed``. Expanded searches are capped at 10,000 models.
+
+With ``method: asha`` the models are the grid (or, with ``samples``, random draws as above) and
+asynchronous successive halving stops the weak ones early (:class:`ctq.search.Asha`): rungs after
+``grace_period * reduction_factor**k`` epochs, below ``max_epochs``. With ``method: tpe`` no model
+exists up front (``models`` is empty): ``samples`` configurations are asked of Optuna's TPE sampler
+during the run, as slots free up (:class:`ctq.search.Tpe`).
 
 Optional keys may also be written as ``null``, which means "use the default". Every problem is a
 :class:`~ctq.errors.ConfigError` (exit code 2) naming the file and the key path, for example
@@ -109,7 +125,6 @@ import itertools
 import json
 import math
 import os
-import random
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -119,6 +134,7 @@ from typing import Any
 import yaml
 
 from ctq.errors import ConfigError
+from ctq.scheduler import SCHEDULING_RULES
 
 __all__ = [
     "DataConfig",
@@ -152,18 +168,18 @@ MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear",
 )
-SEARCH_METHODS = ("grid", "random")
+SEARCH_METHODS = ("grid", "random", "asha", "tpe")
 SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "models", "search", "epochs",
-             "metric")
+             "metric", "scheduling", "warm_start")
 _DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight",
               "feature_shape")
 _FEATURE_KEYS = ("column", "encoding")
 _MODEL_KEYS = ("name", "layers", "keras_json")
-_SEARCH_KEYS = ("method", "seed", "samples", "space")
+_SEARCH_KEYS = ("method", "seed", "samples", "space", "grace_period", "reduction_factor", "max_epochs")
 _RANGE_KEYS = ("low", "high", "log")
 _LAYER_KINDS = ("dense", "dropout", "batch_norm")
 _LAYER_OPTIONS = {"dense": ("activation", "l2"), "dropout": (), "batch_norm": ()}
@@ -252,6 +268,9 @@ class RunConfig:
     samples: int | None = None  # random search only
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
+    asha: dict | None = None  # method asha: {"grace_period", "reduction_factor", "max_epochs"}
+    scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
+    warm_start: int | None = None  # a run whose final states the models start from
 
     @property
     def metric_mode(self) -> str:
@@ -317,9 +336,11 @@ def fingerprint(config: RunConfig) -> str:
             "seed": config.seed,
             "samples": config.samples,
             "space": config.space,
+            **({"asha": config.asha} if config.asha else {}),
         },
         "epochs": config.epochs,
         "metric": config.metric,
+        **({"warm_start": config.warm_start} if config.warm_start else {}),
         "models": [
             [m.model_id, m.name, m.architecture.name, m.hyperparameters(), m.seed] for m in config.models
         ],
@@ -551,7 +572,7 @@ class _Validator:
             self.fail("", "the file is empty; expected a mapping with keys data, models, epochs")
         if not isinstance(doc, dict):
             self.fail("", f"expected a mapping at the top level, got {_describe(doc)}")
-        self.mapping(doc, "", _TOP_KEYS, required=("data", "models", "epochs"))
+        self.mapping(doc, "", _TOP_KEYS, required=("data", "models"))
 
         name = doc.get("name")
         if name is None:
@@ -566,10 +587,14 @@ class _Validator:
         cores = doc.get("cores_per_segment")
         if cores is not None:
             cores = self.int_(cores, "cores_per_segment")
-        epochs = self.int_(doc["epochs"], "epochs")
         budget = doc.get("memory_budget_mb")
         if budget is not None:
             budget = self.int_(budget, "memory_budget_mb")
+        scheduling = doc.get("scheduling")
+        scheduling = "cost" if scheduling is None else self.choice(scheduling, "scheduling", SCHEDULING_RULES)
+        warm_start = doc.get("warm_start")
+        if warm_start is not None:
+            warm_start = self.int_(warm_start, "warm_start")
 
         metric = doc.get("metric")
         metric = "val_loss" if metric is None else self.choice(metric, "metric", METRICS)
@@ -591,8 +616,18 @@ class _Validator:
                     self.fail(_index("models", i), f"model {arch.name!r} uses layers:, but the features are "
                               "index-encoded (integer indices for an Embedding): use a keras_json model "
                               "that starts with an Embedding, or encoding: one_hot")
-        method, seed, samples, space = self.search(doc.get("search"))
-        if method == "grid":
+        method, seed, samples, space, asha = self.search(doc.get("search"))
+        if asha is not None:
+            if doc.get("epochs") is not None:
+                self.fail("epochs", "search.method: asha trains up to search.max_epochs; remove epochs")
+            epochs = asha["max_epochs"]
+        elif "epochs" not in doc:
+            self.fail("epochs", "required key is missing")
+        else:
+            epochs = self.int_(doc["epochs"], "epochs")
+        if method == "tpe":
+            points = []  # asked during the run
+        elif samples is None:
             points = _expand_grid(self, architectures, space)
         else:
             points = _expand_random(architectures, space, seed, samples)
@@ -619,6 +654,9 @@ class _Validator:
             samples=samples,
             space=_space_json(space),
             memory_budget_mb=budget,
+            asha=asha,
+            scheduling=scheduling,
+            warm_start=warm_start,
         )
 
     def data(self, value: Any) -> DataConfig:
@@ -800,7 +838,7 @@ class _Validator:
             self.fail(key, f"Keras cannot load {rel}: {problem}")
         return doc
 
-    def search(self, value: Any) -> tuple[str, int, int | None, dict]:
+    def search(self, value: Any) -> tuple[str, int, int | None, dict, dict | None]:
         s = {} if value is None else self.mapping(value, "search", _SEARCH_KEYS)
         method = s.get("method")
         method = "grid" if method is None else self.choice(method, "search.method", SEARCH_METHODS)
@@ -809,20 +847,39 @@ class _Validator:
         samples = s.get("samples")
         if method == "grid":
             if samples is not None:
-                self.fail("search.samples", "only used with search.method: random (a grid tries every combination)")
-        else:
-            if samples is None:
-                self.fail("search.samples", "required with search.method: random (how many models to draw)")
+                self.fail("search.samples", "only used with search.method: random or asha (a grid tries every "
+                                            "combination)")
+        elif method in ("random", "tpe") and samples is None:
+            self.fail("search.samples", f"required with search.method: {method} (how many models to "
+                                        f"{'draw' if method == 'random' else 'try'})")
+        if samples is not None:
             samples = self.int_(samples, "search.samples")
             if samples > MAX_MODELS:
                 self.fail("search.samples", f"{samples} models is too many; the limit is {MAX_MODELS}")
+        asha = None
+        if method == "asha":
+            if s.get("max_epochs") is None:
+                self.fail("search.max_epochs", "required with search.method: asha (it replaces epochs)")
+            asha = {"max_epochs": self.int_(s["max_epochs"], "search.max_epochs")}
+            grace = s.get("grace_period")
+            asha["grace_period"] = 1 if grace is None else self.int_(grace, "search.grace_period")
+            if asha["grace_period"] > asha["max_epochs"]:
+                self.fail("search.grace_period", f"{asha['grace_period']} is more than search.max_epochs "
+                                                 f"({asha['max_epochs']}): no rung to decide at")
+            factor = s.get("reduction_factor")
+            asha["reduction_factor"] = 3 if factor is None else self.int_(factor, "search.reduction_factor",
+                                                                          minimum=2)
+        else:
+            for key in ("grace_period", "reduction_factor", "max_epochs"):
+                if s.get(key) is not None:
+                    self.fail(_join("search", key), "only used with search.method: asha")
 
         raw_space = s.get("space")
         raw_space = {} if raw_space is None else self.mapping(raw_space, "search.space", SPACE_KEYS)
         space: dict[str, list | _Range] = {}
         for name in SPACE_KEYS:
             if name in raw_space:
-                space[name] = self.space_value(name, raw_space[name], method)
+                space[name] = self.space_value(name, raw_space[name], samples is not None)
             elif name in DEFAULT_SPACE:
                 space[name] = [DEFAULT_SPACE[name]]
         if "momentum" in space:
@@ -831,15 +888,16 @@ class _Validator:
                 self.fail("search.space.momentum",
                           "momentum is only used by sgd and rmsprop, and no optimizer in search.space.optimizer "
                           f"can use it (optimizers: {', '.join(opts)})")
-        return method, seed, samples, space
+        return method, seed, samples, space, asha
 
-    def space_value(self, name: str, value: Any, method: str) -> list | _Range:
+    def space_value(self, name: str, value: Any, drawn: bool) -> list | _Range:
         key = _join("search.space", name)
         if isinstance(value, dict):
             if name == "optimizer":
                 self.fail(key, "expected an optimizer name or a list of them, got a mapping")
-            if method != "random":
-                self.fail(key, "a range {low, high} needs search.method: random; a grid needs a list of values")
+            if not drawn:
+                self.fail(key, "a range {low, high} needs search.method: random (or asha with samples); "
+                               "a grid needs a list of values")
             return self.range_(name, value, key)
         items = value if isinstance(value, list) else [value]
         if not items:
@@ -991,48 +1049,28 @@ def _expand_grid(v: _Validator, archs: list[Architecture], space: dict) -> list[
     return points
 
 
-def _draw(rng: random.Random, spec: list | _Range):
-    if isinstance(spec, list):
-        return spec[rng.randrange(len(spec))]
-    if spec.integer:
-        if spec.log:
-            x = math.exp(rng.uniform(math.log(spec.low), math.log(spec.high + 1)))
-            return int(min(max(math.floor(x), spec.low), spec.high))
-        return rng.randint(int(spec.low), int(spec.high))
-    if spec.log:
-        x = math.exp(rng.uniform(math.log(spec.low), math.log(spec.high)))
-    else:
-        x = rng.uniform(spec.low, spec.high)
-    return float(min(max(x, spec.low), spec.high))
-
-
 def _expand_random(archs: list[Architecture], space: dict, seed: int, samples: int) -> list[tuple]:
-    rng = random.Random(seed)
-    points = []
-    for _ in range(samples):
-        arch = archs[rng.randrange(len(archs))]
-        opt = _draw(rng, space["optimizer"])
-        lr = _draw(rng, space["learning_rate"])
-        bs = _draw(rng, space["batch_size"])
-        mom = _draw(rng, space["momentum"]) if "momentum" in space else None
-        if opt not in MOMENTUM_OPTIMIZERS:
-            mom = None
-        points.append((arch, opt, float(lr), int(bs), None if mom is None else float(mom)))
-    return points
+    from ctq.search import random_points
+
+    return [(archs[a], opt, lr, bs, mom)
+            for a, opt, lr, bs, mom in random_points(_space_json(space), len(archs), samples, seed,
+                                                     MOMENTUM_OPTIMIZERS)]
 
 
-def _model_seed(seed: int, model_id: int) -> int:
+def model_seed(seed: int, model_id: int) -> int:
+    """The weight-initialisation seed of model ``model_id`` of a search seeded by ``seed``."""
     digest = hashlib.sha256(f"ctq-model-seed:{seed}:{model_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def model_name(arch: str, opt: str, lr: float, bs: int, mom: float | None) -> str:
+    """A model's display name, e.g. ``mlp-small/adam/lr=0.001/bs=64``."""
+    name = f"{arch}/{opt}/lr={_fmt(lr)}/bs={bs}"
+    return name if mom is None else f"{name}/mom={_fmt(mom)}"
+
+
 def _number_models(points: list[tuple], seed: int) -> list[ModelConfig]:
-    names = []
-    for arch, opt, lr, bs, mom in points:
-        name = f"{arch.name}/{opt}/lr={_fmt(lr)}/bs={bs}"
-        if mom is not None:
-            name += f"/mom={_fmt(mom)}"
-        names.append(name)
+    names = [model_name(arch.name, opt, lr, bs, mom) for arch, opt, lr, bs, mom in points]
     counts: dict[str, int] = {}
     taken = set(names)
     unique = []
@@ -1050,7 +1088,7 @@ def _number_models(points: list[tuple], seed: int) -> list[ModelConfig]:
     return [
         ModelConfig(
             model_id=i, name=name, architecture=arch, optimizer=opt, learning_rate=float(lr),
-            batch_size=int(bs), momentum=None if mom is None else float(mom), seed=_model_seed(seed, i),
+            batch_size=int(bs), momentum=None if mom is None else float(mom), seed=model_seed(seed, i),
         )
         for i, (name, (arch, opt, lr, bs, mom)) in enumerate(zip(unique, points), start=1)
     ]

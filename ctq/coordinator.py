@@ -27,6 +27,7 @@ from ctq.engines import Engine
 from ctq.errors import RunFailed, plain_text
 from ctq.indb import SQLSTATE_MODEL
 from ctq.scheduler import Hop, Scheduler
+from ctq.search import Asha, Tpe, metric_value
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -53,6 +54,8 @@ class Progress(Protocol):
     def hop_finished(self, result: HopResult) -> None: ...
     def hop_retried(self, hop: Hop, reason: str) -> None: ...
     def model_failed(self, model_id: int, reason: str) -> None: ...
+    def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None: ...
+    def model_added(self, model_id: int, name: str) -> None: ...
 
 
 class NoProgress:
@@ -68,6 +71,12 @@ class NoProgress:
     def model_failed(self, model_id: int, reason: str) -> None:
         pass
 
+    def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None:
+        pass
+
+    def model_added(self, model_id: int, name: str) -> None:
+        pass
+
 
 @dataclass
 class Outcome:
@@ -75,6 +84,7 @@ class Outcome:
 
     results: list[HopResult] = field(default_factory=list)
     failed_models: dict[int, str] = field(default_factory=dict)
+    stopped_models: dict[int, str] = field(default_factory=dict)  # by the search (ASHA): the reason
     retries: int = 0
     wall_seconds: float = 0.0
     segments: int = 0
@@ -113,13 +123,29 @@ class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
                  cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
                  stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
-                 heartbeat_seconds: float = 5.0, metric: str = "val_loss"):
+                 heartbeat_seconds: float = 5.0, search: Asha | None = None, metric: str = "val_loss",
+                 decisions: int = 0, pending: list[tuple[int, int]] = (), tpe: Tpe | None = None,
+                 points: dict[int, tuple] | None = None, new_model=None, warm: bool = False):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
         training weight per class index (None: all 1); ``metric``: the run's ranking metric (its
-        kind, e.g. auc, is the metric the hops compute)."""
+        kind, e.g. auc, is the metric the hops compute). ``search``: early stopping asked after every
+        epoch on that metric, its state already rebuilt from the ``decisions`` recorded so
+        far (their count); ``pending``: (model_id, epoch count) results a dead predecessor left
+        undecided, decided first, in that order. ``tpe``: a search that asks for a model whenever
+        one finishes (told its result), ``points`` the configuration of each of its models so far,
+        ``new_model(model_id, point)`` the ctq.models record (name, architecture, ...) of a new one.
+        ``warm``: the models start from another run's final weights (warm_start), stored as their
+        state: their first hop keeps the weights and starts the optimizer afresh."""
+        self.warm = warm
+        self.tpe = tpe
+        self.points = dict(points or {})
+        self.new_model = new_model
+        self.search = search
         self.metric = metric
+        self.decisions = decisions
+        self.pending = list(pending)
         self.stream = stream
         self.class_weights = class_weights
         self.dsn = dsn
@@ -196,7 +222,8 @@ class Coordinator:
         session = self.engine.template("session.sql")
         if session.strip():
             await conn.execute(session)
-        live = [m for i, m in sorted(self.models.items()) if i not in self.scheduler.failed]
+        dropped = self.scheduler.failed | self.scheduler.stopped
+        live = [m for i, m in sorted(self.models.items()) if i not in dropped]
         compile_keys = {json.dumps([m["architecture"], {k: v for k, v in m["hyperparameters"].items()
                                                         if k != "learning_rate"}],
                                    sort_keys=True) for m in live}
@@ -216,8 +243,10 @@ class Coordinator:
             await asyncio.sleep(delay)
         conn = await self._segment_connection(hop.segment)
         model = self.models[hop.model_id]
+        first = self.warm and self.scheduler.progress(hop.model_id) == (0, 0)
         params = self._params(hop.segment, action="train", arch=model["architecture"],
-                              hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch)
+                              hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
+                              **({"warm": True} if first else {}))
         t0 = time.perf_counter()
         row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
                                         hop.last_of_epoch, params)
@@ -226,6 +255,37 @@ class Coordinator:
             raise RunFailed(f"model {hop.model_id} of run {self.run_id} is missing from ctq.models")
         return HopResult(hop, row["loss"], row["metric"], row["rows"], row["compute_seconds"],
                          row["val_loss"], row["val_metric"], wall)
+
+    async def _decide(self, model_id: int, epochs_done: int, outcome: Outcome) -> None:
+        """Ask the search about a model that has completed ``epochs_done`` epochs; record the
+        decision (a rung's) before any new hop starts, and stop the model if so decided."""
+        row = await self._catalog(catalog.epoch_metrics, self.run_id, model_id, epochs_done - 1)
+        if row is None:
+            raise RunFailed(f"model {model_id} of run {self.run_id}: epoch {epochs_done} is not recorded")
+        decision = self.search.decide(model_id, epochs_done, metric_value(self.metric, row))
+        if decision is None:
+            return
+        await self._catalog(catalog.record_decision, self.run_id, self.decisions, decision, self.metric)
+        self.decisions += 1
+        if not decision.promoted:
+            self.scheduler.stop_model(model_id)
+            outcome.stopped_models[model_id] = decision.reason
+            self.progress.model_stopped(model_id, epochs_done, decision.reason)
+
+    async def _finished(self, model_id: int, value: float | None) -> None:
+        """A model trained its last epoch (``value``: the run's metric then) or failed (None): tell
+        the TPE search, and start the models it asks for in its place."""
+        if self.tpe is None:
+            return
+        self.tpe.tell(self.points[model_id], value)
+        for _ in range(self.tpe.due(self.scheduler.live)):
+            point = self.tpe.ask()
+            new_id = max(self.models) + 1
+            spec = self.new_model(new_id, point)
+            await self._catalog(catalog.insert_model, self.run_id, new_id, spec)
+            self.models[new_id], self.points[new_id] = spec, point
+            self.scheduler.add_model(new_id)
+            self.progress.model_added(new_id, spec["name"])
 
     async def _heartbeat(self) -> None:
         while True:
@@ -245,6 +305,7 @@ class Coordinator:
             outcome.failed_models[hop.model_id] = reason
             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "failed", reason)
             self.progress.model_failed(hop.model_id, reason)
+            await self._finished(hop.model_id, None)
             return None
         self.attempts[key] = self.attempts.get(key, 0) + 1
         if conn is not None and not conn.is_closed():
@@ -264,6 +325,9 @@ class Coordinator:
             await self._open_control()
         # backends still training for a dead predecessor of this session: stop them first
         await self._catalog(catalog.terminate_orphans, self.app_prefix)
+        for model_id, epochs_done in self.pending:  # results a dead predecessor did not decide on
+            await self._decide(model_id, epochs_done, outcome)
+        self.pending = []
         heartbeat = asyncio.create_task(self._heartbeat())
         running: dict[asyncio.Task, Hop] = {}
         try:
@@ -283,11 +347,16 @@ class Coordinator:
                     exc = task.exception()
                     if exc is None:
                         result = task.result()
-                        self.scheduler.complete(hop)
+                        self.scheduler.complete(hop, result.wall_seconds)
                         outcome.results.append(result)
                         self.progress.hop_finished(result)
                         if hop.last_of_epoch and hop.epoch == self.epochs - 1:
                             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "succeeded")
+                            if self.tpe is not None:
+                                row = await self._catalog(catalog.epoch_metrics, self.run_id, hop.model_id, hop.epoch)
+                                await self._finished(hop.model_id, metric_value(self.metric, row))
+                        elif hop.last_of_epoch and self.search is not None:
+                            await self._decide(hop.model_id, hop.epoch + 1, outcome)
                     else:
                         delay = await self._on_failure(hop, exc, outcome)
                         if delay is not None:  # the hop stays on its segment and runs again

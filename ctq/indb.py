@@ -373,6 +373,19 @@ class CompiledModel:
                 optimizer[i] = np.asarray(float(hyper.get("learning_rate", 0.001)), dtype=optimizer[i].dtype)
         return [np.array(v.numpy()) for v in fresh.variables] + optimizer
 
+    def start_state(self, state: bytes | None, seed: int, hyper: dict, warm: bool = False) -> list[np.ndarray]:
+        """The arrays a hop starts from: the model's stored state, or with none yet its initial
+        state. ``warm`` (the first hop of a warm-started model): the stored state is another run's
+        final state of this architecture; keep its model variables (the weights) and give the
+        optimizer this model's fresh start (its own optimizer and learning rate)."""
+        if state is None:
+            return self.initial_state(seed, hyper)
+        arrays = decode_state(state)
+        if warm:
+            n = len(self.model.variables)
+            return arrays[:n] + self.initial_state(seed, hyper)[n:]
+        return arrays
+
     def load(self, arrays: list[np.ndarray]) -> None:
         variables = state_variables(self.model)
         if len(arrays) != len(variables):
@@ -560,7 +573,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     if run is None:
         pin_threads(p.get("cores"))
         cm = compiled_model(GD, p["arch"], p["hyper"], p["stats"], p["task"], p.get("metric"))
-        cm.load(decode_state(entry["state"]) if entry["state"] is not None else cm.initial_state(p["seed"], p["hyper"]))
+        cm.load(cm.start_state(entry["state"], p["seed"], p["hyper"], p.get("warm", False)))
         run = entry["stream"] = {"model": cm, "callback": cancel_callback(plpy), "compute": 0.0,
                                  "train": [0, 0.0, 0.0], "val": [0, 0.0, 0.0]}
     x, y = decode_buffers([buffer], p["stats"], p["task"])
@@ -642,7 +655,8 @@ def step_final(*, plpy, GD, acc):
     else:
         result.update(train_hop(plpy=plpy, GD=GD, x=x, y=y, xv=xv, yv=yv, arch=p["arch"], hyper=p["hyper"],
                                 task=task, seed=p["seed"], state=entry["state"], evaluate=p["evaluate"],
-                                stats=stats, class_weights=p.get("class_weights"), metric=p.get("metric")))
+                                stats=stats, class_weights=p.get("class_weights"), metric=p.get("metric"),
+                                warm=p.get("warm", False)))
     result["hop_started"], result["hop_finished"] = started, time.time()
     return result
 
@@ -697,12 +711,13 @@ def compile_steps(cm: CompiledModel, batch: int, xv, yv, plpy) -> None:
 
 
 def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, seed, state, evaluate, stats, class_weights=None,
-              metric=None):
-    """Train one sub-epoch over (x, y) from ``state`` (None: the model's initial state); evaluate
-    on (xv, yv) when ``evaluate``. Batches have a constant shape (one jit compile per shape): the
-    last partial batch is padded with zero-weight rows, so every row trains."""
+              metric=None, warm=False):
+    """Train one sub-epoch over (x, y) from ``state`` (None: the model's initial state; ``warm``:
+    see :meth:`CompiledModel.start_state`); evaluate on (xv, yv) when ``evaluate``. Batches have a
+    constant shape (one jit compile per shape): the last partial batch is padded with zero-weight
+    rows, so every row trains."""
     cm = compiled_model(GD, arch, hyper, stats, task, metric)
-    cm.load(decode_state(state) if state is not None else cm.initial_state(seed, hyper))
+    cm.load(cm.start_state(state, seed, hyper, warm))
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
     loss, value = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats, class_weights,

@@ -39,16 +39,12 @@ def check_models_fit(cfg, input_shape: tuple[int, ...], n_outputs: int, task: st
     encoding: index-encoded features (``index_size``: the largest vocabulary + 1) need an
     Embedding with at least that many rows (an index past its end would be clamped, silently, by
     jax), and an Embedding on numeric or one-hot features would read them as indices."""
-    seen: dict[str, str | None] = {}
-    for model in cfg.models:
-        spec = model.architecture.spec
-        if "keras_json" not in spec:
+    for arch in cfg.architectures:  # every model of the search is one of them (TPE's too)
+        if "keras_json" not in arch.spec:
             continue
-        key = model.architecture.name
-        if key not in seen:
-            seen[key] = _misfit(spec["keras_json"], tuple(input_shape), n_outputs, task, index_size)
-        if seen[key]:
-            raise ConfigError(f"model {key!r} (keras_json) does not fit the data: {seen[key]}",
+        misfit = _misfit(arch.spec["keras_json"], tuple(input_shape), n_outputs, task, index_size)
+        if misfit:
+            raise ConfigError(f"model {arch.name!r} (keras_json) does not fit the data: {misfit}",
                               path=cfg.source_path)
 
 

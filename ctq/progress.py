@@ -87,6 +87,16 @@ class LiveProgress:
         self.live.console.print(f"[red]model {self.names.get(model_id, model_id)} failed: {reason}")
         self.live.update(self._render())
 
+    def model_added(self, model_id: int, name: str) -> None:
+        self.names[model_id] = name
+        self.epochs_done[model_id] = self.hops_in_epoch[model_id] = 0
+        self.live.update(self._render())
+
+    def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None:
+        self.live.console.print(f"model {self.names.get(model_id, model_id)} stopped after epoch {epochs_done}: "
+                                f"{reason}")
+        self.live.update(self._render())
+
     # -- rendering
     def _score(self, result: HopResult) -> float | None:
         metric = self.config.metric  # val_loss, loss, or a metric's val_ (validation) or training value
@@ -163,7 +173,9 @@ class LogProgress:
         self.plan = plan
         self.verbose = verbose
         self.stream = stream
-        self.total = len(plan.models) * plan.segments * plan.epochs
+        self.total = plan.model_budget * plan.segments * plan.epochs
+        for model_id in plan.stopped:  # stopped by the search in an earlier session: no hops left
+            self.total -= plan.segments * plan.epochs - sum(m == model_id for m, _, _ in plan.completed)
         self.done = len(plan.completed)
         self.session_start_done = self.done
         self.first_hop_at: float | None = None
@@ -219,3 +231,12 @@ class LogProgress:
 
     def model_failed(self, model_id: int, reason: str) -> None:
         self._say(f"model {model_id} ({self.plan.models.get(model_id, model_id)}) failed: {' '.join(reason.split())}")
+
+    def model_added(self, model_id: int, name: str) -> None:
+        if self.verbose:
+            self._say(f"model {model_id} ({name}) asked for by the search")
+
+    def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None:
+        self.total -= (self.plan.epochs - epochs_done) * self.plan.segments  # hops it will not train
+        self._say(f"model {model_id} ({self.plan.models.get(model_id, model_id)}) stopped after epoch "
+                  f"{epochs_done}: {reason}")

@@ -6,8 +6,13 @@ A *hop* is one model training one sub-epoch on one segment's data partition. The
 same rules can be unit-tested, resumed from the database's record of finished hops, and replayed
 by :mod:`ctq.simulate` without a database.
 
-Why the MOP choice is a *seeded per-segment preference list* rather than a fresh random draw per
-decision: it is Cerebro's and the original CTQ driver's rule (shuffle all (model, worker) pairs once
+MOP has two rules for choosing among the eligible models when a segment frees up
+(``scheduling``): ``cost`` (the default) starts the model with the most estimated work left, from
+the hop durations observed so far (longest remaining processing time first, LRPT: the classic rule
+against a tail in which one machine runs a long job while the others idle); ``random`` keeps a
+seeded per-segment preference list. Both break ties by that list.
+
+Why the preference list is seeded once rather than a fresh random draw per decision: it is Cerebro's and the original CTQ driver's rule (shuffle all (model, worker) pairs once
 per epoch; an idle worker takes the first pair whose model is idle), it makes every decision a
 function of the scheduler's state alone (the same completions give the same schedule, however
 often the coordinator polls in between), and :mod:`ctq.simulate` can replay it exactly, fast.
@@ -16,6 +21,7 @@ often the coordinator polls in between), and :mod:`ctq.simulate` can replay it e
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -83,6 +89,7 @@ class Scheduler(abc.ABC):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
     ):
         ids = list(model_ids)
         if not ids:
@@ -103,10 +110,23 @@ class Scheduler(abc.ABC):
         self._seed = seed
         self._epoch = [0] * len(ids)  # current (first unfinished) epoch per model
         self._visited: list[set[int]] = [set() for _ in ids]  # segments done in the current epoch
-        self._failed: set[int] = set()
+        self._dropped: set[int] = set()  # failed or stopped: trains no more
+        self._stopped: set[int] = set()
         self._in_flight: dict[int, Hop] = {}  # segment -> hop
         self._busy: dict[int, int] = {}  # model index -> segment it is on
+        self._seconds = [0.0] * len(ids)  # observed hop seconds per model (sum) ...
+        self._hops_timed = [0] * len(ids)  # ... and how many hops they are over
         self._resume(completed)
+        for mid, seconds in observed:
+            self._observe(self._model_index(mid), seconds)
+
+    def _observe(self, m: int, seconds: float | None) -> None:
+        if seconds is None:
+            return
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"hop of model {self._ids[m]}: bad duration {seconds!r}")
+        self._seconds[m] += seconds
+        self._hops_timed[m] += 1
 
     def _resume(self, completed: Iterable[tuple[int, int, int]]) -> None:
         """Fast-forward past hops a previous run finished; reject sets no run could produce."""
@@ -166,7 +186,7 @@ class Scheduler(abc.ABC):
     def _release(self, hop: Hop) -> int | None:
         """Take ``hop`` out of flight; None if its model was dropped meanwhile (a late report)."""
         m = self._model_index(hop.model_id)
-        if m in self._failed:
+        if m in self._dropped:
             return None
         if self._in_flight.get(hop.segment) != hop:
             raise ValueError(f"{hop} is not in flight")
@@ -174,11 +194,13 @@ class Scheduler(abc.ABC):
         del self._busy[m]
         return m
 
-    def complete(self, hop: Hop) -> None:
-        """``hop`` finished OK: the model has visited the segment; both are free again."""
+    def complete(self, hop: Hop, seconds: float | None = None) -> None:
+        """``hop`` finished OK: the model has visited the segment; both are free again.
+        ``seconds``: how long the hop took, if known (the cost-aware MOP rule learns from it)."""
         m = self._release(hop)
         if m is None:
             return
+        self._observe(m, seconds)
         visited = self._visited[m]
         visited.add(hop.segment)
         if len(visited) == self._segments:
@@ -192,10 +214,20 @@ class Scheduler(abc.ABC):
     def fail_model(self, model_id: int) -> None:
         """Deterministic failure: drop the model. Its in-flight hop, if any, is forgotten."""
         m = self._model_index(model_id)
-        self._failed.add(m)
+        self._dropped.add(m)
         seg = self._busy.pop(m, None)
         if seg is not None:
             del self._in_flight[seg]
+
+    def stop_model(self, model_id: int) -> None:
+        """Early stopping (a search's decision, e.g. ASHA's at a rung): the model trains no more.
+        Unlike :meth:`fail_model` it must be idle (decisions come between hops); raises ValueError
+        if a hop of it is in flight."""
+        m = self._model_index(model_id)
+        if m in self._busy:
+            raise ValueError(f"model {model_id} has a hop in flight; stop it between hops")
+        self._dropped.add(m)
+        self._stopped.add(m)
 
     def _model_index(self, model_id: int) -> int:
         try:
@@ -205,10 +237,15 @@ class Scheduler(abc.ABC):
 
     @property
     def done(self) -> bool:
-        """Nothing pending and nothing in flight (failed models count as finished)."""
+        """Nothing pending and nothing in flight (failed and stopped models count as finished)."""
         return not self._in_flight and all(
-            e == self._epochs for m, e in enumerate(self._epoch) if m not in self._failed
+            e == self._epochs for m, e in enumerate(self._epoch) if m not in self._dropped
         )
+
+    @property
+    def live(self) -> int:
+        """Models with training left (not failed, not stopped), in flight or not."""
+        return sum(e < self._epochs and m not in self._dropped for m, e in enumerate(self._epoch))
 
     @property
     def in_flight(self) -> Mapping[int, Hop]:
@@ -218,7 +255,12 @@ class Scheduler(abc.ABC):
     @property
     def failed(self) -> frozenset[int]:
         """Ids of the models dropped by :meth:`fail_model`."""
-        return frozenset(self._ids[m] for m in self._failed)
+        return frozenset(self._ids[m] for m in self._dropped - self._stopped)
+
+    @property
+    def stopped(self) -> frozenset[int]:
+        """Ids of the models stopped by :meth:`stop_model`."""
+        return frozenset(self._ids[m] for m in self._stopped)
 
     def progress(self, model_id: int) -> tuple[int, int]:
         """(epochs completed, hops completed in the current epoch)."""
@@ -226,19 +268,30 @@ class Scheduler(abc.ABC):
         return self._epoch[m], len(self._visited[m])
 
 
+SCHEDULING_RULES = ("cost", "random")
+
+
 class MopScheduler(Scheduler):
     """Asynchronous Model Hopper Parallelism with no global epoch barrier.
 
-    A model starts its next epoch as soon as it has visited every segment. Each idle segment takes,
-    among its *eligible* models (not failed, not in flight, epochs left, segment not yet visited in
-    the model's current epoch), the one that comes first in its seeded preference list; models in
-    an earlier epoch come before models in a later one, because a lagging model has the most work
-    left and starting it first shortens the tail (longest-remaining-work first).
+    A model starts its next epoch as soon as it has visited every segment. Each idle segment takes
+    one of its *eligible* models (not failed, not in flight, epochs left, segment not yet visited in
+    the model's current epoch), by ``scheduling``:
 
-    Idle segments are served in ascending order, greedily. That leaves no idle segment with an
-    eligible model (a greedy matching is maximal), which is what keeps every worker busy; a maximum
-    matching could occasionally start one more hop in the same instant, but would break the exact
-    replay in :mod:`ctq.simulate`.
+    * ``"cost"`` (default): the model with the most estimated work left, its hops left times its
+      mean observed hop duration (longest remaining processing time first, LRPT; a model not yet
+      timed on any segment is estimated at the mean of the timed models, or all alike before any
+      hop is timed). Slow models then start early and the run does not end with one segment
+      training a slow model while the others idle. Ties go to the earlier epoch, then to the
+      segment's seeded preference.
+    * ``"random"``: models in an earlier epoch first (a lagging model has the most work left), then
+      the first in the segment's seeded preference list (Cerebro's rule).
+
+    Durations come from :meth:`complete` (``seconds``) and, on a resume, ``observed``:
+    ``(model_id, seconds)`` of hops already done. Idle segments are served in ascending order,
+    greedily. That leaves no idle segment with an eligible model (a greedy matching is maximal),
+    which is what keeps every worker busy; a maximum matching could occasionally start one more hop
+    in the same instant, but would break the exact replay in :mod:`ctq.simulate`.
     """
 
     def __init__(
@@ -248,9 +301,30 @@ class MopScheduler(Scheduler):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
+        scheduling: str = "cost",
     ):
-        super().__init__(model_ids, segments, epochs, seed, completed)
+        if scheduling not in SCHEDULING_RULES:
+            raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING_RULES)}, got {scheduling!r}")
+        self._scheduling = scheduling
+        super().__init__(model_ids, segments, epochs, seed, completed, observed)
         self._ranks: dict[int, list[list[int]]] = {}  # epoch -> [segment][model] -> preference
+
+    def add_model(self, model_id: int) -> None:
+        """A model joins the run (a search asked for it), idle and at its first epoch. Its id must
+        be larger than every id so far, so that models stay indexed in ascending id order as a
+        resume indexes them; the segments' preference lists are redrawn for the new model count.
+        Raises ValueError otherwise."""
+        if model_id in self._index or model_id < self._ids[-1]:
+            raise ValueError(f"model {model_id}: a new model's id must be larger than every id so far "
+                             f"(largest: {self._ids[-1]})")
+        self._index[model_id] = len(self._ids)
+        self._ids.append(model_id)
+        self._epoch.append(0)
+        self._visited.append(set())
+        self._seconds.append(0.0)
+        self._hops_timed.append(0)
+        self._ranks.clear()
 
     def _rank(self, epoch: int) -> list[list[int]]:
         ranks = self._ranks.get(epoch)
@@ -261,20 +335,55 @@ class MopScheduler(Scheduler):
             ranks = self._ranks[epoch] = rank.tolist()
         return ranks
 
+    def _estimates(self) -> list[float]:
+        """Estimated seconds of one hop per model index: its mean observed hop, else the mean of
+        the timed models' means, else 1 (nothing timed yet: every model alike)."""
+        timed = [self._seconds[m] / n for m, n in enumerate(self._hops_timed) if n]
+        prior = sum(timed) / len(timed) if timed else 1.0
+        return [self._seconds[m] / n if n else prior for m, n in enumerate(self._hops_timed)]
+
+    def _hops_left(self, m: int) -> int:
+        return (self._epochs - self._epoch[m]) * self._segments - len(self._visited[m])
+
+    def remaining_work(self) -> dict[int, float]:
+        """Model id -> estimated seconds of training left (hops left x estimated hop), for the
+        live models (units of the observed durations; 1 per hop while nothing is timed)."""
+        est = self._estimates()
+        return {
+            self._ids[m]: self._hops_left(m) * est[m]
+            for m, e in enumerate(self._epoch)
+            if e < self._epochs and m not in self._dropped
+        }
+
     def _select(self) -> list[tuple[int, int]]:
         idle = [s for s in range(self._segments) if s not in self._in_flight]
         free = [
             m
             for m, e in enumerate(self._epoch)
-            if e < self._epochs and m not in self._busy and m not in self._failed
+            if e < self._epochs and m not in self._busy and m not in self._dropped
         ]
+        if not (idle and free):
+            return []
+        if self._scheduling == "cost":
+            est = self._estimates()
+            work = {m: -est[m] * self._hops_left(m) for m in free}
+            # The segment with the most work left (the live models it has yet to host) picks
+            # first: a segment every slow model still needs must not be left to fast ones.
+            seg_work = {
+                s: sum(est[m] for m, e in enumerate(self._epoch)
+                       if e < self._epochs and m not in self._dropped and s not in self._visited[m])
+                for s in idle
+            }
+            idle.sort(key=lambda s: (-seg_work[s], s))
+        else:
+            work = dict.fromkeys(free, 0.0)
         picks = []
         for seg in idle:
             eligible = [m for m in free if seg not in self._visited[m]]
             if eligible:
-                # Earlier epochs first, then this segment's preference in that epoch.
                 best = min(
-                    eligible, key=lambda m: (self._epoch[m], self._rank(self._epoch[m])[seg][m])
+                    eligible,
+                    key=lambda m: (work[m], self._epoch[m], self._rank(self._epoch[m])[seg][m]),
                 )
                 free.remove(best)
                 picks.append((seg, best))
@@ -300,9 +409,10 @@ class MopFixedScheduler(MopScheduler):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
     ):
         self._orders: dict[int, list[list[int]]] = {}  # epoch -> [model][k] -> k-th segment
-        super().__init__(model_ids, segments, epochs, seed, completed)
+        super().__init__(model_ids, segments, epochs, seed, completed, observed, "random")
         for m, visited in enumerate(self._visited):
             order = self._order(self._epoch[m])[m] if self._epoch[m] < epochs else []
             if visited != set(order[: len(visited)]):
@@ -311,6 +421,10 @@ class MopFixedScheduler(MopScheduler):
                     f"{self._epoch[m]} are not the start of its fixed order {order}; "
                     "was the run started with another schedule?"
                 )
+
+    def add_model(self, model_id: int) -> None:
+        """Not here: every model's visiting order is drawn for the run's model count up front."""
+        raise ValueError("mop-fixed cannot take models during a run (its visiting orders are fixed)")
 
     def _order(self, epoch: int) -> list[list[int]]:
         orders = self._orders.get(epoch)
@@ -331,7 +445,7 @@ class MopFixedScheduler(MopScheduler):
         idle = {s for s in range(self._segments) if s not in self._in_flight}
         waiting: dict[int, list[int]] = {}  # idle segment -> free models whose next segment it is
         for m, e in enumerate(self._epoch):
-            if e < self._epochs and m not in self._busy and m not in self._failed:
+            if e < self._epochs and m not in self._busy and m not in self._dropped:
                 seg = self._order(e)[m][len(self._visited[m])]
                 if seg in idle:
                     waiting.setdefault(seg, []).append(m)
@@ -358,8 +472,9 @@ class BspScheduler(Scheduler):
         epochs: int,
         seed: int,
         completed: Iterable[tuple[int, int, int]] = (),
+        observed: Iterable[tuple[int, float]] = (),
     ):
-        super().__init__(model_ids, segments, epochs, seed, completed)
+        super().__init__(model_ids, segments, epochs, seed, completed, observed)
         self._order = bsp_order(seed, len(self._ids)).tolist()
         self._slots = max(len(self._ids), segments)
         self._round = 0  # global round (epoch * slots + r): the earliest that may have work left
@@ -375,7 +490,7 @@ class BspScheduler(Scheduler):
                 # Every earlier round is finished, so a live model is in `epoch` or past it.
                 if (
                     seg < self._segments
-                    and m not in self._failed
+                    and m not in self._dropped
                     and self._epoch[m] == epoch
                     and seg not in self._visited[m]
                 ):

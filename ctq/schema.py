@@ -58,6 +58,8 @@ _VALUES: dict[str, dict] = {
         "search": lambda: _section(c._SEARCH_KEYS, "search"),
         "epochs": _POSITIVE,
         "metric": _enum(c.METRICS),
+        "scheduling": _enum(c.SCHEDULING_RULES),
+        "warm_start": {**_POSITIVE, "description": "a run id: each model starts from that run's final weights"},
     },
     "data": {
         "table": {"type": "string", "minLength": 1, "description": "table or schema.table"},
@@ -87,6 +89,9 @@ _VALUES: dict[str, dict] = {
         "method": _enum(c.SEARCH_METHODS),
         "seed": {"type": "integer", "minimum": 0},
         "samples": {"type": "integer", "minimum": 1, "maximum": c.MAX_MODELS},
+        "grace_period": {**_POSITIVE, "description": "asha: epochs before the first rung"},
+        "reduction_factor": {"type": "integer", "minimum": 2, "description": "asha: 1 in this many promoted"},
+        "max_epochs": {**_POSITIVE, "description": "asha: epochs of a model that is never stopped"},
         "space": lambda: {"type": "object", "additionalProperties": False,
                           "properties": {k: _space_value(k) for k in c.SPACE_KEYS}},
     },
@@ -124,7 +129,11 @@ def grid_schema() -> dict:
         "title": "ctq grid.yaml",
         "description": "A ctq run configuration: the table, the models, the search, the ranking metric "
                        "(reference: ctq/config.py; ctq train checks more than this schema can say).",
-        **_section(c._TOP_KEYS, "top", required=("data", "models", "epochs")),
+        **_section(c._TOP_KEYS, "top", required=("data", "models")),
+        # epochs, unless ASHA's search.max_epochs says how far a model trains
+        "anyOf": [{"required": ["epochs"]},
+                  {"required": ["search"], "properties": {"search": {"required": ["method", "max_epochs"],
+                                                                     "properties": {"method": {"const": "asha"}}}}}],
     }
 
 

@@ -1,10 +1,11 @@
 """Makespan simulator for the MOP and BSP schedules, without a database.
 
 Answers "how much would asynchronous hopping save on this grid?" before (``ctq simulate``) or after
-(:func:`replay` on measured hop times) a run. Both schedules make exactly the decisions of
-:class:`ctq.scheduler.MopScheduler` and :class:`ctq.scheduler.BspScheduler` driven by a clock at
-which the coordinator completes every hop that ends at an instant before asking for new ones, so
-a simulated makespan is the one those schedulers would produce with the same hop durations.
+(:func:`replay` on measured hop times) a run, and how much MOP's cost-aware rule saves over its
+random one. Every schedule makes exactly the decisions of :class:`ctq.scheduler.MopScheduler` (either
+``scheduling`` rule) and :class:`ctq.scheduler.BspScheduler` driven by a clock at which the
+coordinator completes every hop that ends at an instant before asking for new ones, so a simulated
+makespan is the one those schedulers would produce with the same hop durations.
 
 Durations are an ``(M, S)`` array: seconds for model ``i``'s sub-epoch on segment ``j``, which lets
 callers express per-segment speed; a 1-D ``(M,)`` array means the same time on every segment.
@@ -20,66 +21,90 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ctq.scheduler import bsp_order, mop_priorities
+from ctq.scheduler import SCHEDULING_RULES, MopScheduler, bsp_order, mop_priorities
 
 
 @dataclass(frozen=True)
 class SimResult:
     """Outcome of one simulated schedule. Times are in the units of the durations (seconds)."""
 
-    schedule: str
+    schedule: str  # "mop" | "bsp"
     models: int
     segments: int
     epochs: int
     makespan: float
     lower_bound: float  # max(total work / S, any model's work, any segment's work): no schedule beats it
     utilization: float  # total work / (S * makespan): the share of segment time spent training
+    scheduling: str | None = None  # MOP's rule ("cost" | "random"); None for BSP
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """MOP and BSP on the same grid."""
+    """MOP and BSP on the same grid; with ``mop_random``, MOP under its random rule too (``mop`` is
+    then the cost-aware rule)."""
 
     mop: SimResult
     bsp: SimResult
+    mop_random: SimResult | None = None
 
     @property
     def speedup(self) -> float:
         """How many times faster MOP finishes than BSP."""
         return self.bsp.makespan / self.mop.makespan
 
+    @property
+    def cost_gain(self) -> float | None:
+        """Random-rule MOP makespan / cost-aware MOP makespan (> 1: the cost-aware rule is faster)."""
+        return None if self.mop_random is None else self.mop_random.makespan / self.mop.makespan
+
     def format(self, unit: str = "s") -> str:
         """A small text table for the terminal; times are in ``unit`` (the durations' unit)."""
         r = self.mop
         lines = [
             f"{r.models} models x {r.segments} segments x {r.epochs} epoch(s); times in {unit}",
-            f"{'schedule':<9}{'makespan':>12}{'lower bound':>13}{'utilization':>13}",
+            f"{'schedule':<14}{'makespan':>12}{'lower bound':>13}{'utilization':>13}",
         ]
-        for res in (self.mop, self.bsp):
-            lines.append(
-                f"{res.schedule.upper():<9}{res.makespan:>12.4g}{res.lower_bound:>13.4g}"
-                f"{res.utilization:>13.1%}"
-            )
+        for res in (self.mop, self.mop_random, self.bsp):
+            if res is not None:
+                label = res.schedule.upper() + (f" ({res.scheduling})" if res.scheduling else "")
+                lines.append(
+                    f"{label:<14}{res.makespan:>12.4g}{res.lower_bound:>13.4g}{res.utilization:>13.1%}"
+                )
         lines.append(f"speedup (BSP / MOP): {self.speedup:.2f}x")
+        if self.mop_random is not None:
+            lines.append(f"cost-aware gain (MOP random / MOP cost): {self.cost_gain:.3f}x")
         return "\n".join(lines)
 
 
 def simulate(
-    durations: np.ndarray, segments: int, schedule: str = "mop", epochs: int = 1, seed: int = 0
+    durations: np.ndarray,
+    segments: int,
+    schedule: str = "mop",
+    epochs: int = 1,
+    seed: int = 0,
+    scheduling: str = "cost",
 ) -> SimResult:
-    """Makespan of ``schedule`` ("mop" or "bsp") for the given per-hop durations.
+    """Makespan of ``schedule`` ("mop" or "bsp") for the given per-hop durations; ``scheduling``
+    is MOP's rule for choosing among eligible models ("cost" or "random", see
+    :class:`~ctq.scheduler.MopScheduler`).
 
     Exact, not sampled: BSP is a sum of round maxima (vectorized; 0.2 s for 10,000 models on
-    1,024 segments); MOP an event simulation (8.5 s for that grid and one epoch, 10^7 hops, on a
-    2-core machine, mostly in numpy; about 2 us per hop where it falls back to a Python loop:
-    epoch boundaries, and grids with about as many models as segments).
+    1,024 segments); random-rule MOP an event simulation (8.5 s for that grid and one epoch, 10^7
+    hops, on a 2-core machine, mostly in numpy; about 2 us per hop where it falls back to a Python
+    loop: epoch boundaries, and grids with about as many models as segments). Cost-aware MOP drives
+    the scheduler itself, feeding it each hop's duration as it completes: O(models) per hop, so
+    meant for grids of up to a few hundred models (400 models x 32 segments: about 5 s).
     """
     d = _duration_matrix(durations, segments)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    if schedule == "mop":
+    if scheduling not in SCHEDULING_RULES:
+        raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING_RULES)}, got {scheduling!r}")
+    if schedule == "mop" and scheduling == "cost":
+        makespan = _cost_makespan(d, epochs, seed)
+    elif schedule == "mop":
         makespan = _mop_makespan(d, epochs, seed)
     elif schedule == "bsp":
         makespan = _bsp_makespan(d, epochs, seed)
@@ -97,14 +122,21 @@ def simulate(
         makespan=makespan,
         lower_bound=lower,
         utilization=total / (segments * makespan),
+        scheduling=scheduling if schedule == "mop" else None,
     )
 
 
-def compare(durations: np.ndarray, segments: int, epochs: int = 1, seed: int = 0) -> Comparison:
-    """Both schedules on the same durations."""
+def compare(
+    durations: np.ndarray, segments: int, epochs: int = 1, seed: int = 0, scheduling: str = "cost"
+) -> Comparison:
+    """MOP under ``scheduling`` and BSP on the same durations; with ``scheduling="cost"``, MOP's
+    random rule too (``mop_random``). ``"random"`` alone is the fast path for very large grids."""
     return Comparison(
-        mop=simulate(durations, segments, "mop", epochs, seed),
+        mop=simulate(durations, segments, "mop", epochs, seed, scheduling),
         bsp=simulate(durations, segments, "bsp", epochs, seed),
+        mop_random=simulate(durations, segments, "mop", epochs, seed, "random")
+        if scheduling == "cost"
+        else None,
     )
 
 
@@ -209,6 +241,26 @@ def _bsp_makespan(d: np.ndarray, epochs: int, seed: int) -> float:
         held = np.where(pos < models, d[order[np.minimum(pos, models - 1)], j], 0.0)
         np.maximum(round_max, held, out=round_max)
     return float(np.cumsum(np.tile(round_max, epochs))[-1])
+
+
+def _cost_makespan(d: np.ndarray, epochs: int, seed: int) -> float:
+    """Cost-aware MOP on a virtual clock: at each instant every hop ending then completes (its
+    duration reported to the scheduler), in segment order, and only then are new hops started."""
+    models, segments = d.shape
+    scheduler = MopScheduler(range(models), segments, epochs, seed, scheduling="cost")
+    events: list[tuple[float, int, int]] = []  # (end, segment, model)
+    t = 0.0
+    hops = {}
+    while True:
+        for hop in scheduler.next_hops():
+            hops[hop.segment] = hop
+            heapq.heappush(events, (t + float(d[hop.model_id, hop.segment]), hop.segment, hop.model_id))
+        if not events:
+            return t
+        t = events[0][0]
+        while events and events[0][0] == t:
+            _, seg, m = heapq.heappop(events)
+            scheduler.complete(hops.pop(seg), float(d[m, seg]))
 
 
 def _mop_makespan(d: np.ndarray, epochs: int, seed: int, min_batch: float = 64.0) -> float:

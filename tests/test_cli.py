@@ -98,6 +98,8 @@ async def test_simulate_prints_both_makespans_and_the_closed_form(run_cli):
     assert [r["segments"] for r in rows] == [2, 8]
     for r in rows:
         assert r["bsp_makespan"] >= r["mop_makespan"] >= r["lower_bound"] - 1e-9
+        assert r["mop_random_makespan"] >= r["lower_bound"] - 1e-9
+        assert r["cost_gain"] == pytest.approx(r["mop_random_makespan"] / r["mop_makespan"])
         assert r["speedup"] == pytest.approx(r["theory_speedup"], rel=0.25)
     bad = run_cli("simulate", "--segments", "2,x")
     assert bad.returncode == 2
@@ -110,7 +112,7 @@ async def test_simulate_bounds_a_slow_segment_and_names_units(run_cli):
     assert row["lower_bound"] == 250 and row["mop_makespan"] >= 250 and row["time_unit"] == "fast sub-epochs"
     assert row["theory_speedup"] is None  # the closed form knows no segment speeds
     text = run_cli("simulate", "--segments", "4", "--segment-speed", "1,1,1,0.5").stdout
-    assert "times in fast sub-epochs" in text and "%" in text and "x" in text.splitlines()[4]
+    assert "times in fast sub-epochs" in text and "%" in text and "x" in text.splitlines()[5]
     assert "Probability that a model is fast" in " ".join(run_cli("simulate", "--help").stdout.split())
 
 

@@ -288,6 +288,20 @@ BAD_CASES = [
     ("grid-with-samples", _set("search.samples", 5), ["search.samples", "only used with search.method: random"]),
     ("bad-method", _set("search.method", "bayes"), ["search.method", "grid, random"]),
     ("negative-seed", _set("search.seed", -1), ["search.seed", "non-negative integer"]),
+    ("asha-without-max-epochs", _with(_set("search.method", "asha"), _set("epochs", DELETE)),
+     ["search.max_epochs", "required with search.method: asha"]),
+    ("asha-with-epochs", _with(_set("search.method", "asha"), _set("search.max_epochs", 9)),
+     ["grid.yaml:epochs", "up to search.max_epochs; remove epochs"]),
+    ("asha-grace-over-max", _with(_set("search.method", "asha"), _set("epochs", DELETE),
+                                  _set("search.max_epochs", 3), _set("search.grace_period", 4)),
+     ["search.grace_period", "more than search.max_epochs (3)"]),
+    ("asha-reduction-one", _with(_set("search.method", "asha"), _set("epochs", DELETE),
+                                 _set("search.max_epochs", 3), _set("search.reduction_factor", 1)),
+     ["search.reduction_factor", "an integer >= 2, got 1"]),
+    ("grace-with-grid", _set("search.grace_period", 1), ["search.grace_period", "only used with search.method: asha"]),
+    ("grid-without-epochs", _set("epochs", DELETE), ["grid.yaml:epochs", "required key is missing"]),
+    ("bad-scheduling", _set("scheduling", "lrpt"), ["scheduling", "expected one of cost, random, got 'lrpt'"]),
+    ("typo-scheduling", _set("scheduling", "randm"), ["scheduling", "did you mean 'random'?"]),
     ("random-low-gt-high", _with(_set("search.method", "random"), _set("search.samples", 4),
                                  _set("search.space.learning_rate", {"low": 0.1, "high": 0.01})),
      ["search.space.learning_rate", "greater than high"]),
@@ -459,6 +473,8 @@ def test_defaults(workdir):
     assert cfg.segments is None and cfg.cores_per_segment is None
     assert cfg.metric == "val_loss" and cfg.metric_mode == "min"
     assert cfg.search_method == "grid" and cfg.seed == 0 and cfg.samples is None
+    assert cfg.scheduling == "cost"
+    assert load(workdir, {**doc, "scheduling": "Random"}).scheduling == "random"
     assert [a.name for a in cfg.architectures] == ["model1", "good"]
     assert cfg.architectures[0].spec["layers"] == [{"type": "dense", "units": 8, "activation": "relu", "l2": 0.0}]
     assert [(m.optimizer, m.learning_rate, m.batch_size, m.momentum) for m in cfg.models] == [("adam", 0.001, 64, None)] * 2
@@ -560,6 +576,23 @@ def test_random_search_with_lists_and_names_stay_unique(workdir):
     names = [m.name for m in cfg.models]
     assert len(set(names)) == 30  # repeated draws are disambiguated with '#k'
     assert any("#" in n for n in names)
+
+
+def test_asha_takes_the_grid_or_draws_and_max_epochs_replaces_epochs(workdir):
+    doc = base_config()
+    del doc["epochs"]
+    doc["search"].update(method="asha", max_epochs=9, reduction_factor=3)
+    cfg = load(workdir, doc)
+    assert cfg.epochs == 9 and cfg.search_method == "asha"
+    assert cfg.asha == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}
+    assert _points(cfg) == _points(load(workdir, base_config()))  # the same grid
+    drawn = _random_doc(3)
+    del drawn["epochs"]
+    drawn["search"].update(method="asha", max_epochs=4, grace_period=2)
+    cfg = load(workdir, drawn)
+    assert len(cfg.models) == 40 and cfg.asha["grace_period"] == 2
+    assert _points(cfg) == _points(load(workdir, _random_doc(3)))  # the same draws as method random
+    assert fingerprint(cfg) != fingerprint(load(workdir, _random_doc(3)))
 
 
 def test_fingerprint_stable_across_key_order_and_spelling(workdir):
@@ -676,3 +709,9 @@ def test_quoted_table_names_round_trip():
         assert parse_table_name(text) == (schema, name)
 
     check()
+
+
+def test_asha_example_is_valid():
+    cfg = load_config(REPO / "examples" / "asha.yaml")
+    assert (cfg.search_method, cfg.epochs, len(cfg.models)) == ("asha", 9, 18)
+    assert cfg.asha == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}

@@ -88,6 +88,21 @@ async def test_a_one_hot_category_carries_the_signal(colors_table, conn, tmp_pat
     # encoded positions are not normalised; the numeric one is
     assert stats["mean"][1:] == [0.0] * 12 and stats["std"][1:] == [1.0] * 12
     assert abs(stats["mean"][0]) < 0.2 and 0.8 < stats["std"][0] < 1.2
+    # ctq predict encodes new rows with the pack's vocabulary: an unseen color and NULL are the
+    # unknown value, not an error; the predictions carry the signal
+    await conn.execute(f"DROP TABLE IF EXISTS public.colors_new; CREATE TABLE public.colors_new AS "
+                       f"SELECT row_number() OVER () AS id, * FROM {colors_table} LIMIT 600")
+    await conn.execute("UPDATE public.colors_new SET color = 'violet' WHERE id <= 5")
+    run_id = str(out["run_id"])
+    proc = run_cli("predict", run_id, "--table", "public.colors_new", "--id-column", "id",
+                   "--out", "public.colors_scored", "--replace")
+    assert proc.returncode == 0, proc.stderr
+    hits = await conn.fetchval("SELECT avg((s.prediction = c.label)::int) FROM public.colors_scored s "
+                               "JOIN public.colors_new c USING (id)")
+    assert await conn.fetchval("SELECT count(*) FROM public.colors_scored") == 600 and hits > 0.8, hits
+    # a standalone file cannot encode the categories: refused with the reason, nothing written
+    proc = run_cli("export", run_id, str(tmp_path / "m.keras"))
+    assert proc.returncode == 2 and "categorical" in proc.stderr and not (tmp_path / "m.keras").exists()
 
 
 async def test_unseen_and_null_categories_encode_as_unknown(conn):
@@ -239,6 +254,21 @@ async def test_a_cnn_learns_from_image_arrays(bars_table, conn, tmp_path, run_cl
     # one global mean and standard deviation for every pixel (see _array_profile)
     assert len(set(stats["mean"])) == 1 and len(set(stats["std"])) == 1
     assert 2.0 < stats["mean"][0] < 2.6 and stats["std"][0] > 0.5
+    # the exported CNN takes the flat array and reshapes it inside; it predicts what ctq predict does
+    await conn.execute(f"DROP TABLE IF EXISTS public.bars_new; CREATE TABLE public.bars_new AS "
+                       f"SELECT row_number() OVER () AS id, * FROM {bars_table} LIMIT 200")
+    args = ("--model", str(cnn["model_id"]))
+    proc = run_cli("predict", str(out["run_id"]), *args, "--table", "public.bars_new", "--id-column", "id",
+                   "--out", "public.bars_scored", "--replace", "--proba")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("export", str(out["run_id"]), *args, str(tmp_path / "cnn.keras"))
+    assert proc.returncode == 0, proc.stderr
+    rows = await conn.fetch("SELECT n.pixels, s.probabilities FROM public.bars_new n "
+                            "JOIN public.bars_scored s USING (id) ORDER BY id")
+    exported = k.saving.load_model(tmp_path / "cnn.keras")
+    x = np.asarray([r["pixels"] for r in rows], np.float32)
+    np.testing.assert_allclose(exported.predict(x, verbose=0), np.asarray([r["probabilities"] for r in rows]),
+                               rtol=1e-4, atol=1e-5)
 
 
 async def test_an_array_length_that_does_not_fit_the_shape_is_refused(bars_table, conn, tmp_path, run_cli):
@@ -326,7 +356,8 @@ def test_schema_keys_are_the_validators_tables():
 
     schema = grid_schema()
     props = schema["properties"]
-    assert set(props) == set(c._TOP_KEYS) and schema["required"] == ["data", "models", "epochs"]
+    assert set(props) == set(c._TOP_KEYS) and schema["required"] == ["data", "models"]
+    assert {"required": ["epochs"]} in schema["anyOf"]  # or ASHA's search.max_epochs
     data = props["data"]["anyOf"][0] if "anyOf" in props["data"] else props["data"]
     assert set(data["properties"]) == set(c._DATA_KEYS)
     feature = data["properties"]["features"]["items"]["anyOf"][1]

@@ -117,7 +117,7 @@ async def test_second_analyst_sees_nothing_of_the_first(world, dsn):
         assert proc.returncode == 2 and f"no run with id {run_id}" in proc.stderr, proc.stderr
     bob = await connect_as(dsn, "ctq_bob")
     try:
-        for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.leaderboard"):
+        for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.decisions", "ctq.leaderboard"):
             assert await bob.fetchval(f"SELECT count(*) FROM {table}") == 0, table
         # changing alice's rows: nothing matches
         assert await bob.execute("UPDATE ctq.models SET state = NULL WHERE run_id = $1", run_id) == "UPDATE 0"

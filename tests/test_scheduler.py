@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,7 +13,12 @@ from hypothesis import strategies as st
 
 from ctq.scheduler import BspScheduler, Hop, MopFixedScheduler, MopScheduler, Scheduler
 
-SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
+SCHEDULERS = {
+    "mop": MopScheduler,  # cost-aware (the default rule)
+    "mop-random": functools.partial(MopScheduler, scheduling="random"),
+    "mop-fixed": MopFixedScheduler,
+    "bsp": BspScheduler,
+}
 ALL = list(SCHEDULERS)
 
 
@@ -37,9 +43,11 @@ class Driver:
         self.sched, self.ids, self.S, self.E = sched, list(ids), segments, epochs
         self.durations = durations  # (model_id, segment) -> seconds
         self.visited = {m: {} for m in self.ids}  # model -> {epoch: set of segments}
+        self.failed: set[int] = set()
+        self.timed: dict[int, list[float]] = {m: [] for m in self.ids}  # durations fed back
         for m, e, s in completed:
             self.visited[m].setdefault(e, set()).add(s)
-        self.failed: set[int] = set()
+            self.timed[m].append(durations[m, s])  # what a resume reads back from the catalog
 
     def epoch_of(self, m: int) -> int:
         e = 0
@@ -65,6 +73,8 @@ class Driver:
             assert h.segment not in self.visited[h.model_id].get(h.epoch, set())
         if hops:
             trace.batches.append((t, hops))
+        if type(self.sched) is MopScheduler and self.sched._scheduling == "cost":
+            self.check_longest_remaining_first(hops)
         if type(self.sched) is MopScheduler:
             for seg in range(self.S):
                 if seg not in self.sched.in_flight:
@@ -77,10 +87,34 @@ class Driver:
                     ), (t, seg)
         return hops
 
-    def run(self, retry_once=frozenset(), fail_at: int | None = None, fail_idle=None) -> Trace:
+    def remaining(self) -> dict[int, float]:
+        """Each live model's hops left x its mean fed-back duration (prior: the mean of the timed
+        models' means, or 1), computed from the driver's own records."""
+        means = {m: sum(ts) / len(ts) for m, ts in self.timed.items() if ts}
+        prior = sum(means.values()) / len(means) if means else 1.0
+        left = {}
+        for m in self.ids:
+            e = self.epoch_of(m)
+            if m not in self.failed and e < self.E:
+                hops = (self.E - e) * self.S - len(self.visited[m].get(e, ()))
+                left[m] = hops * means.get(m, prior)
+        return left
+
+    def check_longest_remaining_first(self, hops: list[Hop]) -> None:
+        """No model left waiting (eligible on a segment that just got a model) has more estimated
+        work left than the model that segment got."""
+        left = self.remaining()
+        for h in hops:
+            waiting = [left[m] for m in self.ids if self.eligible(m, h.segment)]
+            assert left[h.model_id] >= max(waiting, default=0.0) - 1e-9, (h, left)
+
+    def run(self, retry_once=frozenset(), fail_at: int | None = None, fail_idle=None, stop_after=frozenset(),
+            add_at=None) -> Trace:
         """``retry_once``: (model, epoch, segment) hops whose first attempt fails transiently.
         ``fail_at``: the completion event (0-based) that is instead a deterministic failure.
-        ``fail_idle``: (instant number, model) to fail between instants, whatever it is doing."""
+        ``fail_idle``: (instant number, model) to fail between instants, whatever it is doing.
+        ``stop_after``: (model, epochs done) at which a search stops the model (ASHA at a rung).
+        ``add_at``: (instant number, model id, its durations per segment): a model joins (TPE)."""
         trace, retried, events, seq, t, n_events, instant = Trace(), set(), [], 0, 0.0, 0, 0
         starts: dict[Hop, float] = {}
 
@@ -107,11 +141,22 @@ class Driver:
                     retried.add(key)
                     self.sched.retry(hop)
                 else:
-                    self.sched.complete(hop)
+                    seconds = self.durations[hop.model_id, hop.segment]
+                    self.sched.complete(hop, seconds)
+                    self.timed[hop.model_id].append(seconds)
                     trace.done.append((starts[hop], t, hop))
                     self.visited[hop.model_id].setdefault(hop.epoch, set()).add(hop.segment)
+                    if hop.last_of_epoch and (hop.model_id, hop.epoch + 1) in stop_after:
+                        self.sched.stop_model(hop.model_id)
+                        self.failed.add(hop.model_id)  # for the checks: it may train no more
                 n_events += 1
             instant += 1
+            if add_at is not None and instant == add_at[0]:
+                _, new_id, per_segment = add_at
+                self.sched.add_model(new_id)
+                self.ids.append(new_id)
+                self.visited[new_id], self.timed[new_id] = {}, []
+                self.durations.update({(new_id, seg): d for seg, d in enumerate(per_segment)})
             if fail_idle is not None and instant == fail_idle[0]:
                 self.failed.add(fail_idle[1])
                 self.sched.fail_model(fail_idle[1])
@@ -216,9 +261,9 @@ def test_same_seed_same_schedule(kind, grid):
     assert runs[0].done == runs[1].done
 
 
-@pytest.mark.parametrize("kind", ["mop", "bsp"])  # mop-fixed resumes only its own order: see below
+@pytest.mark.parametrize("kind", ["mop", "mop-random", "bsp"])  # mop-fixed: see below
 @settings(max_examples=40, deadline=None)
-@given(grid=grids(), cut=st.floats(0, 1), first=st.sampled_from(["mop", "bsp"]))
+@given(grid=grids(), cut=st.floats(0, 1), first=st.sampled_from(["mop", "mop-random", "bsp"]))
 def test_resume_finishes_the_rest_without_repeats(kind, grid, cut, first):
     ids, segments, epochs, seed, durations = grid
     sched = SCHEDULERS[first](ids, segments, epochs, seed)
@@ -226,7 +271,8 @@ def test_resume_finishes_the_rest_without_repeats(kind, grid, cut, first):
     by_end = sorted(full.done, key=lambda r: r[1])
     in_order = [(h.model_id, h.epoch, h.segment) for _, _, h in by_end]
     prefix = in_order[: int(cut * len(in_order))]
-    sched = SCHEDULERS[kind](ids, segments, epochs, seed + 1, completed=prefix)
+    observed = [(m, durations[m, s]) for m, _, s in prefix]  # the cost-aware rule's memory
+    sched = SCHEDULERS[kind](ids, segments, epochs, seed + 1, completed=prefix, observed=observed)
     rest = Driver(sched, ids, segments, epochs, durations, completed=prefix).run()
     check_schedule(rest, ids, segments, epochs, skip=frozenset(prefix))
 
@@ -369,7 +415,7 @@ def test_bad_arguments_are_named(kind, args, message):
         ),
     ],
 )
-@pytest.mark.parametrize("kind", ["mop", "bsp"])
+@pytest.mark.parametrize("kind", ["mop", "mop-random", "bsp"])
 def test_inconsistent_resume_is_rejected(kind, completed, message):
     with pytest.raises(ValueError) as err:
         SCHEDULERS[kind]([1, 2], 3, 2, 0, completed=completed)
@@ -398,3 +444,61 @@ def test_late_report_of_a_dropped_model_is_ignored():
     assert hops[0].segment not in sched.in_flight
     sched.complete(hops[0])  # the coordinator heard back after dropping the model
     assert sched.progress(hops[0].model_id) == (0, 0)
+
+
+def test_cost_aware_rule_by_hand():
+    """Timed so far (a resume): model 1 at 5 s a hop, model 2 at 1 s; model 3 untimed, estimated at
+    their mean, 3 s. Work left (2 segments, 1 epoch): 10, 2 and 6 s. Both segments have 9 s to
+    host, so segment 0 picks first: model 1, then segment 1: model 3; model 2 waits."""
+    sched = MopScheduler([1, 2, 3], segments=2, epochs=1, seed=0, observed=[(1, 5.0), (2, 1.0)])
+    assert sched.remaining_work() == {1: 10.0, 2: 2.0, 3: 6.0}
+    hops = sched.next_hops()
+    assert [(h.segment, h.model_id) for h in hops] == [(0, 1), (1, 3)]
+    sched.complete(hops[1], 3.0)
+    assert sched.remaining_work() == {1: 10.0, 2: 2.0, 3: 3.0}
+    assert [(h.segment, h.model_id) for h in sched.next_hops()] == [(1, 2)]
+
+
+def test_cost_aware_rule_serves_the_segment_with_most_work_left_first():
+    """Model 1 has visited segment 0 already. Work left: model 1 5 s (segment 1 only), model 2 2 s,
+    model 3 6 s; segment 1 still hosts 9 s (models 1, 2, 3), segment 0 4 s (models 2, 3). So
+    segment 1 picks first and takes model 3; segment 0 gets model 2."""
+    sched = MopScheduler([1, 2, 3], segments=2, epochs=1, seed=0, completed=[(1, 0, 0)],
+                         observed=[(1, 5.0), (2, 1.0)])
+    assert sched.remaining_work() == {1: 5.0, 2: 2.0, 3: 6.0}
+    assert [(h.segment, h.model_id) for h in sched.next_hops()] == [(1, 3), (0, 2)]
+
+
+def test_cost_aware_and_random_rules_refuse_unknown_names_and_bad_durations():
+    with pytest.raises(ValueError, match="scheduling must be one of cost, random, got 'lrpt'"):
+        MopScheduler([1], 2, 1, 0, scheduling="lrpt")
+    with pytest.raises(ValueError, match="bad duration -1.0"):
+        MopScheduler([1], 2, 1, 0, observed=[(1, -1.0)])
+    with pytest.raises(ValueError, match="unknown model id 5"):
+        MopScheduler([1], 2, 1, 0, observed=[(5, 1.0)])
+
+
+@pytest.mark.parametrize("kind", ["mop", "mop-random"])
+@settings(max_examples=60, deadline=None)
+@given(grid=grids(), data=st.data())
+def test_stopped_models_never_train_again_and_added_models_train_fully(kind, grid, data):
+    """What ASHA and TPE do to the schedule: a model stopped after some epoch gets no hop after it,
+    a model added during the run (a larger id) trains every epoch, and the MOP invariants hold."""
+    ids, segments, epochs, seed, durations = grid
+    stop_after = frozenset(data.draw(st.lists(st.tuples(st.sampled_from(ids), st.integers(1, epochs)), max_size=4)))
+    new_id = max(ids) + 1
+    per_segment = data.draw(st.lists(st.floats(0.1, 5.0), min_size=segments, max_size=segments))
+    when = data.draw(st.integers(1, len(ids) * segments * epochs))
+    sched = SCHEDULERS[kind](ids, segments, epochs, seed)
+    driver = Driver(sched, ids, segments, epochs, dict(durations))
+    trace = driver.run(stop_after=stop_after, add_at=(when, new_id, per_segment))
+    stopped_at = {}
+    for m, e in sorted(stop_after, reverse=True):
+        stopped_at[m] = e  # the earliest epoch count it is stopped at
+    skip = frozenset((m, e, s) for m, first in stopped_at.items() for e in range(first, epochs)
+                     for s in range(segments))
+    joined = new_id in driver.ids  # False when the run ended before that instant
+    check_schedule(trace, ids + ([new_id] if joined else []), segments, epochs, skip=skip)
+    assert sched.stopped == frozenset(stopped_at) and not sched.failed
+    with pytest.raises(ValueError, match="must be larger than every id so far"):
+        sched.add_model(min(ids))

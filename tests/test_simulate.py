@@ -23,7 +23,8 @@ def driven_makespan(scheduler, d: np.ndarray) -> float:
     while events:
         t = events[0][0]
         while events and events[0][0] == t:
-            scheduler.complete(heapq.heappop(events)[2])
+            hop = heapq.heappop(events)[2]
+            scheduler.complete(hop, d[hop.model_id, hop.segment])
         for hop in scheduler.next_hops():
             heapq.heappush(events, (t + d[hop.model_id, hop.segment], hop.segment, hop))
     assert scheduler.done
@@ -51,9 +52,11 @@ def grids(draw, max_models=10, max_segments=6):
 def test_simulation_equals_driving_the_schedulers(grid):
     d, epochs, seed = grid
     models, segments = d.shape
-    mop = driven_makespan(MopScheduler(range(models), segments, epochs, seed), d)
+    mop = driven_makespan(MopScheduler(range(models), segments, epochs, seed, scheduling="random"), d)
+    cost = driven_makespan(MopScheduler(range(models), segments, epochs, seed), d)
     bsp = driven_makespan(BspScheduler(range(models), segments, epochs, seed), d)
-    assert simulate.simulate(d, segments, "mop", epochs, seed).makespan == mop
+    assert simulate.simulate(d, segments, "mop", epochs, seed, "random").makespan == mop
+    assert simulate.simulate(d, segments, "mop", epochs, seed).makespan == cost
     assert simulate.simulate(d, segments, "bsp", epochs, seed).makespan == bsp
     # Both phases of the MOP engine, forced: the vectorized one from the start, and none of it.
     assert _mop_makespan(d, epochs, seed, min_batch=0) == mop
@@ -88,8 +91,13 @@ def test_two_segments_two_fast_one_slow_model_by_hand():
     assert {simulate.simulate(d, 2, "bsp", seed=s).makespan for s in range(20)} == {7.0}
     # MOP: 6 if the slow model starts at once (2 fast hops fill the other segment meanwhile);
     # 7 or 8 if random preferences start both fast models first, leaving a segment to wait.
-    mop = {simulate.simulate(d, 2, "mop", seed=s).makespan for s in range(20)}
+    mop = {simulate.simulate(d, 2, "mop", seed=s, scheduling="random").makespan for s in range(20)}
     assert mop == {6.0, 7.0, 8.0}
+    # Cost-aware: nothing is timed at t=0, so the same first picks; when both fast models start
+    # first, at t=1 the untimed slow one (estimated at their 1 s, 2 hops left) goes before the
+    # fast ones' second hops: 3 + 3 s from t=1, never 8.
+    cost = {simulate.simulate(d, 2, "mop", seed=s).makespan for s in range(20)}
+    assert cost == {6.0, 7.0}
     result = simulate.simulate(d, 2, "mop", seed=0)
     assert result.lower_bound == 6.0
     assert result.utilization == pytest.approx(10.0 / (2 * result.makespan))
@@ -145,7 +153,7 @@ def test_speedup_tracks_the_closed_form_with_many_models():
     d = simulate.heterogeneous_durations(2000, 2, 0.8, 8.0, seed=1)
     theory = simulate.theory_speedup(0.8, 8.0, 2)
     assert theory == pytest.approx(3.52 / 2.4)  # (0.64 + 0.36 * 8) / (0.8 + 0.2 * 8)
-    assert simulate.compare(d, 2, seed=1).speedup == pytest.approx(theory, rel=0.10)
+    assert simulate.compare(d, 2, seed=1, scheduling="random").speedup == pytest.approx(theory, rel=0.10)
 
 
 def test_theory_has_no_gain_with_one_worker_or_no_heterogeneity():
@@ -190,6 +198,7 @@ def test_heterogeneous_durations_rejects_bad_input(kwargs, message):
         ([1.0], 2, {"schedule": "rr"}, "schedule must be 'mop' or 'bsp'"),
         ([1.0], 2, {"epochs": 0}, "epochs must be >= 1"),
         ([1.0], 2, {"seed": -2}, "seed must be >= 0"),
+        ([1.0], 2, {"scheduling": "fifo"}, "scheduling must be one of cost, random, got 'fifo'"),
     ],
 )
 def test_simulate_rejects_bad_input(durations, segments, kwargs, message):
@@ -219,16 +228,34 @@ def test_format_is_a_small_table():
     lines = text.splitlines()
     assert lines[0] == "12 models x 3 segments x 1 epoch(s); times in s"
     assert lines[1].split() == ["schedule", "makespan", "lower", "bound", "utilization"]
-    assert lines[2].startswith("MOP") and lines[3].startswith("BSP")
-    assert lines[4].startswith("speedup (BSP / MOP): ") and lines[4].endswith("x")
+    assert lines[2].startswith("MOP (cost)") and lines[3].startswith("MOP (random)")
+    assert lines[4].startswith("BSP")
+    assert lines[5].startswith("speedup (BSP / MOP): ") and lines[5].endswith("x")
+    assert lines[6].startswith("cost-aware gain (MOP random / MOP cost): ") and lines[6].endswith("x")
 
 
 def test_many_more_models_than_segments():
     """The shape of the 10,000 x 1,024 case at a tenth of its size (the full size is timed by
     `make bench`): MOP barely idles, BSP pays a slow model in every round."""
     d = simulate.heterogeneous_durations(1_000, 128, 0.8, 8.0, seed=0)
-    c = simulate.compare(d, 128)
+    c = simulate.compare(d, 128, scheduling="random")  # the fast engine's regime
     assert c.mop.makespan >= c.mop.lower_bound
     assert c.mop.utilization > 0.97
     assert c.bsp.makespan == 1_000 * 8.0  # 1,000 rounds, each with a slow model in it
     assert c.speedup > 3
+
+
+def test_cost_aware_mop_shortens_the_tail_of_a_heterogeneous_grid():
+    """The issue's grid shape (8 fast, 2 slow models, 2 segments, 2 epochs) over 30 seeds: the
+    cost-aware rule is at least as fast as the random one on average, and ends at the lower bound
+    (no idle tail) at least as often."""
+    cost, rand, cost_tight, rand_tight = [], [], 0, 0
+    for seed in range(30):
+        d = simulate.heterogeneous_durations(10, 2, 0.8, 8.0, seed)
+        c = simulate.compare(d, 2, epochs=2, seed=seed)
+        cost.append(c.mop.makespan)
+        rand.append(c.mop_random.makespan)
+        cost_tight += c.mop.makespan == c.mop.lower_bound
+        rand_tight += c.mop_random.makespan == c.mop.lower_bound
+    assert np.mean(cost) <= np.mean(rand)
+    assert cost_tight >= rand_tight

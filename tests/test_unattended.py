@@ -161,6 +161,10 @@ async def test_a_named_run_interrupted_killed_and_resumed_by_name(table, grid, d
     assert bsp.returncode == 2 and "keeps its schedule" in bsp.stderr
     renamed = run_cli("train", "--resume", str(run_id), "--name", "other")
     assert renamed.returncode == 2 and "keeps its name" in renamed.stderr
+    rule = run_cli("train", "--resume", str(run_id), "--scheduling", "random")
+    assert rule.returncode == 2 and "keeps its scheduling" in rule.stderr and "'cost'" in rule.stderr
+    moot = run_cli("train", str(grid), "--schedule", "bsp", "--scheduling", "random")
+    assert moot.returncode == 2 and "--scheduling chooses among eligible models under MOP" in moot.stderr
     other = write_grid(tmp_path, GRID.replace("epochs: 3", "epochs: 4"), "other.yaml")
     different = run_cli("train", str(other), "--resume", str(run_id))
     assert different.returncode == 2 and "different configuration" in different.stderr

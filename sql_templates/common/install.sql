@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS ctq.models (
     architecture    jsonb NOT NULL,
     hyperparameters jsonb NOT NULL,
     seed            int NOT NULL,
-    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'training', 'succeeded', 'failed')),
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'training', 'succeeded', 'failed', 'stopped')),
     epochs_done     int NOT NULL DEFAULT 0,
     train_loss      float8,
     train_metric    float8,
@@ -108,6 +109,24 @@ CREATE TABLE IF NOT EXISTS ctq.epochs (
     val_metric   float8,
     finished_at  timestamptz NOT NULL,
     PRIMARY KEY (run_id, model_id, epoch),
+    FOREIGN KEY (run_id, model_id) REFERENCES ctq.models ON DELETE CASCADE
+) {{distributed_by_run}};
+
+-- Early-stopping decisions of a search (ASHA, ctq/search.py): one per model and rung, numbered in
+-- the order they were made (seq, per run), which a resume replays to rebuild the search's state.
+-- value: the run's metric after `epoch` epochs; decision: promote (trains on) or stop (never again).
+CREATE TABLE IF NOT EXISTS ctq.decisions (
+    run_id     bigint NOT NULL,
+    model_id   int NOT NULL,
+    rung       int NOT NULL,
+    seq        int NOT NULL,
+    epoch      int NOT NULL,
+    metric     text NOT NULL,
+    value      float8,
+    decision   text NOT NULL CHECK (decision IN ('promote', 'stop')),
+    reason     text NOT NULL,
+    decided_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, model_id, rung),
     FOREIGN KEY (run_id, model_id) REFERENCES ctq.models ON DELETE CASCADE
 ) {{distributed_by_run}};
 

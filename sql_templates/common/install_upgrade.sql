@@ -7,3 +7,7 @@ ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS source_schema text;
 ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS source_name text;
 ALTER TABLE ctq.packs ADD COLUMN IF NOT EXISTS packed_by text NOT NULL DEFAULT current_user;
 ALTER TABLE ctq.runs ADD COLUMN IF NOT EXISTS shared_with text[] NOT NULL DEFAULT '{}';
+-- ASHA stops models: status 'stopped' (catalogs from before it allow only the first four)
+ALTER TABLE ctq.models DROP CONSTRAINT IF EXISTS models_status_check;
+ALTER TABLE ctq.models ADD CONSTRAINT models_status_check
+    CHECK (status IN ('pending', 'training', 'succeeded', 'failed', 'stopped'));

@@ -34,6 +34,7 @@ GRANT EXECUTE ON FUNCTION ctq.score_step(bytea, bytea, bytea, text) TO ctq_user;
 -- Administrators see every run without row-level security (Greenplum 6 has none): plain grants.
 GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.runs, ctq.models, ctq.hops, ctq.epochs TO ctq_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.decisions TO ctq_admin;
 GRANT SELECT, INSERT ON ctq.packs TO ctq_admin;
 -- UPDATE too: Greenplum checks UPDATE (not USAGE) when a segment asks for the next run id
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE ctq.runs_run_id_seq TO ctq_admin;

@@ -14,3 +14,7 @@ BEGIN
     END IF;
 END
 $upgrade$;
+-- ASHA stops models: status 'stopped' (catalogs from before it allow only the first four)
+ALTER TABLE ctq.models DROP CONSTRAINT IF EXISTS models_status_check;
+ALTER TABLE ctq.models ADD CONSTRAINT models_status_check
+    CHECK (status IN ('pending', 'training', 'succeeded', 'failed', 'stopped'));

@@ -1,0 +1,329 @@
+"""Adaptive search: ASHA's rung decisions by hand, an ASHA run end to end on the real server (stopped
+models never train again, the best reaches max_epochs), and a kill -9 in the middle of one resumed to
+the same decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+
+import pytest
+
+from conftest import write_grid
+from ctq import api
+from ctq.config import parse_config
+from ctq.errors import ConfigError
+from ctq.search import Asha, Decision, Tpe, pending, rung_epochs
+from test_reliability import assert_consistent, start_train
+
+on_the_server = pytest.mark.asyncio(loop_scope="session")
+
+
+# ------------------------------------------------------------------------------- pure rules
+def test_rungs_are_grace_period_times_powers_of_the_reduction_factor_below_max_epochs():
+    assert rung_epochs(1, 3, 9) == (1, 3)
+    assert rung_epochs(1, 3, 10) == (1, 3, 9)
+    assert rung_epochs(2, 2, 16) == (2, 4, 8)
+    assert rung_epochs(1, 3, 3) == (1,)
+    assert rung_epochs(3, 3, 3) == ()  # the grace period is the whole budget: nothing to decide
+
+
+def test_promotions_by_hand_minimizing():
+    """reduction_factor 3, val_loss. At rung 0 the n-th result goes on if it ranks within the best
+    max(1, n // 3) of the n so far (its own included):
+    n=1 0.50 rank 1 <= 1 promote | n=2 0.40 rank 1 <= 1 promote | n=3 0.60 rank 3 > 1 stop |
+    n=4 0.30 rank 1 promote | n=5 0.45 rank 3 > 1 stop | n=6 0.35 rank 2 <= 2 promote |
+    n=7 0.70 rank 7 > 2 stop. At rung 1 (epoch 3) the first result always goes on, the second
+    only if better: 0.30 promote, then 0.33 rank 2 > 1 stop."""
+    asha = Asha(grace_period=1, reduction_factor=3, max_epochs=9, mode="min")
+    assert asha.rungs == (1, 3)
+    results = [(1, 0.50), (2, 0.40), (3, 0.60), (4, 0.30), (5, 0.45), (6, 0.35), (7, 0.70)]
+    outcomes = [asha.decide(m, 1, v).promoted for m, v in results]
+    assert outcomes == [True, True, False, True, False, True, False]
+    assert asha.decide(4, 2, 0.2) is None  # not a rung
+    first, second = asha.decide(4, 3, 0.30), asha.decide(6, 3, 0.33)
+    assert (first.rung, first.promoted, second.promoted) == (1, True, False)
+    assert second.reason == "rank 2 of 2 results at rung 1 (epoch 3); the best 1 go on"
+    assert asha.decide(9, 9, 0.1) is None  # max_epochs is no rung: the model is done
+
+
+def test_promotions_by_hand_maximizing_and_results_without_a_value():
+    """val_accuracy: higher is better. 0.7 promote (first) | 0.6 rank 2 of 2 stop | 0.9 promote |
+    NaN (a model without a finite metric) stop, and it counts for nobody's rank | 0.8 rank 2 of 4,
+    best 1: stop | 0.95 rank 1 promote | 0.85 rank 3 of 6, best 2: stop."""
+    asha = Asha(1, 3, 3, "max")
+    values = [0.7, 0.6, 0.9, math.nan, 0.8, 0.95, 0.85]
+    decided = [asha.decide(m, 1, v) for m, v in enumerate(values, start=1)]
+    assert [d.promoted for d in decided] == [True, False, True, False, False, True, False]
+    assert decided[3].reason == "no finite metric after epoch 1"
+    assert decided[6].reason == "rank 3 of 6 results at rung 0 (epoch 1); the best 2 go on"
+    assert not asha.decide(8, 1, None).promoted
+    with pytest.raises(ValueError, match="model 1 already has a result at rung 0"):
+        asha.decide(1, 1, 0.5)
+
+
+def test_replay_rebuilds_the_state_and_refuses_a_record_the_rule_contradicts():
+    recorded = [Decision(1, 0, 1, 0.5, True, ""), Decision(2, 0, 1, 0.4, True, ""), Decision(3, 0, 1, 0.6, False, "")]
+    asha = Asha(1, 3, 9, "min")
+    asha.replay(recorded)
+    # the state is the one after those three: a fourth at 0.45 ranks 2nd of 4 (best 1 goes on)
+    assert not asha.decide(4, 1, 0.45).promoted
+    with pytest.raises(ValueError, match="recorded decision on model 2 at epoch 1 \\(promote\\)"):
+        Asha(1, 3, 9, "max").replay(recorded)
+
+
+def test_pending_results_are_the_undecided_rungs_in_finishing_order():
+    epochs = [(1, 1), (2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (4, 1)]
+    assert pending((1, 3), epochs, decided=[(1, 1), (2, 1)], stopped=[2]) == [(3, 1), (1, 3), (4, 1)]
+
+
+@pytest.mark.parametrize("bad", [(0, 3, 3, "min"), (1, 1, 3, "min"), (1, 3, 3, "up")])
+def test_bad_asha_arguments_are_named(bad):
+    with pytest.raises(ValueError):
+        Asha(*bad)
+
+
+# ------------------------------------------------------------------------ on the real server
+GRID = """
+    name: {name}
+    data: {{table: {table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
+    segments: 2
+    models:
+      - name: a
+        layers: [{{dense: 8, activation: relu}}]
+      - name: b
+        layers: [{{dense: 16, activation: tanh}}]
+      - name: c
+        layers: []
+    search:
+      method: asha
+      seed: 3
+      max_epochs: 3
+      reduction_factor: 3
+      space:
+        learning_rate: [0.0001, 0.003, 0.05]
+        batch_size: [16]  # hops long enough for the kill to land inside the first rung
+    metric: val_accuracy
+"""
+
+
+def by_the_rule(decisions, mode="max", reduction_factor=3):
+    """Each recorded decision as ASHA's rule makes it from the results recorded before it at its
+    rung (in seq order), computed here without Optuna."""
+    seen: dict[int, list[float]] = {}
+    out = []
+    for d in sorted(decisions, key=lambda d: d["seq"]):
+        results = seen.setdefault(d["rung"], [])
+        results.append(d["value"])
+        better = sum((v > d["value"]) if mode == "max" else (v < d["value"]) for v in results)
+        out.append("promote" if better < max(1, len(results) // reduction_factor) else "stop")
+    return out
+
+
+async def check_asha_record(conn, run_id):
+    """The catalog tells one story: one decision per model at rung 0 (epoch 1), each the rule's;
+    a stopped model has no hop after its decision and is 'stopped' with its epoch-1 metrics; a
+    promoted one trained to max_epochs."""
+    decisions = [dict(r) for r in await conn.fetch(
+        "SELECT model_id, rung, seq, epoch, value, decision, decided_at FROM ctq.decisions WHERE run_id = $1 "
+        "ORDER BY seq", run_id)]
+    assert [d["seq"] for d in decisions] == list(range(9))
+    assert sorted(d["model_id"] for d in decisions) == list(range(1, 10))
+    assert {(d["rung"], d["epoch"]) for d in decisions} == {(0, 1)}
+    assert [d["decision"] for d in decisions] == by_the_rule(decisions)
+    for d in decisions:
+        model = await conn.fetchrow("SELECT status, epochs_done, val_metric FROM ctq.models "
+                                    "WHERE run_id = $1 AND model_id = $2", run_id, d["model_id"])
+        hops = await conn.fetch("SELECT epoch, started_at FROM ctq.hops WHERE run_id = $1 AND model_id = $2",
+                                run_id, d["model_id"])
+        value = await conn.fetchval("SELECT val_metric FROM ctq.epochs WHERE run_id = $1 AND model_id = $2 "
+                                    "AND epoch = 0", run_id, d["model_id"])
+        assert d["value"] == value  # the decision read the run's metric of that epoch
+        if d["decision"] == "stop":
+            assert (model["status"], model["epochs_done"], model["val_metric"]) == ("stopped", 1, value)
+            assert {h["epoch"] for h in hops} == {0}  # never trained again
+            assert all(h["started_at"] < d["decided_at"] for h in hops)
+        else:
+            assert (model["status"], model["epochs_done"]) == ("succeeded", 3)
+            assert sorted(h["epoch"] for h in hops) == [0, 0, 1, 1, 2, 2]
+    await assert_consistent(conn, run_id)
+    return decisions
+
+
+@pytest.fixture(scope="module")
+async def asha_run(small_table, tmp_path_factory, dsn, ctq_home):
+    """One ASHA run, killed with -9 in the middle of its rung and resumed (in process): the
+    decisions recorded before the kill, and the resumed session's result."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    grid = write_grid(tmp_path_factory.mktemp("asha"), GRID.format(name="asha", table=small_table))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = None
+    for _ in range(2400):
+        await asyncio.sleep(0.05)
+        if not await conn.fetchval("SELECT to_regclass('ctq.decisions') IS NOT NULL"):
+            continue  # the subprocess has not installed ctq yet
+        run_id = await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'asha'")
+        if run_id and await conn.fetchval("SELECT count(*) FROM ctq.decisions WHERE run_id = $1", run_id) >= 3:
+            break
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    await asyncio.sleep(1)  # let a hop in flight at the kill commit or die
+    before = [dict(r) for r in await conn.fetch(
+        "SELECT model_id, seq, value, decision FROM ctq.decisions WHERE run_id = $1 ORDER BY seq", run_id)]
+    await conn.close()
+    result = await api.resume(dsn, run_id)  # in process: no second interpreter start
+    return before, result
+
+
+@on_the_server
+async def test_asha_stops_models_at_the_rung_and_the_best_reaches_max_epochs(asha_run, conn):
+    _, result = asha_run
+    assert result.status == "succeeded" and len(result.leaderboard) == 9
+    decisions = await check_asha_record(conn, result.run_id)
+    stopped = {d["model_id"] for d in decisions if d["decision"] == "stop"}
+    assert stopped and len(stopped) < 9
+    assert set(result.stopped_models) == stopped
+    assert result.run_hops == 9 * 2 + (9 - len(stopped)) * 2 * 2  # epoch 1 for all, epochs 2-3 for the rest
+    best = result.leaderboard[0]
+    assert best["model_id"] not in stopped and best["epochs_done"] == 3
+    board = {row["model_id"]: row for row in result.leaderboard}
+    assert all(board[m]["status"] == "stopped" and board[m]["score"] is not None for m in stopped)
+
+
+@on_the_server
+async def test_kill_9_mid_asha_resumes_to_the_same_decisions(asha_run, conn):
+    before, result = asha_run
+    assert 3 <= len(before) < 9  # killed in the middle of the rung
+    decisions = await check_asha_record(conn, result.run_id)  # each one the rule's, in seq order
+    # what was decided before the kill stands, and the resumed session went on from that state
+    assert [{k: d[k] for k in ("model_id", "seq", "value", "decision")} for d in decisions[:len(before)]] == before
+
+
+# ------------------------------------------------------------------------------------ TPE
+TPE_GRID = """
+name: tpe
+data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+segments: 2
+models:
+  - name: a
+    layers: [{dense: 8, activation: relu}]
+  - name: c
+    layers: []
+search:
+  method: tpe
+  seed: 4
+  samples: 6
+  space:                      # one batch shape per architecture: no compile inside the schedule
+    learning_rate: {low: 0.0001, high: 0.1, log: true}
+    batch_size: [64]
+epochs: 1
+metric: val_accuracy
+"""
+
+
+def point_of(row, archs):
+    h = json.loads(row["hyperparameters"])
+    return (archs.index(json.loads(row["architecture"])), h["optimizer"], h["learning_rate"], h["batch_size"],
+            h["momentum"])
+
+
+async def replay_tpe(conn, run_id, cfg):
+    """Ask TPE again from the catalog alone: 2 configurations at the start (one per segment), then
+    one each time a model finished, told its result in finishing order. Returns the asks."""
+    archs = [a.spec for a in cfg.architectures]
+    tpe = Tpe(cfg.space, len(archs), 6, cfg.seed, "max", 2, frozenset({"sgd", "rmsprop"}))
+    asks = [tpe.ask() for _ in range(tpe.due(0))]
+    finished = await conn.fetch("SELECT model_id, hyperparameters::text AS hyperparameters, architecture::text "
+                                "AS architecture, val_metric FROM ctq.models WHERE run_id = $1 "
+                                "ORDER BY updated_at, model_id", run_id)
+    for n, row in enumerate(finished, start=1):
+        tpe.tell(point_of(row, archs), row["val_metric"])
+        asks += [tpe.ask() for _ in range(tpe.due(len(asks) - n))]
+    return asks
+
+
+@on_the_server
+async def test_tpe_asks_as_slots_free_up_informed_by_finished_ones_and_resumes_the_same(small_table, dsn, conn):
+    cfg = parse_config(TPE_GRID, source_path="<tpe>")
+    assert cfg.models == ()  # nothing is known before the run asks
+    result = await api.train(cfg, dsn)
+    run_id = result.run_id
+    assert result.status == "succeeded" and len(result.leaderboard) == 6 and result.hops == 6 * 2
+    rows = await conn.fetch("SELECT model_id, hyperparameters::text AS hyperparameters, architecture::text AS "
+                            "architecture FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id)
+    archs = [a.spec for a in cfg.architectures]
+    asked = [point_of(r, archs) for r in rows]
+    assert asked == await replay_tpe(conn, run_id, cfg)
+    # never more than 2 models (one per segment) between their first hop and their last
+    spans = await conn.fetch("SELECT model_id, min(started_at) AS a, max(finished_at) AS b FROM ctq.hops "
+                             "WHERE run_id = $1 GROUP BY model_id", run_id)
+    for s in spans:
+        assert sum(t["a"] <= s["a"] < t["b"] for t in spans) <= 2
+
+    # as if the coordinator had died after the 5th model finished, before asking for the 6th
+    await conn.execute("DELETE FROM ctq.models WHERE run_id = $1 AND model_id = 6", run_id)
+    await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
+    resumed = await api.resume(dsn, run_id)
+    assert resumed.status == "succeeded" and resumed.hops == 2
+    again = await conn.fetchrow("SELECT hyperparameters::text AS hyperparameters, architecture::text AS "
+                                "architecture FROM ctq.models WHERE run_id = $1 AND model_id = 6", run_id)
+    assert point_of(again, archs) == asked[5]  # the same configuration as without the crash
+
+
+# ------------------------------------------------------------------------------ warm_start
+WARM_GRID = """
+name: warm
+data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+segments: 2
+models:
+  - name: a
+    layers: [{dense: 8, activation: relu}]
+  - name: c
+    layers: []
+search:
+  space: {optimizer: [sgd], learning_rate: [0.000000001], batch_size: [64]}
+epochs: 1
+warm_start: RUN
+"""
+
+
+def first_array(state: bytes):
+    from ctq.indb import decode_state
+
+    return decode_state(state)[0]  # the first layer's kernel
+
+
+@on_the_server
+async def test_warm_start_takes_the_weights_of_the_best_model_of_each_architecture(asha_run, dsn, conn):
+    """The ASHA run trained with adam; here sgd with a learning rate of 1e-9: every model ends with
+    the weights of the best trained model of its architecture there (it barely moves them), and
+    trains at all only because its optimizer started afresh (adam's slots would not fit sgd)."""
+    source = asha_run[1].run_id
+    cfg = parse_config(WARM_GRID.replace("RUN", str(source)), source_path="<warm>")
+    result = await api.train(cfg, dsn)
+    assert result.status == "succeeded"
+    best = {}
+    for row in asha_run[1].leaderboard:
+        arch = row["name"].split("/")[0]
+        if arch not in best:
+            best[arch] = row["model_id"]
+    for model in await conn.fetch("SELECT name, state FROM ctq.models WHERE run_id = $1", result.run_id):
+        arch = model["name"].split("/")[0]
+        start = await conn.fetchval("SELECT state FROM ctq.models WHERE run_id = $1 AND model_id = $2",
+                                    source, best[arch])
+        assert first_array(model["state"]) == pytest.approx(first_array(start), abs=1e-5)
+
+
+@on_the_server
+async def test_warm_start_from_no_run_or_a_run_without_the_architecture_is_refused(asha_run, dsn, conn):
+    runs = await conn.fetchval("SELECT count(*) FROM ctq.runs")
+    with pytest.raises(ConfigError, match=r"<warm>:warm_start: no run 999999 to start from"):
+        await api.train(parse_config(WARM_GRID.replace("RUN", "999999"), source_path="<warm>"), dsn)
+    other = WARM_GRID.replace("RUN", str(asha_run[1].run_id)).replace("layers: []", "layers: [{dense: 3}]")
+    with pytest.raises(ConfigError, match=f"has no trained model of architecture 'c'"):
+        await api.train(parse_config(other, source_path="<warm>"), dsn)
+    assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == runs  # nothing written
