@@ -152,13 +152,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         raise NotFound(f"no run with id {run_id}")
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
-    # scheduling: recorded by every run since the cost-aware rule came; earlier runs used the random one
-    settings = await conn.fetchrow("SELECT (config ->> 'memory_budget_mb')::int AS budget, "
-                                   "config -> 'data' ->> 'class_weight' AS class_weight, "
-                                   "coalesce(config ->> 'scheduling', 'random') AS scheduling, "
-                                   "config -> 'search' AS search, config -> 'resolved' AS resolved, "
-                                   "config ->> 'warm_start' IS NOT NULL AS warm "
-                                   "FROM ctq.runs WHERE run_id = $1", run_id)
+    settings = await conn.fetchrow(template("run_settings.sql"), run_id)
     search = json.loads(settings["search"] or "null") or {}
     asha = None
     if str(search.get("method") or "").lower() == "asha":

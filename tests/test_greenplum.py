@@ -277,3 +277,27 @@ async def test_categorical_features_and_val_auc_on_greenplum(gp, tmp_path):
     stats = json.loads(await gp.fetchval("SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
                                          "WHERE r.run_id = $1", out["run_id"]))
     assert stats["categories"]["kind"]["values"] == ["a", "b", "c"] and stats["input_dim"] == 4
+
+
+async def test_asha_and_cost_aware_scheduling_on_greenplum(gp, tmp_path):
+    """The search's catalog (ctq.decisions, status stopped) and its SQL on Greenplum 6: an ASHA run
+    stops models at its rung, records each decision, and the stopped ones never train again."""
+    grid = write_grid(tmp_path, """
+        name: gp-asha
+        data: {table: public.ctq_gp_src, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+               task: classification}
+        models: [{name: small, layers: [{dense: 8}]}]
+        search: {method: asha, seed: 2, max_epochs: 2, reduction_factor: 3,
+                 space: {learning_rate: [0.00001, 0.003, 0.03], batch_size: [32]}}
+        metric: val_accuracy
+    """)
+    proc = ctq("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    decisions = await gp.fetch("SELECT model_id, decision FROM ctq.decisions WHERE run_id = $1 ORDER BY seq", run_id)
+    assert len(decisions) == 3 and {d["decision"] for d in decisions} == {"promote", "stop"}
+    stopped = {d["model_id"] for d in decisions if d["decision"] == "stop"}
+    assert await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND epoch > 0 AND model_id = ANY($2)",
+                             run_id, list(stopped)) == 0
+    assert {r["status"] for r in await gp.fetch("SELECT status FROM ctq.models WHERE run_id = $1 AND model_id = "
+                                                "ANY($2)", run_id, list(stopped))} == {"stopped"}
