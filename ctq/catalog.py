@@ -251,8 +251,20 @@ async def completed_hops(conn, run_id: int) -> list[tuple[int, int, int]]:
 
 
 async def run_pack(conn, run_id: int) -> dict:
-    """The run's pack: id, table and the settings and statistics its data was packed with."""
-    row = dict(await conn.fetchrow(template("run_pack.sql"), run_id))
+    """The run's pack: id, table and the settings and statistics its data was packed with.
+
+    Raises PermissionDenied when the caller cannot see the pack: its statistics (normalisation,
+    class values, vocabularies) describe the source, so they are visible only to roles that may
+    SELECT the source (row_security.sql), also for a run shared with them."""
+    record = await conn.fetchrow(template("run_pack.sql"), run_id)
+    if record is None:
+        run = await conn.fetchrow("SELECT source_table FROM ctq.runs WHERE run_id = $1", run_id)
+        who = await conn.fetchval("SELECT current_user")
+        source = run["source_table"] if run else "its source"
+        raise PermissionDenied(f"run {run_id}: role {who} cannot read the pack of {source} (the run's data, "
+                               f"normalisation and classes); ask its owner or an administrator to run: "
+                               f"GRANT SELECT ON {source} TO {quote_ident(who)}")
+    row = dict(record)
     row["settings"], row["stats"] = json.loads(row["settings"]), json.loads(row["stats"])
     return row
 

@@ -863,9 +863,10 @@ class _Validator:
             asha = {"max_epochs": self.int_(s["max_epochs"], "search.max_epochs")}
             grace = s.get("grace_period")
             asha["grace_period"] = 1 if grace is None else self.int_(grace, "search.grace_period")
-            if asha["grace_period"] > asha["max_epochs"]:
-                self.fail("search.grace_period", f"{asha['grace_period']} is more than search.max_epochs "
-                                                 f"({asha['max_epochs']}): no rung to decide at")
+            if asha["grace_period"] >= asha["max_epochs"]:  # a rung is a decision before the last epoch
+                self.fail("search.grace_period", f"{asha['grace_period']} is not below search.max_epochs "
+                                                 f"({asha['max_epochs']}): no rung to decide at, so no model "
+                                                 "would ever be stopped (use method: grid for that)")
             factor = s.get("reduction_factor")
             asha["reduction_factor"] = 3 if factor is None else self.int_(factor, "search.reduction_factor",
                                                                           minimum=2)

@@ -311,6 +311,9 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     dest_schema = dest_schema or await conn.fetchval("SELECT current_schema()")
     if dest_schema is None:
         raise UsageError(f"--out {out}: no schema to create it in (the search_path is empty); name one")
+    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", dest_schema):
+        raise UsageError(f"--out {out}: schema {dest_schema!r} does not exist; create it first "
+                         f"(CREATE SCHEMA {quote_ident(dest_schema)}) or name another")
     existing = await _find_relation(conn, dest_schema, dest_name)
     if existing is not None and existing["oid"] == source.oid:
         raise UsageError(f"--out {out}: is the table to score (--table); write the predictions elsewhere")

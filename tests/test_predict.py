@@ -169,6 +169,7 @@ async def bad_tables(dsn):
     (["--id-column", "nope"], "column 'nope' (the id column) does not exist"),
     (["--table", "public.nowhere"], "--table public.nowhere: table does not exist"),
     (["--out", "public.pred_existing"], "exists; use --replace"),
+    (["--out", "no_such_schema.pred"], "schema 'no_such_schema' does not exist"),
     (["--out", "public.pred_holdout", "--replace"], "is the table to score"),
     (["--model", "99"], "has no model 99"),
 ])

@@ -298,6 +298,16 @@ async def test_owner_shares_a_run_read_only_with_a_role(world, conn, dsn):
         assert resumed.stderr.strip().count("\n") == 0
         carol = json.loads(cli("runs", "--json", role="ctq_carol").stdout)
         assert run_id not in {r["run_id"] for r in carol}
+        # a reader uses the run's model only if it may read the run's source (the pack's statistics
+        # describe it): bob may, carol (in the team too) may not, and is told what is missing
+        exported = world["dir"] / "shared.keras"
+        proc = cli("export", str(run_id), str(exported), role="ctq_bob")
+        assert proc.returncode == 0 and exported.exists(), proc.stderr
+        await conn.execute("GRANT ctq_team TO ctq_carol")
+        proc = cli("export", str(run_id), str(exported), "--force", role="ctq_carol")
+        await conn.execute("REVOKE ctq_team FROM ctq_carol")
+        assert proc.returncode == 2 and "cannot read the pack" in proc.stderr and "GRANT SELECT ON" in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr
         proc = cli("share", str(run_id), "ctq_team", "--revoke", role="ctq_alice")
         assert proc.returncode == 0 and "no one" in proc.stdout, proc.stdout
         assert run_id not in {r["run_id"] for r in json.loads(cli("runs", "--json", role="ctq_bob").stdout)}
