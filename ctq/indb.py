@@ -792,7 +792,7 @@ def score_final(*, plpy, GD, acc):
             raise RuntimeError(f"scoring query sent to segment {p['segment']} ran on segment {executed_on}")
     n = len(entry["x"])
     result = {"rows": n, "prediction": [], "probabilities": None, "loss": None, "metric": None,
-              "executed_on": executed_on}
+              "metric_state": None, "executed_on": executed_on}
     if n == 0:
         return result
     x = normalise_features(decode_features(b"".join(entry["x"]), n, stats), stats)
@@ -820,4 +820,28 @@ def score_final(*, plpy, GD, acc):
             error = out[:, 0] - y
             loss, metric = float(np.mean(error**2)), float(np.mean(np.abs(error)))
         result["loss"], result["metric"] = in_target_units(loss, metric, task, stats)
+        if metric_name(task, p.get("metric")) in RANKING_METRICS:  # not a mean over rows: its counts
+            result["metric_state"] = ranking_metric_state(task, p.get("metric"), stats, y, out)
     return result
+
+
+def ranking_metric_state(task: str, metric: str, stats: dict, y: np.ndarray, out: np.ndarray) -> list[float]:
+    """The state of the run's ranking metric (AUC: true/false positives and negatives at each
+    threshold; precision, recall, F1: per-class counts) after the rows (y class indices [n], out
+    probabilities [n, classes]), flat. Counts add up across segments, so the client sums them and
+    computes the metric over every row (see :func:`ranking_metric_result`)."""
+    m = make_metric(task, metric, int(stats["n_outputs"]))
+    m.update_state(y, out.astype(np.float32))
+    return np.concatenate([np.asarray(v.numpy(), np.float64).reshape(-1) for v in m.variables]).tolist()
+
+
+def ranking_metric_result(task: str, metric: str, stats: dict, states: list[list[float]]) -> float:
+    """The ranking metric over all rows from the segments' states (ranking_metric_state), summed."""
+    m = make_metric(task, metric, int(stats["n_outputs"]))
+    total = np.sum(np.asarray(states, np.float64), axis=0)
+    at = 0
+    for v in m.variables:
+        size = int(np.prod(v.shape))
+        v.assign(total[at:at + size].reshape(v.shape).astype(v.dtype))
+        at += size
+    return float(m.result())

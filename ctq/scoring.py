@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ctq import catalog
+from ctq import catalog, indb
 from ctq.config import parse_table_name
 from ctq.connection import connect as open_connection
 from ctq.engines.base import Engine, ScoreSpec
@@ -50,6 +50,13 @@ class TrainedModel:
     features: tuple[str, ...]  # the source's feature columns, as resolved when packing
     label: str
     stats: dict  # ctq.packs.stats: input_dim, mean, std, class_values, label_encoding, target_mean...
+    run_metric: str = "val_loss"  # the run's ranking metric (grid.yaml metric)
+
+    @property
+    def ranking_metric(self) -> str | None:
+        """The run's metric when it is a ranking metric (auc, f1, precision, recall), else None."""
+        kind = self.run_metric.removeprefix("val_")
+        return kind if self.task == "classification" and kind in indb.RANKING_METRICS else None
 
     @property
     def metric_name(self) -> str:
@@ -61,7 +68,8 @@ async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | N
     run's best: the first of the leaderboard (same ranking and tie-break) that has a score and did
     not fail. Raises NotFound (exit 2) for a missing run or model, UsageError for one that failed
     or never trained."""
-    if await catalog.get_run(conn, run_id) is None:
+    run = await catalog.get_run(conn, run_id)
+    if run is None:
         raise NotFound(f"no run with id {run_id}")
     if model_id is None:
         board = await catalog.leaderboard(conn, run_id)
@@ -83,7 +91,7 @@ async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | N
                         architecture=json.loads(row["architecture"]),
                         hyperparameters=json.loads(row["hyperparameters"]), state=bytes(row["state"]),
                         task=settings["task"], features=tuple(settings["features"]), label=settings["label"],
-                        stats=pack["stats"])
+                        stats=pack["stats"], run_metric=run["metric"])
 
 
 @dataclass(frozen=True)
@@ -240,7 +248,7 @@ def _params(engine: Engine, model: TrainedModel, segment: int, cores: list[int],
     """The JSON parameters of one segment's scoring query (see indb.score_final)."""
     return json.dumps({"engine": engine.name, "segment": segment, "cores": cores, "task": model.task,
                        "stats": model.stats, "arch": model.architecture, "hyper": model.hyperparameters,
-                       "action": action, "proba": proba})
+                       "action": action, "proba": proba, "metric": model.ranking_metric})
 
 
 async def _on_every_segment(dsn: str, engine: Engine, statements: list[tuple[str, tuple]], app: str) -> list:
@@ -369,7 +377,9 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
     """Loss and metric of a model of run ``run_id`` on the held-out ``table`` (which has the run's
     features and label columns), computed on every segment at once and weighed by rows: the mean
     cross-entropy and accuracy (classification) or the mean squared error and mean absolute error
-    in the target's units (regression), without regularisation terms (see indb.score_final)."""
+    in the target's units (regression), without regularisation terms (see indb.score_final); for a
+    run ranked by AUC, F1, precision or recall, that metric too, over all rows (each segment
+    returns the metric's counts, summed here: indb.ranking_metric_state)."""
     started = time.perf_counter()
     model = await trained_model(conn, run_id, model_id)
     source = await _table(conn, table, "--table")
@@ -388,7 +398,11 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
         raise RunFailed(f"evaluation scored {scored} of {rows} rows of {source.display}")
     loss = math.fsum(r["loss"] * r["rows"] for r in parts) / scored
     metric = math.fsum(r["metric"] * r["rows"] for r in parts) / scored
-    return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
-            "rows": rows, "segments": segments, "loss": loss, model.metric_name: metric,
-            "seconds": round(time.perf_counter() - started, 3)}
+    out = {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
+           "rows": rows, "segments": segments, "loss": loss, model.metric_name: metric}
+    if model.ranking_metric:  # the run's AUC, F1...: from every segment's counts, over all rows
+        out[model.ranking_metric] = indb.ranking_metric_result(
+            model.task, model.ranking_metric, model.stats, [list(r["metric_state"]) for r in parts])
+    out["seconds"] = round(time.perf_counter() - started, 3)
+    return out
 

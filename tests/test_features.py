@@ -315,6 +315,20 @@ async def test_val_auc_ranks_models_on_an_imbalanced_label(conn, tmp_path, run_c
     assert out["best_model"] == "lin/sgd/lr=0.5/bs=64", board
     assert out["best_metric"] > 0.9 and board["lin/sgd/lr=1e-06/bs=64"]["score"] < 0.6, board
     assert await conn.fetchval("SELECT metric_mode FROM ctq.runs WHERE run_id = $1", out["run_id"]) == "max"
+    # ctq evaluate reports the run's metric too: AUC over every row from the segments' counts, as
+    # Keras computes it on all rows at once with the exported model
+    run_id = str(out["run_id"])
+    proc = run_cli("evaluate", run_id, "--table", "public.rare", "--json")
+    assert proc.returncode == 0, proc.stderr
+    evaluated = json.loads(proc.stdout)
+    assert run_cli("export", run_id, str(tmp_path / "lin.keras")).returncode == 0
+    from ctq.indb import make_metric
+
+    probabilities = k.saving.load_model(tmp_path / "lin.keras").predict(x.astype(np.float32), verbose=0)
+    auc = make_metric("classification", "auc", 2)
+    auc.update_state(label.astype(np.int32), probabilities)
+    assert abs(evaluated["auc"] - float(auc.result())) < 1e-6, (evaluated, float(auc.result()))
+    assert evaluated["auc"] > 0.9 and 0.9 < evaluated["accuracy"] <= 1
 
 
 @pytest.mark.parametrize("classes", [2, 3])

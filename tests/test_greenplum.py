@@ -277,6 +277,11 @@ async def test_categorical_features_and_val_auc_on_greenplum(gp, tmp_path):
     stats = json.loads(await gp.fetchval("SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
                                          "WHERE r.run_id = $1", out["run_id"]))
     assert stats["categories"]["kind"]["values"] == ["a", "b", "c"] and stats["input_dim"] == 4
+    # predict encodes the category on each segment; evaluate sums the segments' AUC counts
+    evaluated = ctq("evaluate", str(out["run_id"]), "--table", "public.ctq_gp_cat", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    doc = json.loads(evaluated.stdout)
+    assert doc["rows"] == 3000 and doc["auc"] > 0.95 and doc["accuracy"] > 0.9, doc
 
 
 async def test_asha_and_cost_aware_scheduling_on_greenplum(gp, tmp_path):

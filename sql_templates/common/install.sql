@@ -287,7 +287,8 @@ $fn$;
 -- score_query.sql and indb.score_final). Like train_step, it runs on the segment.
 DROP TYPE IF EXISTS ctq.score_result CASCADE;
 CREATE TYPE ctq.score_result AS (
-    rows int, prediction float8[], probabilities float8[], loss float8, metric float8, executed_on int
+    rows int, prediction float8[], probabilities float8[], loss float8, metric float8, executed_on int,
+    metric_state float8[]  -- evaluate, a ranking metric (AUC, F1...): its counts, summed by the client
 );
 
 CREATE OR REPLACE FUNCTION ctq.score_step_transition(acc text, x bytea, y bytea, state bytea, params text)
