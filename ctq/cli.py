@@ -116,22 +116,35 @@ def handle_errors(fn):
 
 
 class JsonAwareGroup(click.Group):
-    """Usage errors that click itself detects (an unknown option, ``--limit -1``) follow ``--json``
-    too: the message on stderr as usual, and the JSON document on stdout."""
+    """Usage errors that click itself detects (an unknown option, a missing argument, ``--limit
+    -1``) are one line like every other error, naming the fix (``see: ctq CMD --help``) instead of
+    click's four-line usage block, exit code 2; with ``--json``, also the JSON document on stdout."""
 
     def main(self, args=None, **kwargs):
         args = list(sys.argv[1:] if args is None else args)
-        if "--json" not in args:
-            return super().main(args, **kwargs)
+        as_json = "--json" in args
         try:
-            return super().main(args, standalone_mode=False, **kwargs)
+            code = super().main(args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `ctq`, `ctq db`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "ctq"
+            message = f"{exc.format_message()} (see: {where} --help)"
+            _error_line(message)
+            if as_json:
+                _error_json(message, exc.exit_code)
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()
-            _error_json(exc.format_message(), exc.exit_code)
+            if as_json:
+                _error_json(exc.format_message(), exc.exit_code)
             sys.exit(exc.exit_code)
         except click.Abort:
-            _error_json("interrupted", 130)
+            if as_json:
+                _error_json("interrupted", 130)
             sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)  # --help, --version, ctx.exit(n): their code
 
 
 EPILOG = """\b

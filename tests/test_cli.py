@@ -125,3 +125,18 @@ async def test_resume_without_a_run_is_a_usage_error(run_cli):
     proc = run_cli("train", "--resume")
     assert proc.returncode == 2
     assert "--resume RUN_ID" in proc.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (("compare", "1"), "Missing argument 'RUN_B'"),
+    (("runs", "--status", "bogus"), "'bogus' is not one of"),
+    (("runs", "--limit", "-1"), "--limit"),
+    (("nosuchcommand",), "No such command"),
+    (("predict", "1", "--table", "t", "--id-column", "id", "--out", "o", "--no-such-option"), "No such option"),
+])
+async def test_usage_errors_are_one_line_naming_the_help(run_cli, args, words):
+    """What click itself refuses is one line like every other error, with where to look, exit 2."""
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0] and "--help)" in lines[0], lines

@@ -34,7 +34,7 @@ GRID = """
         layers: [{dense: 64, activation: relu}, {dense: 64, activation: relu}]
     search:
       seed: 4
-      space: {learning_rate: [0.003, 0.03], batch_size: [16]}
+      space: {learning_rate: [0.003, 0.03], batch_size: [8]}  # hops long enough to be killed mid-run
     epochs: 3
     metric: val_accuracy
 """
@@ -53,7 +53,7 @@ async def wait_for(conn, query, *args, timeout=180):
         value = await conn.fetchval(query, *args)
         if value:
             return value
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for: {query}")
 
 
