@@ -643,4 +643,4 @@ async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = Non
         model = await trained_model(conn, run_id, model_id)
     keras_export.save(model, path)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "path": os.path.abspath(path),
-            "task": model.task, "class_values": model.stats.get("class_values")}
+            "task": model.task, "class_values": model.class_labels}

@@ -53,6 +53,17 @@ class TrainedModel:
     run_metric: str = "val_loss"  # the run's ranking metric (grid.yaml metric)
 
     @property
+    def class_labels(self) -> list | None:
+        """The class values as the source has them, in class-index order: text as is, booleans as
+        true/false, whole numbers as integers (the pack records numbers as floats)."""
+        values = self.stats.get("class_values")
+        if values is None or self.stats.get("label_encoding") == "index":
+            return values
+        if (self.stats.get("label_type") or "") == "boolean":
+            return [bool(float(v)) for v in values]
+        return [int(v) if float(v).is_integer() else float(v) for v in values]
+
+    @property
     def ranking_metric(self) -> str | None:
         """The run's metric when it is a ranking metric (auc, f1, precision, recall), else None."""
         kind = self.run_metric.removeprefix("val_")
@@ -239,7 +250,7 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
         raise DataError(f"{where}: label column {model.label!r} has {row['label_nulls']} NULL value(s)")
     if row["label_bad"]:
         problem = "NaN or infinite values" if model.task == "regression" else "values that are not one of the " \
-            f"model's classes ({', '.join(map(str, model.stats['class_values']))})"
+            f"model's classes ({', '.join(map(str, model.class_labels))})"
         raise DataError(f"{where}: label column {model.label!r} has {problem} in {row['label_bad']} row(s)")
     return n
 

@@ -261,8 +261,9 @@ async def test_a_cnn_learns_from_image_arrays(bars_table, conn, tmp_path, run_cl
     proc = run_cli("predict", str(out["run_id"]), *args, "--table", "public.bars_new", "--id-column", "id",
                    "--out", "public.bars_scored", "--replace", "--proba")
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("export", str(out["run_id"]), *args, str(tmp_path / "cnn.keras"))
+    proc = run_cli("export", str(out["run_id"]), *args, str(tmp_path / "cnn.keras"), "--json")
     assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["class_values"] == [0, 1]  # the source's integers, not 0.0 and 1.0
     rows = await conn.fetch("SELECT n.pixels, s.probabilities FROM public.bars_new n "
                             "JOIN public.bars_scored s USING (id) ORDER BY id")
     exported = k.saving.load_model(tmp_path / "cnn.keras")
