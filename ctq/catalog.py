@@ -151,6 +151,12 @@ async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revo
     return list(shared)
 
 
+def run_sql(name: str) -> str:
+    """A template about runs with ``{{run_alive}}`` filled: whether a live coordinator holds run
+    ``r``'s lock (run_alive.sql), one definition for every statement that asks."""
+    return render(name, run_alive=render("run_alive.sql", lock_class=RUN_LOCK_CLASS))
+
+
 def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
 
@@ -198,7 +204,7 @@ async def heartbeat(conn, run_id: int) -> None:
 async def get_run(conn, run_id: int) -> dict | None:
     if not await check_access(conn):
         return None
-    return _row(await conn.fetchrow(render("get_run.sql", lock_class=RUN_LOCK_CLASS), run_id))
+    return _row(await conn.fetchrow(run_sql("get_run.sql"), run_id))
 
 
 async def list_runs(conn, limit: int = 50, status: str | None = None, name_like: str | None = None) -> list[dict]:
@@ -206,7 +212,7 @@ async def list_runs(conn, limit: int = 50, status: str | None = None, name_like:
     before ``limit`` applies."""
     if not await check_access(conn):
         return []
-    return [dict(r) for r in await conn.fetch(render("list_runs.sql", lock_class=RUN_LOCK_CLASS), limit, status,
+    return [dict(r) for r in await conn.fetch(run_sql("list_runs.sql"), limit, status,
                                               name_like)]
 
 
@@ -258,7 +264,7 @@ async def run_pack(conn, run_id: int) -> dict:
     SELECT the source (row_security.sql), also for a run shared with them."""
     record = await conn.fetchrow(template("run_pack.sql"), run_id)
     if record is None:
-        run = await conn.fetchrow("SELECT source_table FROM ctq.runs WHERE run_id = $1", run_id)
+        run = await get_run(conn, run_id)
         who = await conn.fetchval("SELECT current_user")
         source = run["source_table"] if run else "its source"
         raise PermissionDenied(f"run {run_id}: role {who} cannot read the pack of {source} (the run's data, "

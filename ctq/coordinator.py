@@ -26,6 +26,7 @@ from ctq.connection import connect as open_connection
 from ctq.engines import Engine
 from ctq.errors import RunFailed, plain_text
 from ctq.indb import SQLSTATE_MODEL
+from ctq.packing import server_stats
 from ctq.scheduler import Hop, Scheduler
 from ctq.search import Asha, Tpe, metric_value
 
@@ -151,6 +152,7 @@ class Coordinator:
         self.dsn = dsn
         self.engine = engine
         self.pack = pack
+        self.stats = server_stats(pack["stats"])  # in every hop's parameters
         self.models = models
         self.run_id = run_id
         self.scheduler = scheduler
@@ -210,7 +212,7 @@ class Coordinator:
     def _params(self, segment: int, **values) -> str:
         """The JSON parameters of a targeted query (see indb.step_final)."""
         return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"],
-                           "task": self.pack["settings"]["task"], "stats": self.pack["stats"],
+                           "task": self.pack["settings"]["task"], "stats": self.stats,
                            "cores": self.cores[segment], "stream": self.stream,
                            "class_weights": self.class_weights, "metric": self.metric.removeprefix("val_"),
                            **values})
@@ -218,10 +220,7 @@ class Coordinator:
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
         every model before the first hop (all segments at once), so hops carry per-hop costs only."""
-        conn = await open_connection(self.dsn, f"{self.app_prefix}{segment}")
-        session = self.engine.template("session.sql")
-        if session.strip():
-            await conn.execute(session)
+        conn = await self.engine.segment_connection(self.dsn, f"{self.app_prefix}{segment}")
         dropped = self.scheduler.failed | self.scheduler.stopped
         live = [m for i, m in sorted(self.models.items()) if i not in dropped]
         compile_keys = {json.dumps([m["architecture"], {k: v for k, v in m["hyperparameters"].items()

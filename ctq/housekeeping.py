@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from ctq.catalog import RUN_LOCK_CLASS, check_access
+from ctq.catalog import RUN_LOCK_CLASS, check_access, run_sql
 from ctq.engines import detect
 from ctq.errors import NotFound, PermissionDenied, UsageError
 from ctq.sql import render, template
@@ -33,7 +33,7 @@ async def runs_to_remove(conn: asyncpg.Connection, run_ids: list[int]) -> list[d
     coordinator raises UsageError, a role that may not delete runs PermissionDenied."""
     if not await check_access(conn):
         raise NotFound(f"no run with id {', '.join(map(str, sorted(run_ids)))}; nothing deleted")
-    rows = [dict(r) for r in await conn.fetch(render("remove_runs_check.sql", lock_class=RUN_LOCK_CLASS),
+    rows = [dict(r) for r in await conn.fetch(run_sql("remove_runs_check.sql"),
                                               run_ids)]
     missing = sorted(set(run_ids) - {r["run_id"] for r in rows})
     if missing:

@@ -402,6 +402,13 @@ def pack_stats(source: Source, segments: int) -> dict:
     }
 
 
+def server_stats(stats: dict) -> dict:
+    """The pack statistics the in-database side reads (decode, normalise, shapes, classes), sent
+    with every targeted query: without the categorical vocabularies (up to 100,000 values a
+    column), which only the SQL that encodes rows needs (feature_bytes_sql)."""
+    return {k: v for k, v in stats.items() if k != "categories"}
+
+
 def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_id: str) -> PackSpec:
     x_bytes = feature_bytes_sql(source.features, pack_stats(source, segments))
     y_bytes = _label_bytes(source)

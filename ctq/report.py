@@ -23,7 +23,7 @@ import yaml
 
 from ctq import __version__, catalog
 from ctq.errors import NotFound
-from ctq.sql import render, template
+from ctq.sql import template
 
 COLOURS = "tab20"  # matplotlib's qualitative map: 20 distinguishable colours, then they repeat
 
@@ -70,7 +70,7 @@ async def load(conn, run_id: int) -> RunData:
     """Read one run; NotFound when it does not exist or the caller may not see it."""
     if not await catalog.check_access(conn):
         raise NotFound(f"no run with id {run_id}")
-    row = await conn.fetchrow(render("report_run.sql", lock_class=catalog.RUN_LOCK_CLASS), run_id)
+    row = await conn.fetchrow(catalog.run_sql("report_run.sql"), run_id)
     if row is None:
         raise NotFound(f"no run with id {run_id}")
     run = dict(row)

@@ -27,12 +27,11 @@ import asyncpg
 
 from ctq import catalog, indb
 from ctq.config import parse_table_name
-from ctq.connection import connect as open_connection
 from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
-                          label_bytes_sql)
+                          label_bytes_sql, server_stats)
 from ctq.sql import qualified, quote_ident, render, template
 
 
@@ -258,7 +257,7 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
 def _params(engine: Engine, model: TrainedModel, segment: int, cores: list[int], action: str, proba: bool) -> str:
     """The JSON parameters of one segment's scoring query (see indb.score_final)."""
     return json.dumps({"engine": engine.name, "segment": segment, "cores": cores, "task": model.task,
-                       "stats": model.stats, "arch": model.architecture, "hyper": model.hyperparameters,
+                       "stats": server_stats(model.stats), "arch": model.architecture, "hyper": model.hyperparameters,
                        "action": action, "proba": proba, "metric": model.ranking_metric})
 
 
@@ -267,11 +266,8 @@ async def _on_every_segment(dsn: str, engine: Engine, statements: list[tuple[str
     the first failure cancels the others. Returns each segment's rows."""
 
     async def one(segment: int, sql: str, args: tuple):
-        conn = await open_connection(dsn, f"{app} segment {segment}")
+        conn = await engine.segment_connection(dsn, f"{app} segment {segment}")
         try:
-            session = engine.template("session.sql")
-            if session.strip():
-                await conn.execute(session)
             return await conn.fetch(sql, *args)
         finally:
             await conn.close()

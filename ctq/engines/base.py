@@ -54,8 +54,15 @@ class Engine:
     #: whether analysts (ctq_user) are kept apart by row-level security (row_security.sql); without
     #: it only administrators, who see every run, may use ctq
     row_security = True
-    #: connection settings of every segment connection
-    session_settings: dict[str, str] = {}
+    # -- connections -----------------------------------------------------------------------------
+    async def segment_connection(self, dsn: str, application_name: str) -> asyncpg.Connection:
+        """A connection for one segment's targeted queries (training or scoring), with the
+        engine's session settings (session.sql) applied."""
+        conn = await open_connection(dsn, application_name)
+        session = self.template("session.sql")
+        if session.strip():
+            await conn.execute(session)
+        return conn
 
     # -- templates -------------------------------------------------------------------------------
     def template(self, name: str) -> str:

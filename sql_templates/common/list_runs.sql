@@ -9,9 +9,7 @@ SELECT r.run_id, r.name, r.status, r.schedule, r.started_at, r.finished_at, r.he
        (SELECT l.score FROM ctq.leaderboard l WHERE l.run_id = r.run_id AND l.rank = 1 LIMIT 1) AS best_score
 FROM ctq.runs r
 CROSS JOIN LATERAL (
-    SELECT EXISTS (SELECT 1 FROM pg_locks l
-                   WHERE l.locktype = 'advisory' AND l.classid = {{lock_class}}::oid
-                     AND l.objid = r.run_id::oid AND l.objsubid = 2 AND l.granted) AS alive
+    SELECT {{run_alive}} AS alive
 ) lk
 -- $2: a status (stale = running with its coordinator gone) or NULL; $3: a LIKE pattern on the name or NULL
 WHERE ($2::text IS NULL OR CASE WHEN r.status = 'running' AND NOT lk.alive THEN 'stale' ELSE r.status END = $2)

@@ -10,8 +10,6 @@ SELECT r.run_id, r.name,
        (SELECT count(*) FROM ctq.hops h WHERE h.run_id = r.run_id) AS hops
 FROM ctq.runs r
 CROSS JOIN LATERAL (
-    SELECT EXISTS (SELECT 1 FROM pg_locks l
-                   WHERE l.locktype = 'advisory' AND l.classid = {{lock_class}}::oid
-                     AND l.objid = r.run_id::oid AND l.objsubid = 2 AND l.granted) AS alive
+    SELECT {{run_alive}} AS alive
 ) lk
 WHERE r.run_id = $1;
