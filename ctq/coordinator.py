@@ -166,6 +166,7 @@ class Coordinator:
         self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"], stream)
                            for s in range(segments)]
         self.connections: list[asyncpg.Connection | None] = [None] * segments
+        self.warmup_estimates: dict[int, dict[str, float]] = {}  # segment -> compile key -> hop seconds
         self.control: asyncpg.Connection | None = None
         # asyncpg allows one operation at a time per connection. The heartbeat and the main loop
         # both write the catalog; without this lock their writes collided, the collision was taken
@@ -217,19 +218,36 @@ class Coordinator:
                            "class_weights": self.class_weights, "metric": self.metric.removeprefix("val_"),
                            **values})
 
+    @staticmethod
+    def _compile_key(model: dict) -> str:
+        """What a model's compiled steps depend on: its architecture and every hyper-parameter but
+        the learning rate (a variable of the optimizer, not a constant of the compiled step)."""
+        return json.dumps([model["architecture"], {k: v for k, v in model["hyperparameters"].items()
+                                                   if k != "learning_rate"}], sort_keys=True)
+
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
         every model before the first hop (all segments at once), so hops carry per-hop costs only."""
         conn = await self.engine.segment_connection(self.dsn, f"{self.app_prefix}{segment}")
         dropped = self.scheduler.failed | self.scheduler.stopped
         live = [m for i, m in sorted(self.models.items()) if i not in dropped]
-        compile_keys = {json.dumps([m["architecture"], {k: v for k, v in m["hyperparameters"].items()
-                                                        if k != "learning_rate"}],
-                                   sort_keys=True) for m in live}
-        params = self._params(segment, action="warmup", models=[json.loads(k) for k in sorted(compile_keys)])
-        await conn.fetchval(self.statements[segment]["warmup"], params)
+        compile_keys = {self._compile_key(m) for m in live}
+        keys = sorted(compile_keys)
+        params = self._params(segment, action="warmup", models=[json.loads(k) for k in keys])
+        estimates = await conn.fetchval(self.statements[segment]["warmup"], params)
+        if estimates is not None:
+            self.warmup_estimates[segment] = dict(zip(keys, json.loads(estimates)))
         self.connections[segment] = conn
         return conn
+
+    def _expect_from_warmup(self) -> None:
+        """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up
+        timings), so that the cost-aware rule orders models before any hop of theirs is timed."""
+        for model_id, model in self.models.items():
+            key = self._compile_key(model)
+            seconds = [t[key] for t in self.warmup_estimates.values() if t.get(key, 0) > 0]
+            if seconds and model_id not in self.scheduler.failed | self.scheduler.stopped:
+                self.scheduler.expect(model_id, sum(seconds) / len(seconds))
 
     async def _segment_connection(self, segment: int) -> asyncpg.Connection:
         conn = self.connections[segment]
@@ -331,6 +349,7 @@ class Coordinator:
         running: dict[asyncio.Task, Hop] = {}
         try:
             await asyncio.gather(*(self._connect(s) for s in range(self.segments)))
+            self._expect_from_warmup()
             t0 = time.perf_counter()  # wall time of the schedule itself, not of the warm-up
             while not self.scheduler.done:
                 if _being_cancelled():  # a Ctrl-C that a library turned into a query error

@@ -648,10 +648,11 @@ def step_final(*, plpy, GD, acc):
     task = p["task"]
     result = {"new_state": None, "loss": None, "metric": None, "rows": int(len(x)), "compute_seconds": 0.0,
               "val_loss": None, "val_metric": None, "executed_on": executed_on}
-    if p["action"] == "warmup":
-        for arch, hyper in p["models"]:
-            compile_steps(compiled_model(GD, arch, hyper, stats, task, p.get("metric")),
-                          int(hyper.get("batch_size", 64)), xv, yv, plpy)
+    if p["action"] == "warmup":  # new_state: the estimated hop seconds of each model, as JSON
+        estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.get("metric")),
+                                   int(hyper.get("batch_size", 64)), len(x), xv, yv, plpy)
+                     for arch, hyper in p["models"]]
+        result["new_state"] = json.dumps(estimates).encode()
     else:
         result.update(train_hop(plpy=plpy, GD=GD, x=x, y=y, xv=xv, yv=yv, arch=p["arch"], hyper=p["hyper"],
                                 task=task, seed=p["seed"], state=entry["state"], evaluate=p["evaluate"],
@@ -696,18 +697,42 @@ def in_target_units(loss, metric, task: str, stats: dict):
     return loss * scale * scale, metric * scale
 
 
-def compile_steps(cm: CompiledModel, batch: int, xv, yv, plpy) -> None:
+TIMED_STEPS = 4  # batches the warm-up times per model, after the compile
+
+
+def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> float:
     """Warm-up: have jax compile the train step for this batch shape and the evaluation steps for
     the validation set's shapes now, on every segment at once, rather than inside the first hop of
-    each model on each segment (0.6-0.9 s each, measured). A pass of zero-weight rows; the state
-    it leaves is overwritten by the next hop's ``load``."""
+    each model on each segment (0.6-0.9 s each, measured). Passes of zero-weight rows; the state
+    they leave is overwritten by the next hop's ``load``.
+
+    Returns the estimated seconds of a hop of this model over ``rows`` rows: a pass's fixed cost
+    plus its cost per batch, from two timed passes (one batch, and up to ``TIMED_STEPS``), scaled
+    to the hop's number of batches (evaluation, once an epoch, is left out). The cost-aware
+    scheduler orders models by it before their first hop is timed."""
     callback = cancel_callback(plpy)
     _, shape, _, task = cm.args
-    labels = np.zeros((batch,), np.float32 if task == "regression" else np.int32)
-    cm.model.fit(np.zeros((batch,) + shape, np.float32), labels, sample_weight=np.zeros((batch,), np.float32),
-                 batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
+    batches = -(-rows // batch)
+
+    def zero_pass(n: int) -> float:
+        labels = np.zeros((n * batch,), np.float32 if task == "regression" else np.int32)
+        t0 = time.perf_counter()
+        cm.model.fit(np.zeros((n * batch,) + shape, np.float32), labels,
+                     sample_weight=np.zeros((n * batch,), np.float32), batch_size=batch, epochs=1, shuffle=False,
+                     verbose=0, callbacks=[callback])
+        return time.perf_counter() - t0
+
+    zero_pass(1)
     if len(xv):
         cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, callbacks=[callback])
+    if not rows:
+        return 0.0
+    one = zero_pass(1)
+    steps = max(1, min(TIMED_STEPS, batches))
+    if steps == 1:
+        return one
+    per_batch = max(zero_pass(steps) - one, 0.0) / (steps - 1)
+    return max(one - per_batch, 0.0) + per_batch * batches
 
 
 def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, seed, state, evaluate, stats, class_weights=None,

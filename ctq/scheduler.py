@@ -7,10 +7,11 @@ same rules can be unit-tested, resumed from the database's record of finished ho
 by :mod:`ctq.simulate` without a database.
 
 MOP has two rules for choosing among the eligible models when a segment frees up
-(``scheduling``): ``cost`` (the default) starts the model with the most estimated work left, from
-the hop durations observed so far (longest remaining processing time first, LRPT: the classic rule
-against a tail in which one machine runs a long job while the others idle); ``random`` keeps a
-seeded per-segment preference list. Both break ties by that list.
+(``scheduling``): ``cost`` (the default) starts, among the models in the earliest epoch, the one
+with the most estimated work left, from the hop durations observed so far and, before a model's
+first hop, the warm-up's timing of it (longest remaining processing time first, LRPT: the classic
+rule against a tail in which one machine runs a long job while the others idle); ``random`` keeps
+a seeded per-segment preference list. Both break ties by that list.
 
 Why the preference list is seeded once rather than a fresh random draw per decision: it is Cerebro's and the original CTQ driver's rule (shuffle all (model, worker) pairs once
 per epoch; an idle worker takes the first pair whose model is idle), it makes every decision a
@@ -116,6 +117,7 @@ class Scheduler(abc.ABC):
         self._busy: dict[int, int] = {}  # model index -> segment it is on
         self._seconds = [0.0] * len(ids)  # observed hop seconds per model (sum) ...
         self._hops_timed = [0] * len(ids)  # ... and how many hops they are over
+        self._expected: dict[int, float] = {}  # model index -> estimated hop seconds before any is timed
         self._resume(completed)
         for mid, seconds in observed:
             self._observe(self._model_index(mid), seconds)
@@ -127,6 +129,15 @@ class Scheduler(abc.ABC):
             raise ValueError(f"hop of model {self._ids[m]}: bad duration {seconds!r}")
         self._seconds[m] += seconds
         self._hops_timed[m] += 1
+
+    def expect(self, model_id: int, seconds: float) -> None:
+        """An estimate of ``model_id``'s hop duration (seconds) before any of its hops is timed,
+        e.g. from timing a training step in the warm-up; only the cost-aware MOP rule uses it.
+        Raises ValueError for an unknown model or a duration that is not a positive number."""
+        m = self._model_index(model_id)
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"model {model_id}: bad estimated hop duration {seconds!r}")
+        self._expected[m] = float(seconds)
 
     def _resume(self, completed: Iterable[tuple[int, int, int]]) -> None:
         """Fast-forward past hops a previous run finished; reject sets no run could produce."""
@@ -278,12 +289,16 @@ class MopScheduler(Scheduler):
     one of its *eligible* models (not failed, not in flight, epochs left, segment not yet visited in
     the model's current epoch), by ``scheduling``:
 
-    * ``"cost"`` (default): the model with the most estimated work left, its hops left times its
-      mean observed hop duration (longest remaining processing time first, LRPT; a model not yet
-      timed on any segment is estimated at the mean of the timed models, or all alike before any
-      hop is timed). Slow models then start early and the run does not end with one segment
-      training a slow model while the others idle. Ties go to the earlier epoch, then to the
-      segment's seeded preference.
+    * ``"cost"`` (default): models in an earlier epoch first, then the one with the most estimated
+      work left, its hops left times its estimated hop (longest remaining processing time first,
+      LRPT). A model's hop is estimated by its mean observed hop duration; before its first hop,
+      by :meth:`expect`'s estimate (the warm-up times one training step of every model), scaled
+      by how the timed models' observed hops compare with their own estimates; with neither, at
+      the mean of the timed models, or all alike before any hop is timed. Models are served in
+      that order, each on the idle segment with the most estimated work left to host (the live
+      models that have yet to visit it): slow models start early, a segment every slow model
+      still needs is not given to a fast one, and the run does not end with one segment training
+      a slow model while the others idle. Ties go to the segment's seeded preference.
     * ``"random"``: models in an earlier epoch first (a lagging model has the most work left), then
       the first in the segment's seeded preference list (Cerebro's rule).
 
@@ -336,11 +351,21 @@ class MopScheduler(Scheduler):
         return ranks
 
     def _estimates(self) -> list[float]:
-        """Estimated seconds of one hop per model index: its mean observed hop, else the mean of
-        the timed models' means, else 1 (nothing timed yet: every model alike)."""
-        timed = [self._seconds[m] / n for m, n in enumerate(self._hops_timed) if n]
-        prior = sum(timed) / len(timed) if timed else 1.0
-        return [self._seconds[m] / n if n else prior for m, n in enumerate(self._hops_timed)]
+        """Estimated seconds of one hop per model index (see the class docstring for the order
+        of sources). Estimates from :meth:`expect` are scaled by the mean ratio observed/expected
+        over the models that have both, so that a warm-up step's timing and a hop's are in the
+        same units as soon as one model has been timed."""
+        timed = {m: self._seconds[m] / n for m, n in enumerate(self._hops_timed) if n}
+        ratios = [timed[m] / e for m, e in self._expected.items() if m in timed]
+        scale = sum(ratios) / len(ratios) if ratios else 1.0
+        if timed:
+            fallback = sum(timed.values()) / len(timed)
+        elif self._expected:
+            fallback = sum(self._expected.values()) / len(self._expected)
+        else:
+            fallback = 1.0
+        return [timed[m] if m in timed else self._expected[m] * scale if m in self._expected else fallback
+                for m in range(len(self._ids))]
 
     def _hops_left(self, m: int) -> int:
         return (self._epochs - self._epoch[m]) * self._segments - len(self._visited[m])
@@ -365,28 +390,34 @@ class MopScheduler(Scheduler):
         if not (idle and free):
             return []
         if self._scheduling == "cost":
-            est = self._estimates()
-            work = {m: -est[m] * self._hops_left(m) for m in free}
-            # The segment with the most work left (the live models it has yet to host) picks
-            # first: a segment every slow model still needs must not be left to fast ones.
-            seg_work = {
-                s: sum(est[m] for m, e in enumerate(self._epoch)
-                       if e < self._epochs and m not in self._dropped and s not in self._visited[m])
-                for s in idle
-            }
-            idle.sort(key=lambda s: (-seg_work[s], s))
-        else:
-            work = dict.fromkeys(free, 0.0)
+            return self._select_by_cost(idle, free)
         picks = []
         for seg in idle:
             eligible = [m for m in free if seg not in self._visited[m]]
             if eligible:
-                best = min(
-                    eligible,
-                    key=lambda m: (work[m], self._epoch[m], self._rank(self._epoch[m])[seg][m]),
-                )
+                best = min(eligible, key=lambda m: (self._epoch[m], self._rank(self._epoch[m])[seg][m]))
                 free.remove(best)
                 picks.append((seg, best))
+        return picks
+
+    def _select_by_cost(self, idle: list[int], free: list[int]) -> list[tuple[int, int]]:
+        """The cost-aware rule (class docstring): models in (epoch, most work left) order, each
+        on the idle segment it has not visited that has the most work left to host."""
+        est = self._estimates()
+        live = [m for m, e in enumerate(self._epoch) if e < self._epochs and m not in self._dropped]
+        seg_work = {s: sum(est[m] * (self._epochs - self._epoch[m] - (s in self._visited[m])) for m in live)
+                    for s in idle}
+        picks = []
+        first = idle[0]  # equal work (nothing timed or estimated yet): its seeded preference decides
+        for m in sorted(free, key=lambda m: (self._epoch[m], -est[m] * self._hops_left(m),
+                                             self._rank(self._epoch[m])[first][m])):
+            segments = [s for s in idle if s not in self._visited[m]]
+            if segments:
+                seg = max(segments, key=lambda s: (seg_work[s], -s))
+                idle.remove(seg)
+                picks.append((seg, m))
+                if not idle:
+                    break
         return picks
 
 

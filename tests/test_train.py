@@ -30,7 +30,7 @@ GRID = """
           - {{dense: 512, activation: relu}}
     search:
       method: grid
-      seed: 3
+      seed: 1
       space:
         optimizer: [adam]
         learning_rate: [0.003, 0.03]
@@ -114,6 +114,20 @@ async def test_leaderboard_matches_epochs_table_and_models_learn(mop_run, conn):
     # the best score wins; on a tie (same val_accuracy), the lower validation loss
     assert mop_run["best_model_id"] == min(final, key=lambda m: (-final[m], val_loss[m]))
     assert best > 0.6  # three balanced classes: chance is 1/3
+
+
+async def test_warmup_timing_starts_the_slow_models_first(mop_run, conn):
+    """The cost-aware rule knows from the warm-up (one timed training step of each model on each
+    segment) that the 512x512 models are the slow ones: they take the first hop on both segments,
+    before any hop has been timed (with nothing to go on, the seeded preference would decide)."""
+    names = dict(await conn.fetch("SELECT model_id, name FROM ctq.models WHERE run_id = $1", mop_run["run_id"]))
+    hops = await hop_log(conn, mop_run["run_id"])
+    first = {seg: min((h for h in hops if h["segment"] == seg), key=lambda h: h["started_at"]) for seg in (0, 1)}
+    assert all(names[h["model_id"]].startswith("wide") for h in first.values()), (first, names)
+    from ctq.scheduler import MopScheduler
+
+    blind = MopScheduler(sorted(names), 2, 2, seed=1).next_hops()  # the same rule, no estimates
+    assert not any(names[h.model_id].startswith("wide") for h in blind)
 
 
 def staggered_starts(hops, share: float = 0.3, min_gap: float = 0.02) -> int:

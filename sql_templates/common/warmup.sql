@@ -1,3 +1,5 @@
 -- Warm-up of one segment's backend before its first hop (see indb.step_final): decode and cache
--- the segment's data and build every model of the run. $1 the parameters (action "warmup").
-SELECT (s.r).rows FROM ({{train_query}}) s;
+-- the segment's data, build every model of the run and compile its steps. $1 the parameters
+-- (action "warmup"). Returns the estimated seconds of a hop of each model (JSON array, in the
+-- order of the parameters' models; NULL when the segment streams its buffers).
+SELECT (s.r).new_state FROM ({{train_query}}) s;
