@@ -78,6 +78,7 @@ class TrainResult:
     run_hops: int = 0  # whole run, every session (a resumed run has several): hops recorded
     run_wall_seconds: float = 0.0  # whole run: from its creation to its end, pauses included
     stopped_models: dict = dataclasses.field(default_factory=dict)  # model_id -> why the search stopped it
+    expected_hop_seconds: dict = dataclasses.field(default_factory=dict, repr=False)  # model_id -> warm-up's estimate
 
     def to_json(self) -> dict:
         return {
@@ -457,7 +458,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         best_metric=best["score"] if best else None, metric=plan.metric,
         wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
         utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
-        hop_results=outcome.results, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
+        hop_results=outcome.results, expected_hop_seconds=outcome.expected, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
         run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
         stopped_models={d["model_id"]: f"after epoch {d['epoch']}: {d['reason']}" for d in stops},
     )

@@ -350,8 +350,9 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
 @click.option("--reproducible", is_flag=True, help="Same as --schedule mop-fixed.")
 @click.option("--scheduling", type=click.Choice(["cost", "random"]), default=None,
               help="MOP's choice among the models a free segment could take: cost (default, or the "
-                   "config's scheduling:): most estimated work left first, from the observed hop "
-                   "durations; random: a seeded preference (Cerebro's rule). MOP only.")
+                   "config's scheduling:): earliest epoch, then most estimated work left first, from "
+                   "the warm-up's timing and the observed hop durations; random: a seeded preference "
+                   "(Cerebro's rule). MOP only.")
 @click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID]",
               help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
                    "unfinished run of that configuration (and --name).")
@@ -749,7 +750,9 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
 
     A synthetic grid's times are in fast sub-epochs (one fast model's hop on a speed-1 segment);
     a replay's are in seconds. The lower bound is what no schedule can beat: the total work spread
-    over every segment, the busiest model's work, or the busiest (slowest) segment's work.
+    over every segment, the busiest model's work, or the busiest (slowest) segment's work. The
+    cost-aware rule is simulated knowing each model's hop from the start (a run's warm-up times
+    every model before its first hop).
     """
     from ctq import simulate as sim
 

@@ -89,6 +89,7 @@ class Outcome:
     retries: int = 0
     wall_seconds: float = 0.0
     segments: int = 0
+    expected: dict[int, float] = field(default_factory=dict)  # model id -> warm-up's estimated hop seconds
 
     @property
     def utilization(self) -> float:
@@ -240,14 +241,15 @@ class Coordinator:
         self.connections[segment] = conn
         return conn
 
-    def _expect_from_warmup(self) -> None:
+    def _expect_from_warmup(self, outcome: Outcome) -> None:
         """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up
         timings), so that the cost-aware rule orders models before any hop of theirs is timed."""
         for model_id, model in self.models.items():
             key = self._compile_key(model)
             seconds = [t[key] for t in self.warmup_estimates.values() if t.get(key, 0) > 0]
             if seconds and model_id not in self.scheduler.failed | self.scheduler.stopped:
-                self.scheduler.expect(model_id, sum(seconds) / len(seconds))
+                outcome.expected[model_id] = sum(seconds) / len(seconds)
+                self.scheduler.expect(model_id, outcome.expected[model_id])
 
     async def _segment_connection(self, segment: int) -> asyncpg.Connection:
         conn = self.connections[segment]
@@ -349,7 +351,7 @@ class Coordinator:
         running: dict[asyncio.Task, Hop] = {}
         try:
             await asyncio.gather(*(self._connect(s) for s in range(self.segments)))
-            self._expect_from_warmup()
+            self._expect_from_warmup(outcome)
             t0 = time.perf_counter()  # wall time of the schedule itself, not of the warm-up
             while not self.scheduler.done:
                 if _being_cancelled():  # a Ctrl-C that a library turned into a query error
