@@ -36,7 +36,7 @@ demo: system-deps venv examples/data/demo.csv
 	$(BIN)/ctq train examples/grid.yaml
 
 test: system-deps venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: system-deps venv
 	$(BIN)/python bench/run.py

@@ -1,7 +1,7 @@
 """``ctq report`` and ``ctq compare``: what a run did, read back from the catalog.
 
-The report is one self-contained HTML file: the leaderboard, each model's learning curves, the
-timeline of hops with one lane per segment (MOP's asynchrony, or BSP's idle gaps, show as the
+The report is one self-contained HTML file: the leaderboard, the search's decisions (ASHA: which
+model went on or stopped at each rung, and why), each model's learning curves, the timeline of hops with one lane per segment (MOP's asynchrony, or BSP's idle gaps, show as the
 white space between hops), per-segment utilization, and the run's configuration and provenance.
 Plots are drawn by matplotlib as inline SVG with text kept as text (``svg.fonttype: none``):
 nothing to fetch when viewing, and the figures stay searchable and parseable.
@@ -13,6 +13,7 @@ row-level security of the run tables does.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import html
 import io
@@ -38,6 +39,7 @@ class RunData:
     hops: list[dict]  # in the order they started
     segments: list[dict]  # ctq.segment_utilization, one row per segment that ran a hop
     pack: dict | None  # the ctq.packs row, None if the caller cannot see it (its source unreadable)
+    decisions: list[dict] = dataclasses.field(default_factory=list)  # the search's, in the order made
 
     @property
     def task(self) -> str:
@@ -87,6 +89,7 @@ async def load(conn, run_id: int) -> RunData:
         run=run, leaderboard=await catalog.leaderboard(conn, run_id), curves=curves,
         hops=[dict(r) for r in await conn.fetch(template("report_hops.sql"), run_id)],
         segments=[dict(r) for r in await conn.fetch(template("report_segments.sql"), run_id)], pack=pack,
+        decisions=[dict(r) for r in await conn.fetch(template("run_decisions.sql"), run_id)],
     )
 
 
@@ -303,6 +306,20 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
             cells.append(f'<td data-key="{key}"{css}>{text}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
+
+    if data.decisions:
+        out.append(f"<h2>Search decisions</h2><p>{esc(run['config'].get('search', {}).get('method', ''))}: "
+                   "after each rung's epoch a model goes on or is stopped, in this order</p>")
+        out.append('<table id="decisions"><thead><tr><th>#</th><th>model</th><th>name</th><th>rung</th>'
+                   f"<th>epoch</th><th>{esc(run['metric'])}</th><th>decision</th><th>why</th></tr></thead><tbody>")
+        for d in data.decisions:
+            out.append(f'<tr><td class="n" data-key="seq">{d["seq"]}</td>'
+                       f'<td class="n" data-key="model_id">{d["model_id"]}</td>'
+                       f'<td class="name">{esc(names.get(d["model_id"], ""))}</td>'
+                       f'<td class="n" data-key="rung">{d["rung"]}</td><td class="n" data-key="epoch">{d["epoch"]}</td>'
+                       f'<td class="n" data-key="value">{_num(d["value"])}</td>'
+                       f'<td data-key="decision">{esc(d["decision"])}</td><td>{esc(d["reason"])}</td></tr>')
+        out.append("</tbody></table>")
 
     out.append("<h2>Hops</h2>")
     if data.hops:

@@ -136,6 +136,7 @@ async def test_report_renders_leaderboard_curves_and_timeline_from_the_catalog(r
     # self-contained: nothing to fetch (only in-document references)
     assert "script" not in doc.tags and "link" not in doc.tags and "img" not in doc.tags
     assert all(url.startswith("#") for url in doc.urls), doc.urls
+    assert "decisions" not in doc.tables  # a grid decides nothing (ASHA's: tests/test_search.py)
 
     models = {r["model_id"]: dict(r) for r in await conn.fetch("SELECT * FROM ctq.models WHERE run_id = $1", run_id)}
     board = doc.tables["leaderboard"]

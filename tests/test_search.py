@@ -195,6 +195,24 @@ async def test_asha_stops_models_at_the_rung_and_the_best_reaches_max_epochs(ash
 
 
 @on_the_server
+async def test_report_lists_the_decisions_as_the_catalog_records_them(asha_run, conn):
+    from test_report import Doc, close
+
+    from ctq import report
+
+    run_id = asha_run[1].run_id
+    doc = Doc(report.render_html(await report.load(conn, run_id)))
+    rows = [dict(r) for r in doc.tables["decisions"][1:]]
+    recorded = await conn.fetch("SELECT seq, model_id, rung, epoch, value, decision FROM ctq.decisions "
+                                "WHERE run_id = $1 ORDER BY seq", run_id)
+    assert len(rows) == len(recorded) >= 9
+    for row, d in zip(rows, recorded):
+        assert (int(row["seq"]), int(row["model_id"]), int(row["rung"]), int(row["epoch"]), row["decision"]) == \
+               (d["seq"], d["model_id"], d["rung"], d["epoch"], d["decision"])
+        assert close(row["value"], d["value"])
+
+
+@on_the_server
 async def test_kill_9_mid_asha_resumes_to_the_same_decisions(asha_run, conn):
     before, result = asha_run
     assert 3 <= len(before) < 9  # killed in the middle of the rung
