@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import __version__, catalog
-from ctq.config import HALVING_METHODS, MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name, model_seed
+from ctq.config import (HALVING_METHODS, MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name,
+                        model_seed)
 from ctq.connection import connect as open_connection
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
@@ -132,8 +133,7 @@ class RunPlan:
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
     scheduling: str = "cost"  # MOP's rule among eligible models (ctq.scheduler.MopScheduler)
     observed: tuple[tuple[int, float], ...] = ()  # (model_id, seconds) of the hops already done
-    asha: dict | None = None  # search.method asha, hyperband: {"method", "grace_period", "reduction_factor"}
-    # (max_epochs = epochs)
+    asha: dict | None = None  # asha, hyperband: {"method", "grace_period", "reduction_factor"}; max_epochs = epochs
     decisions: tuple = ()  # the search's decisions so far (ctq.search.Decision), in the order made
     stopped: frozenset[int] = frozenset()  # models the search stopped
     epochs_done: tuple[tuple[int, int], ...] = ()  # (model_id, epoch count) completed, in finishing order
@@ -161,7 +161,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         asha = {"method": method, "grace_period": search.get("grace_period") or 1,
                 "reduction_factor": search.get("reduction_factor") or 3}
     tpe = finished = None
-    if str(search.get("method") or "").lower() == "tpe":
+    if method == "tpe":
         tpe = {"samples": search["samples"], **json.loads(settings["resolved"])}
         finished = tuple((m["model_id"], metric_value(run["metric"], m) if m["status"] == "succeeded" else None)
                          for m in await catalog.finished_models(conn, run_id))

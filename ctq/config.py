@@ -903,8 +903,8 @@ class _Validator:
             if name == "optimizer":
                 self.fail(key, "expected an optimizer name or a list of them, got a mapping")
             if not drawn:
-                self.fail(key, "a range {low, high} needs search.method: random (or asha, hyperband with samples); "
-                               "a grid needs a list of values")
+                self.fail(key, "a range {low, high} needs search.method: random (or asha, hyperband with "
+                               "samples); a grid needs a list of values")
             return self.range_(name, value, key)
         items = value if isinstance(value, list) else [value]
         if not items:

@@ -133,10 +133,11 @@ class Coordinator:
         training weight per class index (None: all 1); ``metric``: the run's ranking metric (its
         kind, e.g. auc, is the metric the hops compute). ``search``: early stopping (ASHA,
         Hyperband) asked after every epoch on that metric, its state already rebuilt from the
-        ``decisions`` recorded so far (their count); ``pending``: (model_id, epoch count) results a dead predecessor left
-        undecided, decided first, in that order. ``tpe``: a search that asks for a model whenever
-        one finishes (told its result), ``points`` the configuration of each of its models so far,
-        ``new_model(model_id, point)`` the ctq.models record (name, architecture, ...) of a new one.
+        ``decisions`` recorded so far (their count); ``pending``: (model_id, epoch count) results
+        a dead predecessor left undecided, decided first, in that order. ``tpe``: a search that
+        asks for a model whenever one finishes (told its result), ``points`` the configuration of
+        each of its models so far, ``new_model(model_id, point)`` the ctq.models record (name,
+        architecture, ...) of a new one.
         ``warm``: the models start from another run's final weights (warm_start), stored as their
         state: their first hop keeps the weights and starts the optimizer afresh."""
         self.warm = warm

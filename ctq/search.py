@@ -1,6 +1,6 @@
 """Search decisions over Optuna's ask-and-tell interface: random draws, asynchronous successive
-halving (ASHA) and Hyperband. Pure logic, no I/O: Optuna's storage lives in memory and is rebuilt from ctq's
-catalog, which stays the record of what happened (``ctq.decisions``).
+halving (ASHA) and Hyperband. Pure logic, no I/O: Optuna's storage lives in memory and is rebuilt
+from ctq's catalog, which stays the record of what happened (``ctq.decisions``).
 
 Sampling and pruning are not what ctq exists for, so they are Optuna's (a well-kept library):
 :func:`random_points` draws with :class:`optuna.samplers.RandomSampler`, :class:`Asha` asks
@@ -244,8 +244,8 @@ class Asha:
             better = sum((v > value) if self.mode == "max" else (v < value) for v in results)
             keep = max(1, len(results) // self.reduction_factor)
             ranked_in = better < keep
-            reason = (f"rank {better + 1} of {len(results)} {self._among(bracket)} at rung {rung} (epoch {epoch}); "
-                      f"the best {keep} go on")
+            reason = (f"rank {better + 1} of {len(results)} {self._among(bracket)} at rung {rung} "
+                      f"(epoch {epoch}); the best {keep} go on")
         if promoted != ranked_in:
             raise RuntimeError(f"Optuna's {type(self._study.pruner).__name__} "
                                f"{'promoted' if promoted else 'stopped'} model {model_id} at epoch {epoch} "
