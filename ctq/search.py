@@ -310,6 +310,7 @@ class Hyperband(Asha):
         return len(self._ends)
 
     def bracket(self, model_id: int) -> int:
+        """Optuna's bracket (0 .. brackets - 1) of trial ``model_id - 1`` of this study (see above)."""
         share = zlib.crc32(f"{self._study.study_name}_{model_id - 1}".encode()) % self._ends[-1]
         return bisect.bisect_right(self._ends, share)
 

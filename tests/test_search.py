@@ -78,6 +78,9 @@ def test_replay_rebuilds_the_state_and_refuses_a_record_the_rule_contradicts():
 def test_pending_results_are_the_undecided_rungs_in_finishing_order():
     epochs = [(1, 1), (2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (4, 1)]
     assert pending(lambda m: (1, 3), epochs, decided=[(1, 1), (2, 1)], stopped=[2]) == [(3, 1), (1, 3), (4, 1)]
+    # Hyperband (seed 0): model 6 is in bracket 1, whose first rung is epoch 3; model 1 in bracket 2 (none)
+    rungs = Hyperband(1, 3, 9, "min", seed=0).model_rungs
+    assert pending(rungs, [(6, 1), (2, 1), (1, 1), (6, 3), (1, 3)], decided=[], stopped=[]) == [(2, 1), (6, 3)]
 
 
 @pytest.mark.parametrize("bad", [(0, 3, 3, "min"), (1, 1, 3, "min"), (1, 3, 3, "up")])
