@@ -126,9 +126,10 @@ def test_hyperband_promotions_by_hand():
     """The brackets above (seed 0), val_loss. Bracket 0 is ASHA: at rung 0 the results 0.50, 0.40,
     0.60, 0.30, 0.45 of models 2, 3, 4, 5, 7 go promote, promote, stop (rank 3 > 1), promote, stop
     (rank 3 of 5 > 1). Model 6 (bracket 1) reports 0.90 after epoch 1: no decision, whatever its
-    value. At rung 1 (epoch 3): model 5 (0.30) is the first of bracket 0, promoted; model 6 (0.80)
-    the first of bracket 1: promoted, though ASHA would stop it (rank 2 of 2); model 3 (0.35) is
-    2nd of 2 in bracket 0: stopped. Model 1 (bracket 2) is never decided on."""
+    value (ASHA, one bracket for all, stops it there: rank 6 of 6). At rung 1 (epoch 3): model 5
+    (0.30) is the first of bracket 0, promoted; model 6 (0.80) the first of bracket 1: promoted,
+    though 0.30 is better; model 3 (0.35) is 2nd of 2 in bracket 0: stopped. Model 1 (bracket 2)
+    is never decided on."""
     hyperband, asha = Hyperband(1, 3, 9, "min", seed=0), Asha(1, 3, 9, "min")
     results = [(2, 0.50), (3, 0.40), (4, 0.60), (5, 0.30), (7, 0.45)]
     assert [hyperband.decide(m, 1, v).promoted for m, v in results] == [True, True, False, True, False]
@@ -141,10 +142,8 @@ def test_hyperband_promotions_by_hand():
     assert other_bracket.reason == "rank 1 of 1 results of bracket 1 at rung 1 (epoch 3); the best 1 go on"
     assert second.reason == "rank 2 of 2 results of bracket 0 at rung 1 (epoch 3); the best 1 go on"
     assert hyperband.decide(1, 3, 5.0) is None and hyperband.decide(1, 9, 5.0) is None
-    for m, v in [(2, 0.50), (5, 0.30)]:
-        asha.decide(m, 1, v)
-    asha.decide(5, 3, 0.30)
-    assert not asha.decide(6, 3, 0.80).promoted  # the same result, one bracket for all
+    asha_outcomes = [asha.decide(m, 1, v).promoted for m, v in results + [(6, 0.90)]]
+    assert asha_outcomes == [True, True, False, True, False, False]
 
 
 def test_hyperband_replay_reproduces_the_decisions_and_refuses_a_tampered_one():
