@@ -224,13 +224,18 @@ class Asha:
         """``model_id`` has completed ``epoch`` epochs with the run's metric at ``value`` (None or
         NaN: a model without a result, stopped). A decision when ``epoch`` is one of the model's
         rungs (:meth:`model_rungs`), else None. Raises ValueError for a second result of a model at
-        the same rung, RuntimeError when Optuna's pruner decides against the rank it compared."""
+        the same rung or one that skips an earlier rung of the model (Optuna's pruner counts a
+        trial's rungs by the results it was given, so it would compare it at the earlier rung),
+        RuntimeError when Optuna's pruner decides against the rank it compared."""
         bracket = self.bracket(model_id)
         if epoch not in self.rungs[bracket:]:
             return None
         rung = self.rungs.index(epoch)
         if (model_id, epoch) in self._reported:
             raise ValueError(f"model {model_id} already has a result at rung {rung} (epoch {epoch})")
+        skipped = [e for e in self.rungs[bracket:rung] if (model_id, e) not in self._reported]
+        if skipped:
+            raise ValueError(f"model {model_id} has no result at epoch {skipped[0]}, a rung before epoch {epoch}")
         trial = self._trial(model_id)
         self._reported.add((model_id, epoch))
         value = math.nan if value is None else float(value)

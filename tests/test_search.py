@@ -63,6 +63,8 @@ def test_promotions_by_hand_maximizing_and_results_without_a_value():
     assert not asha.decide(8, 1, None).promoted
     with pytest.raises(ValueError, match="model 1 already has a result at rung 0"):
         asha.decide(1, 1, 0.5)
+    with pytest.raises(ValueError, match="model 9 has no result at epoch 1, a rung before epoch 3"):
+        Asha(1, 3, 9, "max").decide(9, 3, 0.5)
 
 
 def test_replay_rebuilds_the_state_and_refuses_a_record_the_rule_contradicts():
