@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import __version__, catalog
-from ctq.config import MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name, model_seed
+from ctq.config import (HALVING_METHODS, MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name,
+                        model_seed)
 from ctq.connection import connect as open_connection
 from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
@@ -28,7 +29,7 @@ from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interru
                         UsageError, plain_text)
 from ctq.packing import ensure_pack, inspect_source, use_pack
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
-from ctq.search import Asha, Decision, Tpe, metric_value, pending
+from ctq.search import Asha, Decision, Hyperband, Tpe, metric_value, pending
 from ctq.sql import template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
@@ -133,7 +134,7 @@ class RunPlan:
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
     scheduling: str = "cost"  # MOP's rule among eligible models (ctq.scheduler.MopScheduler)
     observed: tuple[tuple[int, float], ...] = ()  # (model_id, seconds) of the hops already done
-    asha: dict | None = None  # search.method asha: {"grace_period", "reduction_factor"} (max_epochs = epochs)
+    asha: dict | None = None  # asha, hyperband: {"method", "grace_period", "reduction_factor"}; max_epochs = epochs
     decisions: tuple = ()  # the search's decisions so far (ctq.search.Decision), in the order made
     stopped: frozenset[int] = frozenset()  # models the search stopped
     epochs_done: tuple[tuple[int, int], ...] = ()  # (model_id, epoch count) completed, in finishing order
@@ -156,10 +157,12 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     settings = await conn.fetchrow(template("run_settings.sql"), run_id)
     search = json.loads(settings["search"] or "null") or {}
     asha = None
-    if str(search.get("method") or "").lower() == "asha":
-        asha = {"grace_period": search.get("grace_period") or 1, "reduction_factor": search.get("reduction_factor") or 3}
+    method = str(search.get("method") or "").lower()
+    if method in HALVING_METHODS:
+        asha = {"method": method, "grace_period": search.get("grace_period") or 1,
+                "reduction_factor": search.get("reduction_factor") or 3}
     tpe = finished = None
-    if str(search.get("method") or "").lower() == "tpe":
+    if method == "tpe":
         tpe = {"samples": search["samples"], **json.loads(settings["resolved"])}
         finished = tuple((m["model_id"], metric_value(run["metric"], m) if m["status"] == "succeeded" else None)
                          for m in await catalog.finished_models(conn, run_id))
@@ -393,6 +396,21 @@ async def start_tpe(dsn: str, plan: RunPlan) -> tuple[Tpe, dict[int, tuple]]:
     return tpe, points
 
 
+def halving_search(plan: RunPlan) -> Asha | None:
+    """The early-stopping search of a run (search.method asha: :class:`Asha`, hyperband:
+    :class:`Hyperband`; None for the others), in the state its recorded decisions leave it
+    (:meth:`Asha.replay`). RunFailed when the catalog's decisions are not the rule's."""
+    if plan.asha is None:
+        return None
+    args = (plan.asha["grace_period"], plan.asha["reduction_factor"], plan.epochs, plan.metric_mode)
+    search = Hyperband(*args, plan.seed) if plan.asha["method"] == "hyperband" else Asha(*args)
+    try:
+        search.replay(plan.decisions)
+    except ValueError as exc:
+        raise RunFailed(f"run {plan.run_id}: {exc}; the catalog's decisions cannot be resumed") from None
+    return search
+
+
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
     """One coordinator session over a run in the catalog; records how it ended."""
     tpe = points = None
@@ -403,17 +421,13 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                                           completed=plan.completed, observed=plan.observed, **rule)
     for model_id in plan.failed:
         scheduler.fail_model(model_id)
-    search = undecided = None
-    if plan.asha is not None:
-        search = Asha(plan.asha["grace_period"], plan.asha["reduction_factor"], plan.epochs, plan.metric_mode)
-        try:
-            search.replay(plan.decisions)
-        except ValueError as exc:
-            raise RunFailed(f"run {plan.run_id}: {exc}; the catalog's decisions cannot be resumed") from None
+    search = halving_search(plan)
+    undecided = None
+    if search is not None:
         for model_id in plan.stopped:
             scheduler.stop_model(model_id)
-        undecided = pending(search.rungs, plan.epochs_done, [(d.model_id, d.epoch) for d in plan.decisions],
-                            plan.stopped | plan.failed)
+        undecided = pending(search.model_rungs, plan.epochs_done,
+                            [(d.model_id, d.epoch) for d in plan.decisions], plan.stopped | plan.failed)
     progress: Progress | None = progress_factory(plan) if progress_factory else None
     coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                               segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),

@@ -275,16 +275,17 @@ async def run_pack(conn, run_id: int) -> dict:
     return row
 
 
-async def record_decision(conn, run_id: int, seq: int, decision, metric: str) -> None:
+async def record_decision(conn, run_id: int, seq: int, decision, metric: str, search: str) -> None:
     """Record a search decision (ctq.search.Decision) as number ``seq`` of the run; a stop also
-    closes the model (status 'stopped', the reason as its message), in one transaction."""
+    closes the model (status 'stopped', the reason as its message, naming the ``search``: ASHA,
+    Hyperband), in one transaction."""
     async with conn.transaction():
         await conn.execute(template("record_decision.sql"), run_id, decision.model_id, decision.rung, seq,
                            decision.epoch, metric, decision.value, "promote" if decision.promoted else "stop",
                            decision.reason)
         if not decision.promoted:
             await conn.execute(template("model_status.sql"), run_id, decision.model_id, "stopped",
-                               f"stopped by ASHA after epoch {decision.epoch}: {decision.reason}")
+                               f"stopped by {search} after epoch {decision.epoch}: {decision.reason}")
 
 
 async def run_decisions(conn, run_id: int) -> list[dict]:

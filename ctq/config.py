@@ -44,20 +44,23 @@ File format
       - name: custom
         keras_json: models/custom.json   # relative to the YAML file's folder: Model.to_json() output
     search:                         # optional; default: grid over the defaults below
-      method: grid                  # grid | random | asha | tpe; default grid
+      method: grid                  # grid | random | asha | hyperband | tpe; default grid
       seed: 7                       # non-negative int, default 0
-      # samples: 10                 # random, tpe: required, number of models (<= 10000); asha:
-                                    #   optional, draws that many models instead of the grid
-      # grace_period: 1             # asha only: epochs before the first rung (positive int, default 1)
-      # reduction_factor: 3         # asha only: 1 in reduction_factor goes on at each rung (int >= 2,
-                                    #   default 3)
-      # max_epochs: 9               # asha only, required there: replaces the top-level epochs
+      # samples: 10                 # random, tpe: required, number of models (<= 10000); asha,
+                                    #   hyperband: optional, draws that many models instead of the grid
+      # grace_period: 1             # asha, hyperband only: epochs before the first rung (positive
+                                    #   int, default 1)
+      # reduction_factor: 3         # asha, hyperband only: 1 in reduction_factor goes on at each
+                                    #   rung (int >= 2, default 3)
+      # max_epochs: 9               # asha, hyperband only, required there: replaces the top-level
+                                    #   epochs
       space:                        # keys: optimizer, learning_rate, batch_size, momentum
         optimizer: [adam, sgd]      # adam | sgd | rmsprop | adamw | adagrad | nadam; default adam
         learning_rate: [0.001, 0.01]   # > 0; default 0.001
         batch_size: [64, 256]       # positive int; default 64
         momentum: [0.0, 0.9]        # 0 <= m < 1; only used by sgd and rmsprop; default: none
-    epochs: 5                       # required positive int (absent with search.method: asha)
+    epochs: 5                       # required positive int (absent with search.method: asha or
+                                    #   hyperband)
     warm_start: 12                  # optional run id: each model starts from the final weights of that
                                     #   run's best trained model of the same architecture
     scheduling: cost                # optional; MOP's choice among eligible models when a segment
@@ -106,7 +109,9 @@ reproducible from ``search.seed``. Expanded searches are capped at 10,000 models
 
 With ``method: asha`` the models are the grid (or, with ``samples``, random draws as above) and
 asynchronous successive halving stops the weak ones early (:class:`ctq.search.Asha`): rungs after
-``grace_period * reduction_factor**k`` epochs, below ``max_epochs``. With ``method: tpe`` no model
+``grace_period * reduction_factor**k`` epochs, below ``max_epochs``. ``method: hyperband`` takes the
+same keys and runs brackets of it that start stopping at different rungs, as Optuna's
+HyperbandPruner does (:class:`ctq.search.Hyperband`). With ``method: tpe`` no model
 exists up front (``models`` is empty): ``samples`` configurations are asked of Optuna's TPE sampler
 during the run, as slots free up (:class:`ctq.search.Tpe`).
 
@@ -168,7 +173,8 @@ MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear",
 )
-SEARCH_METHODS = ("grid", "random", "asha", "tpe")
+SEARCH_METHODS = ("grid", "random", "asha", "hyperband", "tpe")
+HALVING_METHODS = ("asha", "hyperband")  # successive halving: grace_period, reduction_factor, max_epochs
 SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -268,7 +274,7 @@ class RunConfig:
     samples: int | None = None  # random search only
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
-    asha: dict | None = None  # method asha: {"grace_period", "reduction_factor", "max_epochs"}
+    asha: dict | None = None  # HALVING_METHODS: {"grace_period", "reduction_factor", "max_epochs"}
     scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
     warm_start: int | None = None  # a run whose final states the models start from
 
@@ -619,7 +625,7 @@ class _Validator:
         method, seed, samples, space, asha = self.search(doc.get("search"))
         if asha is not None:
             if doc.get("epochs") is not None:
-                self.fail("epochs", "search.method: asha trains up to search.max_epochs; remove epochs")
+                self.fail("epochs", f"search.method: {method} trains up to search.max_epochs; remove epochs")
             epochs = asha["max_epochs"]
         elif "epochs" not in doc:
             self.fail("epochs", "required key is missing")
@@ -847,8 +853,8 @@ class _Validator:
         samples = s.get("samples")
         if method == "grid":
             if samples is not None:
-                self.fail("search.samples", "only used with search.method: random or asha (a grid tries every "
-                                            "combination)")
+                self.fail("search.samples", "only used with search.method: random, asha or hyperband (a grid "
+                                            "tries every combination)")
         elif method in ("random", "tpe") and samples is None:
             self.fail("search.samples", f"required with search.method: {method} (how many models to "
                                         f"{'draw' if method == 'random' else 'try'})")
@@ -857,9 +863,9 @@ class _Validator:
             if samples > MAX_MODELS:
                 self.fail("search.samples", f"{samples} models is too many; the limit is {MAX_MODELS}")
         asha = None
-        if method == "asha":
+        if method in HALVING_METHODS:
             if s.get("max_epochs") is None:
-                self.fail("search.max_epochs", "required with search.method: asha (it replaces epochs)")
+                self.fail("search.max_epochs", f"required with search.method: {method} (it replaces epochs)")
             asha = {"max_epochs": self.int_(s["max_epochs"], "search.max_epochs")}
             grace = s.get("grace_period")
             asha["grace_period"] = 1 if grace is None else self.int_(grace, "search.grace_period")
@@ -873,7 +879,7 @@ class _Validator:
         else:
             for key in ("grace_period", "reduction_factor", "max_epochs"):
                 if s.get(key) is not None:
-                    self.fail(_join("search", key), "only used with search.method: asha")
+                    self.fail(_join("search", key), "only used with search.method: asha or hyperband")
 
         raw_space = s.get("space")
         raw_space = {} if raw_space is None else self.mapping(raw_space, "search.space", SPACE_KEYS)
@@ -897,8 +903,8 @@ class _Validator:
             if name == "optimizer":
                 self.fail(key, "expected an optimizer name or a list of them, got a mapping")
             if not drawn:
-                self.fail(key, "a range {low, high} needs search.method: random (or asha with samples); "
-                               "a grid needs a list of values")
+                self.fail(key, "a range {low, high} needs search.method: random (or asha, hyperband with "
+                               "samples); a grid needs a list of values")
             return self.range_(name, value, key)
         items = value if isinstance(value, list) else [value]
         if not items:

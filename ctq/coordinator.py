@@ -85,7 +85,7 @@ class Outcome:
 
     results: list[HopResult] = field(default_factory=list)
     failed_models: dict[int, str] = field(default_factory=dict)
-    stopped_models: dict[int, str] = field(default_factory=dict)  # by the search (ASHA): the reason
+    stopped_models: dict[int, str] = field(default_factory=dict)  # by the search (ASHA, Hyperband): the reason
     retries: int = 0
     wall_seconds: float = 0.0
     segments: int = 0
@@ -132,12 +132,13 @@ class Coordinator:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
         training weight per class index (None: all 1); ``metric``: the run's ranking metric (its
-        kind, e.g. auc, is the metric the hops compute). ``search``: early stopping asked after every
-        epoch on that metric, its state already rebuilt from the ``decisions`` recorded so
-        far (their count); ``pending``: (model_id, epoch count) results a dead predecessor left
-        undecided, decided first, in that order. ``tpe``: a search that asks for a model whenever
-        one finishes (told its result), ``points`` the configuration of each of its models so far,
-        ``new_model(model_id, point)`` the ctq.models record (name, architecture, ...) of a new one.
+        kind, e.g. auc, is the metric the hops compute). ``search``: early stopping (ASHA,
+        Hyperband) asked after every epoch on that metric, its state already rebuilt from the
+        ``decisions`` recorded so far (their count); ``pending``: (model_id, epoch count) results
+        a dead predecessor left undecided, decided first, in that order. ``tpe``: a search that
+        asks for a model whenever one finishes (told its result), ``points`` the configuration of
+        each of its models so far, ``new_model(model_id, point)`` the ctq.models record (name,
+        architecture, ...) of a new one.
         ``warm``: the models start from another run's final weights (warm_start), stored as their
         state: their first hop keeps the weights and starts the optimizer afresh."""
         self.warm = warm
@@ -284,7 +285,8 @@ class Coordinator:
         decision = self.search.decide(model_id, epochs_done, metric_value(self.metric, row))
         if decision is None:
             return
-        await self._catalog(catalog.record_decision, self.run_id, self.decisions, decision, self.metric)
+        await self._catalog(catalog.record_decision, self.run_id, self.decisions, decision, self.metric,
+                            self.search.name)
         self.decisions += 1
         if not decision.promoted:
             self.scheduler.stop_model(model_id)

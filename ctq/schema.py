@@ -89,9 +89,10 @@ _VALUES: dict[str, dict] = {
         "method": _enum(c.SEARCH_METHODS),
         "seed": {"type": "integer", "minimum": 0},
         "samples": {"type": "integer", "minimum": 1, "maximum": c.MAX_MODELS},
-        "grace_period": {**_POSITIVE, "description": "asha: epochs before the first rung"},
-        "reduction_factor": {"type": "integer", "minimum": 2, "description": "asha: 1 in this many promoted"},
-        "max_epochs": {**_POSITIVE, "description": "asha: epochs of a model that is never stopped"},
+        "grace_period": {**_POSITIVE, "description": "asha, hyperband: epochs before the first rung"},
+        "reduction_factor": {"type": "integer", "minimum": 2,
+                             "description": "asha, hyperband: 1 in this many promoted"},
+        "max_epochs": {**_POSITIVE, "description": "asha, hyperband: epochs of a model that is never stopped"},
         "space": lambda: {"type": "object", "additionalProperties": False,
                           "properties": {k: _space_value(k) for k in c.SPACE_KEYS}},
     },
@@ -130,10 +131,11 @@ def grid_schema() -> dict:
         "description": "A ctq run configuration: the table, the models, the search, the ranking metric "
                        "(reference: ctq/config.py; ctq train checks more than this schema can say).",
         **_section(c._TOP_KEYS, "top", required=("data", "models")),
-        # epochs, unless ASHA's search.max_epochs says how far a model trains
+        # epochs, unless successive halving's search.max_epochs (asha, hyperband) says how far a model trains
         "anyOf": [{"required": ["epochs"]},
-                  {"required": ["search"], "properties": {"search": {"required": ["method", "max_epochs"],
-                                                                     "properties": {"method": {"const": "asha"}}}}}],
+                  {"required": ["search"], "properties": {"search": {
+                      "required": ["method", "max_epochs"],
+                      "properties": {"method": _enum(c.HALVING_METHODS)}}}}],
     }
 
 

@@ -1,20 +1,24 @@
-"""Search decisions over Optuna's ask-and-tell interface: random draws and asynchronous successive
-halving (ASHA). Pure logic, no I/O: Optuna's storage lives in memory and is rebuilt from ctq's
-catalog, which stays the record of what happened (``ctq.decisions``).
+"""Search decisions over Optuna's ask-and-tell interface: random draws, asynchronous successive
+halving (ASHA) and Hyperband. Pure logic, no I/O: Optuna's storage lives in memory and is rebuilt
+from ctq's catalog, which stays the record of what happened (``ctq.decisions``).
 
 Sampling and pruning are not what ctq exists for, so they are Optuna's (a well-kept library):
-:func:`random_points` draws with :class:`optuna.samplers.RandomSampler`, and :class:`Asha` asks
-:class:`optuna.pruners.SuccessiveHalvingPruner` at every rung.
+:func:`random_points` draws with :class:`optuna.samplers.RandomSampler`, :class:`Asha` asks
+:class:`optuna.pruners.SuccessiveHalvingPruner` at every rung and :class:`Hyperband`
+:class:`optuna.pruners.HyperbandPruner`.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Decision", "Asha", "Tpe", "random_points", "rung_epochs"]
+__all__ = ["Decision", "Asha", "Hyperband", "Tpe", "random_points", "rung_epochs"]
 
 
 def _optuna():
@@ -163,9 +167,17 @@ class Asha:
     Decisions depend on the order in which results arrive; :meth:`decide` must see them in that
     order, which is why the catalog numbers them (``seq``) and :meth:`replay` rebuilds the state
     on a resume by deciding again, in that order, checking that each decision comes out the same.
+    Model ``m`` (ctq numbers a run's models 1..N) is trial number ``m - 1`` of an Optuna study
+    named ``ctq-seed-<seed>``, whatever the order of the decisions, so that a rule that depends on
+    the trial (:class:`Hyperband`'s brackets) sees the same trials on a resume. The pruner decides;
+    the rank that the decision's reason gives is ctq's reading of what it compared, and a pruner
+    that decides otherwise raises RuntimeError (a reason that misstates a decision is worse than
+    no run).
     """
 
-    def __init__(self, grace_period: int, reduction_factor: int, max_epochs: int, mode: str):
+    name = "ASHA"  # who stopped a model, in its ctq.models message
+
+    def __init__(self, grace_period: int, reduction_factor: int, max_epochs: int, mode: str, seed: int = 0):
         if grace_period < 1 or max_epochs < 1 or reduction_factor < 2:
             raise ValueError("grace_period and max_epochs must be >= 1 and reduction_factor >= 2, got "
                              f"{grace_period}, {max_epochs} and {reduction_factor}")
@@ -175,39 +187,74 @@ class Asha:
         self.rungs = rung_epochs(grace_period, reduction_factor, max_epochs)
         self.reduction_factor = reduction_factor
         self.mode = mode
-        pruner = optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=grace_period, reduction_factor=reduction_factor, min_early_stopping_rate=0)
-        self._study = optuna.create_study(direction="maximize" if mode == "max" else "minimize",
-                                          pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
-        self._trials: dict[int, Any] = {}  # model_id -> its Optuna trial
+        self._study = optuna.create_study(study_name=f"ctq-seed-{seed}",
+                                          direction="maximize" if mode == "max" else "minimize",
+                                          pruner=self._pruner(grace_period, reduction_factor, max_epochs),
+                                          sampler=optuna.samplers.RandomSampler(seed=0))
+        self._trials: list[Any] = []  # Optuna's trial number n is model n + 1's
         self._reported: set[tuple[int, int]] = set()  # (model_id, epoch) results seen
-        self._at_rung: list[list[float]] = [[] for _ in self.rungs]  # results so far, per rung
+        self._results: dict[tuple[int, int], list[float]] = {}  # (bracket, rung) -> finite results so far
+
+    @staticmethod
+    def _pruner(grace_period: int, reduction_factor: int, max_epochs: int):
+        return _optuna().pruners.SuccessiveHalvingPruner(
+            min_resource=grace_period, reduction_factor=reduction_factor, min_early_stopping_rate=0)
+
+    def bracket(self, model_id: int) -> int:
+        """The bracket of ``model_id``, whose first rung is rung number ``bracket``: ASHA is one
+        bracket, 0, from the first rung on."""
+        return 0
+
+    def _among(self, bracket: int) -> str:
+        """The results a model is ranked among, as its decision's reason names them."""
+        return "results"
+
+    def model_rungs(self, model_id: int) -> tuple[int, ...]:
+        """The epochs after which ``model_id`` is decided on: the rungs from its bracket's first."""
+        return self.rungs[self.bracket(model_id):]
+
+    def _trial(self, model_id: int):
+        if model_id < 1:
+            raise ValueError(f"model ids start at 1, got {model_id}")
+        while len(self._trials) < model_id:
+            self._trials.append(self._study.ask())
+        return self._trials[model_id - 1]
 
     def decide(self, model_id: int, epoch: int, value: float | None) -> Decision | None:
         """``model_id`` has completed ``epoch`` epochs with the run's metric at ``value`` (None or
-        NaN: a model without a result, stopped). A decision when ``epoch`` is a rung, else None.
-        Raises ValueError for a second result of a model at the same rung."""
-        if epoch not in self.rungs:
+        NaN: a model without a result, stopped). A decision when ``epoch`` is one of the model's
+        rungs (:meth:`model_rungs`), else None. Raises ValueError for a second result of a model at
+        the same rung or one that skips an earlier rung of the model (Optuna's pruner counts a
+        trial's rungs by the results it was given, so it would compare it at the earlier rung),
+        RuntimeError when Optuna's pruner decides against the rank it compared."""
+        bracket = self.bracket(model_id)
+        if epoch not in self.rungs[bracket:]:
             return None
         rung = self.rungs.index(epoch)
-        trial = self._trials.get(model_id)
-        if trial is None:
-            trial = self._trials[model_id] = self._study.ask()
         if (model_id, epoch) in self._reported:
             raise ValueError(f"model {model_id} already has a result at rung {rung} (epoch {epoch})")
+        skipped = [e for e in self.rungs[bracket:rung] if (model_id, e) not in self._reported]
+        if skipped:
+            raise ValueError(f"model {model_id} has no result at epoch {skipped[0]}, a rung before epoch {epoch}")
+        trial = self._trial(model_id)
         self._reported.add((model_id, epoch))
         value = math.nan if value is None else float(value)
         trial.report(value, epoch)
         promoted = not trial.should_prune()
-        results = self._at_rung[rung]
         if math.isnan(value):
-            reason = f"no finite metric after epoch {epoch}"
+            reason, ranked_in = f"no finite metric after epoch {epoch}", False
         else:
+            results = self._results.setdefault((bracket, rung), [])
             results.append(value)
             better = sum((v > value) if self.mode == "max" else (v < value) for v in results)
             keep = max(1, len(results) // self.reduction_factor)
-            reason = (f"rank {better + 1} of {len(results)} results at rung {rung} (epoch {epoch}); "
-                      f"the best {keep} go on")
+            ranked_in = better < keep
+            reason = (f"rank {better + 1} of {len(results)} {self._among(bracket)} at rung {rung} "
+                      f"(epoch {epoch}); the best {keep} go on")
+        if promoted != ranked_in:
+            raise RuntimeError(f"Optuna's {type(self._study.pruner).__name__} "
+                               f"{'promoted' if promoted else 'stopped'} model {model_id} at epoch {epoch} "
+                               f"against the rank it compared ({reason})")
         if not promoted:
             self._study.tell(trial, state=_optuna().trial.TrialState.PRUNED)
         return Decision(model_id, rung, epoch, value, promoted, reason)
@@ -220,7 +267,60 @@ class Asha:
             again = self.decide(d.model_id, d.epoch, d.value)
             if again is None or again.promoted != d.promoted:
                 raise ValueError(f"recorded decision on model {d.model_id} at epoch {d.epoch} "
-                                 f"({'promote' if d.promoted else 'stop'}) is not what ASHA decides now")
+                                 f"({'promote' if d.promoted else 'stop'}) is not what {self.name} decides now")
+
+
+class Hyperband(Asha):
+    """Hyperband (Li et al., "Hyperband: A Novel Bandit-Based Approach to Hyperparameter
+    Optimization", JMLR 2018) as Optuna's :class:`HyperbandPruner` runs it: brackets of
+    asynchronous successive halving (:class:`Asha`) that start stopping models at different epochs.
+
+    There are ``n = floor(log_reduction_factor(max_epochs / grace_period)) + 1`` brackets (Optuna
+    computes it in floating point, and so does this). Bracket ``b`` is Optuna's
+    :class:`SuccessiveHalvingPruner` with ``min_early_stopping_rate = b``: its first rung is rung
+    ``b``, after epoch ``grace_period * reduction_factor**b`` (a model of bracket ``b`` is never
+    stopped before it), and at a rung a model is ranked among the results of its bracket only.
+    When ``max_epochs`` is ``grace_period * reduction_factor**(n - 1)`` the last bracket has no
+    rung: its models train to ``max_epochs``, the paper's bracket of plain random search.
+
+    Model ``m`` is in the bracket Optuna gives trial number ``m - 1`` of the study
+    ``ctq-seed-<seed>`` (optuna/pruners/_hyperband.py, ``_get_bracket_id``): bracket ``b`` has a
+    trial budget ``ceil(n * reduction_factor**s / (s + 1))`` with ``s = n - 1 - b``, and a trial
+    falls in the bracket whose share of the budgets' sum holds ``crc32("<study>_<number>")`` modulo
+    that sum. ctq computes it the same way to know a model's rungs before Optuna is asked and to
+    name its bracket; Optuna's decisions are checked against that bracket's ranking at every rung
+    (:meth:`Asha.decide`), and tests/test_search.py checks the assignment against Optuna's own.
+    The assignment depends on the seed and the model's number only: a resume gets the same.
+    """
+
+    name = "Hyperband"
+
+    def __init__(self, grace_period: int, reduction_factor: int, max_epochs: int, mode: str, seed: int):
+        if max_epochs < grace_period:
+            raise ValueError(f"max_epochs ({max_epochs}) is below grace_period ({grace_period})")
+        super().__init__(grace_period, reduction_factor, max_epochs, mode, seed)
+        n = math.floor(math.log(max_epochs / grace_period, reduction_factor)) + 1
+        # the brackets' cumulative trial budgets: bracket b holds the shares [ends[b-1], ends[b])
+        self._ends = tuple(itertools.accumulate(
+            math.ceil(n * reduction_factor**(n - 1 - b) / (n - b)) for b in range(n)))
+
+    @staticmethod
+    def _pruner(grace_period: int, reduction_factor: int, max_epochs: int):
+        return _optuna().pruners.HyperbandPruner(
+            min_resource=grace_period, max_resource=max_epochs, reduction_factor=reduction_factor)
+
+    @property
+    def brackets(self) -> int:
+        """How many brackets there are."""
+        return len(self._ends)
+
+    def bracket(self, model_id: int) -> int:
+        """Optuna's bracket (0 .. brackets - 1) of trial ``model_id - 1`` of this study (see above)."""
+        share = zlib.crc32(f"{self._study.study_name}_{model_id - 1}".encode()) % self._ends[-1]
+        return bisect.bisect_right(self._ends, share)
+
+    def _among(self, bracket: int) -> str:
+        return f"results of bracket {bracket}"
 
 
 def metric_value(metric: str, epoch_row: dict) -> float | None:
@@ -230,10 +330,11 @@ def metric_value(metric: str, epoch_row: dict) -> float | None:
     return epoch_row[column]
 
 
-def pending(rungs: Sequence[int], epochs: Iterable[tuple[int, int]], decided: Iterable[tuple[int, int]],
-            stopped: Iterable[int]) -> list[tuple[int, int]]:
-    """(model_id, epoch) results at rungs that have no decision yet (a coordinator died between
-    the epoch's last hop and its decision), in the order given (``epochs``: completed
-    (model_id, epoch count), in the order they finished); a stopped model has none pending."""
+def pending(rungs: Callable[[int], Sequence[int]], epochs: Iterable[tuple[int, int]],
+            decided: Iterable[tuple[int, int]], stopped: Iterable[int]) -> list[tuple[int, int]]:
+    """(model_id, epoch) results at a model's rungs (``rungs(model_id)``: the epochs it is decided
+    after, :meth:`Asha.model_rungs`) that have no decision yet (a coordinator died between the
+    epoch's last hop and its decision), in the order given (``epochs``: completed (model_id, epoch
+    count), in the order they finished); a stopped model has none pending."""
     done, out_of_search = set(decided), set(stopped)
-    return [(m, e) for m, e in epochs if e in rungs and (m, e) not in done and m not in out_of_search]
+    return [(m, e) for m, e in epochs if e in rungs(m) and (m, e) not in done and m not in out_of_search]

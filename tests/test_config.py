@@ -350,6 +350,10 @@ BAD_CASES = [
      ["models[1].keras_json", "Python code", "os.system"]),
     ("keras-json-eval", _set("models[1].keras_json", "models/eval.json"), ["models[1].keras_json", "Python code", "eval"]),
 ]
+# search.method hyperband takes asha's keys under the same rules and messages (its method named in them)
+BAD_CASES += [(name.replace("asha", "hyperband"), _with(mutation, _set("search.method", "hyperband")),
+               [part.replace("method: asha", "method: hyperband") for part in expected])
+              for name, mutation, expected in BAD_CASES if name.startswith("asha-")]
 
 
 @pytest.mark.parametrize("mutation, expected", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
@@ -583,7 +587,7 @@ def test_random_search_with_lists_and_names_stay_unique(workdir):
     assert any("#" in n for n in names)
 
 
-def test_asha_takes_the_grid_or_draws_and_max_epochs_replaces_epochs(workdir):
+def test_asha_and_hyperband_take_the_grid_or_draws_and_max_epochs_replaces_epochs(workdir):
     doc = base_config()
     del doc["epochs"]
     doc["search"].update(method="asha", max_epochs=9, reduction_factor=3)
@@ -598,6 +602,10 @@ def test_asha_takes_the_grid_or_draws_and_max_epochs_replaces_epochs(workdir):
     assert len(cfg.models) == 40 and cfg.asha["grace_period"] == 2
     assert _points(cfg) == _points(load(workdir, _random_doc(3)))  # the same draws as method random
     assert fingerprint(cfg) != fingerprint(load(workdir, _random_doc(3)))
+    drawn["search"]["method"] = "hyperband"  # the same keys, models and epochs; another run
+    hyperband = load(workdir, drawn)
+    assert (hyperband.search_method, hyperband.epochs, hyperband.asha) == ("hyperband", 4, cfg.asha)
+    assert _points(hyperband) == _points(cfg) and fingerprint(hyperband) != fingerprint(cfg)
 
 
 def test_fingerprint_stable_across_key_order_and_spelling(workdir):
@@ -716,7 +724,8 @@ def test_quoted_table_names_round_trip():
     check()
 
 
-def test_asha_example_is_valid():
-    cfg = load_config(REPO / "examples" / "asha.yaml")
-    assert (cfg.search_method, cfg.epochs, len(cfg.models)) == ("asha", 9, 18)
+@pytest.mark.parametrize("method", ["asha", "hyperband"])
+def test_halving_examples_are_valid(method):
+    cfg = load_config(REPO / "examples" / f"{method}.yaml")
+    assert (cfg.search_method, cfg.epochs, len(cfg.models)) == (method, 9, 18)
     assert cfg.asha == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}

@@ -5,6 +5,7 @@ the same decisions."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import signal
@@ -14,8 +15,8 @@ import pytest
 from conftest import write_grid
 from ctq import api
 from ctq.config import parse_config
-from ctq.errors import ConfigError
-from ctq.search import Asha, Decision, Tpe, pending, rung_epochs
+from ctq.errors import ConfigError, RunFailed
+from ctq.search import Asha, Decision, Hyperband, Tpe, pending, rung_epochs
 from test_reliability import assert_consistent, start_train
 
 on_the_server = pytest.mark.asyncio(loop_scope="session")
@@ -62,6 +63,8 @@ def test_promotions_by_hand_maximizing_and_results_without_a_value():
     assert not asha.decide(8, 1, None).promoted
     with pytest.raises(ValueError, match="model 1 already has a result at rung 0"):
         asha.decide(1, 1, 0.5)
+    with pytest.raises(ValueError, match="model 9 has no result at epoch 1, a rung before epoch 3"):
+        Asha(1, 3, 9, "max").decide(9, 3, 0.5)
 
 
 def test_replay_rebuilds_the_state_and_refuses_a_record_the_rule_contradicts():
@@ -76,13 +79,102 @@ def test_replay_rebuilds_the_state_and_refuses_a_record_the_rule_contradicts():
 
 def test_pending_results_are_the_undecided_rungs_in_finishing_order():
     epochs = [(1, 1), (2, 1), (1, 2), (3, 1), (2, 2), (1, 3), (4, 1)]
-    assert pending((1, 3), epochs, decided=[(1, 1), (2, 1)], stopped=[2]) == [(3, 1), (1, 3), (4, 1)]
+    assert pending(lambda m: (1, 3), epochs, decided=[(1, 1), (2, 1)], stopped=[2]) == [(3, 1), (1, 3), (4, 1)]
+    # Hyperband (seed 0): model 6 is in bracket 1, whose first rung is epoch 3; model 1 in bracket 2 (none)
+    rungs = Hyperband(1, 3, 9, "min", seed=0).model_rungs
+    assert pending(rungs, [(6, 1), (2, 1), (1, 1), (6, 3), (1, 3)], decided=[], stopped=[]) == [(2, 1), (6, 3)]
 
 
 @pytest.mark.parametrize("bad", [(0, 3, 3, "min"), (1, 1, 3, "min"), (1, 3, 3, "up")])
 def test_bad_asha_arguments_are_named(bad):
     with pytest.raises(ValueError):
         Asha(*bad)
+    with pytest.raises(ValueError):
+        Hyperband(*bad, seed=0)
+    with pytest.raises(ValueError, match="max_epochs \\(2\\) is below grace_period \\(3\\)"):
+        Hyperband(3, 3, 2, "min", seed=0)
+
+
+# ------------------------------------------------------------------------------ Hyperband
+def test_hyperband_brackets_by_hand():
+    """grace_period 1, reduction_factor 3, max_epochs 9: floor(log3(9 / 1)) + 1 = 3 brackets, with
+    trial budgets ceil(3 * 3**s / (s + 1)) for s = 2, 1, 0: 9, 5, 3 (shares 0-8, 9-13, 14-16 of
+    17). Seed 0: the study is ctq-seed-0 and model m trial m - 1; crc32("ctq-seed-0_0") =
+    2730789797 = 16 mod 17: model 1 in bracket 2; crc32("ctq-seed-0_5") = 3534651178 = 9 mod 17:
+    model 6 in bracket 1; models 2-5 and 7-9 (crc32 0, 3, 3, 6, 7, 1, 0 mod 17) in bracket 0.
+    Bracket b's rungs are those from rung b on: (1, 3), (3,), and none (9 is max_epochs)."""
+    hyperband = Hyperband(1, 3, 9, "min", seed=0)
+    assert (hyperband.brackets, hyperband.rungs) == (3, (1, 3))
+    assert [hyperband.bracket(m) for m in range(1, 10)] == [2, 0, 0, 0, 0, 1, 0, 0, 0]
+    assert [hyperband.model_rungs(m) for m in (2, 6, 1)] == [(1, 3), (3,), ()]
+    # 243 / 1 is 3**5, but Optuna's floor(math.log(243, 3)) is floor(4.999999999999999): 5 brackets
+    assert Hyperband(1, 3, 243, "min", seed=0).brackets == 5
+    assert Hyperband(1, 3, 2, "min", seed=0).brackets == 1  # below one reduction: ASHA alone
+
+
+@pytest.mark.parametrize("grace, factor, top", [(1, 3, 9), (2, 3, 20), (1, 2, 4), (1, 3, 243), (1, 4, 64)])
+def test_hyperband_brackets_are_optunas_own(grace, factor, top):
+    """ctq's reading of the bracket rule agrees with Optuna's own (a private method of the
+    installed HyperbandPruner, read here only to pin the two together across Optuna versions)."""
+    for seed in (0, 7):
+        hyperband = Hyperband(grace, factor, top, "max", seed=seed)
+        pruner, study = hyperband._study.pruner, hyperband._study
+        pruner._try_initialization(study)
+        for model_id in range(1, 41):
+            assert pruner._get_bracket_id(study, hyperband._trial(model_id)) == hyperband.bracket(model_id)
+
+
+def test_hyperband_promotions_by_hand():
+    """The brackets above (seed 0), val_loss. Bracket 0 is ASHA: at rung 0 the results 0.50, 0.40,
+    0.60, 0.30, 0.45 of models 2, 3, 4, 5, 7 go promote, promote, stop (rank 3 > 1), promote, stop
+    (rank 3 of 5 > 1). Model 6 (bracket 1) reports 0.90 after epoch 1: no decision, whatever its
+    value (ASHA, one bracket for all, stops it there: rank 6 of 6). At rung 1 (epoch 3): model 5
+    (0.30) is the first of bracket 0, promoted; model 6 (0.80) the first of bracket 1: promoted,
+    though 0.30 is better; model 3 (0.35) is 2nd of 2 in bracket 0: stopped. Model 1 (bracket 2)
+    is never decided on."""
+    hyperband, asha = Hyperband(1, 3, 9, "min", seed=0), Asha(1, 3, 9, "min")
+    results = [(2, 0.50), (3, 0.40), (4, 0.60), (5, 0.30), (7, 0.45)]
+    assert [hyperband.decide(m, 1, v).promoted for m, v in results] == [True, True, False, True, False]
+    assert hyperband.decide(6, 1, 0.90) is None and hyperband.decide(1, 1, math.nan) is None
+    first = hyperband.decide(5, 3, 0.30)
+    other_bracket = hyperband.decide(6, 3, 0.80)
+    second = hyperband.decide(3, 3, 0.35)
+    assert [(d.rung, d.epoch, d.promoted) for d in (first, other_bracket, second)] == [
+        (1, 3, True), (1, 3, True), (1, 3, False)]
+    assert other_bracket.reason == "rank 1 of 1 results of bracket 1 at rung 1 (epoch 3); the best 1 go on"
+    assert second.reason == "rank 2 of 2 results of bracket 0 at rung 1 (epoch 3); the best 1 go on"
+    assert hyperband.decide(1, 3, 5.0) is None and hyperband.decide(1, 9, 5.0) is None
+    asha_outcomes = [asha.decide(m, 1, v).promoted for m, v in results + [(6, 0.90)]]
+    assert asha_outcomes == [True, True, False, True, False, False]
+
+
+def test_hyperband_replay_reproduces_the_decisions_and_refuses_a_tampered_one():
+    """Decisions made by one Hyperband, replayed in their order by a new one (as a resume does),
+    come out the same and leave the same state; a record whose value was changed, or a decision on
+    a model at an epoch that is not a rung of its bracket, is refused."""
+    made = Hyperband(1, 3, 9, "min", seed=0)
+    recorded = [made.decide(m, 1, v) for m, v in [(2, 0.50), (3, 0.40), (4, 0.60), (5, 0.30)]]
+    recorded.append(made.decide(6, 3, 0.80))
+    again = Hyperband(1, 3, 9, "min", seed=0)
+    again.replay(recorded)
+    assert again.decide(7, 1, 0.35) == made.decide(7, 1, 0.35)  # rank 2 of 5, the best 1: stop
+    tampered = [*recorded[:2], dataclasses.replace(recorded[2], value=0.1), *recorded[3:]]
+    with pytest.raises(ValueError, match="model 4 at epoch 1 \\(stop\\) is not what Hyperband decides now"):
+        Hyperband(1, 3, 9, "min", seed=0).replay(tampered)
+    with pytest.raises(ValueError, match="model 6 at epoch 1 \\(promote\\) is not what Hyperband decides"):
+        Hyperband(1, 3, 9, "min", seed=0).replay([Decision(6, 0, 1, 0.80, True, "")])  # bracket 1: no rung 0
+
+
+def test_a_bracket_reading_that_is_not_optunas_raises_instead_of_a_wrong_reason():
+    """Should Optuna's assignment change, ctq's reading would rank a model among results Optuna
+    did not compare: model 6 is in Optuna's bracket 1 (no rung at epoch 1, so it goes on), read
+    here as bracket 0, where 0.9 is last of its rung."""
+    hyperband = Hyperband(1, 3, 9, "min", seed=0)
+    hyperband.decide(2, 1, 0.5)
+    hyperband._ends = (17,)  # one bracket: every model read as bracket 0
+    with pytest.raises(RuntimeError, match="HyperbandPruner promoted model 6 at epoch 1 against the rank it "
+                                           "compared \\(rank 2 of 2 results of bracket 0"):
+        hyperband.decide(6, 1, 0.9)
 
 
 # ------------------------------------------------------------------------ on the real server
@@ -109,46 +201,61 @@ GRID = """
 """
 
 
-def by_the_rule(decisions, mode="max", reduction_factor=3):
+def by_the_rule(decisions, mode="max", reduction_factor=3, bracket=lambda model_id: 0):
     """Each recorded decision as ASHA's rule makes it from the results recorded before it at its
-    rung (in seq order), computed here without Optuna."""
-    seen: dict[int, list[float]] = {}
+    rung (in seq order) in its bracket (Hyperband's; ASHA has one), computed here without Optuna."""
+    seen: dict[tuple[int, int], list[float]] = {}
     out = []
     for d in sorted(decisions, key=lambda d: d["seq"]):
-        results = seen.setdefault(d["rung"], [])
+        results = seen.setdefault((bracket(d["model_id"]), d["rung"]), [])
         results.append(d["value"])
         better = sum((v > d["value"]) if mode == "max" else (v < d["value"]) for v in results)
         out.append("promote" if better < max(1, len(results) // reduction_factor) else "stop")
     return out
 
 
+async def run_decisions(conn, run_id):
+    return [dict(r) for r in await conn.fetch(
+        "SELECT model_id, rung, seq, epoch, value, decision, reason, decided_at FROM ctq.decisions "
+        "WHERE run_id = $1 ORDER BY seq", run_id)]
+
+
+async def check_stopped_never_train_again(conn, run_id, decisions, max_epochs, segments=2):
+    """Each decision read the run's metric of its epoch; a model stopped after epoch e has hops of
+    epochs 1..e only (one per segment), all started before the decision, and is 'stopped' with its
+    epoch-e metrics and the search named in its message; every other model trained to max_epochs."""
+    for d in decisions:
+        assert d["value"] == await conn.fetchval(
+            "SELECT val_metric FROM ctq.epochs WHERE run_id = $1 AND model_id = $2 AND epoch = $3",
+            run_id, d["model_id"], d["epoch"] - 1)
+    stops = {d["model_id"]: d for d in decisions if d["decision"] == "stop"}
+    for model in await conn.fetch("SELECT model_id, status, epochs_done, val_metric, message FROM ctq.models "
+                                  "WHERE run_id = $1", run_id):
+        hops = await conn.fetch("SELECT epoch, started_at FROM ctq.hops WHERE run_id = $1 AND model_id = $2",
+                                run_id, model["model_id"])
+        stop = stops.get(model["model_id"])
+        epochs = stop["epoch"] if stop else max_epochs
+        assert sorted(h["epoch"] for h in hops) == sorted(list(range(epochs)) * segments)
+        if stop:
+            assert (model["status"], model["epochs_done"]) == ("stopped", epochs)
+            assert model["val_metric"] == stop["value"]
+            assert model["message"].startswith("stopped by ") and model["message"].endswith(stop["reason"])
+            assert all(h["started_at"] < stop["decided_at"] for h in hops)  # never trained again
+        else:
+            assert (model["status"], model["epochs_done"]) == ("succeeded", max_epochs)
+    await assert_consistent(conn, run_id, segments)
+
+
 async def check_asha_record(conn, run_id):
     """The catalog tells one story: one decision per model at rung 0 (epoch 1), each the rule's;
     a stopped model has no hop after its decision and is 'stopped' with its epoch-1 metrics; a
     promoted one trained to max_epochs."""
-    decisions = [dict(r) for r in await conn.fetch(
-        "SELECT model_id, rung, seq, epoch, value, decision, decided_at FROM ctq.decisions WHERE run_id = $1 "
-        "ORDER BY seq", run_id)]
+    decisions = await run_decisions(conn, run_id)
     assert [d["seq"] for d in decisions] == list(range(9))
     assert sorted(d["model_id"] for d in decisions) == list(range(1, 10))
     assert {(d["rung"], d["epoch"]) for d in decisions} == {(0, 1)}
     assert [d["decision"] for d in decisions] == by_the_rule(decisions)
-    for d in decisions:
-        model = await conn.fetchrow("SELECT status, epochs_done, val_metric FROM ctq.models "
-                                    "WHERE run_id = $1 AND model_id = $2", run_id, d["model_id"])
-        hops = await conn.fetch("SELECT epoch, started_at FROM ctq.hops WHERE run_id = $1 AND model_id = $2",
-                                run_id, d["model_id"])
-        value = await conn.fetchval("SELECT val_metric FROM ctq.epochs WHERE run_id = $1 AND model_id = $2 "
-                                    "AND epoch = 0", run_id, d["model_id"])
-        assert d["value"] == value  # the decision read the run's metric of that epoch
-        if d["decision"] == "stop":
-            assert (model["status"], model["epochs_done"], model["val_metric"]) == ("stopped", 1, value)
-            assert {h["epoch"] for h in hops} == {0}  # never trained again
-            assert all(h["started_at"] < d["decided_at"] for h in hops)
-        else:
-            assert (model["status"], model["epochs_done"]) == ("succeeded", 3)
-            assert sorted(h["epoch"] for h in hops) == [0, 0, 1, 1, 2, 2]
-    await assert_consistent(conn, run_id)
+    await check_stopped_never_train_again(conn, run_id, decisions, max_epochs=3)
     return decisions
 
 
@@ -221,9 +328,7 @@ async def test_kill_9_mid_asha_resumes_to_the_same_decisions(asha_run, conn):
     assert [{k: d[k] for k in ("model_id", "seq", "value", "decision")} for d in decisions[:len(before)]] == before
 
 
-# ------------------------------------------------------------------------------------ TPE
-TPE_GRID = """
-name: tpe
+TWO_MODELS = """
 data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
 segments: 2
 models:
@@ -231,7 +336,59 @@ models:
     layers: [{dense: 8, activation: relu}]
   - name: c
     layers: []
-search:
+"""  # what the grids below share, after their name: two models on the small table, 2 segments
+
+HYPERBAND_GRID = "name: hyperband" + TWO_MODELS + """
+search: {method: hyperband, seed: 0, grace_period: 1, reduction_factor: 2, max_epochs: 3,
+         space: {learning_rate: [0.0001, 0.0003, 0.05, 0.01], batch_size: [64]}}
+metric: val_accuracy
+"""
+
+
+@on_the_server
+async def test_hyperband_run_decides_per_bracket_and_stopped_models_never_train_again(small_table, dsn, conn):
+    """reduction_factor 2, max_epochs 3: rungs after epochs 1 and 2; floor(log2(3)) + 1 = 2
+    brackets, budgets 2 and 2 (of 4): with seed 0 the odd models are in bracket 0 (decided after
+    epochs 1 and 2), the even ones in bracket 1 (decided after epoch 2 only). Every decision is the
+    rule's within its bracket and names it; a resume's replay of the catalog gives the same
+    decisions, and refuses a record that was changed."""
+    cfg = parse_config(HYPERBAND_GRID, source_path="<hyperband>")
+    hyperband = Hyperband(1, 2, 3, "max", seed=0)
+    assert [hyperband.bracket(m.model_id) for m in cfg.models] == [0, 1] * 4
+    result = await api.train(cfg, dsn)
+    assert result.status == "succeeded" and len(result.leaderboard) == 8
+    decisions = await run_decisions(conn, result.run_id)
+    assert [d["seq"] for d in decisions] == list(range(len(decisions)))
+    for d in decisions:
+        bracket = hyperband.bracket(d["model_id"])
+        assert d["epoch"] == 2 ** d["rung"] and d["rung"] >= bracket  # never before its bracket's first rung
+        assert f" results of bracket {bracket} at rung {d['rung']} (epoch {d['epoch']})" in d["reason"]
+    decided = {(d["model_id"], d["epoch"]) for d in decisions}
+    promoted_at_1 = {d["model_id"] for d in decisions if d["epoch"] == 1 and d["decision"] == "promote"}
+    assert decided == {(m, 1) for m in (1, 3, 5, 7)} | {(m, 2) for m in (2, 4, 6, 8) + tuple(promoted_at_1)}
+    assert {d["epoch"] for d in decisions if d["model_id"] % 2 == 0} == {2}
+    assert [d["decision"] for d in decisions] == by_the_rule(decisions, "max", 2, hyperband.bracket)
+    stopped = {d["model_id"] for d in decisions if d["decision"] == "stop"}
+    assert stopped and set(result.stopped_models) == stopped
+    await check_stopped_never_train_again(conn, result.run_id, decisions, max_epochs=3)
+    assert all(m.startswith("after epoch ") and " of bracket " in m for m in result.stopped_models.values())
+    assert (await conn.fetchval("SELECT message FROM ctq.models WHERE run_id = $1 AND model_id = $2",
+                                result.run_id, min(stopped))).startswith("stopped by Hyperband after epoch ")
+
+    plan = await api.load_plan(conn, result.run_id)  # what a resume rebuilds the search from
+    assert len(plan.decisions) == len(decisions)
+    replayed = api.halving_search(plan)
+    for d in decisions:  # the state is the run's: every result is already decided
+        with pytest.raises(ValueError, match="already has a result"):
+            replayed.decide(d["model_id"], d["epoch"], d["value"])
+    flipped = dataclasses.replace(plan.decisions[-1], promoted=not plan.decisions[-1].promoted)
+    with pytest.raises(RunFailed, match=f"run {result.run_id}: recorded decision on model "
+                                        f"{flipped.model_id} at epoch {flipped.epoch} .* is not what Hyperband"):
+        api.halving_search(dataclasses.replace(plan, decisions=plan.decisions[:-1] + (flipped,)))
+
+
+# ------------------------------------------------------------------------------------ TPE
+TPE_GRID = "name: tpe" + TWO_MODELS + """search:
   method: tpe
   seed: 4
   samples: 6
@@ -293,16 +450,7 @@ async def test_tpe_asks_as_slots_free_up_informed_by_finished_ones_and_resumes_t
 
 
 # ------------------------------------------------------------------------------ warm_start
-WARM_GRID = """
-name: warm
-data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
-segments: 2
-models:
-  - name: a
-    layers: [{dense: 8, activation: relu}]
-  - name: c
-    layers: []
-search:
+WARM_GRID = "name: warm" + TWO_MODELS + """search:
   space: {optimizer: [sgd], learning_rate: [0.000000001], batch_size: [64]}
 epochs: 1
 warm_start: RUN
