@@ -6,7 +6,7 @@
 * the warm-up's estimated hop of each model against its measured steady-state hops;
 * the cost-aware run's segment utilization and makespan against the lower bound
   max(total work / segments, longest model's total work) from its measured steady-state hops;
-* ASHA against the full grid of the same space: total hops, wall time and best metric.
+* ASHA and Hyperband against the full grid of the same space: total hops, wall time and best metric.
 
     python bench/search.py          (part of `make bench`; needs a table: it loads its own)
 """
@@ -193,6 +193,11 @@ async def search_figures(dsn: str) -> list[tuple[str, float, str, str]]:
                     "of hop schedule"))
     results.append(("ASHA / full grid: best val_accuracy", asha.best_metric / grid.best_metric, "~1.0",
                     f"{asha.best_metric:.4f} ({asha.best_model}) vs {grid.best_metric:.4f} ({grid.best_model})"))
+    hyperband = await api.train(config(SPACE.format(name="hyperband", search="method: hyperband\n  max_epochs: 9\n"
+                                                    "  reduction_factor: 3", epochs="")), dsn)
+    results.append(("Hyperband / full grid: total hops", hyperband.hops / grid.hops, "(the saving)",
+                    f"{hyperband.hops} vs {grid.hops} hops; best val_accuracy {hyperband.best_metric:.4f} "
+                    f"({hyperband.best_model}), ratio {hyperband.best_metric / grid.best_metric:.3f}"))
     return results
 
 
