@@ -11,12 +11,16 @@ PostgreSQL by a hash of the row, on Greenplum every segment scores its own rows.
 Bad input is refused before anything is written, with exit code 2: a missing table or column, a
 feature that is not numeric, NULLs, NaN or infinite values, a NULL or repeated id, an existing
 ``--out`` without ``--replace``. Predictions are written into a staging table that is renamed to
-``--out`` in one transaction once every segment is done, so a failure leaves nothing behind.
+``--out`` in one transaction once every segment is done, so a failure leaves nothing behind. A
+session killed outright (``kill -9``) cannot clean up: the session writing a staging table holds
+an advisory lock on its name, and the next ``ctq predict`` or ``ctq evaluate`` of the same owner
+drops staging tables whose lock nobody holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import secrets
@@ -294,6 +298,7 @@ def _scoring_error(exc: asyncpg.PostgresError, table: Table) -> Exception:
 async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba, make_sql, table: Table) -> list:
     """Stage (if the engine needs to), run every segment's statement, clean up."""
     params = [_params(engine, model, s, cores[s], action, proba) for s in range(spec.segments)]
+    await _claim_stage(conn, spec.stage)
     try:
         args = await engine.prepare_scoring(conn, spec, model.state, params)
         return await _on_every_segment(dsn, engine, [(make_sql(s), args[s]) for s in range(spec.segments)],
@@ -302,10 +307,42 @@ async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba
         raise _scoring_error(exc, table) from exc
     finally:
         await engine.finish_scoring(conn, spec)
+        await _release_stage(conn, spec.stage)
+
+
+STAGE_LOCK_CLASS = 0x637473  # advisory locks held on staging tables by the session that writes them
 
 
 def _stage_name() -> str:
     return qualified("ctq_data", f"score_{secrets.token_hex(8)}")
+
+
+async def _claim_stage(conn: asyncpg.Connection, table: str) -> None:
+    """Hold the advisory lock of staging table ``table`` (as :func:`qualified` writes it) for the
+    rest of the session, from before the table exists: a staging table whose lock nobody holds
+    was left by a session that died (``kill -9``)."""
+    await conn.execute("SELECT pg_advisory_lock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table)
+
+
+async def _release_stage(conn: asyncpg.Connection, table: str) -> None:
+    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        await conn.execute("SELECT pg_advisory_unlock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table)
+
+
+async def drop_abandoned_stages(conn: asyncpg.Connection, schema: str | None) -> list[str]:
+    """Drop the staging tables (``abandoned_stages.sql``: in ``schema`` and ctq_data) that the caller
+    owns and whose writer is gone: their advisory lock is free. Returns the tables dropped; a
+    table another session is writing is left (its lock is held)."""
+    dropped = []
+    for row in await conn.fetch(template("abandoned_stages.sql"), schema):
+        table = qualified(row["schema"], row["name"])
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table):
+            try:
+                await conn.execute(f"DROP TABLE IF EXISTS {table}")
+                dropped.append(table)
+            finally:
+                await _release_stage(conn, table)
+    return dropped
 
 
 async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: int, cores: list[list[int]],
@@ -339,14 +376,16 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     id_sql = "t." + quote_ident(id_col["name"])
     rows = await _check_rows(conn, source, model, id_sql=id_sql, label_category=None)
     n_classes = len(model.stats["class_values"] or ()) if model.task == "classification" else 0
+    await drop_abandoned_stages(conn, dest_schema)
     staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
+    spec = ScoreSpec(source=source.sql, is_table=source.is_table, id=id_sql, id_type=id_col["type"],
+                     x_bytes=feature_bytes_sql(model.features, model.stats), y_bytes="NULL::bytea",
+                     segments=segments, stage=_stage_name())
     proba_column = ", probabilities float8[]" if proba else ""
-    await conn.execute(f"CREATE TABLE {staging} (id {id_col['type']}, prediction {prediction_type(model)}"
-                       f"{proba_column})")
+    await _claim_stage(conn, staging)
     try:
-        spec = ScoreSpec(source=source.sql, is_table=source.is_table, id=id_sql, id_type=id_col["type"],
-                         x_bytes=feature_bytes_sql(model.features, model.stats), y_bytes="NULL::bytea",
-                         segments=segments, stage=_stage_name())
+        await conn.execute(f"CREATE TABLE {staging} (id {id_col['type']}, prediction {prediction_type(model)}"
+                           f"{proba_column})")
         if model.task == "classification":
             prediction = f"(ARRAY[{', '.join(_class_literals(model))}]::{prediction_type(model)}[])[u.p::int + 1]"
         else:
@@ -374,6 +413,8 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     except BaseException:
         await _drop_quietly(conn, staging)
         raise
+    finally:
+        await _release_stage(conn, staging)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
             "out": f"{dest_schema}.{dest_name}", "rows": rows, "segments": segments, "proba": proba,
             "prediction_type": prediction_type(model), "seconds": round(time.perf_counter() - started, 3)}
@@ -393,6 +434,7 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
     _check_features(model, source)
     category = _label_category(model, source)
     rows = await _check_rows(conn, source, model, id_sql="NULL::int", label_category=category)
+    await drop_abandoned_stages(conn, None)
     spec = ScoreSpec(source=source.sql, is_table=source.is_table, id="NULL::int", id_type="int",
                      x_bytes=feature_bytes_sql(model.features, model.stats),
                      y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats["class_values"]),

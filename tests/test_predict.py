@@ -109,9 +109,23 @@ async def test_predict_equals_the_exported_keras_model_and_returns_text_classes(
 
 
 async def test_regression_predictions_are_in_the_targets_units(runs, exported, dsn, ctq_home, conn):
+    # two staging tables as a predict killed with -9 leaves them: one abandoned, one whose writer
+    # is alive (it holds the table's advisory lock, as scoring._claim_stage does)
+    from ctq.scoring import STAGE_LOCK_CLASS
+
+    for t in ("aa", "bb"):
+        await conn.execute(f"DROP TABLE IF EXISTS public.ctq_predict_{t:0>16}; "
+                           f"CREATE TABLE public.ctq_predict_{t:0>16} (id int8, prediction float8)")
+    live = '"public"."ctq_predict_00000000000000bb"'
+    await conn.execute("SELECT pg_advisory_lock($1::int, hashtext($2))", STAGE_LOCK_CLASS, live)
     proc = cli(dsn, ctq_home, "predict", str(runs["regression"]), "--table", "public.pred_holdout",
                "--id-column", "id", "--out", "public.pred_out_reg")
     assert proc.returncode == 0, proc.stderr
+    left = [r["relname"] for r in await conn.fetch(
+        "SELECT relname FROM pg_class WHERE relname LIKE 'ctq_predict_%' ORDER BY relname")]
+    await conn.execute("SELECT pg_advisory_unlock($1::int, hashtext($2))", STAGE_LOCK_CLASS, live)
+    await conn.execute("DROP TABLE public.ctq_predict_00000000000000bb")
+    assert left == ["ctq_predict_00000000000000bb"]  # the abandoned one dropped, the live one kept
     rows = await conn.fetch("SELECT id, prediction FROM public.pred_out_reg ORDER BY id")
     _, x, _, target = await holdout(conn)
     db = np.array([r["prediction"] for r in rows])
