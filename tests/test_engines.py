@@ -15,7 +15,7 @@ TABLE = '"ctq_data"."pack_0123456789abcdef"'
 
 
 def test_engine_templates_fall_back_to_common():
-    assert template("heartbeat.sql", "greenplum") == template("heartbeat.sql")
+    assert template("get_run.sql", "greenplum") == template("get_run.sql")
     assert template("train_query.sql", "greenplum") != template("train_query.sql", "postgres")
     with pytest.raises(FileNotFoundError):
         template("no_such_statement.sql", "greenplum")
@@ -48,10 +48,10 @@ def test_pack_id_must_be_hex():
 
 def test_greenplum_install_replicates_what_segments_read():
     sql = install_script("greenplum")
-    for table in ("ctq.meta", "ctq.server_code", "ctq.packs"):
+    for table in ("ctq.meta", "ctq.server_code", "ctq_catalog.packs"):
         body = sql[sql.index(f"CREATE TABLE IF NOT EXISTS {table} "):]
         assert body[:body.index(";")].rstrip().endswith("DISTRIBUTED REPLICATED"), table
-    for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs"):
+    for table in ("ctq_catalog.runs", "ctq_catalog.models", "ctq_catalog.hops", "ctq_catalog.epochs"):
         body = sql[sql.index(f"CREATE TABLE IF NOT EXISTS {table} "):]
         assert body[:body.index(";")].rstrip().endswith("DISTRIBUTED BY (run_id)"), table
     code = re.sub(r"--[^\n]*", "", sql)  # Greenplum 6 is PostgreSQL 9.4
