@@ -103,3 +103,23 @@ def test_greenplum_sql_avoids_what_postgresql_9_4_lacks():
         assert not re.search(r"->>\s*'[^']*'\s+IS\s", code), name
         checked += 1
     assert checked > 40
+
+
+def test_greenplum_catalog_writes_go_through_functions_that_check_the_caller():
+    """Greenplum 6 has no row-level security: every statement that changes a run or a pack calls a
+    SECURITY DEFINER function of greenplum/row_security.sql instead, except deleting runs and packs
+    (ctq rm: ctq_admin, through the views; ctq packs gc: a superuser). Each such function pins
+    search_path."""
+    from ctq.sql import templates_dir
+
+    dml = re.compile(r"\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"
+                     r"ctq\.(\{\{table\}\}|(runs|models|hops|epochs|decisions|packs)\b)")
+    writers = {p.name for p in (templates_dir() / "common").glob("*.sql")
+               if p.name != "install.sql" and dml.search(re.sub(r"--[^\n]*", "", p.read_text()))}
+    direct = {name for name in writers if dml.search(re.sub(r"--[^\n]*", "", template(name, "greenplum")))}
+    assert len(writers) >= 13 and direct == {"remove_runs.sql", "delete_pack.sql"}, (writers, direct)
+    sql = install_script("greenplum")
+    definers = re.findall(r"CREATE OR REPLACE FUNCTION (ctq\.\w+)\([^$]*?\n(LANGUAGE [^\n]*SECURITY DEFINER[^\n]*)",
+                          sql)
+    assert len(definers) >= 13
+    assert all("SET search_path = pg_catalog, pg_temp" in line for _, line in definers), definers

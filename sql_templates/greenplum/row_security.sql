@@ -183,7 +183,7 @@ CREATE OR REPLACE FUNCTION ctq.insert_pack(p_pack_id text, p_source_table text, 
                                            p_source_name text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF p_pack_id IS NULL OR p_pack_id !~ '^[0-9a-f]{16}$' OR p_table_name IS DISTINCT FROM 'ctq_data.pack_' || p_pack_id
+    IF p_pack_id IS NULL OR p_pack_id !~ '^[0-9a-f]{16}$' OR p_table_name IS DISTINCT FROM ('ctq_data.pack_' || p_pack_id)
     THEN
         RAISE EXCEPTION 'ctq.insert_pack: invalid pack id or table' USING ERRCODE = '22023';
     END IF;
