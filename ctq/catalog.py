@@ -14,6 +14,7 @@ import asyncpg
 
 from ctq import __version__
 from ctq.config import fingerprint
+from ctq.engines import detect
 from ctq.errors import DatabaseError, NotFound, PermissionDenied, UsageError
 from ctq.sql import install_fingerprint, install_script, quote_ident, render, server_code, template
 
@@ -35,8 +36,6 @@ async def installed_sha(conn: asyncpg.Connection) -> str | None:
 async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
     """Create or upgrade the schema and the in-database functions (idempotent, one transaction),
     with the SQL of the server's engine."""
-    from ctq.engines import detect
-
     engine = await detect(conn)
     source, sha = server_code()
     try:
@@ -157,17 +156,11 @@ def run_sql(name: str) -> str:
     return render(name, run_alive=render("run_alive.sql", lock_class=RUN_LOCK_CLASS))
 
 
-async def _engine(conn):
-    from ctq.engines import detect
-
-    return await detect(conn)
-
-
 async def _write(conn, name: str, *args) -> Any:
     """Run a statement that changes the catalog, the engine's way (``Engine.write``): on Greenplum
     a call of the function that checks the caller (greenplum/row_security.sql), on PostgreSQL the
     plain statement under row-level security. Returns its first value."""
-    return await (await _engine(conn)).write(conn, name, *args)
+    return await (await detect(conn)).write(conn, name, *args)
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
@@ -180,7 +173,7 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
     ``warm_from``: source model id (of run ``config.warm_start``) -> the new models that start from
     its final state."""
     async with conn.transaction():
-        engine = await _engine(conn)
+        engine = await detect(conn)
         run_id = await engine.write(
             conn, "create_run.sql", config.name, schedule, json.dumps(config.raw), fingerprint(config),
             config.data.table, pack.pack_id, segments, config.epochs, config.metric, config.metric_mode,
@@ -292,12 +285,11 @@ async def record_decision(conn, run_id: int, seq: int, decision, metric: str) ->
     """Record a search decision (ctq.search.Decision) as number ``seq`` of the run; a stop also
     closes the model (status 'stopped', the reason as its message), in one transaction."""
     async with conn.transaction():
-        await _write(conn, "record_decision.sql", run_id, decision.model_id, decision.rung,
-                           seq, decision.epoch, metric, decision.value, "promote" if decision.promoted else "stop",
-                           decision.reason)
+        await _write(conn, "record_decision.sql", run_id, decision.model_id, decision.rung, seq, decision.epoch,
+                     metric, decision.value, "promote" if decision.promoted else "stop", decision.reason)
         if not decision.promoted:
             await _write(conn, "model_status.sql", run_id, decision.model_id, "stopped",
-                               f"stopped by ASHA after epoch {decision.epoch}: {decision.reason}")
+                         f"stopped by ASHA after epoch {decision.epoch}: {decision.reason}")
 
 
 async def run_decisions(conn, run_id: int) -> list[dict]:
@@ -316,8 +308,8 @@ async def epoch_metrics(conn, run_id: int, model_id: int, epoch: int) -> dict | 
 async def insert_model(conn, run_id: int, model_id: int, spec: dict) -> None:
     """Add a model to a running run (a search asked for it); ``spec``: name, architecture,
     hyperparameters (dicts) and seed, as :func:`create_run` records them."""
-    await _write(conn, "insert_model.sql", run_id, model_id, spec["name"],
-                       json.dumps(spec["architecture"]), json.dumps(spec["hyperparameters"]), spec["seed"])
+    await _write(conn, "insert_model.sql", run_id, model_id, spec["name"], json.dumps(spec["architecture"]),
+                 json.dumps(spec["hyperparameters"]), spec["seed"])
 
 
 async def finished_models(conn, run_id: int) -> list[dict]:

@@ -84,7 +84,8 @@ def install_script(engine: str = COMMON) -> str:
     return render("install.sql", engine, bootstrap=bootstrap, upgrade=template("install_upgrade.sql", engine),
                   security=render("security.sql", engine, roles=template("security_roles.sql", engine),
                                   catalog=catalog),
-                  row_security=template("row_security.sql", engine), views=render("views.sql", engine, catalog=catalog),
+                  row_security=template("row_security.sql", engine),
+                  views=render("views.sql", engine, catalog=catalog),
                   catalog_layout=template("catalog_layout.sql", engine),
                   catalog_views=template("catalog_views.sql", engine), catalog=catalog,
                   **{f"distributed_{k}": v for k, v in clauses.items()})

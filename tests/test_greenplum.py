@@ -542,3 +542,25 @@ async def test_analyst_without_select_on_the_source_is_refused_on_greenplum(gp, 
         assert await carol.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", analysts["pack"]) == 0
     finally:
         await carol.close()
+
+
+async def test_install_moves_the_tables_of_an_earlier_catalog_and_keeps_its_runs(gp, analysts):
+    """A catalog installed before ctq_catalog had the tables in ctq: `ctq install` moves them,
+    rows and run-id sequence included, and puts the views in their place."""
+    tables = ("runs", "models", "hops", "epochs", "decisions", "packs")
+    counts = {t: await gp.fetchval(f"SELECT count(*) FROM ctq_catalog.{t}") for t in tables}
+    next_id = await gp.fetchval("SELECT max(run_id) FROM ctq_catalog.runs")
+    async with gp.transaction():  # back to the earlier layout
+        await gp.execute("DROP VIEW " + ", ".join(f"ctq.{t}" for t in tables))
+        for t in tables:
+            await gp.execute(f"ALTER TABLE ctq_catalog.{t} SET SCHEMA ctq")
+    proc = ctq("install", *(["--python-path", PYTHON_PATH] if PYTHON_PATH else []))
+    assert proc.returncode == 0, proc.stderr
+    assert {t: await gp.fetchval(f"SELECT count(*) FROM ctq_catalog.{t}") for t in tables} == counts
+    kinds = {r["relname"]: r["relkind"] for r in await gp.fetch(
+        "SELECT c.relname, c.relkind::text AS relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'ctq' AND c.relname = ANY($1::text[])", list(tables))}
+    assert kinds == {t: "v" for t in tables}
+    listed = json.loads(ctq("runs", "--json", role=ALICE).stdout)
+    assert analysts["run"] in {r["run_id"] for r in listed} and {r["run_by"] for r in listed} == {ALICE}
+    assert await gp.fetchval("SELECT nextval('ctq_catalog.runs_run_id_seq')") > next_id

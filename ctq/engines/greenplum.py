@@ -9,7 +9,7 @@
   a bind parameter: generic plans of ``$1`` are not direct-dispatched, see
   ../shared/reference/engineering-notes.md and greenplum-db/gpdb PRs #10679, #13204).
 - A function running on a segment may only read replicated tables: ``ctq.meta``,
-  ``ctq.server_code`` and ``ctq.packs`` are ``DISTRIBUTED REPLICATED``; the model state reaches the
+  ``ctq.server_code`` and the packs table are ``DISTRIBUTED REPLICATED``; the model state reaches the
   segment as a parameter and the result is recorded by a second statement (one ``record_hop``
   call), because Greenplum allows one modifying CTE per query and none feeding an INSERT.
 - Greenplum 6 has no row-level security: the run and pack tables live in schema ``ctq_catalog``
