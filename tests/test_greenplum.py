@@ -493,7 +493,7 @@ async def test_second_analyst_sees_and_changes_nothing_of_the_first_on_greenplum
     assert await gp.fetchval("SELECT count(*) FROM ctq_catalog.runs WHERE name = 'x'") == 0
 
 
-async def test_a_run_shared_with_a_role_is_read_only_for_it_on_greenplum(gp, analysts):
+async def test_a_run_shared_with_a_role_is_read_only_for_it_on_greenplum(gp, analysts, tmp_path):
     run_id = analysts["run"]
     assert ctq("share", str(run_id), TEAM, role=BOB).returncode == 2  # not bob's to share
     proc = ctq("share", str(run_id), TEAM, role=ALICE)
@@ -521,6 +521,15 @@ async def test_a_run_shared_with_a_role_is_read_only_for_it_on_greenplum(gp, ana
             await bob.close()
         resumed = ctq("train", "--resume", str(run_id), "-q", role=BOB)
         assert resumed.returncode == 2 and "read-only" in resumed.stderr, resumed.stderr
+        # a reader uses the run: exports its model, warm-starts a run of its own from it
+        proc = ctq("export", str(run_id), str(tmp_path / "shared.keras"), role=BOB)
+        assert proc.returncode == 0, proc.stderr
+        grid = write_grid(tmp_path, ANALYST_GRID.replace("epochs: 2", f"epochs: 1\n    warm_start: {run_id}")
+                          .replace("gp-analyst", "gp-warm"))
+        proc = ctq("train", str(grid), "--json", "-q", role=BOB)
+        assert proc.returncode == 0, proc.stderr
+        warm = json.loads(proc.stdout)["run_id"]
+        assert await gp.fetchval("SELECT run_by FROM ctq_catalog.runs WHERE run_id = $1", warm) == BOB
         assert await run_rows(gp, run_id) == before
         assert run_id not in {r["run_id"] for r in json.loads(ctq("runs", "--json", role=CAROL).stdout)}
     finally:
