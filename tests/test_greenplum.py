@@ -209,7 +209,11 @@ async def test_an_administrator_role_trains_on_greenplum(gp, tmp_path):
             "SELECT count(*) FROM ctq_catalog.runs")
     finally:
         await admin.close()
+    pack_id = await gp.fetchval("SELECT pack_id FROM ctq.runs WHERE run_id = $1", result["run_id"])
     await gp.execute(f"DROP TABLE public.{source}")
+    # the installer (a superuser) still sees the pack of a dropped source: `ctq packs gc` must not
+    # take its table for an orphan and leave the catalog row behind
+    assert await gp.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", pack_id) == 1
 
 
 async def test_predict_and_evaluate_on_greenplum(gp, tmp_path):

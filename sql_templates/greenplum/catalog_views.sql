@@ -5,8 +5,12 @@
 -- with it, a pack by ctq.can_read_source. security_barrier: the filter runs before any function of
 -- the reader's query. Analysts get SELECT only (row_security.sql); administrators may also write
 -- through them (they see every row).
+-- (a superuser, as the installer is, sees every pack, as PostgreSQL's policies do not apply to it:
+-- also those whose source is gone, which `ctq packs gc` must not take for orphaned tables)
 CREATE OR REPLACE VIEW ctq.packs WITH (security_barrier = true) AS
-SELECT * FROM ctq_catalog.packs p WHERE ctq.can_read_source(p.source_schema, p.source_name);
+SELECT * FROM ctq_catalog.packs p
+WHERE ctq.can_read_source(p.source_schema, p.source_name)
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles u WHERE u.rolname = current_user AND u.rolsuper);
 
 CREATE OR REPLACE VIEW ctq.runs WITH (security_barrier = true) AS
 SELECT * FROM ctq_catalog.runs r WHERE ctq.can_read_run(r.run_by, r.shared_with);
