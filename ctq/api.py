@@ -490,11 +490,6 @@ async def install(dsn: str, python_path: list[str] | None = None) -> str:
 
 async def grant(dsn: str, role: str, *, admin: bool = False, revoke: bool = False) -> str:
     async with connect(dsn) as conn:
-        engine = await detect(conn)
-        if not admin and not revoke and not engine.row_security:
-            raise UsageError(f"{engine.title} has no row-level security, so ctq cannot keep one analyst's runs "
-                             f"from another there; make {role} an administrator (ctq grant {role} --admin: sees "
-                             "every run) or use a server with row-level security (PostgreSQL 9.5+)")
         return await catalog.grant(conn, role, admin=admin, revoke=revoke)
 
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from ctq import __version__
 from ctq.config import fingerprint
+from ctq.engines import detect
 from ctq.errors import DatabaseError, NotFound, PermissionDenied, UsageError
 from ctq.sql import install_fingerprint, install_script, quote_ident, render, server_code, template
 
@@ -35,8 +36,6 @@ async def installed_sha(conn: asyncpg.Connection) -> str | None:
 async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
     """Create or upgrade the schema and the in-database functions (idempotent, one transaction),
     with the SQL of the server's engine."""
-    from ctq.engines import detect
-
     engine = await detect(conn)
     source, sha = server_code()
     try:
@@ -147,7 +146,7 @@ async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revo
     if not run["may_change"]:
         raise PermissionDenied(f"run {run_id} belongs to {run['run_by']}: only its owner or an administrator "
                                "(ctq_admin) can share it")
-    shared = await conn.fetchval(template("share_run.sql"), run_id, roles, revoke)
+    shared = await _write(conn, "share_run.sql", run_id, roles, revoke)
     return list(shared)
 
 
@@ -155,6 +154,13 @@ def run_sql(name: str) -> str:
     """A template about runs with ``{{run_alive}}`` filled: whether a live coordinator holds run
     ``r``'s lock (run_alive.sql), one definition for every statement that asks."""
     return render(name, run_alive=render("run_alive.sql", lock_class=RUN_LOCK_CLASS))
+
+
+async def _write(conn, name: str, *args) -> Any:
+    """Run a statement that changes the catalog, the engine's way (``Engine.write``): on Greenplum
+    a call of the function that checks the caller (greenplum/row_security.sql), on PostgreSQL the
+    plain statement under row-level security. Returns its first value."""
+    return await (await detect(conn)).write(conn, name, *args)
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
@@ -167,21 +173,21 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
     ``warm_from``: source model id (of run ``config.warm_start``) -> the new models that start from
     its final state."""
     async with conn.transaction():
-        run_id = await conn.fetchval(
-            template("create_run.sql"),
-            config.name, schedule, json.dumps(config.raw), fingerprint(config), config.data.table,
-            pack.pack_id, segments, config.epochs, config.metric, config.metric_mode,
+        engine = await detect(conn)
+        run_id = await engine.write(
+            conn, "create_run.sql", config.name, schedule, json.dumps(config.raw), fingerprint(config),
+            config.data.table, pack.pack_id, segments, config.epochs, config.metric, config.metric_mode,
             socket.gethostname(), json.dumps(versions), config.seed, config.cores_per_segment,
         )
         await conn.executemany(
-            template("insert_model.sql"),
+            engine.template("insert_model.sql"),
             [
                 (run_id, m.model_id, m.name, json.dumps(m.architecture.spec), json.dumps(m.hyperparameters()), m.seed)
                 for m in config.models
             ],
         )
         for source, targets in (warm_from or {}).items():
-            await conn.execute(template("warm_start.sql"), run_id, config.warm_start, targets, source)
+            await _write(conn, "warm_start.sql", run_id, config.warm_start, targets, source)
     return run_id
 
 
@@ -189,16 +195,16 @@ async def finish_run(conn, run_id: int, status: str, message: str | None = None)
     """Record the end of a run and close its models, in one transaction (two statements: one
     modifying CTE per query is all Greenplum allows)."""
     async with conn.transaction():
-        await conn.execute(template("finish_models.sql"), run_id, status)
-        await conn.execute(template("finish_run.sql"), run_id, status, message)
+        await _write(conn, "finish_models.sql", run_id, status)
+        await _write(conn, "finish_run.sql", run_id, status, message)
 
 
 async def set_model_status(conn, run_id: int, model_id: int, status: str, message: str | None = None) -> None:
-    await conn.execute(template("model_status.sql"), run_id, model_id, status, message)
+    await _write(conn, "model_status.sql", run_id, model_id, status, message)
 
 
 async def heartbeat(conn, run_id: int) -> None:
-    await conn.execute(template("heartbeat.sql"), run_id)
+    await _write(conn, "heartbeat.sql", run_id)
 
 
 async def get_run(conn, run_id: int) -> dict | None:
@@ -232,7 +238,7 @@ async def lock_run(conn, run_id: int) -> bool:
 
 
 async def reopen_run(conn, run_id: int) -> None:
-    await conn.execute(template("resume_run.sql"), run_id)
+    await _write(conn, "resume_run.sql", run_id)
 
 
 async def cancel_backends(conn, application_prefix: str) -> int:
@@ -280,12 +286,11 @@ async def record_decision(conn, run_id: int, seq: int, decision, metric: str, se
     closes the model (status 'stopped', the reason as its message, naming the ``search``: ASHA,
     Hyperband), in one transaction."""
     async with conn.transaction():
-        await conn.execute(template("record_decision.sql"), run_id, decision.model_id, decision.rung, seq,
-                           decision.epoch, metric, decision.value, "promote" if decision.promoted else "stop",
-                           decision.reason)
+        await _write(conn, "record_decision.sql", run_id, decision.model_id, decision.rung, seq, decision.epoch,
+                     metric, decision.value, "promote" if decision.promoted else "stop", decision.reason)
         if not decision.promoted:
-            await conn.execute(template("model_status.sql"), run_id, decision.model_id, "stopped",
-                               f"stopped by {search} after epoch {decision.epoch}: {decision.reason}")
+            await _write(conn, "model_status.sql", run_id, decision.model_id, "stopped",
+                         f"stopped by {search} after epoch {decision.epoch}: {decision.reason}")
 
 
 async def run_decisions(conn, run_id: int) -> list[dict]:
@@ -304,8 +309,8 @@ async def epoch_metrics(conn, run_id: int, model_id: int, epoch: int) -> dict | 
 async def insert_model(conn, run_id: int, model_id: int, spec: dict) -> None:
     """Add a model to a running run (a search asked for it); ``spec``: name, architecture,
     hyperparameters (dicts) and seed, as :func:`create_run` records them."""
-    await conn.execute(template("insert_model.sql"), run_id, model_id, spec["name"], json.dumps(spec["architecture"]),
-                       json.dumps(spec["hyperparameters"]), spec["seed"])
+    await _write(conn, "insert_model.sql", run_id, model_id, spec["name"], json.dumps(spec["architecture"]),
+                 json.dumps(spec["hyperparameters"]), spec["seed"])
 
 
 async def finished_models(conn, run_id: int) -> list[dict]:

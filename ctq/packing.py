@@ -453,7 +453,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
                                                                 os.cpu_count() or 1)))
             await engine.finish_pack(conn, spec)
             stats = pack_stats(source, segments)
-            await conn.execute(template("pack_insert.sql"), digest, source.display_name, source.fingerprint,
+            await engine.write(conn, "pack_insert.sql", digest, source.display_name, source.fingerprint,
                                json.dumps(settings), f"ctq_data.pack_{digest}", json.dumps(stats), source.schema,
                                source.name)
         except BaseException:

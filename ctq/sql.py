@@ -72,15 +72,22 @@ def server_code() -> tuple[str, str]:
 
 
 def install_script(engine: str = COMMON) -> str:
-    """The engine's install.sql with the PL/Python bootstrap spliced into every function body and
-    the engine's table distribution clauses (empty on PostgreSQL) filled in."""
+    """The engine's install.sql with the PL/Python bootstrap spliced into every function body, the
+    engine's table distribution clauses (empty on PostgreSQL) filled in, and ``{{catalog}}``, the
+    schema of the run and pack tables (catalog_schema.sql: ``ctq`` on PostgreSQL, where row-level
+    security keeps analysts apart; on Greenplum a private schema behind same-named views in ``ctq``)."""
     _, sha = server_code()
     bootstrap = render("bootstrap.py", engine, indb_sha=sha)
     clauses = {key: template(f"distribution/{key}.sql", engine).strip()
                for key in ("replicated", "by_run", "by_pack")}
+    catalog = template("catalog_schema.sql", engine).strip()
     return render("install.sql", engine, bootstrap=bootstrap, upgrade=template("install_upgrade.sql", engine),
-                  security=render("security.sql", engine, roles=template("security_roles.sql", engine)),
-                  row_security=template("row_security.sql", engine), views=template("views.sql", engine),
+                  security=render("security.sql", engine, roles=template("security_roles.sql", engine),
+                                  catalog=catalog),
+                  row_security=template("row_security.sql", engine),
+                  views=render("views.sql", engine, catalog=catalog),
+                  catalog_layout=template("catalog_layout.sql", engine),
+                  catalog_views=template("catalog_views.sql", engine), catalog=catalog,
                   **{f"distributed_{k}": v for k, v in clauses.items()})
 
 

@@ -15,7 +15,7 @@ TABLE = '"ctq_data"."pack_0123456789abcdef"'
 
 
 def test_engine_templates_fall_back_to_common():
-    assert template("heartbeat.sql", "greenplum") == template("heartbeat.sql")
+    assert template("get_run.sql", "greenplum") == template("get_run.sql")
     assert template("train_query.sql", "greenplum") != template("train_query.sql", "postgres")
     with pytest.raises(FileNotFoundError):
         template("no_such_statement.sql", "greenplum")
@@ -48,10 +48,10 @@ def test_pack_id_must_be_hex():
 
 def test_greenplum_install_replicates_what_segments_read():
     sql = install_script("greenplum")
-    for table in ("ctq.meta", "ctq.server_code", "ctq.packs"):
+    for table in ("ctq.meta", "ctq.server_code", "ctq_catalog.packs"):
         body = sql[sql.index(f"CREATE TABLE IF NOT EXISTS {table} "):]
         assert body[:body.index(";")].rstrip().endswith("DISTRIBUTED REPLICATED"), table
-    for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs"):
+    for table in ("ctq_catalog.runs", "ctq_catalog.models", "ctq_catalog.hops", "ctq_catalog.epochs"):
         body = sql[sql.index(f"CREATE TABLE IF NOT EXISTS {table} "):]
         assert body[:body.index(";")].rstrip().endswith("DISTRIBUTED BY (run_id)"), table
     code = re.sub(r"--[^\n]*", "", sql)  # Greenplum 6 is PostgreSQL 9.4
@@ -103,3 +103,23 @@ def test_greenplum_sql_avoids_what_postgresql_9_4_lacks():
         assert not re.search(r"->>\s*'[^']*'\s+IS\s", code), name
         checked += 1
     assert checked > 40
+
+
+def test_greenplum_catalog_writes_go_through_functions_that_check_the_caller():
+    """Greenplum 6 has no row-level security: every statement that changes a run or a pack calls a
+    SECURITY DEFINER function of greenplum/row_security.sql instead, except deleting runs and packs
+    (ctq rm: ctq_admin, through the views; ctq packs gc: a superuser). Each such function pins
+    search_path."""
+    from ctq.sql import templates_dir
+
+    dml = re.compile(r"\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"
+                     r"ctq\.(\{\{table\}\}|(runs|models|hops|epochs|decisions|packs)\b)")
+    writers = {p.name for p in (templates_dir() / "common").glob("*.sql")
+               if p.name != "install.sql" and dml.search(re.sub(r"--[^\n]*", "", p.read_text()))}
+    direct = {name for name in writers if dml.search(re.sub(r"--[^\n]*", "", template(name, "greenplum")))}
+    assert len(writers) >= 13 and direct == {"remove_runs.sql", "delete_pack.sql"}, (writers, direct)
+    sql = install_script("greenplum")
+    definers = re.findall(r"CREATE OR REPLACE FUNCTION (ctq\.\w+)\([^$]*?\n(LANGUAGE [^\n]*SECURITY DEFINER[^\n]*)",
+                          sql)
+    assert len(definers) >= 13
+    assert all("SET search_path = pg_catalog, pg_temp" in line for _, line in definers), definers

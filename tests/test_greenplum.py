@@ -41,10 +41,17 @@ GRID = """
 """
 
 
-def ctq(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CTQ_DSN=DSN, COLUMNS="200")
+def ctq(*args: str, role: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CTQ_DSN=as_role(role) if role else DSN, COLUMNS="200")
     return subprocess.run([sys.executable, "-m", "ctq.cli", *args], capture_output=True, text=True, env=env,
                           timeout=900)
+
+
+def as_role(role: str) -> str:
+    """The suite's DSN with another user (the cluster trusts local connections)."""
+    if "gpadmin@" not in DSN:
+        pytest.skip("CTQ_TEST_GREENPLUM_DSN does not name user gpadmin; cannot derive a DSN for another role")
+    return DSN.replace("gpadmin@", f"{role}@")
 
 
 @pytest.fixture(scope="module")
@@ -174,11 +181,9 @@ async def test_stop_and_resume_on_greenplum(gp, tmp_path, stop):
     assert all(r["executed_on"] == r["segment"] for r in rows)
 
 
-async def test_an_administrator_role_trains_on_greenplum_and_analysts_are_refused(gp, tmp_path):
+async def test_an_administrator_role_trains_on_greenplum(gp, tmp_path):
     """Roles and grants as on PostgreSQL: a non-superuser in ctq_admin, with SELECT on the source,
-    packs and trains (Greenplum checks UPDATE on the run-id sequence when a segment asks for the next
-    value). Greenplum 6 has no row-level security, so `ctq grant ROLE` (an analyst, who would see
-    everyone's runs) is refused with the reason and the alternatives; the role is left unchanged."""
+    packs and trains, and sees every run (the installer's too)."""
     role = "ctq_gp_admin"  # roles are cluster-wide: kept from an earlier run, in any database
     if await gp.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role):
         await gp.execute(f"REVOKE ctq_admin FROM {role}")
@@ -187,17 +192,9 @@ async def test_an_administrator_role_trains_on_greenplum_and_analysts_are_refuse
     source = f"ctq_gp_admin_src_{os.getpid()}"  # never packed before: the role packs it itself
     await gp.execute(f"CREATE TABLE public.{source} AS SELECT * FROM public.ctq_gp_src LIMIT 1500")
     await gp.execute(f"GRANT SELECT ON public.{source} TO {role}")
-    refused = ctq("grant", role)
-    assert refused.returncode == 2 and "row-level security" in refused.stderr, refused.stderr
-    assert not await gp.fetchval("SELECT pg_has_role($1, 'ctq_user', 'MEMBER')", role)
     assert ctq("grant", role, "--admin").returncode == 0
     grid = write_grid(tmp_path, GRID.format(schedule="admin").replace("ctq_gp_src", source))
-    user_dsn = DSN.replace("gpadmin@", f"{role}@") if "gpadmin@" in DSN else None
-    if user_dsn is None:
-        pytest.skip("CTQ_TEST_GREENPLUM_DSN does not name user gpadmin; cannot derive a DSN for another role")
-    env = dict(os.environ, CTQ_DSN=user_dsn, COLUMNS="200")
-    proc = subprocess.run([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
-                          capture_output=True, text=True, env=env, timeout=900)
+    proc = ctq("train", str(grid), "--json", "-q", role=role)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "succeeded" and not result["pack_reused"]
@@ -206,7 +203,17 @@ async def test_an_administrator_role_trains_on_greenplum_and_analysts_are_refuse
                              result["run_id"]) == 4 * 2 * await primaries(gp)
     assert await gp.fetchval("SELECT p.packed_by FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
                              "WHERE r.run_id = $1", result["run_id"]) == role
+    admin = await asyncpg.connect(as_role(role))
+    try:
+        assert await admin.fetchval("SELECT count(*) FROM ctq.runs") == await gp.fetchval(
+            "SELECT count(*) FROM ctq_catalog.runs")
+    finally:
+        await admin.close()
+    pack_id = await gp.fetchval("SELECT pack_id FROM ctq.runs WHERE run_id = $1", result["run_id"])
     await gp.execute(f"DROP TABLE public.{source}")
+    # the installer (a superuser) still sees the pack of a dropped source: `ctq packs gc` must not
+    # take its table for an orphan and leave the catalog row behind
+    assert await gp.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", pack_id) == 1
 
 
 async def test_predict_and_evaluate_on_greenplum(gp, tmp_path):
@@ -306,3 +313,269 @@ async def test_asha_and_cost_aware_scheduling_on_greenplum(gp, tmp_path):
                              run_id, list(stopped)) == 0
     assert {r["status"] for r in await gp.fetch("SELECT status FROM ctq.models WHERE run_id = $1 AND model_id = "
                                                 "ANY($2)", run_id, list(stopped))} == {"stopped"}
+
+
+# Analysts (ctq_user) on Greenplum 6, which has no row-level security: the tables are in ctq_catalog,
+# analysts read filtering views and write through functions that check them (greenplum/row_security.sql).
+ALICE, BOB, CAROL, TEAM = "ctq_gp_alice", "ctq_gp_bob", "ctq_gp_carol", "ctq_gp_team"
+ANALYST_GRID = """
+    name: gp-analyst
+    data: {table: public.ctq_gp_analyst_src, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+           task: classification}
+    models: [{name: small, layers: [{dense: 8}]}]
+    search: {space: {learning_rate: [0.01], batch_size: [64]}}
+    epochs: 2
+    metric: val_accuracy
+"""
+
+
+@pytest.fixture(scope="module")
+async def analysts(gp, tmp_path_factory):
+    """alice and bob (ctq grant: ctq_user) may SELECT the source, carol (ctq_user too) may not; bob
+    is in role ctq_gp_team. alice has trained one run (packing the source herself)."""
+    for role in (ALICE, BOB, CAROL, TEAM):  # cluster-wide: they may exist from an earlier run
+        if not await gp.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role):
+            await gp.execute(f"CREATE ROLE {role} {'NOLOGIN' if role == TEAM else 'LOGIN'}")
+    await gp.execute(f"REVOKE {TEAM} FROM {ALICE}, {CAROL}")
+    await gp.execute(f"GRANT {TEAM} TO {BOB}")
+    await gp.execute("DROP TABLE IF EXISTS public.ctq_gp_analyst_src")
+    await gp.execute("CREATE TABLE public.ctq_gp_analyst_src AS SELECT * FROM public.ctq_gp_src LIMIT 2000")
+    await gp.execute(f"GRANT SELECT ON public.ctq_gp_analyst_src TO {ALICE}, {BOB}")
+    for role in (ALICE, BOB, CAROL):
+        proc = ctq("grant", role)
+        assert proc.returncode == 0, proc.stderr
+    grid = write_grid(tmp_path_factory.mktemp("analysts"), ANALYST_GRID)
+    proc = ctq("train", str(grid), "--json", "-q", role=ALICE)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    pack = await gp.fetchval("SELECT pack_id FROM ctq_catalog.runs WHERE run_id = $1", run["run_id"])
+    return {"run": run["run_id"], "pack": pack, "grid": grid, "hops": run["hops"]}
+
+
+async def run_rows(gp, run_id) -> str:
+    """A digest of everything recorded about a run (to show that nothing changed)."""
+    parts = []
+    for table in ("runs", "models", "hops", "epochs", "decisions"):
+        parts.append(await gp.fetchval(f"SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') "
+                                       f"FROM ctq_catalog.{table} t WHERE run_id = $1", run_id))
+    return ":".join(parts)
+
+
+async def test_analyst_trains_resumes_and_lists_its_own_runs_on_greenplum(gp, analysts, tmp_path):
+    run_id = analysts["run"]
+    assert analysts["hops"] == 2 * await primaries(gp)
+    assert await gp.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", run_id) == ALICE
+    assert await gp.fetchval("SELECT packed_by FROM ctq.packs WHERE pack_id = $1", analysts["pack"]) == ALICE
+    # as if the coordinator had died during the last epoch
+    await gp.execute("DELETE FROM ctq_catalog.epochs WHERE run_id = $1 AND epoch = 1", run_id)
+    await gp.execute("DELETE FROM ctq_catalog.hops WHERE run_id = $1 AND epoch = 1", run_id)
+    await gp.execute("UPDATE ctq_catalog.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
+    await gp.execute("UPDATE ctq_catalog.models SET status = 'training' WHERE run_id = $1", run_id)
+    proc = ctq("train", "--resume", str(run_id), "--json", "-q", role=ALICE)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hops"] == await primaries(gp)
+    listed = json.loads(ctq("runs", "--json", role=ALICE).stdout)
+    assert run_id in {r["run_id"] for r in listed} and {r["run_by"] for r in listed} == {ALICE}
+    models = ctq("models", str(run_id), "--json", role=ALICE)
+    assert models.returncode == 0 and len(json.loads(models.stdout)) == 1
+    for args in (("report", str(run_id), "--out", str(tmp_path / "run.html")),
+                 ("export", str(run_id), str(tmp_path / "m.keras")),
+                 ("evaluate", str(run_id), "--table", "public.ctq_gp_analyst_src")):
+        proc = ctq(*args, role=ALICE)
+        assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "m.keras").exists()
+
+
+def hostile(run_id: int, pack_id: str, source: str) -> list[tuple[str, str]]:
+    """(role, statement): what bob (an analyst who can read the source) and carol (who cannot) try
+    against alice's run and pack, and against the server code. Every one must be refused."""
+    hop = "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result"
+    bad = "$$'; DROP TABLE ctq_catalog.runs; --$$"
+    cases = [(BOB, f"SELECT count(*) FROM ctq_catalog.{t}")
+             for t in ("runs", "models", "hops", "epochs", "decisions", "packs")]
+    cases += [
+        (BOB, f"INSERT INTO ctq.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, "
+              f"rows) VALUES ({run_id}, 1, 9, 0, now(), now(), 0, 0)"),
+        (BOB, "INSERT INTO ctq.runs (name, status, config, config_fingerprint, source_table, pack_id, segments, "
+              f"epochs, metric, metric_mode, run_by) VALUES ('x', 'running', '{{}}', 'x', 'x', '{pack_id}', 1, 1, "
+              f"'loss', 'min', '{ALICE}')"),
+        (BOB, f"UPDATE ctq.models SET state = NULL WHERE run_id = {run_id}"),
+        (BOB, f"UPDATE ctq.runs SET run_by = '{BOB}' WHERE run_id = {run_id}"),
+        (BOB, f"DELETE FROM ctq.hops WHERE run_id = {run_id}"),
+        (BOB, "DELETE FROM ctq.runs"),
+        (BOB, "INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats) "
+              "VALUES ('00000000000000aa', 'x', 'x', '{}', 'pg_catalog.pg_authid', '{}')"),
+        (BOB, f"SELECT ctq.heartbeat({run_id})"),
+        (BOB, f"SELECT ctq.resume_run({run_id})"),
+        (BOB, f"SELECT ctq.finish_run({run_id}, 'failed', 'x')"),
+        (BOB, f"SELECT ctq.finish_models({run_id}, 'failed')"),
+        (BOB, f"SELECT ctq.model_status({run_id}, 1, 'failed', {bad})"),
+        (BOB, f"SELECT ctq.insert_model({run_id}, 99, {bad}, '{{}}', '{{}}', 0)"),
+        (BOB, f"SELECT ctq.record_decision({run_id}, 1, 0, 0, 0, 'loss', 0, 'stop', 'x')"),
+        (BOB, f"SELECT ctq.share_run({run_id}, ARRAY['{BOB}'], false)"),
+        (BOB, f"SELECT ctq.warm_start({run_id}, {run_id}, ARRAY[1], 1)"),
+        (BOB, f"SELECT ctq.warm_start(NULL, {run_id}, ARRAY[1], 1)"),
+        (BOB, f"SELECT ctq.record_own_hop({run_id}, 1, 9, 0, false, {hop})"),
+        (BOB, f"SELECT ctq.record_hop({run_id}, 1, 9, 0, false, {hop})"),
+        (BOB, f"SELECT ctq_catalog.check_change({run_id})"),
+        (BOB, f"SELECT ctq.create_run('x', 'mop', '{{}}', 'x', 'x', {bad}, 1, 1, 'loss', 'min', 'h', '{{}}', 0, 1)"),
+        (BOB, "SELECT ctq.insert_pack('00000000000000aa', 'x', 'x', '{}', 'pg_catalog.pg_authid', '{}', "
+              f"'public', '{source}')"),
+        (BOB, f"SELECT ctq.insert_pack({bad}, 'x', 'x', '{{}}', 'ctq_data.pack_x', '{{}}', 'public', '{source}')"),
+        (BOB, "SELECT ctq.insert_pack('00000000000000ab', 'x', 'x', '{}', 'ctq_data.pack_00000000000000ab', '{}', "
+              "'ctq_catalog', 'runs')"),
+        (BOB, "SELECT ctq.insert_pack('00000000000000ac', 'x', 'x', '{}', 'ctq_data.pack_00000000000000ac', '{}', "
+              "'pg_catalog', 'pg_authid')"),
+        (BOB, "SELECT ctq.insert_pack('00000000000000ad', 'x', 'x', '{}', 'ctq_data.pack_00000000000000ad', '{}', "
+              "'public; DROP TABLE ctq_catalog.runs', 'x')"),
+        (BOB, f"SELECT ctq.use_pack({bad})"),
+        (BOB, "SELECT ctq.data_cached($$x'); DROP TABLE ctq_catalog.runs; --$$, 0)"),
+        (BOB, "SELECT ctq.path_status('/etc')"),
+        (BOB, "UPDATE ctq.server_code SET source = 'import os'"),
+        (BOB, "INSERT INTO ctq.meta VALUES ('python_path', '[\"/tmp\"]')"),
+        (BOB, "DELETE FROM ctq.meta"),
+        (BOB, "CREATE FUNCTION ctq.evil() RETURNS int LANGUAGE sql AS 'SELECT 1'"),
+        (BOB, "CREATE OR REPLACE VIEW ctq.runs AS SELECT * FROM ctq_catalog.runs"),
+        (BOB, "CREATE OR REPLACE VIEW ctq.runs AS SELECT 1 AS run_id"),
+        (BOB, "ALTER VIEW ctq.runs SET (security_barrier = false)"),
+        (BOB, "CREATE OR REPLACE FUNCTION ctq.can_read_run(text, text[]) RETURNS boolean LANGUAGE sql "
+              "AS 'SELECT true'"),
+        (CAROL, f"SELECT ctq.use_pack('{pack_id}')"),
+        (CAROL, f"SELECT * FROM ctq_data.pack_{pack_id}"),
+        (CAROL, f"SELECT ctq.create_run('x', 'mop', '{{}}', 'x', 'x', '{pack_id}', 1, 1, 'loss', 'min', 'h', '{{}}', "
+                "0, 1)"),
+        (CAROL, "SELECT ctq.insert_pack('00000000000000ae', 'x', 'x', '{}', 'ctq_data.pack_00000000000000ae', '{}', "
+                f"'public', '{source}')"),
+    ]
+    return cases
+
+
+async def test_second_analyst_sees_and_changes_nothing_of_the_first_on_greenplum(gp, analysts):
+    """bob sees none of alice's runs through the views (a leaky function of his own in the WHERE
+    clause sees none of her rows either), and every write he or carol tries on her run, her pack or
+    the server code is refused (hostile()); nothing of hers changed."""
+    run_id, pack_id = analysts["run"], analysts["pack"]
+    before, code = await run_rows(gp, run_id), await gp.fetchval("SELECT md5(string_agg(source, '')) "
+                                                                  "FROM ctq.server_code")
+    assert "no run with id" in ctq("models", str(run_id), role=BOB).stderr
+    bob = await asyncpg.connect(as_role(BOB))
+    notices = []
+    bob.add_log_listener(lambda _conn, message: notices.append(message.message))
+    try:
+        for view in ("runs", "models", "hops", "epochs", "decisions", "leaderboard", "learning_curves",
+                     "segment_utilization"):
+            assert await bob.fetchval(f"SELECT count(*) FROM ctq.{view} WHERE run_id = $1", run_id) == 0, view
+        assert await bob.fetchval("SELECT count(*) FROM ctq.runs WHERE run_by <> $1", BOB) == 0
+        leak = f"ctq_data.leak_{os.getpid()}"
+        await bob.execute(f"CREATE FUNCTION {leak}(bigint, text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 "
+                          "AS $f$BEGIN RAISE NOTICE 'leak % %', $1, $2; RETURN true; END$f$")
+        try:  # bob's own runs (from earlier tests) only
+            own = await bob.fetchval("SELECT count(*) FROM ctq.runs")
+            assert await bob.fetchval(f"SELECT count(*) FROM ctq.runs r WHERE {leak}(r.run_id, r.run_by)") == own
+            await bob.fetchval(f"SELECT count(*) FROM ctq.models m WHERE {leak}(m.run_id, m.name)")
+        finally:
+            await bob.execute(f"DROP FUNCTION {leak}(bigint, text)")
+        leaked = [n for n in notices if n.startswith(f"leak {run_id} ") or ALICE in n]
+        assert not leaked and all(n.split()[2] == BOB for n in notices[:own]), notices
+    finally:
+        await bob.close()
+    cases = hostile(run_id, pack_id, "ctq_gp_analyst_src")
+    refused = []
+    for role, sql in cases:
+        conn = await asyncpg.connect(as_role(role))
+        try:
+            with pytest.raises(asyncpg.PostgresError) as err:
+                await conn.execute(sql)
+            refused.append(err.value.sqlstate)
+        finally:
+            await conn.close()
+    assert len(refused) == len(cases) >= 45
+    assert set(refused) <= {"42501", "22023", "XX000"}, refused
+    assert await run_rows(gp, run_id) == before
+    assert await gp.fetchval("SELECT md5(string_agg(source, '')) FROM ctq.server_code") == code
+    assert await gp.fetchval("SELECT count(*) FROM ctq.meta WHERE key = 'python_path' "
+                             "AND value::text LIKE '%/tmp%'") == 0
+    assert await gp.fetchval("SELECT count(*) FROM ctq_catalog.packs WHERE pack_id LIKE '00000000000000%'") == 0
+    assert await gp.fetchval("SELECT count(*) FROM ctq_catalog.runs WHERE name = 'x'") == 0
+
+
+async def test_a_run_shared_with_a_role_is_read_only_for_it_on_greenplum(gp, analysts, tmp_path):
+    run_id = analysts["run"]
+    assert ctq("share", str(run_id), TEAM, role=BOB).returncode == 2  # not bob's to share
+    proc = ctq("share", str(run_id), TEAM, role=ALICE)
+    assert proc.returncode == 0 and TEAM in proc.stdout, proc.stderr
+    try:
+        before = await run_rows(gp, run_id)
+        assert run_id in {r["run_id"] for r in json.loads(ctq("runs", "--json", role=BOB).stdout)}
+        bob = await asyncpg.connect(as_role(BOB))
+        try:
+            for view in ("runs", "models", "hops", "epochs", "leaderboard", "learning_curves", "segment_utilization"):
+                assert await bob.fetchval(f"SELECT count(*) FROM ctq.{view} WHERE run_id = $1", run_id) > 0, view
+            assert await bob.fetchval("SELECT state IS NOT NULL FROM ctq.models WHERE run_id = $1", run_id)
+            writes = [f"UPDATE ctq.runs SET shared_with = '{{}}' WHERE run_id = {run_id}",
+                      f"UPDATE ctq.models SET state = NULL WHERE run_id = {run_id}",
+                      f"DELETE FROM ctq.hops WHERE run_id = {run_id}",
+                      f"SELECT ctq.heartbeat({run_id})", f"SELECT ctq.resume_run({run_id})",
+                      f"SELECT ctq.share_run({run_id}, ARRAY['{CAROL}'], false)",
+                      f"SELECT ctq.model_status({run_id}, 1, 'failed', 'x')",
+                      f"SELECT ctq.record_own_hop({run_id}, 1, 9, 0, false, "
+                      "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result)"]
+            for sql in writes:
+                with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+                    await bob.execute(sql)
+        finally:
+            await bob.close()
+        resumed = ctq("train", "--resume", str(run_id), "-q", role=BOB)
+        assert resumed.returncode == 2 and "read-only" in resumed.stderr, resumed.stderr
+        # a reader uses the run: exports its model, warm-starts a run of its own from it
+        proc = ctq("export", str(run_id), str(tmp_path / "shared.keras"), role=BOB)
+        assert proc.returncode == 0, proc.stderr
+        grid = write_grid(tmp_path, ANALYST_GRID.replace("epochs: 2", f"epochs: 1\n    warm_start: {run_id}")
+                          .replace("gp-analyst", "gp-warm"))
+        proc = ctq("train", str(grid), "--json", "-q", role=BOB)
+        assert proc.returncode == 0, proc.stderr
+        warm = json.loads(proc.stdout)["run_id"]
+        assert await gp.fetchval("SELECT run_by FROM ctq_catalog.runs WHERE run_id = $1", warm) == BOB
+        assert await run_rows(gp, run_id) == before
+        assert run_id not in {r["run_id"] for r in json.loads(ctq("runs", "--json", role=CAROL).stdout)}
+    finally:
+        proc = ctq("share", str(run_id), TEAM, "--revoke", role=ALICE)
+        assert proc.returncode == 0 and "no one" in proc.stdout, proc.stderr
+    assert run_id not in {r["run_id"] for r in json.loads(ctq("runs", "--json", role=BOB).stdout)}
+
+
+async def test_analyst_without_select_on_the_source_is_refused_on_greenplum(gp, analysts):
+    before = await gp.fetchval("SELECT (SELECT count(*) FROM ctq_catalog.runs) + (SELECT count(*) "
+                               "FROM ctq_catalog.packs)")
+    proc = ctq("train", str(analysts["grid"]), "--name", "carol-run", "-q", role=CAROL)
+    assert proc.returncode == 2 and "GRANT SELECT ON" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert await gp.fetchval("SELECT (SELECT count(*) FROM ctq_catalog.runs) + (SELECT count(*) "
+                             "FROM ctq_catalog.packs)") == before
+    carol = await asyncpg.connect(as_role(CAROL))
+    try:
+        assert await carol.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", analysts["pack"]) == 0
+    finally:
+        await carol.close()
+
+
+async def test_install_moves_the_tables_of_an_earlier_catalog_and_keeps_its_runs(gp, analysts):
+    """A catalog installed before ctq_catalog had the tables in ctq: `ctq install` moves them,
+    rows and run-id sequence included, and puts the views in their place."""
+    tables = ("runs", "models", "hops", "epochs", "decisions", "packs")
+    counts = {t: await gp.fetchval(f"SELECT count(*) FROM ctq_catalog.{t}") for t in tables}
+    next_id = await gp.fetchval("SELECT max(run_id) FROM ctq_catalog.runs")
+    async with gp.transaction():  # back to the earlier layout
+        await gp.execute("DROP VIEW " + ", ".join(f"ctq.{t}" for t in tables))
+        for t in tables:
+            await gp.execute(f"ALTER TABLE ctq_catalog.{t} SET SCHEMA ctq")
+    proc = ctq("install", *(["--python-path", PYTHON_PATH] if PYTHON_PATH else []))
+    assert proc.returncode == 0, proc.stderr
+    assert {t: await gp.fetchval(f"SELECT count(*) FROM ctq_catalog.{t}") for t in tables} == counts
+    kinds = {r["relname"]: r["relkind"] for r in await gp.fetch(
+        "SELECT c.relname, c.relkind::text AS relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'ctq' AND c.relname = ANY($1::text[])", list(tables))}
+    assert kinds == {t: "v" for t in tables}
+    listed = json.loads(ctq("runs", "--json", role=ALICE).stdout)
+    assert analysts["run"] in {r["run_id"] for r in listed} and {r["run_by"] for r in listed} == {ALICE}
+    assert await gp.fetchval("SELECT nextval('ctq_catalog.runs_run_id_seq')") > next_id

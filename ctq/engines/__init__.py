@@ -13,6 +13,8 @@ An engine is a small class (:class:`~ctq.engines.base.Engine`) plus one folder o
 
 from __future__ import annotations
 
+import weakref
+
 import asyncpg
 
 from ctq.engines.base import Engine
@@ -28,8 +30,13 @@ def engine_named(name: str) -> Engine:
     return ENGINES[name]()
 
 
+_detected: weakref.WeakKeyDictionary[asyncpg.Connection, Engine] = weakref.WeakKeyDictionary()
+
+
 async def detect(conn: asyncpg.Connection) -> Engine:
     """The engine of the server behind ``conn``: Greenplum when it has gp_segment_configuration
-    (Greenplum 6/7, Cloudberry), else PostgreSQL."""
-    greenplum = await conn.fetchval("SELECT to_regclass('pg_catalog.gp_segment_configuration') IS NOT NULL")
-    return GreenplumEngine() if greenplum else PostgresEngine()
+    (Greenplum 6/7, Cloudberry), else PostgreSQL. Asked once per connection."""
+    if conn not in _detected:
+        greenplum = await conn.fetchval("SELECT to_regclass('pg_catalog.gp_segment_configuration') IS NOT NULL")
+        _detected[conn] = GreenplumEngine() if greenplum else PostgresEngine()
+    return _detected[conn]

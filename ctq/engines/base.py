@@ -51,9 +51,6 @@ class Engine:
 
     name = "postgres"
     title = "PostgreSQL"
-    #: whether analysts (ctq_user) are kept apart by row-level security (row_security.sql); without
-    #: it only administrators, who see every run, may use ctq
-    row_security = True
     # -- connections -----------------------------------------------------------------------------
     async def segment_connection(self, dsn: str, application_name: str) -> asyncpg.Connection:
         """A connection for one segment's targeted queries (training or scoring), with the
@@ -80,6 +77,11 @@ class Engine:
     async def segments(self, conn: asyncpg.Connection, requested: int | None, default: int) -> tuple[int, str | None]:
         """How many segments a run gets, and a notice for the user if their setting is not used."""
         return (requested or default), None
+
+    async def write(self, conn: asyncpg.Connection, name: str, *args: object) -> object:
+        """Run the catalog-changing statement ``name`` (a template) with bind ``args``; returns its
+        first value. On PostgreSQL the plain statement, under row-level security."""
+        return await conn.fetchval(self.template(name), *args)
 
     # -- row identity: reproducible shuffle, validation split, content fingerprint -----------------
     def row_key(self, alias: str, seed: int, is_table: bool) -> str:

@@ -9,9 +9,13 @@
   a bind parameter: generic plans of ``$1`` are not direct-dispatched, see
   ../shared/reference/engineering-notes.md and greenplum-db/gpdb PRs #10679, #13204).
 - A function running on a segment may only read replicated tables: ``ctq.meta``,
-  ``ctq.server_code`` and ``ctq.packs`` are ``DISTRIBUTED REPLICATED``; the model state reaches the
+  ``ctq.server_code`` and the packs table are ``DISTRIBUTED REPLICATED``; the model state reaches the
   segment as a parameter and the result is recorded by a second statement (one ``record_hop``
   call), because Greenplum allows one modifying CTE per query and none feeding an INSERT.
+- Greenplum 6 has no row-level security: the run and pack tables live in schema ``ctq_catalog``
+  (only the installer's), analysts read them through same-named filtering views in ``ctq`` and
+  change them through SECURITY DEFINER functions that check the caller (the write statements in
+  sql_templates/greenplum/ call them; see greenplum/row_security.sql).
 """
 
 from __future__ import annotations
@@ -25,9 +29,6 @@ from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec, ScoreSpec
 class GreenplumEngine(Engine):
     name = "greenplum"
     title = "Greenplum"
-    #: Greenplum 6 (PostgreSQL 9.4) has no row-level security; Greenplum 7 and Cloudberry do, but
-    #: this engine's catalog does not use it yet (sql_templates/greenplum/ has no policies)
-    row_security = False
     #: after an error inside PL/Python the session's Python state may be unsafe to reuse
     #: (engineering notes: a crash of the coordinator followed such a retry): reconnect instead.
     reconnect_after_error = True
@@ -40,6 +41,16 @@ class GreenplumEngine(Engine):
     def is_transient(self, exc):
         message = str(getattr(exc, "message", "") or exc)
         return any(text in message for text in self.SEGMENT_LOST)
+
+    async def write(self, conn, name, *args):
+        """The statement calls a SECURITY DEFINER function that checks the caller (row_security.sql).
+        Such a function pins search_path, and Greenplum 6.24 then loses the distributed transaction
+        of a write made outside an explicit transaction block (measured: "Distributed transaction
+        ... not found" from a segment): the call runs inside one."""
+        if conn.is_in_transaction():
+            return await conn.fetchval(self.template(name), *args)
+        async with conn.transaction():
+            return await conn.fetchval(self.template(name), *args)
 
     def cached_filter(self, pack_id, segment):
         # per row, on the segment: an InitPlan would run on the coordinator and ask its cache
@@ -109,7 +120,8 @@ class GreenplumEngine(Engine):
         row = await conn.fetchrow(statements["hop"], state, params)
         if row is None:
             return None
-        await conn.fetchval(statements["record"], run_id, model_id, epoch, last_of_epoch, *row.values())
+        async with conn.transaction():  # see write()
+            await conn.fetchval(statements["record"], run_id, model_id, epoch, last_of_epoch, *row.values())
         return row
 
     async def prepare_scoring(self, conn, spec: ScoreSpec, state, params):

@@ -6,6 +6,8 @@
 CREATE EXTENSION IF NOT EXISTS plpython3u;
 CREATE SCHEMA IF NOT EXISTS ctq;
 CREATE SCHEMA IF NOT EXISTS ctq_data;   -- packed training buffers, one table per (source, settings)
+-- the run and pack tables are created in the engine's catalog schema (catalog_schema.sql)
+{{catalog_layout}}
 
 CREATE TABLE IF NOT EXISTS ctq.meta (
     key   text PRIMARY KEY,
@@ -20,7 +22,7 @@ CREATE TABLE IF NOT EXISTS ctq.server_code (
     installed_at timestamptz NOT NULL DEFAULT now()
 ) {{distributed_replicated}};
 
-CREATE TABLE IF NOT EXISTS ctq.packs (
+CREATE TABLE IF NOT EXISTS {{catalog}}.packs (
     pack_id            text PRIMARY KEY,
     source_table       text NOT NULL,
     source_fingerprint text NOT NULL,
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS ctq.packs (
     packed_by          text NOT NULL DEFAULT current_user
 ) {{distributed_by_pack}};
 
-CREATE TABLE IF NOT EXISTS ctq.runs (
+CREATE TABLE IF NOT EXISTS {{catalog}}.runs (
     run_id             bigserial PRIMARY KEY,
     name               text NOT NULL,
     status             text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'interrupted')),
@@ -44,7 +46,7 @@ CREATE TABLE IF NOT EXISTS ctq.runs (
     config             jsonb NOT NULL,
     config_fingerprint text NOT NULL,
     source_table       text NOT NULL,
-    pack_id            text NOT NULL REFERENCES ctq.packs,
+    pack_id            text NOT NULL REFERENCES {{catalog}}.packs,
     segments           int NOT NULL,
     epochs             int NOT NULL,
     metric             text NOT NULL,
@@ -59,8 +61,8 @@ CREATE TABLE IF NOT EXISTS ctq.runs (
     shared_with        text[] NOT NULL DEFAULT '{}'   -- roles whose members may read the run (ctq share)
 ) {{distributed_by_run}};
 
-CREATE TABLE IF NOT EXISTS ctq.models (
-    run_id          bigint NOT NULL REFERENCES ctq.runs ON DELETE CASCADE,
+CREATE TABLE IF NOT EXISTS {{catalog}}.models (
+    run_id          bigint NOT NULL REFERENCES {{catalog}}.runs ON DELETE CASCADE,
     model_id        int NOT NULL,
     name            text NOT NULL,
     architecture    jsonb NOT NULL,
@@ -79,11 +81,11 @@ CREATE TABLE IF NOT EXISTS ctq.models (
     PRIMARY KEY (run_id, model_id)
 ) {{distributed_by_run}};
 -- float32 state does not compress; not trying saves about a millisecond per hop
-ALTER TABLE ctq.models ALTER COLUMN state SET STORAGE EXTERNAL;
+ALTER TABLE {{catalog}}.models ALTER COLUMN state SET STORAGE EXTERNAL;
 
 -- The audit trail of MOP: one row per completed sub-epoch. The key makes every hop exactly-once;
 -- executed_on is the segment that reported running the hop, from inside the training function.
-CREATE TABLE IF NOT EXISTS ctq.hops (
+CREATE TABLE IF NOT EXISTS {{catalog}}.hops (
     run_id          bigint NOT NULL,
     model_id        int NOT NULL,
     epoch           int NOT NULL,
@@ -96,10 +98,10 @@ CREATE TABLE IF NOT EXISTS ctq.hops (
     metric          float8,
     executed_on     int,
     PRIMARY KEY (run_id, model_id, epoch, segment),
-    FOREIGN KEY (run_id, model_id) REFERENCES ctq.models ON DELETE CASCADE
+    FOREIGN KEY (run_id, model_id) REFERENCES {{catalog}}.models ON DELETE CASCADE
 ) {{distributed_by_run}};
 
-CREATE TABLE IF NOT EXISTS ctq.epochs (
+CREATE TABLE IF NOT EXISTS {{catalog}}.epochs (
     run_id       bigint NOT NULL,
     model_id     int NOT NULL,
     epoch        int NOT NULL,
@@ -109,13 +111,13 @@ CREATE TABLE IF NOT EXISTS ctq.epochs (
     val_metric   float8,
     finished_at  timestamptz NOT NULL,
     PRIMARY KEY (run_id, model_id, epoch),
-    FOREIGN KEY (run_id, model_id) REFERENCES ctq.models ON DELETE CASCADE
+    FOREIGN KEY (run_id, model_id) REFERENCES {{catalog}}.models ON DELETE CASCADE
 ) {{distributed_by_run}};
 
 -- Early-stopping decisions of a search (ASHA, ctq/search.py): one per model and rung, numbered in
 -- the order they were made (seq, per run), which a resume replays to rebuild the search's state.
 -- value: the run's metric after `epoch` epochs; decision: promote (trains on) or stop (never again).
-CREATE TABLE IF NOT EXISTS ctq.decisions (
+CREATE TABLE IF NOT EXISTS {{catalog}}.decisions (
     run_id     bigint NOT NULL,
     model_id   int NOT NULL,
     rung       int NOT NULL,
@@ -127,7 +129,7 @@ CREATE TABLE IF NOT EXISTS ctq.decisions (
     reason     text NOT NULL,
     decided_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, model_id, rung),
-    FOREIGN KEY (run_id, model_id) REFERENCES ctq.models ON DELETE CASCADE
+    FOREIGN KEY (run_id, model_id) REFERENCES {{catalog}}.models ON DELETE CASCADE
 ) {{distributed_by_run}};
 
 {{upgrade}}
@@ -149,6 +151,14 @@ LANGUAGE sql STABLE AS $fn$
 SELECT p_run_by = current_user OR pg_has_role(current_user, 'ctq_admin', 'MEMBER')
 $fn$;
 
+-- Whether the caller may SELECT a pack's source (false for a pack recorded without its source).
+CREATE OR REPLACE FUNCTION ctq.can_read_source(p_schema text, p_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $fn$
+SELECT coalesce((SELECT has_table_privilege(c.oid, 'SELECT')
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = p_schema AND c.relname = p_name), false)
+$fn$;
+
 -- The leaderboard of every run, ranked by the run's own metric.
 -- Ties on the score (common on imbalanced data: several models at the majority share) are broken by
 -- the validation loss, then the training loss, so the better-calibrated model ranks first.
@@ -163,12 +173,13 @@ FROM (
                 WHEN r.metric = 'loss' THEN m.train_loss
                 WHEN r.metric LIKE 'val%' THEN m.val_metric  -- val_accuracy, val_auc, val_f1, val_mae...
                 ELSE m.train_metric END AS score
-    FROM ctq.models m JOIN ctq.runs r USING (run_id)
+    FROM {{catalog}}.models m JOIN {{catalog}}.runs r USING (run_id)
     -- a view reads its tables with its owner's rights (row-level security does not apply to the
     -- installer): the view filters on its reader itself, as the policies do (row_security.sql)
     WHERE ctq.can_read_run(r.run_by, r.shared_with)
 ) s;
 
+{{catalog_views}}
 {{views}}
 
 -- In-database functions. Each PL/Python one starts with the bootstrap (bootstrap.py) that loads
@@ -260,22 +271,22 @@ BEGIN
         RAISE EXCEPTION 'hop of model % sent to segment % ran on segment %', p_model, p_segment, r.executed_on
             USING ERRCODE = 'CTQ02';
     END IF;
-    INSERT INTO ctq.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
+    INSERT INTO {{catalog}}.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
                           metric, executed_on)
     VALUES (p_run, p_model, p_epoch, p_segment, r.hop_started, r.hop_finished, r.compute_seconds, r.rows, r.loss,
             r.metric, r.executed_on);
     IF p_last THEN
         SELECT sum(h.rows), sum(h.loss * h.rows), sum(h.metric * h.rows) INTO n, loss_sum, metric_sum
-        FROM ctq.hops h WHERE h.run_id = p_run AND h.model_id = p_model AND h.epoch = p_epoch AND h.loss IS NOT NULL;
-        INSERT INTO ctq.epochs (run_id, model_id, epoch, train_loss, train_metric, val_loss, val_metric, finished_at)
+        FROM {{catalog}}.hops h WHERE h.run_id = p_run AND h.model_id = p_model AND h.epoch = p_epoch AND h.loss IS NOT NULL;
+        INSERT INTO {{catalog}}.epochs (run_id, model_id, epoch, train_loss, train_metric, val_loss, val_metric, finished_at)
         VALUES (p_run, p_model, p_epoch, loss_sum / nullif(n, 0), metric_sum / nullif(n, 0), r.val_loss,
                 r.val_metric, r.hop_finished);
-        UPDATE ctq.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished,
+        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished,
                epochs_done = p_epoch + 1, train_loss = loss_sum / nullif(n, 0),
                train_metric = metric_sum / nullif(n, 0), val_loss = r.val_loss, val_metric = r.val_metric
         WHERE run_id = p_run AND model_id = p_model;
     ELSE
-        UPDATE ctq.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished
+        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished
         WHERE run_id = p_run AND model_id = p_model;
     END IF;
     RETURN 1;

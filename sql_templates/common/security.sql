@@ -37,15 +37,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.runs, ctq.models, ctq.hops, ctq.epoc
 GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.decisions TO ctq_admin;
 GRANT SELECT, INSERT ON ctq.packs TO ctq_admin;
 -- UPDATE too: Greenplum checks UPDATE (not USAGE) when a segment asks for the next run id
-GRANT USAGE, SELECT, UPDATE ON SEQUENCE ctq.runs_run_id_seq TO ctq_admin;
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE {{catalog}}.runs_run_id_seq TO ctq_admin;
 
--- Whether the caller may SELECT a pack's source (false for a pack recorded without its source).
-CREATE OR REPLACE FUNCTION ctq.can_read_source(p_schema text, p_name text) RETURNS boolean
-LANGUAGE sql STABLE AS $fn$
-SELECT coalesce((SELECT has_table_privilege(c.oid, 'SELECT')
-                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = p_schema AND c.relname = p_name), false)
-$fn$;
 GRANT EXECUTE ON FUNCTION ctq.can_read_source(text, text) TO ctq_user;
 
 -- Reusing a pack that someone else packed: the pack table belongs to whoever packed it, and nobody
@@ -60,7 +53,7 @@ BEGIN
     IF p_pack_id IS NULL OR p_pack_id !~ '^[0-9a-f]{16}$' THEN
         RAISE EXCEPTION 'ctq.use_pack: invalid pack id' USING ERRCODE = '22023';
     END IF;
-    SELECT p.source_schema, p.source_name INTO src_schema, src_name FROM ctq.packs p WHERE p.pack_id = p_pack_id;
+    SELECT p.source_schema, p.source_name INTO src_schema, src_name FROM {{catalog}}.packs p WHERE p.pack_id = p_pack_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'ctq.use_pack: no pack %', p_pack_id USING ERRCODE = '22023';
     END IF;

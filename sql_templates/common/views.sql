@@ -10,9 +10,9 @@ ALTER VIEW ctq.leaderboard SET (security_barrier = true);
 CREATE OR REPLACE VIEW ctq.learning_curves WITH (security_barrier = true) AS
 SELECT e.run_id, e.model_id, m.name AS model, m.status, e.epoch + 1 AS epoch, e.train_loss, e.train_metric,
        e.val_loss, e.val_metric, r.metric, e.finished_at
-FROM ctq.epochs e
-JOIN ctq.models m ON m.run_id = e.run_id AND m.model_id = e.model_id
-JOIN ctq.runs r ON r.run_id = e.run_id
+FROM {{catalog}}.epochs e
+JOIN {{catalog}}.models m ON m.run_id = e.run_id AND m.model_id = e.model_id
+JOIN {{catalog}}.runs r ON r.run_id = e.run_id
 WHERE ctq.can_read_run(r.run_by, r.shared_with);
 
 -- One row per segment of a run: its hops, the seconds it spent in them (measured in the server,
@@ -25,9 +25,9 @@ SELECT h.run_id, h.segment, count(*) AS hops,
        sum(h.compute_seconds)::float8 AS compute_seconds,
        s.span_seconds,
        (sum(extract(epoch FROM h.finished_at - h.started_at)) / nullif(s.span_seconds, 0))::float8 AS utilization
-FROM ctq.hops h
-JOIN ctq.runs r ON r.run_id = h.run_id
+FROM {{catalog}}.hops h
+JOIN {{catalog}}.runs r ON r.run_id = h.run_id
 JOIN (SELECT run_id, extract(epoch FROM max(finished_at) - min(started_at))::float8 AS span_seconds
-      FROM ctq.hops GROUP BY run_id) s ON s.run_id = h.run_id
+      FROM {{catalog}}.hops GROUP BY run_id) s ON s.run_id = h.run_id
 WHERE ctq.can_read_run(r.run_by, r.shared_with)
 GROUP BY h.run_id, h.segment, s.span_seconds;

@@ -1,0 +1,1 @@
+-- PostgreSQL: the run and pack tables live in schema ctq, kept apart by row-level security (row_security.sql).

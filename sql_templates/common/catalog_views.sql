@@ -1,0 +1,1 @@
+-- PostgreSQL: analysts read the tables themselves, under row-level security (row_security.sql).

@@ -1,0 +1,1 @@
+ctq_catalog

@@ -1,0 +1,1 @@
+SELECT ctq.heartbeat($1);
