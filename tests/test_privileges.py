@@ -161,6 +161,11 @@ async def test_analyst_without_select_on_the_source_is_refused_before_anything_i
             await carol.fetchval("SELECT ctq.use_pack($1)", pack_id)
     finally:
         await carol.close()
+    # ctq packs as carol: alice's pack is not hers to see, nor an "orphaned" table (its row exists)
+    proc = world["cli"]("packs", "--json", role="ctq_carol")
+    assert proc.returncode == 0, proc.stderr
+    listing = json.loads(proc.stdout)
+    assert pack_id not in {p["pack_id"] for p in listing["packs"] + listing["orphans"]}, listing
 
 
 async def test_a_role_without_ctq_user_gets_one_line_and_the_fix(world, dsn, conn):

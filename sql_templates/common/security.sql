@@ -77,3 +77,13 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION ctq.use_pack(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.use_pack(text) TO ctq_user;
+
+-- Whether a pack table has its catalog row, whoever may read that row: `ctq packs` must not call
+-- the pack of a source the caller cannot read "orphaned" (row-level security, or the Greenplum
+-- view, hides its row). It tells only that a pack id is catalogued: pack tables are in pg_class.
+CREATE OR REPLACE FUNCTION ctq.pack_is_catalogued(p_pack_id text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+    SELECT EXISTS (SELECT 1 FROM {{catalog}}.packs p WHERE p.pack_id = p_pack_id)
+$fn$;
+REVOKE ALL ON FUNCTION ctq.pack_is_catalogued(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ctq.pack_is_catalogued(text) TO ctq_user;
