@@ -286,16 +286,35 @@ def metric_name(task: str, metric: str | None = None) -> str:
 
 
 def make_metric(task: str, metric: str | None, n_outputs: int):
-    """The Keras metric compiled into a model (see metric_name)."""
+    """The Keras metric compiled into a model (see metric_name), over the rows a sample weight
+    marks as real: training pads its last batch with rows of weight 0 (see :func:`padded`), which
+    must count for nothing, and a class weight must not weigh the metric (Keras weighs only the
+    loss by it). Compiled as a weighted metric, so that Keras passes it the sample weights."""
     name = metric_name(task, metric)
-    if name in ("accuracy", "mae"):
-        return name
     if not _METRIC_CLASSES:
         keras = import_keras()
         ops = keras.ops
 
         def one_hot(y_true, n):
             return ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), n)
+
+        def real_rows(sample_weight):
+            """1 for a row of positive weight, 0 for a padding row; None stays None."""
+            return None if sample_weight is None else ops.cast(ops.greater(sample_weight, 0), "float32")
+
+        class Accuracy(keras.metrics.SparseCategoricalAccuracy):
+            def __init__(self):
+                super().__init__(name="accuracy")
+
+            def update_state(self, y_true, y_pred, sample_weight=None):
+                return super().update_state(y_true, y_pred, real_rows(sample_weight))
+
+        class MeanAbsoluteError(keras.metrics.MeanAbsoluteError):
+            def __init__(self):
+                super().__init__(name="mae")
+
+            def update_state(self, y_true, y_pred, sample_weight=None):
+                return super().update_state(y_true, y_pred, real_rows(sample_weight))
 
         class SparseAUC(keras.metrics.AUC):
             """Keras's AUC on sparse class indices: one-vs-rest per class, macro average."""
@@ -305,7 +324,7 @@ def make_metric(task: str, metric: str | None, n_outputs: int):
                 self.n_classes = n_classes
 
             def update_state(self, y_true, y_pred, sample_weight=None):
-                return super().update_state(one_hot(y_true, self.n_classes), y_pred, sample_weight)
+                return super().update_state(one_hot(y_true, self.n_classes), y_pred, real_rows(sample_weight))
 
         class ClassScore(keras.metrics.FBetaScore):
             """Precision, recall or F1 from Keras's per-class counts (FBetaScore's true/false
@@ -316,7 +335,7 @@ def make_metric(task: str, metric: str | None, n_outputs: int):
                 self.kind, self.n_classes = kind, n_classes
 
             def update_state(self, y_true, y_pred, sample_weight=None):
-                return super().update_state(one_hot(y_true, self.n_classes), y_pred, sample_weight)
+                return super().update_state(one_hot(y_true, self.n_classes), y_pred, real_rows(sample_weight))
 
             def result(self):
                 eps = keras.backend.epsilon()
@@ -326,7 +345,9 @@ def make_metric(task: str, metric: str | None, n_outputs: int):
                          "f1": 2 * precision * recall / (precision + recall + eps)}[self.kind]
                 return value[1] if self.n_classes == 2 else ops.mean(value)
 
-        _METRIC_CLASSES.update(auc=SparseAUC, score=ClassScore)
+        _METRIC_CLASSES.update(accuracy=Accuracy, mae=MeanAbsoluteError, auc=SparseAUC, score=ClassScore)
+    if name in ("accuracy", "mae"):
+        return _METRIC_CLASSES[name]()
     if name == "auc":
         return _METRIC_CLASSES["auc"](n_outputs)
     return _METRIC_CLASSES["score"](name, n_outputs)
@@ -334,7 +355,7 @@ def make_metric(task: str, metric: str | None, n_outputs: int):
 
 def compile_model(model, hyper: dict, task: str, metric: str | None = None, n_outputs: int = 1):
     loss = "sparse_categorical_crossentropy" if task == "classification" else "mse"
-    model.compile(optimizer=make_optimizer(hyper), loss=loss, metrics=[make_metric(task, metric, n_outputs)])
+    model.compile(optimizer=make_optimizer(hyper), loss=loss, weighted_metrics=[make_metric(task, metric, n_outputs)])
     model.optimizer.build(model.trainable_variables)
     return model
 
@@ -679,13 +700,17 @@ def padded(x, y, batch: int, class_weights=None):
 
 def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_weights=None, metric=None):
     """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows.
-    With class weights, the training loss and metric are the weighted ones (as Keras reports them)."""
+    Both are over the real rows, as Keras reports a pass over (x, y) without padding: Keras's loss
+    is sum(weight x loss) / rows seen, padding rows included, so it is rescaled to the real rows;
+    the metric counts the real rows only (:func:`make_metric`). With class weights the loss is the
+    weighted one and the metric is not weighted, as Keras reports them."""
     if not len(x):
         return None, None
     xp, yp, weights = padded(x, y, batch, class_weights)
     history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                         callbacks=[callback])
-    loss, value = float(history.history["loss"][-1]), float(history.history[metric_name(task, metric)][-1])
+    loss = float(history.history["loss"][-1]) * len(xp) / len(x)
+    value = float(history.history[metric_name(task, metric)][-1])
     if not np.isfinite(loss):
         raise FloatingPointError(f"training diverged: loss is {loss}")
     return in_target_units(loss, value, task, stats)
