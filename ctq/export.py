@@ -42,12 +42,15 @@ def keras_model(model: TrainedModel):
     shape = indb.input_shape(stats)
     trained = indb.CompiledModel(model.architecture, model.hyperparameters, shape, outputs, model.task)
     trained.load(indb.decode_state(model.state))
+    # the file holds the weights only, uncompiled: no training settings (ctq's metric classes) in it
+    plain = indb.build_model(model.architecture, shape, outputs, model.task)
+    plain.set_weights(trained.model.get_weights())
     inputs = keras.Input((width,), name="features")
     std = np.asarray(stats["std"], np.float64)
     x = keras.layers.Normalization(mean=list(stats["mean"]), variance=list(std * std), name="ctq_normalization")(inputs)
     if shape != (width,):  # an array feature the model takes reshaped (feature_shape, e.g. an image)
         x = keras.layers.Reshape(shape, name="ctq_feature_shape")(x)
-    y = trained.model(x)
+    y = plain(x)
     if model.task == "regression":
         y = keras.layers.Rescaling(scale=float(stats.get("target_std") or 1.0),
                                    offset=float(stats.get("target_mean") or 0.0), name="ctq_target_units")(y)

@@ -329,12 +329,12 @@ async def _release_stage(conn: asyncpg.Connection, table: str) -> None:
         await conn.execute("SELECT pg_advisory_unlock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table)
 
 
-async def drop_abandoned_stages(conn: asyncpg.Connection, schema: str | None) -> list[str]:
-    """Drop the staging tables (``abandoned_stages.sql``: in ``schema`` and ctq_data) that the caller
-    owns and whose writer is gone: their advisory lock is free. Returns the tables dropped; a
-    table another session is writing is left (its lock is held)."""
+async def drop_abandoned_stages(conn: asyncpg.Connection) -> list[str]:
+    """Drop the staging tables (``abandoned_stages.sql``) that the caller owns and whose writer is
+    gone: their advisory lock is free. Returns the tables dropped; a table another session is
+    writing is left (its lock is held)."""
     dropped = []
-    for row in await conn.fetch(template("abandoned_stages.sql"), schema):
+    for row in await conn.fetch(template("abandoned_stages.sql")):
         table = qualified(row["schema"], row["name"])
         if await conn.fetchval("SELECT pg_try_advisory_lock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table):
             try:
@@ -376,7 +376,7 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     id_sql = "t." + quote_ident(id_col["name"])
     rows = await _check_rows(conn, source, model, id_sql=id_sql, label_category=None)
     n_classes = len(model.stats["class_values"] or ()) if model.task == "classification" else 0
-    await drop_abandoned_stages(conn, dest_schema)
+    await drop_abandoned_stages(conn)
     staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
     spec = ScoreSpec(source=source.sql, is_table=source.is_table, id=id_sql, id_type=id_col["type"],
                      x_bytes=feature_bytes_sql(model.features, model.stats), y_bytes="NULL::bytea",
@@ -434,7 +434,7 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
     _check_features(model, source)
     category = _label_category(model, source)
     rows = await _check_rows(conn, source, model, id_sql="NULL::int", label_category=category)
-    await drop_abandoned_stages(conn, None)
+    await drop_abandoned_stages(conn)
     spec = ScoreSpec(source=source.sql, is_table=source.is_table, id="NULL::int", id_type="int",
                      x_bytes=feature_bytes_sql(model.features, model.stats),
                      y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats["class_values"]),

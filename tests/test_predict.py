@@ -140,8 +140,12 @@ async def test_evaluate_matches_a_standalone_computation(runs, exported, dsn, ct
 
     keras = import_keras()
     _, x, labels, target = await holdout(conn)
+    # a predict killed with -9 left its staging table in another schema: evaluate drops it too
+    await conn.execute("CREATE SCHEMA IF NOT EXISTS scratch; "
+                       "CREATE TABLE scratch.ctq_predict_00000000000000cc (id int8, prediction text)")
     proc = cli(dsn, ctq_home, "evaluate", str(runs["classification"]), "--table", "public.pred_holdout", "--json")
     assert proc.returncode == 0, proc.stderr
+    assert await conn.fetchval("SELECT to_regclass('scratch.ctq_predict_00000000000000cc')") is None
     got = json.loads(proc.stdout)
     y = np.array([CLASSES.index(v) for v in labels])
     probs = exported["classification"].predict(x, verbose=0)
