@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass
 
@@ -48,10 +49,34 @@ async def connect(dsn: str):
         yield conn
     except asyncpg.exceptions.InsufficientPrivilegeError as exc:  # 42501, row-level security included
         user = conn._params.user if hasattr(conn, "_params") else "ROLE"
-        raise PermissionDenied(f"permission denied ({' '.join(str(exc).split())}); "
-                               f"ask an administrator to run: ctq grant {user}") from exc
+        message = " ".join(str(exc).split())
+        raise PermissionDenied(f"permission denied ({message}); {privilege_hint(message, user)}") from exc
     finally:
         await conn.close()
+
+
+CTQ_SCHEMAS = ("ctq", "ctq_data", "ctq_catalog")
+CTQ_RELATIONS = re.compile(r"(runs|models|hops|epochs|decisions|packs|meta|server_code|leaderboard|learning_curves|"
+                           r"segment_utilization|runs_run_id_seq|pack_[0-9a-f]{16}|score_[0-9a-f]{16})")
+
+
+def privilege_hint(message: str, user: str) -> str:
+    """The fix for a missing privilege, from the server's message: ``ctq grant`` for ctq's own
+    objects (or row-level security), else the GRANT the object's owner can give. PostgreSQL names
+    a table without its schema, so one is ctq's when its name is one of ctq's."""
+    found = re.search(r"permission denied for (schema|table|relation|view|sequence) (\S+)", message)
+    if found is None:
+        return f"ask an administrator to run: ctq grant {user}"
+    schema, _, name = found[2].replace('"', "").rpartition(".")
+    if (found[1] == "schema" and name in CTQ_SCHEMAS) or (found[1] != "schema" and (
+            schema in CTQ_SCHEMAS or (not schema and CTQ_RELATIONS.fullmatch(name)))):
+        return f"ask an administrator to run: ctq grant {user}"
+    kind, name = found[1], found[2]
+    if kind == "schema":
+        return (f"ask its owner or an administrator for: GRANT USAGE ON SCHEMA {name} TO {user} (to read in it) "
+                f"or GRANT CREATE ON SCHEMA {name} TO {user} (to create tables in it)")
+    return (f"ask its owner or an administrator for the privilege on {name} "
+            f"(to read it: GRANT SELECT ON {name} TO {user})")
 
 
 @dataclass

@@ -366,6 +366,11 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", dest_schema):
         raise UsageError(f"--out {out}: schema {dest_schema!r} does not exist; create it first "
                          f"(CREATE SCHEMA {quote_ident(dest_schema)}) or name another")
+    if not await conn.fetchval("SELECT has_schema_privilege($1, 'CREATE')", dest_schema):
+        user = await conn.fetchval("SELECT current_user")
+        raise PermissionDenied(f"--out {out}: role {user} may not create tables in schema {dest_schema}; ask its "
+                               f"owner or an administrator for: GRANT CREATE ON SCHEMA {quote_ident(dest_schema)} "
+                               f"TO {quote_ident(user)}")
     existing = await _find_relation(conn, dest_schema, dest_name)
     if existing is not None and existing["oid"] == source.oid:
         raise UsageError(f"--out {out}: is the table to score (--table); write the predictions elsewhere")

@@ -351,8 +351,28 @@ async def test_analyst_predicts_with_its_own_run_and_nobody_else_can(world, conn
     await conn.execute("GRANT SELECT ON public.priv_score TO ctq_alice, ctq_bob")
     await conn.execute("CREATE SCHEMA IF NOT EXISTS ctq_alice_out AUTHORIZATION ctq_alice")
     args = ("predict", run_id, "--table", "public.priv_score", "--id-column", "id", "--out", "ctq_alice_out.scored")
+    # into a schema she may not create tables in: the grant that is missing, not "ctq grant"
+    await conn.execute("CREATE SCHEMA IF NOT EXISTS ctq_closed")
+    proc = world["cli"](*args[:-1], "ctq_closed.scored", role="ctq_alice")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert 'GRANT CREATE ON SCHEMA "ctq_closed" TO "ctq_alice"' in proc.stderr and "ctq grant" not in proc.stderr
     proc = world["cli"](*args, role="ctq_alice")
     assert proc.returncode == 0, proc.stderr
     assert await conn.fetchval("SELECT count(*) FROM ctq_alice_out.scored") == 300
     proc = world["cli"](*args, "--replace", role="ctq_bob")
     assert proc.returncode == 2 and f"no run with id {run_id}" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("message, hint", [
+    ("permission denied for schema ctq", "ctq grant alice"),
+    ("permission denied for table runs", "ctq grant alice"),  # row-level security on ctq's own tables
+    ("permission denied for table ctq_data.pack_0123456789abcdef", "ctq grant alice"),
+    ("new row violates row-level security policy for table \"hops\"", "ctq grant alice"),
+    ("permission denied for schema sales", "GRANT CREATE ON SCHEMA sales TO alice"),
+    ("permission denied for table sales.orders", "GRANT SELECT ON sales.orders TO alice"),
+    ("permission denied for table orders", "GRANT SELECT ON orders TO alice"),
+])
+async def test_a_missing_privilege_names_its_fix(message, hint):
+    from ctq.api import privilege_hint
+
+    assert hint in privilege_hint(message, "alice")
