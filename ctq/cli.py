@@ -442,6 +442,10 @@ def _print_leaderboard(rows: list[dict], title: str) -> None:
         table.add_row(str(r["rank"]), r["name"], f(r["score"]), r["status"], str(r["epochs_done"]),
                       *(f(r[keys[col]]) for col in extra))
     console.print(table)
+    for r in rows:  # why a model failed (a stopped model's reason: --json, ctq report, ctq.decisions)
+        if r["status"] == "failed" and r.get("message"):
+            console.print(f"model {r['model_id']} ({r['name']}) failed: {r['message']}", markup=False,
+                          highlight=False)
 
 
 # ------------------------------------------------------------------------------- runs, models

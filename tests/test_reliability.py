@@ -237,6 +237,12 @@ async def test_a_diverging_model_fails_alone(conn, tmp_path, run_cli):
     assert statuses == {1: "succeeded", 2: "failed"}
     assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND model_id = 1",
                                result["run_id"]) == 4
+    # ctq models says why, under the leaderboard; --json has each model's message
+    shown = run_cli("models", str(result["run_id"]))
+    assert shown.returncode == 0 and "model 2 (lin/sgd/lr=1e+12/bs=20) failed:" in shown.stdout, shown.stdout
+    assert "diverged" in shown.stdout
+    board = {r["model_id"]: r for r in json.loads(run_cli("models", str(result["run_id"]), "--json").stdout)}
+    assert "diverged" in board[2]["message"] and board[1]["message"] is None
 
 
 async def test_segments_over_their_memory_budget_stream_their_data(tmp_path, run_cli, conn):

@@ -299,6 +299,7 @@ async def test_asha_stops_models_at_the_rung_and_the_best_reaches_max_epochs(ash
     assert best["model_id"] not in stopped and best["epochs_done"] == 3
     board = {row["model_id"]: row for row in result.leaderboard}
     assert all(board[m]["status"] == "stopped" and board[m]["score"] is not None for m in stopped)
+    assert all(board[m]["message"].startswith("stopped by ASHA after epoch 1: rank ") for m in stopped)
 
 
 @on_the_server

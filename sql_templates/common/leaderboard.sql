@@ -1,5 +1,7 @@
-SELECT rank, model_id, name, status, epochs_done, hyperparameters, train_loss, train_metric, val_loss, val_metric,
-       metric, score
-FROM ctq.leaderboard
-WHERE run_id = $1
-ORDER BY rank, model_id;
+-- A run's leaderboard, with each model's message (why it failed, or why the search stopped it).
+SELECT l.rank, l.model_id, l.name, l.status, l.epochs_done, l.hyperparameters, l.train_loss, l.train_metric,
+       l.val_loss, l.val_metric, l.metric, l.score, m.message
+FROM ctq.leaderboard l
+JOIN ctq.models m ON m.run_id = l.run_id AND m.model_id = l.model_id
+WHERE l.run_id = $1
+ORDER BY l.rank, l.model_id;
