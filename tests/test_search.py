@@ -303,6 +303,13 @@ async def test_asha_stops_models_at_the_rung_and_the_best_reaches_max_epochs(ash
 
 
 @on_the_server
+async def test_simulate_refuses_to_replay_a_run_that_stopped_models_early(asha_run, run_cli):
+    proc = run_cli("simulate", "--replay", str(asha_run[1].run_id))
+    assert proc.returncode == 2 and "stopped" in proc.stderr and "early" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@on_the_server
 async def test_report_lists_the_decisions_as_the_catalog_records_them(asha_run, conn):
     from test_report import Doc, close
 
