@@ -483,10 +483,14 @@ def _describe(value: Any) -> str:
 
 
 def _suggest(word: Any, choices: tuple[str, ...] | list[str]) -> str:
+    """A "did you mean" for a word not among ``choices``: the one choice it abbreviates (val_acc:
+    val_accuracy, not the closer-spelled val_auc), else the closest spelling (difflib)."""
     if not isinstance(word, str):
         return ""
     lowered = {c.lower(): c for c in choices}
-    match = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    extending = [c for c in lowered if word and c.startswith(word.lower())]
+    match = extending if len(extending) == 1 else difflib.get_close_matches(word.lower(), list(lowered), n=1,
+                                                                            cutoff=0.6)
     return f" (did you mean '{lowered[match[0]]}'?)" if match else ""
 
 

@@ -329,7 +329,7 @@ BAD_CASES = [
     ("grid-too-large", _set("search.space.batch_size", list(range(1, 3000))), ["search.space", "limit is 10000"]),
     ("accuracy-with-regression", _set("data.task", "regression"), ["metric", "val_accuracy", "classification"]),
     ("mae-with-classification", _set("metric", "mae"), ["metric", "regression"]),
-    ("unknown-metric", _set("metric", "val_acc"), ["metric", "val_accuracy"]),
+    ("unknown-metric", _set("metric", "val_acc"), ["metric", "did you mean 'val_accuracy'?"]),
     ("keras-json-missing", _set("models[1].keras_json", "models/nope.json"),
      ["models[1].keras_json", "file not found", "nope.json"]),
     ("keras-json-directory", _set("models[1].keras_json", "models"), ["models[1].keras_json", "directory"]),
