@@ -722,14 +722,15 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
 
 
 @main.command()
-@click.option("--models", default=48, show_default=True, help="Number of models M (synthetic grid).")
+@click.option("--models", default=48, show_default=True, type=click.IntRange(min=1),
+              help="Number of models M (synthetic grid).")
 @click.option("--segments", default="2,4,6,8", show_default=True, help="Segment counts S, comma-separated.")
-@click.option("--p-fast", default=0.8, show_default=True,
+@click.option("--p-fast", default=0.8, show_default=True, type=click.FloatRange(0, 1),
               help="Probability that a model is fast (each model is drawn independently with --seed); "
                    "the others are slow.")
 
 
-@click.option("--slow-ratio", default=8.0, show_default=True,
+@click.option("--slow-ratio", default=8.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="L: a slow model's sub-epoch takes L times a fast one's.")
 
 
@@ -738,8 +739,10 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
                    "as fast; needs a single --segments value.")
 
 
-@click.option("--epochs", default=1, show_default=True, help="Epochs (synthetic grid; --replay uses the run's).")
-@click.option("--seed", default=0, show_default=True, help="Seeds the model draw and the schedules' choices.")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Epochs (synthetic grid; --replay uses the run's).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seeds the model draw and the schedules' choices.")
 @click.option("--replay", "replay_run", type=int, default=None,
               help="Use the measured hop times (seconds) of a finished run instead of a synthetic grid.")
 
@@ -773,6 +776,8 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
     speeds = _number_list(segment_speed)
     if speeds is not None and len(seg_list) != 1:
         raise UsageError("--segment-speed needs exactly one --segments value")
+    if speeds is not None and (len(speeds) != seg_list[0] or not all(0 < v < float("inf") for v in speeds)):
+        raise UsageError(f"--segment-speed needs {seg_list[0]} positive numbers, one per segment, got {segment_speed!r}")
     try:
         if replay_run is not None:
             hops, run_epochs = run_async(api.hop_durations(resolve_dsn(dsn), replay_run))

@@ -121,6 +121,19 @@ async def test_simulate_refuses_options_replay_ignores(run_cli):
     assert proc.returncode == 2 and "--models, --epochs" in proc.stderr
 
 
+@pytest.mark.parametrize("args, words", [
+    (("--p-fast", "1.5"), "--p-fast"),
+    (("--slow-ratio", "0"), "--slow-ratio"),
+    (("--models", "0"), "--models"),
+    (("--seed", "-1"), "--seed"),
+    (("--segments", "2", "--segment-speed", "1,-1"), "--segment-speed needs 2 positive numbers"),
+    (("--segments", "3", "--segment-speed", "1,1"), "--segment-speed needs 3 positive numbers"),
+])
+async def test_simulate_names_the_option_that_is_wrong(run_cli, args, words):
+    proc = run_cli("simulate", *args)
+    assert proc.returncode == 2 and words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 async def test_resume_without_a_run_is_a_usage_error(run_cli):
     proc = run_cli("train", "--resume")
     assert proc.returncode == 2
