@@ -8,6 +8,7 @@ matters. Deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -31,6 +32,8 @@ def main() -> None:
     parser.add_argument("--out", default="-")
     args = parser.parse_args()
     x, y = make(args.rows, args.seed)
+    if args.out != "-" and os.path.dirname(args.out):
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)  # as `make demo` does for examples/data
     out = sys.stdout if args.out == "-" else open(args.out, "w")
     with out:
         out.write(",".join([f"f{i}" for i in range(1, 9)] + ["label"]) + "\n")
