@@ -182,7 +182,7 @@ async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_tabl
     ("classification", "f1", 3, None),
     ("regression", None, 1, None),
 ])
-def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, classes, class_weights):
+async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, classes, class_weights):
     """1,200 rows in batches of 512: the last batch is padded with 336 rows of weight 0. With a
     learning rate of 0 the weights do not move, so the pass's loss and metric must be what Keras's
     evaluate gives on the 1,200 real rows (the loss weighed by the class weights, the metric not)."""
