@@ -350,7 +350,7 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
 @click.option("--reproducible", is_flag=True, help="Same as --schedule mop-fixed.")
 @click.option("--scheduling", type=click.Choice(["cost", "random"]), default=None,
               help="MOP's choice among the models a free segment could take: cost (default, or the "
-                   "config's scheduling:): earliest epoch, then most estimated work left first, from "
+                   "config's scheduling:): most estimated work left first, from "
                    "the warm-up's timing and the observed hop durations; random: a seeded preference "
                    "(Cerebro's rule). MOP only.")
 @click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID]",

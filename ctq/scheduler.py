@@ -7,9 +7,8 @@ same rules can be unit-tested, resumed from the database's record of finished ho
 by :mod:`ctq.simulate` without a database.
 
 MOP has two rules for choosing among the eligible models when a segment frees up
-(``scheduling``): ``cost`` (the default) starts, among the models in the earliest epoch, the one
-with the most estimated work left, from the hop durations observed so far and, before a model's
-first hop, the warm-up's timing of it (longest remaining processing time first, LRPT: the classic
+(``scheduling``): ``cost`` (the default) starts the model with the most estimated work left, from
+the hop durations observed so far and, before a model's first hop, the warm-up's timing of it (longest remaining processing time first, LRPT: the classic
 rule against a tail in which one machine runs a long job while the others idle); ``random`` keeps
 a seeded per-segment preference list. Both break ties by that list.
 
@@ -289,9 +288,8 @@ class MopScheduler(Scheduler):
     one of its *eligible* models (not failed, not in flight, epochs left, segment not yet visited in
     the model's current epoch), by ``scheduling``:
 
-    * ``"cost"`` (default): models in an earlier epoch first, then the one with the most estimated
-      work left, its hops left times its estimated hop (longest remaining processing time first,
-      LRPT). A model's hop is estimated by its mean observed hop duration; before its first hop,
+    * ``"cost"`` (default): the model with the most estimated work left first, its hops left times
+      its estimated hop (longest remaining processing time first, LRPT), then the earlier epoch. A model's hop is estimated by its mean observed hop duration; before its first hop,
       by :meth:`expect`'s estimate (the warm-up times one training step of every model), scaled
       by how the timed models' observed hops compare with their own estimates; with neither, at
       the mean of the timed models, or all alike before any hop is timed. Models are served in
@@ -401,15 +399,15 @@ class MopScheduler(Scheduler):
         return picks
 
     def _select_by_cost(self, idle: list[int], free: list[int]) -> list[tuple[int, int]]:
-        """The cost-aware rule (class docstring): models in (epoch, most work left) order, each
-        on the idle segment it has not visited that has the most work left to host."""
+        """The cost-aware rule (class docstring): models in (most work left, epoch) order, each on
+        the idle segment it has not visited that has the most work left to host."""
         est = self._estimates()
         live = [m for m, e in enumerate(self._epoch) if e < self._epochs and m not in self._dropped]
         seg_work = {s: sum(est[m] * (self._epochs - self._epoch[m] - (s in self._visited[m])) for m in live)
                     for s in idle}
         picks = []
         first = idle[0]  # equal work (nothing timed or estimated yet): its seeded preference decides
-        for m in sorted(free, key=lambda m: (self._epoch[m], -est[m] * self._hops_left(m),
+        for m in sorted(free, key=lambda m: (-est[m] * self._hops_left(m), self._epoch[m],
                                              self._rank(self._epoch[m])[first][m])):
             segments = [s for s in idle if s not in self._visited[m]]
             if segments:
