@@ -15,18 +15,14 @@ WHERE ctq.can_read_source(p.source_schema, p.source_name)
 CREATE OR REPLACE VIEW ctq.runs WITH (security_barrier = true) AS
 SELECT * FROM ctq_catalog.runs r WHERE ctq.can_read_run(r.run_by, r.shared_with);
 
-CREATE OR REPLACE VIEW ctq.models WITH (security_barrier = true) AS
-SELECT * FROM ctq_catalog.models x WHERE EXISTS (
-    SELECT 1 FROM ctq_catalog.runs r WHERE r.run_id = x.run_id AND ctq.can_read_run(r.run_by, r.shared_with));
-
-CREATE OR REPLACE VIEW ctq.hops WITH (security_barrier = true) AS
-SELECT * FROM ctq_catalog.hops x WHERE EXISTS (
-    SELECT 1 FROM ctq_catalog.runs r WHERE r.run_id = x.run_id AND ctq.can_read_run(r.run_by, r.shared_with));
-
-CREATE OR REPLACE VIEW ctq.epochs WITH (security_barrier = true) AS
-SELECT * FROM ctq_catalog.epochs x WHERE EXISTS (
-    SELECT 1 FROM ctq_catalog.runs r WHERE r.run_id = x.run_id AND ctq.can_read_run(r.run_by, r.shared_with));
-
-CREATE OR REPLACE VIEW ctq.decisions WITH (security_barrier = true) AS
-SELECT * FROM ctq_catalog.decisions x WHERE EXISTS (
-    SELECT 1 FROM ctq_catalog.runs r WHERE r.run_id = x.run_id AND ctq.can_read_run(r.run_by, r.shared_with));
+-- the rest follows its run: read with it
+DO $views$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['models', 'hops', 'epochs', 'decisions'] LOOP
+        EXECUTE format('CREATE OR REPLACE VIEW ctq.%1$I WITH (security_barrier = true) AS '
+                       'SELECT * FROM ctq_catalog.%1$I x WHERE EXISTS (SELECT 1 FROM ctq_catalog.runs r '
+                       'WHERE r.run_id = x.run_id AND ctq.can_read_run(r.run_by, r.shared_with))', t);
+    END LOOP;
+END
+$views$;
