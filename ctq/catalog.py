@@ -321,7 +321,7 @@ async def warm_sources(conn, run_id: int, architectures: list[dict]) -> list[int
     """For each architecture spec, the model of run ``run_id`` to warm-start from: the best ranked
     (leaderboard) of that architecture with a trained state; None where the run has none."""
     specs = {m["model_id"]: json.loads(m["architecture"]) for m in await run_models(conn, run_id)}
-    trained = {r["model_id"] for r in await conn.fetch(
-        "SELECT model_id FROM ctq.models WHERE run_id = $1 AND state IS NOT NULL", run_id)}
+    engine = await detect(conn)
+    trained = {r["model_id"] for r in await conn.fetch(engine.template("trained_models.sql"), run_id)}
     ranked = [r["model_id"] for r in await conn.fetch(template("leaderboard.sql"), run_id) if r["model_id"] in trained]
     return [next((m for m in ranked if specs[m] == spec), None) for spec in architectures]

@@ -214,8 +214,8 @@ class Coordinator:
 
     def _params(self, segment: int, **values) -> str:
         """The JSON parameters of a targeted query (see indb.step_final)."""
-        return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"],
-                           "task": self.pack["settings"]["task"], "stats": self.stats,
+        return json.dumps({"engine": self.engine.name, "state_parts": self.engine.state_parts,
+                           "pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"], "stats": self.stats,
                            "cores": self.cores[segment], "stream": self.stream,
                            "class_weights": self.class_weights, "metric": self.metric.removeprefix("val_"),
                            **values})
@@ -263,13 +263,15 @@ class Coordinator:
             await asyncio.sleep(delay)
         conn = await self._segment_connection(hop.segment)
         model = self.models[hop.model_id]
-        first = self.warm and self.scheduler.progress(hop.model_id) == (0, 0)
+        epochs_done, visited = self.scheduler.progress(hop.model_id)
+        hops = epochs_done * self.segments + visited  # what the model's stored state has trained
+        first = self.warm and hops == 0
         params = self._params(hop.segment, action="train", arch=model["architecture"],
                               hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
-                              **({"warm": True} if first else {}))
+                              hops=hops, **({"warm": True} if first else {}))
         t0 = time.perf_counter()
         row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
-                                        hop.last_of_epoch, params)
+                                        hop.last_of_epoch, params, hops)
         wall = time.perf_counter() - t0
         if row is None:
             raise RunFailed(f"model {hop.model_id} of run {self.run_id} is missing from ctq.models")

@@ -7,7 +7,7 @@ elements) and whose output is what ``ctq predict`` computes in the database:
 - first a ``keras.layers.Normalization`` layer (``ctq_normalization``) holding the mean and variance
   (std squared) of the training rows recorded with the pack, so the file needs no statistics beside it;
 - then the trained model itself (its architecture from ``ctq.models.architecture``, its weights from
-  the checkpoint in ``ctq.models.state``, built by the same ``indb`` code as in the server);
+  the checkpoint in ``ctq.model_states``, built by the same ``indb`` code as in the server);
 - for regression, a ``keras.layers.Rescaling`` layer (``ctq_target_units``: ``y * target_std +
   target_mean``) that turns the model's standardised output into the target's own units.
 
@@ -41,7 +41,7 @@ def keras_model(model: TrainedModel):
     width, outputs = int(stats["input_dim"]), int(stats["n_outputs"])
     shape = indb.input_shape(stats)
     trained = indb.CompiledModel(model.architecture, model.hyperparameters, shape, outputs, model.task)
-    trained.load(indb.decode_state(model.state))
+    trained.load(model.state)
     # the file holds the weights only, uncompiled: no training settings (ctq's metric classes) in it
     plain = indb.build_model(model.architecture, shape, outputs, model.task)
     plain.set_weights(trained.model.get_weights())

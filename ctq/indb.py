@@ -103,13 +103,24 @@ def signals_released():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 # ----------------------------------------------------------------------------------------------
-# Model state: a flat, self-describing byte string (header + raw arrays), cheaper than .npz.
+# Model state. Stored as *parts*: rows (array_index, byte_offset, data) of ``ctq.model_states``, one
+# header row (array_index -1: the JSON layout, [[dtype, shape], ...]) and each array's raw bytes cut
+# into pieces of at most STATE_PART_BYTES, so no value nears the 1 GB field limit and no backend
+# ever holds the whole state twice: parts stream into the model's variables one array at a time
+# (:class:`StateAssembler`) and out of them one piece at a time (:func:`state_parts`).
+# The flat encoding below (header + raw arrays in one value) is what travels where the state must
+# be one value: a Greenplum hop's parameter, a scoring header row, the part of a catalog written
+# before parts existed (array_index LEGACY_PART).
+
+STATE_PART_BYTES = 16 << 20  # 16 MiB: a few copies of one part are nothing next to a model's state
+HEADER_PART = -1
+LEGACY_PART = -2
 
 
 def encode_state(arrays: list[np.ndarray]) -> bytes:
     """Serialize a list of arrays; the header records dtype and shape of each."""
     arrays = [np.asarray(a) for a in arrays]  # (ascontiguousarray would turn scalars into 1-d)
-    header = json.dumps([[a.dtype.str, list(a.shape)] for a in arrays]).encode()
+    header = state_layout(arrays)
     return b"".join([STATE_MAGIC, struct.pack("<I", len(header)), header] + [a.tobytes() for a in arrays])
 
 
@@ -131,6 +142,127 @@ def decode_state(blob: bytes) -> list[np.ndarray]:
     if offset != len(blob):
         raise ValueError("model state has trailing bytes")
     return out
+
+
+def state_layout(arrays) -> bytes:
+    """The header of a flat state: [[dtype, shape], ...] of each array, as JSON bytes."""
+    return json.dumps(layout_of(arrays)).encode()
+
+
+def layout_of(arrays) -> list:
+    return [[np.dtype(a.dtype).str, [int(n) for n in a.shape]] for a in arrays]
+
+
+def state_parts(arrays, hops: int | None = None, part_bytes: int = STATE_PART_BYTES):
+    """Yield a state's parts, (array_index, byte_offset, bytes): the header ({"layout": [[dtype,
+    shape], ...], "hops": the hops the state has trained}), then each array's raw bytes in pieces of
+    at most ``part_bytes``. ``arrays`` may be variables: each is converted when its turn comes, and
+    only one piece of one array is copied at a time."""
+    arrays = list(arrays)
+    yield HEADER_PART, 0, json.dumps({"layout": layout_of(arrays), "hops": hops}).encode()
+    for index, array in enumerate(arrays):
+        flat = memoryview(np.ascontiguousarray(to_numpy(array)).reshape(-1)).cast("B")
+        for offset in range(0, max(len(flat), 1), part_bytes):
+            yield index, offset, bytes(flat[offset : offset + part_bytes])
+
+
+def to_numpy(value) -> np.ndarray:
+    """A variable's or an array's value as numpy (a view where the backend allows it)."""
+    return np.asarray(getattr(value, "value", value))
+
+
+class StateAssembler:
+    """Rebuild a state from its parts, given in any order, handing each array to ``on_array(index,
+    array)`` the moment its last byte arrives (its buffer is then let go), so that at most one
+    array's buffer is held besides what ``on_array`` keeps.
+
+    ``expected``: [(dtype, shape)] of each array (a model's variables), or None to take the layout
+    from the header part, which must then come first; ``only_expected``: the state may have more
+    arrays than ``expected`` (another optimizer's, for a warm start): those are skipped. Raises
+    ValueError for parts that do not fit the layout, and (:meth:`finish`) for a header that
+    disagrees with it or a missing part."""
+
+    def __init__(self, expected=None, on_array=None, only_expected: bool = False):
+        self.expected = None if expected is None else [(np.dtype(d), tuple(int(n) for n in s)) for d, s in expected]
+        self.on_array = on_array or (lambda index, array: None)
+        self.only_expected = only_expected
+        self.header = None  # the header part's layout
+        self.hops = None  # the hops the state has trained, as its header says
+        self.buffers: dict[int, tuple[np.ndarray, int]] = {}  # index -> (bytes so far, count received)
+        self.done: set[int] = set()
+        self.legacy = None
+
+    def _layout(self):
+        if self.expected is None and self.header is not None:
+            self.expected = [(np.dtype(d), tuple(s)) for d, s in self.header]
+        if self.expected is None:
+            raise ValueError("model state: a part came before its header")
+        return self.expected
+
+    def add(self, index: int, offset: int, data) -> None:
+        index, offset = int(index), int(offset)
+        if index == HEADER_PART:
+            header = json.loads(bytes(data))
+            self.header, self.hops = header["layout"], header.get("hops")
+            return
+        if index == LEGACY_PART:  # a state written as one value, before parts existed
+            self.legacy = decode_state(data)
+            return
+        layout = self._layout()
+        if self.only_expected and index >= len(layout):
+            return
+        if not 0 <= index < len(layout) or index in self.done:
+            raise ValueError(f"model state has a part for array {index}, the model has {len(layout)} arrays")
+        dtype, shape = layout[index]
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buffer, received = self.buffers.get(index) or (np.empty(nbytes, np.uint8), 0)
+        data = memoryview(data).cast("B")
+        if offset < 0 or offset + len(data) > nbytes:
+            raise ValueError(f"model state: a part of array {index} lies outside its {nbytes} bytes")
+        buffer[offset : offset + len(data)] = np.frombuffer(data, np.uint8)
+        received += len(data)
+        if received < nbytes:
+            self.buffers[index] = (buffer, received)
+            return
+        self.buffers.pop(index, None)
+        self.done.add(index)
+        self.on_array(index, buffer.view(dtype).reshape(shape))
+
+    def finish(self) -> None:
+        """Check the state is whole and agrees with its header."""
+        if self.legacy is not None:
+            self.header = layout_of(self.legacy)
+            self.expected = self.expected or [(a.dtype, a.shape) for a in self.legacy]
+            for index, array in enumerate(self.legacy[: len(self.expected)] if self.only_expected else self.legacy):
+                self.on_array(index, array)
+                self.done.add(index)
+        layout = self._layout()
+        if self.header is not None:
+            stored = [(np.dtype(d), tuple(s)) for d, s in self.header]
+            if len(stored) < len(layout) or (len(stored) != len(layout) and not self.only_expected):
+                raise ValueError(f"model state has {len(stored)} arrays, the model expects {len(layout)}")
+            for (dtype, shape), (want_dtype, want_shape) in zip(stored, layout):
+                if shape != want_shape or dtype != want_dtype:
+                    raise ValueError(f"state array {dtype.str}{list(shape)} does not fit variable "
+                                     f"{want_dtype.str}{list(want_shape)}")
+        missing = sorted(set(range(len(layout))) - self.done)
+        if missing:
+            raise ValueError(f"model state is incomplete: {len(missing)} of {len(layout)} arrays missing")
+
+
+def assemble_state(parts) -> list[np.ndarray] | None:
+    """The arrays of a state from its parts ordered by array index (header first); None for no
+    parts (a model that has not trained)."""
+    arrays: list[np.ndarray] = []
+    assembler = StateAssembler(on_array=lambda index, array: arrays.append((index, array)))
+    seen = False
+    for index, offset, data in parts:
+        seen = True
+        assembler.add(index, offset, data)
+    if not seen:
+        return None
+    assembler.finish()
+    return [a for _, a in sorted(arrays, key=lambda item: item[0])]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,24 +520,47 @@ class CompiledModel:
         keras = import_keras()
         keras.utils.set_random_seed(int(seed))
         fresh = build_model(*self.args)
+        return [np.array(v.numpy()) for v in fresh.variables] + self.initial_optimizer(hyper)
+
+    def initial_optimizer(self, hyper: dict) -> list[np.ndarray]:
         optimizer = [a.copy() for a in self.optimizer_init]
         for i, var in enumerate(self.model.optimizer.variables):
             if var.path.endswith("learning_rate"):
                 optimizer[i] = np.asarray(float(hyper.get("learning_rate", 0.001)), dtype=optimizer[i].dtype)
-        return [np.array(v.numpy()) for v in fresh.variables] + optimizer
+        return optimizer
 
     def start_state(self, state: bytes | None, seed: int, hyper: dict, warm: bool = False) -> list[np.ndarray]:
-        """The arrays a hop starts from: the model's stored state, or with none yet its initial
-        state. ``warm`` (the first hop of a warm-started model): the stored state is another run's
-        final state of this architecture; keep its model variables (the weights) and give the
-        optimizer this model's fresh start (its own optimizer and learning rate)."""
+        """The arrays a hop starts from: the model's stored state (flat, see encode_state), or with
+        none yet its initial state. ``warm`` (the first hop of a warm-started model): the stored
+        state is another run's final state of this architecture; keep its model variables (the
+        weights) and give the optimizer this model's fresh start (its own optimizer and learning rate)."""
         if state is None:
             return self.initial_state(seed, hyper)
         arrays = decode_state(state)
         if warm:
-            n = len(self.model.variables)
-            return arrays[:n] + self.initial_state(seed, hyper)[n:]
+            return arrays[: len(self.model.variables)] + self.initial_optimizer(hyper)
         return arrays
+
+    def loader(self, warm: bool = False) -> StateAssembler:
+        """An assembler that assigns each array of a stored state (its parts, see state_parts) to
+        its variable the moment it is whole, so the state is never held twice. ``warm``: see
+        start_state; :meth:`finish_load` then starts the optimizer afresh."""
+        variables = state_variables(self.model)[: len(self.model.variables)] if warm else state_variables(self.model)
+
+        def assign(index, array):
+            variables[index].assign(to_backend([array])[0])
+
+        return StateAssembler([(v.dtype, v.shape) for v in variables], assign, only_expected=warm)
+
+    def finish_load(self, loader: StateAssembler, hyper: dict, warm: bool = False, hops: int | None = None) -> None:
+        """Check a loaded state is whole and, unless ``warm``, that it has trained ``hops`` hops
+        (MOP's invariant: a model's state is the product of exactly the hops the catalog records)."""
+        loader.finish()
+        if warm:
+            for var, value in zip(self.model.optimizer.variables, to_backend(self.initial_optimizer(hyper))):
+                var.assign(value)
+        elif hops is not None and loader.hops is not None and int(loader.hops) != int(hops):
+            raise RuntimeError(f"the stored state has trained {loader.hops} hops, the catalog records {hops}")
 
     def load(self, arrays: list[np.ndarray]) -> None:
         variables = state_variables(self.model)
@@ -557,9 +712,10 @@ def cancel_callback(plpy):
     return CancelCheck()
 
 
-def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, state, params):
+def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, part, part_offset, part_data, state, params):
     """Transition function of the ``ctq.train_step`` aggregate: collect this segment's buffer rows,
-    or, when streaming, train on (and evaluate) each buffer as it arrives.
+    or, when streaming, train on (and evaluate) each buffer as it arrives; a row of the model's
+    stored state (``part``, see state_parts) goes straight into the model's variables.
 
     The heavy state lives in ``GD`` (an aggregate state of type text is only its key): passing
     arrays through the aggregate state would convert them on every row. A backend runs one query
@@ -571,8 +727,11 @@ def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, state, par
         GD["ctq.acc_seq"] = GD.get("ctq.acc_seq", 0) + 1
         acc = str(GD["ctq.acc_seq"])
         accumulators[acc] = {"params": json.loads(params), "state": state, "segment": None, "rows": {},
-                             "stream": None}
+                             "stream": None, "loader": None, "started": time.time()}
     entry = accumulators[acc]
+    if part is not None:
+        load_part(GD, entry, part, part_offset, part_data)
+        return acc
     if segment >= 0:
         entry["segment"] = int(segment)
     if bucket >= 0:
@@ -581,6 +740,62 @@ def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, state, par
         else:
             entry["rows"].setdefault(int(segment), []).append((rows, x, y, k))
     return acc
+
+
+def load_part(GD, entry, index: int, offset: int, data) -> None:
+    """Put one part of the model's stored state into its compiled model's variables."""
+    if entry["loader"] is None:
+        p = entry["params"]
+        cm = compiled_model(GD, p["arch"], p["hyper"], p["stats"], p["task"], p.get("metric"))
+        entry["loader"] = cm.loader(p.get("warm", False))
+    entry["loader"].add(index, offset, data)
+
+
+def start_model(cm: CompiledModel, entry) -> None:
+    """Give ``cm`` the state this hop starts from: the parts loaded by the transition, the state
+    passed as one value, or, for a model with no hop yet, its initial state. A model the catalog
+    says has trained but whose state is missing fails (it would silently start over)."""
+    p = entry["params"]
+    hops, warm = p.get("hops"), p.get("warm", False)
+    if entry["loader"] is not None:
+        cm.finish_load(entry["loader"], p["hyper"], warm, hops)
+        return
+    if entry["state"] is None and hops:
+        raise RuntimeError(f"the catalog records {hops} hops of this model but its state is missing")
+    cm.load(cm.start_state(entry["state"], p["seed"], p["hyper"], warm))
+
+
+def hand_over(GD, entry, acc, cm: CompiledModel) -> dict:
+    """The new state of a trained hop: kept in the backend for :func:`trained_state_parts` (the
+    hop statement stores it as parts), or, where the engine moves it as one value, encoded."""
+    p = entry["params"]
+    if p.get("state_parts"):
+        GD["ctq.trained"] = {"key": acc, "model": cm, "hops": int(p.get("hops") or 0) + 1}
+        return {"new_state": None, "state_key": acc}
+    return {"new_state": encode_state(cm.dump()), "state_key": None}
+
+
+def trained_state_parts(*, GD, key):
+    """The parts (state_parts) of the state the hop ``key`` just trained, one at a time."""
+    trained = GD.pop("ctq.trained", None)
+    if trained is None or trained["key"] != key:
+        raise RuntimeError("no trained state to store for this hop")
+    yield from state_parts(state_variables(trained["model"].model), trained["hops"])
+
+
+def stored_parts(plpy, GD, key):
+    """``ctq.state_parts``: :func:`trained_state_parts` with the server's signals held while each
+    part is made, and failures as SQL errors (see :func:`call`)."""
+    parts = trained_state_parts(GD=GD, key=key)
+    while True:
+        try:
+            with signals_held():
+                part = next(parts)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - reported as the model's failure
+            plpy.error(f"{type(exc).__name__}: {exc}", sqlstate=SQLSTATE_MODEL)
+        yield part
 
 
 def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
@@ -594,7 +809,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     if run is None:
         pin_threads(p.get("cores"))
         cm = compiled_model(GD, p["arch"], p["hyper"], p["stats"], p["task"], p.get("metric"))
-        cm.load(cm.start_state(entry["state"], p["seed"], p["hyper"], p.get("warm", False)))
+        start_model(cm, entry)
         run = entry["stream"] = {"model": cm, "callback": cancel_callback(plpy), "compute": 0.0,
                                  "train": [0, 0.0, 0.0], "val": [0, 0.0, 0.0]}
     x, y = decode_buffers([buffer], p["stats"], p["task"])
@@ -617,7 +832,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     run["compute"] += time.perf_counter() - t0
 
 
-def stream_result(entry) -> dict:
+def stream_result(GD, entry, acc) -> dict:
     """The hop's result after streaming: row-weighted means over the buffers."""
     run = entry["stream"]
     if run is None:
@@ -629,7 +844,7 @@ def stream_result(entry) -> dict:
         scorer.update_state(np.concatenate([y for y, _ in run["val_predictions"]]),
                             np.concatenate([q for _, q in run["val_predictions"]]))
         val_metric = float(scorer.result()) * nv
-    return {"new_state": encode_state(run["model"].dump()), "loss": loss / n if n else None,
+    return {**hand_over(GD, entry, acc, run["model"]), "loss": loss / n if n else None,
             "metric": metric / n if n else None, "rows": n, "compute_seconds": run["compute"],
             "val_loss": val_loss / nv if nv else None, "val_metric": val_metric / nv if nv else None}
 
@@ -647,38 +862,40 @@ def step_final(*, plpy, GD, acc):
     if entry is None or entry["segment"] is None:
         raise DataProblem("the targeted query reached none of its segment's rows (the pack is incomplete)")
     p, segment = entry["params"], entry["segment"]
-    started = time.time()
+    started = entry["started"]  # the first row: reading the state is part of the hop
     pin_threads(p.get("cores"))
     executed_on = segment
     if p.get("engine") == "greenplum":
         executed_on = int(plpy.execute("SELECT gp_execution_segment() AS s")[0]["s"])
     stats = p["stats"]
     if p.get("stream"):
-        result = {"new_state": None, "loss": None, "metric": None, "rows": 0, "compute_seconds": 0.0,
-                  "val_loss": None, "val_metric": None}
+        result = {"new_state": None, "state_key": None, "loss": None, "metric": None, "rows": 0,
+                  "compute_seconds": 0.0, "val_loss": None, "val_metric": None}
         if p["action"] == "warmup":
             for arch, hyper in p["models"]:
                 compiled_model(GD, arch, hyper, stats, p["task"], p.get("metric"))
         else:
-            result = stream_result(entry)
+            result = stream_result(GD, entry, acc)
         return {**result, "executed_on": executed_on, "hop_started": started, "hop_finished": time.time()}
     if entry["rows"] or not data_cached(GD, p["pack_id"], segment):
         (x, y), (xv, yv) = cache_segment_data(GD, p["pack_id"], segment, entry["rows"], p["stats"], p["task"])
     else:
         (x, y), (xv, yv) = GD["ctq.data"][(p["pack_id"], segment)], GD["ctq.data"][(p["pack_id"], -1)]
     task = p["task"]
-    result = {"new_state": None, "loss": None, "metric": None, "rows": int(len(x)), "compute_seconds": 0.0,
-              "val_loss": None, "val_metric": None, "executed_on": executed_on}
+    result = {"new_state": None, "state_key": None, "loss": None, "metric": None, "rows": int(len(x)),
+              "compute_seconds": 0.0, "val_loss": None, "val_metric": None, "executed_on": executed_on}
     if p["action"] == "warmup":  # new_state: the estimated hop seconds of each model, as JSON
         estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.get("metric")),
                                    int(hyper.get("batch_size", 64)), len(x), xv, yv, plpy)
                      for arch, hyper in p["models"]]
         result["new_state"] = json.dumps(estimates).encode()
     else:
-        result.update(train_hop(plpy=plpy, GD=GD, x=x, y=y, xv=xv, yv=yv, arch=p["arch"], hyper=p["hyper"],
-                                task=task, seed=p["seed"], state=entry["state"], evaluate=p["evaluate"],
-                                stats=stats, class_weights=p.get("class_weights"), metric=p.get("metric"),
-                                warm=p.get("warm", False)))
+        cm = compiled_model(GD, p["arch"], p["hyper"], stats, task, p.get("metric"))
+        start_model(cm, entry)
+        result.update(train_hop(plpy=plpy, cm=cm, x=x, y=y, xv=xv, yv=yv, hyper=p["hyper"], task=task,
+                                evaluate=p["evaluate"], stats=stats, class_weights=p.get("class_weights"),
+                                metric=p.get("metric")))
+        result.update(hand_over(GD, entry, acc, cm))
     result["hop_started"], result["hop_finished"] = started, time.time()
     return result
 
@@ -762,14 +979,11 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     return max(one - per_batch, 0.0) + per_batch * batches
 
 
-def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, seed, state, evaluate, stats, class_weights=None,
-              metric=None, warm=False):
-    """Train one sub-epoch over (x, y) from ``state`` (None: the model's initial state; ``warm``:
-    see :meth:`CompiledModel.start_state`); evaluate on (xv, yv) when ``evaluate``. Batches have a
-    constant shape (one jit compile per shape): the last partial batch is padded with zero-weight
-    rows, so every row trains."""
-    cm = compiled_model(GD, arch, hyper, stats, task, metric)
-    cm.load(cm.start_state(state, seed, hyper, warm))
+def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, stats, class_weights=None,
+              metric=None):
+    """Train one sub-epoch of ``cm`` (holding the hop's starting state, see start_model) over
+    (x, y); evaluate on (xv, yv) when ``evaluate``. Batches have a constant shape (one jit compile
+    per shape): the last partial batch is padded with zero-weight rows, so every row trains."""
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
     loss, value = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats, class_weights,
@@ -782,8 +996,8 @@ def train_hop(*, plpy, GD, x, y, xv, yv, arch, hyper, task, seed, state, evaluat
         compute += time.perf_counter() - t1
         val_loss, val_metric = in_target_units(float(result["loss"]), float(result[metric_name(task, metric)]),
                                                task, stats)
-    return {"new_state": encode_state(cm.dump()), "loss": loss, "metric": value, "rows": int(len(x)),
-            "compute_seconds": compute, "val_loss": val_loss, "val_metric": val_metric}
+    return {"loss": loss, "metric": value, "rows": int(len(x)), "compute_seconds": compute, "val_loss": val_loss,
+            "val_metric": val_metric}
 
 
 # ----------------------------------------------------------------------------------------------

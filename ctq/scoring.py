@@ -31,6 +31,7 @@ import asyncpg
 
 from ctq import catalog, indb
 from ctq.config import parse_table_name
+from ctq.engines import detect
 from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
@@ -48,7 +49,7 @@ class TrainedModel:
     name: str
     architecture: dict
     hyperparameters: dict
-    state: bytes
+    state: list  # the stored state's arrays (numpy): model variables, then the optimizer's
     task: str
     features: tuple[str, ...]  # the source's feature columns, as resolved when packing
     label: str
@@ -97,13 +98,14 @@ async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | N
     if row["status"] == "failed":
         raise UsageError(f"model {model_id} of run {run_id} failed ({row['message']}); choose another "
                          f"(ctq models {run_id})")
-    if row["state"] is None:
+    state = await (await detect(conn)).read_state(conn, run_id, model_id)
+    if state is None:
         raise UsageError(f"model {model_id} of run {run_id} has not trained yet")
     pack = await catalog.run_pack(conn, run_id)
     settings = pack["settings"]
     return TrainedModel(run_id=run_id, model_id=model_id, name=row["name"],
                         architecture=json.loads(row["architecture"]),
-                        hyperparameters=json.loads(row["hyperparameters"]), state=bytes(row["state"]),
+                        hyperparameters=json.loads(row["hyperparameters"]), state=state,
                         task=settings["task"], features=tuple(settings["features"]), label=settings["label"],
                         stats=pack["stats"], run_metric=run["metric"])
 
@@ -300,7 +302,7 @@ async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba
     params = [_params(engine, model, s, cores[s], action, proba) for s in range(spec.segments)]
     await _claim_stage(conn, spec.stage)
     try:
-        args = await engine.prepare_scoring(conn, spec, model.state, params)
+        args = await engine.prepare_scoring(conn, spec, indb.encode_state(model.state), params)
         return await _on_every_segment(dsn, engine, [(make_sql(s), args[s]) for s in range(spec.segments)],
                                        f"ctq {action}")
     except asyncpg.PostgresError as exc:

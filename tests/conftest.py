@@ -97,5 +97,12 @@ def run_cli(dsn, ctq_home):
     return run
 
 
+async def stored_state(conn, run_id: int, model_id: int) -> list[np.ndarray] | None:
+    """A model's stored state (its parts in ctq.model_states, assembled as export reads them)."""
+    from ctq.engines import PostgresEngine
+
+    return await PostgresEngine().read_state(conn, run_id, model_id)
+
+
 def assert_close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol)

@@ -18,7 +18,7 @@ async def test_db_status_and_url_describe_the_running_embedded_database(run_cli,
     assert url.stdout.strip() == cluster.dsn
 
 
-CATALOG_TABLES = ("ctq.packs", "ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs")
+CATALOG_TABLES = ("ctq.packs", "ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs")
 
 
 async def catalog_snapshot(conn) -> dict:
@@ -36,8 +36,10 @@ async def test_install_is_idempotent(run_cli, conn):
         INSERT INTO ctq.runs (run_id, name, status, config, config_fingerprint, source_table, pack_id,
                               segments, epochs, metric, metric_mode)
         VALUES (-77, 'idem', 'interrupted', '{}', 'fp', 'public.x', 'idem', 2, 1, 'val_loss', 'min');
-        INSERT INTO ctq.models (run_id, model_id, name, architecture, hyperparameters, seed, state, epochs_done)
-        VALUES (-77, 1, 'm', '{}', '{}', 1, '\\x0102'::bytea, 1);
+        INSERT INTO ctq.models (run_id, model_id, name, architecture, hyperparameters, seed, epochs_done)
+        VALUES (-77, 1, 'm', '{}', '{}', 1, 1);
+        INSERT INTO ctq.model_states (run_id, model_id, hops, array_index, byte_offset, data)
+        VALUES (-77, 1, 2, -1, 0, '\\x7b7d'::bytea);
         INSERT INTO ctq.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows)
         VALUES (-77, 1, 0, 0, now(), now(), 1, 10), (-77, 1, 0, 1, now(), now(), 1, 10);
         INSERT INTO ctq.epochs (run_id, model_id, epoch, finished_at) VALUES (-77, 1, 0, now());
@@ -52,6 +54,34 @@ async def test_install_is_idempotent(run_cli, conn):
         assert await conn.fetchval("SELECT count(*) FROM ctq.server_code") == 1
     finally:
         await conn.execute("DELETE FROM ctq.runs WHERE run_id = -77; DELETE FROM ctq.packs WHERE pack_id = 'idem'")
+
+
+async def test_install_moves_a_state_stored_as_one_value_into_parts(run_cli, conn):
+    """A catalog of an earlier ctq kept each state as one value in ctq.models.state: the upgrade
+    moves it into ctq.model_states (one part), where training and export read it unchanged."""
+    import numpy as np
+
+    from conftest import stored_state
+    from ctq.indb import encode_state
+
+    arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.asarray(7, np.int64)]
+    await conn.execute("""
+        INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats)
+        VALUES ('old1', 'public.x', 'fp', '{}', 'ctq_data.pack_old1', '{}');
+        INSERT INTO ctq.runs (run_id, name, status, config, config_fingerprint, source_table, pack_id,
+                              segments, epochs, metric, metric_mode)
+        VALUES (-78, 'old', 'interrupted', '{}', 'fp', 'public.x', 'old1', 2, 1, 'val_loss', 'min');
+    """)
+    await conn.execute("INSERT INTO ctq.models (run_id, model_id, name, architecture, hyperparameters, seed, state) "
+                       "VALUES (-78, 1, 'm', '{}', '{}', 1, $1)", encode_state(arrays))
+    try:
+        proc = run_cli("install")
+        assert proc.returncode == 0, proc.stderr
+        assert await conn.fetchval("SELECT state FROM ctq.models WHERE run_id = -78") is None
+        for got, want in zip(await stored_state(conn, -78, 1), arrays, strict=True):
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+    finally:
+        await conn.execute("DELETE FROM ctq.runs WHERE run_id = -78; DELETE FROM ctq.packs WHERE pack_id = 'old1'")
 
 
 async def test_doctor_checks_keras_inside_the_server(run_cli):

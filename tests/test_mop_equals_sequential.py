@@ -15,7 +15,7 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import assert_close, write_grid
+from conftest import assert_close, stored_state, write_grid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -82,14 +82,12 @@ async def segment_arrays(conn, table, segment, stats):
 
 
 async def assert_run_equals_standalone(conn, run_id, compare_validation=False):
-    from ctq.indb import decode_state
-
     pack = await conn.fetchrow(
         "SELECT p.table_name, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
     stats = json.loads(pack["stats"])
     n_classes = stats["n_outputs"]
     data = {s: await segment_arrays(conn, pack["table_name"], s, stats) for s in (0, 1)}
-    models = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, state, val_loss, val_metric "
+    models = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, val_loss, val_metric "
                               "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id)
     assert len(models) == 2
     orders = set()
@@ -102,7 +100,7 @@ async def assert_run_equals_standalone(conn, run_id, compare_validation=False):
         model = standalone_keras(json.loads(m["architecture"])["layers"], json.loads(m["hyperparameters"]),
                                  m["seed"], [data[s] for s in order], n_classes)
         expected = model_state(model)
-        actual = decode_state(m["state"])
+        actual = await stored_state(conn, run_id, m["model_id"])
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):
             assert a.shape == e.shape
@@ -147,8 +145,6 @@ async def test_mop_equals_standalone_keras_across_kill_9_and_resume(small_table,
 async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_table, conn, tmp_path, run_cli):
     """data.class_weight: balanced on a label with about 22 % positives: the MOP state equals plain
     Keras trained with scikit-learn's balanced weights, rows / (classes x class rows)."""
-    from ctq.indb import decode_state
-
     await conn.execute("DROP TABLE IF EXISTS public.rare_src; CREATE TABLE public.rare_src AS "
                        "SELECT f1, f2, f3, f4, f5, f6, f7, f8, (f1 > 1.2)::int AS label FROM " + small_table)
     grid = write_grid(tmp_path, GRID.format(table="public.rare_src").replace(
@@ -163,7 +159,7 @@ async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_tabl
     assert len(counts) == 2 and min(counts) < 0.3 * sum(counts)
     weights = [sum(counts) / (2 * c) for c in counts]
     data = {s: await segment_arrays(conn, table, s, stats) for s in (0, 1)}
-    for m in await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, state FROM ctq.models "
+    for m in await conn.fetch("SELECT model_id, architecture, hyperparameters, seed FROM ctq.models "
                               "WHERE run_id = $1 ORDER BY model_id", run_id):
         order = [r["segment"] for r in await conn.fetch(
             "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
@@ -171,7 +167,7 @@ async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_tabl
         expected = model_state(standalone_keras(json.loads(m["architecture"])["layers"],
                                                 json.loads(m["hyperparameters"]), m["seed"],
                                                 [data[s] for s in order], 2, weights))
-        for a, e in zip(decode_state(m["state"]), expected):
+        for a, e in zip(await stored_state(conn, run_id, m["model_id"]), expected):
             assert_close(a, e)
 
 

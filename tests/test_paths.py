@@ -41,7 +41,8 @@ async def test_every_layer_kind_keras_json_and_optimizer_train(small_table, tmp_
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     models = await conn.fetch("SELECT name, architecture, hyperparameters, status, epochs_done, val_metric, "
-                              "state IS NOT NULL AS has_state FROM ctq.models WHERE run_id = $1", result["run_id"])
+                              "EXISTS (SELECT 1 FROM ctq.model_states s WHERE s.run_id = m.run_id AND s.model_id = m.model_id) "
+                              "AS has_state FROM ctq.models m WHERE run_id = $1", result["run_id"])
     assert len(models) == 10
     seen = set()
     for m in models:

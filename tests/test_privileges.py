@@ -117,10 +117,12 @@ async def test_second_analyst_sees_nothing_of_the_first(world, dsn):
         assert proc.returncode == 2 and f"no run with id {run_id}" in proc.stderr, proc.stderr
     bob = await connect_as(dsn, "ctq_bob")
     try:
-        for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.decisions", "ctq.leaderboard"):
+        for table in ("ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs", "ctq.decisions",
+                      "ctq.leaderboard"):
             assert await bob.fetchval(f"SELECT count(*) FROM {table}") == 0, table
         # changing alice's rows: nothing matches
         assert await bob.execute("UPDATE ctq.models SET state = NULL WHERE run_id = $1", run_id) == "UPDATE 0"
+        assert await bob.execute("DELETE FROM ctq.model_states WHERE run_id = $1", run_id) == "DELETE 0"
         assert await bob.execute("UPDATE ctq.runs SET run_by = 'ctq_bob' WHERE run_id = $1", run_id) == "UPDATE 0"
         # alice's pack table is alice's: bob (who can read the source) has not asked to reuse it
         table = await bob.fetchval("SELECT table_name FROM ctq.packs LIMIT 1")
@@ -284,10 +286,11 @@ async def test_owner_shares_a_run_read_only_with_a_role(world, conn, dsn):
             for table in ("ctq.runs", "ctq.models", "ctq.hops", "ctq.epochs", "ctq.leaderboard",
                           "ctq.learning_curves", "ctq.segment_utilization"):
                 assert await bob.fetchval(f"SELECT count(*) FROM {table} WHERE run_id = $1", run_id) > 0, table
-            assert await bob.fetchval("SELECT state IS NOT NULL FROM ctq.models WHERE run_id = $1", run_id)
+            assert await bob.fetchval("SELECT count(*) > 0 FROM ctq.model_states WHERE run_id = $1", run_id)
             # read-only: no change reaches the rows, and no hop can be added
             for sql in ("UPDATE ctq.models SET state = NULL WHERE run_id = $1",
                         "UPDATE ctq.runs SET shared_with = '{}' WHERE run_id = $1",
+                        "DELETE FROM ctq.model_states WHERE run_id = $1",
                         "DELETE FROM ctq.hops WHERE run_id = $1"):
                 try:
                     assert (await bob.execute(sql, run_id)).endswith(" 0"), sql

@@ -17,7 +17,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import create_table, write_grid
+from conftest import create_table, stored_state, write_grid
 from test_bad_input import count_runs
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -84,9 +84,13 @@ async def assert_consistent(conn, run_id, segments=2):
     ctq.hops and ctq.epochs tell the same story. The hops of a model never overlap in time (each
     starts from the state the previous one stored), run epoch after epoch, visit each segment once
     per epoch; an epoch row exists exactly for every complete epoch and closes with its last hop;
-    the stored state is the last hop's (record_hop stamps both with the hop's end)."""
-    models = await conn.fetch("SELECT model_id, status, epochs_done, state IS NOT NULL AS has_state, updated_at "
-                              "FROM ctq.models WHERE run_id = $1", run_id)
+    the stored state is the last hop's (record_hop stamps both with the hop's end) and has trained
+    exactly the model's recorded hops (one version of it, whole: a header and every array)."""
+    models = await conn.fetch(
+        "SELECT m.model_id, m.status, m.epochs_done, m.updated_at, array_agg(DISTINCT s.hops) FILTER "
+        "(WHERE s.hops IS NOT NULL) AS state_hops, count(s.*) FILTER (WHERE s.array_index = -1) AS headers "
+        "FROM ctq.models m LEFT JOIN ctq.model_states s USING (run_id, model_id) WHERE m.run_id = $1 "
+        "GROUP BY m.model_id, m.status, m.epochs_done, m.updated_at", run_id)
     assert models
     for m in models:
         hops = await conn.fetch("SELECT epoch, segment, started_at, finished_at FROM ctq.hops "
@@ -104,7 +108,10 @@ async def assert_consistent(conn, run_id, segments=2):
         assert set(per_epoch) <= set(range(done + 1)) and per_epoch.get(done, 0) < segments, where
         for e in epochs:
             assert e["finished_at"] == max(h["finished_at"] for h in hops if h["epoch"] == e["epoch"]), where
-        assert m["has_state"] == bool(hops), where
+        assert (m["state_hops"] or []) == ([len(hops)] if hops else []), f"{where}: state of {m['state_hops']} hops"
+        assert m["headers"] == (1 if hops else 0), where
+        if hops:
+            assert await stored_state(conn, run_id, m["model_id"]), where
         if hops and m["status"] in ("pending", "training"):
             assert m["updated_at"] == hops[-1]["finished_at"], f"{where}: state is not the last hop's"
 
@@ -389,7 +396,7 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
         await session.execute("SET statement_timeout = '1s'")
         t0 = time.monotonic()
         with pytest.raises(asyncpg.QueryCanceledError):
-            await engine.run_hop(session, statements, run_id, 1, 0, False, params)
+            await engine.run_hop(session, statements, run_id, 1, 0, False, params, 0)
         elapsed = time.monotonic() - t0
     finally:
         await session.close()

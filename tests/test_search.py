@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from conftest import write_grid
+from conftest import stored_state, write_grid
 from ctq import api
 from ctq.config import parse_config
 from ctq.errors import ConfigError, RunFailed
@@ -465,10 +465,8 @@ warm_start: RUN
 """
 
 
-def first_array(state: bytes):
-    from ctq.indb import decode_state
-
-    return decode_state(state)[0]  # the first layer's kernel
+async def first_array(conn, run_id: int, model_id: int):
+    return (await stored_state(conn, run_id, model_id))[0]  # the first layer's kernel
 
 
 @on_the_server
@@ -485,11 +483,10 @@ async def test_warm_start_takes_the_weights_of_the_best_model_of_each_architectu
         arch = row["name"].split("/")[0]
         if arch not in best:
             best[arch] = row["model_id"]
-    for model in await conn.fetch("SELECT name, state FROM ctq.models WHERE run_id = $1", result.run_id):
+    for model in await conn.fetch("SELECT model_id, name FROM ctq.models WHERE run_id = $1", result.run_id):
         arch = model["name"].split("/")[0]
-        start = await conn.fetchval("SELECT state FROM ctq.models WHERE run_id = $1 AND model_id = $2",
-                                    source, best[arch])
-        assert first_array(model["state"]) == pytest.approx(first_array(start), abs=1e-5)
+        start = await first_array(conn, source, best[arch])
+        assert await first_array(conn, result.run_id, model["model_id"]) == pytest.approx(start, abs=1e-5)
 
 
 @on_the_server

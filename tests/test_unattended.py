@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import create_table, write_grid
+from conftest import create_table, stored_state, write_grid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -196,8 +196,10 @@ async def test_a_named_run_interrupted_killed_and_resumed_by_name(table, grid, d
     straight = run_cli("train", str(grid), "--name", "straight", "--reproducible", "--json")
     assert straight.returncode == 0, straight.stderr
     other_id = json.loads(straight.stdout)["run_id"]
-    states = {r: dict(await conn.fetch("SELECT model_id, state FROM ctq.models WHERE run_id = $1", r))
-              for r in (run_id, other_id)}
+    states = {}
+    for r in (run_id, other_id):
+        ids = [m["model_id"] for m in await conn.fetch("SELECT model_id FROM ctq.models WHERE run_id = $1", r)]
+        states[r] = {m: b"".join(a.tobytes() for a in await stored_state(conn, r, m)) for m in ids}
     assert states[run_id] == states[other_id] and all(states[run_id].values())
     assert await conn.fetchval("SELECT schedule FROM ctq.runs WHERE run_id = $1", other_id) == "mop-fixed"
 

@@ -51,6 +51,9 @@ class Engine:
 
     name = "postgres"
     title = "PostgreSQL"
+    #: a model's state is stored as parts in ctq.model_states, read by the training query and
+    #: written by the hop statement (False: it travels as one value, ctq.models.state)
+    state_parts = True
     # -- connections -----------------------------------------------------------------------------
     async def segment_connection(self, dsn: str, application_name: str) -> asyncpg.Connection:
         """A connection for one segment's targeted queries (training or scoring), with the
@@ -137,9 +140,11 @@ class Engine:
 
     # -- training --------------------------------------------------------------------------------
     def train_query(self, segment: int, pack_id: str, pack_table: str, state: str, params: str,
-                    rows: str = "cached") -> str:
+                    rows: str = "cached", state_parts: str = "") -> str:
         """The targeted query of ``segment``: the segment is a literal (Greenplum only
-        direct-dispatches on literals), and so is the pack id (hex digits, checked).
+        direct-dispatches on literals), and so is the pack id (hex digits, checked). ``state``:
+        SQL for the state as one value (or NULL); ``state_parts``: a UNION ALL branch adding the
+        state's parts to the aggregate's rows (where the engine stores parts).
 
         ``rows``: "cached" (buffer rows only when the backend has not cached them), "stream" (all
         rows every time, the segment's own before the validation ones: nothing is cached) or
@@ -151,7 +156,7 @@ class Engine:
                        "markers": "b.bucket < 0"}[rows]
         order = " ORDER BY b.segment DESC, b.bucket" if rows == "stream" else ""
         return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, state=state,
-                           params=params, rows_filter=rows_filter, order=order)
+                           params=params, rows_filter=rows_filter, order=order, state_parts=state_parts)
 
     def cached_filter(self, pack_id: str, segment: int) -> str:
         """Keep the marker rows, and the buffer rows only while this backend has not cached them.
@@ -165,15 +170,24 @@ class Engine:
             "warmup": self.render("warmup.sql", train_query=self.train_query(
                 segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
             "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(
-                segment, pack_id, pack_table, "(SELECT state FROM ctq.models WHERE run_id = $1 AND model_id = $2)",
-                "$5::text", "stream" if stream else "cached")),
+                segment, pack_id, pack_table, "NULL::bytea", "$5::text", "stream" if stream else "cached",
+                self.template("state_parts_rows.sql"))),
         }
 
     async def run_hop(self, conn: asyncpg.Connection, statements: dict[str, str], run_id: int, model_id: int,
-                      epoch: int, last_of_epoch: bool, params: str) -> asyncpg.Record | None:
-        """Train and record one hop: on PostgreSQL a single statement (the state never leaves the
-        server, and the hop is recorded entirely or not at all)."""
-        return await conn.fetchrow(statements["hop"], run_id, model_id, epoch, last_of_epoch, params)
+                      epoch: int, last_of_epoch: bool, params: str, hops: int) -> asyncpg.Record | None:
+        """Train and record one hop (``hops``: the hops the model has trained before it): on
+        PostgreSQL a single statement (the state never leaves the server, and the hop is recorded
+        entirely or not at all)."""
+        return await conn.fetchrow(statements["hop"], run_id, model_id, epoch, last_of_epoch, params, hops + 1)
+
+    async def read_state(self, conn: asyncpg.Connection, run_id: int, model_id: int) -> list | None:
+        """The arrays of a model's stored state (weights, then optimizer variables), or None for a
+        model that has not trained; for export and scoring, which need it in the client."""
+        from ctq.indb import assemble_state
+
+        rows = await conn.fetch(self.template("model_state.sql"), run_id, model_id)
+        return assemble_state((r["array_index"], r["byte_offset"], r["data"]) for r in rows)
 
     # -- scoring ---------------------------------------------------------------------------------
     async def prepare_scoring(self, conn: asyncpg.Connection, spec: ScoreSpec, state: bytes,

@@ -32,6 +32,9 @@ class GreenplumEngine(Engine):
     #: after an error inside PL/Python the session's Python state may be unsafe to reuse
     #: (engineering notes: a crash of the coordinator followed such a retry): reconnect instead.
     reconnect_after_error = True
+    #: the state still travels as one value (a parameter in, a result column out): a function on a
+    #: segment cannot read or write the state table (issue 18 leaves this engine's move to parts)
+    state_parts = False
 
     #: how the coordinator reports a segment that went away mid-query (e.g. its process crashed and
     #: the segment is restarting): SQLSTATE XX000 with this text, not a connection error
@@ -113,11 +116,11 @@ class GreenplumEngine(Engine):
             "record": self.render("record_hop.sql", segment=int(segment)),
         }
 
-    async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params):
+    async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params, hops):
         """Three statements: read the state, train on the segment (state in as a parameter, out
         as a result column), record the hop in one call."""
-        state = await conn.fetchval(statements["state"], run_id, model_id)
-        row = await conn.fetchrow(statements["hop"], state, params)
+        parts = await conn.fetch(statements["state"], run_id, model_id)
+        row = await conn.fetchrow(statements["hop"], parts[0]["data"] if parts else None, params)
         if row is None:
             return None
         async with conn.transaction():  # see write()

@@ -83,6 +83,25 @@ CREATE TABLE IF NOT EXISTS {{catalog}}.models (
 -- float32 state does not compress; not trying saves about a millisecond per hop
 ALTER TABLE {{catalog}}.models ALTER COLUMN state SET STORAGE EXTERNAL;
 
+-- A model's training state (weights, optimizer slots, iteration count) after its last hop, as
+-- parts (indb.state_parts): one header row (array_index -1: layout and hop count) and each array's
+-- raw bytes in pieces of at most 16 MiB, so a state of any size is stored, read and written a piece
+-- at a time, never as one value. hops: the hops the state has trained (ctq.hops has as many rows
+-- for the model). A hop deletes the parts it read and inserts the new ones in one statement.
+-- (array_index -2: a state written as one value by an earlier ctq, converted on upgrade.)
+CREATE TABLE IF NOT EXISTS {{catalog}}.model_states (
+    run_id      bigint NOT NULL,
+    model_id    int NOT NULL,
+    hops        int NOT NULL,
+    array_index int NOT NULL,
+    byte_offset int8 NOT NULL,
+    data        bytea NOT NULL,
+    PRIMARY KEY (run_id, model_id, hops, array_index, byte_offset),
+    FOREIGN KEY (run_id, model_id) REFERENCES {{catalog}}.models ON DELETE CASCADE
+) {{distributed_by_run}};
+-- raw floats do not compress: no TOAST compression attempts on them
+ALTER TABLE {{catalog}}.model_states ALTER COLUMN data SET STORAGE EXTERNAL;
+
 -- The audit trail of MOP: one row per completed sub-epoch. The key makes every hop exactly-once;
 -- executed_on is the segment that reported running the hop, from inside the training function.
 CREATE TABLE IF NOT EXISTS {{catalog}}.hops (
@@ -224,18 +243,24 @@ $fn$;
 -- The targeted training query: SELECT ctq.train_step(<pack row>, state, params) FROM <pack>
 -- WHERE <segment k> (see train_query.sql). Training happens in the final function, on the segment.
 -- (dropping the result type drops the aggregate and record_hop with it: they are created anew)
+-- new_state: the trained state as one value where the engine moves it so (Greenplum), else NULL
+-- and state_key names it for ctq.state_parts, which hands it over as parts (postgres/hop.sql).
 DROP TYPE IF EXISTS ctq.hop_result CASCADE;
 CREATE TYPE ctq.hop_result AS (
     new_state bytea, loss float8, metric float8, rows int, compute_seconds float8, val_loss float8,
-    val_metric float8, hop_started timestamptz, hop_finished timestamptz, executed_on int
+    val_metric float8, hop_started timestamptz, hop_finished timestamptz, executed_on int, state_key text
 );
 
+-- The aggregate's rows are the pack's buffer rows and, with NULL buffer columns, the parts of the
+-- model's stored state (part, part_offset, part_data: a ctq.model_states row).
+DROP FUNCTION IF EXISTS ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, bytea, text);
 CREATE OR REPLACE FUNCTION ctq.train_step_transition(acc text, segment int, bucket int, rows int, x bytea,
-                                                     y bytea, k bytea, state bytea, params text) RETURNS text
+                                                     y bytea, k bytea, part int, part_offset int8,
+                                                     part_data bytea, state bytea, params text) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
 return ctq.call(plpy, ctq.step_transition, GD=GD, acc=acc, segment=segment, bucket=bucket, rows=rows, x=x, y=y, k=k,
-                state=state, params=params)
+                part=part, part_offset=part_offset, part_data=part_data, state=state, params=params)
 $fn$;
 
 CREATE FUNCTION ctq.train_step_final(acc text) RETURNS ctq.hop_result
@@ -249,15 +274,28 @@ for key in ("hop_started", "hop_finished"):
 return r
 $fn$;
 
-CREATE AGGREGATE ctq.train_step(int, int, int, bytea, bytea, bytea, bytea, text) (
+CREATE AGGREGATE ctq.train_step(int, int, int, bytea, bytea, bytea, int, int8, bytea, bytea, text) (
     SFUNC = ctq.train_step_transition, STYPE = text, FINALFUNC = ctq.train_step_final
 );
 
+-- The state a hop just trained (its state_key), as parts (array_index, byte_offset, data), made
+-- one at a time from the model's variables (indb.trained_state_parts). Called in a SELECT list
+-- (value per call): the parts stream into the INSERT that stores them.
+DROP TYPE IF EXISTS ctq.state_part CASCADE;
+CREATE TYPE ctq.state_part AS (array_index int, byte_offset int8, data bytea);
+CREATE FUNCTION ctq.state_parts(key text) RETURNS SETOF ctq.state_part
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+return ctq.stored_parts(plpy, GD, key)
+$fn$;
+
 -- Record one hop: the model's new state, its hop row and (last hop of an epoch) its epoch row, in
 -- one statement, so a hop is recorded entirely or not at all. A hop that ran on another segment
--- than the one it was sent to is refused: its result would break MOP's bookkeeping.
+-- than the one it was sent to is refused: its result would break MOP's bookkeeping; so is one
+-- that stored no state (p_state_parts: the parts the hop statement wrote, where it writes them).
+DROP FUNCTION IF EXISTS ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result);
 CREATE FUNCTION ctq.record_hop(p_run bigint, p_model int, p_epoch int, p_segment int, p_last boolean,
-                               r ctq.hop_result) RETURNS int
+                               r ctq.hop_result, p_state_parts int DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     n float8; loss_sum float8; metric_sum float8;
@@ -270,6 +308,9 @@ BEGIN
     IF r.executed_on IS DISTINCT FROM p_segment THEN
         RAISE EXCEPTION 'hop of model % sent to segment % ran on segment %', p_model, p_segment, r.executed_on
             USING ERRCODE = 'CTQ02';
+    END IF;
+    IF r.new_state IS NULL AND coalesce(p_state_parts, 0) < 1 THEN
+        RAISE EXCEPTION 'hop of model % stored no state', p_model USING ERRCODE = 'CTQ02';
     END IF;
     INSERT INTO {{catalog}}.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
                           metric, executed_on)

@@ -1,3 +1,6 @@
--- warm_start: models $3 of run $1 start from the final state of model $4 of run $2 (see indb.start_state).
-UPDATE ctq.models SET state = (SELECT s.state FROM ctq.models s WHERE s.run_id = $2 AND s.model_id = $4)
-WHERE run_id = $1 AND model_id = ANY($3::int[]);
+-- warm_start: models $3 of run $1 start from the final state of model $4 of run $2 (see
+-- indb.CompiledModel.loader): a copy of its parts, as a state of 0 hops of theirs.
+INSERT INTO ctq.model_states (run_id, model_id, hops, array_index, byte_offset, data)
+SELECT $1, m.model_id, 0, s.array_index, s.byte_offset, s.data
+FROM unnest($3::int[]) AS m(model_id) CROSS JOIN ctq.model_states s
+WHERE s.run_id = $2 AND s.model_id = $4;

@@ -10,7 +10,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA ctq_catalog FROM PUBLIC, ctq_user, ctq_admin;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ctq_catalog FROM PUBLIC, ctq_user, ctq_admin;
 GRANT SELECT ON ctq.runs, ctq.models, ctq.hops, ctq.epochs, ctq.decisions, ctq.packs TO ctq_user;
 -- hops are recorded through ctq.record_own_hop, which checks the run first
-REVOKE EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result) FROM ctq_user;
+REVOKE EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result, int) FROM ctq_user;
 
 -- The checks, as the session's role (the rules of ctq.can_change_run, ctq.can_read_run and the
 -- policy own_packs). In ctq_catalog: only the functions below call them.
