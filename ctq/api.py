@@ -92,6 +92,7 @@ class TrainResult:
     hops: int
     retries: int
     utilization: float
+    compute_share: float
     failed_models: dict[int, str]
     leaderboard: list[dict]
     pack_reused: bool
@@ -116,7 +117,7 @@ class TrainResult:
             "pack_seconds": round(self.pack_seconds, 3), "schedule_seconds": round(self.schedule_seconds, 3),
             "hops": self.hops, "retries": self.retries,
             "run_hops": self.run_hops, "run_wall_seconds": round(self.run_wall_seconds, 3),
-            "segment_utilization": round(self.utilization, 4),
+            "segment_utilization": round(self.utilization, 4), "compute_share": round(self.compute_share, 4),
             "failed_models": {str(k): v for k, v in self.failed_models.items()},
             "stopped_models": {str(k): v for k, v in self.stopped_models.items()},
             "pack_reused": self.pack_reused,
@@ -496,7 +497,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         best_model_id=best["model_id"] if best else None, best_model=best["name"] if best else None,
         best_metric=best["score"] if best else None, metric=plan.metric,
         wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
-        utilization=outcome.utilization, failed_models=failed, leaderboard=board, pack_reused=True,
+        utilization=outcome.utilization, compute_share=outcome.compute_share, failed_models=failed, leaderboard=board, pack_reused=True,
         hop_results=outcome.results, expected_hop_seconds=outcome.expected, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
         run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
         stopped_models={d["model_id"]: f"after epoch {d['epoch']}: {d['reason']}" for d in stops},

@@ -97,6 +97,14 @@ class Outcome:
         busy = sum(r.wall_seconds for r in self.results)
         return busy / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
 
+    @property
+    def compute_share(self) -> float:
+        """Sum of the hops' compute seconds (Keras training and evaluating, measured in the server)
+        / (segments x wall time): what is left of utilization once the coordinator's gaps, reading
+        data and moving the models' state are taken out."""
+        compute = sum(r.compute_seconds for r in self.results)
+        return compute / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
+
 
 def is_transient(exc: BaseException) -> bool:
     """A failure worth a reconnect and a retry: the connection or the server went away.

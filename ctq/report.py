@@ -64,6 +64,14 @@ class RunData:
         return sum(s["busy_seconds"] for s in self.segments) / (self.run["segments"] * span)
 
     @property
+    def compute_share(self) -> float | None:
+        """The share of segment time Keras computed: compute seconds / (segments x span)."""
+        span = self.span_seconds
+        if not span:
+            return None
+        return sum(s["compute_seconds"] for s in self.segments) / (self.run["segments"] * span)
+
+    @property
     def best(self) -> dict | None:
         return next((row for row in self.leaderboard if row["score"] is not None), None)
 
@@ -105,7 +113,7 @@ def summary(data: RunData) -> dict:
         "best_model_id": best["model_id"] if best else None, "best_model": best["name"] if best else None,
         "best_score": best["score"] if best else None, "hops": run["hops"],
         "wall_seconds": run["wall_seconds"], "schedule_seconds": data.span_seconds,
-        "segment_utilization": data.utilization,
+        "segment_utilization": data.utilization, "compute_share": data.compute_share,
     }
 
 
@@ -278,7 +286,7 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
     util = data.utilization
     out.append(f"<p>{len(data.leaderboard)} models x {run['segments']} segments x {run['epochs']} epochs, "
                f"schedule {esc(run['schedule'])}: {run['hops']} hops in {run['wall_seconds']:.1f} s"
-               + (f", segment utilization {util:.1%}" if util is not None else "")
+               + (f", segment utilization {util:.1%} (computing {data.compute_share:.1%})" if util is not None else "")
                + (f"; best {esc(run['metric'])} = {_num(best['score'])} ({esc(best['name'])})" if best else "")
                + "</p>")
 
@@ -325,13 +333,14 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
     if data.hops:
         out.append(f'<figure id="timeline">{timeline_svg(data, colours, names)}</figure>')
         out.append('<table id="segments"><thead><tr><th>segment</th><th>hops</th><th>busy s</th>'
-                   "<th>training s</th><th>utilization</th></tr></thead><tbody>")
+                   "<th>training s</th><th>utilization</th><th>compute share</th></tr></thead><tbody>")
         for s in data.segments:
             out.append(f'<tr><td class="n">{s["segment"]}</td><td class="n">{s["hops"]}</td>'
                        f'<td class="n">{_num(s["busy_seconds"])}</td><td class="n">{_num(s["compute_seconds"])}</td>'
-                       f'<td class="n">{_num(s["utilization"])}</td></tr>')
+                       f'<td class="n">{_num(s["utilization"])}</td><td class="n">{_num(s["compute_share"])}</td></tr>')
         out.append(f"</tbody></table><p>span of the hop schedule: {_num(data.span_seconds)} s (first hop's start "
-                   "to last hop's end); busy: from each hop's start to its end, in the server</p>")
+                   "to last hop's end); busy: from each hop's start to its state being stored, in the server; training: Keras'
+                   " training and evaluating within it</p>")
     else:
         out.append("<p>no hop recorded yet</p>")
 

@@ -121,6 +121,30 @@ async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli,
     await assert_run_equals_standalone(conn, json.loads(proc.stdout)["run_id"], compare_validation=True)
 
 
+async def test_a_state_of_many_parts_hops_whole(small_table, tmp_path, run_cli, conn):
+    """A model whose arrays are larger than a part (a 2100 x 2100 kernel is 17.6 MB, a part at most
+    16 MiB): its state (53 MB with Adam's moments) is stored in pieces, read back into the
+    variables across their boundaries on every hop, and the run still equals plain Keras."""
+    from ctq.indb import STATE_PART_BYTES
+
+    grid = write_grid(tmp_path, GRID.format(table=small_table).replace("mop-vs-sequential", "mop-many-parts")
+                      .replace("{dense: 12, activation: tanh}", "{dense: 2100, activation: tanh}")
+                      .replace("{dense: 8, activation: relu}", "{dense: 2100, activation: relu}")
+                      .replace("optimizer: [adam, sgd]", "optimizer: [adam]")
+                      .replace("learning_rate: [0.01]", "learning_rate: [0.0001, 0.00001]"))
+    proc = run_cli("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    parts = await conn.fetch("SELECT model_id, array_index, byte_offset, length(data) AS n FROM ctq.model_states "
+                             "WHERE run_id = $1 AND array_index >= 0", run_id)
+    assert max(p["n"] for p in parts) == STATE_PART_BYTES
+    assert any(p["byte_offset"] > 0 for p in parts)  # an array in several parts
+    sizes = dict(await conn.fetch("SELECT model_id, sum(length(data)) FROM ctq.model_states WHERE run_id = $1 "
+                                  "AND array_index >= 0 GROUP BY model_id", run_id))
+    assert max(sizes.values()) > 50e6  # Adam's: weights and two moments
+    await assert_run_equals_standalone(conn, run_id)
+
+
 async def test_mop_equals_standalone_keras_across_kill_9_and_resume(small_table, tmp_path, run_cli, conn, dsn,
                                                                     ctq_home):
     """Killed mid-run and resumed, the models end exactly where an uninterrupted sequential

@@ -299,6 +299,9 @@ CREATE FUNCTION ctq.record_hop(p_run bigint, p_model int, p_epoch int, p_segment
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
     n float8; loss_sum float8; metric_sum float8;
+    -- the hop ends once its state is stored (the hop statement writes the parts before this call):
+    -- moving the state is part of a segment's busy time, not of its compute time
+    finished timestamptz := greatest(r.hop_finished, clock_timestamp());
 BEGIN
     -- runs as its caller: row-level security keeps it to the caller's own runs (security.sql)
     IF p_run IS NULL OR p_model IS NULL OR p_epoch IS NULL OR p_segment IS NULL OR p_last IS NULL OR r IS NULL
@@ -314,20 +317,20 @@ BEGIN
     END IF;
     INSERT INTO {{catalog}}.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
                           metric, executed_on)
-    VALUES (p_run, p_model, p_epoch, p_segment, r.hop_started, r.hop_finished, r.compute_seconds, r.rows, r.loss,
+    VALUES (p_run, p_model, p_epoch, p_segment, r.hop_started, finished, r.compute_seconds, r.rows, r.loss,
             r.metric, r.executed_on);
     IF p_last THEN
         SELECT sum(h.rows), sum(h.loss * h.rows), sum(h.metric * h.rows) INTO n, loss_sum, metric_sum
         FROM {{catalog}}.hops h WHERE h.run_id = p_run AND h.model_id = p_model AND h.epoch = p_epoch AND h.loss IS NOT NULL;
         INSERT INTO {{catalog}}.epochs (run_id, model_id, epoch, train_loss, train_metric, val_loss, val_metric, finished_at)
         VALUES (p_run, p_model, p_epoch, loss_sum / nullif(n, 0), metric_sum / nullif(n, 0), r.val_loss,
-                r.val_metric, r.hop_finished);
-        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished,
+                r.val_metric, finished);
+        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = finished,
                epochs_done = p_epoch + 1, train_loss = loss_sum / nullif(n, 0),
                train_metric = metric_sum / nullif(n, 0), val_loss = r.val_loss, val_metric = r.val_metric
         WHERE run_id = p_run AND model_id = p_model;
     ELSE
-        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = r.hop_finished
+        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = finished
         WHERE run_id = p_run AND model_id = p_model;
     END IF;
     RETURN 1;

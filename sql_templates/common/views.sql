@@ -16,15 +16,18 @@ JOIN {{catalog}}.runs r ON r.run_id = e.run_id
 WHERE ctq.can_read_run(r.run_by, r.shared_with);
 
 -- One row per segment of a run: its hops, the seconds it spent in them (measured in the server,
--- from the start to the end of each hop's training statement) and its utilization, those seconds
--- over the span of the run's hop schedule (its first hop's start to its last hop's end; a resumed
--- run's span includes the pause).
+-- from the start of each hop's training statement to its state being stored: busy_seconds), the
+-- seconds Keras trained and evaluated in them (compute_seconds), and both over the span of the
+-- run's hop schedule (its first hop's start to its last hop's end; a resumed run's span includes
+-- the pause): utilization (busy) and compute_share (compute; the rest of busy is reading data and
+-- moving the model's state).
 CREATE OR REPLACE VIEW ctq.segment_utilization WITH (security_barrier = true) AS
 SELECT h.run_id, h.segment, count(*) AS hops,
        sum(extract(epoch FROM h.finished_at - h.started_at))::float8 AS busy_seconds,
        sum(h.compute_seconds)::float8 AS compute_seconds,
        s.span_seconds,
-       (sum(extract(epoch FROM h.finished_at - h.started_at)) / nullif(s.span_seconds, 0))::float8 AS utilization
+       (sum(extract(epoch FROM h.finished_at - h.started_at)) / nullif(s.span_seconds, 0))::float8 AS utilization,
+       (sum(h.compute_seconds) / nullif(s.span_seconds, 0))::float8 AS compute_share
 FROM {{catalog}}.hops h
 JOIN {{catalog}}.runs r ON r.run_id = h.run_id
 JOIN (SELECT run_id, extract(epoch FROM max(finished_at) - min(started_at))::float8 AS span_seconds

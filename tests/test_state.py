@@ -1,0 +1,72 @@
+"""The state's parts (ctq.indb.state_parts / StateAssembler): pure, no server. The server-side use
+of the same code is covered end to end by test_mop_equals_sequential (a state of many parts)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from ctq.indb import HEADER_PART, StateAssembler, assemble_state, encode_state, state_parts
+
+ARRAYS = [np.arange(30, dtype=np.float32).reshape(5, 6), np.asarray(3, np.int64), np.zeros((0, 4), np.float32),
+          np.linspace(-1, 1, 1001, dtype=np.float32)]
+
+
+def test_parts_in_any_order_rebuild_the_arrays_and_none_is_larger_than_a_part():
+    parts = list(state_parts(ARRAYS, hops=7, part_bytes=64))
+    assert max(len(data) for index, _, data in parts if index != HEADER_PART) == 64
+    assert parts[0][0] == HEADER_PART and json.loads(parts[0][2])["hops"] == 7
+    got = {}
+    assembler = StateAssembler([(a.dtype, a.shape) for a in ARRAYS], lambda i, a: got.setdefault(i, a.copy()))
+    shuffled = parts[:]
+    random.Random(3).shuffle(shuffled)
+    for part in shuffled:
+        assembler.add(*part)
+    assembler.finish()
+    assert assembler.hops == 7
+    for i, want in enumerate(ARRAYS):
+        assert got[i].dtype == want.dtype and np.array_equal(got[i], want)
+    # each array is handed over once, the moment it is whole: never the whole state at once
+    assert sorted(got) == list(range(len(ARRAYS)))
+
+
+def test_the_client_reads_parts_header_first_and_a_legacy_value():
+    parts = sorted(state_parts(ARRAYS, part_bytes=100), key=lambda p: (p[0], p[1]))
+    for got, want in zip(assemble_state(parts), ARRAYS, strict=True):
+        assert np.array_equal(got, want)
+    for got, want in zip(assemble_state([(-2, 0, encode_state(ARRAYS))]), ARRAYS, strict=True):
+        assert np.array_equal(got, want)
+    assert assemble_state([]) is None
+
+
+def test_a_missing_part_or_another_layout_is_refused():
+    parts = list(state_parts(ARRAYS, part_bytes=64))
+    layout = [(a.dtype, a.shape) for a in ARRAYS]
+    assembler = StateAssembler(layout)
+    for part in parts[:-1]:
+        assembler.add(*part)
+    with pytest.raises(ValueError, match="incomplete"):
+        assembler.finish()
+    other = StateAssembler([(np.float32, (6, 5))] + layout[1:])
+    with pytest.raises(ValueError):
+        for part in parts:
+            other.add(*part)
+        other.finish()
+    with pytest.raises(ValueError, match="the model has 3 arrays"):
+        short = StateAssembler(layout[:3])
+        for part in parts:
+            short.add(*part)
+
+
+def test_a_warm_start_takes_only_the_model_variables():
+    """only_expected: another optimizer's arrays after the model's are skipped, not refused."""
+    got = {}
+    assembler = StateAssembler([(a.dtype, a.shape) for a in ARRAYS[:2]], lambda i, a: got.setdefault(i, a),
+                               only_expected=True)
+    for part in state_parts(ARRAYS, part_bytes=64):
+        assembler.add(*part)
+    assembler.finish()
+    assert sorted(got) == [0, 1]
