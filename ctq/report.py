@@ -339,8 +339,8 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
                        f'<td class="n">{_num(s["busy_seconds"])}</td><td class="n">{_num(s["compute_seconds"])}</td>'
                        f'<td class="n">{_num(s["utilization"])}</td><td class="n">{_num(s["compute_share"])}</td></tr>')
         out.append(f"</tbody></table><p>span of the hop schedule: {_num(data.span_seconds)} s (first hop's start "
-                   "to last hop's end); busy: from each hop's start to its state being stored, in the server; training: Keras'
-                   " training and evaluating within it</p>")
+                   "to last hop's end); busy: from each hop's start to its state being stored, in the server; "
+                   "training: Keras' training and evaluating within it</p>")
     else:
         out.append("<p>no hop recorded yet</p>")
 
