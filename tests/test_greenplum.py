@@ -389,7 +389,7 @@ async def test_analyst_trains_resumes_and_lists_its_own_runs_on_greenplum(gp, an
 def hostile(run_id: int, pack_id: str, source: str) -> list[tuple[str, str]]:
     """(role, statement): what bob (an analyst who can read the source) and carol (who cannot) try
     against alice's run and pack, and against the server code. Every one must be refused."""
-    hop = "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result"
+    hop = "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result"
     bad = "$$'; DROP TABLE ctq_catalog.runs; --$$"
     cases = [(BOB, f"SELECT count(*) FROM ctq_catalog.{t}")
              for t in ("runs", "models", "hops", "epochs", "decisions", "packs")]
@@ -519,7 +519,7 @@ async def test_a_run_shared_with_a_role_is_read_only_for_it_on_greenplum(gp, ana
                       f"SELECT ctq.share_run({run_id}, ARRAY['{CAROL}'], false)",
                       f"SELECT ctq.model_status({run_id}, 1, 'failed', 'x')",
                       f"SELECT ctq.record_own_hop({run_id}, 1, 9, 0, false, "
-                      "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result)"]
+                      "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result)"]
             for sql in writes:
                 with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
                     await bob.execute(sql)

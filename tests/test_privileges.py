@@ -90,6 +90,14 @@ async def test_analyst_trains_as_an_ordinary_role(world, conn):
     assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = 'ctq_alice'")
 
 
+async def state_after_hops(conn, run_id: int, hops: int) -> None:
+    """Make the run's stored states claim ``hops`` hops (their weights do not matter to these tests),
+    as they would after a coordinator died with the later hops unrecorded."""
+    await conn.execute("UPDATE ctq.model_states SET hops = $2, data = CASE WHEN array_index = -1 THEN convert_to("
+                       "jsonb_set(convert_from(data, 'UTF8')::jsonb, '{hops}', to_jsonb($2::int))::text, 'UTF8') "
+                       "ELSE data END WHERE run_id = $1", run_id, hops)
+
+
 async def test_analyst_resumes_and_lists_its_own_run(world, conn, dsn):
     run_id = world["run"]["run_id"]
     # as if the coordinator had died during the last epoch
@@ -97,6 +105,7 @@ async def test_analyst_resumes_and_lists_its_own_run(world, conn, dsn):
     await conn.execute("DELETE FROM ctq.hops WHERE run_id = $1 AND epoch = 1", run_id)
     await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
     await conn.execute("UPDATE ctq.models SET status = 'training' WHERE run_id = $1", run_id)
+    await state_after_hops(conn, run_id, 2)  # ... and its state the one of epoch 0's end
     proc = world["cli"]("train", "--resume", str(run_id), "--json", "-q", role="ctq_alice")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["hops"] == 2
@@ -201,9 +210,9 @@ HOSTILE = [
     ("ctq_bob", "SELECT ctq.data_cached('0123456789abcdef', -7)"),
     ("ctq_bob", "SELECT ctq.path_status('/etc')"),
     ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, 0, 0, false, "
-                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result)"),
+                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result)"),
     ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, -1, 0, false, "
-                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0)::ctq.hop_result)"),
+                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result)"),
     ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, 5, 0, true, NULL)"),
     ("ctq_bob", "INSERT INTO ctq.runs (name, status, config, config_fingerprint, source_table, pack_id, segments, "
                 "epochs, metric, metric_mode, run_by) SELECT 'x', 'running', '{{}}', 'x', 'x', pack_id, 1, 1, "
@@ -331,6 +340,7 @@ async def test_administrator_resumes_another_users_run_only_with_select_on_its_s
     run_id = world["run"]["run_id"]
     await conn.execute("DELETE FROM ctq.epochs WHERE run_id = $1 AND epoch = 1", run_id)
     await conn.execute("DELETE FROM ctq.hops WHERE run_id = $1 AND epoch = 1", run_id)
+    await state_after_hops(conn, run_id, 2)
     await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
     refused = world["cli"]("train", "--resume", str(run_id), "-q", role="ctq_dave")
     assert refused.returncode == 2 and "no SELECT privilege" in refused.stderr, refused.stderr

@@ -313,7 +313,7 @@ BEGIN
             USING ERRCODE = 'CTQ02';
     END IF;
     IF r.new_state IS NULL AND coalesce(p_state_parts, 0) < 1 THEN
-        RAISE EXCEPTION 'hop of model % stored no state', p_model USING ERRCODE = 'CTQ02';
+        RAISE EXCEPTION 'ctq.record_hop: hop of model % stored no state', p_model USING ERRCODE = '22023';
     END IF;
     INSERT INTO {{catalog}}.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
                           metric, executed_on)
