@@ -409,7 +409,8 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
     else:
         _print_leaderboard(result.leaderboard, title=f"run {result.run_id} ({result.name}): {result.status}")
         click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s, segment utilization "
-                   f"{result.utilization:.1%} (computing {result.compute_share:.1%}); best {result.metric} = {result.best_metric} ({result.best_model})")
+                   f"{result.utilization:.1%} (computing {result.compute_share:.1%}); "
+                   f"best {result.metric} = {result.best_metric} ({result.best_model})")
         if result.run_hops != result.hops:
             click.echo(f"whole run: {result.run_hops} hops, {result.run_wall_seconds:.1f}s since it started")
     if failure:

@@ -91,19 +91,20 @@ class Outcome:
     segments: int = 0
     expected: dict[int, float] = field(default_factory=dict)  # model id -> warm-up's estimated hop seconds
 
+    def _share(self, seconds: float) -> float:
+        return seconds / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
+
     @property
     def utilization(self) -> float:
         """Sum of hop durations / (segments x wall time): 1.0 means no segment ever idled."""
-        busy = sum(r.wall_seconds for r in self.results)
-        return busy / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
+        return self._share(sum(r.wall_seconds for r in self.results))
 
     @property
     def compute_share(self) -> float:
         """Sum of the hops' compute seconds (Keras training and evaluating, measured in the server)
         / (segments x wall time): what is left of utilization once the coordinator's gaps, reading
         data and moving the models' state are taken out."""
-        compute = sum(r.compute_seconds for r in self.results)
-        return compute / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
+        return self._share(sum(r.compute_seconds for r in self.results))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -223,7 +224,8 @@ class Coordinator:
     def _params(self, segment: int, **values) -> str:
         """The JSON parameters of a targeted query (see indb.step_final)."""
         return json.dumps({"engine": self.engine.name, "state_parts": self.engine.state_parts,
-                           "pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"], "stats": self.stats,
+                           "pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"],
+                           "stats": self.stats,
                            "cores": self.cores[segment], "stream": self.stream,
                            "class_weights": self.class_weights, "metric": self.metric.removeprefix("val_"),
                            **values})

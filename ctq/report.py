@@ -55,21 +55,22 @@ class RunData:
         """The hop schedule's span: from the first hop's start to the last hop's end."""
         return self.segments[0]["span_seconds"] if self.segments else None
 
-    @property
-    def utilization(self) -> float | None:
-        """The share of segment time spent in hops over the span: busy seconds / (segments x span)."""
+    def _share(self, seconds: str) -> float | None:
+        """The segments' ``seconds`` column (ctq.segment_utilization) over (segments x span)."""
         span = self.span_seconds
         if not span:
             return None
-        return sum(s["busy_seconds"] for s in self.segments) / (self.run["segments"] * span)
+        return sum(s[seconds] for s in self.segments) / (self.run["segments"] * span)
+
+    @property
+    def utilization(self) -> float | None:
+        """The share of segment time spent in hops over the span: busy seconds / (segments x span)."""
+        return self._share("busy_seconds")
 
     @property
     def compute_share(self) -> float | None:
         """The share of segment time Keras computed: compute seconds / (segments x span)."""
-        span = self.span_seconds
-        if not span:
-            return None
-        return sum(s["compute_seconds"] for s in self.segments) / (self.run["segments"] * span)
+        return self._share("compute_seconds")
 
     @property
     def best(self) -> dict | None:
@@ -286,7 +287,8 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
     util = data.utilization
     out.append(f"<p>{len(data.leaderboard)} models x {run['segments']} segments x {run['epochs']} epochs, "
                f"schedule {esc(run['schedule'])}: {run['hops']} hops in {run['wall_seconds']:.1f} s"
-               + (f", segment utilization {util:.1%} (computing {data.compute_share:.1%})" if util is not None else "")
+               + (f", segment utilization {util:.1%} (computing {data.compute_share:.1%})"
+                  if util is not None else "")
                + (f"; best {esc(run['metric'])} = {_num(best['score'])} ({esc(best['name'])})" if best else "")
                + "</p>")
 
@@ -337,7 +339,8 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
         for s in data.segments:
             out.append(f'<tr><td class="n">{s["segment"]}</td><td class="n">{s["hops"]}</td>'
                        f'<td class="n">{_num(s["busy_seconds"])}</td><td class="n">{_num(s["compute_seconds"])}</td>'
-                       f'<td class="n">{_num(s["utilization"])}</td><td class="n">{_num(s["compute_share"])}</td></tr>')
+                       f'<td class="n">{_num(s["utilization"])}</td>'
+                       f'<td class="n">{_num(s["compute_share"])}</td></tr>')
         out.append(f"</tbody></table><p>span of the hop schedule: {_num(data.span_seconds)} s (first hop's start "
                    "to last hop's end); busy: from each hop's start to its state being stored, in the server; "
                    "training: Keras' training and evaluating within it</p>")

@@ -25,17 +25,24 @@ async def catalog_snapshot(conn) -> dict:
     return {t: sorted(tuple(r) for r in await conn.fetch(f"SELECT t::text FROM {t} t")) for t in CATALOG_TABLES}
 
 
+async def insert_run(conn, run_id: int, pack_id: str) -> None:
+    """A run (and its pack row) written straight into the catalog, as an earlier ctq left it."""
+    await conn.execute(
+        "INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats) "
+        "VALUES ($1, 'public.x', 'fp', '{}', 'ctq_data.pack_' || $1, '{}')", pack_id)
+    await conn.execute(
+        "INSERT INTO ctq.runs (run_id, name, status, config, config_fingerprint, source_table, pack_id, segments, "
+        "epochs, metric, metric_mode) VALUES ($1, 'old', 'interrupted', '{}', 'fp', 'public.x', $2, 2, 1, "
+        "'val_loss', 'min')", run_id, pack_id)
+
+
 async def test_install_is_idempotent(run_cli, conn):
     """Installing again keeps every run, model checkpoint, hop and epoch exactly as they were."""
     proc = run_cli("install")
     assert proc.returncode == 0, proc.stderr
     assert "installed" in proc.stdout
+    await insert_run(conn, -77, "idem")
     await conn.execute("""
-        INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats)
-        VALUES ('idem', 'public.x', 'fp', '{}', 'ctq_data.pack_idem', '{}');
-        INSERT INTO ctq.runs (run_id, name, status, config, config_fingerprint, source_table, pack_id,
-                              segments, epochs, metric, metric_mode)
-        VALUES (-77, 'idem', 'interrupted', '{}', 'fp', 'public.x', 'idem', 2, 1, 'val_loss', 'min');
         INSERT INTO ctq.models (run_id, model_id, name, architecture, hyperparameters, seed, epochs_done)
         VALUES (-77, 1, 'm', '{}', '{}', 1, 1);
         INSERT INTO ctq.model_states (run_id, model_id, hops, array_index, byte_offset, data)
@@ -65,13 +72,7 @@ async def test_install_moves_a_state_stored_as_one_value_into_parts(run_cli, con
     from ctq.indb import encode_state
 
     arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.asarray(7, np.int64)]
-    await conn.execute("""
-        INSERT INTO ctq.packs (pack_id, source_table, source_fingerprint, settings, table_name, stats)
-        VALUES ('old1', 'public.x', 'fp', '{}', 'ctq_data.pack_old1', '{}');
-        INSERT INTO ctq.runs (run_id, name, status, config, config_fingerprint, source_table, pack_id,
-                              segments, epochs, metric, metric_mode)
-        VALUES (-78, 'old', 'interrupted', '{}', 'fp', 'public.x', 'old1', 2, 1, 'val_loss', 'min');
-    """)
+    await insert_run(conn, -78, "old1")
     await conn.execute("INSERT INTO ctq.models (run_id, model_id, name, architecture, hyperparameters, seed, state) "
                        "VALUES (-78, 1, 'm', '{}', '{}', 1, $1)", encode_state(arrays))
     try:

@@ -37,7 +37,7 @@ def test_greenplum_targeted_query_carries_the_segment_as_a_literal(segment):
 def test_postgres_targeted_query_reads_its_partition_and_validation(segment):
     sql = PostgresEngine().hop_statements(segment, PACK, TABLE)["hop"]
     assert f"b.segment IN ({segment}, -1)" in sql
-    assert f"ctq.record_hop($1, $2, $3::int, {segment}, $4::boolean, s.r)" in sql
+    assert f"ctq.record_hop($1, $2, $3::int, {segment}, $4::boolean, h.r," in sql
     assert "GROUP BY" not in sql
 
 
