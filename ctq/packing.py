@@ -28,7 +28,7 @@ from ctq.config import DataConfig
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 from ctq.errors import DataError, PermissionDenied
 from ctq.indb import SQLSTATE_DATA
-from ctq.sql import qualified, quote_ident, render, template
+from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 DEFAULT_BUFFER_BYTES = 4 << 20  # ~4 MiB of float32 features per buffer row
 MAX_CLASSES = 1000
@@ -155,32 +155,26 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     is_table = rel["relkind"] in ("r", "p")
     source_sql = qualified(rel["schema"], rel["name"])
     label_sql = _label_number(quote_ident(label["name"]), label["category"])
-    scalar = [] if array_feature else [quote_ident(c["name"]) for c in features if c["name"] not in encodings]
+    profiled = [c for c in features if c["name"] not in encodings]  # a categorical column may be NULL
     cut = round(data.validation_fraction * VALIDATION_MODULUS)
     if engine.template("profile_session.sql").strip():
         await conn.execute(engine.template("profile_session.sql"))
-    # fetch, not fetchrow: a portal run with a row limit (fetchrow) never gets a parallel plan
-    (profile,) = await conn.fetch(render(
-        "source_profile.sql", engine.name,
-        counts=", ".join(f"count({quote_ident(c['name'])})" for c in features + [label]),
-        mins=", ".join([f"min({q})" for q in scalar] + [f"min({label_sql})"]),
-        maxs=", ".join([f"max({q})" for q in scalar] + [f"max({label_sql})"]),  # (NULL for a text label)
-        means=", ".join(f"avg({q}) FILTER (WHERE NOT t.ctq_validation)" for q in scalar) or "0",
-        variances=", ".join(f"var_pop({q}) FILTER (WHERE NOT t.ctq_validation)" for q in scalar) or "0",
-        label=label_sql, source=source_sql, key=engine.row_key("s", seed, is_table),
-        version=engine.row_version("s", is_table), modulus=VALIDATION_MODULUS, cut=cut,
-    ))
-    n = profile["n"]
-    if n == 0:
+    sql, n_values = profile_sql(engine, source_sql, [c["name"] for c in profiled], label, array_feature, seed,
+                             is_table, cut)
+    rows = await conn.fetch(sql)  # fetch, not fetchrow: a portal with a row limit never gets a parallel plan
+    if not rows:  # (grouped by batch: no rows, no groups)
         raise DataError(f"data.table: table {data.table!r} has no rows")
-    names = [c["name"] for c in features] + [label["name"]]
-    for name, count in zip(names, profile["counts"]):
+    profile = next(r for r in rows if r["ctq_batch"] == 0)
+    counts, mins, maxs, means, variances = (unbatch(rows, k, n_values)
+                                            for k in ("counts", "mins", "maxs", "means", "variances"))
+    n = profile["n"]
+    for name, count in zip([c["name"] for c in profiled] + [label["name"]], counts[:-1] + [profile["label_count"]]):
         key = "data.label" if name == label["name"] else "data.features"
-        if count < n and name not in encodings:  # a categorical NULL is the unknown value
+        if count < n:
             raise DataError(f"{key}: column {name!r} has {n - count} NULL value(s) of {n} rows; "
                             "filter or impute them (e.g. a view) before training")
-    checked = [] if array_feature else [c["name"] for c in features if c["name"] not in encodings]
-    for name, lo, hi in zip(checked + [label["name"]], profile["mins"], profile["maxs"]):
+    checked = [] if array_feature else [c["name"] for c in profiled]  # (an array's elements: _array_profile)
+    for name, lo, hi in zip(checked + [label["name"]], mins[-len(checked) - 1:], maxs[-len(checked) - 1:]):
         if lo is not None and not (math.isfinite(lo) and math.isfinite(hi)):
             key = "data.label" if name == label["name"] else "data.features"
             raise DataError(f"{key}: column {name!r} has NaN or infinite values")
@@ -194,7 +188,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                                                 is_table, seed, cut, n, data.feature_shape)
     else:
         categories = await _vocabularies(conn, source_sql, features, encodings)
-        numeric = iter(zip(profile["means"], profile["variances"]))
+        numeric = iter(zip(means, variances))
         mean, std = [], []
         for col in features:
             category = (categories or {}).get(col["name"])
@@ -229,10 +223,33 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         array_feature=array_feature, rows=n, train_rows=profile["train_rows"], fingerprint=profile["fingerprint"],
         width=width, mean=tuple(mean), std=tuple(std), class_values=class_values,
         profile_seconds=time.perf_counter() - started, class_counts=class_counts,
-        target_mean=float(profile["label_mean"] or 0.0),
-        target_std=math.sqrt(float(profile["label_var"] or 0.0)) or 1.0, label_type=label["type"],
+        target_mean=float(means[-1] or 0.0),
+        target_std=math.sqrt(float(variances[-1] or 0.0)) or 1.0, label_type=label["type"],
         categories=categories, feature_shape=data.feature_shape,
     )
+
+
+def profile_sql(engine: Engine, source_sql: str, columns: list[str], label: dict, array_feature: bool, seed: int,
+                is_table: bool, cut: int) -> tuple[str, int]:
+    """The source profile statement (source_profile.sql) and its number of profiled values: each
+    of ``columns`` (numeric features; of an array column only whether it is NULL, its elements are
+    _array_profile's), then the label as a number. Batched (sql.column_batches), so that it is one
+    scan of a fixed width at any number of columns."""
+    label_t = _label_number("t." + quote_ident(label["name"]), label["category"])
+    values = [f"(CASE WHEN t.{quote_ident(c)} IS NOT NULL THEN 0 END)::float8" if array_feature
+              else f"t.{quote_ident(c)}::float8" for c in columns] + [label_t]
+    batches, slots = column_batches(values)
+    slot = [f"c.ctq_{i}" for i in range(1, slots + 1)]
+    return render(
+        "source_profile.sql", engine.name,
+        counts=", ".join(f"count({x})" for x in slot), mins=", ".join(f"min({x})" for x in slot),
+        maxs=", ".join(f"max({x})" for x in slot),  # (NULL for a text label)
+        means=", ".join(f"avg({x}) FILTER (WHERE NOT t.ctq_validation)" for x in slot),
+        variances=", ".join(f"var_pop({x}) FILTER (WHERE NOT t.ctq_validation)" for x in slot),
+        label=label_t, label_column="t." + quote_ident(label["name"]), batches=batches, source=source_sql,
+        key=engine.row_key("s", seed, is_table), version=engine.row_version("s", is_table),
+        modulus=VALIDATION_MODULUS, cut=cut,
+    ), len(values)
 
 
 async def _vocabularies(conn, source_sql: str, features: list[dict], encodings: dict) -> dict | None:
@@ -305,7 +322,17 @@ def feature_bytes_sql(features, stats: dict, alias: str = "t") -> str:
             zeros = f"decode(repeat('00', {4 * len(category['values'])}), 'hex')"
             parts.append(f"coalesce(overlay({zeros} placing decode('3f800000', 'hex') from 4 * {position} + 1 for 4), "
                          f"{zeros})")
-    return " || ".join(parts)
+    return _concatenation(parts)
+
+
+def _concatenation(parts: list[str]) -> str:
+    """``a || b || c ...`` as a balanced tree of parenthesised halves: the server parses and
+    evaluates an expression recursively, and a chain of 1,600 ``||`` is 1,600 levels deep (near
+    max_stack_depth); the tree is 11."""
+    if len(parts) <= 8:
+        return " || ".join(parts)
+    half = len(parts) // 2
+    return f"({_concatenation(parts[:half])}) || ({_concatenation(parts[half:])})"
 
 
 def label_bytes_sql(column: str, category: str, class_values) -> str:

@@ -37,7 +37,7 @@ from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageEr
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
                           label_bytes_sql, server_stats)
-from ctq.sql import qualified, quote_ident, render, template
+from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 
 @dataclass(frozen=True)
@@ -210,17 +210,23 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
     another length, NULL or repeated ids and (evaluate) unknown classes. Returns the row count."""
     array = model.stats.get("x_layout") == "array"
     width = int(model.stats["input_dim"])
-    nulls, bad = [], []
     categories = model.stats.get("categories") or {}
+    # one float8 value per feature, NULL when the feature is NULL and NaN when it is bad (an array:
+    # of another length), so that the checks of every feature are the same two aggregates of a slot
+    values = []
     for name in model.features:
         q = "t." + quote_ident(name)
         if name in categories:  # NULL and unseen values are the unknown category (feature_bytes_sql)
-            nulls.append("0")
-            bad.append("0")
-            continue
-        nulls.append(f"count(*) - count({q})")
-        bad.append(f"count(*) FILTER (WHERE array_ndims({q}) <> 1 OR array_length({q}, 1) <> {width})" if array
-                   else f"count(*) FILTER (WHERE {q}::float8 IN ('NaN', 'Infinity', '-Infinity'))")
+            values.append("0::float8")
+        elif array:
+            values.append(f"(CASE WHEN {q} IS NULL THEN NULL WHEN array_ndims({q}) = 1 AND array_length({q}, 1) = "
+                          f"{width} THEN 0::float8 ELSE 'NaN'::float8 END)")
+        else:
+            values.append(f"{q}::float8")
+    batches, slots = column_batches(values)
+    slot = [f"c.ctq_{i}" for i in range(1, slots + 1)]
+    nulls = [f"count(*) - count({x})" for x in slot]
+    bad = [f"count(*) FILTER (WHERE {x} IN ('NaN', 'Infinity', '-Infinity'))" for x in slot]
     label_nulls = label_bad = "0"
     if label_category is not None:
         q = "t." + quote_ident(model.label)
@@ -230,15 +236,17 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
         elif label_category == "S":
             label_bad = f"count(*) FILTER (WHERE {q}::text NOT IN ({', '.join(_class_literals(model))}))"
         else:
-            values = ", ".join(repr(float(v)) for v in model.stats["class_values"])
-            label_bad = f"count(*) FILTER (WHERE {_label_number(q, label_category)} NOT IN ({values}))"
-    row = await conn.fetchrow(render("score_check.sql", id=id_sql, nulls=", ".join(nulls), bad=", ".join(bad),
-                                     label_nulls=label_nulls, label_bad=label_bad, source=table.sql))
-    n = row["n"]
+            classes = ", ".join(repr(float(v)) for v in model.stats["class_values"])
+            label_bad = f"count(*) FILTER (WHERE {_label_number(q, label_category)} NOT IN ({classes}))"
+    rows = await conn.fetch(render("score_check.sql", id=id_sql, nulls=", ".join(nulls), bad=", ".join(bad),
+                                   label_nulls=label_nulls, label_bad=label_bad, source=table.sql, batches=batches))
     where = f"--table {table.display}"
-    if n == 0:
+    if not rows:  # (grouped by batch: no rows, no groups)
         raise DataError(f"{where}: table has no rows to score")
-    for name, count, wrong in zip(model.features, row["nulls"], row["bad"]):
+    row = next(r for r in rows if r["ctq_batch"] == 0)
+    n = row["n"]
+    for name, count, wrong in zip(model.features, unbatch(rows, "nulls", len(values)),
+                                  unbatch(rows, "bad", len(values))):
         if count:
             raise DataError(f"{where}: column {name!r} has {count} NULL value(s) of {n} rows; filter or impute "
                             "them first")

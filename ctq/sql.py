@@ -94,3 +94,38 @@ def install_script(engine: str = COMMON) -> str:
 def install_fingerprint(engine: str = COMMON) -> str:
     """Changes whenever the catalog, the functions or the server code change: re-install then."""
     return hashlib.sha256(install_script(engine).encode()).hexdigest()
+
+
+# Values per batch row of column_batches: a parallel (or Greenplum two-phase) aggregate passes every
+# aggregate's partial state up as one column, and PostgreSQL caps a row at 1,664 columns; at five
+# aggregates a value, 256 values keep that row under 1,300 columns whatever the source's width.
+BATCH_VALUES = 256
+
+
+def column_batches(values: list[str], width: int = BATCH_VALUES, alias: str = "c") -> tuple[str, int]:
+    """A ``CROSS JOIN LATERAL`` turning each source row into ``ceil(len(values) / width)`` rows
+    ``(ctq_batch, ctq_1 .. ctq_k)``, batch b carrying values ``b*k .. b*k+k-1`` (float8 SQL
+    expressions; the last batch padded with NULLs). Returns the clause and ``k``.
+
+    Why: a statement with a few aggregates per column (the source profile, the scoring checks) would
+    otherwise grow with the width until its partial aggregate row passes PostgreSQL's 1,664-column
+    limit (from ~330 columns). Grouped by ``ctq_batch``, the same single scan aggregates slots
+    ``ctq_1 .. ctq_k`` only, a fixed number of columns; a narrow table is one batch, one row per
+    row, as before. Aggregate ``{alias}.ctq_i``, GROUP BY ``{alias}.ctq_batch``, and read batch b's
+    slot i as value ``b*k + i - 1``."""
+    k = max(1, min(width, len(values)))
+    rows = []
+    for b, start in enumerate(range(0, max(1, len(values)), k)):
+        part = list(values[start:start + k])
+        part += ["NULL::float8"] * (k - len(part))
+        rows.append(f"({b}, {', '.join(part)})")
+    slots = ", ".join(f"ctq_{i}" for i in range(1, k + 1))
+    return f"CROSS JOIN LATERAL (VALUES {', '.join(rows)}) {alias}(ctq_batch, {slots})", k
+
+
+def unbatch(rows, column: str, count: int) -> list:
+    """Batch rows' per-slot arrays (``column``), in batch order, as one list of ``count`` values."""
+    out = []
+    for row in sorted(rows, key=lambda r: r["ctq_batch"]):
+        out.extend(row[column])
+    return out[:count]
