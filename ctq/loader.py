@@ -53,6 +53,10 @@ from ctq.sql import quote_ident, render, template
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer identifiers are cut with only a NOTICE
 MAX_COLUMNS = 1600
+# what to do with a file wider than one PostgreSQL row (1,600 columns, or one 8 kB heap page of
+# values that cannot be moved out of line: at 8 bytes a float8, about 1,000)
+TOO_WIDE = ("load fewer columns (e.g. `cut -d, -f1-1000`), or keep the values in one real[] array column "
+            "and train on it as the single feature (nothing was written)")
 CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
 DEFAULT_NULLS = frozenset({"", "na", "n/a", "null", "nan", "none"})
 SYSTEM_COLUMNS = frozenset({"tableoid", "cmax", "xmax", "cmin", "xmin", "ctid"})  # PostgreSQL >= 12
@@ -209,7 +213,8 @@ def _sniff(text: str, where: str) -> str:
 
 def _header_names(raw: list[str], at: str, notes: list[str]) -> list[str]:
     if len(raw) > MAX_COLUMNS:
-        raise DataError(f"{at}: {len(raw)} columns; PostgreSQL allows at most {MAX_COLUMNS}")
+        raise DataError(f"{at}: {len(raw)} columns do not fit in one PostgreSQL row (at most {MAX_COLUMNS}); "
+                        + TOO_WIDE)
     if all(_FLOAT.fullmatch(v.strip()) for v in raw if v.strip()) and any(v.strip() for v in raw):
         shown = ", ".join(raw[:4]) + (", ..." if len(raw) > 4 else "")
         raise DataError(f"{at}: the first line ({shown}) looks like data, not a header: "
@@ -439,6 +444,9 @@ async def write_table(conn: asyncpg.Connection, parsed: ParsedCsv, table: str, *
         raise DataError(f"--replace: table {table} cannot be dropped: {exc.detail or exc}") from None
     except asyncpg.exceptions.WrongObjectTypeError as exc:
         raise DataError(f"--table {table}: {exc}") from None
+    except asyncpg.exceptions.ProgramLimitExceededError as exc:  # 54000 row too big, 54011 > 1,600 columns
+        raise DataError(f"{source}: {len(parsed.columns)} columns do not fit in one PostgreSQL row "
+                        f"({exc.message}); " + TOO_WIDE) from None
     except asyncpg.PostgresError as exc:
         raise DatabaseError(f"{source}: PostgreSQL refused the load (nothing was written): "
                             f"{type(exc).__name__}: {exc}") from None

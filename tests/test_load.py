@@ -154,3 +154,23 @@ async def test_delimiter_null_and_encoding_options(run_cli, conn, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "created public.opts: 2 columns (name text, score float8 (1 NULL)), 2 rows"
     assert await conn.fetchval("SELECT name FROM public.opts WHERE score IS NULL") == "José"
+
+
+@pytest.mark.parametrize("width", [1501, 1601])
+async def test_a_csv_too_wide_for_a_row_says_what_to_do_and_writes_nothing(run_cli, conn, tmp_path, width):
+    """1,501 float8 columns are more than one 8 kB heap row holds ("row is too big"), 1,601 more
+    than a table may have: either way exit 2, one line saying what to do, no table, and with
+    --replace the old table is kept."""
+    csv = tmp_path / "wide.csv"
+    csv.write_text(",".join(f"p{i}" for i in range(width)) + "\n" + ",".join(["0.5"] * width) + "\n")
+    for args in ((), ("--replace",)):
+        proc = run_cli("load", str(csv), "--table", "public.wide_kept", *args, env={"COLUMNS": "1000"})
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{width} columns do not fit" in proc.stderr and "array column" in proc.stderr, proc.stderr
+        if not args:
+            assert await conn.fetchval("SELECT to_regclass('public.wide_kept')") is None
+            (tmp_path / "narrow.csv").write_text("a\n1\n")
+            assert run_cli("load", str(tmp_path / "narrow.csv"), "--table", "public.wide_kept").returncode == 0
+    assert await conn.fetchval("SELECT count(*) FROM public.wide_kept") == 1
+    await conn.execute("DROP TABLE public.wide_kept")

@@ -178,3 +178,57 @@ async def test_class_weight_needs_classification(small_table, tmp_path, run_cli)
     """)
     proc = run_cli("train", str(grid), "-q")
     assert proc.returncode == 2 and "data.class_weight" in proc.stderr and "classification" in proc.stderr
+
+
+async def test_a_table_of_1600_columns_trains_evaluates_and_predicts(conn, dsn, tmp_path, run_cli):
+    """PostgreSQL's widest table (1,600 columns: 1,598 real features, an id, a label), in parallel
+    plans (a server tuned for them: at this size the planner would choose one from about 100,000
+    rows): the profile's, the packing's and the scoring checks' statements stay under
+    the 1,664-column row limit of a parallel partial aggregate and under the stack depth limit, and
+    the model learns from the last columns, the only ones that carry the label."""
+    n_features, rows = 1598, 1500
+    names = [f"f{i:04d}" for i in range(1, n_features + 1)]
+    cols = ", ".join(f"{c} real" for c in names)
+    signal = "((g * 7919) % 1000 / 500.0 - 1)"
+    # the label shows in every 4th of the last 300 columns only (the last of the statements' batches)
+    values = ", ".join(f"({signal} + random())::real" if i >= n_features - 300 and i % 4 == 0 else "random()::real"
+                       for i in range(n_features))
+    await conn.execute(f"DROP TABLE IF EXISTS public.wide_src; CREATE TABLE public.wide_src (id int, {cols}, label int);"
+                       "SELECT setseed(0.5);"
+                       f"INSERT INTO public.wide_src SELECT g, {values}, ({signal} > 0)::int "
+                       f"FROM generate_series(1, {rows}) g; ANALYZE public.wide_src")
+    parallel = {"parallel_setup_cost": "0", "parallel_tuple_cost": "0", "min_parallel_table_scan_size": "0"}
+    for name, value in parallel.items():
+        await conn.execute(f"SET {name} = {value}")
+    wide_aggregate = ", ".join(f"avg({c})" for c in names[:300])
+    plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN SELECT {wide_aggregate} FROM public.wide_src"))
+    assert "Partial Aggregate" in plan, plan  # the partial aggregate row whose width is limited
+    env = {"CTQ_DSN": dsn + "&" + "&".join(f"{k}={v}" for k, v in parallel.items())}
+    grid = write_grid(tmp_path, f"""
+        data: {{table: public.wide_src, features: [{', '.join(names)}], label: label, task: classification}}
+        segments: 2
+        models: [{{layers: []}}]
+        search: {{space: {{learning_rate: [0.01]}}}}
+        epochs: 2
+        metric: val_accuracy
+    """)
+    proc = run_cli("train", str(grid), "--json", "-q", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert await conn.fetchval("SELECT count(DISTINCT f1598) FROM public.wide_src") == rows  # noise, not constant
+    assert out["best_metric"] > 0.8, out
+    run_id = str(out["run_id"])
+    proc = run_cli("evaluate", run_id, "--table", "public.wide_src", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["accuracy"] > 0.8
+    proc = run_cli("predict", run_id, "--table", "public.wide_src", "--id-column", "id", "--out", "public.wide_out",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert await conn.fetchval("SELECT count(*) FROM public.wide_out") == rows
+    # a NULL in the last feature is found by the scoring checks' last batch and named
+    await conn.execute(f"UPDATE public.wide_src SET {names[-1]} = NULL WHERE id = 3")
+    proc = run_cli("evaluate", run_id, "--table", "public.wide_src", env=env)
+    assert proc.returncode == 2 and f"column '{names[-1]}' has 1 NULL value(s)" in proc.stderr, proc.stderr
+
+
+
