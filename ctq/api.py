@@ -28,9 +28,10 @@ from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
 from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         UsageError, plain_text)
+from ctq.metrics import Metric
 from ctq.packing import ensure_pack, inspect_source, use_pack
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
-from ctq.search import Asha, Decision, Hyperband, Tpe, metric_value, pending
+from ctq.search import Asha, Decision, Hyperband, Tpe, pending
 from ctq.sql import template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
@@ -190,7 +191,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     tpe = finished = None
     if method == "tpe":
         tpe = {"samples": search["samples"], **json.loads(settings["resolved"])}
-        finished = tuple((m["model_id"], metric_value(run["metric"], m) if m["status"] == "succeeded" else None)
+        finished = tuple((m["model_id"], Metric(run["metric"]).value(m) if m["status"] == "succeeded" else None)
                          for m in await catalog.finished_models(conn, run_id))
     return RunPlan(
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],

@@ -139,6 +139,7 @@ from typing import Any
 import yaml
 
 from ctq.errors import ConfigError
+from ctq.metrics import CLASSIFICATION_METRICS, MAE_METRICS, MAX_METRICS, METRICS, Metric  # noqa: F401
 from ctq.scheduler import SCHEDULING_RULES
 
 __all__ = [
@@ -159,13 +160,7 @@ MAX_KERAS_JSON_BYTES = 64 * 1024 * 1024
 FINGERPRINT_VERSION = 1
 
 TASKS = ("classification", "regression")
-# A metric's kind (accuracy, auc, ...) is what ctq.indb compiles into the model; the val_ form is
-# computed on the validation rows, in the database, after every epoch.
-CLASSIFICATION_METRICS = ("accuracy", "auc", "f1", "precision", "recall")
-METRICS = ("val_loss", "val_accuracy", "val_auc", "val_f1", "val_precision", "val_recall", "val_mae",
-           "loss", "accuracy", "auc", "f1", "precision", "recall", "mae")
-MAX_METRICS = frozenset(METRICS) - {"val_loss", "loss", "val_mae", "mae"}  # classification only; max is best
-MAE_METRICS = frozenset({"val_mae", "mae"})
+# the metric names and what they mean: ctq.metrics (one definition for the whole client)
 ENCODINGS = ("one_hot", "index")
 CLASS_WEIGHTS = ("balanced",)
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw", "adagrad", "nadam")
@@ -280,7 +275,7 @@ class RunConfig:
 
     @property
     def metric_mode(self) -> str:
-        return "max" if self.metric in MAX_METRICS else "min"
+        return Metric(self.metric).mode
 
 
 # --------------------------------------------------------------------------------------------

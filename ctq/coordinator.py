@@ -26,9 +26,10 @@ from ctq.connection import connect as open_connection
 from ctq.engines import Engine
 from ctq.errors import RunFailed, plain_text
 from ctq.indb import SQLSTATE_MODEL
+from ctq.metrics import Metric
 from ctq.packing import server_stats
 from ctq.scheduler import Hop, Scheduler
-from ctq.search import Asha, Tpe, metric_value
+from ctq.search import Asha, Tpe
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -46,6 +47,14 @@ class HopResult:
     val_loss: float | None
     val_metric: float | None
     wall_seconds: float  # as seen by the client: dispatch + state transfer + training + commit
+
+    @property
+    def train_loss(self) -> float | None:  # the catalog's name (ctq.epochs, Metric.column)
+        return self.loss
+
+    @property
+    def train_metric(self) -> float | None:
+        return self.metric
 
 
 class Progress(Protocol):
@@ -227,7 +236,7 @@ class Coordinator:
                            "pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"],
                            "stats": self.stats,
                            "cores": self.cores[segment], "stream": self.stream,
-                           "class_weights": self.class_weights, "metric": self.metric.removeprefix("val_"),
+                           "class_weights": self.class_weights, "metric": Metric(self.metric).kind,
                            **values})
 
     @staticmethod
@@ -294,7 +303,7 @@ class Coordinator:
         row = await self._catalog(catalog.epoch_metrics, self.run_id, model_id, epochs_done - 1)
         if row is None:
             raise RunFailed(f"model {model_id} of run {self.run_id}: epoch {epochs_done} is not recorded")
-        decision = self.search.decide(model_id, epochs_done, metric_value(self.metric, row))
+        decision = self.search.decide(model_id, epochs_done, Metric(self.metric).value(row))
         if decision is None:
             return
         await self._catalog(catalog.record_decision, self.run_id, self.decisions, decision, self.metric,
@@ -388,7 +397,7 @@ class Coordinator:
                             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "succeeded")
                             if self.tpe is not None:
                                 row = await self._catalog(catalog.epoch_metrics, self.run_id, hop.model_id, hop.epoch)
-                                await self._finished(hop.model_id, metric_value(self.metric, row))
+                                await self._finished(hop.model_id, Metric(self.metric).value(row))
                         elif hop.last_of_epoch and self.search is not None:
                             await self._decide(hop.model_id, hop.epoch + 1, outcome)
                     else:

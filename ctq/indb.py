@@ -405,6 +405,8 @@ def make_optimizer(hyper: dict):
 # class value (class index 1, e.g. true or 1); more classes: the macro average over classes, each
 # one-vs-rest. A prediction is the most probable class (as for accuracy). Validation values are
 # exact over the validation rows (one evaluate per hop; AUC with Keras's 200 thresholds).
+# The server imports nothing from the client: this rule and metric_name restate ctq.metrics
+# (RANKING_KINDS, Metric.compiled), and tests/test_search.py checks that the two agree.
 RANKING_METRICS = ("auc", "f1", "precision", "recall")
 _METRIC_CLASSES = {}
 

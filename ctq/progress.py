@@ -20,6 +20,7 @@ from rich.text import Text
 
 from ctq.coordinator import HopResult
 from ctq.errors import plain_text
+from ctq.metrics import Metric
 from ctq.scheduler import Hop
 
 MAX_MODEL_ROWS = 20
@@ -99,10 +100,7 @@ class LiveProgress:
 
     # -- rendering
     def _score(self, result: HopResult) -> float | None:
-        metric = self.config.metric  # val_loss, loss, or a metric's val_ (validation) or training value
-        if metric in ("val_loss", "loss"):
-            return result.val_loss if metric == "val_loss" else result.loss
-        return result.val_metric if metric.startswith("val_") else result.metric
+        return getattr(result, Metric(self.config.metric).column)
 
     def _best(self) -> tuple[int, float] | None:
         if not self.score:
@@ -180,8 +178,7 @@ class LogProgress:
         self.session_start_done = self.done
         self.first_hop_at: float | None = None
         self.started = time.monotonic()
-        kind = plan.metric.removeprefix("val_")
-        self.metric_name = kind if kind != "loss" else "metric"
+        self.metric_name = Metric(plan.metric).compiled(plan.pack["settings"]["task"])  # train_/val_metric's
 
     def _say(self, text: str) -> None:
         log_line(text, self.stream)

@@ -24,6 +24,7 @@ import yaml
 
 from ctq import __version__, catalog
 from ctq.errors import NotFound
+from ctq.metrics import Metric
 from ctq.sql import template
 
 COLOURS = "tab20"  # matplotlib's qualitative map: 20 distinguishable colours, then they repeat
@@ -47,8 +48,8 @@ class RunData:
 
     @property
     def metric_name(self) -> str:
-        """The per-model metric of ctq.models.train_metric/val_metric (indb.metric_name)."""
-        return "accuracy" if self.task == "classification" else "mae"
+        """The metric in ctq.models.train_metric/val_metric: the run's auc, f1... or accuracy, mae."""
+        return Metric(self.run["metric"]).compiled(self.task)
 
     @property
     def span_seconds(self) -> float | None:

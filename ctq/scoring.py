@@ -35,6 +35,7 @@ from ctq.engines import detect
 from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
+from ctq.metrics import Metric, row_metric
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
                           label_bytes_sql, server_stats)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
@@ -70,12 +71,12 @@ class TrainedModel:
     @property
     def ranking_metric(self) -> str | None:
         """The run's metric when it is a ranking metric (auc, f1, precision, recall), else None."""
-        kind = self.run_metric.removeprefix("val_")
-        return kind if self.task == "classification" and kind in indb.RANKING_METRICS else None
+        return Metric(self.run_metric).ranking(self.task)
 
     @property
     def metric_name(self) -> str:
-        return "accuracy" if self.task == "classification" else "mae"
+        """The per-row metric that scoring computes besides (indb.score_final): accuracy or mae."""
+        return row_metric(self.task)
 
 
 async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | None = None) -> TrainedModel:

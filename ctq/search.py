@@ -323,13 +323,6 @@ class Hyperband(Asha):
         return f"results of bracket {bracket}"
 
 
-def metric_value(metric: str, epoch_row: dict) -> float | None:
-    """The run's ``metric`` from a ``ctq.epochs`` row (as the leaderboard's score reads it)."""
-    column = {"val_loss": "val_loss", "loss": "train_loss", "val_accuracy": "val_metric",
-              "val_mae": "val_metric"}.get(metric, "train_metric")
-    return epoch_row[column]
-
-
 def pending(rungs: Callable[[int], Sequence[int]], epochs: Iterable[tuple[int, int]],
             decided: Iterable[tuple[int, int]], stopped: Iterable[int]) -> list[tuple[int, int]]:
     """(model_id, epoch) results at a model's rungs (``rungs(model_id)``: the epochs it is decided

@@ -14,8 +14,9 @@ import pytest
 
 from conftest import stored_state, write_grid
 from ctq import api
-from ctq.config import parse_config
+from ctq.config import METRICS, TASKS, parse_config
 from ctq.errors import ConfigError, RunFailed
+from ctq.metrics import RANKING_KINDS, Metric
 from ctq.search import Asha, Decision, Hyperband, Tpe, pending, rung_epochs
 from test_reliability import assert_consistent, start_train
 
@@ -498,3 +499,109 @@ async def test_warm_start_from_no_run_or_a_run_without_the_architecture_is_refus
     with pytest.raises(ConfigError, match=f"has no trained model of architecture 'c'"):
         await api.train(parse_config(other, source_path="<warm>"), dsn)
     assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == runs  # nothing written
+
+
+# ------------------------------------------------------------------- the run's metric, one rule
+COLUMN_OF = {"val_loss": "val_loss", "loss": "train_loss",  # by hand: where each metric name lives
+             **{f"val_{k}": "val_metric" for k in ("accuracy", "auc", "f1", "precision", "recall", "mae")},
+             **{k: "train_metric" for k in ("accuracy", "auc", "f1", "precision", "recall", "mae")}}
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_every_accepted_metric_name_maps_to_its_column_direction_and_compiled_metric(name):
+    """Every name config.py accepts: the catalog column holding it, max for the classification
+    metrics, and the metric the hops compile, which the server's own rule (indb) agrees with."""
+    from ctq import indb
+
+    metric = Metric(name)
+    assert metric.column == COLUMN_OF[name]
+    assert metric.mode == ("min" if name.removeprefix("val_") in ("loss", "mae") else "max")
+    row = {"train_loss": 1.0, "train_metric": 2.0, "val_loss": 3.0, "val_metric": 4.0}
+    assert metric.value(row) == row[COLUMN_OF[name]]
+    tasks = ("regression",) if "mae" in name else ("classification",) if metric.mode == "max" else TASKS
+    for task in tasks:
+        cfg = parse_config("name: m" + TWO_MODELS.replace("classification", task) + f"epochs: 1\nmetric: {name}\n",
+                           source_path="<metric>")
+        assert cfg.metric_mode == metric.mode
+        # what the hops compute (coordinator sends the kind) is what Metric says is in train_/val_metric
+        assert metric.compiled(task) == indb.metric_name(task, metric.kind)
+        assert metric.compiled(task) == (metric.kind if metric.kind in ("auc", "f1", "precision", "recall")
+                                         else "accuracy" if task == "classification" else "mae")
+    assert RANKING_KINDS == indb.RANKING_METRICS
+    with pytest.raises(ValueError, match="unknown metric 'val_acc'"):
+        Metric("val_acc")
+
+
+AUC_GRID = """
+    name: asha-auc
+    data: {{table: {table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
+    segments: 2
+    models:
+      - name: a
+        layers: [{{dense: 8, activation: relu}}]
+      - name: c
+        layers: []
+    search:
+      method: asha
+      seed: 1
+      max_epochs: 2
+      reduction_factor: 2
+      space:
+        learning_rate: [0.0003, 0.03]
+        batch_size: [128]
+    metric: val_auc
+"""
+
+
+@pytest.fixture(scope="module")
+async def auc_run(small_table, tmp_path_factory, dsn, ctq_home):
+    """An ASHA run ranked on val_auc, through the CLI: its run id."""
+    grid = write_grid(tmp_path_factory.mktemp("auc"), AUC_GRID.format(table=small_table))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return json.loads(out)["run_id"]
+
+
+@on_the_server
+async def test_asha_on_val_auc_decides_on_the_validation_auc_the_leaderboard_ranks(auc_run, conn):
+    """Each decision's value is its model's val_metric (validation AUC) of that epoch, not the
+    training AUC: ASHA stops models on the number the run is ranked by."""
+    decisions = await run_decisions(conn, auc_run)
+    assert len(decisions) == 4 and {(d["rung"], d["epoch"]) for d in decisions} == {(0, 1)}
+    for d in decisions:
+        epoch = await conn.fetchrow("SELECT train_metric, val_metric FROM ctq.epochs WHERE run_id = $1 AND "
+                                    "model_id = $2 AND epoch = 0", auc_run, d["model_id"])
+        assert d["value"] == epoch["val_metric"] != epoch["train_metric"]
+    assert [d["decision"] for d in decisions] == by_the_rule(decisions, "max", reduction_factor=2)
+    await check_stopped_never_train_again(conn, auc_run, decisions, max_epochs=2)
+
+
+@on_the_server
+async def test_the_leaderboard_view_scores_every_metric_name_from_the_column_metric_names(auc_run, conn):
+    """The SQL view (install.sql) and ctq.metrics agree for every accepted name: the run is
+    relabelled in a transaction that is rolled back."""
+    models = {r["model_id"]: r for r in await conn.fetch(
+        "SELECT model_id, train_loss, train_metric, val_loss, val_metric FROM ctq.models WHERE run_id = $1", auc_run)}
+    assert all(len({m[c] for c in COLUMN_OF.values()}) == 4 for m in models.values())  # tells them apart
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        for name in METRICS:
+            await conn.execute("UPDATE ctq.runs SET metric = $2, metric_mode = $3 WHERE run_id = $1",
+                               auc_run, name, Metric(name).mode)
+            for row in await conn.fetch("SELECT model_id, score FROM ctq.leaderboard WHERE run_id = $1", auc_run):
+                assert row["score"] == Metric(name).value(models[row["model_id"]]), name
+    finally:
+        await tx.rollback()
+
+
+@on_the_server
+async def test_report_labels_the_metric_columns_by_the_metric_the_run_computes(auc_run, conn):
+    from test_report import Doc
+
+    from ctq import report
+
+    doc = Doc(report.render_html(await report.load(conn, auc_run)))
+    header = [text for _, text in doc.tables["leaderboard"][0]]
+    assert "train auc" in header and "val auc" in header and "val accuracy" not in header
