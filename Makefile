@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_ROWS ?= 40000
 
-.PHONY: demo test bench system-deps venv clean
+.PHONY: demo test bench system-deps test-deps venv clean
 
 system-deps:  ## Debian packages: PostgreSQL server + PL/Python (skipped when present)
 	@if [ -x /usr/lib/postgresql/$(PG_MAJOR)/bin/postgres ] && \
@@ -17,6 +17,12 @@ system-deps:  ## Debian packages: PostgreSQL server + PL/Python (skipped when pr
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    postgresql-$(PG_MAJOR) postgresql-plpython3-$(PG_MAJOR) python3-venv >/dev/null; fi
+
+test-deps: system-deps  ## pgbouncer, for the tests of ctq behind a connection pooler (skipped when present)
+	@if [ -x /usr/sbin/pgbouncer ]; then :; else \
+	  echo "installing pgbouncer"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null; fi
 
 $(BIN)/ctq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +41,7 @@ demo: system-deps venv examples/data/demo.csv
 	$(BIN)/ctq load examples/data/demo.csv --table public.demo --replace
 	$(BIN)/ctq train examples/grid.yaml
 
-test: system-deps venv
+test: test-deps venv
 	$(BIN)/python -m pytest -q --durations=25
 
 bench: system-deps venv

@@ -8,11 +8,8 @@ in the same run. Memory should grow with the buffer size, not with the table.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ctq.config import parse_config  # noqa: E402
-from ctq.embedded import EmbeddedCluster  # noqa: E402
 from ctq.engines import detect  # noqa: E402
 from ctq.packing import ensure_pack, inspect_source  # noqa: E402
 
@@ -91,15 +87,16 @@ async def measure(dsn: str, rows: int) -> list[tuple[str, float, str, str]]:
     cfg = grid(rows)
     engine = await detect(conn)
     with PeakRss() as rss:
-        t0 = time.perf_counter()
-        source = await inspect_source(conn, cfg.data, engine, cfg.seed)
-        check_s = time.perf_counter() - t0
         from ctq import catalog
 
         await catalog.ensure_installed(conn, engine)
-        t1 = time.perf_counter()
-        pack = await ensure_pack(conn, dsn, engine, cfg.data, source, 2, cfg.seed)
-        pack_s = time.perf_counter() - t1
+        async with engine.snapshot(dsn) as moment:
+            t0 = time.perf_counter()
+            source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed)
+            check_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            pack = await ensure_pack(conn, dsn, engine, cfg.data, source, 2, cfg.seed, moment)
+            pack_s = time.perf_counter() - t1
     await conn.execute(f"DROP TABLE {pack.table_name}")
     await conn.execute("DELETE FROM ctq.packs WHERE pack_id = $1", pack.pack_id)
     await conn.execute("DROP TABLE public.pack_src")
@@ -121,22 +118,12 @@ async def packing_figures(dsn: str, sizes=(2_000_000, 20_000_000)) -> list[tuple
     return results
 
 
-async def main() -> None:
+if __name__ == "__main__":
+    import functools
+
+    from alone import run_alone
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="2000000,20000000")
-    args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="ctq-bench-pack-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    cluster = EmbeddedCluster(home)
-    dsn = cluster.start()
-    try:
-        for rows in (int(r) for r in args.rows.split(",")):
-            for name, value, target, detail in await measure(dsn, rows):
-                print(f"{name}: {value:.3f} (target {target}) - {detail}", flush=True)
-    finally:
-        cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    asyncio.run(main())
+    rows = [int(r) for r in parser.parse_args().rows.split(",")]
+    run_alone("ctq-bench-pack-", *(functools.partial(measure, rows=n) for n in rows))

@@ -1,8 +1,8 @@
 """ctq benchmarks: every figure is a ratio measured side by side in one run (`make bench`).
 
 Writes bench/RESULTS.md (each figure, its target, the machine) and bench/speedup.png. Runs on a
-throwaway embedded PostgreSQL; about 15 minutes on 2 cores (4 of them packing 2M and 20M x 32,
-about 8 GB of disk). Not a test: nothing here asserts.
+throwaway embedded PostgreSQL; about 25 minutes on 2 cores (4 of them packing 2M and 20M x 32,
+about 8 GB of disk; 5 training a 2 GB state, about 12 GB of memory). Not a test: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -224,6 +224,14 @@ async def main() -> None:
         from packing import packing_figures
 
         results.extend(await packing_figures(dsn))
+        # 11. model size: compute share, warm-up, a 2 GB state's peak memory (bench/model_size.py)
+        from model_size import model_size_figures
+
+        results.extend(await model_size_figures(dsn))
+        # 12. the catalog commands at 10,000 models (bench/catalog_scale.py)
+        from catalog_scale import catalog_scale_figures
+
+        results.extend(await catalog_scale_figures(dsn))
         bench_seconds = time.perf_counter() - t_all
         plot(slow_t / fast_t, bsp.wall_seconds / mop.wall_seconds)
     finally:

@@ -13,12 +13,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +25,6 @@ sys.path.insert(0, str(REPO / "examples"))
 
 from ctq import api, simulate  # noqa: E402
 from ctq.config import parse_config  # noqa: E402
-from ctq.embedded import EmbeddedCluster  # noqa: E402
 
 ROWS = 80_000  # the short hops: about 0.1 s for the fast models on 2 segments
 SEEDS = 100
@@ -211,18 +206,7 @@ async def search_figures(dsn: str) -> list[tuple[str, float, str, str]]:
     return results
 
 
-async def main() -> None:
-    home = Path(tempfile.mkdtemp(prefix="ctq-bench-search-", dir="/tmp"))
-    os.chmod(home, 0o755)
-    cluster = EmbeddedCluster(home)
-    dsn = cluster.start()
-    try:
-        for name, value, target, detail in await search_figures(dsn):
-            print(f"{name}: {value:.3f} (target {target}) - {detail}", flush=True)
-    finally:
-        cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    from alone import run_alone
+
+    run_alone("ctq-bench-search-", search_figures)

@@ -16,20 +16,21 @@ import os
 import platform
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 import asyncpg
 
-from ctq import __version__, catalog
+from ctq import __version__, catalog, housekeeping
 from ctq.config import (HALVING_METHODS, MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name,
                         model_seed)
 from ctq.connection import connect as open_connection
-from ctq.coordinator import Coordinator, Outcome, Progress, segment_cores
+from ctq.coordinator import Coordinator, Outcome, Progress, is_transient, segment_cores
 from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
-                        UsageError, plain_text)
+                        TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text, privilege_hint)
 from ctq.metrics import Metric
-from ctq.packing import ensure_pack, inspect_source, use_pack
+from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Asha, Decision, Hyperband, Tpe, pending
 from ctq.sql import template
@@ -49,35 +50,9 @@ async def connect(dsn: str):
     try:
         yield conn
     except asyncpg.exceptions.InsufficientPrivilegeError as exc:  # 42501, row-level security included
-        user = conn._params.user if hasattr(conn, "_params") else "ROLE"
-        message = " ".join(str(exc).split())
-        raise PermissionDenied(f"permission denied ({message}); {privilege_hint(message, user)}") from exc
+        raise permission_denied(exc, getattr(getattr(conn, "_params", None), "user", None)) from exc
     finally:
         await conn.close()
-
-
-CTQ_SCHEMAS = ("ctq", "ctq_data", "ctq_catalog")
-CTQ_RELATIONS = re.compile(r"(runs|models|hops|epochs|decisions|packs|meta|server_code|leaderboard|learning_curves|"
-                           r"segment_utilization|runs_run_id_seq|pack_[0-9a-f]{16}|score_[0-9a-f]{16})")
-
-
-def privilege_hint(message: str, user: str) -> str:
-    """The fix for a missing privilege, from the server's message: ``ctq grant`` for ctq's own
-    objects (or row-level security), else the GRANT the object's owner can give. PostgreSQL names
-    a table without its schema, so one is ctq's when its name is one of ctq's."""
-    found = re.search(r"permission denied for (schema|table|relation|view|sequence) (\S+)", message)
-    if found is None:
-        return f"ask an administrator to run: ctq grant {user}"
-    schema, _, name = found[2].replace('"', "").rpartition(".")
-    if (found[1] == "schema" and name in CTQ_SCHEMAS) or (found[1] != "schema" and (
-            schema in CTQ_SCHEMAS or (not schema and CTQ_RELATIONS.fullmatch(name)))):
-        return f"ask an administrator to run: ctq grant {user}"
-    kind, name = found[1], found[2]
-    if kind == "schema":
-        return (f"ask its owner or an administrator for: GRANT USAGE ON SCHEMA {name} TO {user} (to read in it) "
-                f"or GRANT CREATE ON SCHEMA {name} TO {user} (to create tables in it)")
-    return (f"ask its owner or an administrator for the privilege on {name} "
-            f"(to read it: GRANT SELECT ON {name} TO {user})")
 
 
 @dataclass
@@ -158,6 +133,7 @@ class RunPlan:
     pack: dict = dataclasses.field(default_factory=dict)  # the ctq.packs row (see catalog.run_pack)
     specs: dict = dataclasses.field(default_factory=dict)  # model_id -> architecture, hyperparameters, seed
     stream: bool = False  # segments stream their buffers on every hop (see streams())
+    memory_budget_mb: int | None = None  # per segment (config); None: the server's memory decides (ctq.memory)
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
     scheduling: str = "cost"  # MOP's rule among eligible models (ctq.scheduler.MopScheduler)
     observed: tuple[tuple[int, float], ...] = ()  # (model_id, seconds) of the hops already done
@@ -209,6 +185,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         tpe=tpe, finished=finished or (), warm=settings["warm"],
         observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
+        memory_budget_mb=settings["budget"],
         class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
         specs={m["model_id"]: {"name": m["name"], "architecture": json.loads(m["architecture"]),
                                "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
@@ -256,19 +233,20 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         if notice and notify:
             notify(notice)
         say(f"checking {cfg.data.table}")
-        source = await inspect_source(conn, cfg.data, engine, cfg.seed)
-        if any("keras_json" in a.spec for a in cfg.architectures):
-            from ctq.model_check import check_models_fit
+        async with engine.snapshot(dsn) as moment:  # the profile and the packing read one moment
+            source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed)
+            if any("keras_json" in a.spec for a in cfg.architectures):
+                from ctq.model_check import check_models_fit
 
-            check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
-                             source.index_size)
-        if source.train_rows < segments:
-            raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
-                            "use fewer segments (or a smaller validation_fraction)")
-        await catalog.ensure_installed(conn, engine)
-        warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
-        say(f"packing {cfg.data.table} into {segments} segments")
-        pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed)
+                check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
+                                 source.index_size)
+            if source.train_rows < segments:
+                raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
+                                "use fewer segments (or a smaller validation_fraction)")
+            await catalog.ensure_installed(conn, engine)
+            warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
+            say(f"packing {cfg.data.table} into {segments} segments")
+            pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment)
         say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
         if streams(cfg.memory_budget_mb, pack.stats):
             say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
@@ -278,7 +256,13 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         plan = await load_plan(conn, run_id)
         say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
             f"epochs, schedule {schedule}")
-    result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
+    try:
+        result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
+    except TooLarge as exc:  # refused before any model was built: the new run leaves no trace
+        async with connect(dsn) as conn:
+            await housekeeping.remove_runs(conn, [run_id])
+        exc.run_id = None
+        raise
     result.pack_reused = pack.reused
     result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
     result.wall_seconds = time.perf_counter() - started
@@ -310,8 +294,13 @@ async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
                  progress_factory=None, *, name: str | None = None, schedule: str | None = None,
-                 scheduling: str | None = None) -> TrainResult:
+                 scheduling: str | None = None, keep_pack: bool = False, log=None) -> TrainResult:
     """Continue a run that did not finish: from its last completed hops, none repeated or lost.
+
+    The run goes on with its pack. If the source has changed since it was packed (its content
+    fingerprint), the models would go on learning rows that are no longer there: DataError
+    (exit 2, nothing changed) unless ``keep_pack``, which resumes on the pack as it was and says
+    so in the result's notices.
 
     Without ``run_id``, picks the newest unfinished run of ``config`` under ``name`` (the run name
     is part of the configuration's fingerprint, so ``GRID --name X --resume`` finds what
@@ -355,11 +344,21 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
         if run["alive"]:
             raise RunFailed(f"run {run_id} is still being driven by a live ctq process")
-        await catalog.ensure_installed(conn, await detect(conn))
+        engine = await detect(conn)
+        await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source
+        (log or (lambda line: None))(f"checking whether the source of run {run_id} has changed")
+        changed = await changed_since_packed(conn, engine, run["pack_id"])
+        if changed and not keep_pack:
+            raise DataError(f"data.table: {changed}: run {run_id} would go on training on the rows as they "
+                            f"were then; start a new run, or resume on the old pack with `ctq train --resume "
+                            f"{run_id} --keep-pack`")
         await catalog.reopen_run(conn, run_id)
         plan = await load_plan(conn, run_id)
-    return await drive(dsn, plan, progress_factory)
+    result = await drive(dsn, plan, progress_factory)
+    if changed:
+        result.notices = [f"{changed}: run {run_id} resumed on its pack as it was (--keep-pack)"]
+    return result
 
 
 def segment_data_mib(stats: dict) -> float:
@@ -463,7 +462,9 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                               progress=progress,
                               heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
                               decisions=len(plan.decisions), pending=undecided or [], tpe=tpe, points=points,
-                              new_model=functools.partial(tpe_model, plan), warm=plan.warm)
+                              new_model=functools.partial(tpe_model, plan), warm=plan.warm,
+                              memory_budget_mb=plan.memory_budget_mb,
+                              data_bytes=0 if plan.stream else int(segment_data_mib(plan.pack["stats"]) * 2**20))
     started = time.perf_counter()
     try:
         with progress if progress is not None else contextlib.nullcontext():
@@ -475,8 +476,20 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         error.run_id = plan.run_id
         raise error from None
     except BaseException as exc:
-        await coordinator.finish("failed", plain_text(f"{type(exc).__name__}: {exc}"))
-        if isinstance(exc, asyncpg.PostgresError):  # e.g. a model that cannot even be built at warm-up
+        try:
+            await coordinator.finish("failed", plain_text(f"{type(exc).__name__}: {exc}"))
+        except Exception as lost:  # noqa: BLE001 - the server itself is gone (a crash, a restart)
+            if not is_transient(lost):
+                raise
+            error = DatabaseError(f"run {plan.run_id} stopped: cannot talk to the database ({plain_text(str(lost))}); "
+                                  f"once it is back, resume it with `ctq train --resume {plan.run_id}`")
+            error.run_id = plan.run_id
+            raise error from exc
+        if is_missing_privilege(exc):  # found inside the run (a hop, a catalog write): exit 2, as anywhere
+            denied = permission_denied(exc, run_user(dsn))
+            exc = PermissionDenied(f"run {plan.run_id} stopped: {denied}; once granted, resume it with "
+                                   f"`ctq train --resume {plan.run_id}`")
+        elif isinstance(exc, asyncpg.PostgresError):  # e.g. a model that cannot even be built at warm-up
             exc = RunFailed(f"run {plan.run_id} failed: {plain_text(str(exc))}")
         if isinstance(exc, CtqError):
             exc.run_id = plan.run_id
@@ -504,6 +517,15 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
         stopped_models={d["model_id"]: f"after epoch {d['epoch']}: {d['reason']}" for d in stops},
     )
+
+
+def run_user(dsn: str) -> str | None:
+    """The role a DSN connects as (None when only the server's defaults say)."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        return parts.username or urllib.parse.parse_qs(parts.query).get("user", [None])[0]
+    except ValueError:
+        return None
 
 
 async def install(dsn: str, python_path: list[str] | None = None) -> str:
@@ -539,10 +561,9 @@ async def runs(dsn: str, limit: int = 50, status: str | None = None, name: str |
     """Runs, newest first. A run whose coordinator is gone while it says 'running' is reported as
     'stale' (``ctq train --resume`` continues it), with the wall time it had when its heartbeat stopped.
     ``status`` and ``name`` (a shell-style pattern: ``*``, ``?``) filter before ``limit`` applies."""
-    from ctq.housekeeping import name_pattern
-
     async with connect(dsn) as conn:
-        rows = await catalog.list_runs(conn, limit, status, name_pattern(name) if name is not None else None)
+        rows = await catalog.list_runs(conn, limit, status,
+                                       housekeeping.name_pattern(name) if name is not None else None)
     for row in rows:
         if row["status"] == "running" and not row["alive"]:
             row["status"] = "stale"
@@ -583,15 +604,17 @@ def check_report_path(out: str) -> None:
         raise UsageError(f"--out {out}: no such directory {parent}")
 
 
-async def report(dsn: str, run_id: int, out: str) -> int:
+async def report(dsn: str, run_id: int, out: str, full_curves: int | None = None) -> int:
     """Write the run's HTML report (ctq.report) to ``out``, replacing the file if there is one (as
-    pg_dump -f and psql -o do) only once the whole report is written. Returns its size in bytes."""
+    pg_dump -f and psql -o do) only once the whole report is written. ``full_curves``: the best
+    models whose learning curves are drawn in full (default report.FULL_CURVES). Returns its size
+    in bytes."""
     from ctq import report as rep
 
     check_report_path(out)
     async with connect(dsn) as conn:
         data = await rep.load(conn, run_id)
-    document = rep.render_html(data).encode()
+    document = rep.render_html(data, full_curves=rep.FULL_CURVES if full_curves is None else full_curves).encode()
     temporary = f"{out}.{os.getpid()}.tmp"
     try:
         with open(temporary, "wb") as f:
@@ -614,15 +637,11 @@ async def compare(dsn: str, run_a: int, run_b: int) -> dict:
 
 async def runs_to_remove(dsn: str, run_ids: list[int]) -> list[dict]:
     """What ``ctq rm`` would delete (checked, see housekeeping.runs_to_remove)."""
-    from ctq import housekeeping
-
     async with connect(dsn) as conn:
         return await housekeeping.runs_to_remove(conn, run_ids)
 
 
 async def remove_runs(dsn: str, run_ids: list[int]) -> list[dict]:
-    from ctq import housekeeping
-
     async with connect(dsn) as conn:
         return await housekeeping.remove_runs(conn, run_ids)
 
@@ -630,8 +649,6 @@ async def remove_runs(dsn: str, run_ids: list[int]) -> list[dict]:
 async def packs(dsn: str, *, for_gc: bool = False) -> dict:
     """Packs with sizes and users, and orphaned pack tables (housekeeping.list_packs); ``for_gc``
     first checks that this role may drop packs."""
-    from ctq import housekeeping
-
     async with connect(dsn) as conn:
         if for_gc and await catalog.check_access(conn):
             await housekeeping.check_gc_allowed(conn)
@@ -639,8 +656,6 @@ async def packs(dsn: str, *, for_gc: bool = False) -> dict:
 
 
 async def gc_packs(dsn: str, candidates: list[dict]) -> list[dict]:
-    from ctq import housekeeping
-
     async with connect(dsn) as conn:
         return await housekeeping.gc_packs(conn, candidates)
 

@@ -59,9 +59,11 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
             f"PL/Python is not available in this server ({exc}). Install the package that provides "
             "plpython3u (Debian: postgresql-plpython3-15) and run `ctq install` again."
         ) from exc
-    except asyncpg.exceptions.InsufficientPrivilegeError as exc:
-        raise DatabaseError(
-            f"not allowed to install ctq ({exc}): plpython3u is untrusted, a superuser must run `ctq install`"
+    except asyncpg.exceptions.InsufficientPrivilegeError as exc:  # a missing privilege: exit 2 (errors.py)
+        who = await conn.fetchval("SELECT current_user")
+        raise PermissionDenied(
+            f"role {who} may not install ctq ({' '.join(str(exc).split())}): plpython3u is untrusted, a superuser "
+            "must run `ctq install`"
         ) from exc
 
 
@@ -260,6 +262,16 @@ async def leaderboard(conn, run_id: int) -> list[dict]:
 
 async def completed_hops(conn, run_id: int) -> list[tuple[int, int, int]]:
     return [tuple(r) for r in await conn.fetch(template("completed_hops.sql"), run_id)]
+
+
+async def recorded_hop(conn, run_id: int, model_id: int, epoch: int, segment: int) -> dict | None:
+    """The hop (model, epoch, segment) of a run as recorded (its metrics and duration), or None."""
+    return _row(await conn.fetchrow(template("recorded_hop.sql"), run_id, model_id, epoch, segment))
+
+
+async def end_backend(conn, pid: int, application_name: str) -> bool:
+    """Terminate a failed segment connection's backend if it is still there; whether it was."""
+    return await conn.fetchval(template("end_backend.sql"), pid, application_name)
 
 
 async def run_pack(conn, run_id: int) -> dict:

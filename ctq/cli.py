@@ -1,6 +1,6 @@
 """The ``ctq`` command: a thin click layer over :mod:`ctq.api` and friends.
 
-Exit codes: 0 success, 1 a training/run failure, 2 usage or configuration error, 3 the database
+Exit codes: 0 success, 1 a training/run failure, 2 usage or configuration error or a missing privilege, 3 the database
 cannot be reached or used, 130 interrupted. With ``--json`` a command prints exactly one JSON
 document on stdout whatever the outcome (errors included: ``status``, ``error``, ``exit_code``,
 ``run_id``), and no live display.
@@ -102,8 +102,9 @@ def handle_errors(fn):
                 raise from_database(exc) from exc
         except CtqError as exc:
             _error_line(str(exc))
-            if as_json:
-                _error_json(str(exc), exc.exit_code, exc.run_id)
+            if as_json:  # the run the error concerns: the one it names, else the one the command was given
+                named = kwargs.get("run_id") if isinstance(kwargs.get("run_id"), int) else None
+                _error_json(str(exc), exc.exit_code, exc.run_id if exc.run_id is not None else named)
             sys.exit(exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - a bug: keep its traceback, but a script still gets JSON
             if not as_json:
@@ -156,9 +157,10 @@ started on demand.
 Exit codes:
   0    success
   1    a training or run failure (a model failed, a hop kept failing)
-  2    usage or configuration error (bad option, grid.yaml, data); fix the input
+  2    usage or configuration error (bad option, grid.yaml, data) or a missing
+       privilege, wherever found; fix the input or ask for the grant
   3    the database cannot be reached or used (malformed DSN, server down,
-       PL/Python or privileges missing); retrying later may help
+       PL/Python missing); retrying later may help
   130  interrupted (Ctrl-C, SIGTERM); the run can be resumed
 With --json, every outcome prints one JSON document on stdout, errors included:
 {"status", "error", "exit_code", "run_id"}.
@@ -358,11 +360,15 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
                    "unfinished run of that configuration (and --name).")
 
 
+@click.option("--keep-pack", is_flag=True,
+              help="With --resume: go on with the run's pack even though its source has changed since "
+                   "(without it, such a resume is refused).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress at all (errors still go to stderr).")
 @click.option("--verbose", "-v", is_flag=True, help="Without a terminal, also log every hop.")
 @handle_errors
 def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, schedule: str | None,
-          reproducible: bool, scheduling: str | None, resume: str | None, quiet: bool, verbose: bool) -> None:
+          reproducible: bool, scheduling: str | None, resume: str | None, keep_pack: bool, quiet: bool,
+          verbose: bool) -> None:
     """Train every model of GRID (a grid.yaml) with MOP and print the leaderboard.
 
     On a terminal, progress is a live display; otherwise (cron, make, a log file) it is plain
@@ -382,6 +388,8 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
     if scheduling and schedule not in (None, "mop"):
         raise UsageError(f"--scheduling chooses among eligible models under MOP; --schedule {schedule} "
                          "decides by its own order")
+    if keep_pack and resume is None:
+        raise UsageError("--keep-pack only applies to --resume (a new run packs the source as it is)")
     config = load_config(grid) if grid else None  # configuration errors before any database work
     run_id = None
     if resume not in (None, "last"):
@@ -401,8 +409,11 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
                          notify=_note)
     else:
         work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory, name=name, schedule=schedule,
-                          scheduling=scheduling)
+                          scheduling=scheduling, keep_pack=keep_pack, log=log)
     result = run_async(work)
+    if not as_json:
+        for notice in result.notices if resume is not None else ():
+            _note(notice)
     failure = f"{len(result.failed_models)} of {len(result.leaderboard)} models failed" if result.failed_models else None
     if as_json:
         _echo_json({**result.to_json(), "error": failure, "exit_code": 1 if failure else 0})
@@ -512,14 +523,15 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
 @click.argument("run_id", type=int)
 @click.option("--out", required=True, type=click.Path(), metavar="FILE",
               help="The HTML file to write (replaced if it exists, once the new one is complete).")
-
-
+@click.option("--curves", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Draw the learning curves of the N best models in full (default 12); with more models, "
+                   "one figure summarises them all.")
 @dsn_option
 @handle_errors
-def report(run_id: int, out: str, dsn: str | None) -> None:
+def report(run_id: int, out: str, curves: int | None, dsn: str | None) -> None:
     """Write one self-contained HTML report of a run: leaderboard, learning curves, the timeline of
     hops per segment, configuration and provenance (nothing to fetch when viewing it)."""
-    size = run_async(api.report(resolve_dsn(dsn), run_id, out))
+    size = run_async(api.report(resolve_dsn(dsn), run_id, out, curves))
     click.echo(f"wrote {out} ({size / 1024:.0f} KiB)")
 
 

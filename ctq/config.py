@@ -31,7 +31,10 @@ File format
     cores_per_segment: 1            # optional positive int; default: chosen by the engine
     memory_budget_mb: 512           # optional positive int: when a segment's decoded data (its training
                                     #   share + the validation set) would not fit, it streams its
-                                    #   buffers on every hop instead of caching them
+                                    #   buffers on every hop instead of caching them; a model whose
+                                    #   training (2.5 x its state, + the cached data) would not fit
+                                    #   is refused (exit 2). Default: the server's memory shared by
+                                    #   the segments on its host (no streaming then)
     models:                         # required; non-empty list of architectures (names unique)
       - name: mlp-small             # optional; default "model<N>" (N = position, from 1) for layers,
                                     #   the file name without extension for keras_json
@@ -113,7 +116,8 @@ asynchronous successive halving stops the weak ones early (:class:`ctq.search.As
 same keys and runs brackets of it that start stopping at different rungs, as Optuna's
 HyperbandPruner does (:class:`ctq.search.Hyperband`). With ``method: tpe`` no model
 exists up front (``models`` is empty): ``samples`` configurations are asked of Optuna's TPE sampler
-during the run, as slots free up (:class:`ctq.search.Tpe`).
+during the run, as slots free up (:class:`ctq.search.Tpe`); more ``samples`` than a finite space
+has distinct configurations is refused (TPE would ask some again).
 
 Optional keys may also be written as ``null``, which means "use the default". Every problem is a
 :class:`~ctq.errors.ConfigError` (exit code 2) naming the file and the key path, for example
@@ -632,6 +636,12 @@ class _Validator:
             epochs = self.int_(doc["epochs"], "epochs")
         if method == "tpe":
             points = []  # asked during the run
+            size = len(architectures) * _combinations(space)
+            if samples > size:  # TPE asks a configuration again once all have been asked
+                self.fail("search.samples", f"{samples} models, but search.space has only {size} distinct "
+                          f"configurations ({len(architectures)} architecture(s) x {_combinations(space)} "
+                          f"hyper-parameter combinations): {samples - size} would repeat one; use samples: "
+                          f"{size}, or method: grid")
         elif samples is None:
             points = _expand_grid(self, architectures, space)
         else:
@@ -1038,10 +1048,25 @@ def _keras_reason(exc: Exception, doc: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _choices(spec) -> float:
+    """How many values a space entry can take: a list's length, an integer range's width, else infinity."""
+    if isinstance(spec, _Range):
+        return int(spec.high - spec.low) + 1 if spec.integer else math.inf
+    return len(spec)
+
+
+def _combinations(space: dict) -> float:
+    """Distinct hyper-parameter combinations of ``space`` per architecture (momentum counts only
+    for the optimizers that use it); infinity once a range is continuous."""
+    moms = space.get("momentum")
+    return _choices(space["learning_rate"]) * _choices(space["batch_size"]) * sum(
+        _choices(moms) if moms and o in MOMENTUM_OPTIMIZERS else 1 for o in space["optimizer"])
+
+
 def _expand_grid(v: _Validator, archs: list[Architecture], space: dict) -> list[tuple]:
     opts, lrs, bss = space["optimizer"], space["learning_rate"], space["batch_size"]
     moms = space.get("momentum")
-    per_arch = len(lrs) * len(bss) * sum(len(moms) if moms and o in MOMENTUM_OPTIMIZERS else 1 for o in opts)
+    per_arch = _combinations(space)
     total = len(archs) * per_arch
     if total > MAX_MODELS:
         v.fail("search.space", f"the grid expands to {total} models ({len(archs)} architectures x "

@@ -22,9 +22,10 @@ from typing import Protocol
 import asyncpg
 
 from ctq import catalog
-from ctq.connection import connect as open_connection
+from ctq.connection import all_or_none, connect as open_connection
 from ctq.engines import Engine
-from ctq.errors import RunFailed, plain_text
+from ctq.memory import Budget, check_fits
+from ctq.errors import RunFailed, is_missing_privilege, plain_text
 from ctq.indb import SQLSTATE_MODEL
 from ctq.metrics import Metric
 from ctq.packing import server_stats
@@ -119,11 +120,13 @@ class Outcome:
 def is_transient(exc: BaseException) -> bool:
     """A failure worth a reconnect and a retry: the connection or the server went away.
 
-    ``InterfaceError`` is deliberately not here: it is a misuse of the client (such as two
-    operations at once on one connection), and retrying it only hid the bug.
+    One ``InterfaceError`` is deliberately not: two operations at once on one connection is a
+    misuse of the client, and retrying it only hid the bug (issue 8).
     """
     if isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError,
                         asyncpg.exceptions.InterfaceError)) and not _is_client_misuse(exc):
+        return True
+    if _is_broken_protocol(exc):
         return True
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
@@ -131,6 +134,14 @@ def is_transient(exc: BaseException) -> bool:
 
 def _is_client_misuse(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.exceptions.InterfaceError) and "another operation is in progress" in str(exc)
+
+
+def _is_broken_protocol(exc: BaseException) -> bool:
+    """asyncpg's "cannot switch to state N; another operation (2) is in progress": the connection
+    is in PROTOCOL_ERROR_CONSUME (2) because it received a message it could not place, as the
+    FATAL of a backend terminated between two statements is (the socket's end follows a moment
+    later). Seen in CI: a hop issued on such a segment connection failed its model."""
+    return isinstance(exc, asyncpg.exceptions.InternalClientError) and "another operation (2) is in progress" in str(exc)
 
 
 def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> list[list[int]]:
@@ -145,7 +156,8 @@ class Coordinator:
                  stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
                  heartbeat_seconds: float = 5.0, search: Asha | None = None, metric: str = "val_loss",
                  decisions: int = 0, pending: list[tuple[int, int]] = (), tpe: Tpe | None = None,
-                 points: dict[int, tuple] | None = None, new_model=None, warm: bool = False):
+                 points: dict[int, tuple] | None = None, new_model=None, warm: bool = False,
+                 memory_budget_mb: int | None = None, data_bytes: int = 0):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
@@ -186,6 +198,7 @@ class Coordinator:
         self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"], stream)
                            for s in range(segments)]
         self.connections: list[asyncpg.Connection | None] = [None] * segments
+        self.backends: list[int | None] = [None] * segments  # each segment connection's server pid
         self.warmup_estimates: dict[int, dict[str, float]] = {}  # segment -> compile key -> hop seconds
         self.control: asyncpg.Connection | None = None
         # asyncpg allows one operation at a time per connection. The heartbeat and the main loop
@@ -195,6 +208,8 @@ class Coordinator:
         self.driving = False  # once this session held the run's lock; only then may it record the end
         self.attempts: dict[tuple[int, int, int], int] = {}
         self.app_prefix = f"ctq run {run_id} segment "
+        self.memory_budget_mb = memory_budget_mb
+        self.data_bytes = data_bytes  # what a segment's cached data takes (0 when it streams)
 
     def _backoff(self, attempt: int) -> float:
         return min(self.retry_backoff * 2 ** (attempt - 1), 8.0)
@@ -250,16 +265,30 @@ class Coordinator:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
         every model before the first hop (all segments at once), so hops carry per-hop costs only."""
         conn = await self.engine.segment_connection(self.dsn, f"{self.app_prefix}{segment}")
+        self.backends[segment] = conn.get_server_pid()
+        self.connections[segment] = conn  # closed with the others if the warm-up fails
         dropped = self.scheduler.failed | self.scheduler.stopped
-        live = [m for i, m in sorted(self.models.items()) if i not in dropped]
-        compile_keys = {self._compile_key(m) for m in live}
-        keys = sorted(compile_keys)
+        live = {i: m for i, m in sorted(self.models.items()) if i not in dropped}
+        keys = sorted({self._compile_key(m) for m in live.values()})
+        await self._check_memory(conn, segment, keys, live)
         params = self._params(segment, action="warmup", models=[json.loads(k) for k in keys])
         estimates = await conn.fetchval(self.statements[segment]["warmup"], params)
         if estimates is not None:
             self.warmup_estimates[segment] = dict(zip(keys, json.loads(estimates)))
-        self.connections[segment] = conn
         return conn
+
+    async def _check_memory(self, conn: asyncpg.Connection, segment: int, keys: list[str],
+                            live: dict[int, dict]) -> None:
+        """Refuse (TooLarge, exit 2) a model whose training would not fit the segment's memory,
+        from sizes counted in the segment's backend before it builds anything (ctq.memory)."""
+        row = await conn.fetchrow(self.statements[segment]["sizes"], json.dumps(
+            {"models": [json.loads(k) for k in keys], "stats": self.stats, "task": self.pack["settings"]["task"]}))
+        sizes = json.loads(row["sizes"])
+        budget = Budget.of(self.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
+        groups = [[(i, m["name"], m["hyperparameters"].get("optimizer", "adam"))
+                   for i, m in live.items() if self._compile_key(m) == key]
+                  for key in keys]
+        check_fits(groups, sizes["models"], budget, self.data_bytes, segment)
 
     def _expect_from_warmup(self, outcome: Outcome) -> None:
         """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up
@@ -277,9 +306,32 @@ class Coordinator:
             conn = await self._connect(segment)
         return conn
 
+    async def _recorded(self, hop: Hop) -> HopResult | None:
+        """Before a retry: the hop as the catalog recorded it, if its commit went through although
+        its reply never came (the connection dropped after COMMIT), else None. The failed
+        connection's backend is stopped first, so that the answer cannot change behind us."""
+        pid = self.backends[hop.segment]
+        for _ in range(40):
+            if pid is None or not await self._catalog(catalog.end_backend, pid, f"{self.app_prefix}{hop.segment}"):
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise RunFailed(f"the backend of segment {hop.segment} (pid {pid}) does not end; cannot tell whether "
+                            f"hop (model {hop.model_id}, epoch {hop.epoch}, segment {hop.segment}) was recorded")
+        self.backends[hop.segment] = None
+        row = await self._catalog(catalog.recorded_hop, self.run_id, hop.model_id, hop.epoch, hop.segment)
+        if row is None:
+            return None
+        return HopResult(hop, row["loss"], row["metric"], row["rows"], row["compute_seconds"], row["val_loss"],
+                         row["val_metric"], row["wall_seconds"])
+
     async def _run_hop(self, hop: Hop, delay: float = 0.0) -> HopResult:
         if delay:
             await asyncio.sleep(delay)
+        if self.attempts.get((hop.model_id, hop.epoch, hop.segment)):  # a retry: was it done after all?
+            recorded = await self._recorded(hop)
+            if recorded is not None:
+                return recorded
         conn = await self._segment_connection(hop.segment)
         model = self.models[hop.model_id]
         epochs_done, visited = self.scheduler.progress(hop.model_id)
@@ -341,6 +393,8 @@ class Coordinator:
         if getattr(self.engine, "reconnect_after_error", False) and conn is not None and not conn.is_closed():
             conn.terminate()  # never reuse a Greenplum session after an error inside PL/Python
             self.connections[hop.segment] = None
+        if is_missing_privilege(exc):  # not the model's failure: every hop would fail so; stop the run,
+            raise exc                  # which resumes once the privilege is granted (api.drive says so)
         if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not (is_transient(exc) or self.engine.is_transient(exc)):
             reason = plain_text(getattr(exc, "message", None) or str(exc))
             self.scheduler.fail_model(hop.model_id)
@@ -373,7 +427,7 @@ class Coordinator:
         heartbeat = asyncio.create_task(self._heartbeat())
         running: dict[asyncio.Task, Hop] = {}
         try:
-            await asyncio.gather(*(self._connect(s) for s in range(self.segments)))
+            await all_or_none(self._connect(s) for s in range(self.segments))
             self._expect_from_warmup(outcome)
             t0 = time.perf_counter()  # wall time of the schedule itself, not of the warm-up
             while not self.scheduler.done:

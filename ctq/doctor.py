@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import catalog
-from ctq.connection import connect as open_connection
+from ctq.connection import POOL_WAIT_SECONDS, connect as open_connection
 from ctq.engines import GreenplumEngine, detect
 from ctq.sql import install_fingerprint, template
 
@@ -110,6 +110,11 @@ async def run_checks(dsn: str | None) -> list[Check]:
                             f"keras {probe['keras']}, backend {probe['backend']} {probe['backend_version']}, "
                             f"numpy {probe['numpy']}, python {probe['python']} "
                             f"(import {probe['keras_import_seconds']}s)"))
+        checks.append(Check(
+            "compile cache", True,
+            f"compiled programs kept in {probe['compile_cache']} ({probe['compile_cache_bytes'] / 2**20:.1f} MiB)"
+            if probe.get("compile_cache") else
+            "none: the server's data directory is not writable; every run compiles its models afresh"))
         if isinstance(engine, GreenplumEngine):
             checks.extend(await greenplum_checks(conn, engine))
         cpus = probe["cpu_count"] or 1
@@ -122,9 +127,15 @@ async def run_checks(dsn: str | None) -> list[Check]:
         need = segments + 2
         checks.append(Check(
             "connections", info["max_connections"] >= need,
-            f"max_connections {info['max_connections']} (a run uses segments + 1)",
+            f"max_connections {info['max_connections']} (a run uses segments + 2)",
             f"raise max_connections to at least {need}",
         ))
+        if conn.get_server_pid() != await conn.fetchval("SELECT pg_backend_pid()"):  # (connect checked its mode)
+            checks.append(Check(
+                "connection pooler", True,
+                f"connections pass through a pooler that keeps sessions whole; its pool must hold {need} sessions "
+                "at once for a run with the default segments (a full pool fails a run within "
+                f"{POOL_WAIT_SECONDS} s)"))
     finally:
         await conn.close()
     return checks

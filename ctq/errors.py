@@ -1,10 +1,15 @@
 """Exceptions that carry the CLI exit code, so every layer can fail with the right one.
 
 Exit codes (stable, documented in the README and ``ctq --help``): 0 success, 1 a training/run
-failure, 2 usage or configuration error (bad YAML, missing column, bad data, bad option),
-3 the database cannot be reached or used (malformed DSN, server down, PL/Python or privileges
-missing), 130 interrupted. Scripts can tell "fix my input" (2) from "retry later" (3) from
-"the training itself failed" (1).
+failure, 2 usage or configuration error (bad YAML, missing column, bad data, bad option) or a
+missing privilege, 3 the database cannot be reached or used (malformed DSN, server down, PL/Python
+missing), 130 interrupted. Scripts can tell "fix my input or ask for the grant" (2) from "retry
+later" (3) from "the training itself failed" (1).
+
+A missing privilege is exit 2 wherever it is found: by ctq's own checks before anything is written
+(PermissionDenied), by a statement the server refuses with SQLSTATE 42501 (:func:`permission_denied`,
+which :func:`from_database` and ``api.connect`` use), or by a hop inside a run (the coordinator stops
+the run instead of failing the model: it resumes once the grant is given).
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ import re
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
+#: what PL/Python puts before the message of an error raised in a nested call (plpy.Error: ...)
+_PLPY_PREFIX = re.compile(r"^(?:plpy\.(?:Error|SPIError|Fatal): )+")
+
+
 def plain_text(text: str) -> str:
-    """``text`` without terminal escape codes: Keras colours some of its error messages, and those
-    end up in logs, JSON and the catalog, where escape codes are noise."""
-    return _ANSI.sub("", text)
+    """``text`` without terminal escape codes (Keras colours some of its error messages, and those
+    end up in logs, JSON and the catalog, where escape codes are noise) and without PL/Python's
+    ``plpy.Error:`` wrapper."""
+    return _PLPY_PREFIX.sub("", _ANSI.sub("", text))
 
 
 class CtqError(Exception):
@@ -49,6 +59,13 @@ class DataError(CtqError):
     exit_code = 2
 
 
+class TooLarge(CtqError):
+    """A model whose training would not fit a segment's memory (ctq.memory), refused before the
+    warm-up builds anything: the input is what must change, so exit 2."""
+
+    exit_code = 2
+
+
 class DatabaseError(CtqError):
     """The database cannot be reached or is not set up (no plpython3u, ctq not installed...)."""
 
@@ -75,7 +92,8 @@ class NotFound(CtqError):
 
 class PermissionDenied(CtqError):
     """The database refuses this role something (no SELECT on the source, not a ctq user): one
-    line naming the missing privilege and who can fix it. Exit 2: the fix is a grant, not a retry."""
+    line naming the missing privilege and who can fix it. Exit 2: the fix is a grant, not a retry
+    (also when the server finds it: SQLSTATE 42501, see :func:`permission_denied`)."""
 
     exit_code = 2
 
@@ -86,6 +104,46 @@ class UsageError(CtqError):
     exit_code = 2
 
 
+CTQ_SCHEMAS = ("ctq", "ctq_data", "ctq_catalog")
+CTQ_RELATIONS = re.compile(r"(runs|models|hops|epochs|decisions|packs|meta|server_code|leaderboard|learning_curves|"
+                           r"segment_utilization|runs_run_id_seq|pack_[0-9a-f]{16}|score_[0-9a-f]{16})")
+
+
+def privilege_hint(message: str, user: str | None) -> str:
+    """The fix for a missing privilege, from the server's message: ``ctq grant`` for ctq's own
+    objects (or row-level security), else the GRANT the object's owner can give. PostgreSQL names
+    a table without its schema, so one is ctq's when its name is one of ctq's. ``user``: the role
+    that lacks it (None: not known here)."""
+    user = user or "<your role>"
+    found = re.search(r"permission denied for (schema|table|relation|view|sequence) (\S+)", message)
+    if found is None:
+        return f"ask an administrator to run: ctq grant {user}"
+    schema, _, name = found[2].replace('"', "").rpartition(".")
+    if (found[1] == "schema" and name in CTQ_SCHEMAS) or (found[1] != "schema" and (
+            schema in CTQ_SCHEMAS or (not schema and CTQ_RELATIONS.fullmatch(name)))):
+        return f"ask an administrator to run: ctq grant {user}"
+    kind, name = found[1], found[2]
+    if kind == "schema":
+        return (f"ask its owner or an administrator for: GRANT USAGE ON SCHEMA {name} TO {user} (to read in it) "
+                f"or GRANT CREATE ON SCHEMA {name} TO {user} (to create tables in it)")
+    return (f"ask its owner or an administrator for the privilege on {name} "
+            f"(to read it: GRANT SELECT ON {name} TO {user})")
+
+
+MISSING_PRIVILEGE = "42501"  # insufficient_privilege, row-level security's refusals included
+
+
+def is_missing_privilege(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) == MISSING_PRIVILEGE
+
+
+def permission_denied(exc: BaseException, user: str | None = None) -> PermissionDenied:
+    """A statement the server refused for a missing privilege (SQLSTATE 42501) as the one-line
+    PermissionDenied (exit 2): the server's message and the fix (``user``: the role, if known)."""
+    message = " ".join(plain_text(getattr(exc, "message", None) or str(exc)).split())
+    return PermissionDenied(f"permission denied ({message}); {privilege_hint(message, user)}")
+
+
 # SQLSTATE class (first two characters) -> (error type, what it means for the user). PostgreSQL
 # Appendix A; Greenplum uses the same codes. Anything not listed is a run failure (exit 1).
 _SQLSTATE_CLASSES = {
@@ -94,7 +152,7 @@ _SQLSTATE_CLASSES = {
     "57": (DatabaseError, "the database server stopped the statement (cancelled, shutting down, or a "
                           "server setting such as statement_timeout)"),
     "58": (DatabaseError, "the database server hit a system error"),
-    "42": (DatabaseError, "the database refused a statement (a missing privilege or object)"),
+    "42": (DatabaseError, "the database refused a statement (a missing object, or one it cannot run)"),
     "22": (DataError, "the data could not be used"),
     "23": (RunFailed, "a write broke a constraint of ctq's catalog"),
     "40": (RunFailed, "a transaction was rolled back (serialization failure or deadlock)"),
@@ -105,12 +163,17 @@ _SQLSTATE_CLASSES = {
 def from_database(exc: BaseException) -> CtqError:
     """The one place that turns a database error that reached the command line into a one-line
     message and an exit code: by SQLSTATE class, with the server's own message (and, for a
-    missing privilege, who lacks it). Errors ctq expects are raised as CtqError earlier."""
+    missing privilege, the fix: :func:`permission_denied`). Errors ctq expects are raised as
+    CtqError earlier."""
+    from ctq.connection import SHARED_SESSION_STATES, SHARED_SESSIONS
+
     sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate == MISSING_PRIVILEGE:
+        return permission_denied(exc)
+    if sqlstate in SHARED_SESSION_STATES:
+        return DatabaseError(SHARED_SESSIONS)
     message = " ".join(plain_text(getattr(exc, "message", None) or str(exc) or type(exc).__name__).split())
     if not sqlstate:  # the client side of a connection: refused, reset, DNS...
         return DatabaseError(f"cannot talk to the database: {message}")
     kind, meaning = _SQLSTATE_CLASSES.get(sqlstate[:2], (RunFailed, "the database reported an error"))
-    if sqlstate == "42501":
-        meaning = "a privilege is missing (ask the database administrator, or see `ctq doctor`)"
     return kind(f"{meaning}: {message} (SQLSTATE {sqlstate})")

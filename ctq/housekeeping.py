@@ -13,11 +13,7 @@ import asyncpg
 from ctq.catalog import RUN_LOCK_CLASS, check_access, run_sql
 from ctq.engines import detect
 from ctq.errors import NotFound, PermissionDenied, UsageError
-from ctq.sql import render, template
-
-# Deleted in this order: what refers to a run before the run (Greenplum does not enforce foreign
-# keys, so nothing cascades there).
-RUN_TABLES = ("hops", "epochs", "models", "runs")
+from ctq.sql import quote_ident, render, template
 
 
 def name_pattern(glob: str) -> str:
@@ -51,7 +47,7 @@ async def runs_to_remove(conn: asyncpg.Connection, run_ids: list[int]) -> list[d
 
 
 async def remove_runs(conn: asyncpg.Connection, run_ids: list[int]) -> list[dict]:
-    """Delete the runs with their models, hops and epochs, all or none, in one transaction that
+    """Delete the runs with every row of theirs (:func:`run_tables`), all or none, in one transaction that
     holds each run's coordinator lock, so that no coordinator can start driving one meanwhile.
     Raises as :func:`runs_to_remove`; returns the deleted runs."""
     ids = sorted(set(run_ids))
@@ -60,9 +56,17 @@ async def remove_runs(conn: asyncpg.Connection, run_ids: list[int]) -> list[dict
         for run_id in ids:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1::int, $2::int)", RUN_LOCK_CLASS, run_id):
                 raise UsageError(f"run {run_id} is being driven by a live ctq process; nothing deleted")
-        for table in RUN_TABLES:
-            await conn.execute(render("remove_runs.sql", table=table), ids)
+        for table in await run_tables(conn):
+            await conn.execute(render("remove_runs.sql", table=quote_ident(table)), ids)
     return rows
+
+
+async def run_tables(conn: asyncpg.Connection) -> list[str]:
+    """The tables (in schema ctq) holding rows of a run, in the order :func:`remove_runs` deletes
+    from them: read from the engine's catalog (run_tables.sql), the same rule on both engines."""
+    engine = await detect(conn)
+    catalog = engine.template("catalog_schema.sql").strip()
+    return [r["name"] for r in await conn.fetch(render("run_tables.sql", catalog=catalog))]
 
 
 async def list_packs(conn: asyncpg.Connection) -> dict:

@@ -53,12 +53,23 @@ class DataProblem(ValueError):
     """The source data cannot be packed as configured."""
 
 
+class ModelFailure(Exception):
+    """A model that cannot go on, for a reason ctq states in full (training diverged): its
+    message is the reason, with no Python exception name before it."""
+
+
+def model_error_text(exc: Exception) -> str:
+    """What a model's failure says: ctq's own reason as is, anything else with its exception's name."""
+    return str(exc) if isinstance(exc, ModelFailure) else f"{type(exc).__name__}: {exc}"
+
+
 def call(plpy, fn, **kwargs):
     """Run ``fn`` and turn Python failures into SQL errors with a SQLSTATE the client understands.
 
     Server errors (a cancel or a terminated backend raised inside SPI) pass through untouched.
     ``fn`` runs with the server's signals held (see :func:`signals_held`).
     """
+    use_compile_cache(os.getcwd())  # a server backend's working directory is its data directory
     try:
         with signals_held():
             return fn(plpy=plpy, **kwargs)
@@ -67,7 +78,7 @@ def call(plpy, fn, **kwargs):
     except DataProblem as exc:
         plpy.error(str(exc), sqlstate=SQLSTATE_DATA)
     except Exception as exc:  # a model that cannot be built or trained: deterministic, fail the model
-        plpy.error(f"{type(exc).__name__}: {exc}", sqlstate=SQLSTATE_MODEL)
+        plpy.error(model_error_text(exc), sqlstate=SQLSTATE_MODEL)
 
 
 # Signals a fault raises in the thread that caused it: never held.
@@ -287,11 +298,61 @@ def pin_threads(cores) -> None:
             pass
 
 
+# jax's persistent compilation cache, on the server only (see use_compile_cache): a compile is
+# 1-2 s per (architecture, optimizer, batch shape) and backend, and a backend lives one run.
+COMPILE_CACHE_BYTES = 1 << 30  # least recently used entries go beyond this (needs filelock)
+_compile_cache = {"root": None, "dir": None}
+
+
+def use_compile_cache(root: str) -> None:
+    """Have this backend's jax read and write compiled programs under ``root`` (the server's data
+    directory: a backend's working directory, per segment on Greenplum), in a folder named by the
+    jax, jaxlib and Keras versions, so that a re-run of the same grid, or another backend training
+    the same architecture, loads its programs instead of compiling them. Takes effect at the
+    Keras import (:func:`import_keras`); folders of other versions are removed then."""
+    _compile_cache["root"] = root
+
+
+def _enable_compile_cache(keras) -> None:
+    root = _compile_cache["root"]
+    if root is None or _compile_cache["dir"] is not None or not os.access(root, os.W_OK):
+        return
+    import shutil
+
+    import jax
+    import jaxlib
+
+    parent = os.path.join(root, "ctq_compile_cache")
+    name = f"jax-{jax.__version__}-jaxlib-{jaxlib.__version__}-keras-{keras.__version__}"
+    path = os.path.join(parent, name)
+    os.makedirs(path, exist_ok=True)
+    for old in os.listdir(parent):
+        if old != name:
+            shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
+    try:  # filelock serialises the cache's readers and writers and bounds its size
+        import filelock  # noqa: F401
+
+        max_size = COMPILE_CACHE_BYTES
+    except ImportError:
+        max_size = -1
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_compilation_cache_max_size", max_size)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # a train step: 0.3-1.5 s
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    _compile_cache["dir"] = path
+
+
+def compile_cache_dir() -> str | None:
+    """The folder this backend's compiled programs are cached in (None: no cache)."""
+    return _compile_cache["dir"]
+
+
 def import_keras():
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import keras
 
+    _enable_compile_cache(keras)
     return keras
 
 
@@ -315,6 +376,11 @@ def probe(plpy=None) -> dict:
     )
     backend_module = __import__(info["backend"])
     info["backend_version"] = getattr(backend_module, "__version__", "?")
+    folder = compile_cache_dir()
+    info["compile_cache"] = folder
+    if folder:
+        files = [e for e in os.scandir(folder) if e.is_file()]
+        info["compile_cache_bytes"] = sum(e.stat().st_size for e in files)
     return info
 
 
@@ -503,9 +569,89 @@ def to_backend(arrays: list[np.ndarray]) -> list:
     return arrays
 
 
+def state_size(arch: dict, hyper: dict, shape, n_outputs: int, task: str) -> dict:
+    """What a model's training state weighs, counted from shapes, nothing allocated: the model is
+    built in a ``keras.StatelessScope`` (whose variables defer their initialisation) and the
+    optimizer on a probe variable of 7 elements, whose same-shaped variables are its slots per
+    weight (Adam: 2, RMSprop: 1, SGD without momentum: 0).
+
+    Returns {"parameters": every model variable's elements, "trainable": the trainable ones',
+    "slots": optimizer variables per trainable weight, "state_bytes": the whole state's bytes}.
+    Raises what building the model raises (a model that cannot be built).
+    """
+    keras = import_keras()
+    with keras.StatelessScope():
+        model = build_model(arch, shape, n_outputs, task)
+    probe = keras.Variable(np.zeros(7, "float32"))
+    optimizer = make_optimizer(hyper)
+    optimizer.build([probe])
+    slots = sum(1 for v in optimizer.variables if tuple(v.shape) == (7,))
+
+    def elements(variables):
+        return sum(int(np.prod(v.shape)) for v in variables)
+
+    def nbytes(variables):
+        return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+                   for v in variables)
+
+    trainable = model.trainable_variables
+    return {"parameters": elements(model.variables), "trainable": elements(trainable), "slots": slots,
+            "state_bytes": nbytes(model.variables) + slots * nbytes(trainable)}
+
+
+def host_memory_bytes() -> int | None:
+    """The memory this server's processes may use: the host's (MemTotal), or its cgroup's limit
+    (a container's) when lower; None where neither can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as limit:
+                text = limit.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def model_sizes(*, plpy, params) -> dict:
+    """``ctq.model_sizes``: each model's :func:`state_size` and the server's memory, for the
+    client's memory check before the warm-up builds anything (coordinator, api.memory_refusal).
+    ``params``: {"models": [[arch, hyper], ...], "stats", "task"}."""
+    p = json.loads(params)
+    stats = p["stats"]
+    shape, n_outputs = input_shape(stats), int(stats["n_outputs"])
+    return {"models": [_state_size_or_none(arch, hyper, shape, n_outputs, p["task"]) for arch, hyper in p["models"]],
+            "memory_bytes": host_memory_bytes()}
+
+
+def _state_size_or_none(arch, hyper, shape, n_outputs, task) -> dict | None:
+    """None for a model that cannot be built so: the warm-up then builds it and says why."""
+    try:
+        return state_size(arch, hyper, shape, n_outputs, task)
+    except Exception:  # noqa: BLE001 - an estimate; the warm-up reports the real failure
+        return None
+
+
 def state_variables(model) -> list:
     """Everything that must hop: model variables (incl. seed generators) + optimizer variables."""
     return list(model.variables) + list(model.optimizer.variables)
+
+
+def uniform_value(variable):
+    """A variable's value as one number where all its elements are equal, else as an array."""
+    value = to_numpy(variable)
+    flat = value.reshape(-1)
+    if flat.size and bool(np.all(flat == flat[0])):
+        return flat[0].item()
+    return np.array(value)
 
 
 class CompiledModel:
@@ -514,39 +660,51 @@ class CompiledModel:
     def __init__(self, arch, hyper, shape, n_outputs, task, metric=None):
         self.args = (arch, tuple(shape), n_outputs, task)
         self.model = compile_model(build_model(arch, shape, n_outputs, task), hyper, task, metric, n_outputs)
-        self.optimizer_init = [np.array(v.numpy()) for v in self.model.optimizer.variables]
+        # the optimizer's starting values, kept as one number per variable where all its elements
+        # are equal (Adam's zero moments: two thirds of a state, never held twice)
+        self.optimizer_start = [uniform_value(v) for v in self.model.optimizer.variables]
 
-    def initial_state(self, seed: int, hyper: dict) -> list[np.ndarray]:
-        """The state a model starts from: its seed decides the initial weights; the learning rate
-        is an optimizer variable, so models that differ only in it share one compiled model."""
+    def initialise(self, seed: int, hyper: dict) -> None:
+        """Give the variables the state a model starts from: its seed decides the initial weights
+        (a fresh build's, moved in one variable at a time); the optimizer starts afresh
+        (:meth:`reset_optimizer`)."""
         keras = import_keras()
         keras.utils.set_random_seed(int(seed))
         fresh = build_model(*self.args)
-        return [np.array(v.numpy()) for v in fresh.variables] + self.initial_optimizer(hyper)
+        for var, value in zip(self.model.variables, fresh.variables):
+            var.assign(value.value)
+        del fresh
+        self.reset_optimizer(hyper)
 
-    def initial_optimizer(self, hyper: dict) -> list[np.ndarray]:
-        optimizer = [a.copy() for a in self.optimizer_init]
-        for i, var in enumerate(self.model.optimizer.variables):
+    def reset_optimizer(self, hyper: dict) -> None:
+        """The optimizer's starting state, with the model's learning rate: it is an optimizer
+        variable, so models that differ only in it share one compiled model."""
+        keras = import_keras()
+        for var, start in zip(self.model.optimizer.variables, self.optimizer_start):
             if var.path.endswith("learning_rate"):
-                optimizer[i] = np.asarray(float(hyper.get("learning_rate", 0.001)), dtype=optimizer[i].dtype)
-        return optimizer
+                start = np.asarray(float(hyper.get("learning_rate", 0.001)), dtype=var.dtype)
+            var.assign(start if isinstance(start, np.ndarray) else keras.ops.full(var.shape, start, var.dtype))
 
-    def start_state(self, state: bytes | None, seed: int, hyper: dict, warm: bool = False) -> list[np.ndarray]:
-        """The arrays a hop starts from: the model's stored state (flat, see encode_state), or with
-        none yet its initial state. ``warm`` (the first hop of a warm-started model): the stored
-        state is another run's final state of this architecture; keep its model variables (the
-        weights) and give the optimizer this model's fresh start (its own optimizer and learning rate)."""
+    def start(self, state: bytes | None, seed: int, hyper: dict, warm: bool = False) -> None:
+        """Give the variables the state a hop starts from: the model's stored state (flat, see
+        encode_state), or with none yet its initial state. ``warm`` (the first hop of a
+        warm-started model): the stored state is another run's final state of this architecture;
+        keep its model variables (the weights) and start the optimizer afresh (its own optimizer
+        and learning rate)."""
         if state is None:
-            return self.initial_state(seed, hyper)
+            self.initialise(seed, hyper)
+            return
         arrays = decode_state(state)
         if warm:
-            return arrays[: len(self.model.variables)] + self.initial_optimizer(hyper)
-        return arrays
+            self.load(arrays[: len(self.model.variables)], list(self.model.variables))
+            self.reset_optimizer(hyper)
+        else:
+            self.load(arrays)
 
     def loader(self, warm: bool = False) -> StateAssembler:
         """An assembler that assigns each array of a stored state (its parts, see state_parts) to
         its variable the moment it is whole, so the state is never held twice. ``warm``: see
-        start_state; :meth:`finish_load` then starts the optimizer afresh."""
+        :meth:`start`; :meth:`finish_load` then starts the optimizer afresh."""
         variables = state_variables(self.model)[: len(self.model.variables)] if warm else state_variables(self.model)
 
         def assign(index, array):
@@ -559,13 +717,12 @@ class CompiledModel:
         (MOP's invariant: a model's state is the product of exactly the hops the catalog records)."""
         loader.finish()
         if warm:
-            for var, value in zip(self.model.optimizer.variables, to_backend(self.initial_optimizer(hyper))):
-                var.assign(value)
+            self.reset_optimizer(hyper)
         elif hops is not None and loader.hops is not None and int(loader.hops) != int(hops):
             raise RuntimeError(f"the stored state has trained {loader.hops} hops, the catalog records {hops}")
 
-    def load(self, arrays: list[np.ndarray]) -> None:
-        variables = state_variables(self.model)
+    def load(self, arrays: list[np.ndarray], variables=None) -> None:
+        variables = state_variables(self.model) if variables is None else variables
         if len(arrays) != len(variables):
             raise ValueError(f"model state has {len(arrays)} arrays, the model expects {len(variables)}")
         for var, value in zip(variables, arrays):
@@ -764,7 +921,7 @@ def start_model(cm: CompiledModel, entry) -> None:
         return
     if entry["state"] is None and hops:
         raise RuntimeError(f"the catalog records {hops} hops of this model but its state is missing")
-    cm.load(cm.start_state(entry["state"], p["seed"], p["hyper"], warm))
+    cm.start(entry["state"], p["seed"], p["hyper"], warm)
 
 
 def hand_over(GD, entry, acc, cm: CompiledModel) -> dict:
@@ -796,7 +953,7 @@ def stored_parts(plpy, GD, key):
         except StopIteration:
             return
         except Exception as exc:  # noqa: BLE001 - reported as the model's failure
-            plpy.error(f"{type(exc).__name__}: {exc}", sqlstate=SQLSTATE_MODEL)
+            plpy.error(model_error_text(exc), sqlstate=SQLSTATE_MODEL)
         yield part
 
 
@@ -931,7 +1088,7 @@ def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_we
     loss = float(history.history["loss"][-1]) * len(xp) / len(x)
     value = float(history.history[metric_name(task, metric)][-1])
     if not np.isfinite(loss):
-        raise FloatingPointError(f"training diverged: loss is {loss}")
+        raise ModelFailure(f"training diverged: loss is {loss}")
     return in_target_units(loss, value, task, stats)
 
 

@@ -410,15 +410,6 @@ def parse_table(table: str) -> tuple[str | None, str]:
     return schema, name
 
 
-async def load_csv(conn: asyncpg.Connection, path: str | Path, table: str, *, replace: bool = False,
-                   delimiter: str | None = None, null: str | None = None,
-                   encoding: str | None = None) -> LoadResult:
-    """Create ``table`` from the CSV at ``path`` and copy the rows in, in one transaction."""
-    parse_table(table)
-    parsed = read_csv(path, delimiter=delimiter, null=null, encoding=encoding)
-    return await write_table(conn, parsed, table, replace=replace, source=str(path))
-
-
 async def write_table(conn: asyncpg.Connection, parsed: ParsedCsv, table: str, *, replace: bool = False,
                       source: str = "the file") -> LoadResult:
     """Create ``table`` for ``parsed`` and copy its rows in, in one transaction (nothing on failure)."""

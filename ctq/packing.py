@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq.config import DataConfig
+from ctq.connection import Snapshot
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 from ctq.errors import DataError, PermissionDenied
 from ctq.indb import SQLSTATE_DATA
@@ -32,6 +33,9 @@ from ctq.sql import column_batches, qualified, quote_ident, render, template, un
 
 DEFAULT_BUFFER_BYTES = 4 << 20  # ~4 MiB of float32 features per buffer row
 MAX_CLASSES = 1000
+# datatype_mismatch, cannot_coerce, undefined_function: a source column's type that a packing
+# expression cannot convert (the column check should have refused it first): the data's fault
+TYPE_ERRORS = ("42804", "42846", "42883")
 MAX_ONE_HOT = 100  # distinct values of a one_hot column (one input each); more: encoding: index
 MAX_INDEX = 100_000  # distinct values of an index-encoded column (rows of an Embedding)
 
@@ -54,7 +58,7 @@ class Source:
     width: int  # number of input features (the array length for an array column)
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    class_values: tuple | None  # classification: sorted class values (numbers, or strings for text)
+    class_values: tuple | None  # classification: sorted class values (integers, booleans, or strings for text)
     profile_seconds: float
     class_counts: tuple[int, ...] | None = None  # rows per class (all rows), in class_values order
     target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation
@@ -63,6 +67,7 @@ class Source:
     # categorical features: column -> {"encoding": "one_hot" | "index", "values": [vocabulary, as text]}
     categories: dict | None = None
     feature_shape: tuple[int, ...] | None = None  # an array feature's rows reshaped (e.g. images)
+    display: str = ""  # the name as SQL takes it, quoted where it must be (find_relation.sql)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -82,7 +87,7 @@ class Source:
 
     @property
     def display_name(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return self.display or f"{self.schema}.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     if not await conn.fetchval("SELECT has_table_privilege($1::oid, 'SELECT')", rel["oid"]):
         user = await conn.fetchval("SELECT current_user")
         name = qualified(rel["schema"], rel["name"])
-        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['schema']}.{rel['name']} (data.table); "
+        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['display']} (data.table); "
                                f"ask its owner or an administrator to run: GRANT SELECT ON {name} TO "
                                f"{quote_ident(user)}")
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
@@ -135,6 +140,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                                 "categorical column holds one value per row (text, integer codes, boolean)")
             continue
         numeric = col["category"] == "N" or (array_feature and col["element_category"] == "N")
+        if "X" in (col["category"], col["element_category"]):
+            raise DataError(f"data.features[{i}]: {unreadable_number(col)}")
         if not numeric:
             raise DataError(
                 f"data.features[{i}]: column {col['name']!r} has type {col['type']}, not a number "
@@ -144,6 +151,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     if data.feature_shape and not array_feature:
         raise DataError(f"data.feature_shape: column {features[0]['name']!r} has type {features[0]['type']}; "
                         "feature_shape needs a real[]/float8[] column")
+    if label["category"] == "X":
+        raise DataError(f"data.label: {unreadable_number(label)}")
     if label["category"] not in ("N", "B", "S"):
         raise DataError(f"data.label: column {label['name']!r} has type {label['type']}: use a number, a "
                         "boolean or text (class values)")
@@ -215,7 +224,9 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         if len(values) > MAX_CLASSES:
             raise DataError(f"data.label: column {label['name']!r} has more than {MAX_CLASSES} classes; "
                             "is it a continuous target (task: regression)?")
-        class_values = tuple(values if label["category"] == "S" else (float(v) for v in values))
+        # in the label's own kind (text, true/false, whole numbers: classification labels are integral)
+        class_values = tuple(values if label["category"] == "S" else
+                             (bool(v) if label["category"] == "B" else int(v) for v in values))
         class_counts = tuple(int(c) for c in counts)
     return Source(
         oid=rel["oid"], schema=rel["schema"], name=rel["name"], is_table=is_table,
@@ -225,7 +236,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         profile_seconds=time.perf_counter() - started, class_counts=class_counts,
         target_mean=float(means[-1] or 0.0),
         target_std=math.sqrt(float(variances[-1] or 0.0)) or 1.0, label_type=label["type"],
-        categories=categories, feature_shape=data.feature_shape,
+        categories=categories, feature_shape=data.feature_shape, display=rel["display"],
     )
 
 
@@ -278,6 +289,14 @@ async def _vocabularies(conn, source_sql: str, features: list[dict], encodings: 
                             f"distinct values, more than encoding: {encoding} allows ({caps[i]}){hint}")
         out[col["name"]] = {"encoding": encoding, "values": [r["value"] for r in values]}
     return out
+
+
+def unreadable_number(col: dict) -> str:
+    """Why a column of a numeric type ctq cannot read (category X in source_columns.sql) is
+    refused, and the fix."""
+    return (f"column {col['name']!r} has type {col['type']}, which ctq cannot read as a number "
+            "(it reads smallint, integer, bigint, real, double precision and numeric, or arrays of them); "
+            f"cast it in a view, e.g. {quote_ident(col['name'])}::numeric")
 
 
 def _label_number(quoted: str, category: str) -> str:
@@ -450,8 +469,13 @@ def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_i
 
 
 async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: DataConfig, source: Source,
-                      segments: int, seed: int) -> Pack:
+                      segments: int, seed: int, moment: Snapshot) -> Pack:
     """Return the pack for this source content + settings, creating it if needed.
+
+    ``moment`` is the snapshot ``source`` was profiled in: the packing reads the same rows (see
+    :class:`ctq.connection.Snapshot`), so the pack holds the source as of ``moment.as_of``, each
+    row exactly once, and its recorded row counts are the packed ones. It ends once the pack is
+    complete.
 
     The ``ctq.packs`` row is written last: a pack is usable once it is there, and a packing that
     failed or was killed leaves at most a table without that row, dropped by the next attempt.
@@ -459,7 +483,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
     """
     settings = pack_settings(data, source, segments, seed, engine)
     digest = hashlib.sha256(
-        json.dumps([source.display_name, source.fingerprint, settings], sort_keys=True).encode()
+        json.dumps([f"{source.schema}.{source.name}", source.fingerprint, settings], sort_keys=True).encode()
     ).hexdigest()[:16]
     found = await conn.fetchrow(engine.template("pack_find.sql"), digest)
     if found:
@@ -477,22 +501,42 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
         await engine.create_pack(conn, spec)
         try:
             await engine.fill_pack(dsn, spec, workers=max(1, min(spec.buckets * segments + spec.validation_buckets,
-                                                                os.cpu_count() or 1)))
+                                                                os.cpu_count() or 1)), source=moment)
+            await moment.end()
             await engine.finish_pack(conn, spec)
-            stats = pack_stats(source, segments)
+            stats = {**pack_stats(source, segments), "source_as_of": moment.as_of.isoformat()}
             await engine.write(conn, "pack_insert.sql", digest, source.display_name, source.fingerprint,
                                json.dumps(settings), f"ctq_data.pack_{digest}", json.dumps(stats), source.schema,
                                source.name)
         except BaseException:
+            await moment.end(commit=False)  # (on Greenplum its transaction holds the pack table)
             await _drop_quietly(conn, spec.table)
             raise
     except asyncpg.exceptions.PostgresError as exc:
-        if exc.sqlstate == SQLSTATE_DATA:
+        if exc.sqlstate == SQLSTATE_DATA or exc.sqlstate in TYPE_ERRORS:
             raise DataError(f"data: {exc.message}") from exc
         raise
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", digest)
     return Pack(digest, f"ctq_data.pack_{digest}", stats, reused=False, seconds=time.perf_counter() - started)
+
+
+async def changed_since_packed(conn: asyncpg.Connection, engine: Engine, pack_id: str) -> str | None:
+    """Whether the source of pack ``pack_id`` has changed since it was packed (its content
+    fingerprint, one read-only scan): None when unchanged, else what changed, e.g. "public.t has
+    changed since it was packed (as of 2026-12-04 06:00:00+00)". A source that is gone counts as
+    changed."""
+    pack = await conn.fetchrow(template("pack_source.sql"), pack_id)
+    as_of = pack["as_of"] or pack["created_at"].isoformat(sep=" ", timespec="seconds")
+    rel = await _find_relation(conn, pack["source_schema"], pack["source_name"])
+    if rel is None:
+        return f"{pack['display']} no longer exists (packed as of {as_of})"
+    version = engine.row_version("s", rel["relkind"] in ("r", "p"))
+    now = await conn.fetchval(render("source_fingerprint.sql", engine.name, version=version,
+                                     source=qualified(rel["schema"], rel["name"])))
+    if now == pack["source_fingerprint"]:
+        return None
+    return f"{pack['display']} has changed since it was packed (as of {as_of})"
 
 
 async def use_pack(conn, pack_id: str) -> None:

@@ -28,6 +28,7 @@ from ctq.metrics import Metric
 from ctq.sql import template
 
 COLOURS = "tab20"  # matplotlib's qualitative map: 20 distinguishable colours, then they repeat
+FULL_CURVES = 12  # models (best first) whose learning curves the report draws in full; the rest summarised
 
 
 @dataclass
@@ -192,14 +193,55 @@ def curves_svg(data: RunData, model_id: int, name: str, colour: str) -> str:
             (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", markersize=3,
                               color=colour, label="training" if split == "train" else "validation")
             line.set_gid(f"{split}-{what}-{model_id}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_xticks(epochs or [1])
-        ax.grid(alpha=0.3)
+        _epoch_axis(ax, label, epochs)
+    return _finish(fig, f"model {model_id}: {name}")
+
+
+def _epoch_axis(ax, label: str, epochs: list[int]) -> None:
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_xticks(epochs or [1])
+    ax.grid(alpha=0.3)
+
+
+def _finish(fig, title: str) -> str:
+    """The curves figure's legend (on its first axes) and title, as SVG."""
     fig.axes[0].legend(fontsize=7)
-    fig.suptitle(f"model {model_id}: {name}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _svg(fig)
+
+
+def spread_svg(data: RunData, best: list[int], colours: dict[int, str]) -> str:
+    """Validation loss and metric per epoch over every model that completed the epoch: the range
+    (min to max, light), the quartiles (darker) and the median (group ids ``range-loss``,
+    ``quartiles-loss``, ``median-loss``, the same with ``metric``), with the ``best`` models' own
+    validation lines on top (``val-loss-M``, ``val-metric-M``). One figure whatever the number of
+    models, as Optuna's intermediate-values plot gives one view of many trials."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    by_epoch: dict[int, dict[str, list[float]]] = {}
+    for rows in data.curves.values():
+        for r in rows:
+            for what in ("loss", "metric"):
+                if r[f"val_{what}"] is not None:
+                    by_epoch.setdefault(r["epoch"], {"loss": [], "metric": []})[what].append(r[f"val_{what}"])
+    epochs = sorted(by_epoch)
+    fig = Figure(figsize=(11, 3))
+    for ax, what, label in zip(fig.subplots(1, 2), ("loss", "metric"), ("validation loss", f"val {data.metric_name}")):
+        shown = [e for e in epochs if by_epoch[e][what]]
+        q = np.array([np.quantile(by_epoch[e][what], [0, 0.25, 0.5, 0.75, 1]) for e in shown]).reshape(-1, 5)
+        ax.fill_between(shown, q[:, 0], q[:, 4], color="#1f77b4", alpha=0.15, linewidth=0).set_gid(f"range-{what}")
+        ax.fill_between(shown, q[:, 1], q[:, 3], color="#1f77b4", alpha=0.35, linewidth=0).set_gid(f"quartiles-{what}")
+        ax.plot(shown, q[:, 2], color="#1f77b4", label="median of all models")[0].set_gid(f"median-{what}")
+        for m in best:
+            points = [(r["epoch"], r[f"val_{what}"]) for r in data.curves.get(m, []) if r[f"val_{what}"] is not None]
+            line = ax.plot([p[0] for p in points], [p[1] for p in points], color=colours[m], linewidth=0.8)[0]
+            line.set_gid(f"val-{what}-{m}")
+        _epoch_axis(ax, label, shown)
+    return _finish(fig, f"all {len(data.curves)} models with a completed epoch: range, quartiles and median per "
+                        f"epoch; lines: the {len(best)} best")
 
 
 def timeline_svg(data: RunData, colours: dict[int, str], names: dict[int, str]) -> str:
@@ -271,8 +313,11 @@ def _status(value: str) -> str:
     return f'<span class="status status-{safe}">{html.escape(str(value))}</span>'
 
 
-def render_html(data: RunData, generated_at: datetime.datetime | None = None) -> str:
-    """The report as one HTML document; every value from the catalog is escaped."""
+def render_html(data: RunData, generated_at: datetime.datetime | None = None, full_curves: int = FULL_CURVES) -> str:
+    """The report as one HTML document; every value from the catalog is escaped. The learning
+    curves of the ``full_curves`` best models are drawn in full, one figure each; with more models,
+    one more figure summarises them all (:func:`spread_svg`), so the report's size and time grow
+    with the models only through the leaderboard's rows and the timeline's bars."""
     run = data.run
     generated_at = generated_at or datetime.datetime.now(datetime.timezone.utc)
     names = {row["model_id"]: row["name"] for row in data.leaderboard}
@@ -348,9 +393,15 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
     else:
         out.append("<p>no hop recorded yet</p>")
 
+    shown = data.leaderboard[:max(0, full_curves)]
+    rest = len(data.leaderboard) - len(shown)
     out.append('<h2>Learning curves</h2><p>per epoch: training (solid, over the epoch\'s hops) and validation '
-               '(dashed, after the epoch)</p><div class="curves">')
-    for row in data.leaderboard:
+               "(dashed, after the epoch)" + (f"; the {len(shown)} best models in full, all {len(data.leaderboard)} "
+                                             "in the first figure (ctq report --curves N draws more)" if rest else "")
+               + '</p><div class="curves">')
+    if rest and data.curves:
+        out.append(f'<figure id="curves-summary">{spread_svg(data, [r["model_id"] for r in shown], colours)}</figure>')
+    for row in shown:
         m = row["model_id"]
         if data.curves.get(m):
             body = curves_svg(data, m, row["name"], colours[m])
@@ -378,7 +429,8 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None) ->
                   ("rows", f"{stats.get('rows')} ({stats.get('train_rows')} training, "
                            f"{stats.get('validation_rows')} validation)")]
         if stats.get("class_values"):
-            facts.append(("classes", ", ".join(map(str, stats["class_values"]))))
+            facts.append(("classes", ", ".join(str(v).lower() if isinstance(v, bool) else str(v)
+                                               for v in stats["class_values"])))
     facts.append(("report", f"{_when(generated_at)}, ctq {__version__}"))
     for key, value in facts:
         out.append(f"<tr><th>{esc(key)}</th><td>{esc(str(value))}</td></tr>")

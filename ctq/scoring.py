@@ -19,7 +19,6 @@ drops staging tables whose lock nobody holds.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -31,13 +30,14 @@ import asyncpg
 
 from ctq import catalog, indb
 from ctq.config import parse_table_name
+from ctq.connection import Snapshot, all_or_none
 from ctq.engines import detect
 from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
-                          label_bytes_sql, server_stats)
+                          label_bytes_sql, server_stats, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 
@@ -118,14 +118,12 @@ class Table:
     name: str
     is_table: bool
     columns: dict  # name -> {name, type, category, element_category}
+    display: str  # the name as SQL takes it, quoted where it must be
 
     @property
     def sql(self) -> str:
         return qualified(self.schema, self.name)
 
-    @property
-    def display(self) -> str:
-        return f"{self.schema}.{self.name}"
 
 
 def _parse(text: str, option: str) -> tuple[str | None, str]:
@@ -143,11 +141,11 @@ async def _table(conn, text: str, option: str) -> Table:
         raise UsageError(f"{option} {text}: table does not exist (or is not visible to this user)")
     if not await conn.fetchval("SELECT has_table_privilege($1::oid, 'SELECT')", rel["oid"]):
         user = await conn.fetchval("SELECT current_user")
-        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['schema']}.{rel['name']} ({option}); "
+        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['display']} ({option}); "
                                f"ask its owner or an administrator to run: GRANT SELECT ON "
                                f"{qualified(rel['schema'], rel['name'])} TO {quote_ident(user)}")
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
-    return Table(rel["oid"], rel["schema"], rel["name"], rel["relkind"] in ("r", "p"), columns)
+    return Table(rel["oid"], rel["schema"], rel["name"], rel["relkind"] in ("r", "p"), columns, rel["display"])
 
 
 def _column(table: Table, name: str, option: str, what: str) -> dict:
@@ -166,6 +164,8 @@ def _check_features(model: TrainedModel, table: Table) -> None:
         if name in categories:  # any type: looked up in the pack's vocabulary as text
             continue
         numeric = col["element_category"] == "N" if array else col["category"] == "N"
+        if "X" in (col["category"], col["element_category"]):
+            raise DataError(f"--table {table.display}: {unreadable_number(col)}")
         if not numeric:
             want = "a numeric array" if array else "a number"
             raise DataError(f"--table {table.display}: column {name!r} has type {col['type']}, not {want} "
@@ -276,25 +276,23 @@ def _params(engine: Engine, model: TrainedModel, segment: int, cores: list[int],
                        "action": action, "proba": proba, "metric": model.ranking_metric})
 
 
-async def _on_every_segment(dsn: str, engine: Engine, statements: list[tuple[str, tuple]], app: str) -> list:
-    """Run statement k on segment k's own connection, all at once (concurrent targeted queries);
-    the first failure cancels the others. Returns each segment's rows."""
+async def _on_every_segment(dsn: str, engine: Engine, statements: list[tuple[str, tuple]], app: str,
+                            moment: Snapshot) -> list:
+    """Run statement k on segment k's own connection, all at once (concurrent targeted queries),
+    each reading ``moment`` where it was exported (else what was staged from it); the first
+    failure cancels the others. Returns each segment's rows."""
 
     async def one(segment: int, sql: str, args: tuple):
         conn = await engine.segment_connection(dsn, f"{app} segment {segment}")
         try:
-            return await conn.fetch(sql, *args)
+            if moment.name is None:
+                return await conn.fetch(sql, *args)
+            async with moment.joined(conn):
+                return await conn.fetch(sql, *args)
         finally:
             await conn.close()
 
-    tasks = [asyncio.ensure_future(one(s, sql, args)) for s, (sql, args) in enumerate(statements)]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    return await all_or_none(one(s, sql, args) for s, (sql, args) in enumerate(statements))
 
 
 def _scoring_error(exc: asyncpg.PostgresError, table: Table) -> Exception:
@@ -306,14 +304,18 @@ def _scoring_error(exc: asyncpg.PostgresError, table: Table) -> Exception:
     return exc
 
 
-async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba, make_sql, table: Table) -> list:
-    """Stage (if the engine needs to), run every segment's statement, clean up."""
+async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba, make_sql, table: Table,
+                 moment: Snapshot) -> list:
+    """Stage (if the engine needs to: in ``moment``'s transaction, which then commits so the
+    segments can read the stage), run every segment's statement, clean up."""
     params = [_params(engine, model, s, cores[s], action, proba) for s in range(spec.segments)]
     await _claim_stage(conn, spec.stage)
     try:
-        args = await engine.prepare_scoring(conn, spec, indb.encode_state(model.state), params)
+        args = await engine.prepare_scoring(moment.conn, spec, indb.encode_state(model.state), params)
+        if moment.name is None:
+            await moment.end()
         return await _on_every_segment(dsn, engine, [(make_sql(s), args[s]) for s in range(spec.segments)],
-                                       f"ctq {action}")
+                                       f"ctq {action}", moment)
     except asyncpg.PostgresError as exc:
         raise _scoring_error(exc, table) from exc
     finally:
@@ -382,57 +384,59 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
         raise PermissionDenied(f"--out {out}: role {user} may not create tables in schema {dest_schema}; ask its "
                                f"owner or an administrator for: GRANT CREATE ON SCHEMA {quote_ident(dest_schema)} "
                                f"TO {quote_ident(user)}")
+    dest_display = await conn.fetchval("SELECT quote_ident($1) || '.' || quote_ident($2)", dest_schema, dest_name)
     existing = await _find_relation(conn, dest_schema, dest_name)
     if existing is not None and existing["oid"] == source.oid:
         raise UsageError(f"--out {out}: is the table to score (--table); write the predictions elsewhere")
     if existing is not None and not replace:
-        raise UsageError(f"--out {out}: table {dest_schema}.{dest_name} exists; use --replace to replace it")
+        raise UsageError(f"--out {out}: table {dest_display} exists; use --replace to replace it")
     if existing is not None and existing["relkind"] not in ("r", "p"):
-        raise UsageError(f"--out {out}: {dest_schema}.{dest_name} is not a table; --replace only replaces tables")
+        raise UsageError(f"--out {out}: {dest_display} is not a table; --replace only replaces tables")
     id_sql = "t." + quote_ident(id_col["name"])
-    rows = await _check_rows(conn, source, model, id_sql=id_sql, label_category=None)
-    n_classes = len(model.stats["class_values"] or ()) if model.task == "classification" else 0
-    await drop_abandoned_stages(conn)
-    staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
-    spec = ScoreSpec(source=source.sql, is_table=source.is_table, id=id_sql, id_type=id_col["type"],
-                     x_bytes=feature_bytes_sql(model.features, model.stats), y_bytes="NULL::bytea",
-                     segments=segments, stage=_stage_name())
-    proba_column = ", probabilities float8[]" if proba else ""
-    await _claim_stage(conn, staging)
-    try:
-        await conn.execute(f"CREATE TABLE {staging} (id {id_col['type']}, prediction {prediction_type(model)}"
-                           f"{proba_column})")
-        if model.task == "classification":
-            prediction = f"(ARRAY[{', '.join(_class_literals(model))}]::{prediction_type(model)}[])[u.p::int + 1]"
-        else:
-            prediction = "u.p"
-        probabilities = (f", (s.r).probabilities[((u.i - 1) * {n_classes} + 1)::int:(u.i * {n_classes})::int]"
-                         if proba else "")
+    async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
+        rows = await _check_rows(moment.conn, source, model, id_sql=id_sql, label_category=None)
+        n_classes = len(model.stats["class_values"] or ()) if model.task == "classification" else 0
+        await drop_abandoned_stages(conn)
+        staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
+        spec = ScoreSpec(source=source.sql, is_table=source.is_table, id=id_sql, id_type=id_col["type"],
+                         x_bytes=feature_bytes_sql(model.features, model.stats), y_bytes="NULL::bytea",
+                         segments=segments, stage=_stage_name())
+        proba_column = ", probabilities float8[]" if proba else ""
+        await _claim_stage(conn, staging)
+        try:
+            await conn.execute(f"CREATE TABLE {staging} (id {id_col['type']}, prediction {prediction_type(model)}"
+                               f"{proba_column})")
+            if model.task == "classification":
+                prediction = f"(ARRAY[{', '.join(_class_literals(model))}]::{prediction_type(model)}[])[u.p::int + 1]"
+            else:
+                prediction = "u.p"
+            probabilities = (f", (s.r).probabilities[((u.i - 1) * {n_classes} + 1)::int:(u.i * {n_classes})::int]"
+                             if proba else "")
 
-        def statement(segment: int) -> str:
-            return render("score_insert.sql", dest=staging, proba_column=", probabilities" if proba else "",
-                          prediction=prediction, probabilities=probabilities,
-                          score_query=engine.score_query(spec, segment))
+            def statement(segment: int) -> str:
+                return render("score_insert.sql", dest=staging, proba_column=", probabilities" if proba else "",
+                              prediction=prediction, probabilities=probabilities,
+                              score_query=engine.score_query(spec, segment))
 
-        await _score(conn, dsn, engine, spec, model, cores, "predict", proba, statement, source)
-        written = await conn.fetchval(f"SELECT count(*) FROM {staging}")
-        if written != rows:
-            raise RunFailed(f"scoring wrote {written} predictions for {rows} rows of {source.display}")
-        async with conn.transaction():
-            existing = await _find_relation(conn, dest_schema, dest_name)
-            if existing is not None:
-                if not replace:
-                    raise UsageError(f"--out {out}: table {dest_schema}.{dest_name} was created meanwhile; "
-                                     "use --replace to replace it")
-                await conn.execute(f"DROP TABLE {qualified(dest_schema, dest_name)}")
-            await conn.execute(f"ALTER TABLE {staging} RENAME TO {quote_ident(dest_name)}")
-    except BaseException:
-        await _drop_quietly(conn, staging)
-        raise
-    finally:
-        await _release_stage(conn, staging)
+            await _score(conn, dsn, engine, spec, model, cores, "predict", proba, statement, source, moment)
+            written = await conn.fetchval(f"SELECT count(*) FROM {staging}")
+            if written != rows:
+                raise RunFailed(f"scoring wrote {written} predictions for {rows} rows of {source.display}")
+            async with conn.transaction():
+                existing = await _find_relation(conn, dest_schema, dest_name)
+                if existing is not None:
+                    if not replace:
+                        raise UsageError(f"--out {out}: table {dest_display} was created meanwhile; "
+                                         "use --replace to replace it")
+                    await conn.execute(f"DROP TABLE {qualified(dest_schema, dest_name)}")
+                await conn.execute(f"ALTER TABLE {staging} RENAME TO {quote_ident(dest_name)}")
+        except BaseException:
+            await _drop_quietly(conn, staging)
+            raise
+        finally:
+            await _release_stage(conn, staging)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
-            "out": f"{dest_schema}.{dest_name}", "rows": rows, "segments": segments, "proba": proba,
+            "out": dest_display, "rows": rows, "segments": segments, "proba": proba,
             "prediction_type": prediction_type(model), "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -449,14 +453,16 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
     source = await _table(conn, table, "--table")
     _check_features(model, source)
     category = _label_category(model, source)
-    rows = await _check_rows(conn, source, model, id_sql="NULL::int", label_category=category)
     await drop_abandoned_stages(conn)
     spec = ScoreSpec(source=source.sql, is_table=source.is_table, id="NULL::int", id_type="int",
                      x_bytes=feature_bytes_sql(model.features, model.stats),
                      y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats["class_values"]),
                      segments=segments, stage=_stage_name())
-    results = await _score(conn, dsn, engine, spec, model, cores, "evaluate", False,
-                           lambda s: render("score_evaluate.sql", score_query=engine.score_query(spec, s)), source)
+    async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
+        rows = await _check_rows(moment.conn, source, model, id_sql="NULL::int", label_category=category)
+        results = await _score(conn, dsn, engine, spec, model, cores, "evaluate", False,
+                               lambda s: render("score_evaluate.sql", score_query=engine.score_query(spec, s)),
+                               source, moment)
     parts = [r for rs in results for r in rs if r["rows"]]
     scored = sum(r["rows"] for r in parts)
     if scored != rows:

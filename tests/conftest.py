@@ -6,6 +6,7 @@ subprocess, and training runs Keras inside the server.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -95,6 +96,16 @@ def run_cli(dsn, ctq_home):
                               env=full_env, timeout=timeout, cwd=cwd)
 
     return run
+
+
+async def ctq_cli(dsn, ctq_home, *args, timeout: float = 300):
+    """The real CLI in a subprocess, without blocking this event loop (a proxy or a writer may run
+    in it). Returns (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ctq.cli", *args, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE,
+                                                env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home)))
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def stored_state(conn, run_id: int, model_id: int) -> list[np.ndarray] | None:

@@ -68,6 +68,11 @@ CASES = {
     "empty grid": ({"metric": "val_loss\n    search: {space: {batch_size: []}}"}, "batch_size"),
     "random search without samples": ({"metric": "val_loss\n    search: {method: random}"}, "samples"),
     "zero segments": ({"metric": "val_loss\n    segments: 0"}, "segments"),
+    # numeric in PostgreSQL's type categories, but no cast to a float: refused by type, naming the column
+    "money feature": ({"features": "[f1, price]"}, "'price' has type money, which ctq cannot read as a number"),
+    "oid feature": ({"features": "[f1, ident]"}, "'ident' has type oid"),
+    "money array feature": ({"features": "[prices]"}, "'prices' has type money[]"),
+    "money label": ({"label": "price", "task": "regression", "metric": "val_mae"}, "data.label: column 'price'"),
 }
 
 
@@ -79,7 +84,9 @@ async def bad_source(dsn):
     await create_table(conn, "public.bad_src", 200)
     await conn.execute("""
         ALTER TABLE public.bad_src ADD COLUMN with_null float8, ADD COLUMN label_null int, ADD COLUMN word text,
-            ADD COLUMN one_class int DEFAULT 1, ADD COLUMN with_nan float8 DEFAULT 0;
+            ADD COLUMN one_class int DEFAULT 1, ADD COLUMN with_nan float8 DEFAULT 0,
+            ADD COLUMN price money DEFAULT 1.5, ADD COLUMN ident oid DEFAULT 7,
+            ADD COLUMN prices money[] DEFAULT '{1.5, 2}';
         UPDATE public.bad_src SET with_null = CASE WHEN f1 > 0 THEN f1 END, label_null = CASE WHEN f2 > 0 THEN 1 END,
             word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END;
     """)

@@ -86,11 +86,13 @@ async def test_install_moves_a_state_stored_as_one_value_into_parts(run_cli, con
 
 
 async def test_doctor_checks_keras_inside_the_server(run_cli):
+    assert run_cli("install").returncode == 0  # run alone, no earlier test has installed the schema
     proc = run_cli("doctor", "--json")
     assert proc.returncode == 0, proc.stderr
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
     assert checks["plpython3u"]["ok"]
     assert checks["keras in server"]["ok"] and "backend jax" in checks["keras in server"]["detail"]
+    assert "ctq_compile_cache" in checks["compile cache"]["detail"]
 
 
 async def test_doctor_explains_an_unreachable_database(run_cli, tmp_path):

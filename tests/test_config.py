@@ -327,6 +327,12 @@ BAD_CASES = [
     ("too-many-samples", _with(_set("search.method", "random"), _set("search.samples", MAX_MODELS + 1)),
      ["search.samples", str(MAX_MODELS)]),
     ("grid-too-large", _set("search.space.batch_size", list(range(1, 3000))), ["search.space", "limit is 10000"]),
+    # issue 21: TPE asked a finite space more times than it has configurations: repeats, silently
+    ("tpe-samples-over-space", _with(_set("search.method", "tpe"), _set("search.samples", 5000)),
+     ["search.samples", "5000 models, but search.space has only", "distinct configurations", "would repeat one"]),
+    ("tpe-samples-over-integer-range", _with(_set("search.method", "tpe"), _set("search.samples", 5000),
+                                             _set("search.space.batch_size", {"low": 8, "high": 10})),
+     ["search.samples", "distinct configurations", "use samples:"]),
     ("accuracy-with-regression", _set("data.task", "regression"), ["metric", "val_accuracy", "classification"]),
     ("mae-with-classification", _set("metric", "mae"), ["metric", "regression"]),
     ("unknown-metric", _set("metric", "val_acc"), ["metric", "did you mean 'val_accuracy'?"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctq.errors import DatabaseError, DataError, RunFailed, from_database
+from ctq.errors import DatabaseError, DataError, PermissionDenied, RunFailed, from_database
 
 
 class FakeServerError(Exception):
@@ -23,8 +23,8 @@ class FakeServerError(Exception):
     ("57014", DatabaseError, 3, "statement_timeout"),
     ("57P01", DatabaseError, 3, "shutting down"),
     ("58030", DatabaseError, 3, "system error"),
-    ("42501", DatabaseError, 3, "privilege is missing"),
-    ("42P01", DatabaseError, 3, "missing privilege or object"),
+    ("42501", PermissionDenied, 2, "permission denied"),  # a missing privilege: 2 wherever found
+    ("42P01", DatabaseError, 3, "missing object"),
     ("22012", DataError, 2, "data could not be used"),
     ("23505", RunFailed, 1, "constraint"),
     ("40P01", RunFailed, 1, "rolled back"),

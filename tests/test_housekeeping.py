@@ -64,8 +64,9 @@ async def runs(small_table, tmp_path_factory, dsn):
         z_config = load_config(write_grid(d, GRID.format(name="hk-z", table=small_table)
                                           .replace("seed: 29", "seed: 31"), "z.yaml"))
         engine = await detect(c)
-        source = await inspect_source(c, z_config.data, engine, z_config.seed)
-        z_pack = (await ensure_pack(c, dsn, engine, z_config.data, source, 2, z_config.seed)).pack_id
+        async with engine.snapshot(dsn) as moment:
+            source = await inspect_source(moment.conn, z_config.data, engine, z_config.seed)
+            z_pack = (await ensure_pack(c, dsn, engine, z_config.data, source, 2, z_config.seed, moment)).pack_id
         assert z_pack != x_pack
         yield {"x": x.run_id, "y": y, "x_pack": x_pack, "z_pack": z_pack, "coordinator": coordinator}
     finally:
@@ -170,3 +171,45 @@ async def test_packs_lists_sizes_and_users_and_gc_drops_only_unused_ones(runs, r
     assert run_cli("rm", str(runs["y"]), "--yes").returncode == 0
     proc = run_cli("packs", "gc", "--yes", "--json")
     assert used_pack in json.loads(proc.stdout)["dropped"]
+
+
+ASHA_GRID = """
+    name: {name}
+    data: {{table: {table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification,
+           validation_fraction: 0.25}}
+    segments: 2
+    models: [{{name: tiny, layers: [{{dense: 4, activation: relu}}]}}]
+    search: {{method: asha, seed: 29, max_epochs: 2, reduction_factor: 2,
+             space: {{learning_rate: [0.01, 0.0001], batch_size: [128]}}}}
+    metric: val_accuracy
+"""
+
+
+async def tables_with_a_run_id(conn) -> list[str]:
+    """Every table of ctq's schemas with a run_id column, read from the server's catalog (so a table
+    added later is checked too)."""
+    return [r["t"] for r in await conn.fetch(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS t FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE n.nspname IN ('ctq', 'ctq_catalog', 'ctq_data') AND c.relkind IN ('r', 'p') "
+        "AND a.attname = 'run_id' AND NOT a.attisdropped ORDER BY 1")]
+
+
+async def test_rm_leaves_no_row_of_the_run_in_any_table_even_where_nothing_cascades(small_table, tmp_path, dsn,
+                                                                                   run_cli, conn):
+    """A run with rows in every table that refers to runs (an ASHA run: decisions too) is deleted by
+    `ctq rm` in a session whose foreign keys do not cascade (session_replication_role = replica
+    fires no trigger, and PostgreSQL's cascades are triggers): as on Greenplum, which does not
+    enforce foreign keys, rm must delete from each table itself."""
+    from ctq import api
+
+    run = await api.train(str(write_grid(tmp_path, ASHA_GRID.format(name="hk-all", table=small_table))), dsn)
+    tables = await tables_with_a_run_id(conn)
+    assert {"ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs", "ctq.decisions"} <= set(tables)
+    counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t} WHERE run_id = $1", run.run_id) for t in tables}
+    assert all(n > 0 for n in counts.values()), counts
+    proc = run_cli("rm", str(run.run_id), "--yes", env={"CTQ_DSN": dsn + "&session_replication_role=replica"})
+    assert proc.returncode == 0 and proc.stdout.strip() == f"deleted 1 run(s): {run.run_id}", proc.stderr
+    left = {t: n for t in tables if (n := await conn.fetchval(f"SELECT count(*) FROM {t} WHERE run_id = $1",
+                                                               run.run_id))}
+    assert left == {}, f"rows of run {run.run_id} left after ctq rm: {left}"

@@ -121,6 +121,30 @@ async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli,
     await assert_run_equals_standalone(conn, json.loads(proc.stdout)["run_id"], compare_validation=True)
 
 
+async def test_a_rerun_loads_every_compiled_program_from_the_cache_and_still_equals_keras(
+        small_table, tmp_path, run_cli, conn, cluster):
+    """The server keeps jax's compiled programs in its data directory (one folder per jax, jaxlib
+    and Keras version): the second run of a grid, in new backends, compiles nothing (jax writes an
+    entry for every program it had to compile) and trains exactly as plain Keras."""
+    grid = write_grid(tmp_path, GRID.format(table=small_table).replace("mop-vs-sequential", "mop-cached")
+                      .replace("{dense: 12, activation: tanh}", "{dense: 13, activation: tanh}"))
+    first = run_cli("train", str(grid), "--json", "-q")
+    assert first.returncode == 0, first.stderr
+    parent = cluster.data_dir / "ctq_compile_cache"
+    (folder,) = parent.iterdir()
+    assert "jax-" in folder.name and "keras-" in folder.name
+    written = {p.name for p in folder.iterdir()}
+    assert len(written) > 10  # this architecture's train, evaluation and initialisation programs
+    (parent / "jax-0.1-jaxlib-0.1-keras-2.0").mkdir()  # an upgrade's leftover: removed
+    second = run_cli("train", str(grid), "--json", "-q", "--name", "mop-cached-again")
+    assert second.returncode == 0, second.stderr
+    assert {p.name for p in folder.iterdir()} == written
+    assert list(parent.iterdir()) == [folder]
+    await assert_run_equals_standalone(conn, json.loads(second.stdout)["run_id"])
+    doctor = {c["name"]: c for c in json.loads(run_cli("doctor", "--json").stdout)}
+    assert str(folder) in doctor["compile cache"]["detail"]
+
+
 async def test_a_state_of_many_parts_hops_whole(small_table, tmp_path, run_cli, conn):
     """A model whose arrays are larger than a part (a 2100 x 2100 kernel is 17.6 MB, a part at most
     16 MiB): its state (53 MB with Adam's moments) is stored in pieces, read back into the

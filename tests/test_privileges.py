@@ -389,3 +389,37 @@ async def test_a_missing_privilege_names_its_fix(message, hint):
     from ctq.api import privilege_hint
 
     assert hint in privilege_hint(message, "alice")
+
+
+RECORD_HOP = "ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result, int)"
+
+
+async def test_a_missing_privilege_exits_2_wherever_it_is_found(world, conn):
+    """One exit code (2) and one line for a missing privilege, found by ctq before the run (carol may
+    not read the source), by a statement the server refuses with SQLSTATE 42501 (an analyst
+    installing), or by a run's hop (EXECUTE on ctq.record_hop revoked from ctq_user): the run stops
+    there, its model not failed, and resumes once the privilege is back."""
+    cli = world["cli"]
+
+    def refused(proc, *words):
+        assert proc.returncode == 2, (proc.returncode, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert all(w in proc.stderr for w in words), proc.stderr
+
+    refused(cli("train", str(world["grid"]), "--name", "carol-denied", "-q", role="ctq_carol"), "SELECT")
+    refused(cli("install", role="ctq_alice"), "permission denied", "a superuser must run `ctq install`")
+    await conn.execute(f"REVOKE EXECUTE ON FUNCTION {RECORD_HOP} FROM ctq_user")
+    try:
+        proc = cli("train", str(world["grid"]), "--name", "hop-denied", "--json", "-q", role="ctq_alice")
+    finally:
+        await conn.execute(f"GRANT EXECUTE ON FUNCTION {RECORD_HOP} TO ctq_user")
+    refused(proc, "permission denied for function record_hop", "ctq train --resume")
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 2 and doc["run_id"] is not None, doc
+    run_id = doc["run_id"]
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "failed"
+    assert await conn.fetchval("SELECT count(*) FROM ctq.models WHERE run_id = $1 AND status = 'failed'", run_id) == 0
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) == 0
+    resumed = cli("train", "--resume", str(run_id), "--json", "-q", role="ctq_alice")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "succeeded"

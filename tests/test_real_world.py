@@ -58,10 +58,12 @@ async def test_too_few_rows_for_the_segments_is_refused_before_anything_is_writt
 
 
 async def test_boolean_labels_are_classes(conn, tmp_path, run_cli):
-    await conn.execute("DROP TABLE IF EXISTS public.bool_src; CREATE TABLE public.bool_src AS "
+    """Boolean labels are classes false and true (recorded so); the table is named by a reserved
+    word, which ctq's messages and catalog quote as SQL needs (public."where")."""
+    await conn.execute('DROP TABLE IF EXISTS public."where"; CREATE TABLE public."where" AS '
                        "SELECT (g % 10)::float8 AS f1, (g % 10 > 4) AS label FROM generate_series(1, 2000) g")
     grid = write_grid(tmp_path, """
-        data: {table: public.bool_src, features: [f1], label: label, task: classification}
+        data: {table: 'public."where"', features: [f1], label: label, task: classification}
         segments: 2
         models: [{layers: [{dense: 8}]}]
         search: {space: {learning_rate: [0.05]}}
@@ -70,7 +72,12 @@ async def test_boolean_labels_are_classes(conn, tmp_path, run_cli):
     """)
     proc = run_cli("train", str(grid), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["best_metric"] > 0.9
+    result = json.loads(proc.stdout)
+    assert result["best_metric"] > 0.9
+    pack = await conn.fetchrow("SELECT p.source_table, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) "
+                               "WHERE r.run_id = $1", result["run_id"])
+    assert pack["source_table"] == 'public."where"'
+    assert json.loads(pack["stats"])["class_values"] == [False, True]
 
 
 async def test_regression_targets_are_standardised_and_reported_in_their_units(conn, tmp_path, run_cli):

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 
 import pytest
 
-from conftest import create_table, stored_state, write_grid
+from conftest import create_table, ctq_cli, stored_state, write_grid
 from test_bad_input import count_runs
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -178,6 +180,62 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
     await assert_complete(conn, run_id, models=4, epochs=2)
 
 
+async def test_a_server_crash_mid_run_loses_only_the_hops_in_flight(tmp_path):
+    """kill -9 of the postmaster mid-run (a server crash: its backends end with it), on a server of
+    its own. The state is written in its hop's own transaction, so a crash loses only the hops in
+    flight: after crash recovery the catalog tells one consistent story. Restarted at once, the
+    live coordinator reconnects and completes the run; crashed together with the coordinator (a
+    host going down), the run resumes. Both with every hop exactly once."""
+    import asyncpg
+
+    from conftest import server_readable_tempdir
+    from ctq.embedded import EmbeddedCluster
+
+    home = server_readable_tempdir("ctq-crash-")
+    server = EmbeddedCluster(home)
+    dsn = server.start()
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(home))
+
+    async def crash(name: str, coordinator_too: bool) -> int:
+        grid = write_grid(tmp_path, GRID.format(name=name, table="public.crash_src", epochs=2), f"{name}.yaml")
+        conn = await asyncpg.connect(dsn)
+        proc = start_train(dsn, home, str(grid), "--json")
+        run_id = await wait_for_hops(conn, name, 3)
+        await conn.close()
+        os.kill(server._postmaster_pid(), signal.SIGKILL)
+        if coordinator_too:
+            proc.kill()
+        time.sleep(1)
+        server.start()  # crash recovery
+        conn = await asyncpg.connect(dsn)
+        await assert_consistent(conn, run_id)
+        if coordinator_too:
+            proc.wait(timeout=30)
+            resumed = subprocess.run([sys.executable, "-m", "ctq.cli", "train", "--resume", str(run_id), "--json"],
+                                     capture_output=True, text=True, timeout=600, env=env)
+            code, out, err = resumed.returncode, resumed.stdout, resumed.stderr
+        else:
+            out, err = proc.communicate(timeout=300)
+            code = proc.returncode
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["status"] == "succeeded" and result["failed_models"] == {}, result
+        await assert_consistent(conn, run_id)
+        await assert_complete(conn, run_id, models=4, epochs=2)
+        await conn.close()
+        return run_id
+
+    try:
+        conn = await asyncpg.connect(dsn)
+        await create_table(conn, "public.crash_src", 6000, seed=4)
+        await conn.close()
+        await crash("crash-live", coordinator_too=False)
+        await crash("crash-both", coordinator_too=True)
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 async def test_sigint_interrupts_quickly_and_the_run_resumes(long_table, tmp_path, dsn, ctq_home, conn, run_cli):
     grid = write_grid(tmp_path, GRID.format(name="interrupted", table=long_table, epochs=3))
     proc = start_train(dsn, ctq_home, str(grid), "--json")
@@ -193,6 +251,36 @@ async def test_sigint_interrupts_quickly_and_the_run_resumes(long_table, tmp_pat
     assert busy == 0  # the in-flight training queries were cancelled before the process exited
     resumed = run_cli("train", "--resume", str(run_id), "--json")
     assert resumed.returncode == 0, resumed.stderr
+    await assert_complete(conn, run_id, models=4, epochs=3)
+
+
+async def test_a_resume_after_the_source_changed_is_refused_unless_told_to_keep_the_pack(tmp_path, dsn, ctq_home,
+                                                                                        conn, run_cli):
+    """The source grew and its labels flipped while the run was stopped: resuming would go on
+    training on rows that are no longer there. Refused (exit 2, one line, the run untouched);
+    --keep-pack resumes on the pack as it was and says so."""
+    await create_table(conn, "public.changing_src", 4000, seed=14)
+    grid = write_grid(tmp_path, GRID.format(name="changing", table="public.changing_src", epochs=3))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "changing", 2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert proc.returncode == 130
+    await conn.execute("INSERT INTO public.changing_src SELECT * FROM public.changing_src LIMIT 2000")
+    await conn.execute("UPDATE public.changing_src SET label = 2 - label")
+    hops = await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+
+    refused = run_cli("train", "--resume", str(run_id))
+    assert refused.returncode == 2, refused.stderr
+    *_, line = refused.stderr.strip().splitlines()  # (after the log lines of the stages)
+    assert "public.changing_src has changed since it was packed" in line and "--keep-pack" in line, line
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "interrupted"
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) == hops
+
+    kept = run_cli("train", "--resume", str(run_id), "--keep-pack", "--json")
+    assert kept.returncode == 0, kept.stderr
+    notices = json.loads(kept.stdout)["notices"]
+    assert len(notices) == 1 and "has changed since it was packed" in notices[0], notices
     await assert_complete(conn, run_id, models=4, epochs=3)
 
 
@@ -240,6 +328,7 @@ async def test_a_diverging_model_fails_alone(conn, tmp_path, run_cli):
     assert result["status"] == "failed"
     assert list(result["failed_models"]) == ["2"]
     assert "diverged" in result["failed_models"]["2"]
+    assert result["failed_models"]["2"].startswith("training diverged: loss is nan"), result  # issue 21 point 8
     statuses = dict(await conn.fetch("SELECT model_id, status FROM ctq.models WHERE run_id = $1", result["run_id"]))
     assert statuses == {1: "succeeded", 2: "failed"}
     assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND model_id = 1",
@@ -504,3 +593,160 @@ async def test_a_hop_failing_past_the_retry_limit_fails_the_run_with_the_reason(
     run = await conn.fetchrow("SELECT status, message FROM ctq.runs WHERE run_id = $1", run_id)
     assert run["status"] == "failed" and "failed 6 times" in run["message"]
     await assert_consistent(conn, run_id)
+
+
+class LosingProxy:
+    """A relay between ctq and the server (a unix socket in front of the server's) that loses the
+    reply of the ``cut``-th hop statement that succeeded: it lets the server run the statement to
+    its end (the server sends ReadyForQuery only once the hop's transaction has committed), then
+    closes both sides instead of passing the reply on, as a network that fails right after COMMIT.
+    It reads just enough of the wire protocol to know a hop: a Bind of a statement parsed from a
+    query calling ctq.record_hop.
+
+    With ``fatal=True`` it passes the reply on, then ends the server's side and sends the client
+    the FATAL a terminated backend sends, holding the client's socket open for a second before it
+    closes it, as a server does: the window between a backend's FATAL and the socket's end, in
+    which the connection still looks open. (Held open for ever, a hop already sent would wait for
+    a ReadyForQuery no server sends.)"""
+
+    FATAL = b"".join(b"%c%s\0" % (code, text) for code, text in (
+        (ord("S"), b"FATAL"), (ord("V"), b"FATAL"), (ord("C"), b"57P01"),
+        (ord("M"), b"terminating connection due to administrator command"))) + b"\0"
+
+    def __init__(self, cluster, cut: int, fatal: bool = False):
+        self.upstream = f"{cluster.socket_dir}/.s.PGSQL.{cluster.port}"
+        self.dir = tempfile.mkdtemp(prefix="ctq-proxy-")
+        self.dsn = cluster.dsn.split("?", 1)[0] + f"?host={self.dir}&port=5999"
+        self.cut, self.fatal, self.hops, self.lost = cut, fatal, 0, 0
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_unix_server(self._relay, path=f"{self.dir}/.s.PGSQL.5999")
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    async def _relay(self, client_in, client_out):
+        server_in, server_out = await asyncio.open_unix_connection(self.upstream)
+        hop_statements: set[bytes] = set()
+        in_hop = severed = False
+
+        async def message(stream):
+            head = await stream.readexactly(5)
+            return head + await stream.readexactly(int.from_bytes(head[1:], "big") - 4)
+
+        async def upstream():
+            nonlocal in_hop
+            size = await client_in.readexactly(4)  # the startup message has no type byte
+            server_out.write(size + await client_in.readexactly(int.from_bytes(size, "big") - 4))
+            while True:
+                msg = await message(client_in)
+                if severed:
+                    continue
+                fields = msg[5:].split(b"\0")
+                if msg[:1] == b"P":  # Parse: statement name, query
+                    (hop_statements.add if b"ctq.record_hop(" in fields[1] else hop_statements.discard)(fields[0])
+                elif msg[:1] == b"B" and fields[1] in hop_statements:  # Bind: portal, statement name
+                    in_hop = True
+                server_out.write(msg)
+                await server_out.drain()
+
+        async def downstream():
+            nonlocal in_hop, severed
+            held = []
+            while True:
+                msg = await message(server_in)
+                if not in_hop:
+                    client_out.write(msg)
+                    await client_out.drain()
+                    continue
+                held.append(msg)
+                if msg[:1] == b"Z":  # the hop's transaction has ended
+                    in_hop = False
+                    if not any(m[:1] == b"E" for m in held):
+                        self.hops += 1
+                        if self.hops == self.cut and not self.fatal:
+                            self.lost += 1
+                            return
+                    client_out.writelines(held)
+                    held = []
+                    await client_out.drain()
+                    if self.fatal and self.hops == self.cut and not severed:
+                        severed = True
+                        server_out.close()
+                        client_out.write(b"E" + (len(self.FATAL) + 4).to_bytes(4, "big") + self.FATAL)
+                        await client_out.drain()
+                        self.lost += 1
+                        await asyncio.sleep(1)
+                        return
+
+        tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in (server_out, client_out):
+            writer.close()
+
+
+LOST_GRID = """
+    name: {name}
+    data: {{table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
+    segments: 2
+    models: [{{name: m, layers: [{{dense: 8, activation: relu}}]}}]
+    search: {{space: {{learning_rate: [0.01, 0.001], batch_size: [{batch}]}}}}
+    epochs: {epochs}
+    metric: val_accuracy
+"""
+
+
+async def test_a_hop_whose_reply_is_lost_after_its_commit_is_done_once(small_table, cluster, tmp_path, ctq_home,
+                                                                       conn):
+    """The connection drops after the third hop's COMMIT, before its reply reaches ctq: the retry
+    finds the hop in the catalog and takes it as done (training again would start from the state it
+    already advanced): every hop exactly once, no model failed."""
+    grid = write_grid(tmp_path, LOST_GRID.format(name="lost-reply", batch=128, epochs=2))
+    async with LosingProxy(cluster, cut=3) as proxy:
+        code, out, err = await ctq_cli(proxy.dsn, ctq_home, "train", str(grid), "--json")
+    assert proxy.lost == 1
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "succeeded" and result["failed_models"] == {} and result["retries"] >= 1, result
+    assert result["hops"] == 2 * 2 * 2
+    await assert_complete(conn, result["run_id"], models=2, epochs=2)
+
+
+async def test_a_backend_ended_between_two_hops_is_a_retry_not_a_failed_model(small_table, cluster, tmp_path,
+                                                                              ctq_home, conn):
+    """A segment's backend ends (its FATAL arrives) after the second hop's reply, before the
+    socket closes: the next hop on that connection finds it broken. Seen in CI as "model 2
+    failed: cannot switch to state 12; another operation (2) is in progress": a connection lost
+    is a retry, never the model's failure."""
+    grid = write_grid(tmp_path, LOST_GRID.format(name="fatal-between", batch=128, epochs=2))
+    async with LosingProxy(cluster, cut=2, fatal=True) as proxy:
+        code, out, err = await ctq_cli(proxy.dsn, ctq_home, "train", str(grid), "--json")
+    assert proxy.lost == 1
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "succeeded" and result["failed_models"] == {} and result["retries"] >= 1, result
+    await assert_complete(conn, result["run_id"], models=2, epochs=2)
+
+
+async def test_a_lost_reply_in_a_resumed_session_is_done_once(small_table, cluster, tmp_path, dsn, ctq_home, conn):
+    """The same in the session that resumes a run killed with kill -9: the first hop the resumed
+    session commits loses its reply; the run completes with every hop exactly once."""
+    grid = write_grid(tmp_path, LOST_GRID.format(name="lost-resumed", batch=16, epochs=3))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "lost-resumed", 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    await asyncio.sleep(1)
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 2 * 3 * 2 - 1
+    async with LosingProxy(cluster, cut=1) as proxy:
+        code, out, err = await ctq_cli(proxy.dsn, ctq_home, "train", "--resume", str(run_id), "--json")
+    assert proxy.lost == 1
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "succeeded" and result["failed_models"] == {} and result["retries"] >= 1, result
+    await assert_complete(conn, run_id, models=2, epochs=3)

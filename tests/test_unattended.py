@@ -86,6 +86,13 @@ async def test_an_unusable_database_is_exit_code_3_not_a_training_failure(run_cl
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1  # one unwrapped line
 
 
+async def test_a_json_error_about_a_named_run_names_it(run_cli, tmp_path):
+    """issue 21 point 8: `export 999999 --json` said run_id null, though the run was named."""
+    proc = run_cli("export", "999999", str(tmp_path / "m.keras"), "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 2 and doc["run_id"] == 999999 and "999999" in doc["error"], doc
+
+
 async def test_a_configuration_error_with_json_is_a_json_document(run_cli, tmp_path):
     grid = write_grid(tmp_path, GRID.replace("epochs: 3", "epochs: three"))
     proc = run_cli("train", str(grid), "--json")

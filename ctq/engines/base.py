@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ctq.connection import connect as open_connection
+from ctq.connection import Snapshot, connect as open_connection, snapshot
 from ctq.sql import render, template
 
 VALIDATION_MODULUS = 1_000_000  # a row is held out when |key mod 1e6| < fraction x 1e6
@@ -54,6 +54,9 @@ class Engine:
     #: a model's state is stored as parts in ctq.model_states, read by the training query and
     #: written by the hop statement (False: it travels as one value, ctq.models.state)
     state_parts = True
+    #: the statements split over sessions (profile and packing workers, row check and scoring
+    #: segments) share one exported snapshot (False: the engine does each in one session)
+    exports_snapshots = True
     # -- connections -----------------------------------------------------------------------------
     async def segment_connection(self, dsn: str, application_name: str) -> asyncpg.Connection:
         """A connection for one segment's targeted queries (training or scoring), with the
@@ -63,6 +66,11 @@ class Engine:
         if session.strip():
             await conn.execute(session)
         return conn
+
+    def snapshot(self, dsn: str):
+        """An async context manager yielding the :class:`ctq.connection.Snapshot` that one
+        preparation (profile + packing, or row check + scoring) reads the source through."""
+        return snapshot(dsn, export=self.exports_snapshots)
 
     # -- templates -------------------------------------------------------------------------------
     def template(self, name: str) -> str:
@@ -120,16 +128,18 @@ class Engine:
                                                        partition=spec.table[:-1] + f'_s{s}"', segment=s)
                                            for s in range(-1, spec.segments))))
 
-    async def fill_pack(self, dsn: str, spec: PackSpec, workers: int) -> None:
+    async def fill_pack(self, dsn: str, spec: PackSpec, workers: int, source: Snapshot) -> None:
         """Pack on ``workers`` connections at once, each building a share of the buffers (each
-        scans the source; the server's CPUs do the work in parallel, no row leaves the server)."""
+        scans the source; the server's CPUs do the work in parallel, no row leaves the server).
+        Every worker reads the ``source`` snapshot the profile read: the same rows, the same keys."""
 
         async def one(worker):
             conn = await open_connection(dsn, "ctq pack")
             try:
                 await conn.execute(self.template("pack_session.sql"))
-                await conn.execute(f"INSERT INTO {spec.table} (segment, bucket, rows, x, y, k) "
-                                   + self.pack_select(spec, worker, workers))
+                async with source.joined(conn):
+                    await conn.execute(f"INSERT INTO {spec.table} (segment, bucket, rows, x, y, k) "
+                                       + self.pack_select(spec, worker, workers))
             finally:
                 await conn.close()
 
@@ -165,8 +175,9 @@ class Engine:
         return f"(b.bucket < 0 OR NOT (SELECT ctq.data_cached('{pack_id}', {segment})))"
 
     def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> dict[str, str]:
-        """The statements one segment's connection uses: warm-up and the hop."""
+        """The statements one segment's connection uses: the memory check's sizes, warm-up and the hop."""
         return {
+            "sizes": self.template("model_sizes.sql"),
             "warmup": self.render("warmup.sql", train_query=self.train_query(
                 segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
             "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(

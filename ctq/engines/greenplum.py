@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from ctq.connection import connect as open_connection
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec, ScoreSpec
 
 
@@ -35,6 +34,9 @@ class GreenplumEngine(Engine):
     #: the state still travels as one value (a parameter in, a result column out): a function on a
     #: segment cannot read or write the state table (issue 18 leaves this engine's move to parts)
     state_parts = False
+    #: a pack's stage and a scoring's stage are each one statement over every segment: the
+    #: profile, the row check and the stage run in one transaction instead (no snapshot to share)
+    exports_snapshots = False
 
     #: how the coordinator reports a segment that went away mid-query (e.g. its process crashed and
     #: the segment is restarting): SQLSTATE XX000 with this text, not a connection error
@@ -84,21 +86,21 @@ class GreenplumEngine(Engine):
         await conn.execute(self.template("segment_keys.sql"))
         return {r["segment"]: r["dist_key"] for r in await conn.fetch(self.template("segment_keys_read.sql"))}
 
-    async def fill_pack(self, dsn: str, spec: PackSpec, workers: int) -> None:
-        """One statement packs on every segment at once, each segment its own rows."""
-        conn = await open_connection(dsn, "ctq pack")
-        try:
-            await conn.execute(self.template("pack_session.sql"))
-            keys = await self.segment_keys(conn)
-            key_map = ", ".join(f"({s}, {k})" for s, k in sorted(keys.items()))
-            await conn.execute(self.render(
-                "pack_stage.sql", key=self.row_key("t", spec.seed, spec.is_table), source=spec.source,
-                x_bytes=spec.x_bytes, y_bytes=spec.y_bytes, modulus=VALIDATION_MODULUS, cut=spec.validation_cut,
-                buckets=spec.buckets, validation_buckets=spec.validation_buckets, key_map=key_map))
-            await conn.execute(self.render("pack_buffers.sql", table=spec.table))
-            await conn.execute(self.render("pack_markers.sql", table=spec.table, key_map=key_map))
-        finally:
-            await conn.close()
+    async def fill_pack(self, dsn, spec, workers, source):
+        """One statement packs on every segment at once, each segment its own rows, in the
+        transaction the profile read the source in (``source.conn``): the same moment. The pack
+        is visible to others once that transaction commits (packing.ensure_pack ends it before it
+        records the pack)."""
+        conn = source.conn
+        await conn.execute(self.template("pack_session.sql"))
+        keys = await self.segment_keys(conn)
+        key_map = ", ".join(f"({s}, {k})" for s, k in sorted(keys.items()))
+        await conn.execute(self.render(
+            "pack_stage.sql", key=self.row_key("t", spec.seed, spec.is_table), source=spec.source,
+            x_bytes=spec.x_bytes, y_bytes=spec.y_bytes, modulus=VALIDATION_MODULUS, cut=spec.validation_cut,
+            buckets=spec.buckets, validation_buckets=spec.validation_buckets, key_map=key_map))
+        await conn.execute(self.render("pack_buffers.sql", table=spec.table))
+        await conn.execute(self.render("pack_markers.sql", table=spec.table, key_map=key_map))
 
     async def create_pack(self, conn, spec):
         await conn.execute(self.render("pack_create.sql", table=spec.table))
@@ -108,6 +110,7 @@ class GreenplumEngine(Engine):
 
     def hop_statements(self, segment, pack_id, pack_table, stream=False):
         return {
+            "sizes": self.render("model_sizes.sql", segment=int(segment)),
             "warmup": self.render("warmup.sql", train_query=self.train_query(
                 segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
             "state": self.template("model_state.sql"),

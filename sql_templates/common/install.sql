@@ -210,6 +210,15 @@ import json
 return json.dumps(ctq.call(plpy, ctq.probe))
 $fn$;
 
+-- Each model's training state size, counted from shapes, and the server's memory: the client's
+-- memory check before a segment's warm-up builds anything (indb.model_sizes).
+CREATE OR REPLACE FUNCTION ctq.model_sizes(params text) RETURNS jsonb
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+import json
+return json.dumps(ctq.call(plpy, ctq.model_sizes, params=params))
+$fn$;
+
 -- What the server's OS user finds at a path: ok, missing, file (not a directory) or unreadable.
 -- `ctq install --python-path` checks each directory with it (on every segment on Greenplum).
 CREATE OR REPLACE FUNCTION ctq.path_status(path text) RETURNS text

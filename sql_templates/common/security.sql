@@ -19,7 +19,7 @@ GRANT USAGE ON SCHEMA ctq TO ctq_user;
 GRANT SELECT ON ctq.meta, ctq.server_code TO ctq_user;
 -- the views filter on their reader (install.sql, views.sql)
 GRANT SELECT ON ctq.leaderboard, ctq.learning_curves, ctq.segment_utilization TO ctq_user;
-GRANT EXECUTE ON FUNCTION ctq.probe() TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.probe(), ctq.model_sizes(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.can_read_run(text, text[]), ctq.can_change_run(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.data_cached(text, int) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, int, int8, bytea, bytea,
