@@ -25,7 +25,8 @@ from ctq import __version__, catalog, housekeeping
 from ctq.config import (HALVING_METHODS, MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name,
                         model_seed)
 from ctq.connection import connect as open_connection
-from ctq.coordinator import Coordinator, Outcome, Progress, is_transient, segment_cores
+from ctq.coordinator import (DEFAULT_CHECKPOINT_SECONDS, Coordinator, Outcome, Progress, StatesLost, is_transient,
+                             segment_cores)
 from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text, privilege_hint)
@@ -144,6 +145,7 @@ class RunPlan:
     warm: bool = False  # warm_start: every model's first hop starts from another run's final weights
     tpe: dict | None = None  # search.method tpe: samples, space, architectures (resolved at creation)
     finished: tuple[tuple[int, float | None], ...] = ()  # tpe: (model_id, final metric or None) in finishing order
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # checkpoint_minutes (Coordinator._checkpoints)
 
     @property
     def model_budget(self) -> int:
@@ -186,6 +188,8 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
         memory_budget_mb=settings["budget"],
+        checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS if settings["checkpoint_minutes"] is None
+        else 60.0 * float(settings["checkpoint_minutes"]),
         class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
         specs={m["model_id"]: {"name": m["name"], "architecture": json.loads(m["architecture"]),
                                "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
@@ -266,7 +270,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     result.pack_reused = pack.reused
     result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
     result.wall_seconds = time.perf_counter() - started
-    result.notices = [notice] if notice else []
+    result.notices = ([notice] if notice else []) + result.notices
     return result
 
 
@@ -355,9 +359,12 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
                             f"{run_id} --keep-pack`")
         await catalog.reopen_run(conn, run_id)
         plan = await load_plan(conn, run_id)
+    plan, lost = await restore_checkpoints(dsn, plan)  # the server crashed since: back to the checkpoints
     result = await drive(dsn, plan, progress_factory)
+    if lost:
+        result.notices.insert(0, lost)
     if changed:
-        result.notices = [f"{changed}: run {run_id} resumed on its pack as it was (--keep-pack)"]
+        result.notices = [f"{changed}: run {run_id} resumed on its pack as it was (--keep-pack)"] + result.notices
     return result
 
 
@@ -437,11 +444,15 @@ def halving_search(plan: RunPlan) -> Asha | None:
     return search
 
 
-async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
-    """One coordinator session over a run in the catalog; records how it ended."""
-    tpe = points = None
-    if plan.tpe is not None:
-        tpe, points = await start_tpe(dsn, plan)
+# Coordinator sessions a run may lose to a server that lost its working states (a crash) before
+# the run fails: each costs the training since each model's last checkpoint.
+STATE_LOSSES = 3
+
+
+def coordinator_for(dsn: str, plan: RunPlan, progress: Progress | None, heartbeat_seconds: float, tpe=None,
+                    points=None) -> Coordinator:
+    """A coordinator session over ``plan``: its scheduler and search in the state the catalog
+    leaves them (``tpe``, ``points``: a TPE search's state, see :func:`start_tpe`)."""
     rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
                                           completed=plan.completed, observed=plan.observed, **rule)
@@ -454,21 +465,65 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
             scheduler.stop_model(model_id)
         undecided = pending(search.model_rungs, plan.epochs_done,
                             [(d.model_id, d.epoch) for d in plan.decisions], plan.stopped | plan.failed)
+    return Coordinator(dsn, plan.run_id, scheduler, plan.segments,
+                       segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
+                       epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
+                       models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
+                       progress=progress,
+                       heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
+                       decisions=len(plan.decisions), pending=undecided or [], tpe=tpe, points=points,
+                       new_model=functools.partial(tpe_model, plan), warm=plan.warm,
+                       memory_budget_mb=plan.memory_budget_mb,
+                       data_bytes=0 if plan.stream else int(segment_data_mib(plan.pack["stats"]) * 2**20),
+                       checkpoint_seconds=plan.checkpoint_seconds)
+
+
+async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | None]:
+    """The run back at its models' checkpoints where a server crash took their working state, and
+    its plan as the catalog then says; with a notice of what was rolled back (None: nothing)."""
+    async with connect(dsn) as conn:
+        rolled = await catalog.restore_checkpoints(conn, plan.run_id, plan.segments)
+        if rolled:
+            plan = await load_plan(conn, plan.run_id)
+    if not rolled:
+        return plan, None
+    models = ", ".join(f"{r['model_id']} (to epoch {r['epochs']})" for r in rolled)
+    return plan, (f"the server lost the working state of {len(rolled)} model(s) (it restarted after a crash): "
+                  f"{sum(r['lost_hops'] for r in rolled)} hops are trained again from the checkpoints of models "
+                  f"{models}")
+
+
+async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
+    """Coordinator sessions over a run in the catalog, until it ends; records how it ended.
+
+    A session that finds that the server lost working states (:class:`StatesLost`: it crashed and
+    restarted) stops; the run goes back to those models' checkpoints and a new session goes on
+    (at most ``STATE_LOSSES`` times), so a server crash costs at most the training since each
+    model's last checkpoint (ctq.coordinator.Coordinator._checkpoints)."""
+    tpe = points = None
+    if plan.tpe is not None:
+        tpe, points = await start_tpe(dsn, plan)
     progress: Progress | None = progress_factory(plan) if progress_factory else None
-    coordinator = Coordinator(dsn, plan.run_id, scheduler, plan.segments,
-                              segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
-                              epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
-                              models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
-                              progress=progress,
-                              heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
-                              decisions=len(plan.decisions), pending=undecided or [], tpe=tpe, points=points,
-                              new_model=functools.partial(tpe_model, plan), warm=plan.warm,
-                              memory_budget_mb=plan.memory_budget_mb,
-                              data_bytes=0 if plan.stream else int(segment_data_mib(plan.pack["stats"]) * 2**20))
+    coordinator = coordinator_for(dsn, plan, progress, heartbeat_seconds, tpe, points)
     started = time.perf_counter()
+    outcome = Outcome(segments=plan.segments)
+    notices: list[str] = []
     try:
         with progress if progress is not None else contextlib.nullcontext():
-            outcome: Outcome = await coordinator.run()
+            for losses in range(STATE_LOSSES + 1):
+                try:
+                    outcome.add(await coordinator.run())
+                    break
+                except StatesLost as lost:
+                    outcome.add(lost.outcome)
+                    if losses == STATE_LOSSES:
+                        raise RunFailed(f"run {plan.run_id}: the server lost the models' working states "
+                                        f"{losses + 1} times ({lost})") from None
+                    await coordinator.release()
+                    plan, notice = await restore_checkpoints(dsn, plan)
+                    notices.append(notice or f"the server lost a model's working state ({lost})")
+                    coordinator = coordinator_for(dsn, plan, progress, heartbeat_seconds, coordinator.tpe,
+                                                  coordinator.points)
     except (asyncio.CancelledError, KeyboardInterrupt):
         await coordinator.finish("interrupted", "cancelled; resume with `ctq train --resume "
                                  f"{plan.run_id}`")
@@ -516,6 +571,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         hop_results=outcome.results, expected_hop_seconds=outcome.expected, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
         run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
         stopped_models={d["model_id"]: f"after epoch {d['epoch']}: {d['reason']}" for d in stops},
+        notices=notices,
     )
 
 

@@ -274,6 +274,15 @@ async def end_backend(conn, pid: int, application_name: str) -> bool:
     return await conn.fetchval(template("end_backend.sql"), pid, application_name)
 
 
+async def restore_checkpoints(conn, run_id: int, segments: int) -> list[dict]:
+    """Each model of the run whose working state a server crash took goes back to its checkpoint
+    (state_functions.sql): [{model_id, epochs (kept), lost_hops}], empty when nothing was lost.
+    In a transaction of its own (Greenplum loses the distributed transaction of a SECURITY
+    DEFINER function's writes outside one, see engines.greenplum)."""
+    async with conn.transaction():
+        return [dict(r) for r in await conn.fetch(template("restore_checkpoints.sql"), run_id, segments)]
+
+
 async def run_pack(conn, run_id: int) -> dict:
     """The run's pack: id, table and the settings and statistics its data was packed with.
 

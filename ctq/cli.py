@@ -403,17 +403,23 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
     elif not quiet:
         factory = functools.partial(LogProgress, verbose=verbose)
         log = log_line
+    shown: list[str] = []  # notices already printed while the run went on
+
+    def notify(message: str) -> None:
+        shown.append(message)
+        _note(message)
+
     if resume is None:
         work = api.train(config, resolve_dsn(dsn), name=name, schedule=schedule or "mop", scheduling=scheduling,
-                         progress_factory=factory, log=log,
-                         notify=_note)
+                         progress_factory=factory, log=log, notify=notify)
     else:
         work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory, name=name, schedule=schedule,
                           scheduling=scheduling, keep_pack=keep_pack, log=log)
     result = run_async(work)
     if not as_json:
-        for notice in result.notices if resume is not None else ():
-            _note(notice)
+        for notice in result.notices:
+            if notice not in shown:
+                _note(notice)
     failure = f"{len(result.failed_models)} of {len(result.leaderboard)} models failed" if result.failed_models else None
     if as_json:
         _echo_json({**result.to_json(), "error": failure, "exit_code": 1 if failure else 0})

@@ -35,6 +35,11 @@ File format
                                     #   training (2.5 x its state, + the cached data) would not fit
                                     #   is refused (exit 2). Default: the server's memory shared by
                                     #   the segments on its host (no streaming then)
+    checkpoint_minutes: 5           # optional number >= 0: a model's state after an epoch is stored
+                                    #   durably (a checkpoint) when its last checkpoint is this old;
+                                    #   in between, hops store it unlogged (fast) and a server crash
+                                    #   sends the model back to its checkpoint. 0: every epoch. Its
+                                    #   last epoch, and every epoch under asha/hyperband, always are.
     models:                         # required; non-empty list of architectures (names unique)
       - name: mlp-small             # optional; default "model<N>" (N = position, from 1) for layers,
                                     #   the file name without extension for keras_json
@@ -178,8 +183,8 @@ SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
-_TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "models", "search", "epochs",
-             "metric", "scheduling", "warm_start")
+_TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "checkpoint_minutes", "models",
+             "search", "epochs", "metric", "scheduling", "warm_start")
 _DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight",
               "feature_shape")
 _FEATURE_KEYS = ("column", "encoding")
@@ -273,6 +278,7 @@ class RunConfig:
     samples: int | None = None  # random search only
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
+    checkpoint_minutes: float | None = None  # None: ctq.coordinator.DEFAULT_CHECKPOINT_SECONDS
     asha: dict | None = None  # HALVING_METHODS: {"grace_period", "reduction_factor", "max_epochs"}
     scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
     warm_start: int | None = None  # a run whose final states the models start from
@@ -599,6 +605,11 @@ class _Validator:
         budget = doc.get("memory_budget_mb")
         if budget is not None:
             budget = self.int_(budget, "memory_budget_mb")
+        checkpoint_minutes = doc.get("checkpoint_minutes")
+        if checkpoint_minutes is not None:
+            checkpoint_minutes = self.number(checkpoint_minutes, "checkpoint_minutes", "a number of minutes >= 0")
+            if checkpoint_minutes < 0:
+                self.fail("checkpoint_minutes", f"expected a number of minutes >= 0, got {checkpoint_minutes:g}")
         scheduling = doc.get("scheduling")
         scheduling = "cost" if scheduling is None else self.choice(scheduling, "scheduling", SCHEDULING_RULES)
         warm_start = doc.get("warm_start")
@@ -669,6 +680,7 @@ class _Validator:
             samples=samples,
             space=_space_json(space),
             memory_budget_mb=budget,
+            checkpoint_minutes=checkpoint_minutes,
             asha=asha,
             scheduling=scheduling,
             warm_start=warm_start,

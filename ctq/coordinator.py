@@ -26,7 +26,7 @@ from ctq.connection import all_or_none, connect as open_connection
 from ctq.engines import Engine
 from ctq.memory import Budget, check_fits
 from ctq.errors import RunFailed, is_missing_privilege, plain_text
-from ctq.indb import SQLSTATE_MODEL
+from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
 from ctq.metrics import Metric
 from ctq.packing import server_stats
 from ctq.scheduler import Hop, Scheduler
@@ -36,6 +36,16 @@ from ctq.search import Asha, Tpe
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40")
 CANCEL_WAIT_SECONDS = 5.0
+DEFAULT_CHECKPOINT_SECONDS = 300.0  # grid.yaml checkpoint_minutes: 5
+
+
+class StatesLost(Exception):
+    """A hop found that the server no longer has the working state its model's recorded hops
+    produced: the server crashed (crash recovery empties ctq.hop_states, state_tables.sql). The
+    session stops; the run goes back to its checkpoints and goes on (api.drive). ``outcome``: what
+    the session did until then."""
+
+    outcome: Outcome | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,17 @@ class Outcome:
     segments: int = 0
     expected: dict[int, float] = field(default_factory=dict)  # model id -> warm-up's estimated hop seconds
 
+    def add(self, session: Outcome | None) -> None:
+        """Count another session's hops, retries and schedule time in with these."""
+        if session is None:
+            return
+        self.results.extend(session.results)
+        self.failed_models.update(session.failed_models)
+        self.stopped_models.update(session.stopped_models)
+        self.retries += session.retries
+        self.wall_seconds += session.wall_seconds
+        self.expected.update(session.expected)
+
     def _share(self, seconds: float) -> float:
         return seconds / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
 
@@ -157,7 +178,8 @@ class Coordinator:
                  heartbeat_seconds: float = 5.0, search: Asha | None = None, metric: str = "val_loss",
                  decisions: int = 0, pending: list[tuple[int, int]] = (), tpe: Tpe | None = None,
                  points: dict[int, tuple] | None = None, new_model=None, warm: bool = False,
-                 memory_budget_mb: int | None = None, data_bytes: int = 0):
+                 memory_budget_mb: int | None = None, data_bytes: int = 0,
+                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
@@ -170,7 +192,10 @@ class Coordinator:
         each of its models so far, ``new_model(model_id, point)`` the ctq.models record (name,
         architecture, ...) of a new one.
         ``warm``: the models start from another run's final weights (warm_start), stored as their
-        state: their first hop keeps the weights and starts the optimizer afresh."""
+        state: their first hop keeps the weights and starts the optimizer afresh.
+        ``checkpoint_seconds``: a model's state after an epoch is written as its checkpoint (logged:
+        it survives a server crash) when its last one is this old; also after its last epoch, and
+        after every epoch when a search decides on epochs (see :meth:`_checkpoints`)."""
         self.warm = warm
         self.tpe = tpe
         self.points = dict(points or {})
@@ -210,6 +235,9 @@ class Coordinator:
         self.app_prefix = f"ctq run {run_id} segment "
         self.memory_budget_mb = memory_budget_mb
         self.data_bytes = data_bytes  # what a segment's cached data takes (0 when it streams)
+        self.checkpoint_seconds = checkpoint_seconds
+        self.checkpointed_at: dict[int, float] = {}  # model -> when this session last wrote its checkpoint
+        self.started = time.monotonic()
 
     def _backoff(self, attempt: int) -> float:
         return min(self.retry_backoff * 2 ** (attempt - 1), 8.0)
@@ -340,14 +368,29 @@ class Coordinator:
         params = self._params(hop.segment, action="train", arch=model["architecture"],
                               hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
                               hops=hops, **({"warm": True} if first else {}))
+        checkpoint = self._checkpoints(hop)
         t0 = time.perf_counter()
         row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
-                                        hop.last_of_epoch, params, hops)
+                                        hop.last_of_epoch, params, hops, checkpoint)
         wall = time.perf_counter() - t0
         if row is None:
             raise RunFailed(f"model {hop.model_id} of run {self.run_id} is missing from ctq.models")
+        if checkpoint:
+            self.checkpointed_at[hop.model_id] = time.monotonic()
         return HopResult(hop, row["loss"], row["metric"], row["rows"], row["compute_seconds"],
                          row["val_loss"], row["val_metric"], wall)
+
+    def _checkpoints(self, hop: Hop) -> bool:
+        """Whether ``hop`` writes its model's checkpoint (state_tables.sql) rather than its working
+        state: at the end of an epoch, when it is the model's last epoch (its final state), when a
+        search decides after epochs (a decision is never made on a state a crash can take), or when
+        the model's last checkpoint is ``checkpoint_seconds`` old. A server crash then costs each
+        model at most that much training, plus its unfinished epoch."""
+        if not hop.last_of_epoch:
+            return False
+        if hop.epoch == self.epochs - 1 or self.search is not None:
+            return True
+        return time.monotonic() - self.checkpointed_at.get(hop.model_id, self.started) >= self.checkpoint_seconds
 
     async def _decide(self, model_id: int, epochs_done: int, outcome: Outcome) -> None:
         """Ask the search about a model that has completed ``epochs_done`` epochs; record the
@@ -395,6 +438,8 @@ class Coordinator:
             self.connections[hop.segment] = None
         if is_missing_privilege(exc):  # not the model's failure: every hop would fail so; stop the run,
             raise exc                  # which resumes once the privilege is granted (api.drive says so)
+        if getattr(exc, "sqlstate", None) == SQLSTATE_STATE_LOST:
+            raise StatesLost(plain_text(getattr(exc, "message", None) or str(exc))) from exc
         if getattr(exc, "sqlstate", None) == SQLSTATE_MODEL or not (is_transient(exc) or self.engine.is_transient(exc)):
             reason = plain_text(getattr(exc, "message", None) or str(exc))
             self.scheduler.fail_model(hop.model_id)
@@ -458,6 +503,9 @@ class Coordinator:
                         delay = await self._on_failure(hop, exc, outcome)
                         if delay is not None:  # the hop stays on its segment and runs again
                             running[asyncio.create_task(self._run_hop(hop, delay))] = hop
+        except StatesLost as lost:
+            lost.outcome = outcome
+            raise
         finally:
             outcome.wall_seconds = time.perf_counter() - t0
             heartbeat.cancel()
@@ -472,6 +520,15 @@ class Coordinator:
             await asyncio.gather(*running, heartbeat, return_exceptions=True)
             await self._close_segments()
         return outcome
+
+    async def release(self) -> None:
+        """Let go of the run (its lock) and every connection without recording an end: another
+        session goes on with the run (api.drive, after :class:`StatesLost`)."""
+        await self._close_segments()
+        if self.control is not None:
+            await _close(self.control)
+            self.control = None
+        self.driving = False
 
     async def finish(self, status: str, message: str | None = None) -> None:
         """Record the run's end while still holding its lock, then let go of everything. A session

@@ -43,14 +43,21 @@ CANCEL_CHECK_SECONDS = 0.25
 ACTIVATIONS = {"relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear"}
 CODE_CARRYING_CLASSES = {"Lambda", "TFOpLambda"}
 
-# SQLSTATEs the client maps to its error types: bad source data (exit 2) and a model that cannot
-# train (that model fails, the run goes on). Anything else from a hop is treated as transient.
+# SQLSTATEs the client maps to its error types: bad source data (exit 2), a model that cannot
+# train (that model fails, the run goes on), a model whose working state a server crash took (the
+# run goes back to its checkpoints: state_tables.sql). Anything else from a hop is treated as transient.
 SQLSTATE_DATA = "22000"
 SQLSTATE_MODEL = "CTQ01"
+SQLSTATE_STATE_LOST = "CTQ03"
 
 
 class DataProblem(ValueError):
     """The source data cannot be packed as configured."""
+
+
+class StateLost(Exception):
+    """The catalog records hops of a model whose state after them is not stored: a server crash
+    emptied the unlogged working states (state_tables.sql)."""
 
 
 class ModelFailure(Exception):
@@ -77,6 +84,8 @@ def call(plpy, fn, **kwargs):
         raise
     except DataProblem as exc:
         plpy.error(str(exc), sqlstate=SQLSTATE_DATA)
+    except StateLost as exc:
+        plpy.error(str(exc), sqlstate=SQLSTATE_STATE_LOST)
     except Exception as exc:  # a model that cannot be built or trained: deterministic, fail the model
         plpy.error(model_error_text(exc), sqlstate=SQLSTATE_MODEL)
 
@@ -920,7 +929,7 @@ def start_model(cm: CompiledModel, entry) -> None:
         cm.finish_load(entry["loader"], p["hyper"], warm, hops)
         return
     if entry["state"] is None and hops:
-        raise RuntimeError(f"the catalog records {hops} hops of this model but its state is missing")
+        raise StateLost(f"the catalog records {hops} hops of this model but its state after them is not stored")
     cm.start(entry["state"], p["seed"], p["hyper"], warm)
 
 

@@ -52,6 +52,9 @@ _VALUES: dict[str, dict] = {
         "segments": {"type": "integer", "minimum": 1, "maximum": c.MAX_SEGMENTS},
         "cores_per_segment": _POSITIVE,
         "memory_budget_mb": {**_POSITIVE, "description": "per segment; over it a segment streams its buffers"},
+        "checkpoint_minutes": {"type": "number", "minimum": 0,
+                               "description": "a model's state is checkpointed at an epoch's end once its last "
+                                              "checkpoint is this old (0: every epoch); default 5"},
         "models": lambda: {"type": "array", "minItems": 1, "items": {
             **_section(c._MODEL_KEYS, "model"),
             "oneOf": [{"required": ["layers"]}, {"required": ["keras_json"]}]}},

@@ -88,6 +88,8 @@ def install_script(engine: str = COMMON) -> str:
                   views=render("views.sql", engine, catalog=catalog),
                   catalog_layout=template("catalog_layout.sql", engine),
                   catalog_views=template("catalog_views.sql", engine), catalog=catalog,
+                  state_tables=render("state_tables.sql", engine, catalog=catalog),
+                  state_functions=render("state_functions.sql", engine, catalog=catalog),
                   **{f"distributed_{k}": v for k, v in clauses.items()})
 
 

@@ -205,7 +205,10 @@ async def test_rm_leaves_no_row_of_the_run_in_any_table_even_where_nothing_casca
 
     run = await api.train(str(write_grid(tmp_path, ASHA_GRID.format(name="hk-all", table=small_table))), dsn)
     tables = await tables_with_a_run_id(conn)
-    assert {"ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs", "ctq.decisions"} <= set(tables)
+    assert {"ctq.runs", "ctq.models", "ctq.model_states", "ctq.hop_states", "ctq.hops", "ctq.epochs",
+            "ctq.decisions"} <= set(tables)
+    # a finished run's states are all checkpoints: give it a working state too, as an unfinished run has
+    await conn.execute("INSERT INTO ctq.hop_states SELECT * FROM ctq.model_states WHERE run_id = $1", run.run_id)
     counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t} WHERE run_id = $1", run.run_id) for t in tables}
     assert all(n > 0 for n in counts.values()), counts
     proc = run_cli("rm", str(run.run_id), "--yes", env={"CTQ_DSN": dsn + "&session_replication_role=replica"})

@@ -126,12 +126,16 @@ async def test_second_analyst_sees_nothing_of_the_first(world, dsn):
         assert proc.returncode == 2 and f"no run with id {run_id}" in proc.stderr, proc.stderr
     bob = await connect_as(dsn, "ctq_bob")
     try:
-        for table in ("ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs", "ctq.decisions",
-                      "ctq.leaderboard"):
+        for table in ("ctq.runs", "ctq.models", "ctq.model_states", "ctq.hop_states", "ctq.hops", "ctq.epochs",
+                      "ctq.decisions", "ctq.leaderboard"):
             assert await bob.fetchval(f"SELECT count(*) FROM {table}") == 0, table
         # changing alice's rows: nothing matches
         assert await bob.execute("UPDATE ctq.models SET state = NULL WHERE run_id = $1", run_id) == "UPDATE 0"
         assert await bob.execute("DELETE FROM ctq.model_states WHERE run_id = $1", run_id) == "DELETE 0"
+        assert await bob.execute("DELETE FROM ctq.hop_states WHERE run_id = $1", run_id) == "DELETE 0"
+        # nor roll her run back to its checkpoints
+        with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+            await bob.fetch("SELECT * FROM ctq.restore_checkpoints($1, 2)", run_id)
         assert await bob.execute("UPDATE ctq.runs SET run_by = 'ctq_bob' WHERE run_id = $1", run_id) == "UPDATE 0"
         # alice's pack table is alice's: bob (who can read the source) has not asked to reuse it
         table = await bob.fetchval("SELECT table_name FROM ctq.packs LIMIT 1")

@@ -87,11 +87,15 @@ async def assert_consistent(conn, run_id, segments=2):
     starts from the state the previous one stored), run epoch after epoch, visit each segment once
     per epoch; an epoch row exists exactly for every complete epoch and closes with its last hop;
     the stored state is the last hop's (record_hop stamps both with the hop's end) and has trained
-    exactly the model's recorded hops (one version of it, whole: a header and every array)."""
+    exactly the model's recorded hops (one version of it in each state table, whole: a header and
+    every array); a checkpoint older than it was taken at the end of an epoch."""
     models = await conn.fetch(
-        "SELECT m.model_id, m.status, m.epochs_done, m.updated_at, array_agg(DISTINCT s.hops) FILTER "
-        "(WHERE s.hops IS NOT NULL) AS state_hops, count(s.*) FILTER (WHERE s.array_index = -1) AS headers "
-        "FROM ctq.models m LEFT JOIN ctq.model_states s USING (run_id, model_id) WHERE m.run_id = $1 "
+        "SELECT m.model_id, m.status, m.epochs_done, m.updated_at, "
+        "array_agg(DISTINCT s.hops ORDER BY s.hops DESC) FILTER (WHERE s.hops IS NOT NULL) AS state_hops, "
+        "count(s.*) FILTER (WHERE s.array_index = -1) AS headers, "
+        "array_agg(DISTINCT s.hops) FILTER (WHERE s.checkpoint) AS checkpoint_hops "
+        "FROM ctq.models m LEFT JOIN (SELECT *, true AS checkpoint FROM ctq.model_states "
+        "UNION ALL SELECT *, false FROM ctq.hop_states) s USING (run_id, model_id) WHERE m.run_id = $1 "
         "GROUP BY m.model_id, m.status, m.epochs_done, m.updated_at", run_id)
     assert models
     for m in models:
@@ -110,8 +114,11 @@ async def assert_consistent(conn, run_id, segments=2):
         assert set(per_epoch) <= set(range(done + 1)) and per_epoch.get(done, 0) < segments, where
         for e in epochs:
             assert e["finished_at"] == max(h["finished_at"] for h in hops if h["epoch"] == e["epoch"]), where
-        assert (m["state_hops"] or []) == ([len(hops)] if hops else []), f"{where}: state of {m['state_hops']} hops"
-        assert m["headers"] == (1 if hops else 0), where
+        versions = m["state_hops"] or []
+        assert versions[:1] == ([len(hops)] if hops else []), f"{where}: state of {versions} hops"
+        assert len(versions) <= 2 and len(m["checkpoint_hops"] or []) <= 1, f"{where}: states of {versions} hops"
+        assert all(v % segments == 0 for v in versions[1:]), f"{where}: a checkpoint within an epoch: {versions}"
+        assert m["headers"] == len(versions), where
         if hops:
             assert await stored_state(conn, run_id, m["model_id"]), where
         if hops and m["status"] in ("pending", "training"):
@@ -180,12 +187,14 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
     await assert_complete(conn, run_id, models=4, epochs=2)
 
 
-async def test_a_server_crash_mid_run_loses_only_the_hops_in_flight(tmp_path):
-    """kill -9 of the postmaster mid-run (a server crash: its backends end with it), on a server of
-    its own. The state is written in its hop's own transaction, so a crash loses only the hops in
-    flight: after crash recovery the catalog tells one consistent story. Restarted at once, the
-    live coordinator reconnects and completes the run; crashed together with the coordinator (a
-    host going down), the run resumes. Both with every hop exactly once."""
+async def test_a_server_crash_costs_at_most_the_training_since_each_checkpoint(tmp_path):
+    """kill -9 of the postmaster mid-run (a server crash: its backends end with it, and crash
+    recovery empties the unlogged working states), on a server of its own. Every epoch end is a
+    checkpoint here (checkpoint_minutes: 0): a model that lost its working state goes back to its
+    last completed epoch, whose hops stay recorded as they were; only the hops after it are trained
+    again, and the run says so. Restarted at once, the live coordinator reconnects and completes
+    the run; crashed together with the coordinator (a host going down), the run resumes. Both end
+    with every hop exactly once and a consistent catalog."""
     import asyncpg
 
     from conftest import server_readable_tempdir
@@ -196,19 +205,24 @@ async def test_a_server_crash_mid_run_loses_only_the_hops_in_flight(tmp_path):
     dsn = server.start()
     env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(home))
 
-    async def crash(name: str, coordinator_too: bool) -> int:
-        grid = write_grid(tmp_path, GRID.format(name=name, table="public.crash_src", epochs=2), f"{name}.yaml")
+    async def crash(name: str, coordinator_too: bool) -> None:
+        text = GRID.format(name=name, table="public.crash_src", epochs=3) + "    checkpoint_minutes: 0\n"
+        grid = write_grid(tmp_path, text, f"{name}.yaml")
         conn = await asyncpg.connect(dsn)
         proc = start_train(dsn, home, str(grid), "--json")
-        run_id = await wait_for_hops(conn, name, 3)
+        run_id = await wait_for_hops(conn, name, 6)  # some model has completed its first epoch
         await conn.close()
         os.kill(server._postmaster_pid(), signal.SIGKILL)
         if coordinator_too:
             proc.kill()
         time.sleep(1)
-        server.start()  # crash recovery
+        server.start()  # crash recovery: ctq.hop_states is empty now, ctq.model_states kept
         conn = await asyncpg.connect(dsn)
-        await assert_consistent(conn, run_id)
+        assert await conn.fetchval("SELECT count(*) FROM ctq.hop_states WHERE run_id = $1", run_id) == 0
+        before = {(r["model_id"], r["epoch"], r["segment"]): r["started_at"] for r in await conn.fetch(
+            "SELECT h.model_id, h.epoch, h.segment, h.started_at FROM ctq.hops h JOIN ctq.models m USING (run_id, model_id) "
+            "WHERE h.run_id = $1 AND h.epoch < m.epochs_done", run_id)}  # the hops of completed epochs
+        assert before, "no model had completed an epoch before the crash"
         if coordinator_too:
             proc.wait(timeout=30)
             resumed = subprocess.run([sys.executable, "-m", "ctq.cli", "train", "--resume", str(run_id), "--json"],
@@ -220,10 +234,13 @@ async def test_a_server_crash_mid_run_loses_only_the_hops_in_flight(tmp_path):
         assert code == 0, err
         result = json.loads(out)
         assert result["status"] == "succeeded" and result["failed_models"] == {}, result
-        await assert_consistent(conn, run_id)
-        await assert_complete(conn, run_id, models=4, epochs=2)
+        assert any("lost the working state" in n and "trained again from the checkpoints" in n
+                   for n in result["notices"]), result["notices"]
+        await assert_complete(conn, run_id, models=4, epochs=3)
+        after = {(r["model_id"], r["epoch"], r["segment"]): r["started_at"] for r in await conn.fetch(
+            "SELECT model_id, epoch, segment, started_at FROM ctq.hops WHERE run_id = $1", run_id)}
+        assert all(after[key] == started for key, started in before.items()), "a checkpointed epoch was trained again"
         await conn.close()
-        return run_id
 
     try:
         conn = await asyncpg.connect(dsn)
@@ -736,17 +753,17 @@ async def test_a_backend_ended_between_two_hops_is_a_retry_not_a_failed_model(sm
 async def test_a_lost_reply_in_a_resumed_session_is_done_once(small_table, cluster, tmp_path, dsn, ctq_home, conn):
     """The same in the session that resumes a run killed with kill -9: the first hop the resumed
     session commits loses its reply; the run completes with every hop exactly once."""
-    grid = write_grid(tmp_path, LOST_GRID.format(name="lost-resumed", batch=16, epochs=3))
+    grid = write_grid(tmp_path, LOST_GRID.format(name="lost-resumed", batch=16, epochs=8))  # (hops of ~30 ms: enough to be killed mid-run)
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "lost-resumed", 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     await asyncio.sleep(1)
-    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 2 * 3 * 2 - 1
+    assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 2 * 8 * 2 - 1
     async with LosingProxy(cluster, cut=1) as proxy:
         code, out, err = await ctq_cli(proxy.dsn, ctq_home, "train", "--resume", str(run_id), "--json")
     assert proxy.lost == 1
     assert code == 0, err
     result = json.loads(out)
     assert result["status"] == "succeeded" and result["failed_models"] == {} and result["retries"] >= 1, result
-    await assert_complete(conn, run_id, models=2, epochs=3)
+    await assert_complete(conn, run_id, models=2, epochs=8)

@@ -175,22 +175,30 @@ class Engine:
         return f"(b.bucket < 0 OR NOT (SELECT ctq.data_cached('{pack_id}', {segment})))"
 
     def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> dict[str, str]:
-        """The statements one segment's connection uses: the memory check's sizes, warm-up and the hop."""
+        """The statements one segment's connection uses: the memory check's sizes, warm-up, the
+        hop, and the hop that writes a checkpoint (state_tables.sql)."""
+        train_query = self.train_query(segment, pack_id, pack_table, "NULL::bytea", "$5::text",
+                                       "stream" if stream else "cached", self.template("state_parts_rows.sql"))
         return {
             "sizes": self.template("model_sizes.sql"),
             "warmup": self.render("warmup.sql", train_query=self.train_query(
                 segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
-            "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(
-                segment, pack_id, pack_table, "NULL::bytea", "$5::text", "stream" if stream else "cached",
-                self.template("state_parts_rows.sql"))),
+            "hop": self.render("hop.sql", segment=int(segment), train_query=train_query, target="hop_states",
+                               replaced=""),
+            "checkpoint": self.render("hop.sql", segment=int(segment), train_query=train_query,
+                                      target="model_states", replaced="checkpoint AS (DELETE FROM ctq.model_states "
+                                                                      "WHERE run_id = $1 AND model_id = $2),"),
         }
 
     async def run_hop(self, conn: asyncpg.Connection, statements: dict[str, str], run_id: int, model_id: int,
-                      epoch: int, last_of_epoch: bool, params: str, hops: int) -> asyncpg.Record | None:
-        """Train and record one hop (``hops``: the hops the model has trained before it): on
+                      epoch: int, last_of_epoch: bool, params: str, hops: int,
+                      checkpoint: bool = False) -> asyncpg.Record | None:
+        """Train and record one hop (``hops``: the hops the model has trained before it; with
+        ``checkpoint`` its new state is the model's checkpoint, else its working state): on
         PostgreSQL a single statement (the state never leaves the server, and the hop is recorded
         entirely or not at all)."""
-        return await conn.fetchrow(statements["hop"], run_id, model_id, epoch, last_of_epoch, params, hops + 1)
+        return await conn.fetchrow(statements["checkpoint" if checkpoint else "hop"], run_id, model_id, epoch,
+                                   last_of_epoch, params, hops)
 
     async def read_state(self, conn: asyncpg.Connection, run_id: int, model_id: int) -> list | None:
         """The arrays of a model's stored state (weights, then optimizer variables), or None for a

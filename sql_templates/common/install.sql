@@ -83,24 +83,7 @@ CREATE TABLE IF NOT EXISTS {{catalog}}.models (
 -- float32 state does not compress; not trying saves about a millisecond per hop
 ALTER TABLE {{catalog}}.models ALTER COLUMN state SET STORAGE EXTERNAL;
 
--- A model's training state (weights, optimizer slots, iteration count) after its last hop, as
--- parts (indb.state_parts): one header row (array_index -1: layout and hop count) and each array's
--- raw bytes in pieces of at most 16 MiB, so a state of any size is stored, read and written a piece
--- at a time, never as one value. hops: the hops the state has trained (ctq.hops has as many rows
--- for the model). A hop deletes the parts it read and inserts the new ones in one statement.
--- (array_index -2: a state written as one value by an earlier ctq, converted on upgrade.)
-CREATE TABLE IF NOT EXISTS {{catalog}}.model_states (
-    run_id      bigint NOT NULL,
-    model_id    int NOT NULL,
-    hops        int NOT NULL,
-    array_index int NOT NULL,
-    byte_offset int8 NOT NULL,
-    data        bytea NOT NULL,
-    PRIMARY KEY (run_id, model_id, hops, array_index, byte_offset),
-    FOREIGN KEY (run_id, model_id) REFERENCES {{catalog}}.models ON DELETE CASCADE
-) {{distributed_by_run}};
--- raw floats do not compress: no TOAST compression attempts on them
-ALTER TABLE {{catalog}}.model_states ALTER COLUMN data SET STORAGE EXTERNAL;
+{{state_tables}}
 
 -- The audit trail of MOP: one row per completed sub-epoch. The key makes every hop exactly-once;
 -- executed_on is the segment that reported running the hop, from inside the training function.
@@ -374,3 +357,4 @@ CREATE AGGREGATE ctq.score_step(bytea, bytea, bytea, text) (
 
 {{security}}
 {{row_security}}
+{{state_functions}}

@@ -3,5 +3,6 @@
 -- binds IS tighter than ->>.)
 SELECT (config ->> 'memory_budget_mb')::int AS budget, config -> 'data' ->> 'class_weight' AS class_weight,
        coalesce(config ->> 'scheduling', 'random') AS scheduling, config -> 'search' AS search,
-       config -> 'resolved' AS resolved, (config ->> 'warm_start') IS NOT NULL AS warm
+       config -> 'resolved' AS resolved, (config ->> 'warm_start') IS NOT NULL AS warm,
+       (config ->> 'checkpoint_minutes')::float8 AS checkpoint_minutes
 FROM ctq.runs WHERE run_id = $1;
