@@ -521,7 +521,9 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                                         f"{losses + 1} times ({lost})") from None
                     await coordinator.release()
                     plan, notice = await restore_checkpoints(dsn, plan)
-                    notices.append(notice or f"the server lost a model's working state ({lost})")
+                    if notice is None:  # no model lost its working state to a crash: not ours to mend
+                        raise RunFailed(f"run {plan.run_id}: {lost}, and its checkpoint does not explain it") from None
+                    notices.append(notice)
                     coordinator = coordinator_for(dsn, plan, progress, heartbeat_seconds, coordinator.tpe,
                                                   coordinator.points)
     except (asyncio.CancelledError, KeyboardInterrupt):

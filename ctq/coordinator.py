@@ -275,8 +275,7 @@ class Coordinator:
 
     def _params(self, segment: int, **values) -> str:
         """The JSON parameters of a targeted query (see indb.step_final)."""
-        return json.dumps({"engine": self.engine.name, "state_parts": self.engine.state_parts,
-                           "pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"],
+        return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"],
                            "stats": self.stats,
                            "cores": self.cores[segment], "stream": self.stream,
                            "class_weights": self.class_weights, "metric": Metric(self.metric).kind,

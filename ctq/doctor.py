@@ -50,8 +50,8 @@ async def greenplum_checks(conn, engine) -> list[Check]:
     if pack is None:
         checks.append(Check("direct dispatch", True, "no pack yet: train once, then run doctor again to see the plan"))
         return checks
-    query = engine.train_query(0, pack["pack_id"], pack["table_name"], "NULL::bytea", "'{}'::text")
-    plan = [r[0] for r in await conn.fetch("EXPLAIN " + query)]
+    query = await conn.fetchval(engine.template("train_query_text.sql"), pack["pack_id"])
+    plan = [r[0] for r in await conn.fetch("EXPLAIN " + query, "{}")]
     direct = plan[0].startswith("Gather Motion 1:1") and "segments: 1)" in plan[0] and \
         not any("Motion" in line for line in plan[1:])
     checks.append(Check("direct dispatch", direct,

@@ -83,11 +83,29 @@ def call(plpy, fn, **kwargs):
     except plpy.SPIError:
         raise
     except DataProblem as exc:
-        plpy.error(str(exc), sqlstate=SQLSTATE_DATA)
+        raise_sql(plpy, str(exc), SQLSTATE_DATA)
     except StateLost as exc:
-        plpy.error(str(exc), sqlstate=SQLSTATE_STATE_LOST)
+        raise_sql(plpy, str(exc), SQLSTATE_STATE_LOST)
     except Exception as exc:  # a model that cannot be built or trained: deterministic, fail the model
-        plpy.error(model_error_text(exc), sqlstate=SQLSTATE_MODEL)
+        raise_sql(plpy, model_error_text(exc), SQLSTATE_MODEL)
+
+
+def raise_sql(plpy, message: str, sqlstate: str):
+    """End the function with an SQL error of ``sqlstate``. PL/Python before PostgreSQL 9.6
+    (Greenplum 6 is 9.4) takes no ``sqlstate`` argument; there an SPIError raised with its
+    ``spidata`` (sqlerrcode, detail, hint, query, position: plpy_elog.c, PLy_get_spi_error_data)
+    carries the code to the server."""
+    try:
+        plpy.error(message, sqlstate=sqlstate)
+    except TypeError:
+        error = plpy.SPIError(message)
+        error.spidata = (sqlstate_code(sqlstate), None, None, None, 0)
+        raise error from None
+
+
+def sqlstate_code(sqlstate: str) -> int:
+    """A five-character SQLSTATE as the server's int (MAKE_SQLSTATE: six bits a character)."""
+    return sum(((ord(c) - ord("0")) & 0x3F) << (6 * i) for i, c in enumerate(sqlstate))
 
 
 # Signals a fault raises in the thread that caused it: never held.
@@ -173,13 +191,15 @@ def layout_of(arrays) -> list:
     return [[np.dtype(a.dtype).str, [int(n) for n in a.shape]] for a in arrays]
 
 
-def state_parts(arrays, hops: int | None = None, part_bytes: int = STATE_PART_BYTES):
+def state_parts(arrays, hops: int | None = None, part_bytes: int = STATE_PART_BYTES, outcome: dict | None = None):
     """Yield a state's parts, (array_index, byte_offset, bytes): the header ({"layout": [[dtype,
-    shape], ...], "hops": the hops the state has trained}), then each array's raw bytes in pieces of
-    at most ``part_bytes``. ``arrays`` may be variables: each is converted when its turn comes, and
-    only one piece of one array is copied at a time."""
+    shape], ...], "hops": the hops the state has trained, "outcome": the metrics of the hop that
+    trained it, when given}), then each array's raw bytes in pieces of at most ``part_bytes``.
+    ``arrays`` may be variables: each is converted when its turn comes, and only one piece of one
+    array is copied at a time."""
     arrays = list(arrays)
-    yield HEADER_PART, 0, json.dumps({"layout": layout_of(arrays), "hops": hops}).encode()
+    header = {"layout": layout_of(arrays), "hops": hops, **({"outcome": outcome} if outcome is not None else {})}
+    yield HEADER_PART, 0, json.dumps(header).encode()
     for index, array in enumerate(arrays):
         flat = memoryview(np.ascontiguousarray(to_numpy(array)).reshape(-1)).cast("B")
         for offset in range(0, max(len(flat), 1), part_bytes):
@@ -740,9 +760,6 @@ class CompiledModel:
         for var, value in zip(variables, to_backend(arrays)):
             var.assign(value)
 
-    def dump(self) -> list[np.ndarray]:
-        return [np.array(v.numpy()) for v in state_variables(self.model)]
-
 
 def model_cache_key(arch, hyper, shape, n_outputs, task, metric=None) -> str:
     compile_part = {k: hyper.get(k) for k in ("optimizer", "momentum")}  # learning rate: in the state
@@ -935,12 +952,9 @@ def start_model(cm: CompiledModel, entry) -> None:
 
 def hand_over(GD, entry, acc, cm: CompiledModel) -> dict:
     """The new state of a trained hop: kept in the backend for :func:`trained_state_parts` (the
-    hop statement stores it as parts), or, where the engine moves it as one value, encoded."""
-    p = entry["params"]
-    if p.get("state_parts"):
-        GD["ctq.trained"] = {"key": acc, "model": cm, "hops": int(p.get("hops") or 0) + 1}
-        return {"new_state": None, "state_key": acc}
-    return {"new_state": encode_state(cm.dump()), "state_key": None}
+    hop statement stores it as parts, named by ``state_key``)."""
+    GD["ctq.trained"] = {"key": acc, "model": cm, "hops": int(entry["params"].get("hops") or 0) + 1}
+    return {"new_state": None, "state_key": acc}
 
 
 def trained_state_parts(*, GD, key):
@@ -948,7 +962,7 @@ def trained_state_parts(*, GD, key):
     trained = GD.pop("ctq.trained", None)
     if trained is None or trained["key"] != key:
         raise RuntimeError("no trained state to store for this hop")
-    yield from state_parts(state_variables(trained["model"].model), trained["hops"])
+    yield from state_parts(state_variables(trained["model"].model), trained["hops"], outcome=trained.get("outcome"))
 
 
 def stored_parts(plpy, GD, key):
@@ -962,7 +976,7 @@ def stored_parts(plpy, GD, key):
         except StopIteration:
             return
         except Exception as exc:  # noqa: BLE001 - reported as the model's failure
-            plpy.error(model_error_text(exc), sqlstate=SQLSTATE_MODEL)
+            raise_sql(plpy, model_error_text(exc), SQLSTATE_MODEL)
         yield part
 
 
@@ -1017,9 +1031,26 @@ def stream_result(GD, entry, acc) -> dict:
             "val_loss": val_loss / nv if nv else None, "val_metric": val_metric / nv if nv else None}
 
 
+# What a hop reports (ctq.hop_result's columns but the state): also written into the header of the
+# state it trained, where the hop's recording reads it on Greenplum (greenplum/hop_functions.sql).
+HOP_OUTCOME = ("loss", "metric", "rows", "compute_seconds", "val_loss", "val_metric", "hop_started",
+               "hop_finished", "executed_on")
+
+
 def step_final(*, plpy, GD, acc):
     """Final function of ``ctq.train_step``: warm up, or train one sub-epoch (a hop) on the data of
-    the segment the targeted query ran on, and return the new state and metrics.
+    the segment the targeted query ran on, and return the new state and metrics (the metrics also
+    go into the new state's header: :func:`trained_state_parts`)."""
+    result = hop_outcome(plpy=plpy, GD=GD, acc=acc)
+    trained = GD.get("ctq.trained")
+    if trained is not None and trained["key"] == acc:
+        trained["outcome"] = {k: result[k] for k in HOP_OUTCOME}
+    return result
+
+
+def hop_outcome(*, plpy, GD, acc):
+    """:func:`step_final`'s work: warm up, or train one sub-epoch (a hop) on the data of the segment
+    the targeted query ran on; the new state and metrics.
 
     The data is decoded on the first query of a backend and cached in ``GD``; later queries skip
     the buffer rows (``data_cached`` in their WHERE clause), so a hop reads no table data.

@@ -109,10 +109,10 @@ async def ctq_cli(dsn, ctq_home, *args, timeout: float = 300):
 
 
 async def stored_state(conn, run_id: int, model_id: int) -> list[np.ndarray] | None:
-    """A model's stored state (its parts in ctq.model_states, assembled as export reads them)."""
-    from ctq.engines import PostgresEngine
+    """A model's stored state (its newest parts, assembled as export reads them), on the server's engine."""
+    from ctq.engines import detect
 
-    return await PostgresEngine().read_state(conn, run_id, model_id)
+    return await (await detect(conn)).read_state(conn, run_id, model_id)
 
 
 def assert_close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5) -> None:

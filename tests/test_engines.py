@@ -16,21 +16,25 @@ TABLE = '"ctq_data"."pack_0123456789abcdef"'
 
 def test_engine_templates_fall_back_to_common():
     assert template("get_run.sql", "greenplum") == template("get_run.sql")
-    assert template("train_query.sql", "greenplum") != template("train_query.sql", "postgres")
+    assert template("hop.sql", "greenplum") != template("hop.sql", "postgres")
     with pytest.raises(FileNotFoundError):
         template("no_such_statement.sql", "greenplum")
 
 
 @pytest.mark.parametrize("segment", [0, 1, 17])
 def test_greenplum_targeted_query_carries_the_segment_as_a_literal(segment):
+    """The warm-up and the hop are calls of functions that build the targeted query from the
+    segment (greenplum/hop_functions.sql: the plans are checked on a cluster, test_greenplum); the
+    segment reaches them as a literal, never a bind parameter."""
     statements = GreenplumEngine().hop_statements(segment, PACK, TABLE)
-    for name in ("warmup", "hop"):
-        sql = statements[name]
-        assert f"b.gp_segment_id = {segment} " in sql
-        assert f"ctq.data_cached('{PACK}', {segment})" in sql
-        assert "GROUP BY b.dist_key, b.gp_segment_id" in sql
-        assert not re.search(r"gp_segment_id\s*=\s*\$", sql)  # never a bind parameter
-    assert f", {segment}, $4::boolean" in statements["record"]
+    assert f"ctq.gp_warmup('{PACK}', {segment}, $1::text, 'cached')" in statements["warmup"]
+    for name, checkpoint in (("hop", "false"), ("checkpoint", "true")):
+        assert f"ctq.gp_hop($1, $2, $3::int, {segment}, $4::boolean, {checkpoint}, $6::int, $5::text, 'cached')" \
+            in statements[name]
+    for sql in statements.values():
+        assert not re.search(r"gp_segment_id\s*=\s*\$", sql)
+    with pytest.raises(ValueError):
+        GreenplumEngine().hop_statements(segment, "x'); DROP TABLE t; --", TABLE)
 
 
 @pytest.mark.parametrize("segment", [0, 3])

@@ -64,6 +64,64 @@ async def gp():
     await conn.close()
 
 
+async def ctq_through(dsn: str, *args: str) -> tuple[int, str, str]:
+    """``ctq`` with CTQ_DSN=dsn, run without blocking the event loop (a relay in it must pump)."""
+    import asyncio
+
+    env = dict(os.environ, CTQ_DSN=dsn, COLUMNS="200")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ctq.cli", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=900)
+    return proc.returncode, out.decode(), err.decode()
+
+
+class CountingRelay:
+    """A TCP relay in front of the coordinator that counts the bytes of every connection through it,
+    each way: what ctq's client sends to (bytes_out) and receives from (bytes_in) the database."""
+
+    def __init__(self, dsn: str):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(dsn)
+        self.target, self.netloc = (parts.hostname, parts.port or 5432), parts.netloc
+        self.dsn_template = dsn
+        self.bytes_in = self.bytes_out = 0
+
+    async def __aenter__(self):
+        import asyncio
+
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        host = self.netloc.rsplit("@", 1)
+        self.dsn = self.dsn_template.replace(self.netloc, (host[0] + "@" if len(host) == 2 else "") + f"127.0.0.1:{port}")
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer):
+        import asyncio
+
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pump(src, dst, inbound):
+            try:
+                while data := await src.read(65536):
+                    if inbound:
+                        self.bytes_in += len(data)
+                    else:
+                        self.bytes_out += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
+
+
 async def primaries(conn) -> int:
     return await conn.fetchval("SELECT count(*) FROM gp_segment_configuration WHERE role = 'p' AND content >= 0")
 
@@ -95,27 +153,65 @@ async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, sc
 
 
 async def test_training_query_is_direct_dispatched_with_no_motion_below_the_aggregate(gp, tmp_path):
+    """The statements a hop runs (ctq.gp_hop, built by ctq.gp_train_query / gp_hop_query, the same
+    functions): the warm-up's SELECT is a direct dispatch with no Motion below the aggregate; the
+    hop's INSERT of the new state's parts has no Motion at all (it reads the segment's buffers and
+    the state's parts there and writes there), under ORCA as under the planner."""
     grid = write_grid(tmp_path, GRID.format(schedule="plan"))
     assert ctq("train", str(grid), "--json").returncode == 0
-    pack = await gp.fetchrow("SELECT pack_id, table_name FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
-                             "ORDER BY r.run_id DESC LIMIT 1")
-    for segment in range(await primaries(gp)):
-        query = GreenplumEngine().train_query(segment, pack["pack_id"], pack["table_name"], "NULL::bytea",
-                                              "'{}'::text")
-        plan = [r[0] for r in await gp.fetch("EXPLAIN " + query)]
-        assert plan[0].startswith("Gather Motion 1:1  (slice1; segments: 1)"), plan
-        assert not any("Motion" in line for line in plan[1:]), plan
-        assert any("Aggregate" in line for line in plan), plan
-        rows = await gp.fetchval(f"SELECT count(*) FROM {pack['table_name']} WHERE gp_segment_id = {segment} "
-                                 f"AND segment = {segment}")
-        assert rows >= 2  # its training buffers and its marker live on that segment
+    pack_id = await gp.fetchval("SELECT pack_id FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
+                                "ORDER BY r.run_id DESC LIMIT 1")
+    for optimizer in ("on", "off"):
+        await gp.execute(f"SET optimizer = {optimizer}")
+        for segment in range(await primaries(gp)):
+            key = await gp.fetchval("SELECT ctq.segment_key($1, $2)", pack_id, segment)
+            assert await gp.fetchval(f"SELECT count(DISTINCT gp_segment_id) FROM ctq_data.pack_{pack_id} "
+                                     f"WHERE dist_key = {key}") == 1
+            query = await gp.fetchval("SELECT ctq.gp_train_query($1, $2, $3, 'cached', false)", pack_id, segment, key)
+            plan = [r[0] for r in await gp.fetch("EXPLAIN " + query, "{}")]
+            assert plan[0].startswith("Gather Motion 1:1  (slice1; segments: 1)"), plan
+            assert not any("Motion" in line for line in plan[1:]), plan
+            assert any("Aggregate" in line for line in plan), plan
+            hop = await gp.fetchval("SELECT ctq.gp_hop_query('hop_states', $1, $2, $3, 'cached')", pack_id, segment,
+                                    key)
+            plan = [r[0] for r in await gp.fetch("EXPLAIN " + hop, "{}", 1, 1, 0)]
+            assert plan[0].startswith("Insert"), plan
+            assert not any("Motion" in line for line in plan), plan
+            assert any("Aggregate" in line for line in plan), plan
+            rows = await gp.fetchval(f"SELECT count(*) FROM ctq_data.pack_{pack_id} WHERE gp_segment_id = {segment} "
+                                     f"AND segment = {segment}")
+            assert rows >= 2  # its training buffers and its marker live on that segment
+    await gp.execute("RESET optimizer")
+
+
+async def test_states_lie_on_the_segment_of_the_last_hop_and_never_pass_the_client(gp, tmp_path):
+    """After a run, each model's state (its checkpoint) lies on the segment its last hop ran on, whole;
+    no working state is left. The client's connections carry no state: counted at a relay in front
+    of the coordinator, the bytes either way over the whole run are a fraction of one model's state."""
+    grid = write_grid(tmp_path, GRID.format(schedule="where").replace("{name: wide, layers: [{dense: 64}, {dense: 64}]}",
+                                                                      "{name: wide, layers: [{dense: 512}, {dense: 512}]}"))
+    async with CountingRelay(DSN) as relay:
+        code, out, err = await ctq_through(relay.dsn, "train", str(grid), "--json", "-q")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    last = {r["model_id"]: r["segment"] for r in await gp.fetch(
+        "SELECT DISTINCT ON (model_id) model_id, segment FROM ctq.hops WHERE run_id = $1 "
+        "ORDER BY model_id, epoch DESC, finished_at DESC", run_id)}
+    where = await gp.fetch("SELECT model_id, gp_segment_id AS segment, count(*) FILTER (WHERE array_index = -1) AS headers, "
+                           "sum(length(data))::int8 AS bytes FROM ctq_catalog.model_states WHERE run_id = $1 "
+                           "GROUP BY 1, 2", run_id)
+    assert {r["model_id"]: r["segment"] for r in where} == last and all(r["headers"] == 1 for r in where), where
+    assert await gp.fetchval("SELECT count(*) FROM ctq_catalog.hop_states WHERE run_id = $1", run_id) == 0
+    largest = max(r["bytes"] for r in where)
+    hops = await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+    assert largest > 1_000_000  # 512 x 512 x 3 (weights, two Adam moments) x 4 bytes
+    assert relay.bytes_in + relay.bytes_out < largest, (relay.bytes_in, relay.bytes_out, largest, hops)
 
 
 async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
     """The whole training state hops between real segments: the final weights and optimizer slots
     equal a plain Keras run over the same segments in the same order."""
-    from conftest import assert_close
-    from ctq.indb import decode_state
+    from conftest import assert_close, stored_state
     from test_mop_equals_sequential import GRID as SEQ_GRID
     from test_mop_equals_sequential import model_state, segment_arrays, standalone_keras
 
@@ -128,7 +224,7 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
     stats = json.loads(pack["stats"])
     segments = await primaries(gp)
     data = {s: await segment_arrays(gp, pack["table_name"], s, stats) for s in range(segments)}
-    for m in await gp.fetch("SELECT model_id, architecture::text, hyperparameters::text, seed, state "
+    for m in await gp.fetch("SELECT model_id, architecture::text, hyperparameters::text, seed "
                             "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id):
         order = [r["segment"] for r in await gp.fetch(
             "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
@@ -136,7 +232,7 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
         expected = model_state(standalone_keras(json.loads(m["architecture"])["layers"],
                                                 json.loads(m["hyperparameters"]), m["seed"],
                                                 [data[s] for s in order], stats["n_outputs"]))
-        actual = decode_state(m["state"])
+        actual = await stored_state(gp, run_id, m["model_id"])
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):
             assert_close(a, e)
@@ -366,9 +462,14 @@ async def test_analyst_trains_resumes_and_lists_its_own_runs_on_greenplum(gp, an
     assert analysts["hops"] == 2 * await primaries(gp)
     assert await gp.fetchval("SELECT run_by FROM ctq.runs WHERE run_id = $1", run_id) == ALICE
     assert await gp.fetchval("SELECT packed_by FROM ctq.packs WHERE pack_id = $1", analysts["pack"]) == ALICE
-    # as if the coordinator had died during the last epoch
+    # as if the coordinator had died during the last epoch: the hops of epoch 1 unrecorded, the
+    # states as they were after epoch 0 (the weights do not matter here: only their hop count)
     await gp.execute("DELETE FROM ctq_catalog.epochs WHERE run_id = $1 AND epoch = 1", run_id)
     await gp.execute("DELETE FROM ctq_catalog.hops WHERE run_id = $1 AND epoch = 1", run_id)
+    kept = await gp.fetchval("SELECT count(*)::int FROM ctq_catalog.hops WHERE run_id = $1", run_id)
+    await gp.execute('UPDATE ctq_catalog.model_states SET hops = $2::int, data = CASE WHEN array_index = -1 THEN '
+                     'convert_to(regexp_replace(convert_from(data, \'UTF8\'), \'"hops": [0-9]+\', \'"hops": \' || $2::int::text), '
+                     '\'UTF8\') ELSE data END WHERE run_id = $1', run_id, kept)
     await gp.execute("UPDATE ctq_catalog.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
     await gp.execute("UPDATE ctq_catalog.models SET status = 'training' WHERE run_id = $1", run_id)
     proc = ctq("train", "--resume", str(run_id), "--json", "-q", role=ALICE)
@@ -415,7 +516,11 @@ def hostile(run_id: int, pack_id: str, source: str) -> list[tuple[str, str]]:
         (BOB, f"SELECT ctq.share_run({run_id}, ARRAY['{BOB}'], false)"),
         (BOB, f"SELECT ctq.warm_start({run_id}, {run_id}, ARRAY[1], 1)"),
         (BOB, f"SELECT ctq.warm_start(NULL, {run_id}, ARRAY[1], 1)"),
-        (BOB, f"SELECT ctq.record_own_hop({run_id}, 1, 9, 0, false, {hop})"),
+        (BOB, f"SELECT * FROM ctq.gp_hop({run_id}, 1, 9, 0, false, false, 0, '{{}}', 'cached')"),
+        (BOB, f"SELECT * FROM ctq.model_state_parts({run_id}, 1)"),
+        (BOB, f"SELECT * FROM ctq.restore_checkpoints({run_id}, 2)"),
+        (BOB, "SELECT count(*) FROM ctq_catalog.model_states"),
+        (BOB, "SELECT count(*) FROM ctq_catalog.hop_states"),
         (BOB, f"SELECT ctq.record_hop({run_id}, 1, 9, 0, false, {hop})"),
         (BOB, f"SELECT ctq_catalog.check_change({run_id})"),
         (BOB, f"SELECT ctq.create_run('x', 'mop', '{{}}', 'x', 'x', {bad}, 1, 1, 'loss', 'min', 'h', '{{}}', 0, 1)"),
@@ -511,15 +616,15 @@ async def test_a_run_shared_with_a_role_is_read_only_for_it_on_greenplum(gp, ana
         try:
             for view in ("runs", "models", "hops", "epochs", "leaderboard", "learning_curves", "segment_utilization"):
                 assert await bob.fetchval(f"SELECT count(*) FROM ctq.{view} WHERE run_id = $1", run_id) > 0, view
-            assert await bob.fetchval("SELECT state IS NOT NULL FROM ctq.models WHERE run_id = $1", run_id)
+            assert await bob.fetchval("SELECT count(*) > 0 FROM ctq.model_state_parts($1, 1)", run_id)
             writes = [f"UPDATE ctq.runs SET shared_with = '{{}}' WHERE run_id = {run_id}",
                       f"UPDATE ctq.models SET state = NULL WHERE run_id = {run_id}",
                       f"DELETE FROM ctq.hops WHERE run_id = {run_id}",
                       f"SELECT ctq.heartbeat({run_id})", f"SELECT ctq.resume_run({run_id})",
                       f"SELECT ctq.share_run({run_id}, ARRAY['{CAROL}'], false)",
                       f"SELECT ctq.model_status({run_id}, 1, 'failed', 'x')",
-                      f"SELECT ctq.record_own_hop({run_id}, 1, 9, 0, false, "
-                      "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result)"]
+                      f"SELECT * FROM ctq.gp_hop({run_id}, 1, 9, 0, false, false, 0, '{{}}', 'cached')",
+                      f"SELECT * FROM ctq.restore_checkpoints({run_id}, 2)"]
             for sql in writes:
                 with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
                     await bob.execute(sql)

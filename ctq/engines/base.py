@@ -51,9 +51,6 @@ class Engine:
 
     name = "postgres"
     title = "PostgreSQL"
-    #: a model's state is stored as parts in ctq.model_states, read by the training query and
-    #: written by the hop statement (False: it travels as one value, ctq.models.state)
-    state_parts = True
     #: the statements split over sessions (profile and packing workers, row check and scoring
     #: segments) share one exported snapshot (False: the engine does each in one session)
     exports_snapshots = True

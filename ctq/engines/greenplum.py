@@ -9,9 +9,12 @@
   a bind parameter: generic plans of ``$1`` are not direct-dispatched, see
   ../shared/reference/engineering-notes.md and greenplum-db/gpdb PRs #10679, #13204).
 - A function running on a segment may only read replicated tables: ``ctq.meta``,
-  ``ctq.server_code`` and the packs table are ``DISTRIBUTED REPLICATED``; the model state reaches the
-  segment as a parameter and the result is recorded by a second statement (one ``record_hop``
-  call), because Greenplum allows one modifying CTE per query and none feeding an INSERT.
+  ``ctq.server_code`` and the packs table are ``DISTRIBUTED REPLICATED``. A model's state lies on
+  a segment (``ctq_catalog.hop_states`` and ``model_states`` are distributed by the pack's keys);
+  a hop is one call of ``ctq.gp_hop``, which moves it from the segment of the model's last hop to
+  the hop's segment (segment to segment), runs the targeted query there as an INSERT of the new
+  state's parts, and records the hop (sql_templates/greenplum/hop_functions.sql): the state never
+  passes through the coordinator or the client.
 - Greenplum 6 has no row-level security: the run and pack tables live in schema ``ctq_catalog``
   (only the installer's), analysts read them through same-named filtering views in ``ctq`` and
   change them through SECURITY DEFINER functions that check the caller (the write statements in
@@ -31,9 +34,6 @@ class GreenplumEngine(Engine):
     #: after an error inside PL/Python the session's Python state may be unsafe to reuse
     #: (engineering notes: a crash of the coordinator followed such a retry): reconnect instead.
     reconnect_after_error = True
-    #: the state still travels as one value (a parameter in, a result column out): a function on a
-    #: segment cannot read or write the state table (issue 18 leaves this engine's move to parts)
-    state_parts = False
     #: a pack's stage and a scoring's stage are each one statement over every segment: the
     #: profile, the row check and the stage run in one transaction instead (no snapshot to share)
     exports_snapshots = False
@@ -56,10 +56,6 @@ class GreenplumEngine(Engine):
             return await conn.fetchval(self.template(name), *args)
         async with conn.transaction():
             return await conn.fetchval(self.template(name), *args)
-
-    def cached_filter(self, pack_id, segment):
-        # per row, on the segment: an InitPlan would run on the coordinator and ask its cache
-        return f"(b.bucket < 0 OR NOT ctq.data_cached('{pack_id}', {segment}))"
 
     async def segments(self, conn, requested, default):
         count = await conn.fetchval(self.template("segments.sql"))
@@ -109,26 +105,25 @@ class GreenplumEngine(Engine):
         """The markers were written with the buffers (they need the segment keys)."""
 
     def hop_statements(self, segment, pack_id, pack_table, stream=False):
+        """The warm-up and the hop are function calls (hop_functions.sql): their statements run in
+        the session's writer process on the segment, whose GD holds the cached data and models."""
+        if not all(c in "0123456789abcdef" for c in pack_id):
+            raise ValueError(f"not a pack id: {pack_id!r}")
+        rows = "stream" if stream else "cached"
         return {
             "sizes": self.render("model_sizes.sql", segment=int(segment)),
-            "warmup": self.render("warmup.sql", train_query=self.train_query(
-                segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
-            "state": self.template("model_state.sql"),
-            "hop": self.render("hop.sql", segment=int(segment), train_query=self.train_query(
-                segment, pack_id, pack_table, "$1::bytea", "$2::text", "stream" if stream else "cached")),
-            "record": self.render("record_hop.sql", segment=int(segment)),
+            "warmup": self.render("warmup.sql", segment=int(segment), pack_id=pack_id,
+                                  rows="markers" if stream else "cached"),
+            "hop": self.render("hop.sql", segment=int(segment), checkpoint="false", rows=rows),
+            "checkpoint": self.render("hop.sql", segment=int(segment), checkpoint="true", rows=rows),
         }
 
-    async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params, hops):
-        """Three statements: read the state, train on the segment (state in as a parameter, out
-        as a result column), record the hop in one call."""
-        parts = await conn.fetch(statements["state"], run_id, model_id)
-        row = await conn.fetchrow(statements["hop"], parts[0]["data"] if parts else None, params)
-        if row is None:
-            return None
-        async with conn.transaction():  # see write()
-            await conn.fetchval(statements["record"], run_id, model_id, epoch, last_of_epoch, *row.values())
-        return row
+    async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params, hops, checkpoint=False):
+        """One call (ctq.gp_hop) in a transaction of its own (see write()): the state moves segment
+        to segment, trains and is stored on the hop's segment, the hop is recorded."""
+        async with conn.transaction():
+            return await conn.fetchrow(statements["checkpoint" if checkpoint else "hop"], run_id, model_id, epoch,
+                                       last_of_epoch, params, hops)
 
     async def prepare_scoring(self, conn, spec: ScoreSpec, state, params):
         """Stage the rows to score where they are: each row, as its feature bytes, tagged with its

@@ -358,3 +358,4 @@ CREATE AGGREGATE ctq.score_step(bytea, bytea, bytea, text) (
 {{security}}
 {{row_security}}
 {{state_functions}}
+{{hop_functions}}

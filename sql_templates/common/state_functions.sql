@@ -30,9 +30,9 @@ BEGIN
                               AND s.model_id = m.model_id AND s.hops = m.hops);
         kept := coalesce((SELECT max(s.hops) FROM {{catalog}}.model_states s
                           WHERE s.run_id = p_run AND s.model_id = m.model_id), 0);
-        IF kept % p_segments <> 0 THEN
-            RAISE EXCEPTION 'model % of run %: its checkpoint (% hops) is not at the end of an epoch', m.model_id,
-                p_run, kept USING ERRCODE = 'CTQ04';
+        IF kept >= m.hops OR kept % p_segments <> 0 THEN
+            RAISE EXCEPTION 'model % of run %: its state after % recorded hops is missing, and its checkpoint (% hops) '
+                'is not an earlier epoch''s end', m.model_id, p_run, m.hops, kept USING ERRCODE = 'CTQ04';
         END IF;
         e := kept / p_segments;
         IF EXISTS (SELECT 1 FROM {{catalog}}.decisions d WHERE d.run_id = p_run AND d.model_id = m.model_id

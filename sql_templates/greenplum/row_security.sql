@@ -9,7 +9,7 @@ GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_user;
 REVOKE ALL ON ALL TABLES IN SCHEMA ctq_catalog FROM PUBLIC, ctq_user, ctq_admin;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ctq_catalog FROM PUBLIC, ctq_user, ctq_admin;
 GRANT SELECT ON ctq.runs, ctq.models, ctq.hops, ctq.epochs, ctq.decisions, ctq.packs TO ctq_user;
--- hops are recorded through ctq.record_own_hop, which checks the run first
+-- hops are recorded by ctq.gp_hop, which checks the run first (hop_functions.sql)
 REVOKE EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result, int) FROM ctq_user;
 
 -- The checks, as the session's role (the rules of ctq.can_change_run, ctq.can_read_run and the
@@ -90,16 +90,32 @@ END
 $fn$;
 
 -- warm_start: models p_models of run p_run (the caller's) start from the final state of model
--- p_source_model of run p_source_run (one it may read).
+-- p_source_model of run p_source_run (one it may read): a copy of its newest parts, each on the
+-- segment where it lies, as a state of 0 hops of theirs (ctq.gp_hop finds it there); a state an
+-- earlier ctq kept as one value is copied as such.
 CREATE OR REPLACE FUNCTION ctq.warm_start(p_run bigint, p_source_run bigint, p_models int[], p_source_model int)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE s bytea;
+DECLARE s bytea; newest int;
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
     PERFORM ctq_catalog.check_read(p_source_run);
+    SELECT max(x.hops) INTO newest FROM (
+        SELECT hops FROM ctq_catalog.hop_states WHERE run_id = p_source_run AND model_id = p_source_model
+        UNION ALL
+        SELECT hops FROM ctq_catalog.model_states WHERE run_id = p_source_run AND model_id = p_source_model) x;
+    INSERT INTO ctq_catalog.model_states (dist_key, run_id, model_id, hops, array_index, byte_offset, data)
+    SELECT x.dist_key, p_run, m.model_id, 0, x.array_index, x.byte_offset, x.data
+    FROM unnest(p_models) AS m(model_id) CROSS JOIN (
+        SELECT dist_key, array_index, byte_offset, data FROM ctq_catalog.hop_states
+        WHERE run_id = p_source_run AND model_id = p_source_model AND hops = newest
+        UNION ALL
+        SELECT dist_key, array_index, byte_offset, data FROM ctq_catalog.model_states
+        WHERE run_id = p_source_run AND model_id = p_source_model AND hops = newest) x;
     SELECT m.state INTO s FROM ctq_catalog.models m WHERE m.run_id = p_source_run AND m.model_id = p_source_model;
-    UPDATE ctq_catalog.models SET state = s WHERE run_id = p_run AND model_id = ANY (p_models);
+    IF s IS NOT NULL THEN
+        UPDATE ctq_catalog.models SET state = s WHERE run_id = p_run AND model_id = ANY (p_models);
+    END IF;
 END
 $fn$;
 
@@ -195,30 +211,18 @@ BEGIN
 END
 $fn$;
 
--- A hop of one of the caller's runs (greenplum/record_hop.sql), recorded by ctq.record_hop.
-CREATE OR REPLACE FUNCTION ctq.record_own_hop(p_run bigint, p_model int, p_epoch int, p_segment int,
-                                              p_last boolean, r ctq.hop_result) RETURNS int
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    PERFORM ctq_catalog.check_change(p_run);
-    RETURN ctq.record_hop(p_run, p_model, p_epoch, p_segment, p_last, r);
-END
-$fn$;
-
 REVOKE ALL ON FUNCTION ctq.create_run(text, text, jsonb, text, text, text, int, int, text, text, text, jsonb, int, int),
     ctq.insert_model(bigint, int, text, jsonb, jsonb, int), ctq.warm_start(bigint, bigint, int[], int),
     ctq.finish_models(bigint, text), ctq.finish_run(bigint, text, text), ctq.model_status(bigint, int, text, text),
     ctq.heartbeat(bigint), ctq.resume_run(bigint),
     ctq.record_decision(bigint, int, int, int, int, text, float8, text, text), ctq.share_run(bigint, text[], boolean),
-    ctq.insert_pack(text, text, text, jsonb, text, jsonb, text, text),
-    ctq.record_own_hop(bigint, int, int, int, boolean, ctq.hop_result) FROM PUBLIC;
+    ctq.insert_pack(text, text, text, jsonb, text, jsonb, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     ctq.create_run(text, text, jsonb, text, text, text, int, int, text, text, text, jsonb, int, int),
     ctq.insert_model(bigint, int, text, jsonb, jsonb, int), ctq.warm_start(bigint, bigint, int[], int),
     ctq.finish_models(bigint, text), ctq.finish_run(bigint, text, text), ctq.model_status(bigint, int, text, text),
     ctq.heartbeat(bigint), ctq.resume_run(bigint),
     ctq.record_decision(bigint, int, int, int, int, text, float8, text, text), ctq.share_run(bigint, text[], boolean),
-    ctq.insert_pack(text, text, text, jsonb, text, jsonb, text, text),
-    ctq.record_own_hop(bigint, int, int, int, boolean, ctq.hop_result) TO ctq_user;
+    ctq.insert_pack(text, text, text, jsonb, text, jsonb, text, text) TO ctq_user;
 REVOKE ALL ON FUNCTION ctq_catalog.check_change(bigint), ctq_catalog.check_read(bigint),
     ctq_catalog.check_source(text, text) FROM PUBLIC;

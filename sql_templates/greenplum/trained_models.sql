@@ -1,2 +1,3 @@
--- The models of run $1 that have a stored state (one value in ctq.models.state on Greenplum).
-SELECT model_id FROM ctq.models WHERE run_id = $1 AND state IS NOT NULL;
+-- The models of run $1 that have a stored state: those with a recorded hop (a state is stored with
+-- every hop; the state tables are not the analysts' on Greenplum).
+SELECT DISTINCT model_id FROM ctq.hops WHERE run_id = $1;

@@ -1,0 +1,1 @@
+-- (PostgreSQL needs no function for a hop: postgres/hop.sql is one statement.)
