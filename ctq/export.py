@@ -7,7 +7,7 @@ elements) and whose output is what ``ctq predict`` computes in the database:
 - first a ``keras.layers.Normalization`` layer (``ctq_normalization``) holding the mean and variance
   (std squared) of the training rows recorded with the pack, so the file needs no statistics beside it;
 - then the trained model itself (its architecture from ``ctq.models.architecture``, its weights from
-  the checkpoint in ``ctq.model_states``, built by the same ``indb`` code as in the server);
+  its newest stored state, built by the same ``indb`` code as in the server);
 - for regression, a ``keras.layers.Rescaling`` layer (``ctq_target_units``: ``y * target_std +
   target_mean``) that turns the model's standardised output into the target's own units.
 
@@ -27,8 +27,9 @@ from ctq.errors import UsageError
 from ctq.scoring import TrainedModel
 
 
-def keras_model(model: TrainedModel):
-    """The standalone Keras model of ``model`` (see the module docstring): input [batch, input_dim]
+def keras_model(model: TrainedModel, state: list):
+    """The standalone Keras model of ``model`` whose stored state is ``state`` (its arrays, see
+    :func:`ctq.engines.base.Engine.read_state`; see the module docstring): input [batch, input_dim]
     raw features (an array feature flat: reshaped to ``feature_shape`` inside); output [batch,
     classes] probabilities or [batch, 1] values in target units. Raises UsageError for a model on
     categorical features (their vocabulary lives in the database)."""
@@ -41,7 +42,7 @@ def keras_model(model: TrainedModel):
     width, outputs = int(stats["input_dim"]), int(stats["n_outputs"])
     shape = indb.input_shape(stats)
     trained = indb.CompiledModel(model.architecture, model.hyperparameters, shape, outputs, model.task)
-    trained.load(model.state)
+    trained.load(state)
     # the file holds the weights only, uncompiled: no training settings (ctq's metric classes) in it
     plain = indb.build_model(model.architecture, shape, outputs, model.task)
     plain.set_weights(trained.model.get_weights())
@@ -69,10 +70,10 @@ def check_path(path: str, force: bool) -> None:
         raise UsageError(f"{path}: file exists; use --force to overwrite it")
 
 
-def save(model: TrainedModel, path: str) -> None:
+def save(model: TrainedModel, state: list, path: str) -> None:
     """Write the file whole or not at all: saved next to ``path`` under a temporary name, then
     renamed over it."""
-    built = keras_model(model)
+    built = keras_model(model, state)
     fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=".ctq-export-", dir=os.path.dirname(os.path.abspath(path)))
     os.close(fd)
     try:

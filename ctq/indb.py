@@ -714,26 +714,12 @@ class CompiledModel:
                 start = np.asarray(float(hyper.get("learning_rate", 0.001)), dtype=var.dtype)
             var.assign(start if isinstance(start, np.ndarray) else keras.ops.full(var.shape, start, var.dtype))
 
-    def start(self, state: bytes | None, seed: int, hyper: dict, warm: bool = False) -> None:
-        """Give the variables the state a hop starts from: the model's stored state (flat, see
-        encode_state), or with none yet its initial state. ``warm`` (the first hop of a
-        warm-started model): the stored state is another run's final state of this architecture;
-        keep its model variables (the weights) and start the optimizer afresh (its own optimizer
-        and learning rate)."""
-        if state is None:
-            self.initialise(seed, hyper)
-            return
-        arrays = decode_state(state)
-        if warm:
-            self.load(arrays[: len(self.model.variables)], list(self.model.variables))
-            self.reset_optimizer(hyper)
-        else:
-            self.load(arrays)
-
     def loader(self, warm: bool = False) -> StateAssembler:
         """An assembler that assigns each array of a stored state (its parts, see state_parts) to
-        its variable the moment it is whole, so the state is never held twice. ``warm``: see
-        :meth:`start`; :meth:`finish_load` then starts the optimizer afresh."""
+        its variable the moment it is whole, so the state is never held twice. ``warm`` (the first
+        hop of a warm-started model): the stored state is another run's final state of this
+        architecture; only its model variables (the weights) are loaded, and :meth:`finish_load`
+        starts the optimizer afresh (its own optimizer and learning rate)."""
         variables = state_variables(self.model)[: len(self.model.variables)] if warm else state_variables(self.model)
 
         def assign(index, array):
@@ -897,7 +883,7 @@ def cancel_callback(plpy):
     return CancelCheck()
 
 
-def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, part, part_offset, part_data, state, params):
+def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, part, part_offset, part_data, params):
     """Transition function of the ``ctq.train_step`` aggregate: collect this segment's buffer rows,
     or, when streaming, train on (and evaluate) each buffer as it arrives; a row of the model's
     stored state (``part``, see state_parts) goes straight into the model's variables.
@@ -911,7 +897,7 @@ def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, part, part
         accumulators.clear()
         GD["ctq.acc_seq"] = GD.get("ctq.acc_seq", 0) + 1
         acc = str(GD["ctq.acc_seq"])
-        accumulators[acc] = {"params": json.loads(params), "state": state, "segment": None, "rows": {},
+        accumulators[acc] = {"params": json.loads(params), "segment": None, "rows": {},
                              "stream": None, "loader": None, "started": time.time()}
     entry = accumulators[acc]
     if part is not None:
@@ -937,24 +923,24 @@ def load_part(GD, entry, index: int, offset: int, data) -> None:
 
 
 def start_model(cm: CompiledModel, entry) -> None:
-    """Give ``cm`` the state this hop starts from: the parts loaded by the transition, the state
-    passed as one value, or, for a model with no hop yet, its initial state. A model the catalog
-    says has trained but whose state is missing fails (it would silently start over)."""
+    """Give ``cm`` the state this hop starts from: the parts loaded by the transition or, for a
+    model with no hop yet, its initial state. StateLost for a model the catalog says has trained
+    but whose state after those hops is not stored (it would silently start over)."""
     p = entry["params"]
     hops, warm = p.get("hops"), p.get("warm", False)
     if entry["loader"] is not None:
         cm.finish_load(entry["loader"], p["hyper"], warm, hops)
-        return
-    if entry["state"] is None and hops:
+    elif hops:
         raise StateLost(f"the catalog records {hops} hops of this model but its state after them is not stored")
-    cm.start(entry["state"], p["seed"], p["hyper"], warm)
+    else:
+        cm.initialise(p["seed"], p["hyper"])
 
 
 def hand_over(GD, entry, acc, cm: CompiledModel) -> dict:
     """The new state of a trained hop: kept in the backend for :func:`trained_state_parts` (the
     hop statement stores it as parts, named by ``state_key``)."""
     GD["ctq.trained"] = {"key": acc, "model": cm, "hops": int(entry["params"].get("hops") or 0) + 1}
-    return {"new_state": None, "state_key": acc}
+    return {"state_key": acc}
 
 
 def trained_state_parts(*, GD, key):
@@ -1068,7 +1054,7 @@ def hop_outcome(*, plpy, GD, acc):
         executed_on = int(plpy.execute("SELECT gp_execution_segment() AS s")[0]["s"])
     stats = p["stats"]
     if p.get("stream"):
-        result = {"new_state": None, "state_key": None, "loss": None, "metric": None, "rows": 0,
+        result = {"estimates": None, "state_key": None, "loss": None, "metric": None, "rows": 0,
                   "compute_seconds": 0.0, "val_loss": None, "val_metric": None}
         if p["action"] == "warmup":
             for arch, hyper in p["models"]:
@@ -1081,13 +1067,13 @@ def hop_outcome(*, plpy, GD, acc):
     else:
         (x, y), (xv, yv) = GD["ctq.data"][(p["pack_id"], segment)], GD["ctq.data"][(p["pack_id"], -1)]
     task = p["task"]
-    result = {"new_state": None, "state_key": None, "loss": None, "metric": None, "rows": int(len(x)),
+    result = {"estimates": None, "state_key": None, "loss": None, "metric": None, "rows": int(len(x)),
               "compute_seconds": 0.0, "val_loss": None, "val_metric": None, "executed_on": executed_on}
-    if p["action"] == "warmup":  # new_state: the estimated hop seconds of each model, as JSON
+    if p["action"] == "warmup":  # the estimated hop seconds of each model, as JSON
         estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.get("metric")),
                                    int(hyper.get("batch_size", 64)), len(x), xv, yv, plpy)
                      for arch, hyper in p["models"]]
-        result["new_state"] = json.dumps(estimates).encode()
+        result["estimates"] = json.dumps(estimates).encode()
     else:
         cm = compiled_model(GD, p["arch"], p["hyper"], stats, task, p.get("metric"))
         start_model(cm, entry)
@@ -1209,9 +1195,10 @@ def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, s
 EPSILON = 1e-7  # Keras' backend epsilon: probabilities are clipped to it in the cross-entropy
 
 
-def score_transition(*, GD, acc, x, y, state, params):
-    """Transition function of ``ctq.score_step``: keep the header row's state and parameters, and
-    each other row's feature (and label) bytes, in input order.
+def score_transition(*, GD, acc, x, y, part, part_offset, part_data, params):
+    """Transition function of ``ctq.score_step``: keep the header row's parameters, the parts of
+    the model's stored state (see :func:`state_parts`), and each other row's feature (and label)
+    bytes, in input order.
 
     It runs once per row, so it does the least it can and cannot fail: it is called without
     :func:`call` (holding and releasing the signals costs about 0.1 ms a call, measured: more than
@@ -1221,10 +1208,12 @@ def score_transition(*, GD, acc, x, y, state, params):
         accumulators.clear()  # one query at a time per backend: a leftover is from a failed query
         GD["ctq.acc_seq"] = GD.get("ctq.acc_seq", 0) + 1
         acc = str(GD["ctq.acc_seq"])
-        accumulators[acc] = {"x": [], "y": [], "state": None, "params": None}
+        accumulators[acc] = {"x": [], "y": [], "parts": [], "params": None}
     entry = accumulators[acc]
-    if state is not None:
-        entry["state"], entry["params"] = state, params
+    if params is not None:
+        entry["params"] = params
+    elif part is not None:
+        entry["parts"].append((part, part_offset, part_data))
     else:
         entry["x"].append(x)
         entry["y"].append(y)
@@ -1264,7 +1253,12 @@ def score_final(*, plpy, GD, acc):
     if not np.isfinite(x).all():
         raise DataProblem("a feature has NaN or infinite values")
     cm = compiled_model(GD, p["arch"], p["hyper"], stats, task, p.get("metric"))
-    cm.load(decode_state(entry["state"]))
+    loader = cm.loader()
+    parts = entry.pop("parts")
+    parts.reverse()
+    while parts:  # each part let go of once in its variable: the state is never held twice
+        loader.add(*parts.pop())
+    cm.finish_load(loader, p["hyper"])
     out = np.asarray(cm.model.predict(x, batch_size=1024, verbose=0, callbacks=[cancel_callback(plpy)]), np.float64)
     if task == "classification":
         result["prediction"] = np.argmax(out, axis=1).astype(np.float64).tolist()

@@ -43,14 +43,15 @@ from ctq.sql import column_batches, qualified, quote_ident, render, template, un
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A model of a run with its checkpoint, and the pack statistics its data was normalised with."""
+    """A model of a run that has trained (its state stays in the database: scoring reads it where
+    it is stored, export with :func:`ctq.engines.base.Engine.read_state`), and the pack statistics
+    its data was normalised with."""
 
     run_id: int
     model_id: int
     name: str
     architecture: dict
     hyperparameters: dict
-    state: list  # the stored state's arrays (numpy): model variables, then the optimizer's
     task: str
     features: tuple[str, ...]  # the source's feature columns, as resolved when packing
     label: str
@@ -99,14 +100,13 @@ async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | N
     if row["status"] == "failed":
         raise UsageError(f"model {model_id} of run {run_id} failed ({row['message']}); choose another "
                          f"(ctq models {run_id})")
-    state = await (await detect(conn)).read_state(conn, run_id, model_id)
-    if state is None:
+    if not await conn.fetchval(template("model_trained.sql"), run_id, model_id):
         raise UsageError(f"model {model_id} of run {run_id} has not trained yet")
     pack = await catalog.run_pack(conn, run_id)
     settings = pack["settings"]
     return TrainedModel(run_id=run_id, model_id=model_id, name=row["name"],
                         architecture=json.loads(row["architecture"]),
-                        hyperparameters=json.loads(row["hyperparameters"]), state=state,
+                        hyperparameters=json.loads(row["hyperparameters"]),
                         task=settings["task"], features=tuple(settings["features"]), label=settings["label"],
                         stats=pack["stats"], run_metric=run["metric"])
 
@@ -311,7 +311,7 @@ async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba
     params = [_params(engine, model, s, cores[s], action, proba) for s in range(spec.segments)]
     await _claim_stage(conn, spec.stage)
     try:
-        args = await engine.prepare_scoring(moment.conn, spec, indb.encode_state(model.state), params)
+        args = await engine.prepare_scoring(moment.conn, spec, model.run_id, model.model_id, params)
         if moment.name is None:
             await moment.end()
         return await _on_every_segment(dsn, engine, [(make_sql(s), args[s]) for s in range(spec.segments)],

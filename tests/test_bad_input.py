@@ -135,7 +135,7 @@ async def server_train_step(conn, arch):
               "stats": {"input_dim": 3, "n_outputs": 2, "mean": [0, 0, 0], "std": [1, 1, 1], "class_values": [0, 1]},
               "arch": arch, "hyper": {}, "seed": 1, "evaluate": False}
     with pytest.raises(asyncpg.PostgresError) as info:
-        await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, NULL, NULL, NULL, $1)",
+        await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, NULL, NULL, $1)",
                             json.dumps(params))
     return info.value
 

@@ -47,7 +47,7 @@ def test_postgres_targeted_query_reads_its_partition_and_validation(segment):
 
 def test_pack_id_must_be_hex():
     with pytest.raises(ValueError):
-        PostgresEngine().train_query(0, "x'); DROP TABLE t; --", TABLE, "NULL", "$1")
+        PostgresEngine().train_query(0, "x'); DROP TABLE t; --", TABLE, "$1")
 
 
 def test_greenplum_install_replicates_what_segments_read():
@@ -88,7 +88,9 @@ def test_scoring_queries_target_one_segment(segment):
     assert f"b.gp_segment_id = {segment}\nGROUP BY b.dist_key, b.gp_segment_id" in gp and '"score_x"' in gp
     pg = PostgresEngine().score_query(spec, segment)
     assert f"((hashtidextended(t.ctid, 0)) & 2147483647) % 3 = {segment}" in pg and x_bytes in pg
-    assert "$1::bytea AS state, $2::text AS params" in pg  # the header row: state and parameters once
+    assert "$3::text AS params" in pg  # the header row: the parameters once
+    # the model's state: its stored parts (of run $1, model $2), read where they are, not passed in
+    assert "FROM ctq.model_states WHERE run_id = $1 AND model_id = $2" in pg and "bytea AS state" not in pg
 
 
 def test_greenplum_sql_avoids_what_postgresql_9_4_lacks():

@@ -346,15 +346,21 @@ async def test_predict_and_evaluate_on_greenplum(gp, tmp_path):
     assert json.loads(proc.stdout)["accuracy"] == pytest.approx(float(np.mean(np.argmax(probs, axis=1) == y)))
     engine = GreenplumEngine()  # the staged scoring query of every segment is direct-dispatched
     spec = ScoreSpec(source="public.ctq_gp_holdout", is_table=True, id="t.id", id_type="int8",
-                     x_bytes="t.f1::text::bytea", y_bytes="NULL::bytea", segments=await primaries(gp), stage="ctq_data.ctq_gp_score_plan")
-    await engine.prepare_scoring(gp, spec, b"state", ["{}"] * spec.segments)
+                     x_bytes="t.f1::text::bytea", y_bytes="NULL::bytea", segments=await primaries(gp),
+                     stage='"ctq_data"."score_00000000000000f1"')
+    await gp.execute(f"DROP TABLE IF EXISTS {spec.stage}")
+    await engine.prepare_scoring(gp, spec, int(run_id), 1, ["{}"] * spec.segments)
     try:
+        parts = await gp.fetchval("SELECT count(*) FROM ctq.model_state_parts($1, 1)", int(run_id))
         for segment in range(spec.segments):
             plan = [r[0] for r in await gp.fetch("EXPLAIN " + engine.score_query(spec, segment))]
             assert plan[0].startswith("Gather Motion 1:1  (slice1; segments: 1)"), plan
             assert not any("Motion" in line for line in plan[1:]), plan
+            # its header row and a copy of the model's state (every part) live on it
             assert await gp.fetchval(f"SELECT count(*) FROM {spec.stage} WHERE gp_segment_id = {segment} "
-                                     "AND state IS NOT NULL") == 1  # its header row lives on it
+                                     "AND params IS NOT NULL") == 1
+            assert await gp.fetchval(f"SELECT count(*) FROM {spec.stage} WHERE gp_segment_id = {segment} "
+                                     "AND part IS NOT NULL") == parts > 1
     finally:
         await engine.finish_scoring(gp, spec)
 

@@ -146,12 +146,11 @@ class Engine:
         await conn.execute(self.render("pack_markers.sql", table=spec.table, segments=spec.segments))
 
     # -- training --------------------------------------------------------------------------------
-    def train_query(self, segment: int, pack_id: str, pack_table: str, state: str, params: str,
-                    rows: str = "cached", state_parts: str = "") -> str:
-        """The targeted query of ``segment``: the segment is a literal (Greenplum only
-        direct-dispatches on literals), and so is the pack id (hex digits, checked). ``state``:
-        SQL for the state as one value (or NULL); ``state_parts``: a UNION ALL branch adding the
-        state's parts to the aggregate's rows (where the engine stores parts).
+    def train_query(self, segment: int, pack_id: str, pack_table: str, params: str, rows: str = "cached",
+                    state_parts: str = "") -> str:
+        """The targeted query of ``segment``: the segment is a literal, and so is the pack id (hex
+        digits, checked). ``params``: SQL for the parameters (JSON text); ``state_parts``: a UNION
+        ALL branch adding the model's state parts to the aggregate's rows (none for the warm-up).
 
         ``rows``: "cached" (buffer rows only when the backend has not cached them), "stream" (all
         rows every time, the segment's own before the validation ones: nothing is cached) or
@@ -162,8 +161,7 @@ class Engine:
         rows_filter = {"cached": self.cached_filter(pack_id, int(segment)), "stream": "TRUE",
                        "markers": "b.bucket < 0"}[rows]
         order = " ORDER BY b.segment DESC, b.bucket" if rows == "stream" else ""
-        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, state=state,
-                           params=params, rows_filter=rows_filter, order=order, state_parts=state_parts)
+        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, params=params, rows_filter=rows_filter, order=order, state_parts=state_parts)
 
     def cached_filter(self, pack_id: str, segment: int) -> str:
         """Keep the marker rows, and the buffer rows only while this backend has not cached them.
@@ -174,12 +172,12 @@ class Engine:
     def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> dict[str, str]:
         """The statements one segment's connection uses: the memory check's sizes, warm-up, the
         hop, and the hop that writes a checkpoint (state_tables.sql)."""
-        train_query = self.train_query(segment, pack_id, pack_table, "NULL::bytea", "$5::text",
-                                       "stream" if stream else "cached", self.template("state_parts_rows.sql"))
+        train_query = self.train_query(segment, pack_id, pack_table, "$5::text", "stream" if stream else "cached",
+                                       self.template("state_parts_rows.sql"))
         return {
             "sizes": self.template("model_sizes.sql"),
             "warmup": self.render("warmup.sql", train_query=self.train_query(
-                segment, pack_id, pack_table, "NULL::bytea", "$1::text", "markers" if stream else "cached")),
+                segment, pack_id, pack_table, "$1::text", "markers" if stream else "cached")),
             "hop": self.render("hop.sql", segment=int(segment), train_query=train_query, target="hop_states",
                                replaced=""),
             "checkpoint": self.render("hop.sql", segment=int(segment), train_query=train_query,
@@ -199,21 +197,23 @@ class Engine:
 
     async def read_state(self, conn: asyncpg.Connection, run_id: int, model_id: int) -> list | None:
         """The arrays of a model's stored state (weights, then optimizer variables), or None for a
-        model that has not trained; for export and scoring, which need it in the client."""
+        model that has not trained; for export, which writes it into a file of the client's."""
         from ctq.indb import assemble_state
 
         rows = await conn.fetch(self.template("model_state.sql"), run_id, model_id)
         return assemble_state((r["array_index"], r["byte_offset"], r["data"]) for r in rows)
 
     # -- scoring ---------------------------------------------------------------------------------
-    async def prepare_scoring(self, conn: asyncpg.Connection, spec: ScoreSpec, state: bytes,
+    async def prepare_scoring(self, conn: asyncpg.Connection, spec: ScoreSpec, run_id: int, model_id: int,
                               params: list[str]) -> list[tuple]:
-        """Make ``spec``'s rows scorable segment by segment; returns the bind arguments of each
-        segment's :meth:`score_query` (``params``: the JSON parameters of each segment).
+        """Make ``spec``'s rows and model ``model_id`` of run ``run_id`` scorable segment by
+        segment; returns the bind arguments of each segment's :meth:`score_query` (``params``: the
+        JSON parameters of each segment).
 
         PostgreSQL stages nothing: each virtual segment's query reads the source and keeps the rows
-        whose hash falls on it; the model's state and the parameters travel as $1 and $2."""
-        return [(state, p) for p in params]
+        whose hash falls on it, and the model's stored state where it is; the run, the model and
+        the parameters travel as $1, $2 and $3."""
+        return [(run_id, model_id, p) for p in params]
 
     def score_query(self, spec: ScoreSpec, segment: int) -> str:
         """The targeted scoring query of ``segment``: one row (ids, r), r a ``ctq.score_result``.

@@ -125,18 +125,21 @@ class GreenplumEngine(Engine):
             return await conn.fetchrow(statements["checkpoint" if checkpoint else "hop"], run_id, model_id, epoch,
                                        last_of_epoch, params, hops)
 
-    async def prepare_scoring(self, conn, spec: ScoreSpec, state, params):
+    async def prepare_scoring(self, conn, spec: ScoreSpec, run_id, model_id, params):
         """Stage the rows to score where they are: each row, as its feature bytes, tagged with its
-        own segment's distribution key (it stays on its segment, as in packing), plus one header
-        row per segment with the model's state and that segment's parameters. A function on a
-        segment cannot read the source; the targeted query then reads the stage."""
+        own segment's distribution key (it stays on its segment, as in packing), one header row
+        per segment with that segment's parameters, and the model's state parts copied to every
+        segment from where they lie (ctq.stage_state: segment to segment). A function on a
+        segment cannot read the source or the state tables; the targeted query then reads the stage."""
         keys = await self.segment_keys(conn)
         key_map = ", ".join(f"({s}, {k})" for s, k in sorted(keys.items()))
         await conn.execute(self.render("score_stage.sql", stage=spec.stage, id=spec.id, x_bytes=spec.x_bytes,
                                        y_bytes=spec.y_bytes, source=spec.source, key_map=key_map))
         for segment, segment_params in enumerate(params):
             await conn.execute(self.render("score_header.sql", stage=spec.stage, dist_key=int(keys[segment])),
-                               state, segment_params)
+                               segment_params)
+        await conn.execute(self.render("score_state.sql", stage=spec.stage), run_id, model_id,
+                           [int(keys[s]) for s in range(len(params))])
         return [() for _ in params]
 
     def score_query(self, spec, segment):

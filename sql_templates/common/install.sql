@@ -232,27 +232,29 @@ if pack_id is None or segment is None or not re.fullmatch(r"[0-9a-f]{16}", pack_
 return ctq.data_cached(GD, pack_id, segment)
 $fn$;
 
--- The targeted training query: SELECT ctq.train_step(<pack row>, state, params) FROM <pack>
+-- The targeted training query: SELECT ctq.train_step(<pack row or state part>, params) FROM <pack>
 -- WHERE <segment k> (see train_query.sql). Training happens in the final function, on the segment.
 -- (dropping the result type drops the aggregate and record_hop with it: they are created anew)
--- new_state: the trained state as one value where the engine moves it so (Greenplum), else NULL
--- and state_key names it for ctq.state_parts, which hands it over as parts (postgres/hop.sql).
+-- state_key names the trained state for ctq.state_parts, which hands it over as parts (hop.sql);
+-- estimates: the warm-up's estimated hop seconds of each model (JSON), NULL for a hop.
 DROP TYPE IF EXISTS ctq.hop_result CASCADE;
 CREATE TYPE ctq.hop_result AS (
-    new_state bytea, loss float8, metric float8, rows int, compute_seconds float8, val_loss float8,
+    estimates bytea, loss float8, metric float8, rows int, compute_seconds float8, val_loss float8,
     val_metric float8, hop_started timestamptz, hop_finished timestamptz, executed_on int, state_key text
 );
 
 -- The aggregate's rows are the pack's buffer rows and, with NULL buffer columns, the parts of the
 -- model's stored state (part, part_offset, part_data: a ctq.model_states row).
 DROP FUNCTION IF EXISTS ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, bytea, text);
+DROP FUNCTION IF EXISTS ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, int, int8, bytea, bytea,
+                                                  text) CASCADE;
 CREATE OR REPLACE FUNCTION ctq.train_step_transition(acc text, segment int, bucket int, rows int, x bytea,
                                                      y bytea, k bytea, part int, part_offset int8,
-                                                     part_data bytea, state bytea, params text) RETURNS text
+                                                     part_data bytea, params text) RETURNS text
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
 return ctq.call(plpy, ctq.step_transition, GD=GD, acc=acc, segment=segment, bucket=bucket, rows=rows, x=x, y=y, k=k,
-                part=part, part_offset=part_offset, part_data=part_data, state=state, params=params)
+                part=part, part_offset=part_offset, part_data=part_data, params=params)
 $fn$;
 
 CREATE FUNCTION ctq.train_step_final(acc text) RETURNS ctq.hop_result
@@ -266,7 +268,7 @@ for key in ("hop_started", "hop_finished"):
 return r
 $fn$;
 
-CREATE AGGREGATE ctq.train_step(int, int, int, bytea, bytea, bytea, int, int8, bytea, bytea, text) (
+CREATE AGGREGATE ctq.train_step(int, int, int, bytea, bytea, bytea, int, int8, bytea, text) (
     SFUNC = ctq.train_step_transition, STYPE = text, FINALFUNC = ctq.train_step_final
 );
 
@@ -304,7 +306,7 @@ BEGIN
         RAISE EXCEPTION 'hop of model % sent to segment % ran on segment %', p_model, p_segment, r.executed_on
             USING ERRCODE = 'CTQ02';
     END IF;
-    IF r.new_state IS NULL AND coalesce(p_state_parts, 0) < 1 THEN
+    IF coalesce(p_state_parts, 0) < 1 THEN
         RAISE EXCEPTION 'ctq.record_hop: hop of model % stored no state', p_model USING ERRCODE = '22023';
     END IF;
     INSERT INTO {{catalog}}.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
@@ -317,32 +319,36 @@ BEGIN
         INSERT INTO {{catalog}}.epochs (run_id, model_id, epoch, train_loss, train_metric, val_loss, val_metric, finished_at)
         VALUES (p_run, p_model, p_epoch, loss_sum / nullif(n, 0), metric_sum / nullif(n, 0), r.val_loss,
                 r.val_metric, finished);
-        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = finished,
+        UPDATE {{catalog}}.models SET status = 'training', updated_at = finished,
                epochs_done = p_epoch + 1, train_loss = loss_sum / nullif(n, 0),
                train_metric = metric_sum / nullif(n, 0), val_loss = r.val_loss, val_metric = r.val_metric
         WHERE run_id = p_run AND model_id = p_model;
     ELSE
-        UPDATE {{catalog}}.models SET state = r.new_state, status = 'training', updated_at = finished
+        UPDATE {{catalog}}.models SET status = 'training', updated_at = finished
         WHERE run_id = p_run AND model_id = p_model;
     END IF;
     RETURN 1;
 END
 $fn$;
 
--- Scoring (ctq predict, ctq evaluate): SELECT ctq.score_step(x, y, state, params) over one segment's
--- rows to score plus one header row that carries the model's state and the parameters (see
--- score_query.sql and indb.score_final). Like train_step, it runs on the segment.
+-- Scoring (ctq predict, ctq evaluate): SELECT ctq.score_step(x, y, part, part_offset, part_data, params)
+-- over one segment's rows to score, one header row that carries the parameters and the parts of the
+-- model's stored state (see score_query.sql and indb.score_final): the state is read where it is
+-- stored, a part at a time, never as one value. Like train_step, it runs on the segment.
 DROP TYPE IF EXISTS ctq.score_result CASCADE;
 CREATE TYPE ctq.score_result AS (
     rows int, prediction float8[], probabilities float8[], loss float8, metric float8, executed_on int,
     metric_state float8[]  -- evaluate, a ranking metric (AUC, F1...): its counts, summed by the client
 );
 
-CREATE OR REPLACE FUNCTION ctq.score_step_transition(acc text, x bytea, y bytea, state bytea, params text)
+DROP FUNCTION IF EXISTS ctq.score_step_transition(text, bytea, bytea, bytea, text);
+CREATE OR REPLACE FUNCTION ctq.score_step_transition(acc text, x bytea, y bytea, part int, part_offset int8,
+                                                     part_data bytea, params text)
 RETURNS text
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
-return ctq.score_transition(GD=GD, acc=acc, x=x, y=y, state=state, params=params)  # (not ctq.call: see there)
+return ctq.score_transition(GD=GD, acc=acc, x=x, y=y, part=part, part_offset=part_offset, part_data=part_data,
+                            params=params)  # (not ctq.call: see there)
 $fn$;
 
 CREATE FUNCTION ctq.score_step_final(acc text) RETURNS ctq.score_result
@@ -351,7 +357,7 @@ LANGUAGE plpython3u VOLATILE AS $fn$
 return ctq.call(plpy, ctq.score_final, GD=GD, acc=acc)
 $fn$;
 
-CREATE AGGREGATE ctq.score_step(bytea, bytea, bytea, text) (
+CREATE AGGREGATE ctq.score_step(bytea, bytea, int, int8, bytea, text) (
     SFUNC = ctq.score_step_transition, STYPE = text, FINALFUNC = ctq.score_step_final
 );
 

@@ -22,15 +22,15 @@ GRANT SELECT ON ctq.leaderboard, ctq.learning_curves, ctq.segment_utilization TO
 GRANT EXECUTE ON FUNCTION ctq.probe(), ctq.model_sizes(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.can_read_run(text, text[]), ctq.can_change_run(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.data_cached(text, int) TO ctq_user;
-GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, int, int8, bytea, bytea,
+GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, bytea, bytea, int, int8, bytea,
                                                     text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step_final(text) TO ctq_user;
-GRANT EXECUTE ON FUNCTION ctq.train_step(int, int, int, bytea, bytea, bytea, int, int8, bytea, bytea, text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.train_step(int, int, int, bytea, bytea, bytea, int, int8, bytea, text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.state_parts(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result, int) TO ctq_user;
-GRANT EXECUTE ON FUNCTION ctq.score_step_transition(text, bytea, bytea, bytea, text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.score_step_transition(text, bytea, bytea, int, int8, bytea, text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.score_step_final(text) TO ctq_user;
-GRANT EXECUTE ON FUNCTION ctq.score_step(bytea, bytea, bytea, text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.score_step(bytea, bytea, int, int8, bytea, text) TO ctq_user;
 -- ctq.path_status (what the server's OS user finds at a path) stays the installer's.
 
 -- Administrators see every run without row-level security (Greenplum 6 has none): plain grants.

@@ -2,4 +2,4 @@
 -- the segment's data, build every model of the run and compile its steps. $1 the parameters
 -- (action "warmup"). Returns the estimated seconds of a hop of each model (JSON array, in the
 -- order of the parameters' models; NULL when the segment streams its buffers).
-SELECT (s.r).new_state FROM ({{train_query}}) s;
+SELECT (s.r).estimates FROM ({{train_query}}) s;

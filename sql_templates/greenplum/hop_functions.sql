@@ -46,7 +46,7 @@ BEGIN
     END IF;
     RETURN format($q$
 SELECT u.dist_key, ctq.train_step(u.segment, u.bucket, u.rows, u.x, u.y, u.k, u.part, u.part_offset, u.part_data,
-                                  NULL::bytea, $1::text%4$s) AS r
+                                  $1::text%4$s) AS r
 FROM (SELECT b.dist_key, b.gp_segment_id, b.segment, b.bucket, b.rows, b.x, b.y, b.k, NULL::int AS part,
              NULL::int8 AS part_offset, NULL::bytea AS part_data
       FROM ctq_data.pack_%1$s b
@@ -90,7 +90,7 @@ CREATE OR REPLACE FUNCTION ctq.gp_warmup(p_pack_id text, p_segment int, p_params
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE estimates bytea;
 BEGIN
-    EXECUTE 'SELECT (s.r).new_state FROM ('
+    EXECUTE 'SELECT (s.r).estimates FROM ('
             || ctq.gp_train_query(p_pack_id, p_segment, ctq.segment_key(p_pack_id, p_segment), p_rows, false)
             || ') s' INTO estimates USING p_params;
     RETURN estimates;
@@ -228,3 +228,37 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION ctq.model_state_parts(bigint, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.model_state_parts(bigint, int) TO ctq_user;
+
+-- Scoring: the parts of model p_model of run p_run's newest state (a run the caller may read),
+-- copied into the caller's scoring stage p_stage (ctq_data.score_<16 hex digits>, score_stage.sql)
+-- on every segment whose distribution key is in p_keys, from the segments where they lie: segment
+-- to segment. Returns the parts staged.
+CREATE OR REPLACE FUNCTION ctq.stage_state(p_run bigint, p_model int, p_stage text, p_keys int[]) RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE n int;
+BEGIN
+    PERFORM ctq_catalog.check_read(p_run);
+    IF p_stage IS NULL OR p_stage !~ '^"ctq_data"\."score_[0-9a-f]{16}"$' OR p_keys IS NULL THEN
+        RAISE EXCEPTION 'ctq.stage_state: invalid arguments' USING ERRCODE = '22023';
+    END IF;
+    EXECUTE format('INSERT INTO %s (dist_key, part, part_offset, part_data) '
+                   'SELECT k.key, s.array_index, s.byte_offset, s.data FROM unnest($3) AS k(key) CROSS JOIN ('
+                   'SELECT x.array_index, x.byte_offset, x.data FROM ctq_catalog.hop_states x '
+                   'WHERE x.run_id = $1 AND x.model_id = $2 AND x.hops = (SELECT max(y.hops) FROM ('
+                   'SELECT hops FROM ctq_catalog.hop_states WHERE run_id = $1 AND model_id = $2 UNION ALL '
+                   'SELECT hops FROM ctq_catalog.model_states WHERE run_id = $1 AND model_id = $2) y) '
+                   'UNION ALL '
+                   'SELECT x.array_index, x.byte_offset, x.data FROM ctq_catalog.model_states x '
+                   'WHERE x.run_id = $1 AND x.model_id = $2 AND x.hops = (SELECT max(y.hops) FROM ('
+                   'SELECT hops FROM ctq_catalog.hop_states WHERE run_id = $1 AND model_id = $2 UNION ALL '
+                   'SELECT hops FROM ctq_catalog.model_states WHERE run_id = $1 AND model_id = $2) y) '
+                   'UNION ALL '
+                   'SELECT -2, 0::int8, m.state FROM ctq_catalog.models m '
+                   'WHERE m.run_id = $1 AND m.model_id = $2 AND m.state IS NOT NULL) s', p_stage)
+    USING p_run, p_model, p_keys;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+REVOKE ALL ON FUNCTION ctq.stage_state(bigint, int, text, int[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ctq.stage_state(bigint, int, text, int[]) TO ctq_user;

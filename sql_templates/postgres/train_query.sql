@@ -4,7 +4,7 @@
 -- stays); when streaming, the aggregate ORDER BY sends the state's parts first (their segment is
 -- NULL), then the segment's own buffers before the validation ones.
 SELECT ctq.train_step(b.segment, b.bucket, b.rows, b.x, b.y, b.k, b.part, b.part_offset, b.part_data,
-                      {{state}}, {{params}}{{order}}) AS r
+                      {{params}}{{order}}) AS r
 FROM (SELECT b.segment, b.bucket, b.rows, b.x, b.y, b.k, NULL::int AS part, NULL::int8 AS part_offset,
              NULL::bytea AS part_data
       FROM {{pack_table}} b
