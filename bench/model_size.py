@@ -85,16 +85,21 @@ def vm_hwm_bytes(pid: int) -> int:
 
 
 async def peak_backend_rss(dsn: str, name: str, stop: asyncio.Event) -> int:
-    """The highest VmHWM of run ``name``'s segment backends, sampled every 0.2 s until ``stop``.
-    (VmHWM is the process's own peak, so sampling misses nothing but a backend's last 0.2 s.)"""
+    """The highest VmHWM of run ``name``'s segment backends, sampled every 0.2 s until ``stop``
+    (VmHWM is the process's own peak, so sampling misses nothing but a backend's last 0.2 s). On
+    Greenplum the processes that train are the segments' (on this host: a loopback cluster), each
+    titled with its session (``con<sess_id>``)."""
     conn = await asyncpg.connect(dsn)
+    greenplum = await conn.fetchval("SELECT to_regclass('gp_segment_configuration') IS NOT NULL")
     peak = 0
     try:
         while not stop.is_set():
-            pids = await conn.fetch("SELECT a.pid FROM pg_stat_activity a JOIN ctq.runs r "
+            rows = await conn.fetch(f"SELECT a.pid, {'a.sess_id' if greenplum else 'NULL'} AS sess "
+                                    "FROM pg_stat_activity a JOIN ctq.runs r "
                                     "ON a.application_name LIKE 'ctq run ' || r.run_id || ' segment %' "
                                     "WHERE r.name = $1", name)
-            peak = max([peak] + [vm_hwm_bytes(p["pid"]) for p in pids])
+            pids = [r["pid"] for r in rows] if not greenplum else segment_processes({r["sess"] for r in rows})
+            peak = max([peak] + [vm_hwm_bytes(p) for p in pids])
             try:
                 await asyncio.wait_for(stop.wait(), 0.2)
             except asyncio.TimeoutError:
@@ -104,12 +109,29 @@ async def peak_backend_rss(dsn: str, name: str, stop: asyncio.Event) -> int:
     return peak
 
 
+def segment_processes(sessions: set[int]) -> list[int]:
+    """The pids of this host's Greenplum segment processes (QEs) serving ``sessions``."""
+    marks = {f" con{s} ".encode() for s in sessions}
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ") + b" "
+            except OSError:
+                continue
+            if b" seg" in title and any(m in title for m in marks):
+                pids.append(int(entry.name))
+    return pids
+
+
 async def state_bytes(dsn: str, run_id: int) -> tuple[int, int]:
-    """(bytes of the largest model's stored state, its parts) of run ``run_id``."""
+    """(bytes of the largest model's stored state, its parts) of run ``run_id`` (its checkpoints:
+    the final states; on Greenplum the table behind ctq's views)."""
     conn = await asyncpg.connect(dsn)
+    table = "ctq_catalog.model_states" if await conn.fetchval(
+        "SELECT to_regclass('ctq_catalog.model_states') IS NOT NULL") else "ctq.model_states"
     row = await conn.fetchrow("SELECT sum(octet_length(data))::bigint AS bytes, count(*) AS parts "
-                              "FROM ctq.model_states WHERE run_id = $1 GROUP BY model_id ORDER BY 1 DESC LIMIT 1",
-                              run_id)
+                              f"FROM {table} WHERE run_id = $1 GROUP BY model_id ORDER BY 1 DESC LIMIT 1", run_id)
     await conn.close()
     return row["bytes"], row["parts"]
 
@@ -149,7 +171,38 @@ async def model_size_figures(dsn: str) -> list[tuple[str, float, str, str]]:
     return results
 
 
-if __name__ == "__main__":
-    from alone import run_alone
+async def client_bytes_figures(dsn: str) -> list[tuple[str, float, str, str]]:
+    """Bytes through ctq's client per hop, counted at a relay in front of the server (the
+    coordinator, on Greenplum), against the state a hop moves: the 4.3M-parameter grid again."""
+    from conftest import CountingRelay
 
-    run_alone("ctq-bench-size-", model_size_figures)
+    await load_table(dsn, "public.size_bench", 20_000, seed=18)
+    grid = config("size-4m-relay", "public.size_bench", 2048, [0.001, 0.0003], 64, 1)
+    async with CountingRelay(dsn) as relay:
+        run = await api.train(grid, relay.dsn)
+    state, _ = await state_bytes(dsn, run.run_id)
+    per_hop = (relay.bytes_in + relay.bytes_out) / run.hops
+    return [("bytes through the client per hop / state bytes, 4.3M-parameter model", per_hop / state, "0 (the "
+             "state never passes)", f"{run.engine}: {relay.bytes_out} bytes out, {relay.bytes_in} in over {run.hops} "
+             f"hops, the whole run (warm-up, catalog, progress); state {state / 2**20:.0f} MiB")]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dsn", help="measure on this server (e.g. a Greenplum coordinator) instead of a "
+                                      "throwaway embedded PostgreSQL; it must have ctq installed")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "tests"))
+    if args.dsn:
+        async def on_server() -> None:
+            for figures in (model_size_figures, client_bytes_figures):
+                for name, value, target, detail in await figures(args.dsn):
+                    print(f"{name}: {value:.3f} (target {target}) - {detail}", flush=True)
+
+        asyncio.run(on_server())
+    else:
+        from alone import run_alone
+
+        run_alone("ctq-bench-size-", model_size_figures, client_bytes_figures)

@@ -236,32 +236,19 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         segments, notice = await engine.segments(conn, cfg.segments, default_segments())
         if notice and notify:
             notify(notice)
-        say(f"checking {cfg.data.table}")
-        async with engine.snapshot(dsn) as moment:  # the profile and the packing read one moment
-            source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed)
-            if any("keras_json" in a.spec for a in cfg.architectures):
-                from ctq.model_check import check_models_fit
-
-                check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
-                                 source.index_size)
-            if source.train_rows < segments:
-                raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
-                                "use fewer segments (or a smaller validation_fraction)")
-            await catalog.ensure_installed(conn, engine)
-            warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
-            say(f"packing {cfg.data.table} into {segments} segments")
-            pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment)
-        say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
-        if streams(cfg.memory_budget_mb, pack.stats):
-            say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
-                f"would not fit memory_budget_mb {cfg.memory_budget_mb}")
-        run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
-                                          versions=versions(), warm_from=warm_from)
-        plan = await load_plan(conn, run_id)
-        say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
-            f"epochs, schedule {schedule}")
+        # the segments' backends load Keras meanwhile (about 2 s each; Engine.preload); not before
+        # a first install, which comes after the source check (bad input installs nothing)
+        preloading = (asyncio.create_task(engine.preload(dsn, segments))
+                      if await catalog.is_current(conn, engine) else None)
+        try:
+            plan, source, pack = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say)
+        except BaseException:
+            await discard(preloading)
+            raise
+        run_id = plan.run_id
     try:
-        result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds)
+        result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds,
+                             preloaded=await preloading if preloading is not None else None)
     except TooLarge as exc:  # refused before any model was built: the new run leaves no trace
         async with connect(dsn) as conn:
             await housekeeping.remove_runs(conn, [run_id])
@@ -272,6 +259,50 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     result.wall_seconds = time.perf_counter() - started
     result.notices = ([notice] if notice else []) + result.notices
     return result
+
+
+async def discard(preloading: asyncio.Task | None) -> None:
+    """Stop a preload (Engine.preload) whose connections will not be used, and close them."""
+    if preloading is None:
+        return
+    preloading.cancel()
+    try:
+        connections = await preloading
+    except BaseException:  # noqa: BLE001 - cancelled, or failed: nothing to close then
+        return
+    for conn in connections:
+        if conn is not None:
+            conn.terminate()
+
+
+async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, schedule: str, say):
+    """Check the source and pack it (one moment of it), create the run: (its plan, the source's
+    profile, the pack)."""
+    say(f"checking {cfg.data.table}")
+    async with engine.snapshot(dsn) as moment:  # the profile and the packing read one moment
+        source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed)
+        if any("keras_json" in a.spec for a in cfg.architectures):
+            from ctq.model_check import check_models_fit
+
+            check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
+                             source.index_size)
+        if source.train_rows < segments:
+            raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
+                            "use fewer segments (or a smaller validation_fraction)")
+        await catalog.ensure_installed(conn, engine)
+        warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
+        say(f"packing {cfg.data.table} into {segments} segments")
+        pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment)
+    say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
+    if streams(cfg.memory_budget_mb, pack.stats):
+        say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
+            f"would not fit memory_budget_mb {cfg.memory_budget_mb}")
+    run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
+                                      versions=versions(), warm_from=warm_from)
+    plan = await load_plan(conn, run_id)
+    say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
+        f"epochs, schedule {schedule}")
+    return plan, source, pack
 
 
 async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
@@ -450,9 +481,10 @@ STATE_LOSSES = 3
 
 
 def coordinator_for(dsn: str, plan: RunPlan, progress: Progress | None, heartbeat_seconds: float, tpe=None,
-                    points=None) -> Coordinator:
+                    points=None, preloaded=None) -> Coordinator:
     """A coordinator session over ``plan``: its scheduler and search in the state the catalog
-    leaves them (``tpe``, ``points``: a TPE search's state, see :func:`start_tpe`)."""
+    leaves them (``tpe``, ``points``: a TPE search's state, see :func:`start_tpe`; ``preloaded``:
+    segment connections opened ahead, see Engine.preload)."""
     rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
                                           completed=plan.completed, observed=plan.observed, **rule)
@@ -475,7 +507,7 @@ def coordinator_for(dsn: str, plan: RunPlan, progress: Progress | None, heartbea
                        new_model=functools.partial(tpe_model, plan), warm=plan.warm,
                        memory_budget_mb=plan.memory_budget_mb,
                        data_bytes=0 if plan.stream else int(segment_data_mib(plan.pack["stats"]) * 2**20),
-                       checkpoint_seconds=plan.checkpoint_seconds)
+                       checkpoint_seconds=plan.checkpoint_seconds, preloaded=preloaded)
 
 
 async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | None]:
@@ -493,7 +525,8 @@ async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | N
                   f"{models}")
 
 
-async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0) -> TrainResult:
+async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0,
+                preloaded=None) -> TrainResult:
     """Coordinator sessions over a run in the catalog, until it ends; records how it ended.
 
     A session that finds that the server lost working states (:class:`StatesLost`: it crashed and
@@ -501,10 +534,16 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     (at most ``STATE_LOSSES`` times), so a server crash costs at most the training since each
     model's last checkpoint (ctq.coordinator.Coordinator._checkpoints)."""
     tpe = points = None
-    if plan.tpe is not None:
-        tpe, points = await start_tpe(dsn, plan)
-    progress: Progress | None = progress_factory(plan) if progress_factory else None
-    coordinator = coordinator_for(dsn, plan, progress, heartbeat_seconds, tpe, points)
+    try:
+        if plan.tpe is not None:
+            tpe, points = await start_tpe(dsn, plan)
+        progress: Progress | None = progress_factory(plan) if progress_factory else None
+    except BaseException:
+        for conn in preloaded or ():
+            if conn is not None:
+                conn.terminate()
+        raise
+    coordinator = coordinator_for(dsn, plan, progress, heartbeat_seconds, tpe, points, preloaded)
     started = time.perf_counter()
     outcome = Outcome(segments=plan.segments)
     notices: list[str] = []

@@ -99,10 +99,15 @@ async def check_access(conn: asyncpg.Connection) -> bool:
     return True
 
 
+async def is_current(conn: asyncpg.Connection, engine) -> bool:
+    """Whether the database has this version of ctq installed (nothing to install or upgrade)."""
+    return await installed_sha(conn) == install_fingerprint(engine.name)
+
+
 async def ensure_installed(conn: asyncpg.Connection, engine) -> None:
     """Install or upgrade when the database does not have this version of the server code (only a
     superuser can: others are told to ask an administrator)."""
-    if await installed_sha(conn) != install_fingerprint(engine.name):
+    if not await is_current(conn, engine):
         if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
             raise PermissionDenied("ctq in this database is not the version of this client "
                                    f"({__version__}) and only a superuser can upgrade it; ask an administrator "

@@ -179,7 +179,8 @@ class Coordinator:
                  decisions: int = 0, pending: list[tuple[int, int]] = (), tpe: Tpe | None = None,
                  points: dict[int, tuple] | None = None, new_model=None, warm: bool = False,
                  memory_budget_mb: int | None = None, data_bytes: int = 0,
-                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS):
+                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+                 preloaded: list[asyncpg.Connection | None] | None = None):
         """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
@@ -195,7 +196,8 @@ class Coordinator:
         state: their first hop keeps the weights and starts the optimizer afresh.
         ``checkpoint_seconds``: a model's state after an epoch is written as its checkpoint (logged:
         it survives a server crash) when its last one is this old; also after its last epoch, and
-        after every epoch when a search decides on epochs (see :meth:`_checkpoints`)."""
+        after every epoch when a search decides on epochs (see :meth:`_checkpoints`).
+        ``preloaded``: segment connections opened ahead (Engine.preload), taken over at warm-up."""
         self.warm = warm
         self.tpe = tpe
         self.points = dict(points or {})
@@ -223,6 +225,7 @@ class Coordinator:
         self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"], stream)
                            for s in range(segments)]
         self.connections: list[asyncpg.Connection | None] = [None] * segments
+        self.preloaded = list(preloaded or [None] * segments)
         self.backends: list[int | None] = [None] * segments  # each segment connection's server pid
         self.warmup_estimates: dict[int, dict[str, float]] = {}  # segment -> compile key -> hop seconds
         self.control: asyncpg.Connection | None = None
@@ -291,7 +294,11 @@ class Coordinator:
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
         every model before the first hop (all segments at once), so hops carry per-hop costs only."""
-        conn = await self.engine.segment_connection(self.dsn, f"{self.app_prefix}{segment}")
+        conn, self.preloaded[segment] = self.preloaded[segment], None
+        if conn is not None and not conn.is_closed():
+            await conn.execute("SELECT set_config('application_name', $1, false)", f"{self.app_prefix}{segment}")
+        else:
+            conn = await self.engine.segment_connection(self.dsn, f"{self.app_prefix}{segment}")
         self.backends[segment] = conn.get_server_pid()
         self.connections[segment] = conn  # closed with the others if the warm-up fails
         dropped = self.scheduler.failed | self.scheduler.stopped
@@ -542,8 +549,9 @@ class Coordinator:
                 self.control = None
 
     async def _close_segments(self) -> None:
-        await asyncio.gather(*(_close(c) for c in self.connections if c is not None))
+        await asyncio.gather(*(_close(c) for c in self.connections + self.preloaded if c is not None))
         self.connections = [None] * self.segments
+        self.preloaded = [None] * self.segments
 
 
 def _being_cancelled() -> bool:

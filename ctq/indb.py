@@ -379,7 +379,18 @@ def compile_cache_dir() -> str | None:
 def import_keras():
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import keras
+    import sys
+
+    # Keras imports matplotlib.pyplot when it can (for its image galleries: 0.3 of a backend's 2 s
+    # import, measured): a server backend draws nothing, so it is kept out of that one import.
+    hidden = "matplotlib" not in sys.modules
+    if hidden:
+        sys.modules["matplotlib"] = None
+    try:
+        import keras
+    finally:
+        if hidden and sys.modules.get("matplotlib", 0) is None:
+            del sys.modules["matplotlib"]
 
     _enable_compile_cache(keras)
     return keras
@@ -609,7 +620,7 @@ def state_size(arch: dict, hyper: dict, shape, n_outputs: int, task: str) -> dic
     Raises what building the model raises (a model that cannot be built).
     """
     keras = import_keras()
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):  # (True would draw every initial weight)
         model = build_model(arch, shape, n_outputs, task)
     probe = keras.Variable(np.zeros(7, "float32"))
     optimizer = make_optimizer(hyper)
@@ -1124,8 +1135,7 @@ def in_target_units(loss, metric, task: str, stats: dict):
     return loss * scale * scale, metric * scale
 
 
-TIMED_STEPS = 4  # batches the warm-up times per model, after the compile ...
-TIMING_REPEATS = 3  # ... in passes timed this many times each
+TIMED_STEPS = 4  # batches of the warm-up's longer timed pass per model, after the compile
 
 
 def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> float:
@@ -1135,9 +1145,11 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     they leave is overwritten by the next hop's ``load``.
 
     Returns the estimated seconds of a hop of this model over ``rows`` rows: a pass's fixed cost
-    plus its cost per batch, from two timed passes (one batch, and up to ``TIMED_STEPS``; the
-    fastest of ``TIMING_REPEATS`` each), scaled to the hop's number of batches (evaluation, once an epoch, is left out). The cost-aware
-    scheduler orders models by it before their first hop is timed."""
+    plus its cost per batch, from two timed passes after the compile (one batch, and up to
+    ``TIMED_STEPS``), scaled to the hop's number of batches (evaluation, once an epoch, is left
+    out). The cost-aware scheduler orders models by it before their first hop is timed, and
+    rescales it by what the models' hops then take (ctq.scheduler): one timing of each is enough
+    to rank them, and a large model's batch is costly (a 170M-parameter Adam step: about a second)."""
     callback = cancel_callback(plpy)
     _, shape, _, task = cm.args
     batches = -(-rows // batch)
@@ -1155,12 +1167,11 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
         cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, callbacks=[callback])
     if not rows:
         return 0.0
-    # the least of a few timings: on a busy machine a pass is only ever slowed down (preempted)
-    one = min(zero_pass(1) for _ in range(TIMING_REPEATS))
+    one = zero_pass(1)
     steps = max(1, min(TIMED_STEPS, batches))
     if steps == 1:
         return one
-    per_batch = max(min(zero_pass(steps) for _ in range(TIMING_REPEATS)) - one, 0.0) / (steps - 1)
+    per_batch = max(zero_pass(steps) - one, 0.0) / (steps - 1)
     return max(one - per_batch, 0.0) + per_batch * batches
 
 

@@ -117,3 +117,58 @@ async def stored_state(conn, run_id: int, model_id: int) -> list[np.ndarray] | N
 
 def assert_close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol)
+
+
+class CountingRelay:
+    """A relay in front of a server that counts the bytes of every connection through it, each way:
+    what ctq's client sends to (bytes_out) and receives from (bytes_in) the database. Clients reach
+    it over TCP on loopback (``dsn``); it reaches the server as ``dsn`` given says (TCP, or the
+    unix socket of a DSN whose host is a directory, as the embedded server's)."""
+
+    def __init__(self, dsn: str):
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query)
+        host = parts.hostname or query.get("host", [""])[0]
+        port = parts.port or int(query.get("port", ["5432"])[0])
+        self.socket = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else None
+        self.target = (host, port)
+        self.user, self.database = parts.username or "", parts.path.lstrip("/")
+        self.bytes_in = self.bytes_out = 0
+
+    async def __aenter__(self):
+        import asyncio
+
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.dsn = f"postgresql://{self.user}@127.0.0.1:{port}/{self.database}?sslmode=disable"
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer):
+        import asyncio
+
+        if self.socket:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.socket)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pump(src, dst, inbound):
+            try:
+                while data := await src.read(65536):
+                    if inbound:
+                        self.bytes_in += len(data)
+                    else:
+                        self.bytes_out += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))

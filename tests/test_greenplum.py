@@ -17,7 +17,7 @@ from collections import defaultdict
 import asyncpg
 import pytest
 
-from conftest import create_table, write_grid
+from conftest import CountingRelay, create_table, write_grid
 from ctq.engines import GreenplumEngine
 
 DSN = os.environ.get("CTQ_TEST_GREENPLUM_DSN")
@@ -73,53 +73,6 @@ async def ctq_through(dsn: str, *args: str) -> tuple[int, str, str]:
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=900)
     return proc.returncode, out.decode(), err.decode()
-
-
-class CountingRelay:
-    """A TCP relay in front of the coordinator that counts the bytes of every connection through it,
-    each way: what ctq's client sends to (bytes_out) and receives from (bytes_in) the database."""
-
-    def __init__(self, dsn: str):
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(dsn)
-        self.target, self.netloc = (parts.hostname, parts.port or 5432), parts.netloc
-        self.dsn_template = dsn
-        self.bytes_in = self.bytes_out = 0
-
-    async def __aenter__(self):
-        import asyncio
-
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        host = self.netloc.rsplit("@", 1)
-        self.dsn = self.dsn_template.replace(self.netloc, (host[0] + "@" if len(host) == 2 else "") + f"127.0.0.1:{port}")
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader, writer):
-        import asyncio
-
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def pump(src, dst, inbound):
-            try:
-                while data := await src.read(65536):
-                    if inbound:
-                        self.bytes_in += len(data)
-                    else:
-                        self.bytes_out += len(data)
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
 
 
 async def primaries(conn) -> int:
@@ -236,6 +189,46 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):
             assert_close(a, e)
+
+
+@pytest.mark.skipif(not os.environ.get("CTQ_TEST_LARGE_STATES"),
+                    reason="set CTQ_TEST_LARGE_STATES=1 to train models whose state is over 1 GB (minutes, GBs of memory)")
+async def test_a_state_over_1_gb_on_greenplum(gp, tmp_path):
+    """tests/test_large_states.py on the cluster: two 1.2 GB states hop between real segments (each
+    hop moves one segment to segment), survive kill -9 of the coordinator, equal plain Keras, and
+    are scored where they lie."""
+    import asyncio
+    import signal
+
+    from test_large_states import large_grid
+    from test_mop_equals_sequential import assert_run_equals_standalone
+
+    await create_table(gp, "public.ctq_gp_large_src", 800, seed=21)
+    grid = write_grid(tmp_path, large_grid("public.ctq_gp_large_src", "gp-large-state"))
+    env = dict(os.environ, CTQ_DSN=DSN)
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    run_id = None
+    for _ in range(3000):
+        run_id = await gp.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'gp-large-state'")
+        if run_id and await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) >= 1:
+            break
+        await asyncio.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    segments = await primaries(gp)
+    assert await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 4 * segments
+    resumed = ctq("train", "--resume", str(run_id), "--json", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    sizes = await gp.fetch("SELECT model_id, count(DISTINCT gp_segment_id) AS segments, "
+                           "sum(length(data))::int8 AS bytes FROM ctq_catalog.model_states WHERE run_id = $1 "
+                           "GROUP BY model_id", run_id)
+    assert len(sizes) == 2 and all(s["bytes"] > 2**30 and s["segments"] == 1 for s in sizes), sizes
+    if segments == 2:  # (assert_run_equals_standalone knows two segments)
+        await assert_run_equals_standalone(gp, run_id)
+    scored = ctq("evaluate", str(run_id), "--table", "public.ctq_gp_large_src", "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["rows"] == 800
 
 
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])

@@ -64,6 +64,29 @@ class Engine:
             await conn.execute(session)
         return conn
 
+    async def preload(self, dsn: str, segments: int) -> list[asyncpg.Connection | None]:
+        """Each segment's connection, opened ahead, its backend (on Greenplum the segment's process
+        that will train) having imported Keras (preload.sql, about 2 s a backend): started while
+        the source is checked and packed, so that the coordinator's warm-up finds it done. A
+        segment whose connection or import failed gets None: the coordinator opens its own and
+        reports the failure in its warm-up."""
+
+        async def one(segment: int) -> asyncpg.Connection | None:
+            try:
+                conn = await self.segment_connection(dsn, f"ctq segment {segment} (preloading)")
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                return None
+            try:
+                await conn.fetchval(self.render("preload.sql", segment=int(segment)))
+                return conn
+            except BaseException:
+                conn.terminate()
+                if asyncio.current_task().cancelling():
+                    raise
+                return None
+
+        return list(await asyncio.gather(*(one(s) for s in range(segments))))
+
     def snapshot(self, dsn: str):
         """An async context manager yielding the :class:`ctq.connection.Snapshot` that one
         preparation (profile + packing, or row check + scoring) reads the source through."""

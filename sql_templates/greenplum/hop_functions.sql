@@ -84,6 +84,20 @@ BEGIN
 END
 $fn$;
 
+-- Keras imported in segment p_segment's writer process (ctq.probe there), ahead of its warm-up.
+CREATE OR REPLACE FUNCTION ctq.gp_preload(p_segment int) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE ok boolean;
+BEGIN
+    IF p_segment IS NULL OR p_segment < 0 THEN
+        RAISE EXCEPTION 'ctq.gp_preload: invalid arguments' USING ERRCODE = '22023';
+    END IF;
+    EXECUTE format('SELECT bool_and(ctq.probe() IS NOT NULL) FROM gp_dist_random(''gp_id'') '
+                   'WHERE gp_segment_id = %s', p_segment) INTO ok;
+    RETURN ok;
+END
+$fn$;
+
 -- Warm-up of segment p_segment's writer process before its first hop (common/warmup.sql): as the
 -- caller, who may read the pack (ctq.use_pack). p_rows: 'cached' or 'markers' (a streaming segment).
 CREATE OR REPLACE FUNCTION ctq.gp_warmup(p_pack_id text, p_segment int, p_params text, p_rows text) RETURNS bytea
@@ -198,10 +212,12 @@ BEGIN
 END
 $fn$;
 REVOKE ALL ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int, int, text, boolean),
+    ctq.gp_preload(int),
     ctq.gp_hop_query(text, text, int, int, text),
     ctq.gp_warmup(text, int, text, text),
     ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int, int, text, boolean),
+    ctq.gp_preload(int),
     ctq.gp_hop_query(text, text, int, int, text),
     ctq.gp_warmup(text, int, text, text),
     ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text) TO ctq_user;
