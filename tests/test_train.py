@@ -71,6 +71,24 @@ async def test_json_output_has_the_documented_keys(mop_run):
     assert len(mop_run["leaderboard"]) == 4
 
 
+async def test_the_compute_share_is_the_recorded_hops_compute_over_the_segments_time(mop_run, conn):
+    """The JSON's compute_share is the hops' compute seconds, as ctq.hops records them (measured
+    in the server around Keras' training and evaluation), over segments x the hop schedule's wall
+    time; segment_utilization (each hop statement as the coordinator waited for it) is at least
+    that. ctq.segment_utilization gives the same share per segment over the run's span."""
+    hops = await conn.fetch("SELECT segment, compute_seconds, started_at, finished_at FROM ctq.hops "
+                            "WHERE run_id = $1", mop_run["run_id"])
+    compute = sum(h["compute_seconds"] for h in hops)
+    assert compute > 0
+    assert mop_run["compute_share"] == pytest.approx(compute / (2 * mop_run["schedule_seconds"]), abs=1e-3)  # (both rounded)
+    assert 0 < mop_run["compute_share"] < mop_run["segment_utilization"] <= 1.0
+    span = (max(h["finished_at"] for h in hops) - min(h["started_at"] for h in hops)).total_seconds()
+    for row in await conn.fetch("SELECT segment, compute_share FROM ctq.segment_utilization WHERE run_id = $1",
+                                mop_run["run_id"]):
+        mine = sum(h["compute_seconds"] for h in hops if h["segment"] == row["segment"])
+        assert row["compute_share"] == pytest.approx(mine / span)
+
+
 async def test_every_model_visits_every_segment_once_per_epoch(mop_run, conn):
     hops = await hop_log(conn, mop_run["run_id"])
     assert len(hops) == 4 * 2 * 2  # models x epochs x segments
