@@ -191,15 +191,13 @@ def layout_of(arrays) -> list:
     return [[np.dtype(a.dtype).str, [int(n) for n in a.shape]] for a in arrays]
 
 
-def state_parts(arrays, hops: int | None = None, part_bytes: int = STATE_PART_BYTES, outcome: dict | None = None):
+def state_parts(arrays, hops: int | None = None, part_bytes: int = STATE_PART_BYTES):
     """Yield a state's parts, (array_index, byte_offset, bytes): the header ({"layout": [[dtype,
-    shape], ...], "hops": the hops the state has trained, "outcome": the metrics of the hop that
-    trained it, when given}), then each array's raw bytes in pieces of at most ``part_bytes``.
-    ``arrays`` may be variables: each is converted when its turn comes, and only one piece of one
-    array is copied at a time."""
+    shape], ...], "hops": the hops the state has trained}), then each array's raw bytes in pieces of
+    at most ``part_bytes``. ``arrays`` may be variables: each is converted when its turn comes, and
+    only one piece of one array is copied at a time."""
     arrays = list(arrays)
-    header = {"layout": layout_of(arrays), "hops": hops, **({"outcome": outcome} if outcome is not None else {})}
-    yield HEADER_PART, 0, json.dumps(header).encode()
+    yield HEADER_PART, 0, json.dumps({"layout": layout_of(arrays), "hops": hops}).encode()
     for index, array in enumerate(arrays):
         flat = memoryview(np.ascontiguousarray(to_numpy(array)).reshape(-1)).cast("B")
         for offset in range(0, max(len(flat), 1), part_bytes):
@@ -959,7 +957,7 @@ def trained_state_parts(*, GD, key):
     trained = GD.pop("ctq.trained", None)
     if trained is None or trained["key"] != key:
         raise RuntimeError("no trained state to store for this hop")
-    yield from state_parts(state_variables(trained["model"].model), trained["hops"], outcome=trained.get("outcome"))
+    yield from state_parts(state_variables(trained["model"].model), trained["hops"])
 
 
 def stored_parts(plpy, GD, key):
@@ -1028,26 +1026,10 @@ def stream_result(GD, entry, acc) -> dict:
             "val_loss": val_loss / nv if nv else None, "val_metric": val_metric / nv if nv else None}
 
 
-# What a hop reports (ctq.hop_result's columns but the state): also written into the header of the
-# state it trained, where the hop's recording reads it on Greenplum (greenplum/hop_functions.sql).
-HOP_OUTCOME = ("loss", "metric", "rows", "compute_seconds", "val_loss", "val_metric", "hop_started",
-               "hop_finished", "executed_on")
-
-
 def step_final(*, plpy, GD, acc):
     """Final function of ``ctq.train_step``: warm up, or train one sub-epoch (a hop) on the data of
-    the segment the targeted query ran on, and return the new state and metrics (the metrics also
-    go into the new state's header: :func:`trained_state_parts`)."""
-    result = hop_outcome(plpy=plpy, GD=GD, acc=acc)
-    trained = GD.get("ctq.trained")
-    if trained is not None and trained["key"] == acc:
-        trained["outcome"] = {k: result[k] for k in HOP_OUTCOME}
-    return result
-
-
-def hop_outcome(*, plpy, GD, acc):
-    """:func:`step_final`'s work: warm up, or train one sub-epoch (a hop) on the data of the segment
-    the targeted query ran on; the new state and metrics.
+    the segment the targeted query ran on; its metrics, and the new state's key (``state_key``:
+    the state stays in the backend for :func:`trained_state_parts`).
 
     The data is decoded on the first query of a backend and cached in ``GD``; later queries skip
     the buffer rows (``data_cached`` in their WHERE clause), so a hop reads no table data.

@@ -1,10 +1,14 @@
--- A hop on Greenplum (one call, ctq.gp_hop): the model's state moves from the segment of its last
--- hop to the hop's segment (segment to segment), the targeted query trains on it there and
--- writes the new state's parts there, in the same statement, and the hop is recorded; all in the
--- caller's transaction. The state never passes through the coordinator or the client. The
--- statements run from inside these functions: Greenplum runs such a statement in the session's
--- writer process on the segment, for the warm-up as for every hop, so the data and models cached
--- in that process's GD serve them all (a SELECT sent by the client would run in another process).
+-- A hop on Greenplum (one call, ctq.gp_hop), in the caller's transaction: the model's state is
+-- copied from the segment of its last hop to the hop's segment (segment to segment, into the
+-- session's own temporary table), the targeted query trains on it there (a SELECT: the trained
+-- state stays in the segment process's GD), the new state's parts are written there from GD, and
+-- the hop is recorded. The state never passes through the coordinator or the client. The shared
+-- state tables are written only once training is over: Greenplum 6 (without its global deadlock
+-- detector) locks a whole table for a DELETE, which would otherwise wait for every other
+-- segment's training to end (measured: segments took turns). The statements run from inside
+-- these functions: Greenplum runs such a statement in the session's writer process on the
+-- segment, for the warm-up as for every hop, so the data and models cached in that process's GD
+-- serve them all (a SELECT sent by the client would run in another process).
 
 -- The distribution-key value of the pack's rows on segment p_segment (the pack is distributed by
 -- one such value per segment): the key that puts a state on that segment.
@@ -26,7 +30,8 @@ $fn$;
 
 -- The targeted query of segment p_segment, whose distribution key is p_key: its buffer rows (the
 -- segment's own and the validation copies) and, with p_parts, the parts of the model's state there
--- ($2 run, $3 model, $4 the state's hops; $1 the parameters). The key is a literal and the GROUP BY
+-- ($2 run, $3 model, $4 the state's hops; $1 the parameters): stored there, or copied there for
+-- this hop (the session's pg_temp.ctq_moved_state, ctq_catalog.move_state). The key is a literal and the GROUP BY
 -- is the distribution key and gp_segment_id (the planner adds a Redistribute Motion for the key
 -- alone), so the plan is a direct dispatch to that one segment with no Motion below the aggregate (Gather Motion 1:1 (slice1; segments: 1) as a SELECT; the hop's INSERT of the new
 -- parts runs in the same slice, dispatched to that one segment under ORCA). p_rows: 'cached' (the
@@ -63,24 +68,33 @@ GROUP BY u.dist_key, u.gp_segment_id$q$,
       UNION ALL
       SELECT s.dist_key, s.gp_segment_id, NULL, NULL, NULL, NULL, NULL, NULL, s.array_index, s.byte_offset, s.data
       FROM ctq_catalog.model_states s WHERE s.dist_key = %1$s AND s.run_id = $2 AND s.model_id = $3
-                                        AND s.hops = $4$p$, p_key) ELSE '' END);
+                                        AND s.hops = $4
+      UNION ALL
+      SELECT s.dist_key, s.gp_segment_id, NULL, NULL, NULL, NULL, NULL, NULL, s.array_index, s.byte_offset, s.data
+      FROM pg_temp.ctq_moved_state s WHERE s.dist_key = %1$s$p$, p_key) ELSE '' END);
 END
 $fn$;
 
--- A hop's training statement on segment p_segment (key p_key): the targeted query with the state's
--- parts, as an INSERT of the new state's parts into ctq_catalog.p_target (hop_states or
--- model_states), handed over one at a time by ctq.state_parts, on that segment. $1..$4 as above.
-CREATE OR REPLACE FUNCTION ctq.gp_hop_query(p_target text, p_pack_id text, p_segment int, p_key int, p_rows text)
+-- A hop's second statement on segment p_segment (pack p_pack_id, key p_key): the state its training
+-- left in the segment process's GD (state key $4, ctq.state_parts), written a part at a time into
+-- ctq_catalog.p_target (hop_states, or model_states for a checkpoint) on that segment. $1 run, $2
+-- model, $3 the hops the state had trained before the hop. The parts hang off the segment's
+-- marker row of the pack (bucket -1), whose distribution key is the target's: the plan has no
+-- Motion, so it runs in the segment's writer process, whose GD holds the state (a Motion would
+-- put the function in another process).
+CREATE OR REPLACE FUNCTION ctq.gp_store_query(p_target text, p_pack_id text, p_segment int, p_key int)
 RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
-    IF p_target IS NULL OR p_target NOT IN ('hop_states', 'model_states') THEN
-        RAISE EXCEPTION 'ctq.gp_hop_query: invalid arguments' USING ERRCODE = '22023';
+    IF p_target IS NULL OR p_target NOT IN ('hop_states', 'model_states') OR p_pack_id IS NULL
+       OR p_pack_id !~ '^[0-9a-f]{16}$' OR p_segment IS NULL OR p_key IS NULL THEN
+        RAISE EXCEPTION 'ctq.gp_store_query: invalid arguments' USING ERRCODE = '22023';
     END IF;
-    RETURN format('INSERT INTO ctq_catalog.%s (dist_key, run_id, model_id, hops, array_index, byte_offset, data) '
-                  'SELECT p.dist_key, $2, $3, $4 + 1, (p.part).array_index, (p.part).byte_offset, (p.part).data '
-                  'FROM (SELECT t.dist_key, ctq.state_parts((t.r).state_key) AS part FROM (%s) t) p',
-                  p_target, ctq.gp_train_query(p_pack_id, p_segment, p_key, p_rows, true));
+    RETURN format('INSERT INTO ctq_catalog.%1$s (dist_key, run_id, model_id, hops, array_index, byte_offset, data) '
+                  'SELECT p.dist_key, $1, $2, $3 + 1, (p.part).array_index, (p.part).byte_offset, (p.part).data '
+                  'FROM (SELECT b.dist_key, ctq.state_parts($4) AS part FROM ctq_data.pack_%2$s b '
+                  'WHERE b.dist_key = %4$s AND b.segment = %3$s AND b.bucket = -1) p',
+                  p_target, p_pack_id, p_segment, p_key);
 END
 $fn$;
 
@@ -111,9 +125,10 @@ BEGIN
 END
 $fn$;
 
--- The parts of a model's state (of p_hops hops) at distribution key p_from, copied to p_to as a working
--- state, segment to segment (a Redistribute Motion, on the segments only); whether they are at
--- p_from (when p_from = p_to nothing moves). Called by ctq.gp_hop, which deletes the source later.
+-- The parts of a model's state (of p_hops hops) at distribution key p_from, copied to key p_to
+-- (segment to segment: a Redistribute Motion, on the segments only) into the session's temporary
+-- table pg_temp.ctq_moved_state (emptied at commit), where the hop's training reads them; whether
+-- they are at p_from (p_from = p_to: nothing to copy, the training reads them where they are).
 CREATE OR REPLACE FUNCTION ctq_catalog.move_state(p_run bigint, p_model int, p_hops int, p_from int, p_to int)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
@@ -127,12 +142,11 @@ BEGIN
         INTO n USING p_run, p_model, p_hops;
         RETURN n > 0;
     END IF;
-    EXECUTE format('INSERT INTO ctq_catalog.hop_states (dist_key, run_id, model_id, hops, array_index, byte_offset, '
-                   'data) '
-                   'SELECT %1$s, s.run_id, s.model_id, s.hops, s.array_index, s.byte_offset, s.data '
+    EXECUTE format('INSERT INTO pg_temp.ctq_moved_state (dist_key, array_index, byte_offset, data) '
+                   'SELECT %1$s, s.array_index, s.byte_offset, s.data '
                    'FROM ctq_catalog.hop_states s WHERE s.dist_key = %2$s AND s.run_id = $1 AND s.model_id = $2 '
                    'AND s.hops = $3 UNION ALL '
-                   'SELECT %1$s, s.run_id, s.model_id, s.hops, s.array_index, s.byte_offset, s.data '
+                   'SELECT %1$s, s.array_index, s.byte_offset, s.data '
                    'FROM ctq_catalog.model_states s WHERE s.dist_key = %2$s AND s.run_id = $1 AND s.model_id = $2 '
                    'AND s.hops = $3', p_to, p_from)
     USING p_run, p_model, p_hops;
@@ -150,61 +164,76 @@ CREATE OR REPLACE FUNCTION ctq.gp_hop(p_run bigint, p_model int, p_epoch int, p_
 RETURNS ctq.hop_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    pack_id text; key int; from_segment int; from_key int; legacy bytea; target text; n int; outcome json;
-    r ctq.hop_result;
+    pack_id text; key int; from_segment int; from_key int; legacy bytea; n int; r ctq.hop_result;
+    optimizer text := current_setting('optimizer');
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
     IF p_model IS NULL OR p_segment IS NULL OR p_segment < 0 OR p_hops IS NULL OR p_hops < 0 OR p_params IS NULL
        OR p_checkpoint IS NULL OR p_rows NOT IN ('cached', 'stream') THEN
         RAISE EXCEPTION 'ctq.gp_hop: invalid arguments' USING ERRCODE = '22023';
     END IF;
+    IF to_regclass('pg_temp.ctq_moved_state') IS NULL THEN  -- once a session (the training query reads it)
+        CREATE TEMP TABLE ctq_moved_state (dist_key int, array_index int, byte_offset int8, data bytea)
+        ON COMMIT DELETE ROWS DISTRIBUTED BY (dist_key);
+        ALTER TABLE pg_temp.ctq_moved_state ALTER COLUMN data SET STORAGE EXTERNAL;
+    END IF;
     SELECT x.pack_id INTO pack_id FROM ctq_catalog.runs x WHERE x.run_id = p_run;
     key := ctq.segment_key(pack_id, p_segment);
-    -- Where the model's state lies: where its last hop stored it (after a crash, restore_checkpoints
-    -- leaves the hop that stored the checkpoint last); before any hop, a warm start's copy, or none.
-    -- A state an earlier ctq kept as one value (models.state) becomes one part here, once.
+    -- 1. The state, on this segment: where the model's last hop stored it (after a crash,
+    -- restore_checkpoints leaves the hop that stored the checkpoint last); before any hop, a warm
+    -- start's copy, or none. A state an earlier ctq kept as one value (models.state) is a part here.
     SELECT m.state INTO legacy FROM ctq_catalog.models m WHERE m.run_id = p_run AND m.model_id = p_model;
     IF legacy IS NOT NULL THEN
-        INSERT INTO ctq_catalog.hop_states (dist_key, run_id, model_id, hops, array_index, byte_offset, data)
-        VALUES (key, p_run, p_model, p_hops, -2, 0, legacy);
-        UPDATE ctq_catalog.models SET state = NULL WHERE run_id = p_run AND model_id = p_model;
-    END IF;
-    SELECT h.segment INTO from_segment FROM ctq_catalog.hops h WHERE h.run_id = p_run AND h.model_id = p_model
-    ORDER BY h.epoch DESC, h.finished_at DESC LIMIT 1;
-    from_key := CASE WHEN legacy IS NOT NULL THEN key
-                     WHEN from_segment IS NOT NULL THEN ctq.segment_key(pack_id, from_segment) END;
-    IF from_key IS NOT NULL AND NOT ctq_catalog.move_state(p_run, p_model, p_hops, from_key, key) THEN
-        from_key := NULL;  -- not where its last hop left it: looked for below
-    END IF;
-    IF from_key IS NULL THEN  -- (on every segment: once for a model's first hop)
-        SELECT x.dist_key INTO from_key FROM (
-            SELECT dist_key FROM ctq_catalog.hop_states
-            WHERE run_id = p_run AND model_id = p_model AND hops = p_hops AND array_index < 0
-            UNION ALL
-            SELECT dist_key FROM ctq_catalog.model_states
-            WHERE run_id = p_run AND model_id = p_model AND hops = p_hops AND array_index < 0) x LIMIT 1;
-        IF from_key IS NOT NULL THEN
-            PERFORM ctq_catalog.move_state(p_run, p_model, p_hops, from_key, key);
+        INSERT INTO pg_temp.ctq_moved_state (dist_key, array_index, byte_offset, data) VALUES (key, -2, 0, legacy);
+    ELSE
+        SELECT h.segment INTO from_segment FROM ctq_catalog.hops h WHERE h.run_id = p_run AND h.model_id = p_model
+        ORDER BY h.epoch DESC, h.finished_at DESC LIMIT 1;
+        IF from_segment IS NOT NULL THEN
+            from_key := ctq.segment_key(pack_id, from_segment);
+            IF NOT ctq_catalog.move_state(p_run, p_model, p_hops, from_key, key) THEN
+                from_key := NULL;  -- not where its last hop left it: looked for below
+            END IF;
+        END IF;
+        IF from_key IS NULL THEN  -- (on every segment: once for a model's first hop)
+            SELECT x.dist_key INTO from_key FROM (
+                SELECT dist_key FROM ctq_catalog.hop_states
+                WHERE run_id = p_run AND model_id = p_model AND hops = p_hops AND array_index < 0
+                UNION ALL
+                SELECT dist_key FROM ctq_catalog.model_states
+                WHERE run_id = p_run AND model_id = p_model AND hops = p_hops AND array_index < 0) x LIMIT 1;
+            IF from_key IS NOT NULL THEN
+                PERFORM ctq_catalog.move_state(p_run, p_model, p_hops, from_key, key);
+            END IF;
         END IF;
     END IF;
-    target := CASE WHEN p_checkpoint THEN 'model_states' ELSE 'hop_states' END;
-    EXECUTE ctq.gp_hop_query(target, pack_id, p_segment, key, p_rows) USING p_params, p_run, p_model, p_hops;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    EXECUTE format('SELECT convert_from(data, ''UTF8'')::json -> ''outcome'' FROM ctq_catalog.%s WHERE dist_key = %s '
-                   'AND run_id = $1 AND model_id = $2 AND hops = $3 AND array_index = -1', target, key)
-    INTO outcome USING p_run, p_model, p_hops + 1;
-    IF outcome IS NULL THEN
-        RAISE EXCEPTION 'ctq.gp_hop: hop of model % stored no state', p_model USING ERRCODE = '22023';
+    -- 2. Training: a direct-dispatched SELECT; the trained state stays in the segment's GD. (Planned
+    -- by the planner: ORCA sends a UNION ALL of several tables to every segment.)
+    PERFORM set_config('optimizer', 'off', true);
+    EXECUTE 'SELECT (t.r).* FROM (' || ctq.gp_train_query(pack_id, p_segment, key, p_rows, true) || ') t'
+    INTO r USING p_params, p_run, p_model, p_hops;
+    PERFORM set_config('optimizer', optimizer, true);
+    IF r.state_key IS NULL THEN
+        RAISE EXCEPTION 'ctq.gp_hop: hop of model % trained no state', p_model USING ERRCODE = '22023';
     END IF;
-    r := ROW(NULL, (outcome ->> 'loss')::float8, (outcome ->> 'metric')::float8, (outcome ->> 'rows')::int,
-             (outcome ->> 'compute_seconds')::float8, (outcome ->> 'val_loss')::float8,
-             (outcome ->> 'val_metric')::float8, to_timestamp((outcome ->> 'hop_started')::float8),
-             to_timestamp((outcome ->> 'hop_finished')::float8), (outcome ->> 'executed_on')::int, NULL)::ctq.hop_result;
+    -- 3. The new state written on this segment, then the hop recorded, and what it replaced deleted
+    -- (the state it started from, wherever it lay; a checkpoint also replaces the last one). The
+    -- tables it changes are locked from here to the commit only, all at once and in this order
+    -- (Greenplum 6 locks a whole table for a DELETE or UPDATE: two hops taking them one by one
+    -- deadlocked, measured, and the one aborted trained again).
+    LOCK TABLE ctq_catalog.hop_states, ctq_catalog.model_states, ctq_catalog.models IN EXCLUSIVE MODE;
+    EXECUTE ctq.gp_store_query(CASE WHEN p_checkpoint THEN 'model_states' ELSE 'hop_states' END, pack_id, p_segment,
+                               key)
+    USING p_run, p_model, p_hops, r.state_key;
+    GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM ctq.record_hop(p_run, p_model, p_epoch, p_segment, p_last, r, n);
-    -- the state this hop replaced (and its moved copy); a checkpoint also replaces the last one
-    EXECUTE format('DELETE FROM ctq_catalog.hop_states WHERE dist_key IN (%s, %s) AND run_id = $1 AND model_id = $2 '
-                   'AND hops <= $3', key, coalesce(from_key, key))
-    USING p_run, p_model, p_hops;
+    IF legacy IS NOT NULL THEN
+        UPDATE ctq_catalog.models SET state = NULL WHERE run_id = p_run AND model_id = p_model;
+    END IF;
+    IF from_key IS NOT NULL THEN
+        EXECUTE format('DELETE FROM ctq_catalog.hop_states WHERE dist_key = %s AND run_id = $1 AND model_id = $2 '
+                       'AND hops <= $3', from_key)
+        USING p_run, p_model, p_hops;
+    END IF;
     IF p_checkpoint THEN
         DELETE FROM ctq_catalog.model_states WHERE run_id = p_run AND model_id = p_model AND hops <= p_hops;
     END IF;
@@ -213,12 +242,12 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int, int, text, boolean),
     ctq.gp_preload(int),
-    ctq.gp_hop_query(text, text, int, int, text),
+    ctq.gp_store_query(text, text, int, int),
     ctq.gp_warmup(text, int, text, text),
     ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int, int, text, boolean),
     ctq.gp_preload(int),
-    ctq.gp_hop_query(text, text, int, int, text),
+    ctq.gp_store_query(text, text, int, int),
     ctq.gp_warmup(text, int, text, text),
     ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text) TO ctq_user;
 
