@@ -1,7 +1,9 @@
 """`ctq doctor`: check each layer the training depends on, and say how to fix what is broken.
 
 It only reads: a diagnosis must not change the database it diagnoses (no install, no upgrade),
-so it is safe against a production server and as a pre-flight step in a script.
+so it is safe against a production server and as a pre-flight step in a script. (On Greenplum
+before any pack exists, the plan of a training query is shown on a probe pack table created in a
+transaction that is rolled back.)
 
 Layers, in order (a failure stops the checks that depend on it): reaching the database, the
 server version and engine, PL/Python, ctq's schema, Keras and its backend imported *inside the
@@ -22,6 +24,10 @@ from ctq.engines import GreenplumEngine, detect
 from ctq.sql import install_fingerprint, template
 
 
+class _RollBack(Exception):
+    """Ends the transaction of doctor's probe pack with a rollback."""
+
+
 @dataclass
 class Check:
     name: str
@@ -30,32 +36,73 @@ class Check:
     fix: str = ""
 
 
+def client_versions() -> dict[str, str]:
+    """The versions of what the client's side of ctq computes with: a model trained by the server's
+    Keras is exported, and its state read, by the client's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("keras", "jax", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "-"
+    return out
+
+
+def version_check(where: str, probes: list[dict]) -> Check:
+    """The server's (every segment's) keras, jax and numpy against the client's: a mismatch fails."""
+    client = client_versions()
+    found = {"keras": {p["keras"] for p in probes}, "jax": {p["backend_version"] for p in probes if p["backend"] == "jax"},
+             "numpy": {p["numpy"] for p in probes}}
+    wrong = {k: sorted(v) for k, v in found.items() if v and v != {client[k]}}
+    pins = " ".join(f"{k}=={client[k]}" for k in ("keras", "numpy")) + f" 'jax[cpu]=={client['jax']}'"
+    return Check("versions", not wrong,
+                 f"{where} and client: keras {client['keras']}, jax {client['jax']}, numpy {client['numpy']}" if not wrong
+                 else f"{where}: " + ", ".join(f"{k} {', '.join(v)}" for k, v in wrong.items())
+                 + f"; client: {', '.join(f'{k} {client[k]}' for k in wrong)}",
+                 f"install the client's versions for the server (on every host): pip install {pins}")
+
+
 async def greenplum_checks(conn, engine) -> list[Check]:
-    """On Greenplum: PL/Python and Keras *on every primary segment*, and whether a targeted
-    training query is direct-dispatched (EXPLAIN of one, on the newest pack)."""
+    """On Greenplum: PL/Python and Keras *on every primary segment* (their versions the client's),
+    and whether a targeted training query is direct-dispatched (EXPLAIN of one, on the newest pack,
+    or on a probe pack created in a transaction that is rolled back)."""
     checks = []
+    fix = ("install keras + jax on every segment host, readable by the cluster's OS user, and run "
+           "`ctq install --python-path <site-packages>`")
     try:
         rows = await conn.fetch(engine.template("probe_segments.sql"))
         bad = [r["segment"] for r in rows if r["probe"] is None]
-        versions = sorted({json.loads(r["probe"])["keras"] for r in rows if r["probe"]})
+        probes = [json.loads(r["probe"]) for r in rows if r["probe"]]
+        versions = sorted({p["keras"] for p in probes})
         checks.append(Check("keras on segments", not bad and bool(rows),
-                            f"{len(rows)} primary segments; keras {', '.join(versions) or '-'}",
-                            "install keras + jax on every segment host, readable by the cluster's OS user, and "
-                            "run `ctq install --python-path <site-packages>`"))
+                            f"{len(rows)} primary segments; keras {', '.join(versions) or '-'}", fix))
+        if probes:
+            checks.append(version_check("segments", probes))
     except asyncpg.PostgresError as exc:
-        checks.append(Check("keras on segments", False, exc.message.splitlines()[0],
-                            "install keras + jax on every segment host, readable by the cluster's OS user, and "
-                            "run `ctq install --python-path <site-packages>`"))
+        checks.append(Check("keras on segments", False, exc.message.splitlines()[0], fix))
     pack = await conn.fetchrow("SELECT pack_id, table_name FROM ctq.packs ORDER BY created_at DESC LIMIT 1")
-    if pack is None:
-        checks.append(Check("direct dispatch", True, "no pack yet: train once, then run doctor again to see the plan"))
+    try:
+        async with conn.transaction():
+            if pack is None:  # a probe pack of the same layout, gone with the rollback
+                pack = {"pack_id": "0" * 16}
+                await conn.execute(engine.render("pack_create.sql", table=f"ctq_data.pack_{pack['pack_id']}"))
+                await conn.execute(f"INSERT INTO ctq_data.pack_{pack['pack_id']} SELECT g, 0, -1, 0, '', '', '' "
+                                   "FROM generate_series(0, 99) g")  # (rows on every segment: ctq.segment_key)
+            query = await conn.fetchval(engine.template("train_query_text.sql"), pack["pack_id"])
+            plan = [r[0] for r in await conn.fetch("EXPLAIN " + query, "{}")]
+            raise _RollBack
+    except _RollBack:
+        pass
+    except asyncpg.PostgresError as exc:
+        checks.append(Check("direct dispatch", False, f"cannot show the plan: {exc.message.splitlines()[0]}",
+                            "run ctq doctor as the installer (a probe pack table is created, then rolled back)"))
         return checks
-    query = await conn.fetchval(engine.template("train_query_text.sql"), pack["pack_id"])
-    plan = [r[0] for r in await conn.fetch("EXPLAIN " + query, "{}")]
     direct = plan[0].startswith("Gather Motion 1:1") and "segments: 1)" in plan[0] and \
         not any("Motion" in line for line in plan[1:])
     checks.append(Check("direct dispatch", direct,
-                        "training query of segment 0:\n      " + "\n      ".join(plan),
+                        f"training query of segment 0 (pack {pack['pack_id']}):\n      " + "\n      ".join(plan),
                         "the plan should be Gather Motion 1:1 (slice1; segments: 1) with no Motion below the "
                         "aggregate; check gp_enable_direct_dispatch and the Greenplum version (6.20+)"))
     return checks
@@ -110,6 +157,8 @@ async def run_checks(dsn: str | None) -> list[Check]:
                             f"keras {probe['keras']}, backend {probe['backend']} {probe['backend_version']}, "
                             f"numpy {probe['numpy']}, python {probe['python']} "
                             f"(import {probe['keras_import_seconds']}s)"))
+        if not isinstance(engine, GreenplumEngine):  # (there, every segment's: greenplum_checks)
+            checks.append(version_check("server", [probe]))
         checks.append(Check(
             "compile cache", True,
             f"compiled programs kept in {probe['compile_cache']} ({probe['compile_cache_bytes'] / 2**20:.1f} MiB)"

@@ -105,10 +105,17 @@ def install_fingerprint(engine: str = COMMON) -> str:
 BATCH_VALUES = 256
 
 
-def column_batches(values: list[str], width: int = BATCH_VALUES, alias: str = "c") -> tuple[str, int]:
+def column_batches(values: list[str], width: int = BATCH_VALUES, alias: str = "c",
+                   per_row: dict[str, str] | None = None) -> tuple[str, int]:
     """A ``CROSS JOIN LATERAL`` turning each source row into ``ceil(len(values) / width)`` rows
-    ``(ctq_batch, ctq_1 .. ctq_k)``, batch b carrying values ``b*k .. b*k+k-1`` (float8 SQL
-    expressions; the last batch padded with NULLs). Returns the clause and ``k``.
+    ``(ctq_batch, ctq_1 .. ctq_k, <per_row names>)``, batch b carrying values ``b*k .. b*k+k-1``
+    (float8 SQL expressions; the last batch padded with NULLs) and, in every batch, the
+    ``per_row`` expressions (name -> SQL). Returns the clause and ``k``.
+
+    An expression several aggregates filter on belongs in ``per_row``: there it is computed once a
+    batch row and read as a column, where in a subquery of the FROM clause the planner would inline
+    it into every aggregate that reads it (Greenplum's two-hash row key, 66 times per row: most of
+    a 1M-row profile's 40 s, measured).
 
     Why: a statement with a few aggregates per column (the source profile, the scoring checks) would
     otherwise grow with the width until its partial aggregate row passes PostgreSQL's 1,664-column
@@ -117,13 +124,14 @@ def column_batches(values: list[str], width: int = BATCH_VALUES, alias: str = "c
     row, as before. Aggregate ``{alias}.ctq_i``, GROUP BY ``{alias}.ctq_batch``, and read batch b's
     slot i as value ``b*k + i - 1``."""
     k = max(1, min(width, len(values)))
+    extra = per_row or {}
     rows = []
     for b, start in enumerate(range(0, max(1, len(values)), k)):
         part = list(values[start:start + k])
         part += ["NULL::float8"] * (k - len(part))
-        rows.append(f"({b}, {', '.join(part)})")
-    slots = ", ".join(f"ctq_{i}" for i in range(1, k + 1))
-    return f"CROSS JOIN LATERAL (VALUES {', '.join(rows)}) {alias}(ctq_batch, {slots})", k
+        rows.append(f"({', '.join([str(b), *part, *extra.values()])})")
+    names = ", ".join(["ctq_batch", *(f"ctq_{i}" for i in range(1, k + 1)), *extra])
+    return f"CROSS JOIN LATERAL (VALUES {', '.join(rows)}) {alias}({names})", k
 
 
 def unbatch(rows, column: str, count: int) -> list:

@@ -56,12 +56,65 @@ def as_role(role: str) -> str:
 
 @pytest.fixture(scope="module")
 async def gp():
+    """The suite's database, created (on the cluster's `postgres` database) if it does not exist yet,
+    with ctq installed."""
+    await ensure_database(DSN)
     install = ctq("install", *(["--python-path", PYTHON_PATH] if PYTHON_PATH else []))
     assert install.returncode == 0, install.stderr
     conn = await asyncpg.connect(DSN)
     await create_table(conn, "public.ctq_gp_src", 4000, seed=5)
     yield conn
     await conn.close()
+
+
+async def ensure_database(dsn: str) -> bool:
+    """Create the database ``dsn`` names unless it exists (connected to ``postgres``, as its user);
+    whether it was created."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        return True
+    finally:
+        await admin.close()
+
+
+async def test_a_fresh_database_installs_and_doctor_shows_the_plan_before_any_pack(gp):
+    """ctq install in a new database (no catalog of an earlier ctq), then ctq doctor: every check
+    passes, the training query's plan (direct dispatch) shown on a probe pack that is rolled back,
+    the segments' Keras, jax and numpy the client's."""
+    fresh = DSN.rsplit("/", 1)[0] + "/ctqtest_fresh"
+    admin = await asyncpg.connect(DSN.rsplit("/", 1)[0] + "/postgres")
+    await admin.execute("DROP DATABASE IF EXISTS ctqtest_fresh")
+    await admin.close()
+    assert await ensure_database(fresh)
+    try:
+        env = dict(os.environ, CTQ_DSN=fresh, COLUMNS="200")
+        install = subprocess.run([sys.executable, "-m", "ctq.cli", "install", *(["--python-path", PYTHON_PATH]
+                                                                                 if PYTHON_PATH else [])],
+                                 capture_output=True, text=True, env=env, timeout=600)
+        assert install.returncode == 0, install.stderr
+        doctor = subprocess.run([sys.executable, "-m", "ctq.cli", "doctor", "--json"], capture_output=True, text=True,
+                                env=env, timeout=600)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)}
+        assert checks["direct dispatch"]["ok"] and "pack 0000000000000000" in checks["direct dispatch"]["detail"]
+        assert "Gather Motion 1:1  (slice1; segments: 1)" in checks["direct dispatch"]["detail"]
+        assert checks["versions"]["ok"], checks["versions"]
+        conn = await asyncpg.connect(fresh)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname = 'pack_0000000000000000'") == 0
+        finally:
+            await conn.close()
+    finally:
+        admin = await asyncpg.connect(DSN.rsplit("/", 1)[0] + "/postgres")
+        await admin.execute("DROP DATABASE IF EXISTS ctqtest_fresh")
+        await admin.close()
 
 
 async def ctq_through(dsn: str, *args: str) -> tuple[int, str, str]:

@@ -8,11 +8,11 @@
 -- used (states were one value in models.state): it is made anew.
 DO $states$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = '{{catalog}}' AND c.relname = 'model_states')
-       AND NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{{catalog}}.model_states'::regclass
+    IF to_regclass('{{catalog}}.model_states') IS NOT NULL THEN  -- (nested: the cast below needs the table)
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{{catalog}}.model_states')
                        AND attname = 'dist_key' AND NOT attisdropped) THEN
-        DROP TABLE {{catalog}}.model_states;
+            DROP TABLE {{catalog}}.model_states;
+        END IF;
     END IF;
 END
 $states$;
