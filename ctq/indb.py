@@ -1021,7 +1021,7 @@ def stream_result(GD, entry, acc) -> dict:
         scorer.update_state(np.concatenate([y for y, _ in run["val_predictions"]]),
                             np.concatenate([q for _, q in run["val_predictions"]]))
         val_metric = float(scorer.result()) * nv
-    return {**hand_over(GD, entry, acc, run["model"]), "loss": loss / n if n else None,
+    return {**hand_over(GD, entry, acc, run["model"]), "estimates": None, "loss": loss / n if n else None,
             "metric": metric / n if n else None, "rows": n, "compute_seconds": run["compute"],
             "val_loss": val_loss / nv if nv else None, "val_metric": val_metric / nv if nv else None}
 

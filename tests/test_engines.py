@@ -29,7 +29,7 @@ def test_greenplum_targeted_query_carries_the_segment_as_a_literal(segment):
     statements = GreenplumEngine().hop_statements(segment, PACK, TABLE)
     assert f"ctq.gp_warmup('{PACK}', {segment}, $1::text, 'cached')" in statements["warmup"]
     for name, checkpoint in (("hop", "false"), ("checkpoint", "true")):
-        assert f"ctq.gp_hop($1, $2, $3::int, {segment}, $4::boolean, {checkpoint}, $6::int, $5::text, 'cached')" \
+        assert f"ctq.gp_hop($1, $2, $3::int, {segment}, $4::boolean, {checkpoint}, $6::int, $5::text, 'cached',\n" \
             in statements[name]
     for sql in statements.values():
         assert not re.search(r"gp_segment_id\s*=\s*\$", sql)

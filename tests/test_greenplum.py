@@ -573,7 +573,7 @@ def hostile(run_id: int, pack_id: str, source: str) -> list[tuple[str, str]]:
         (BOB, f"SELECT ctq.share_run({run_id}, ARRAY['{BOB}'], false)"),
         (BOB, f"SELECT ctq.warm_start({run_id}, {run_id}, ARRAY[1], 1)"),
         (BOB, f"SELECT ctq.warm_start(NULL, {run_id}, ARRAY[1], 1)"),
-        (BOB, f"SELECT * FROM ctq.gp_hop({run_id}, 1, 9, 0, false, false, 0, '{{}}', 'cached')"),
+        (BOB, f"SELECT * FROM ctq.gp_hop({run_id}, 1, 9, 0, false, false, 0, '{{}}', 'cached', ARRAY[0, 1])"),
         (BOB, f"SELECT * FROM ctq.model_state_parts({run_id}, 1)"),
         (BOB, f"SELECT * FROM ctq.restore_checkpoints({run_id}, 2)"),
         (BOB, "SELECT count(*) FROM ctq_catalog.model_states"),
@@ -680,7 +680,7 @@ async def test_a_run_shared_with_a_role_is_read_only_for_it_on_greenplum(gp, ana
                       f"SELECT ctq.heartbeat({run_id})", f"SELECT ctq.resume_run({run_id})",
                       f"SELECT ctq.share_run({run_id}, ARRAY['{CAROL}'], false)",
                       f"SELECT ctq.model_status({run_id}, 1, 'failed', 'x')",
-                      f"SELECT * FROM ctq.gp_hop({run_id}, 1, 9, 0, false, false, 0, '{{}}', 'cached')",
+                      f"SELECT * FROM ctq.gp_hop({run_id}, 1, 9, 0, false, false, 0, '{{}}', 'cached', ARRAY[0, 1])",
                       f"SELECT * FROM ctq.restore_checkpoints({run_id}, 2)"]
             for sql in writes:
                 with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):

@@ -43,6 +43,9 @@ class GreenplumEngine(Engine):
     SEGMENT_LOST = ("Error on receive from seg", "server closed the connection unexpectedly",
                     "the database system is in recovery mode", "the database system is starting up")
 
+    def __init__(self):
+        self.keys: list[int] | None = None  # each segment's distribution key (run_hop)
+
     def is_transient(self, exc):
         message = str(getattr(exc, "message", "") or exc)
         return any(text in message for text in self.SEGMENT_LOST)
@@ -120,10 +123,15 @@ class GreenplumEngine(Engine):
 
     async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params, hops, checkpoint=False):
         """One call (ctq.gp_hop) in a transaction of its own (see write()): the state moves segment
-        to segment, trains and is stored on the hop's segment, the hop is recorded."""
+        to segment, trains and is stored on the hop's segment, the hop is recorded. It is given
+        every segment's distribution key (found once, :meth:`segment_keys`), which it would
+        otherwise look up twice a hop."""
+        if self.keys is None:
+            found = await self.segment_keys(conn)
+            self.keys = [found[s] for s in range(len(found))]
         async with conn.transaction():
             return await conn.fetchrow(statements["checkpoint" if checkpoint else "hop"], run_id, model_id, epoch,
-                                       last_of_epoch, params, hops)
+                                       last_of_epoch, params, hops, self.keys)
 
     async def prepare_scoring(self, conn, spec: ScoreSpec, run_id, model_id, params):
         """Stage the rows to score where they are: each row, as its feature bytes, tagged with its

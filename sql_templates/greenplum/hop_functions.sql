@@ -158,38 +158,49 @@ REVOKE ALL ON FUNCTION ctq_catalog.move_state(bigint, int, int, int, int) FROM P
 
 -- One hop of model p_model of the caller's run p_run on segment p_segment (p_hops: the hops its
 -- state has trained; p_checkpoint: the new state is its checkpoint, in model_states, else its
--- working state, in hop_states; p_rows 'cached' or 'stream'). Returns what ctq.record_hop recorded.
+-- working state, in hop_states; p_rows 'cached' or 'stream'; p_keys: each segment's distribution
+-- key, Engine.segment_keys, in segment order). Returns what ctq.record_hop recorded. A wrong key
+-- harms only the caller's run: the hop would run on another segment and be refused (record_hop).
+DROP FUNCTION IF EXISTS ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text);
 CREATE OR REPLACE FUNCTION ctq.gp_hop(p_run bigint, p_model int, p_epoch int, p_segment int, p_last boolean,
-                                      p_checkpoint boolean, p_hops int, p_params text, p_rows text)
+                                      p_checkpoint boolean, p_hops int, p_params text, p_rows text,
+                                      p_keys int[])
 RETURNS ctq.hop_result
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     pack_id text; key int; from_segment int; from_key int; legacy bytea; n int; r ctq.hop_result;
     optimizer text := current_setting('optimizer');
 BEGIN
-    PERFORM ctq_catalog.check_change(p_run);
     IF p_model IS NULL OR p_segment IS NULL OR p_segment < 0 OR p_hops IS NULL OR p_hops < 0 OR p_params IS NULL
-       OR p_checkpoint IS NULL OR p_rows NOT IN ('cached', 'stream') THEN
+       OR p_checkpoint IS NULL OR p_rows NOT IN ('cached', 'stream') OR p_keys[p_segment + 1] IS NULL THEN
         RAISE EXCEPTION 'ctq.gp_hop: invalid arguments' USING ERRCODE = '22023';
+    END IF;
+    -- the run (the caller's: ctq_catalog.check_change's rule), its pack, the model's state as an
+    -- earlier ctq kept it (models.state) and the segment of its last hop: one look-up (the three
+    -- tables are distributed by run, on one segment)
+    SELECT x.pack_id, m.state, (SELECT h.segment FROM ctq_catalog.hops h WHERE h.run_id = p_run
+                                AND h.model_id = p_model ORDER BY h.epoch DESC, h.finished_at DESC LIMIT 1)
+    INTO pack_id, legacy, from_segment
+    FROM ctq_catalog.runs x JOIN ctq_catalog.models m ON m.run_id = x.run_id AND m.model_id = p_model
+    WHERE x.run_id = p_run AND (x.run_by = session_user OR pg_has_role(session_user, 'ctq_admin', 'MEMBER'));
+    IF NOT FOUND THEN
+        PERFORM ctq_catalog.check_change(p_run);  -- (its message, for a run not the caller's)
+        RAISE EXCEPTION 'ctq.gp_hop: run % has no model %', p_run, p_model USING ERRCODE = '22023';
     END IF;
     IF to_regclass('pg_temp.ctq_moved_state') IS NULL THEN  -- once a session (the training query reads it)
         CREATE TEMP TABLE ctq_moved_state (dist_key int, array_index int, byte_offset int8, data bytea)
         ON COMMIT DELETE ROWS DISTRIBUTED BY (dist_key);
         ALTER TABLE pg_temp.ctq_moved_state ALTER COLUMN data SET STORAGE EXTERNAL;
     END IF;
-    SELECT x.pack_id INTO pack_id FROM ctq_catalog.runs x WHERE x.run_id = p_run;
-    key := ctq.segment_key(pack_id, p_segment);
+    key := p_keys[p_segment + 1];
     -- 1. The state, on this segment: where the model's last hop stored it (after a crash,
     -- restore_checkpoints leaves the hop that stored the checkpoint last); before any hop, a warm
     -- start's copy, or none. A state an earlier ctq kept as one value (models.state) is a part here.
-    SELECT m.state INTO legacy FROM ctq_catalog.models m WHERE m.run_id = p_run AND m.model_id = p_model;
     IF legacy IS NOT NULL THEN
         INSERT INTO pg_temp.ctq_moved_state (dist_key, array_index, byte_offset, data) VALUES (key, -2, 0, legacy);
     ELSE
-        SELECT h.segment INTO from_segment FROM ctq_catalog.hops h WHERE h.run_id = p_run AND h.model_id = p_model
-        ORDER BY h.epoch DESC, h.finished_at DESC LIMIT 1;
         IF from_segment IS NOT NULL THEN
-            from_key := ctq.segment_key(pack_id, from_segment);
+            from_key := p_keys[from_segment + 1];
             IF NOT ctq_catalog.move_state(p_run, p_model, p_hops, from_key, key) THEN
                 from_key := NULL;  -- not where its last hop left it: looked for below
             END IF;
@@ -244,12 +255,12 @@ REVOKE ALL ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int,
     ctq.gp_preload(int),
     ctq.gp_store_query(text, text, int, int),
     ctq.gp_warmup(text, int, text, text),
-    ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text) FROM PUBLIC;
+    ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text, int[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int, int, text, boolean),
     ctq.gp_preload(int),
     ctq.gp_store_query(text, text, int, int),
     ctq.gp_warmup(text, int, text, text),
-    ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text) TO ctq_user;
+    ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text, int[]) TO ctq_user;
 
 -- A model's newest stored state as parts, header first (export, scoring: ctq_catalog is not the
 -- analysts'), of a run the caller may read.
