@@ -224,10 +224,13 @@ async def main() -> None:
         from packing import packing_figures
 
         results.extend(await packing_figures(dsn))
-        # 11. model size: compute share, warm-up, a 2 GB state's peak memory (bench/model_size.py)
-        from model_size import model_size_figures
+        # 11. model size: compute share, warm-up, a 2 GB state's peak memory, the bytes through the
+        # client (bench/model_size.py; its relay is the tests')
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from model_size import client_bytes_figures, model_size_figures
 
         results.extend(await model_size_figures(dsn))
+        results.extend(await client_bytes_figures(dsn))
         # 12. the catalog commands at 10,000 models (bench/catalog_scale.py)
         from catalog_scale import catalog_scale_figures
 
