@@ -1,7 +1,7 @@
 """ctq benchmarks: every figure is a ratio measured side by side in one run (`make bench`).
 
 Writes bench/RESULTS.md (each figure, its target, the machine) and bench/speedup.png. Runs on a
-throwaway embedded PostgreSQL; about 25 minutes on 2 cores (4 of them packing 2M and 20M x 32,
+throwaway embedded PostgreSQL; about 30 minutes on 2 cores (4 of them packing 2M and 20M x 32,
 about 8 GB of disk; 5 training a 2 GB state, about 12 GB of memory). Not a test: nothing here asserts.
 """
 
@@ -235,6 +235,10 @@ async def main() -> None:
         from catalog_scale import catalog_scale_figures
 
         results.extend(await catalog_scale_figures(dsn))
+        # 13. `ctq load` beside `psql \\copy`: 1M and 5M x 32, a text column, 1,000 columns (bench/load.py)
+        from load import load_figures
+
+        results.extend(await load_figures(dsn))
         bench_seconds = time.perf_counter() - t_all
         plot(slow_t / fast_t, bsp.wall_seconds / mop.wall_seconds)
     finally:

@@ -312,21 +312,28 @@ def doctor(dsn: str | None, as_json: bool) -> None:
               help="File encoding, e.g. cp1252 or latin-1 (default: UTF-8, or what a byte-order mark says).")
 
 
+@click.option("--distributed-by", "distributed_by", default=None, metavar="COLUMN",
+              help="Greenplum: distribute the table by this column of the file (default: randomly); "
+                   "checked but without effect on PostgreSQL.")
+
+
 @dsn_option
 @handle_errors
 def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: str | None,
-         encoding: str | None, dsn: str | None) -> None:
-    """Load a CSV file with a header row into a new table; says what it created, refuses what it would misread."""
-    from ctq.loader import parse_delimiter, parse_table, read_csv, write_table
+         encoding: str | None, distributed_by: str | None, dsn: str | None) -> None:
+    """Load a CSV file (or .csv.gz, .bz2, .xz) with a header row into a new table, as a stream through
+    COPY; says what it created, refuses what it would misread, and leaves nothing behind when it fails."""
+    from ctq.loader import load_csv, parse_delimiter, parse_table
+    from ctq.progress import load_progress
 
-    # the file is read and checked whole before any database work
     delimiter = parse_delimiter(delimiter)
     parse_table(table)
-    parsed = read_csv(csv_file, delimiter=delimiter, null=null, encoding=encoding)
 
     async def go():
         async with api.connect(resolve_dsn(dsn)) as conn:
-            return await write_table(conn, parsed, table, replace=replace, source=csv_file)
+            with load_progress(csv_file) as progress:
+                return await load_csv(conn, csv_file, table, delimiter=delimiter, null=null, encoding=encoding,
+                                      replace=replace, distributed_by=distributed_by, progress=progress)
 
     result = run_async(go())
     click.echo(result.summary())

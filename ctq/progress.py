@@ -8,6 +8,7 @@ so a log shows a live run: the model epochs with their metrics and an ETA (every
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -237,3 +238,43 @@ class LogProgress:
         self.total -= (self.plan.epochs - epochs_done) * self.plan.segments  # hops it will not train
         self._say(f"model {model_id} ({self.plan.models.get(model_id, model_id)}) stopped after epoch "
                   f"{epochs_done}: {reason}")
+
+
+LOAD_LOG_SECONDS = 15.0  # without a terminal, a line this often while `ctq load` reads
+
+
+@contextlib.contextmanager
+def load_progress(path: str, stream: TextIO | None = None):
+    """A ``ctq load`` progress callback ``(what, bytes read, size on disk)``: a bar with the bytes
+    read, the rate and the time left on a terminal (stderr), else a plain line every
+    ``LOAD_LOG_SECONDS`` (nothing for a file read faster than that)."""
+    stream = stream or sys.stderr
+    if stream.isatty():
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       TimeRemainingColumn(), console=Console(file=stream), transient=True)
+        tasks: dict[str, int] = {}
+
+        def update(what: str, done: int, size: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(f"{what} {path}", total=size or None)
+            bar.update(tasks[what], completed=done)
+
+        with bar:
+            yield update
+        return
+    started: dict[str, float] = {}
+    said = [time.monotonic()]
+
+    def log(what: str, done: int, size: int) -> None:
+        now = time.monotonic()
+        started.setdefault(what, now)
+        if now - said[0] >= LOAD_LOG_SECONDS:
+            said[0] = now
+            rate = done / max(now - started[what], 1e-9) / 1e6
+            share = f" of {size / 1e6:.1f} MB ({done / size:.0%})" if size else ""
+            log_line(f"ctq load: {what} {path}: {done / 1e6:.1f} MB{share}, {rate:.1f} MB/s", stream)
+
+    yield log

@@ -741,3 +741,28 @@ async def test_install_moves_the_tables_of_an_earlier_catalog_and_keeps_its_runs
     listed = json.loads(ctq("runs", "--json", role=ALICE).stdout)
     assert analysts["run"] in {r["run_id"] for r in listed} and {r["run_by"] for r in listed} == {ALICE}
     assert await gp.fetchval("SELECT nextval('ctq_catalog.runs_run_id_seq')") > next_id
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["numbers-as-bytes", "parsed"])
+async def test_load_creates_a_distributed_table_on_greenplum(gp, tmp_path, text):
+    """`ctq load` through the coordinator: distributed by the column named (else randomly), every
+    row on the segments, and the same types and values as on PostgreSQL."""
+    path = tmp_path / "gp_load.csv.gz"
+    import gzip
+
+    with gzip.open(path, "wt") as f:
+        f.write("id,x,label\n" + "".join(f"{i},{i / 8},{('c' if text else '')}{i % 3}\n" for i in range(30_000)))
+    for args, policy in ((["--distributed-by", "id"], [1]), ([], None)):
+        proc = ctq("load", str(path), "--table", "public.ctq_gp_loaded", "--replace", *args)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == ("created public.ctq_gp_loaded: 3 columns (id int8, x float8, "
+                                       f"label {'text' if text else 'int8'}), 30000 rows")
+        keys = await gp.fetchval("SELECT distkey::int2[] FROM gp_distribution_policy "
+                                 "WHERE localoid = 'public.ctq_gp_loaded'::regclass")
+        assert (list(keys) if keys else None) == policy
+        assert await gp.fetchval("SELECT sum(x) FROM public.ctq_gp_loaded") == sum(i / 8 for i in range(30_000))
+        assert await gp.fetchval("SELECT count(DISTINCT gp_segment_id) FROM public.ctq_gp_loaded") == \
+            await primaries(gp)
+    proc = ctq("load", str(path), "--table", "public.ctq_gp_loaded", "--replace", "--distributed-by", "nope")
+    assert proc.returncode == 2 and "--distributed-by 'nope': not a column" in proc.stderr, proc.stderr
+    await gp.execute("DROP TABLE public.ctq_gp_loaded")

@@ -1,0 +1,1 @@
+DISTRIBUTED BY ({{column}})
