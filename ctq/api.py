@@ -68,13 +68,13 @@ class TrainResult:
     wall_seconds: float
     hops: int
     retries: int
-    utilization: float
-    compute_share: float
+    utilization: float  # hop seconds / (segments x schedule_seconds), as ctq report and compare say
+    compute_share: float  # Keras' seconds / (segments x schedule_seconds): catalog.schedule_shares
     failed_models: dict[int, str]
     leaderboard: list[dict]
     pack_reused: bool
     hop_results: list = dataclasses.field(default_factory=list, repr=False)  # per hop, this session
-    schedule_seconds: float = 0.0  # the hop schedule alone: wall time minus connecting and warm-up
+    schedule_seconds: float = 0.0  # the hop schedule's span as ctq.hops records it (a resumed run's: the whole run)
     check_seconds: float = 0.0  # checking and profiling the source (one scan)
     pack_seconds: float = 0.0  # packing it (0 when an existing pack was reused)
     engine: str = "postgres"
@@ -601,15 +601,17 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         board = await catalog.leaderboard(conn, plan.run_id)
         run = await catalog.get_run(conn, plan.run_id)
         stops = [d for d in await catalog.run_decisions(conn, plan.run_id) if d["decision"] == "stop"]
+        figures = catalog.schedule_shares(await catalog.segment_rows(conn, plan.run_id), plan.segments)
     best = next((row for row in board if row["score"] is not None), None)
     return TrainResult(
         run_id=plan.run_id, status=status, name=plan.name,
         best_model_id=best["model_id"] if best else None, best_model=best["name"] if best else None,
         best_metric=best["score"] if best else None, metric=plan.metric,
         wall_seconds=time.perf_counter() - started, hops=len(outcome.results), retries=outcome.retries,
-        utilization=outcome.utilization, compute_share=outcome.compute_share, failed_models=failed,
+        utilization=figures["utilization"] or 0.0, compute_share=figures["compute_share"] or 0.0,
+        failed_models=failed,
         leaderboard=board, pack_reused=True,
-        hop_results=outcome.results, expected_hop_seconds=outcome.expected, schedule_seconds=outcome.wall_seconds, engine=plan.engine,
+        hop_results=outcome.results, expected_hop_seconds=outcome.expected, schedule_seconds=figures["span_seconds"] or 0.0, engine=plan.engine,
         run_hops=run["hops"], run_wall_seconds=run["wall_seconds"],
         stopped_models={d["model_id"]: f"after epoch {d['epoch']}: {d['reason']}" for d in stops},
         notices=notices,
@@ -659,12 +661,8 @@ async def runs(dsn: str, limit: int = 50, status: str | None = None, name: str |
     'stale' (``ctq train --resume`` continues it), with the wall time it had when its heartbeat stopped.
     ``status`` and ``name`` (a shell-style pattern: ``*``, ``?``) filter before ``limit`` applies."""
     async with connect(dsn) as conn:
-        rows = await catalog.list_runs(conn, limit, status,
+        return await catalog.list_runs(conn, limit, status,
                                        housekeeping.name_pattern(name) if name is not None else None)
-    for row in rows:
-        if row["status"] == "running" and not row["alive"]:
-            row["status"] = "stale"
-    return rows
 
 
 async def models(dsn: str, run_id: int) -> list[dict]:

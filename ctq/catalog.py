@@ -159,8 +159,11 @@ async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revo
 
 def run_sql(name: str) -> str:
     """A template about runs with ``{{run_alive}}`` filled: whether a live coordinator holds run
-    ``r``'s lock (run_alive.sql), one definition for every statement that asks."""
-    return render(name, run_alive=render("run_alive.sql", lock_class=RUN_LOCK_CLASS))
+    ``r``'s lock (run_alive.sql), and ``{{run_status}}``, run ``r``'s status as shown (run_status.sql:
+    'stale' when it says 'running' without one); one definition for every statement that asks."""
+    alive = render("run_alive.sql", lock_class=RUN_LOCK_CLASS)
+    return render(name, run_alive=alive, run_status=render("run_status.sql", alive=f"({alive})"),
+                  run_status_of_lk=render("run_status.sql", alive="lk.alive"))
 
 
 async def _write(conn, name: str, *args) -> Any:
@@ -256,9 +259,27 @@ async def terminate_orphans(conn, application_prefix: str) -> int:
     return await conn.fetchval(template("terminate_orphans.sql"), application_prefix)
 
 
+def schedule_shares(segments: list[dict], count: int) -> dict:
+    """A run's hop-schedule figures from its ctq.segment_utilization rows (hops as the server recorded
+    them), the one definition `ctq train`, `report` and `compare` print: ``span_seconds`` (the first
+    hop's start to the last hop's end, s), ``utilization`` (hop seconds / (``count`` segments x span))
+    and ``compute_share`` (Keras' training and evaluation seconds / (segments x span)); None without hops."""
+    span = segments[0]["span_seconds"] if segments else None
+    if not span:
+        return {"span_seconds": span, "utilization": None, "compute_share": None}
+    return {"span_seconds": span,
+            "utilization": sum(s["busy_seconds"] for s in segments) / (count * span),
+            "compute_share": sum(s["compute_seconds"] for s in segments) / (count * span)}
+
+
+async def segment_rows(conn, run_id: int) -> list[dict]:
+    """ctq.segment_utilization's rows of a run, one per segment that ran a hop."""
+    return [dict(r) for r in await conn.fetch(template("report_segments.sql"), run_id)]
+
+
 async def leaderboard(conn, run_id: int) -> list[dict]:
     rows = []
-    for r in await conn.fetch(template("leaderboard.sql"), run_id):
+    for r in await conn.fetch(run_sql("leaderboard.sql"), run_id):
         row = dict(r)
         row["hyperparameters"] = json.loads(row["hyperparameters"])
         rows.append(row)
@@ -349,5 +370,5 @@ async def warm_sources(conn, run_id: int, architectures: list[dict]) -> list[int
     specs = {m["model_id"]: json.loads(m["architecture"]) for m in await run_models(conn, run_id)}
     engine = await detect(conn)
     trained = {r["model_id"] for r in await conn.fetch(engine.template("trained_models.sql"), run_id)}
-    ranked = [r["model_id"] for r in await conn.fetch(template("leaderboard.sql"), run_id) if r["model_id"] in trained]
+    ranked = [r["model_id"] for r in await conn.fetch(run_sql("leaderboard.sql"), run_id) if r["model_id"] in trained]
     return [next((m for m in ranked if specs[m] == spec), None) for spec in architectures]

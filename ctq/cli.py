@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import signal
 import socket
 import sys
@@ -57,7 +58,7 @@ def _error_json(message: str, exit_code: int, run_id: int | None = None) -> None
 
 
 def run_async(coro):
-    """Run a coroutine; SIGINT and SIGTERM cancel it, so both end in a clean 'interrupted'.
+    """Run a coroutine; SIGINT, SIGTERM and SIGHUP cancel it, so each ends in a clean 'interrupted'.
 
     Both handlers are installed explicitly: a process started in the background by a
     non-interactive shell (CI, make, cron wrappers) inherits SIGINT as *ignored*, and Python's
@@ -67,14 +68,17 @@ def run_async(coro):
     async def main():
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # a closed terminal (SIGHUP) too, unless the command was started under nohup (ignored)
+        hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+        signals = (signal.SIGINT, signal.SIGTERM, *hangup)
+        for sig in signals:
             loop.add_signal_handler(sig, task.cancel)
         try:
             return await coro
         except asyncio.CancelledError:
             raise Interrupted("interrupted") from None
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
             # asyncpg's clean-up of a failed connection runs as its own task; let it end before the
             # loop closes, or it prints an "Event loop is closed" traceback after the error line
@@ -116,6 +120,39 @@ def handle_errors(fn):
     return wrapper
 
 
+class _ReaderMayLeave:
+    """sys.stdout / sys.stderr for a command whose reader may go away (``ctq train | head -3``, a
+    log pipe that closes): the first write that finds the pipe closed sends the rest to /dev/null,
+    so the run goes on and ends as it would have (its results are in the catalog), instead of a
+    BrokenPipeError in the middle of it leaving the run stale."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+
 class JsonAwareGroup(click.Group):
     """Usage errors that click itself detects (an unknown option, a missing argument, ``--limit
     -1``) are one line like every other error, naming the fix (``see: ctq CMD --help``) instead of
@@ -124,6 +161,8 @@ class JsonAwareGroup(click.Group):
     def main(self, args=None, **kwargs):
         args = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in args
+        if not isinstance(sys.stdout, _ReaderMayLeave):
+            sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
         try:
             code = super().main(args, standalone_mode=False, **kwargs)
         except click.exceptions.NoArgsIsHelpError as exc:  # `ctq`, `ctq db`: the help, as click shows it
@@ -161,7 +200,7 @@ Exit codes:
        privilege, wherever found; fix the input or ask for the grant
   3    the database cannot be reached or used (malformed DSN, server down,
        PL/Python missing); retrying later may help
-  130  interrupted (Ctrl-C, SIGTERM); the run can be resumed
+  130  interrupted (Ctrl-C, SIGTERM, a closed terminal); the run can be resumed
 With --json, every outcome prints one JSON document on stdout, errors included:
 {"status", "error", "exit_code", "run_id"}.
 """
@@ -434,7 +473,8 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         _print_leaderboard(result.leaderboard, title=f"run {result.run_id} ({result.name}): {result.status}")
         click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s, segment utilization "
                    f"{result.utilization:.1%} (computing {result.compute_share:.1%}); "
-                   f"best {result.metric} = {result.best_metric} ({result.best_model})")
+                   f"best {result.metric} = "
+                   + ("-" if result.best_metric is None else f"{result.best_metric:.4f}") + f" ({result.best_model})")
         if result.run_hops != result.hops:
             click.echo(f"whole run: {result.run_hops} hops, {result.run_wall_seconds:.1f}s since it started")
     if failure:
@@ -512,7 +552,7 @@ def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: s
         cells = {"run": str(r["run_id"]), "name": r["name"], "status": status, "schedule": r["schedule"],
                  "started": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), "wall s": f"{r['wall_seconds']:.1f}",
                  "models": str(r["models"]), "hops": str(r["hops"]), "best model": r["best_model"] or "-",
-                 "best": "-" if r["best_score"] is None else f"{r['best_score']:.4f}"}
+                 "best": "-" if r["best_score"] is None else f"{r['metric']} {r['best_score']:.4f}"}
         table.add_row(*(cells[c] for c in cols))
     console.print(table)
 
@@ -714,7 +754,7 @@ def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_
         return
     metric = "accuracy" if "accuracy" in result else "mae"
     click.echo(f"model {result['model_id']} ({result['model']}) of run {run_id} on {result['table']} "
-               f"({result['rows']} rows): loss {result['loss']:.6g}, {metric} {result[metric]:.6g}")
+               f"({result['rows']} rows): loss {result['loss']:.4f}, {metric} {result[metric]:.4f}")
 
 
 @main.command()

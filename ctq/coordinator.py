@@ -122,21 +122,6 @@ class Outcome:
         self.wall_seconds += session.wall_seconds
         self.expected.update(session.expected)
 
-    def _share(self, seconds: float) -> float:
-        return seconds / (self.segments * self.wall_seconds) if self.wall_seconds else 0.0
-
-    @property
-    def utilization(self) -> float:
-        """Sum of hop durations / (segments x wall time): 1.0 means no segment ever idled."""
-        return self._share(sum(r.wall_seconds for r in self.results))
-
-    @property
-    def compute_share(self) -> float:
-        """Sum of the hops' compute seconds (Keras training and evaluating, measured in the server)
-        / (segments x wall time): what is left of utilization once the coordinator's gaps, reading
-        data and moving the models' state are taken out."""
-        return self._share(sum(r.compute_seconds for r in self.results))
-
 
 def is_transient(exc: BaseException) -> bool:
     """A failure worth a reconnect and a retry: the connection or the server went away.

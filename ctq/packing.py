@@ -114,6 +114,17 @@ def _match_column(wanted: str, columns: dict[str, dict], key: str) -> dict:
     return col
 
 
+def null_columns(with_nulls: list[tuple[str, int]], rows: int) -> str:
+    """Every column with NULLs, named in one message (one fix, not one run per column):
+    ``with_nulls`` is [(column, NULL count)] of a table of ``rows`` rows."""
+    shown = ", ".join(f"{name!r} ({missing})" for name, missing in with_nulls[:10])
+    more = f" and {len(with_nulls) - 10} more" if len(with_nulls) > 10 else ""
+    if len(with_nulls) == 1:
+        name, missing = with_nulls[0]
+        return f"column {name!r} has {missing} NULL value(s) of {rows} rows"
+    return f"{len(with_nulls)} columns have NULL values (of {rows} rows): {shown}{more}"
+
+
 async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Engine, seed: int) -> Source:
     """Resolve, check and profile the source (read-only); raises DataError naming the table or
     column at fault. ``seed`` and ``data.validation_fraction`` decide which rows are training rows,
@@ -177,11 +188,11 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     counts, mins, maxs, means, variances = (unbatch(rows, k, n_values)
                                             for k in ("counts", "mins", "maxs", "means", "variances"))
     n = profile["n"]
-    for name, count in zip([c["name"] for c in profiled] + [label["name"]], counts[:-1] + [profile["label_count"]]):
-        key = "data.label" if name == label["name"] else "data.features"
-        if count < n:
-            raise DataError(f"{key}: column {name!r} has {n - count} NULL value(s) of {n} rows; "
-                            "filter or impute them (e.g. a view) before training")
+    with_nulls = [(name, n - count) for name, count in zip([c["name"] for c in profiled] + [label["name"]],
+                                                           counts[:-1] + [profile["label_count"]]) if count < n]
+    if with_nulls:
+        key = "data.label" if any(name == label["name"] for name, _ in with_nulls) else "data.features"
+        raise DataError(f"{key}: {null_columns(with_nulls, n)}; filter or impute them (e.g. a view) before training")
     checked = [] if array_feature else [c["name"] for c in profiled]  # (an array's elements: _array_profile)
     for name, lo, hi in zip(checked + [label["name"]], mins[-len(checked) - 1:], maxs[-len(checked) - 1:]):
         if lo is not None and not (math.isfinite(lo) and math.isfinite(hi)):

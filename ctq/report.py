@@ -18,6 +18,7 @@ import datetime
 import html
 import io
 import json
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -55,24 +56,17 @@ class RunData:
     @property
     def span_seconds(self) -> float | None:
         """The hop schedule's span: from the first hop's start to the last hop's end."""
-        return self.segments[0]["span_seconds"] if self.segments else None
-
-    def _share(self, seconds: str) -> float | None:
-        """The segments' ``seconds`` column (ctq.segment_utilization) over (segments x span)."""
-        span = self.span_seconds
-        if not span:
-            return None
-        return sum(s[seconds] for s in self.segments) / (self.run["segments"] * span)
+        return catalog.schedule_shares(self.segments, self.run["segments"])["span_seconds"]
 
     @property
     def utilization(self) -> float | None:
-        """The share of segment time spent in hops over the span: busy seconds / (segments x span)."""
-        return self._share("busy_seconds")
+        """The share of segment time spent in hops over the span (catalog.schedule_shares)."""
+        return catalog.schedule_shares(self.segments, self.run["segments"])["utilization"]
 
     @property
     def compute_share(self) -> float | None:
-        """The share of segment time Keras computed: compute seconds / (segments x span)."""
-        return self._share("compute_seconds")
+        """The share of segment time Keras computed over the span (catalog.schedule_shares)."""
+        return catalog.schedule_shares(self.segments, self.run["segments"])["compute_share"]
 
     @property
     def best(self) -> dict | None:
@@ -99,7 +93,7 @@ async def load(conn, run_id: int) -> RunData:
     return RunData(
         run=run, leaderboard=await catalog.leaderboard(conn, run_id), curves=curves,
         hops=[dict(r) for r in await conn.fetch(template("report_hops.sql"), run_id)],
-        segments=[dict(r) for r in await conn.fetch(template("report_segments.sql"), run_id)], pack=pack,
+        segments=await catalog.segment_rows(conn, run_id), pack=pack,
         decisions=[dict(r) for r in await conn.fetch(template("run_decisions.sql"), run_id)],
     )
 
@@ -142,7 +136,12 @@ def config_differences(a: dict, b: dict) -> list[dict]:
     """Keys whose values differ between two configurations (``None`` where a key is missing)."""
     fa, fb = flatten(a), flatten(b)
     return [{"key": key, "a": fa.get(key), "b": fb.get(key)}
-            for key in sorted(set(fa) | set(fb)) if fa.get(key, _MISSING) != fb.get(key, _MISSING)]
+            for key in sorted(set(fa) | set(fb), key=_natural) if fa.get(key, _MISSING) != fb.get(key, _MISSING)]
+
+
+def _natural(key: str) -> list:
+    """Sort key in which the numbers inside a name count as numbers: features[2] before features[10]."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", key)]
 
 
 _MISSING = object()

@@ -37,7 +37,7 @@ from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageEr
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
-                          label_bytes_sql, server_stats, unreadable_number)
+                          label_bytes_sql, null_columns, server_stats, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 
@@ -246,11 +246,11 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
         raise DataError(f"{where}: table has no rows to score")
     row = next(r for r in rows if r["ctq_batch"] == 0)
     n = row["n"]
-    for name, count, wrong in zip(model.features, unbatch(rows, "nulls", len(values)),
-                                  unbatch(rows, "bad", len(values))):
-        if count:
-            raise DataError(f"{where}: column {name!r} has {count} NULL value(s) of {n} rows; filter or impute "
-                            "them first")
+    nulls_of = unbatch(rows, "nulls", len(values))
+    with_nulls = [(name, count) for name, count in zip(model.features, nulls_of) if count]
+    if with_nulls:
+        raise DataError(f"{where}: {null_columns(with_nulls, n)}; filter or impute them first")
+    for name, wrong in zip(model.features, unbatch(rows, "bad", len(values))):
         if wrong:
             problem = f"arrays of another length than {width}" if array else "NaN or infinite values"
             raise DataError(f"{where}: column {name!r} has {problem} in {wrong} row(s)")

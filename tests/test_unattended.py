@@ -266,3 +266,45 @@ async def test_keras_colours_stay_out_of_json_and_logs(small_table, tmp_path, ru
     doc = json.loads(proc.stdout)
     assert doc["status"] == "error" and doc["exit_code"] == 2 and "bad.json" in doc["error"]
     assert "\x1b" not in proc.stdout + proc.stderr
+
+
+async def test_a_reader_that_goes_away_leaves_the_run_to_finish(small_table, tmp_path, dsn, ctq_home, conn, run_cli):
+    """`ctq train grid.yaml 2>&1 | head -3`: head exits after three lines, every later write finds
+    the pipe closed; the run goes on to the end and exits 0 instead of dying stale with 0 hops."""
+    grid = write_grid(tmp_path, f"""
+        name: piped
+        data: {{table: {small_table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+                task: classification}}
+        segments: 2
+        models: [{{name: m, layers: [{{dense: 8}}]}}]
+        search: {{seed: 2, space: {{learning_rate: [0.01, 0.003]}}}}
+        epochs: 2
+        metric: val_accuracy
+    """)
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home))
+    for command in (f'"{sys.executable}" -m ctq.cli train "{grid}" 2>&1 | head -3',
+                    f'"{sys.executable}" -m ctq.cli runs | head -1'):
+        proc = subprocess.run(["bash", "-c", command + "; exit ${PIPESTATUS[0]}"], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert len(proc.stdout.splitlines()) <= 3 and "Traceback" not in proc.stdout + proc.stderr
+    run = await conn.fetchrow("SELECT run_id, status FROM ctq.runs WHERE name = 'piped' ORDER BY run_id DESC LIMIT 1")
+    assert run["status"] == "succeeded"
+    assert await hops_of(conn, run["run_id"]) == 2 * 2 * 2
+
+
+async def test_a_closed_terminal_interrupts_the_run_resumably(table, grid, dsn, ctq_home, conn, run_cli):
+    """SIGHUP (the terminal closed) ends the run as 'interrupted', like Ctrl-C; its models that were
+    training are listed 'interrupted', by `models` and `runs` alike, and `rm` names the same status."""
+    proc = start(dsn, ctq_home, "train", str(grid), "--name", "hangup")
+    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'hangup'")
+    await wait_for(conn, "SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+    proc.send_signal(signal.SIGHUP)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    statuses = [m["status"] for m in json.loads(run_cli("models", str(run_id), "--json").stdout)]
+    assert "interrupted" in statuses and "training" not in statuses, statuses
+    listed = next(r for r in json.loads(run_cli("runs", "--json").stdout) if r["run_id"] == run_id)
+    assert listed["status"] == "interrupted"
+    removal = run_cli("rm", str(run_id))
+    assert removal.returncode == 2 and f"run {run_id} (hangup, interrupted," in removal.stderr, removal.stderr

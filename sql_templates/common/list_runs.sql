@@ -1,5 +1,6 @@
--- Runs, newest first. A run whose coordinator is gone (its lock is free) stops its clock at its last heartbeat.
-SELECT r.run_id, r.name, r.status, r.schedule, r.started_at, r.finished_at, r.heartbeat_at, r.source_table,
+-- Runs, newest first, with their status as shown (run_status.sql). A run whose coordinator is gone (its
+-- lock is free) stops its clock at its last heartbeat.
+SELECT r.run_id, r.name, {{run_status_of_lk}} AS status, r.schedule, r.started_at, r.finished_at, r.heartbeat_at, r.source_table,
        r.segments, r.epochs, r.metric, r.run_by, r.message, lk.alive,
        extract(epoch FROM coalesce(r.finished_at, CASE WHEN lk.alive THEN now() ELSE r.heartbeat_at END, now())
                           - r.started_at)::float8 AS wall_seconds,
@@ -12,7 +13,7 @@ CROSS JOIN LATERAL (
     SELECT {{run_alive}} AS alive
 ) lk
 -- $2: a status (stale = running with its coordinator gone) or NULL; $3: a LIKE pattern on the name or NULL
-WHERE ($2::text IS NULL OR CASE WHEN r.status = 'running' AND NOT lk.alive THEN 'stale' ELSE r.status END = $2)
+WHERE ($2::text IS NULL OR {{run_status_of_lk}} = $2)
   AND ($3::text IS NULL OR r.name LIKE $3)
 ORDER BY r.run_id DESC
 LIMIT $1;
