@@ -246,6 +246,9 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             await discard(preloading)
             raise
         run_id = plan.run_id
+    hint = source.label_hint()
+    if hint and notify:
+        notify(hint)
     try:
         result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds,
                              preloaded=await preloading if preloading is not None else None)
@@ -257,7 +260,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     result.pack_reused = pack.reused
     result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
     result.wall_seconds = time.perf_counter() - started
-    result.notices = ([notice] if notice else []) + result.notices
+    result.notices = [n for n in (notice, hint) if n] + result.notices
     return result
 
 
@@ -293,7 +296,8 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
         warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment)
-    say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}")
+    say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}: "
+        f"{source.train_rows} rows to train on, {source.rows - source.train_rows} to validate")
     if streams(cfg.memory_budget_mb, pack.stats):
         say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
             f"would not fit memory_budget_mb {cfg.memory_budget_mb}")

@@ -13,7 +13,10 @@ File format
     name: demo                      # optional; default: the file name without its extension
     data:                           # required
       table: public.my_table        # required; "table" or "schema.table"; "Quoted"."Names" allowed
-      features: [f1, f2, f3]        # required; non-empty list of distinct column names
+      features: [f1, f2, f3]        # required; non-empty list of distinct column names (a name
+                                    #   finds its column exactly, or, written with capitals, the
+                                    #   column of its lower case, as unquoted SQL folds: F1 finds
+                                    #   f1, age does not find "Age"; the label and table too)
                                     #   (a single array column is written as a 1-element list);
                                     #   a categorical column is written {column: c, encoding: e}
                                     #   with e one_hot (one input per value) or index (the value's

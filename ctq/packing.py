@@ -33,6 +33,7 @@ from ctq.sql import column_batches, qualified, quote_ident, render, template, un
 
 DEFAULT_BUFFER_BYTES = 4 << 20  # ~4 MiB of float32 features per buffer row
 MAX_CLASSES = 1000
+HINT_CLASSES, HINT_ROWS_PER_CLASS = 20, 10  # Source.label_hint
 # datatype_mismatch, cannot_coerce, undefined_function: a source column's type that a packing
 # expression cannot convert (the column check should have refused it first): the data's fault
 TYPE_ERRORS = ("42804", "42846", "42883")
@@ -68,6 +69,18 @@ class Source:
     categories: dict | None = None
     feature_shape: tuple[int, ...] | None = None  # an array feature's rows reshaped (e.g. images)
     display: str = ""  # the name as SQL takes it, quoted where it must be (find_relation.sql)
+
+    def label_hint(self) -> str | None:
+        """What to tell a user whose classification label looks like a continuous target: more than
+        ``HINT_CLASSES`` numeric classes with under ``HINT_ROWS_PER_CLASS`` rows each (sklearn's
+        diabetes target: 214 classes in 442 rows). A hint, not a refusal: many classes can be right."""
+        if not self.class_values or self.label_category == "S":
+            return None
+        classes = len(self.class_values)
+        if classes <= HINT_CLASSES or self.rows / classes >= HINT_ROWS_PER_CLASS:
+            return None
+        return (f"data.label: {classes} classes in {self.rows} rows ({self.rows / classes:.1f} rows each) from the "
+                f"numbers of column {self.label!r}: is it a continuous target (task: regression)?")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -73,6 +73,8 @@ CASES = {
     "oid feature": ({"features": "[f1, ident]"}, "'ident' has type oid"),
     "money array feature": ({"features": "[prices]"}, "'prices' has type money[]"),
     "money label": ({"label": "price", "task": "regression", "metric": "val_mae"}, "data.label: column 'price'"),
+    # names as unquoted SQL folds them: F1 finds f1 (test_train), but age does not find "Age"
+    "lower case of a mixed-case column": ({"features": "[f1, age]"}, "column 'age' does not exist"),
 }
 
 
@@ -86,7 +88,7 @@ async def bad_source(dsn):
         ALTER TABLE public.bad_src ADD COLUMN with_null float8, ADD COLUMN label_null int, ADD COLUMN word text,
             ADD COLUMN one_class int DEFAULT 1, ADD COLUMN with_nan float8 DEFAULT 0,
             ADD COLUMN price money DEFAULT 1.5, ADD COLUMN ident oid DEFAULT 7,
-            ADD COLUMN prices money[] DEFAULT '{1.5, 2}';
+            ADD COLUMN prices money[] DEFAULT '{1.5, 2}', ADD COLUMN "Age" float8 DEFAULT 1;
         UPDATE public.bad_src SET with_null = CASE WHEN f1 > 0 THEN f1 END, label_null = CASE WHEN f2 > 0 THEN 1 END,
             word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END;
     """)

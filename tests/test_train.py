@@ -252,6 +252,23 @@ async def test_every_column_with_nulls_is_named_in_one_message(conn, tmp_path, r
             f"'f5' ({holes['f5']}); filter or impute") in proc.stderr, proc.stderr
 
 
+async def test_a_label_of_many_numeric_classes_gets_the_regression_hint(conn, tmp_path, run_cli):
+    """sklearn's diabetes target (214 whole numbers in 442 rows) as task: classification trained
+    without a word; now the log says the split's sizes and hints at regression."""
+    from conftest import create_table
+
+    await create_table(conn, "public.continuous", 300, seed=4)
+    await conn.execute("UPDATE public.continuous SET label = abs((f1 * 1000)::int) % 60")
+    classes = await conn.fetchval("SELECT count(DISTINCT label) FROM public.continuous")
+    assert classes > 30
+    grid = TINY.format(name="continuous", table="public.continuous").replace("[f1, f2,", "[F1, f2,")  # finds f1
+    proc = run_cli("train", str(write_grid(tmp_path, grid)))
+    assert proc.returncode == 0, proc.stderr
+    assert (f"data.label: {classes} classes in 300 rows ({300 / classes:.1f} rows each) from the numbers of "
+            "column 'label': is it a continuous target (task: regression)?") in proc.stderr, proc.stderr
+    assert "rows to train on, " in proc.stderr and " to validate" in proc.stderr
+
+
 async def test_plain_output_without_a_terminal(small_table, tmp_path, run_cli):
     grid = write_grid(tmp_path, TINY.format(name="plain", table=small_table))
     proc = run_cli("train", str(grid))
