@@ -28,7 +28,7 @@ from ctq.errors import NotFound
 from ctq.metrics import Metric
 from ctq.sql import template
 
-COLOURS = "tab20"  # matplotlib's qualitative map: 20 distinguishable colours, then they repeat
+COLOURS = "tab20"  # matplotlib's qualitative map: 20 distinguishable colours (beyond: model_colours)
 FULL_CURVES = 12  # models (best first) whose learning curves the report draws in full; the rest summarised
 
 
@@ -163,8 +163,15 @@ def model_colours(model_ids) -> dict[int, str]:
     import matplotlib
     from matplotlib.colors import to_hex
 
+    ordered = sorted(model_ids)
     cmap = matplotlib.colormaps[COLOURS]
-    return {m: to_hex(cmap(i % cmap.N)) for i, m in enumerate(sorted(model_ids))}
+    if len(ordered) <= cmap.N:
+        return {m: to_hex(cmap(i)) for i, m in enumerate(ordered)}
+    # more models than the map's colours: hues a golden angle apart, so that no two repeat
+    from colorsys import hls_to_rgb
+
+    return {m: to_hex(hls_to_rgb((i * 0.381966) % 1.0, 0.45 + 0.15 * (i % 3) / 2, 0.65))
+            for i, m in enumerate(ordered)}
 
 
 def _svg(fig) -> str:
@@ -199,7 +206,9 @@ def curves_svg(data: RunData, model_id: int, name: str, colour: str) -> str:
 def _epoch_axis(ax, label: str, epochs: list[int]) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel(label)
-    ax.set_xticks(epochs or [1])
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xticks(epochs or [1]) if len(epochs) <= 12 else ax.xaxis.set_major_locator(MaxNLocator(8, integer=True))
     ax.grid(alpha=0.3)
 
 
@@ -343,6 +352,8 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None, fu
             ("epochs_done", "epochs"), ("score", run["metric"]), ("train_loss", "train loss"),
             ("train_metric", f"train {data.metric_name}"), ("val_loss", "val loss"),
             ("val_metric", f"val {data.metric_name}"), ("hyperparameters", "hyperparameters")]
+    if run["metric"] == f"val_{data.metric_name}":  # the score is the val metric: one column, not two
+        cols = [c for c in cols if c[0] != "val_metric"]
     out.append('<table id="leaderboard"><thead><tr>' + "".join(f"<th>{esc(label)}</th>" for _, label in cols)
                + "</tr></thead><tbody>")
     for row in data.leaderboard:
@@ -354,7 +365,7 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None, fu
             elif key == "status":
                 text = _status(value)
             elif key == "hyperparameters":
-                text = esc(", ".join(f"{k}={v}" for k, v in value.items()))
+                text = esc(", ".join(f"{k}={v}" for k, v in value.items() if v is not None))
             else:
                 text = _num(value)
             css = {"name": ' class="name"', "status": "", "hyperparameters": ""}.get(key, ' class="n"')

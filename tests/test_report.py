@@ -151,9 +151,10 @@ async def test_report_renders_leaderboard_curves_and_timeline_from_the_catalog(r
         m = models[int(cells["model_id"])]
         assert cells["name"] == m["name"] and cells["status"] == m["status"] == "succeeded"
         assert int(cells["epochs_done"]) == m["epochs_done"] == 2
-        for key in ("train_loss", "train_metric", "val_loss", "val_metric"):
+        for key in ("train_loss", "train_metric", "val_loss"):
             assert close(cells[key], m[key]), key
-        assert close(cells["score"], m["val_metric"])  # the run's metric is val_accuracy
+        assert close(cells["score"], m["val_metric"])  # the run's metric is val_accuracy: shown once
+        assert "val_metric" not in cells and "momentum=None" not in cells["hyperparameters"]
 
     # one learning-curve figure per model, each line with one point per recorded epoch
     curves = [f for f in doc.figures if f["class"] == "curve"]
@@ -378,3 +379,11 @@ async def test_greenplum_gets_the_views_and_queries_in_postgresql_9_4_syntax():
     for name in ("packs.sql", "orphan_packs.sql"):
         text = engine.render(name, size=size)
         assert "pg_partition_tree" not in text and "to_regclass" not in text and "pg_total_relation_size(c.oid)" in text
+
+
+def test_every_model_keeps_its_own_colour_beyond_twenty():
+    from ctq.report import model_colours
+
+    for count in (5, 20, 21, 300):
+        colours = model_colours(range(1, count + 1))
+        assert len(set(colours.values())) == count, count
