@@ -381,7 +381,7 @@ async def test_greenplum_gets_the_views_and_queries_in_postgresql_9_4_syntax():
         assert "pg_partition_tree" not in text and "to_regclass" not in text and "pg_total_relation_size(c.oid)" in text
 
 
-def test_every_model_keeps_its_own_colour_beyond_twenty():
+async def test_every_model_keeps_its_own_colour_beyond_twenty():
     from ctq.report import model_colours
 
     for count in (5, 20, 21, 300):
