@@ -77,9 +77,21 @@ class Progress(Protocol):
     def model_failed(self, model_id: int, reason: str) -> None: ...
     def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None: ...
     def model_added(self, model_id: int, name: str) -> None: ...
+    def segment_warming(self, segment: int, steps: int) -> None: ...
+    def segment_warm(self, segment: int, seconds: float) -> None: ...
+    def hop_estimates(self, seconds: dict[int, float]) -> None: ...
 
 
 class NoProgress:
+    def segment_warming(self, segment: int, steps: int) -> None:
+        pass
+
+    def segment_warm(self, segment: int, seconds: float) -> None:
+        pass
+
+    def hop_estimates(self, seconds: dict[int, float]) -> None:
+        pass
+
     def hop_started(self, hop: Hop) -> None:
         pass
 
@@ -291,7 +303,10 @@ class Coordinator:
         keys = sorted({self._compile_key(m) for m in live.values()})
         await self._check_memory(conn, segment, keys, live)
         params = self._params(segment, action="warmup", models=[json.loads(k) for k in keys])
+        self.progress.segment_warming(segment, len(keys))
+        started = time.perf_counter()
         estimates = await conn.fetchval(self.statements[segment]["warmup"], params)
+        self.progress.segment_warm(segment, time.perf_counter() - started)
         if estimates is not None:
             self.warmup_estimates[segment] = dict(zip(keys, json.loads(estimates)))
         return conn
@@ -318,6 +333,7 @@ class Coordinator:
             if seconds and model_id not in self.scheduler.failed | self.scheduler.stopped:
                 outcome.expected[model_id] = sum(seconds) / len(seconds)
                 self.scheduler.expect(model_id, outcome.expected[model_id])
+        self.progress.hop_estimates(dict(outcome.expected))
 
     async def _segment_connection(self, segment: int) -> asyncpg.Connection:
         conn = self.connections[segment]

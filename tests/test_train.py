@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 
 import pytest
@@ -275,6 +276,9 @@ async def test_plain_output_without_a_terminal(small_table, tmp_path, run_cli):
     assert proc.returncode == 0, proc.stderr
     assert "\x1b" not in proc.stdout + proc.stderr  # no terminal codes in a log
     assert "warming up 2 segments" in proc.stderr
+    # each segment's warm-up is said as it ends, and an ETA from the warm-up's estimates right after it
+    assert "segment 0 warmed up in " in proc.stderr and "segment 1 warmed up in " in proc.stderr
+    assert re.search(r"warm-up done in \d+s, training, ETA \d", proc.stderr), proc.stderr
     assert "small" in proc.stdout and "wide" in proc.stdout  # the leaderboard
 
 
@@ -313,4 +317,5 @@ async def test_live_display_on_a_terminal(small_table, tmp_path, dsn, ctq_home):
     assert "\x1b[?25l" in out  # the live display hides the cursor while it redraws in place
     run_id = int(out.split("run ", 1)[1].split()[0])
     assert "/4 hops" in out and f"run {run_id} " in out  # its head line: hops done of the run's 4
+    assert "ETA " in out  # from the warm-up's estimates
     assert "warming up" not in err.decode()  # not the plain log
