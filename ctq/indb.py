@@ -1153,7 +1153,12 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     steps = max(1, min(TIMED_STEPS, batches))
     if steps == 1:
         return one
-    per_batch = max(zero_pass(steps) - one, 0.0) / (steps - 1)
+    many = zero_pass(steps)
+    # a pass slowed by the load (the other segments compile meanwhile) can make the longer pass no
+    # longer than the short one: a slope of 0 would price every batch at nothing and rank a large
+    # model as the cheapest, served last by the cost-aware rule; take the longer pass's mean then
+    slope = (many - one) / (steps - 1)
+    per_batch = slope if slope > 0 else many / steps
     return max(one - per_batch, 0.0) + per_batch * batches
 
 
