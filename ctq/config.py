@@ -13,7 +13,8 @@ File format
     name: demo                      # optional; default: the file name without its extension
     data:                           # required
       table: public.my_table        # required; "table" or "schema.table"; "Quoted"."Names" allowed
-      features: [f1, f2, f3]        # required; non-empty list of distinct column names (a name
+      features: [f1, f2, f3]        # required; non-empty list of distinct column names, or all:
+                                    #   every column of the table but the label and exclude (a name
                                     #   finds its column exactly, or, written with capitals, the
                                     #   column of its lower case, as unquoted SQL folds: F1 finds
                                     #   f1, age does not find "Age"; the label and table too)
@@ -21,6 +22,7 @@ File format
                                     #   a categorical column is written {column: c, encoding: e}
                                     #   with e one_hot (one input per value) or index (the value's
                                     #   index, 1..V, for an Embedding; every feature then index)
+      # exclude: [id, name]       # optional, with features: all only: columns that are not features
       # feature_shape: [28, 28, 1]  # optional, a single real[]/float8[] feature only: each row's
                                     #   array reshaped to this shape (its length must be the product)
       label: target                 # required; a column name, not one of the features
@@ -189,7 +191,8 @@ KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "checkpoint_minutes", "models",
              "search", "epochs", "metric", "scheduling", "warm_start")
 _DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight",
-              "feature_shape")
+              "feature_shape", "exclude")
+ALL_FEATURES = "all"  # data.features: every column of the table but the label and data.exclude
 _FEATURE_KEYS = ("column", "encoding")
 _MODEL_KEYS = ("name", "layers", "keras_json")
 _SEARCH_KEYS = ("method", "seed", "samples", "space", "grace_period", "reduction_factor", "max_epochs")
@@ -229,6 +232,8 @@ class DataConfig:
     class_weight: str | None = None  # "balanced": each class weighs n / (classes x its count)
     encodings: tuple[tuple[str, str], ...] = ()  # (column, "one_hot" | "index") of categorical features
     feature_shape: tuple[int, ...] | None = None  # the shape of an array feature's rows
+    all_features: bool = False  # features: all: every numeric column but the label and ``exclude``,
+    exclude: tuple[str, ...] = ()  # resolved when the source is checked (packing.inspect_source)
 
     def encoding(self, column: str) -> str | None:
         """The encoding of a categorical feature column, None for a numeric one."""
@@ -333,7 +338,8 @@ def fingerprint(config: RunConfig) -> str:
         "data": {
             "schema": config.data.schema,
             "table": config.data.name,
-            "features": list(config.data.features),
+            "features": ALL_FEATURES if config.data.all_features else list(config.data.features),
+            **({"exclude": list(config.data.exclude)} if config.data.exclude else {}),
             "label": config.data.label,
             "task": config.data.task,
             "validation_fraction": config.data.validation_fraction,
@@ -701,12 +707,24 @@ class _Validator:
                 self.string(part, "data.table")
 
         features = d["features"]
-        if not isinstance(features, list) or not features:
+        all_features = features == ALL_FEATURES
+        if all_features:
+            features = []
+        elif not isinstance(features, list) or not features:
             self.fail(
                 "data.features",
-                f"expected a non-empty list of column names, got {_describe(features)}"
+                f"expected a non-empty list of column names, or {ALL_FEATURES} (every column but the label "
+                f"and data.exclude), got {_describe(features)}"
                 + (" (write a single column as [name])" if isinstance(features, str) else ""),
             )
+        exclude = d.get("exclude")
+        if exclude is not None:
+            if not all_features:
+                self.fail("data.exclude", f"only with data.features: {ALL_FEATURES} (a listed set of features "
+                          "excludes the rest already)")
+            if not isinstance(exclude, list):
+                self.fail("data.exclude", f"expected a list of column names, got {_describe(exclude)}")
+            exclude = tuple(self.identifier(c, _index("data.exclude", i)) for i, c in enumerate(exclude))
         feats: list[str] = []
         encodings: list[tuple[str, str]] = []
         for i, f in enumerate(features):
@@ -730,7 +748,7 @@ class _Validator:
                 self.fail("data.feature_shape", f"expected a list of positive integers such as [28, 28, 1], "
                           f"got {_describe(shape)}")
             shape = tuple(self.int_(v, _index("data.feature_shape", i)) for i, v in enumerate(shape))
-            if len(feats) != 1 or encodings:
+            if len(feats) != 1 or encodings or all_features:
                 self.fail("data.feature_shape", "needs exactly one feature, a real[]/float8[] column whose "
                           "arrays are reshaped to it")
         label = self.identifier(d["label"], "data.label")
@@ -756,7 +774,7 @@ class _Validator:
         return DataConfig(
             table=table, schema=schema, name=tname, features=tuple(feats), label=label, task=task,
             validation_fraction=vf, buffer_rows=buffer_rows, class_weight=class_weight,
-            encodings=tuple(encodings), feature_shape=shape,
+            encodings=tuple(encodings), feature_shape=shape, all_features=all_features, exclude=exclude or (),
         )
 
     def architectures(self, value: Any) -> list[Architecture]:

@@ -153,9 +153,15 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                                f"ask its owner or an administrator to run: GRANT SELECT ON {name} TO "
                                f"{quote_ident(user)}")
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
-    features = [_match_column(f, columns, f"data.features[{i}]") for i, f in enumerate(data.features)]
     label = _match_column(data.label, columns, "data.label")
-    encodings = {c["name"]: data.encoding(f) for f, c in zip(data.features, features) if data.encoding(f)}
+    wanted = list(data.features)
+    if data.all_features:  # every column but the label and data.exclude, in the table's order
+        left_out = {_match_column(c, columns, f"data.exclude[{i}]")["name"] for i, c in enumerate(data.exclude)}
+        wanted = [name for name in columns if name != label["name"] and name not in left_out]
+        if not wanted:
+            raise DataError(f"data.features: {data.table!r} has no column left but the label and data.exclude")
+    features = [_match_column(f, columns, f"data.features[{i}]") for i, f in enumerate(wanted)]
+    encodings = {c["name"]: data.encoding(f) for f, c in zip(wanted, features) if data.encoding(f)}
     array_feature = len(features) == 1 and features[0]["category"] == "A" and not encodings
     for i, col in enumerate(features):
         if col["name"] in encodings:
@@ -169,8 +175,9 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         if not numeric:
             raise DataError(
                 f"data.features[{i}]: column {col['name']!r} has type {col['type']}, not a number "
-                "(features must be numeric columns, or a single real[]/float8[] column; a text or code "
-                "column can be written {column: name, encoding: one_hot})"
+                + ("(with features: all, add it to data.exclude, or list the features)" if data.all_features else
+                   "(features must be numeric columns, or a single real[]/float8[] column; a text or code "
+                   "column can be written {column: name, encoding: one_hot})")
             )
     if data.feature_shape and not array_feature:
         raise DataError(f"data.feature_shape: column {features[0]['name']!r} has type {features[0]['type']}; "

@@ -66,7 +66,11 @@ _VALUES: dict[str, dict] = {
     },
     "data": {
         "table": {"type": "string", "minLength": 1, "description": "table or schema.table"},
-        "features": lambda: {"type": "array", "minItems": 1, "items": _feature()},
+        "features": lambda: {"anyOf": [{"type": "array", "minItems": 1, "items": _feature()},
+                                       {"const": c.ALL_FEATURES, "description": "every column but the label "
+                                        "and data.exclude"}]},
+        "exclude": lambda: {"type": "array", "items": {"type": "string", "minLength": 1},
+                            "description": "with features: all, the columns that are not features"},
         "label": {"type": "string", "minLength": 1},
         "task": _enum(c.TASKS),
         "validation_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},

@@ -375,7 +375,7 @@ def test_schema_keys_are_the_validators_tables():
     assert {"required": ["epochs"]} in schema["anyOf"]  # or ASHA's search.max_epochs
     data = props["data"]["anyOf"][0] if "anyOf" in props["data"] else props["data"]
     assert set(data["properties"]) == set(c._DATA_KEYS)
-    feature = data["properties"]["features"]["items"]["anyOf"][1]
+    feature = data["properties"]["features"]["anyOf"][0]["items"]["anyOf"][1]  # (or "all")
     assert set(feature["properties"]) == set(c._FEATURE_KEYS)
     model = props["models"]["items"]
     assert set(model["properties"]) == set(c._MODEL_KEYS)

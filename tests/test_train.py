@@ -270,6 +270,26 @@ async def test_a_label_of_many_numeric_classes_gets_the_regression_hint(conn, tm
     assert "rows to train on, " in proc.stderr and " to validate" in proc.stderr
 
 
+async def test_features_all_takes_every_column_but_the_label_and_the_excluded(conn, tmp_path, run_cli):
+    """features: all (issue 20: 30 quoted names typed for breast-cancer): every column of the table
+    but the label and data.exclude, in the table's order; a text column is named with the fix."""
+    from conftest import create_table
+
+    await create_table(conn, "public.everything", 400, seed=6)
+    await conn.execute("ALTER TABLE public.everything ADD COLUMN id serial, ADD COLUMN note text DEFAULT 'x'")
+    grid = TINY.format(name="everything", table="public.everything").replace(
+        "features: [f1, f2, f3, f4, f5, f6, f7, f8]", "features: all\n      exclude: [id, note]")
+    proc = run_cli("train", str(write_grid(tmp_path, grid)), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    settings = await conn.fetchval("SELECT p.settings FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
+                                   "WHERE r.run_id = $1", run_id)
+    assert json.loads(settings)["features"] == [f"f{i}" for i in range(1, 9)]
+    proc = run_cli("train", str(write_grid(tmp_path, grid.replace("exclude: [id, note]", "exclude: [id]"))))
+    assert proc.returncode == 2 and "column 'note' has type text" in proc.stderr \
+        and "add it to data.exclude" in proc.stderr, proc.stderr
+
+
 async def test_plain_output_without_a_terminal(small_table, tmp_path, run_cli):
     grid = write_grid(tmp_path, TINY.format(name="plain", table=small_table))
     proc = run_cli("train", str(grid))
