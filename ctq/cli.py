@@ -57,6 +57,16 @@ def _error_json(message: str, exit_code: int, run_id: int | None = None) -> None
                 "run_id": run_id})
 
 
+def _while(what: str):
+    """On a terminal (stderr), a spinner saying what a command is doing while it waits on the server
+    (scoring and doctor wait seconds for the server's Keras import); elsewhere nothing."""
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return Console(stderr=True).status(what)
+
+
 def run_async(coro):
     """Run a coroutine; SIGINT, SIGTERM and SIGHUP cancel it, so each ends in a clean 'interrupted'.
 
@@ -319,7 +329,8 @@ def doctor(dsn: str | None, as_json: bool) -> None:
     """
     from ctq.doctor import run_checks
 
-    checks = run_async(run_checks(dsn))
+    with _while("checking the server: its PL/Python imports Keras and builds a model (a few seconds)"):
+        checks = run_async(run_checks(dsn))
     failed = [c for c in checks if not c.ok]
     if as_json:
         _echo_json([c.__dict__ for c in checks])
@@ -584,7 +595,8 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
 def report(run_id: int, out: str, curves: int | None, dsn: str | None) -> None:
     """Write one self-contained HTML report of a run: leaderboard, learning curves, the timeline of
     hops per segment, configuration and provenance (nothing to fetch when viewing it)."""
-    size = run_async(api.report(resolve_dsn(dsn), run_id, out, curves))
+    with _while(f"reading run {run_id} and drawing its figures"):
+        size = run_async(api.report(resolve_dsn(dsn), run_id, out, curves))
     click.echo(f"wrote {out} ({size / 1024:.0f} KiB)")
 
 
@@ -730,8 +742,10 @@ model_option = click.option("--model", "model_id", type=int, default=None, metav
 def predict(run_id: int, model_id: int | None, table: str, id_column: str, out: str, proba: bool, replace: bool,
             dsn: str | None, as_json: bool) -> None:
     """Score a table inside the database with a trained model, segment-parallel; write the predictions to --out."""
-    result = run_async(api.predict(resolve_dsn(dsn), run_id, table=table, out=out, id_column=id_column,
-                                   model_id=model_id, proba=proba, replace=replace))
+    with _while(f"scoring {table}: checking its rows, then every segment loads Keras and the model (a few "
+                "seconds) and scores its share"):
+        result = run_async(api.predict(resolve_dsn(dsn), run_id, table=table, out=out, id_column=id_column,
+                                       model_id=model_id, proba=proba, replace=replace))
     if as_json:
         _echo_json(result)
     else:
@@ -748,7 +762,9 @@ def predict(run_id: int, model_id: int | None, table: str, id_column: str, out: 
 @handle_errors
 def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_json: bool) -> None:
     """Loss and metric of a trained model on a held-out table, computed inside the database."""
-    result = run_async(api.evaluate(resolve_dsn(dsn), run_id, table=table, model_id=model_id))
+    with _while(f"evaluating on {table}: checking its rows, then every segment loads Keras and the model "
+                "(a few seconds) and scores its share"):
+        result = run_async(api.evaluate(resolve_dsn(dsn), run_id, table=table, model_id=model_id))
     if as_json:
         _echo_json(result)
         return

@@ -226,3 +226,32 @@ async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, con
     assert proc.returncode == 2 and "use --force" in proc.stderr and path.read_text() == "keep me"
     proc = cli(dsn, ctq_home, "export", run_id, str(tmp_path / "m.h5"))
     assert proc.returncode == 2 and ".keras" in proc.stderr
+
+
+async def test_a_terminal_is_told_what_scoring_waits_for(runs, dsn, ctq_home):
+    """evaluate (like predict, report and doctor) waits seconds on the server's Keras import: on a
+    terminal a spinner says so meanwhile; the result line is unchanged on stdout."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "evaluate", str(runs["classification"]), "--table",
+                             "public.pred_holdout"], stdout=subprocess.PIPE, stderr=slave,
+                            env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home), TERM="xterm"))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0
+    assert "evaluating on public.pred_holdout: checking its rows" in b"".join(chunks).decode(errors="replace")
+    assert out.decode().startswith("model ") and "(500 rows): loss " in out.decode()
