@@ -31,10 +31,10 @@ from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text, privilege_hint)
 from ctq.metrics import Metric
-from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack
+from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack, write_validation_rows
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Asha, Decision, Hyperband, Tpe, pending
-from ctq.sql import template
+from ctq.sql import qualified, quote_ident, template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
 
@@ -787,6 +787,33 @@ async def evaluate(dsn: str, run_id: int, *, table: str, model_id: int | None = 
     async with connect(dsn) as conn:
         engine, segments, cores = await _scoring_setup(conn)
         return await scoring.evaluate(conn, dsn, engine, segments, cores, run_id, table=table, model_id=model_id)
+
+
+async def validation(dsn: str, run_id: int, out: str, *, replace: bool = False) -> dict:
+    """``ctq validation``: the run's validation rows (every column) as the new table ``out``
+    (``table`` or ``schema.table``; ``replace`` drops an existing one in the same transaction).
+    Raises NotFound for an unknown run, DataError when its source has changed since it was packed,
+    UsageError for an existing ``out`` without ``replace``."""
+    from ctq.config import parse_table_name
+
+    try:
+        schema, name = parse_table_name(out)
+    except ValueError as exc:
+        raise UsageError(f"--out {out!r}: {exc}") from None
+    dest = qualified(schema, name) if schema else quote_ident(name)
+    async with connect(dsn) as conn:
+        if await catalog.get_run(conn, run_id) is None:
+            raise NotFound(f"no run with id {run_id}")
+        engine = await detect(conn)
+        pack = await catalog.run_pack(conn, run_id)
+        async with conn.transaction():
+            if await conn.fetchval("SELECT to_regclass($1)", dest) is not None:
+                if not replace:
+                    raise UsageError(f"--out {out}: table exists; use --replace to replace it")
+                await conn.execute(f"DROP TABLE {dest}")
+            rows = await write_validation_rows(conn, engine, pack, dest)
+            where = await conn.fetchval(template("load_where.sql"), dest)
+    return {"run_id": run_id, "out": where, "rows": rows}
 
 
 async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = None, force: bool = False) -> dict:

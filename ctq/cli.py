@@ -775,6 +775,23 @@ def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_
 
 @main.command()
 @click.argument("run_id", type=int)
+@click.option("--out", required=True, metavar="TABLE", help="Table to create with the rows, e.g. public.val_rows.")
+@click.option("--replace", is_flag=True, help="Replace --out if it exists.")
+@dsn_option
+@json_option
+@handle_errors
+def validation(run_id: int, out: str, replace: bool, dsn: str | None, as_json: bool) -> None:
+    """The rows a run held out for validation, every column, as a new table: score a baseline on
+    the very rows ctq validated on (refused when the source has changed since it was packed)."""
+    result = run_async(api.validation(resolve_dsn(dsn), run_id, out, replace=replace))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(f"created {result['out']}: the {result['rows']} validation rows of run {run_id}")
+
+
+@main.command()
+@click.argument("run_id", type=int)
 @click.argument("path", type=click.Path(dir_okay=False))
 @model_option
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")

@@ -570,6 +570,26 @@ async def changed_since_packed(conn: asyncpg.Connection, engine: Engine, pack_id
     return f"{pack['display']} has changed since it was packed (as of {as_of})"
 
 
+async def write_validation_rows(conn: asyncpg.Connection, engine: Engine, pack: dict, dest: str) -> int:
+    """Create table ``dest`` (quoted SQL) holding the rows of ``pack``'s source (catalog.run_pack) that
+    its run held out for validation, every column of theirs, by the packing's own rule: so a
+    baseline can be scored on the very rows ctq validated on. The row key is physical on a table
+    (ctid), so a source changed since it was packed is refused (DataError): its rows are no longer
+    the ones split. Returns the number of rows written."""
+    changed = await changed_since_packed(conn, engine, pack["pack_id"])
+    if changed:
+        raise DataError(f"{changed}: its rows are no longer the ones the run split; ctq cannot tell its "
+                        "validation rows now")
+    source = await conn.fetchrow(template("pack_source.sql"), pack["pack_id"])
+    rel = await _find_relation(conn, source["source_schema"], source["source_name"])
+    settings = pack["settings"]
+    cut = round(settings["validation_fraction"] * VALIDATION_MODULUS)
+    status = await conn.execute(render("validation_rows.sql", dest=dest, source=qualified(rel["schema"], rel["name"]),
+                                       key=engine.row_key("t", settings["seed"], rel["relkind"] in ("r", "p")),
+                                       modulus=VALIDATION_MODULUS, cut=cut))
+    return int(status.split()[-1])
+
+
 async def use_pack(conn, pack_id: str) -> None:
     """Reading a pack someone else packed: ``ctq.use_pack`` grants SELECT on its table to this role,
     only if it can SELECT the pack's source (the check is the database's, see security.sql)."""

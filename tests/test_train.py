@@ -290,6 +290,33 @@ async def test_features_all_takes_every_column_but_the_label_and_the_excluded(co
         and "add it to data.exclude" in proc.stderr, proc.stderr
 
 
+async def test_the_validation_rows_of_a_run_as_a_table(conn, tmp_path, run_cli):
+    """`ctq validation RUN --out T`: the rows the run held out, every column, so a baseline can be
+    scored on them: as many as the log said, and the best model's loss on them is the validation
+    loss the run recorded. Once the source changes, its split cannot be told: refused."""
+    from conftest import create_table
+
+    await create_table(conn, "public.heldout_src", 900, seed=8)
+    proc = run_cli("train", str(write_grid(tmp_path, TINY.format(name="heldout", table="public.heldout_src"))),
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    said = int(re.search(r"(\d+) to validate", proc.stderr).group(1))
+    made = run_cli("validation", str(run["run_id"]), "--out", "public.heldout_rows", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["rows"] == said == await conn.fetchval("SELECT count(*) FROM public.heldout_rows")
+    scored = run_cli("evaluate", str(run["run_id"]), "--table", "public.heldout_rows", "--json")
+    assert scored.returncode == 0, scored.stderr
+    best = next(r for r in run["leaderboard"] if r["model_id"] == run["best_model_id"])
+    assert json.loads(scored.stdout)["loss"] == pytest.approx(best["val_loss"], rel=1e-3)
+    again = run_cli("validation", str(run["run_id"]), "--out", "public.heldout_rows")
+    assert again.returncode == 2 and "use --replace" in again.stderr
+    await conn.execute("UPDATE public.heldout_src SET f1 = f1 + 1 WHERE label = 0")
+    changed = run_cli("validation", str(run["run_id"]), "--out", "public.heldout_rows", "--replace")
+    assert changed.returncode == 2 and "has changed since it was packed" in changed.stderr, changed.stderr
+    assert await conn.fetchval("SELECT count(*) FROM public.heldout_rows") == said  # kept
+
+
 async def test_plain_output_without_a_terminal(small_table, tmp_path, run_cli):
     grid = write_grid(tmp_path, TINY.format(name="plain", table=small_table))
     proc = run_cli("train", str(grid))
