@@ -79,6 +79,20 @@ async def small_table(dsn):
     return "public.small"
 
 
+def read_terminal(master: int) -> bytes:
+    """All a child wrote to a pseudo-terminal, read from its ``master`` end until the child closes it."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def write_grid(directory: Path, body: str, name: str = "grid.yaml") -> Path:
     path = Path(directory) / name
     path.write_text(textwrap.dedent(body))

@@ -236,22 +236,16 @@ async def test_a_terminal_is_told_what_scoring_waits_for(runs, dsn, ctq_home):
     import subprocess
     import sys
 
+    from conftest import read_terminal
+
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "evaluate", str(runs["classification"]), "--table",
                              "public.pred_holdout"], stdout=subprocess.PIPE, stderr=slave,
                             env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home), TERM="xterm"))
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
+    shown = read_terminal(master)
     out, _ = proc.communicate(timeout=120)
     os.close(master)
     assert proc.returncode == 0
-    assert "evaluating on public.pred_holdout: checking its rows" in b"".join(chunks).decode(errors="replace")
+    assert "evaluating on public.pred_holdout: checking its rows" in shown.decode(errors="replace")
     assert out.decode().startswith("model ") and "(500 rows): loss " in out.decode()

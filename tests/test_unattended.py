@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import create_table, stored_state, write_grid
+from conftest import create_table, read_terminal, stored_state, write_grid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -224,19 +224,11 @@ def in_terminal(dsn, ctq_home, *args, columns: int) -> str:
     proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", *args], stdout=slave, stderr=subprocess.PIPE,
                             env=env)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
+    shown = read_terminal(master)
     proc.wait(timeout=60)
     os.close(master)
     assert proc.returncode == 0, proc.stderr.read()
-    return b"".join(chunks).decode()
+    return shown.decode()
 
 
 BAD_RESHAPE = {  # 8 inputs -> Dense(4) -> Reshape((3,)): Keras cannot build it
