@@ -275,7 +275,7 @@ class Coordinator:
 
     def _params(self, segment: int, **values) -> str:
         """The JSON parameters of a targeted query (see indb.step_final)."""
-        return json.dumps({"engine": self.engine.name, "pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"],
+        return json.dumps({"pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"],
                            "stats": self.stats,
                            "cores": self.cores[segment], "stream": self.stream,
                            "class_weights": self.class_weights, "metric": Metric(self.metric).kind,
@@ -305,7 +305,7 @@ class Coordinator:
         params = self._params(segment, action="warmup", models=[json.loads(k) for k in keys])
         self.progress.segment_warming(segment, len(keys))
         started = time.perf_counter()
-        estimates = await conn.fetchval(self.statements[segment]["warmup"], params)
+        estimates = await conn.fetchval(self.statements[segment].warmup, params)
         self.progress.segment_warm(segment, time.perf_counter() - started)
         if estimates is not None:
             self.warmup_estimates[segment] = dict(zip(keys, json.loads(estimates)))
@@ -315,7 +315,7 @@ class Coordinator:
                             live: dict[int, dict]) -> None:
         """Refuse (TooLarge, exit 2) a model whose training would not fit the segment's memory,
         from sizes counted in the segment's backend before it builds anything (ctq.memory)."""
-        row = await conn.fetchrow(self.statements[segment]["sizes"], json.dumps(
+        row = await conn.fetchrow(self.statements[segment].sizes, json.dumps(
             {"models": [json.loads(k) for k in keys], "stats": self.stats, "task": self.pack["settings"]["task"]}))
         sizes = json.loads(row["sizes"])
         budget = Budget.of(self.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
@@ -440,7 +440,7 @@ class Coordinator:
         """Fail the model (deterministic error) or return the delay before retrying the hop."""
         key = (hop.model_id, hop.epoch, hop.segment)
         conn = self.connections[hop.segment]
-        if getattr(self.engine, "reconnect_after_error", False) and conn is not None and not conn.is_closed():
+        if self.engine.reconnect_after_error and conn is not None and not conn.is_closed():
             conn.terminate()  # never reuse a Greenplum session after an error inside PL/Python
             self.connections[hop.segment] = None
         if is_missing_privilege(exc):  # not the model's failure: every hop would fail so; stop the run,

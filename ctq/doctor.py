@@ -20,12 +20,8 @@ import asyncpg
 
 from ctq import catalog
 from ctq.connection import POOL_WAIT_SECONDS, connect as open_connection
-from ctq.engines import GreenplumEngine, detect
+from ctq.engines import detect
 from ctq.sql import install_fingerprint, template
-
-
-class _RollBack(Exception):
-    """Ends the transaction of doctor's probe pack with a rollback."""
 
 
 @dataclass
@@ -64,50 +60,6 @@ def version_check(where: str, probes: list[dict]) -> Check:
                  f"install the client's versions for the server (on every host): pip install {pins}")
 
 
-async def greenplum_checks(conn, engine) -> list[Check]:
-    """On Greenplum: PL/Python and Keras *on every primary segment* (their versions the client's),
-    and whether a targeted training query is direct-dispatched (EXPLAIN of one, on the newest pack,
-    or on a probe pack created in a transaction that is rolled back)."""
-    checks = []
-    fix = ("install keras + jax on every segment host, readable by the cluster's OS user, and run "
-           "`ctq install --python-path <site-packages>`")
-    try:
-        rows = await conn.fetch(engine.template("probe_segments.sql"))
-        bad = [r["segment"] for r in rows if r["probe"] is None]
-        probes = [json.loads(r["probe"]) for r in rows if r["probe"]]
-        versions = sorted({p["keras"] for p in probes})
-        checks.append(Check("keras on segments", not bad and bool(rows),
-                            f"{len(rows)} primary segments; keras {', '.join(versions) or '-'}", fix))
-        if probes:
-            checks.append(version_check("segments", probes))
-    except asyncpg.PostgresError as exc:
-        checks.append(Check("keras on segments", False, exc.message.splitlines()[0], fix))
-    pack = await conn.fetchrow("SELECT pack_id, table_name FROM ctq.packs ORDER BY created_at DESC LIMIT 1")
-    try:
-        async with conn.transaction():
-            if pack is None:  # a probe pack of the same layout, gone with the rollback
-                pack = {"pack_id": "0" * 16}
-                await conn.execute(engine.render("pack_create.sql", table=f"ctq_data.pack_{pack['pack_id']}"))
-                await conn.execute(f"INSERT INTO ctq_data.pack_{pack['pack_id']} SELECT g, 0, -1, 0, '', '', '' "
-                                   "FROM generate_series(0, 99) g")  # (rows on every segment: ctq.segment_key)
-            query = await conn.fetchval(engine.template("train_query_text.sql"), pack["pack_id"])
-            plan = [r[0] for r in await conn.fetch("EXPLAIN " + query, "{}")]
-            raise _RollBack
-    except _RollBack:
-        pass
-    except asyncpg.PostgresError as exc:
-        checks.append(Check("direct dispatch", False, f"cannot show the plan: {exc.message.splitlines()[0]}",
-                            "run ctq doctor as the installer (a probe pack table is created, then rolled back)"))
-        return checks
-    direct = plan[0].startswith("Gather Motion 1:1") and "segments: 1)" in plan[0] and \
-        not any("Motion" in line for line in plan[1:])
-    checks.append(Check("direct dispatch", direct,
-                        f"training query of segment 0 (pack {pack['pack_id']}):\n      " + "\n      ".join(plan),
-                        "the plan should be Gather Motion 1:1 (slice1; segments: 1) with no Motion below the "
-                        "aggregate; check gp_enable_direct_dispatch and the Greenplum version (6.20+)"))
-    return checks
-
-
 async def run_checks(dsn: str | None) -> list[Check]:
     from ctq.api import default_segments
     from ctq.embedded import resolve_dsn
@@ -123,8 +75,7 @@ async def run_checks(dsn: str | None) -> list[Check]:
     try:
         info = dict(await conn.fetchrow(template("server_info.sql")))
         engine = await detect(conn)
-        kind = "Greenplum" if isinstance(engine, GreenplumEngine) else "PostgreSQL"
-        checks.append(Check("database", True, f"{kind}: {info['version'].split(',')[0]}; user {info['user_name']}"))
+        checks.append(Check("database", True, f"{engine.title}: {info['version'].split(',')[0]}; user {info['user_name']}"))
         checks.append(Check(
             "plpython3u", info["plpython_available"],
             "installed" if info["plpython_installed"] else ("available" if info["plpython_available"] else "missing"),
@@ -157,15 +108,12 @@ async def run_checks(dsn: str | None) -> list[Check]:
                             f"keras {probe['keras']}, backend {probe['backend']} {probe['backend_version']}, "
                             f"numpy {probe['numpy']}, python {probe['python']} "
                             f"(import {probe['keras_import_seconds']}s)"))
-        if not isinstance(engine, GreenplumEngine):  # (there, every segment's: greenplum_checks)
-            checks.append(version_check("server", [probe]))
         checks.append(Check(
             "compile cache", True,
             f"compiled programs kept in {probe['compile_cache']} ({probe['compile_cache_bytes'] / 2**20:.1f} MiB)"
             if probe.get("compile_cache") else
             "none: the server's data directory is not writable; every run compiles its models afresh"))
-        if isinstance(engine, GreenplumEngine):
-            checks.extend(await greenplum_checks(conn, engine))
+        checks.extend(await engine.doctor_checks(conn, probe))  # (versions where the server trains, ...)
         cpus = probe["cpu_count"] or 1
         segments = (await engine.segments(conn, None, default_segments()))[0]
         checks.append(Check(

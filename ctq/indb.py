@@ -1026,6 +1026,13 @@ def stream_result(GD, entry, acc) -> dict:
             "val_loss": val_loss / nv if nv else None, "val_metric": val_metric / nv if nv else None}
 
 
+def execution_segment(plpy, targeted: int) -> int:
+    """The segment this function runs on, as the engine says from inside (``ctq.execution_segment``,
+    defined per engine in its hop_functions.sql: Greenplum's content id; on PostgreSQL the virtual
+    segment ``targeted``)."""
+    return int(plpy.execute(f"SELECT ctq.execution_segment({int(targeted)}) AS s")[0]["s"])
+
+
 def step_final(*, plpy, GD, acc):
     """Final function of ``ctq.train_step``: warm up, or train one sub-epoch (a hop) on the data of
     the segment the targeted query ran on; its metrics, and the new state's key (``state_key``:
@@ -1034,7 +1041,7 @@ def step_final(*, plpy, GD, acc):
     The data is decoded on the first query of a backend and cached in ``GD``; later queries skip
     the buffer rows (``data_cached`` in their WHERE clause), so a hop reads no table data.
     ``executed_on`` is the segment that ran this function, from the engine's own point of view
-    (``gp_execution_segment()`` on Greenplum), recorded with the hop to prove direct dispatch.
+    (:func:`execution_segment`), recorded with the hop to prove direct dispatch.
     """
     entry = GD.get("ctq.acc", {}).pop(acc, None) if acc is not None else None
     if entry is None or entry["segment"] is None:
@@ -1042,9 +1049,7 @@ def step_final(*, plpy, GD, acc):
     p, segment = entry["params"], entry["segment"]
     started = entry["started"]  # the first row: reading the state is part of the hop
     pin_threads(p.get("cores"))
-    executed_on = segment
-    if p.get("engine") == "greenplum":
-        executed_on = int(plpy.execute("SELECT gp_execution_segment() AS s")[0]["s"])
+    executed_on = execution_segment(plpy, segment)
     stats = p["stats"]
     if p.get("stream"):
         result = {"estimates": None, "state_key": None, "loss": None, "metric": None, "rows": 0,
@@ -1237,11 +1242,9 @@ def score_final(*, plpy, GD, acc):
     if any(v is None for v in entry["x"]):
         raise DataProblem("a row to score has a NULL feature")
     pin_threads(p.get("cores"))
-    executed_on = int(p["segment"])
-    if p.get("engine") == "greenplum":
-        executed_on = int(plpy.execute("SELECT gp_execution_segment() AS s")[0]["s"])
-        if executed_on != int(p["segment"]):
-            raise RuntimeError(f"scoring query sent to segment {p['segment']} ran on segment {executed_on}")
+    executed_on = execution_segment(plpy, int(p["segment"]))
+    if executed_on != int(p["segment"]):
+        raise RuntimeError(f"scoring query sent to segment {p['segment']} ran on segment {executed_on}")
     n = len(entry["x"])
     result = {"rows": n, "prediction": [], "probabilities": None, "loss": None, "metric": None,
               "metric_state": None, "executed_on": executed_on}

@@ -269,9 +269,9 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
     return n
 
 
-def _params(engine: Engine, model: TrainedModel, segment: int, cores: list[int], action: str, proba: bool) -> str:
+def _params(model: TrainedModel, segment: int, cores: list[int], action: str, proba: bool) -> str:
     """The JSON parameters of one segment's scoring query (see indb.score_final)."""
-    return json.dumps({"engine": engine.name, "segment": segment, "cores": cores, "task": model.task,
+    return json.dumps({"segment": segment, "cores": cores, "task": model.task,
                        "stats": server_stats(model.stats), "arch": model.architecture, "hyper": model.hyperparameters,
                        "action": action, "proba": proba, "metric": model.ranking_metric})
 
@@ -308,7 +308,7 @@ async def _score(conn, dsn, engine, spec: ScoreSpec, model, cores, action, proba
                  moment: Snapshot) -> list:
     """Stage (if the engine needs to: in ``moment``'s transaction, which then commits so the
     segments can read the stage), run every segment's statement, clean up."""
-    params = [_params(engine, model, s, cores[s], action, proba) for s in range(spec.segments)]
+    params = [_params(model, s, cores[s], action, proba) for s in range(spec.segments)]
     await _claim_stage(conn, spec.stage)
     try:
         args = await engine.prepare_scoring(moment.conn, spec, model.run_id, model.model_id, params)

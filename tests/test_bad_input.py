@@ -133,7 +133,7 @@ async def server_train_step(conn, arch):
     from ctq.engines import detect
 
     await catalog.ensure_installed(conn, await detect(conn))
-    params = {"action": "train", "engine": "postgres", "pack_id": "0", "task": "classification", "cores": [],
+    params = {"action": "train", "pack_id": "0", "task": "classification", "cores": [],
               "stats": {"input_dim": 3, "n_outputs": 2, "mean": [0, 0, 0], "std": [1, 1, 1], "class_values": [0, 1]},
               "arch": arch, "hyper": {}, "seed": 1, "evaluate": False}
     with pytest.raises(asyncpg.PostgresError) as info:

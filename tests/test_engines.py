@@ -3,6 +3,7 @@ segment filter of targeted queries, Greenplum's distribution clauses."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -27,11 +28,11 @@ def test_greenplum_targeted_query_carries_the_segment_as_a_literal(segment):
     segment (greenplum/hop_functions.sql: the plans are checked on a cluster, test_greenplum); the
     segment reaches them as a literal, never a bind parameter."""
     statements = GreenplumEngine().hop_statements(segment, PACK, TABLE)
-    assert f"ctq.gp_warmup('{PACK}', {segment}, $1::text, 'cached')" in statements["warmup"]
+    assert f"ctq.gp_warmup('{PACK}', {segment}, $1::text, 'cached')" in statements.warmup
     for name, checkpoint in (("hop", "false"), ("checkpoint", "true")):
         assert f"ctq.gp_hop($1, $2, $3::int, {segment}, $4::boolean, {checkpoint}, $6::int, $5::text, 'cached',\n" \
-            in statements[name]
-    for sql in statements.values():
+            in getattr(statements, name)
+    for sql in dataclasses.astuple(statements):
         assert not re.search(r"gp_segment_id\s*=\s*\$", sql)
     with pytest.raises(ValueError):
         GreenplumEngine().hop_statements(segment, "x'); DROP TABLE t; --", TABLE)
@@ -39,7 +40,7 @@ def test_greenplum_targeted_query_carries_the_segment_as_a_literal(segment):
 
 @pytest.mark.parametrize("segment", [0, 3])
 def test_postgres_targeted_query_reads_its_partition_and_validation(segment):
-    sql = PostgresEngine().hop_statements(segment, PACK, TABLE)["hop"]
+    sql = PostgresEngine().hop_statements(segment, PACK, TABLE).hop
     assert f"b.segment IN ({segment}, -1)" in sql
     assert f"ctq.record_hop($1, $2, $3::int, {segment}, $4::boolean, h.r," in sql
     assert "GROUP BY" not in sql
@@ -129,3 +130,28 @@ def test_greenplum_catalog_writes_go_through_functions_that_check_the_caller():
                           sql)
     assert len(definers) >= 13
     assert all("SET search_path = pg_catalog, pg_temp" in line for _, line in definers), definers
+
+
+def test_engine_is_an_interface_that_a_new_engine_implements_whole():
+    """A third engine inherits nothing of PostgreSQL's silently: every engine decision is abstract
+    in Engine, and an engine without a name and title is refused when it is defined."""
+    from ctq.engines.base import Engine
+
+    with pytest.raises(TypeError, match="abstract"):
+        type("HalfEngine", (Engine,), {"name": "half", "title": "Half"})()
+    with pytest.raises(TypeError, match="must set name and title"):
+        type("Nameless", (PostgresEngine,), {"name": ""})
+    for cls in ENGINES.values():
+        cls()  # (each implements every abstract method)
+
+
+def test_no_engine_branches_outside_the_engines():
+    """Engine differences live in ctq/engines and sql_templates/<engine>: the rest of ctq never asks
+    which engine it talks to."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "ctq"
+    branch = re.compile(r"GreenplumEngine|PostgresEngine|==\s*[\"'](greenplum|postgres)[\"']|getattr\((self\.)?engine")
+    found = [f"{path.relative_to(root)}:{n}" for path in root.rglob("*.py") if "engines" not in path.parts
+             for n, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
+    assert not found, f"engine branches outside ctq/engines: {found}"

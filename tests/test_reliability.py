@@ -489,7 +489,7 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
     plan = await load_plan(conn, run_id)
     engine = engine_named(plan.engine)
     model = plan.specs[1]
-    common = {"engine": engine.name, "pack_id": plan.pack["pack_id"], "task": plan.pack["settings"]["task"],
+    common = {"pack_id": plan.pack["pack_id"], "task": plan.pack["settings"]["task"],
               "stats": plan.pack["stats"], "cores": [0], "stream": False}
     warmup = dict(common, action="warmup", models=[[model["architecture"], {
         k: v for k, v in model["hyperparameters"].items() if k != "learning_rate"}]])
@@ -498,7 +498,7 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
     statements = engine.hop_statements(0, plan.pack["pack_id"], plan.pack["table_name"])
     session = await asyncpg.connect(dsn)
     try:  # as the coordinator does: the backend has Keras loaded, the data decoded, the model built
-        await session.fetchval(statements["warmup"], json.dumps(warmup))
+        await session.fetchval(statements.warmup, json.dumps(warmup))
         await session.execute("SET statement_timeout = '1s'")
         t0 = time.monotonic()
         with pytest.raises(asyncpg.QueryCanceledError):

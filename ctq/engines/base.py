@@ -1,15 +1,23 @@
-"""The engine interface: what ctq needs from a database engine, with PostgreSQL's behaviour as the
-default. An engine overrides only what really differs, in Python here and in SQL in its folder of
-``sql_templates/`` (looked up before ``sql_templates/common/``)."""
+"""The engine interface: what ctq needs from a database engine.
+
+:class:`Engine` holds what every engine does alike (connections, templates, reading a stored
+state) and declares, abstract, what each engine decides for itself: how many segments a run gets,
+the row keys, how a pack is built, a hop's statements, how rows are scored, its own doctor checks.
+An engine implements those in its module (``ctq/engines/<name>.py``) and its SQL in
+``sql_templates/<name>/``, looked up before ``sql_templates/common/`` (as dbt adapters dispatch
+their macros). A new engine that behaves like PostgreSQL in part says so by subclassing
+:class:`~ctq.engines.postgres.PostgresEngine`: nothing is inherited silently from this base."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from dataclasses import dataclass
 
 import asyncpg
 
-from ctq.connection import Snapshot, connect as open_connection, snapshot
+from ctq.connection import Snapshot, snapshot
+from ctq.connection import connect as open_connection
 from ctq.sql import render, template
 
 VALIDATION_MODULUS = 1_000_000  # a row is held out when |key mod 1e6| < fraction x 1e6
@@ -46,14 +54,36 @@ class ScoreSpec:
     stage: str           # a free schema-qualified, quoted table name the engine may stage rows in
 
 
-class Engine:
-    """One database engine. Subclasses set ``name`` and override what differs."""
+@dataclass(frozen=True)
+class HopStatements:
+    """The SQL one segment's connection runs, built once per run (:meth:`Engine.hop_statements`):
+    ``sizes`` (the memory check's model sizes), ``warmup`` (compile and time the run's models),
+    ``hop`` and ``checkpoint`` (train and record one hop, its new state stored as the model's
+    working state or as its checkpoint; run by :meth:`Engine.run_hop`)."""
 
-    name = "postgres"
-    title = "PostgreSQL"
+    sizes: str
+    warmup: str
+    hop: str
+    checkpoint: str
+
+
+class Engine(abc.ABC):
+    """One database engine. A subclass sets ``name`` (its folder of ``sql_templates/``) and ``title``
+    (what users read) and implements every abstract method."""
+
+    name: str
+    title: str
     #: the statements split over sessions (profile and packing workers, row check and scoring
     #: segments) share one exported snapshot (False: the engine does each in one session)
     exports_snapshots = True
+    #: after an error inside a hop, give the segment a new connection instead of reusing its own
+    reconnect_after_error = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not (getattr(cls, "name", None) and getattr(cls, "title", None)):
+            raise TypeError(f"engine {cls.__name__} must set name and title")
+
     # -- connections -----------------------------------------------------------------------------
     async def segment_connection(self, dsn: str, application_name: str) -> asyncpg.Connection:
         """A connection for one segment's targeted queries (training or scoring), with the
@@ -104,119 +134,57 @@ class Engine:
         SQLSTATE classes every engine shares, see coordinator.is_transient)."""
         return False
 
-    # -- segments --------------------------------------------------------------------------------
-    async def segments(self, conn: asyncpg.Connection, requested: int | None, default: int) -> tuple[int, str | None]:
-        """How many segments a run gets, and a notice for the user if their setting is not used."""
-        return (requested or default), None
 
+    # -- segments --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def segments(self, conn: asyncpg.Connection, requested: int | None, default: int) -> tuple[int, str | None]:
+        """How many segments a run gets (``requested``: grid.yaml's ``segments``, or None for
+        ``default``), and a notice for the user if their setting is not used."""
+
+    @abc.abstractmethod
     async def write(self, conn: asyncpg.Connection, name: str, *args: object) -> object:
-        """Run the catalog-changing statement ``name`` (a template) with bind ``args``; returns its
-        first value. On PostgreSQL the plain statement, under row-level security."""
-        return await conn.fetchval(self.template(name), *args)
+        """Run the catalog-changing statement ``name`` (a template) with bind ``args``, under the
+        engine's rule for who may change which rows; returns its first value."""
 
     # -- row identity: reproducible shuffle, validation split, content fingerprint -----------------
+    @abc.abstractmethod
     def row_key(self, alias: str, seed: int, is_table: bool) -> str:
-        """SQL for a deterministic int8 key per row, seeded: it orders the shuffle, picks the
-        validation rows and the row's bucket. ``setseed()``/``random()`` would not do: they are
-        not reproducible across scans (and on Greenplum seed only the coordinator)."""
-        if is_table:
-            return f"hashtidextended({alias}.ctid, {int(seed)})"
-        return f"hashtextextended(ROW({alias}.*)::text, {int(seed)})"
+        """SQL for a deterministic int8 key per row of ``alias``, seeded: it orders the shuffle,
+        picks the validation rows and the row's bucket (``setseed()``/``random()`` would not do:
+        they are not reproducible across scans)."""
 
+    @abc.abstractmethod
     def row_version(self, alias: str, is_table: bool) -> str:
         """SQL for an int8 that changes whenever the row changes (summed into the fingerprint)."""
-        if is_table:
-            return f"hashtidextended({alias}.ctid, {alias}.xmin::text::int8)"
-        return f"hashtextextended(ROW({alias}.*)::text, 0)"
 
     # -- packing ---------------------------------------------------------------------------------
-    def pack_select(self, spec: PackSpec, worker: int, workers: int) -> str:
-        """The SELECT that builds worker ``worker``'s share of the buffers (every ``workers``-th
-        (segment, bucket), so the workers get equal shares whatever the validation fraction)."""
-        key = self.row_key("t", spec.seed, spec.is_table)
-        return self.render(
-            "pack_select.sql", key=key, source=spec.source, x_bytes=spec.x_bytes, y_bytes=spec.y_bytes,
-            modulus=VALIDATION_MODULUS, cut=spec.validation_cut, segments=spec.segments,
-            buckets=spec.buckets, validation_buckets=spec.validation_buckets, worker=int(worker),
-            workers=int(workers),
-        )
-
+    @abc.abstractmethod
     async def create_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
-        await conn.execute(self.render("pack_create.sql", table=spec.table, segments=spec.segments,
-                                       partitions="\n".join(
-                                           self.render("pack_partition.sql", table=spec.table,
-                                                       partition=spec.table[:-1] + f'_s{s}"', segment=s)
-                                           for s in range(-1, spec.segments))))
+        """Create the (empty) pack table ``spec.table``, laid out so each segment's rows are its own."""
 
+    @abc.abstractmethod
     async def fill_pack(self, dsn: str, spec: PackSpec, workers: int, source: Snapshot) -> None:
-        """Pack on ``workers`` connections at once, each building a share of the buffers (each
-        scans the source; the server's CPUs do the work in parallel, no row leaves the server).
-        Every worker reads the ``source`` snapshot the profile read: the same rows, the same keys."""
+        """Write the pack's buffers from the ``source`` snapshot (the rows the profile read), with
+        up to ``workers`` of the server's processes."""
 
-        async def one(worker):
-            conn = await open_connection(dsn, "ctq pack")
-            try:
-                await conn.execute(self.template("pack_session.sql"))
-                async with source.joined(conn):
-                    await conn.execute(f"INSERT INTO {spec.table} (segment, bucket, rows, x, y, k) "
-                                       + self.pack_select(spec, worker, workers))
-            finally:
-                await conn.close()
-
-        await asyncio.gather(*(one(w) for w in range(workers)))
-
+    @abc.abstractmethod
     async def finish_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
-        await conn.execute(self.render("pack_markers.sql", table=spec.table, segments=spec.segments))
+        """Write whatever the pack needs after its buffers (e.g. each segment's marker row)."""
 
     # -- training --------------------------------------------------------------------------------
-    def train_query(self, segment: int, pack_id: str, pack_table: str, params: str, rows: str = "cached",
-                    state_parts: str = "") -> str:
-        """The targeted query of ``segment``: the segment is a literal, and so is the pack id (hex
-        digits, checked). ``params``: SQL for the parameters (JSON text); ``state_parts``: a UNION
-        ALL branch adding the model's state parts to the aggregate's rows (none for the warm-up).
+    @abc.abstractmethod
+    def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> HopStatements:
+        """The statements of ``segment``'s connection for a run on pack ``pack_id``; ``stream``: the
+        segment's data does not fit its memory budget and is read anew by every hop."""
 
-        ``rows``: "cached" (buffer rows only when the backend has not cached them), "stream" (all
-        rows every time, the segment's own before the validation ones: nothing is cached) or
-        "markers" (only the marker rows: a streaming segment's warm-up reads no data).
-        """
-        if not all(c in "0123456789abcdef" for c in pack_id):
-            raise ValueError(f"not a pack id: {pack_id!r}")
-        rows_filter = {"cached": self.cached_filter(pack_id, int(segment)), "stream": "TRUE",
-                       "markers": "b.bucket < 0"}[rows]
-        order = " ORDER BY b.segment DESC, b.bucket" if rows == "stream" else ""
-        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, params=params, rows_filter=rows_filter, order=order, state_parts=state_parts)
-
-    def cached_filter(self, pack_id: str, segment: int) -> str:
-        """Keep the marker rows, and the buffer rows only while this backend has not cached them.
-        On PostgreSQL the check is an uncorrelated subquery, evaluated once per hop (an InitPlan)
-        rather than once per buffer row."""
-        return f"(b.bucket < 0 OR NOT (SELECT ctq.data_cached('{pack_id}', {segment})))"
-
-    def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> dict[str, str]:
-        """The statements one segment's connection uses: the memory check's sizes, warm-up, the
-        hop, and the hop that writes a checkpoint (state_tables.sql)."""
-        train_query = self.train_query(segment, pack_id, pack_table, "$5::text", "stream" if stream else "cached",
-                                       self.template("state_parts_rows.sql"))
-        return {
-            "sizes": self.template("model_sizes.sql"),
-            "warmup": self.render("warmup.sql", train_query=self.train_query(
-                segment, pack_id, pack_table, "$1::text", "markers" if stream else "cached")),
-            "hop": self.render("hop.sql", segment=int(segment), train_query=train_query, target="hop_states",
-                               replaced=""),
-            "checkpoint": self.render("hop.sql", segment=int(segment), train_query=train_query,
-                                      target="model_states", replaced="checkpoint AS (DELETE FROM ctq.model_states "
-                                                                      "WHERE run_id = $1 AND model_id = $2),"),
-        }
-
-    async def run_hop(self, conn: asyncpg.Connection, statements: dict[str, str], run_id: int, model_id: int,
+    @abc.abstractmethod
+    async def run_hop(self, conn: asyncpg.Connection, statements: HopStatements, run_id: int, model_id: int,
                       epoch: int, last_of_epoch: bool, params: str, hops: int,
                       checkpoint: bool = False) -> asyncpg.Record | None:
-        """Train and record one hop (``hops``: the hops the model has trained before it; with
-        ``checkpoint`` its new state is the model's checkpoint, else its working state): on
-        PostgreSQL a single statement (the state never leaves the server, and the hop is recorded
-        entirely or not at all)."""
-        return await conn.fetchrow(statements["checkpoint" if checkpoint else "hop"], run_id, model_id, epoch,
-                                   last_of_epoch, params, hops)
+        """Train and record one hop of ``model_id`` (``hops``: the hops it has trained before;
+        ``params``: JSON): its new state is stored inside the database (never through the client)
+        as the model's working state, or with ``checkpoint`` as its checkpoint, and the hop is
+        recorded entirely or not at all. Returns the hop's row (loss, metric, rows, seconds...)."""
 
     async def read_state(self, conn: asyncpg.Connection, run_id: int, model_id: int) -> list | None:
         """The arrays of a model's stored state (weights, then optimizer variables), or None for a
@@ -226,26 +194,25 @@ class Engine:
         rows = await conn.fetch(self.template("model_state.sql"), run_id, model_id)
         return assemble_state((r["array_index"], r["byte_offset"], r["data"]) for r in rows)
 
+
     # -- scoring ---------------------------------------------------------------------------------
+    @abc.abstractmethod
     async def prepare_scoring(self, conn: asyncpg.Connection, spec: ScoreSpec, run_id: int, model_id: int,
                               params: list[str]) -> list[tuple]:
         """Make ``spec``'s rows and model ``model_id`` of run ``run_id`` scorable segment by
         segment; returns the bind arguments of each segment's :meth:`score_query` (``params``: the
-        JSON parameters of each segment).
+        JSON parameters of each segment)."""
 
-        PostgreSQL stages nothing: each virtual segment's query reads the source and keeps the rows
-        whose hash falls on it, and the model's stored state where it is; the run, the model and
-        the parameters travel as $1, $2 and $3."""
-        return [(run_id, model_id, p) for p in params]
-
+    @abc.abstractmethod
     def score_query(self, spec: ScoreSpec, segment: int) -> str:
-        """The targeted scoring query of ``segment``: one row (ids, r), r a ``ctq.score_result``.
-        A row belongs to virtual segment ``(row_key & 2^31-1) mod segments`` (seed 0): every row
-        to exactly one segment, about evenly."""
-        key = self.row_key("t", 0, spec.is_table)
-        return self.render("score_query.sql", segment=int(segment), id=spec.id, id_type=spec.id_type,
-                           x_bytes=spec.x_bytes, y_bytes=spec.y_bytes, source=spec.source,
-                           rows_filter=f"(({key}) & 2147483647) % {int(spec.segments)} = {int(segment)}")
+        """The targeted scoring query of ``segment``: one row (ids, r), r a ``ctq.score_result``."""
 
+    @abc.abstractmethod
     async def finish_scoring(self, conn: asyncpg.Connection, spec: ScoreSpec) -> None:
-        """Drop whatever :meth:`prepare_scoring` staged (nothing on PostgreSQL)."""
+        """Drop whatever :meth:`prepare_scoring` staged."""
+
+    # -- diagnosis -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def doctor_checks(self, conn: asyncpg.Connection, probe: dict) -> list:
+        """``ctq doctor``'s checks of what this engine adds (``probe``: ctq.probe() of the
+        coordinator's backend): a list of :class:`ctq.doctor.Check`."""

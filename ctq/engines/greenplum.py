@@ -23,9 +23,15 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 
-from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec, ScoreSpec
+from ctq.engines.base import VALIDATION_MODULUS, Engine, HopStatements, ScoreSpec
+
+
+class _RollBack(Exception):
+    """Ends the transaction of doctor's probe pack with a rollback."""
 
 
 class GreenplumEngine(Engine):
@@ -113,13 +119,13 @@ class GreenplumEngine(Engine):
         if not all(c in "0123456789abcdef" for c in pack_id):
             raise ValueError(f"not a pack id: {pack_id!r}")
         rows = "stream" if stream else "cached"
-        return {
-            "sizes": self.render("model_sizes.sql", segment=int(segment)),
-            "warmup": self.render("warmup.sql", segment=int(segment), pack_id=pack_id,
-                                  rows="markers" if stream else "cached"),
-            "hop": self.render("hop.sql", segment=int(segment), checkpoint="false", rows=rows),
-            "checkpoint": self.render("hop.sql", segment=int(segment), checkpoint="true", rows=rows),
-        }
+        return HopStatements(
+            sizes=self.render("model_sizes.sql", segment=int(segment)),
+            warmup=self.render("warmup.sql", segment=int(segment), pack_id=pack_id,
+                               rows="markers" if stream else "cached"),
+            hop=self.render("hop.sql", segment=int(segment), checkpoint="false", rows=rows),
+            checkpoint=self.render("hop.sql", segment=int(segment), checkpoint="true", rows=rows),
+        )
 
     async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params, hops, checkpoint=False):
         """One call (ctq.gp_hop) in a transaction of its own (see write()): the state moves segment
@@ -130,7 +136,7 @@ class GreenplumEngine(Engine):
             found = await self.segment_keys(conn)
             self.keys = [found[s] for s in range(len(found))]
         async with conn.transaction():
-            return await conn.fetchrow(statements["checkpoint" if checkpoint else "hop"], run_id, model_id, epoch,
+            return await conn.fetchrow(statements.checkpoint if checkpoint else statements.hop, run_id, model_id, epoch,
                                        last_of_epoch, params, hops, self.keys)
 
     async def prepare_scoring(self, conn, spec: ScoreSpec, run_id, model_id, params):
@@ -155,3 +161,48 @@ class GreenplumEngine(Engine):
 
     async def finish_scoring(self, conn, spec):
         await conn.execute(f"DROP TABLE IF EXISTS {spec.stage}")
+
+    async def doctor_checks(self, conn, probe):
+        """On Greenplum: PL/Python and Keras *on every primary segment* (their versions the client's),
+        and whether a targeted training query is direct-dispatched (EXPLAIN of one, on the newest pack,
+        or on a probe pack created in a transaction that is rolled back)."""
+        from ctq.doctor import Check, version_check
+
+        checks = []
+        fix = ("install keras + jax on every segment host, readable by the cluster's OS user, and run "
+               "`ctq install --python-path <site-packages>`")
+        try:
+            rows = await conn.fetch(self.template("probe_segments.sql"))
+            bad = [r["segment"] for r in rows if r["probe"] is None]
+            probes = [json.loads(r["probe"]) for r in rows if r["probe"]]
+            versions = sorted({p["keras"] for p in probes})
+            checks.append(Check("keras on segments", not bad and bool(rows),
+                                f"{len(rows)} primary segments; keras {', '.join(versions) or '-'}", fix))
+            if probes:
+                checks.append(version_check("segments", probes))
+        except asyncpg.PostgresError as exc:
+            checks.append(Check("keras on segments", False, exc.message.splitlines()[0], fix))
+        pack = await conn.fetchrow("SELECT pack_id, table_name FROM ctq.packs ORDER BY created_at DESC LIMIT 1")
+        try:
+            async with conn.transaction():
+                if pack is None:  # a probe pack of the same layout, gone with the rollback
+                    pack = {"pack_id": "0" * 16}
+                    await conn.execute(self.render("pack_create.sql", table=f"ctq_data.pack_{pack['pack_id']}"))
+                    await conn.execute(f"INSERT INTO ctq_data.pack_{pack['pack_id']} SELECT g, 0, -1, 0, '', '', '' "
+                                       "FROM generate_series(0, 99) g")  # (rows on every segment: ctq.segment_key)
+                query = await conn.fetchval(self.template("train_query_text.sql"), pack["pack_id"])
+                plan = [r[0] for r in await conn.fetch("EXPLAIN " + query, "{}")]
+                raise _RollBack
+        except _RollBack:
+            pass
+        except asyncpg.PostgresError as exc:
+            checks.append(Check("direct dispatch", False, f"cannot show the plan: {exc.message.splitlines()[0]}",
+                                "run ctq doctor as the installer (a probe pack table is created, then rolled back)"))
+            return checks
+        direct = plan[0].startswith("Gather Motion 1:1") and "segments: 1)" in plan[0] and \
+            not any("Motion" in line for line in plan[1:])
+        checks.append(Check("direct dispatch", direct,
+                            f"training query of segment 0 (pack {pack['pack_id']}):\n      " + "\n      ".join(plan),
+                            "the plan should be Gather Motion 1:1 (slice1; segments: 1) with no Motion below the "
+                            "aggregate; check gp_enable_direct_dispatch and the Greenplum version (6.20+)"))
+        return checks

@@ -10,6 +10,13 @@
 -- segment, for the warm-up as for every hop, so the data and models cached in that process's GD
 -- serve them all (a SELECT sent by the client would run in another process).
 
+-- The segment a training or scoring function runs on, from inside (gp_execution_segment(): the
+-- primary segment's content id; $1, the targeted segment, is not used), recorded as the hop's
+-- executed_on: a hop that ran elsewhere is refused, which proves direct dispatch.
+CREATE OR REPLACE FUNCTION ctq.execution_segment(int) RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT gp_execution_segment() $$;
+REVOKE ALL ON FUNCTION ctq.execution_segment(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ctq.execution_segment(int) TO ctq_user;
+
 -- The distribution-key value of the pack's rows on segment p_segment (the pack is distributed by
 -- one such value per segment): the key that puts a state on that segment.
 CREATE OR REPLACE FUNCTION ctq.segment_key(p_pack_id text, p_segment int) RETURNS int
