@@ -48,6 +48,13 @@ outcome**, and no live display: a script can always parse stdout.
 - `ctq evaluate --json`: `{"run_id", "model_id", "model", "table", "rows", "segments", "loss",
   "accuracy" | "mae", ["auc" | "f1" | "precision" | "recall",] "seconds"}`.
 - `ctq export --json`: `{"run_id", "model_id", "model", "path", "task", "class_values"}`.
+- `ctq validation --json`: `{"run_id", "out", "rows"}`.
+- `ctq runs --json` and `ctq models --json`: a list of objects, one per run (newest first) or per
+  model (in leaderboard order), with the columns the table shows and more (`ctq models --json`
+  adds each model's message: why it failed, or why the search stopped it); `ctq compare --json`
+  one object with both runs and their differences; `ctq packs --json` the packs;
+  `ctq packs gc --json` `{"dropped", "bytes"}`; `ctq doctor --json` a list of checks
+  `{"name", "ok", "detail", "fix"}`; `ctq simulate --json` a list, one object per segment count.
 - On an error: `{"status": "error" | "failed" | "interrupted", "error": "...", "exit_code": N,
   "run_id": N | null}` (`failed` for exit code 1, `interrupted` for 130, `error` otherwise;
   `run_id` is the run the error concerns, when there is one).
@@ -87,7 +94,7 @@ def _help(path: tuple[str, ...], command: click.Command) -> str:
 
 
 def _anchor(title: str) -> str:
-    """GitHub's anchor for a heading."""
+    """GitHub's anchor for a heading: lower case, punctuation but - and _ dropped, spaces to -."""
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 

@@ -6,6 +6,7 @@ the docs name still parses; the README links what a new user looked for (issue 2
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ PAGES = {p.relative_to(REPO).as_posix(): p.read_text()
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 
+@functools.cache
 def _generator():
     spec = importlib.util.spec_from_file_location("docs_generate", DOCS / "generate.py")
     module = importlib.util.module_from_spec(spec)
@@ -97,13 +99,11 @@ def test_the_exit_codes_are_the_errors_codes():
         assert re.search(rf"^  {code} +{re.escape(meaning.split()[0])}", EPILOG, re.M), code
 
 
-def _anchor(title: str) -> str:
-    """GitHub's anchor of a heading: lower case, punctuation but - and _ dropped, spaces to -."""
-    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
-
-
 def _anchors(text: str) -> set[str]:
-    return {_anchor(m[1]) for m in re.finditer(r"^#{1,6} (.+)$", FENCE.sub("", text), re.M)}
+    """The anchors GitHub gives the headings of a page (docs/generate.py's rule, which cli.md's
+    table of contents uses too)."""
+    anchor = _generator()._anchor
+    return {anchor(m[1].strip()) for m in re.finditer(r"^#{1,6} (.+)$", FENCE.sub("", text), re.M)}
 
 
 def _links(text: str):
