@@ -676,22 +676,30 @@ async def models(dsn: str, run_id: int) -> list[dict]:
         return await catalog.leaderboard(conn, run_id)
 
 
-async def hop_durations(dsn: str, run_id: int) -> tuple[list[tuple[int, int, float]], int]:
-    """Measured (model, segment, seconds) of a run's hops, and its epoch count (for replay). Raises
-    NotFound for an unknown run or one without hops, UsageError for a run whose search stopped
+async def measured_run(dsn: str, run_id: int):
+    """A run's measured hop schedule (:class:`ctq.simulate.MeasuredRun`) for ``ctq simulate --replay``.
+    Raises NotFound for an unknown run or one without hops, UsageError for a run whose search stopped
     models early (a replay would train them to the end)."""
+    from statistics import median
+
+    from ctq.simulate import MeasuredRun
+
     async with connect(dsn) as conn:
         run = await catalog.get_run(conn, run_id)
         if run is None:
             raise NotFound(f"no run with id {run_id}")
         rows = await conn.fetch(template("hop_durations.sql"), run_id)
         stopped = [m for m in await catalog.run_models(conn, run_id) if m["status"] == "stopped"]
+        shares = catalog.schedule_shares(await catalog.segment_rows(conn, run_id), run["segments"])
     if stopped:  # the simulator trains every model for every epoch: not what this run did
         raise UsageError(f"--replay {run_id}: its search stopped {len(stopped)} models early, and a replay "
                          f"trains every model for all {run['epochs']} epochs; replay a run without early stopping")
     if not rows:
         raise NotFound(f"run {run_id} has no completed hops to replay")
-    return [(r["model_id"], r["segment"], r["seconds"]) for r in rows], run["epochs"]
+    gaps = [r["gap"] for r in rows if r["gap"] is not None]
+    return MeasuredRun(hops=tuple((r["model_id"], r["segment"], r["seconds"]) for r in rows), epochs=run["epochs"],
+                       segments=run["segments"], gap_seconds=max(0.0, median(gaps)) if gaps else 0.0,
+                       span_seconds=shares["span_seconds"])
 
 
 def check_report_path(out: str) -> None:

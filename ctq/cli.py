@@ -858,6 +858,11 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
     over every segment, the busiest model's work, or the busiest (slowest) segment's work. The
     cost-aware rule is simulated knowing each model's hop from the start (a run's warm-up times
     every model before its first hop).
+
+    A replay at the run's own segment count replays each model's mean hop on each segment, plus
+    the coordinator's median gap between hops, and prints the measured span of the run's hop
+    schedule beside it; at other counts a model's mean hop is scaled by measured/new segments. It
+    leaves out the warm-up, check and packing before the first hop.
     """
     from ctq import simulate as sim
 
@@ -878,8 +883,9 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
         raise UsageError(f"--segment-speed needs {seg_list[0]} positive numbers, one per segment, got {segment_speed!r}")
     try:
         if replay_run is not None:
-            hops, run_epochs = run_async(api.hop_durations(resolve_dsn(dsn), replay_run))
-            results = sim.replay(hops, seg_list, epochs=run_epochs, seed=seed)
+            measured = run_async(api.measured_run(resolve_dsn(dsn), replay_run))
+            results = sim.replay(measured.hops, seg_list, epochs=measured.epochs, seed=seed,
+                                 gap_seconds=measured.gap_seconds, measured_segments=measured.segments)
         else:
             results = {}
             for s in seg_list:
@@ -895,7 +901,9 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
             {"segments": s, "time_unit": unit, "mop_makespan": c.mop.makespan, "bsp_makespan": c.bsp.makespan,
              "mop_random_makespan": c.mop_random.makespan, "cost_gain": c.cost_gain, "speedup": c.speedup, "lower_bound": c.mop.lower_bound, "mop_utilization": c.mop.utilization,
              "bsp_utilization": c.bsp.utilization,
-             "theory_speedup": sim.theory_speedup(p_fast, slow_ratio, s) if closed_form else None}
+             "theory_speedup": sim.theory_speedup(p_fast, slow_ratio, s) if closed_form else None,
+             "measured_span": measured.span_seconds if replay_run is not None and s == measured.segments else None,
+             "gap_seconds": measured.gap_seconds if replay_run is not None else None}
             for s, c in results.items()
         ])
         return
@@ -903,6 +911,9 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
         click.echo(c.format(unit))
         if closed_form:
             click.echo(f"closed-form speedup (Cerebro-DS): {sim.theory_speedup(p_fast, slow_ratio, s):.2f}x")
+        if replay_run is not None and s == measured.segments and measured.span_seconds:
+            click.echo(f"run {replay_run}'s measured hop schedule ({measured.segments} segments): {measured.span_seconds:.4g} s; "
+                       f"replayed MOP ({c.mop.scheduling}) / measured: {c.mop.makespan / measured.span_seconds:.3f}")
         click.echo("")
 
 

@@ -176,31 +176,61 @@ def heterogeneous_durations(
     return per_model[:, None] / speed[None, :]
 
 
+@dataclass(frozen=True)
+class MeasuredRun:
+    """What :func:`replay` reads of a finished run: its hops as ``(model_id, segment, seconds)``, its
+    epochs, its segment count, the median gap (s) between consecutive hops on a segment (the
+    coordinator's turn-around: its bookkeeping and the next statement's dispatch), and the span (s)
+    of its hop schedule, first hop's start to last hop's end (the figure a replay at the run's own
+    segment count should come close to)."""
+
+    hops: tuple[tuple[int, int, float], ...]
+    epochs: int
+    segments: int
+    gap_seconds: float = 0.0
+    span_seconds: float | None = None
+
+
 def replay(
     hops: Iterable[tuple[int, int, float]],
     segments_list: Sequence[int],
     epochs: int = 1,
     seed: int = 0,
+    gap_seconds: float = 0.0,
+    measured_segments: int | None = None,
 ) -> dict[int, Comparison]:
     """What-if on a finished run: MOP vs BSP at other segment counts, from measured hops.
 
-    ``hops`` are ``(model_id, segment, seconds)`` records. Each model's hop time is estimated as the
-    mean of its measured hops; per-segment differences are averaged out because another segment
-    count means another data placement. A hop trains on 1/S of the data, so times are rescaled by
-    ``measured S / S`` (measured S = the number of distinct segments in the records).
+    ``hops`` are ``(model_id, segment, seconds)`` records; ``measured_segments`` the run's segment
+    count (default: the distinct segments in the records). At that count the data placement is the
+    run's own, so model ``i`` takes the mean of its measured hops on segment ``j`` there (a cell
+    without a hop takes the model's mean). At another count each model takes the mean of all its
+    hops, scaled by ``measured / S`` (a hop trains on 1/S of the data; per-segment differences are
+    averaged out, another count being another placement, and the per-hop fixed cost is scaled too).
+    ``gap_seconds``, the coordinator's turn-around between a segment's hops, is added to every hop.
+
+    Left out: the warm-up, source check and packing before the first hop; a model's hop-to-hop
+    variance on one segment (means are replayed); load on the machine that changed during the run.
     """
-    seconds: dict[int, list[float]] = {}
-    measured_segments = set()
+    if not (math.isfinite(gap_seconds) and gap_seconds >= 0):
+        raise ValueError(f"bad gap between hops {gap_seconds}")
+    seconds: dict[int, dict[int, list[float]]] = {}
     for model_id, segment, secs in hops:
         if not (math.isfinite(secs) and secs > 0):
             raise ValueError(f"hop of model {model_id} on segment {segment}: bad duration {secs}")
-        seconds.setdefault(model_id, []).append(secs)
-        measured_segments.add(segment)
+        seconds.setdefault(model_id, {}).setdefault(segment, []).append(secs)
     if not seconds:
         raise ValueError("no hops to replay")
-    per_model = np.array([np.mean(seconds[m]) for m in sorted(seconds)])
+    measured = measured_segments or len({seg for per_segment in seconds.values() for seg in per_segment})
+    models = sorted(seconds)
+    per_model = np.array([np.mean([x for xs in seconds[m].values() for x in xs]) for m in models])
+    own = np.repeat(per_model[:, None], measured, axis=1)
+    for i, m in enumerate(models):
+        for seg, xs in seconds[m].items():
+            if 0 <= seg < measured:
+                own[i, seg] = np.mean(xs)
     return {
-        s: compare(per_model * (len(measured_segments) / s), s, epochs, seed)
+        s: compare((own if s == measured else per_model * (measured / s)) + gap_seconds, s, epochs, seed)
         for s in segments_list
     }
 

@@ -213,14 +213,25 @@ def test_simulate_rejects_bad_input(durations, segments, kwargs, message):
         simulate.simulate(durations, segments, **kwargs)
 
 
-def test_replay_uses_each_models_mean_and_rescales_to_other_segment_counts():
-    # measured on 2 segments: model 1 takes 1 s and 3 s (mean 2), model 2 takes 4 s
+def test_replay_keeps_the_runs_placement_at_its_own_count_and_rescales_means_elsewhere():
+    # measured on 2 segments: model 1 takes 1 s on segment 0 and 3 s on segment 1 (mean 2), model 2 4 s
     hops = [(1, 0, 1.0), (1, 1, 3.0), (2, 0, 4.0), (2, 1, 4.0)]
     out = simulate.replay(hops, [1, 2, 4], epochs=2, seed=3)
     assert set(out) == {1, 2, 4}
-    assert out[2] == simulate.compare([2.0, 4.0], 2, epochs=2, seed=3)
+    assert out[2] == simulate.compare([[1.0, 3.0], [4.0, 4.0]], 2, epochs=2, seed=3)
     assert out[4] == simulate.compare([1.0, 2.0], 4, epochs=2, seed=3)  # half the data per hop
     assert out[1].mop.makespan == 2 * (4.0 + 8.0)  # one segment: everything in sequence
+
+
+def test_replay_adds_the_coordinators_gap_to_every_hop():
+    hops = [(1, 0, 1.0), (1, 1, 3.0), (2, 0, 4.0), (2, 1, 4.0)]
+    out = simulate.replay(hops, [2], epochs=1, gap_seconds=0.5, measured_segments=2)
+    assert out[2] == simulate.compare([[1.5, 3.5], [4.5, 4.5]], 2)
+    # a segment without a hop of that model (a run cut short) takes the model's mean there
+    out = simulate.replay([(1, 0, 1.0), (2, 0, 4.0), (2, 1, 2.0)], [2], measured_segments=2)
+    assert out[2] == simulate.compare([[1.0, 1.0], [4.0, 2.0]], 2)
+    with pytest.raises(ValueError, match="bad gap"):
+        simulate.replay(hops, [2], gap_seconds=-1.0)
 
 
 def test_replay_rejects_empty_or_bad_records():

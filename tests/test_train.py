@@ -90,6 +90,20 @@ async def test_the_compute_share_is_the_recorded_hops_compute_over_the_segments_
         assert row["compute_share"] == pytest.approx(mine / span)
 
 
+async def test_a_replay_at_the_runs_segment_count_comes_within_ten_percent_of_its_schedule(mop_run, run_cli):
+    """`ctq simulate --replay` of a run's own hops (per model and segment, plus the coordinator's
+    median turn-around) predicts the measured span of its hop schedule within 10 %."""
+    proc = run_cli("simulate", "--replay", str(mop_run["run_id"]), "--segments", "2,4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    own, other = json.loads(proc.stdout)
+    assert own["measured_span"] == pytest.approx(mop_run["schedule_seconds"], abs=1e-3)
+    assert 0 < own["gap_seconds"] < 0.1
+    assert own["mop_makespan"] == pytest.approx(own["measured_span"], rel=0.10)
+    assert other["segments"] == 4 and other["measured_span"] is None
+    assert "replayed MOP (cost) / measured" in run_cli("simulate", "--replay", str(mop_run["run_id"]),
+                                                        "--segments", "2").stdout
+
+
 async def test_every_model_visits_every_segment_once_per_epoch(mop_run, conn):
     hops = await hop_log(conn, mop_run["run_id"])
     assert len(hops) == 4 * 2 * 2  # models x epochs x segments
