@@ -101,10 +101,8 @@ def _anchor(title: str) -> str:
 def cli_md() -> str:
     commands = list(_commands(main))
     out = [GENERATED, "", "# Command reference", "",
-           "Every `ctq` command, as its `--help` prints it, then the exit codes and what `--json` prints.",
-           "Every command uses the database given by `--dsn` or `CTQ_DSN`; without either, the embedded",
-           "PostgreSQL under `CTQ_HOME` (default `/var/lib/ctq` as root, `~/.local/share/ctq` otherwise),",
-           "started on demand.", "",
+           "The exit codes, what `--json` prints, then every `ctq` command as its `--help` prints it (which",
+           "database a command uses: [`ctq`](#ctq)).", "",
            "- [Exit codes](#exit-codes)", "- [The `--json` contract](#the---json-contract)"]
     out += [f"- [`ctq {' '.join(p)}`](#{_anchor('ctq ' + ' '.join(p))})" for p, _ in commands]
     out += ["", "## Exit codes", "", "| code | meaning | what a script should do |", "|---|---|---|"]
