@@ -167,8 +167,16 @@ def _yaml_blocks():
                 yield pytest.param(page, block, id=f"{page}:{block.splitlines()[0]}")
 
 
+@pytest.fixture
+def without_keras(monkeypatch):
+    """The grid.yaml rules without Keras' deserialization of keras_json files: importing Keras takes
+    seconds, and tests/test_config.py and test_features.py already load every example and the
+    reference's own example with it."""
+    monkeypatch.setattr(config, "_keras_cannot_load", lambda doc: None)
+
+
 @pytest.mark.parametrize("page,block", list(_yaml_blocks()))
-def test_every_documented_grid_yaml_parses(page, block):
+def test_every_documented_grid_yaml_parses(page, block, without_keras):
     cfg = config.parse_config(block, source_path=page, base_dir=str(REPO / "examples"))
     assert (cfg.data.features or cfg.data.all_features) and cfg.architectures
 
@@ -181,6 +189,6 @@ EXAMPLES = sorted({m for text in PAGES.values() for m in re.findall(r"\bexamples
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_every_example_the_docs_name_parses(example):
+def test_every_example_the_docs_name_parses(example, without_keras):
     cfg = config.load_config(REPO / example)
     assert cfg.architectures or cfg.search
