@@ -181,6 +181,26 @@ def test_every_documented_grid_yaml_parses(page, block, without_keras):
     assert (cfg.data.features or cfg.data.all_features) and cfg.architectures
 
 
+def _fragments():
+    """```yaml blocks that are part of a grid.yaml (a search:, a warm_start: ...), not a whole one."""
+    for page, text in PAGES.items():
+        for block in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M):
+            if not re.search(r"^models:", block, re.M):
+                yield pytest.param(page, block, id=f"{page}:{' '.join(block.split()[:3])}")
+
+
+@pytest.mark.parametrize("page,block", list(_fragments()))
+def test_every_documented_grid_yaml_fragment_parses_in_the_readmes_grid(page, block, without_keras):
+    """A fragment put into the README's grid (successive halving's max_epochs replacing epochs)."""
+    import yaml
+
+    readme = next(b for p, b in (x.values for x in _yaml_blocks()) if p == "README.md")
+    doc = {**yaml.safe_load(readme), **yaml.safe_load(block)}
+    if doc.get("search", {}).get("method") in ("asha", "hyperband"):
+        doc.pop("epochs")
+    config.parse_config(yaml.safe_dump(doc), source_path=page, base_dir=str(REPO / "examples"))
+
+
 def test_the_readme_has_a_grid_yaml():
     assert any(p == "README.md" for p, _ in (x.values for x in _yaml_blocks()))
 
