@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_ROWS ?= 40000
 
-.PHONY: demo test bench system-deps test-deps venv clean
+.PHONY: demo test bench docs system-deps test-deps venv clean
 
 system-deps:  ## Debian packages: PostgreSQL server + PL/Python (skipped when present)
 	@if [ -x /usr/lib/postgresql/$(PG_MAJOR)/bin/postgres ] && \
@@ -46,6 +46,9 @@ test: test-deps venv
 
 bench: system-deps venv
 	$(BIN)/python bench/run.py
+
+docs: venv  ## docs/cli.md and docs/grid-yaml.md from the code (tests/test_docs.py checks they are current)
+	$(BIN)/python docs/generate.py
 
 clean:
 	-$(BIN)/ctq db stop

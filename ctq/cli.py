@@ -1,7 +1,6 @@
 """The ``ctq`` command: a thin click layer over :mod:`ctq.api` and friends.
 
-Exit codes: 0 success, 1 a training/run failure, 2 usage or configuration error or a missing privilege, 3 the database
-cannot be reached or used, 130 interrupted. With ``--json`` a command prints exactly one JSON
+Exit codes: :data:`ctq.errors.EXIT_CODES` (in ``ctq --help`` and docs/cli.md). With ``--json`` a command prints exactly one JSON
 document on stdout whatever the outcome (errors included: ``status``, ``error``, ``exit_code``,
 ``run_id``), and no live display.
 """
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from ctq import __version__, api
 from ctq.embedded import EmbeddedCluster, default_home, resolve_dsn
-from ctq.errors import CtqError, Interrupted, RunFailed, UsageError, from_database, plain_text
+from ctq.errors import EXIT_CODES, CtqError, Interrupted, RunFailed, UsageError, from_database, plain_text
 
 dsn_option = click.option("--dsn", envvar="CTQ_DSN", default=None,
                           help="PostgreSQL DSN (default: $CTQ_DSN, else the embedded database, started on demand).")
@@ -197,23 +196,23 @@ class JsonAwareGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)  # --help, --version, ctx.exit(n): their code
 
 
-EPILOG = """\b
-Database: --dsn, else $CTQ_DSN (a libpq URL), else the embedded PostgreSQL
-under $CTQ_HOME (default /var/lib/ctq as root, ~/.local/share/ctq otherwise),
-started on demand.
+def _epilog() -> str:
+    """ctq --help's epilog: the database and the exit codes (:data:`ctq.errors.EXIT_CODES`)."""
+    import textwrap
 
-\b
-Exit codes:
-  0    success
-  1    a training or run failure (a model failed, a hop kept failing)
-  2    usage or configuration error (bad option, grid.yaml, data) or a missing
-       privilege, wherever found; fix the input or ask for the grant
-  3    the database cannot be reached or used (malformed DSN, server down,
-       PL/Python missing); retrying later may help
-  130  interrupted (Ctrl-C, SIGTERM, a closed terminal); the run can be resumed
-With --json, every outcome prints one JSON document on stdout, errors included:
-{"status", "error", "exit_code", "run_id"}.
-"""
+    codes = []
+    for code, meaning, action in EXIT_CODES:
+        lines = textwrap.wrap(meaning + (f"; {action}" if action else ""), 73)
+        codes += [f"  {code:<4} {lines[0]}", *(f"       {line}" for line in lines[1:])]
+    return "\n".join([
+        "\b", "Database: --dsn, else $CTQ_DSN (a libpq URL), else the embedded PostgreSQL",
+        "under $CTQ_HOME (default /var/lib/ctq as root, ~/.local/share/ctq otherwise),", "started on demand.", "",
+        "\b", "Exit codes:", *codes,
+        "With --json, every outcome prints one JSON document on stdout, errors included:",
+        '{"status", "error", "exit_code", "run_id"}.', ""])
+
+
+EPILOG = _epilog()
 
 
 @click.group(cls=JsonAwareGroup, epilog=EPILOG)
@@ -921,7 +920,7 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
 @main.command()
 @handle_errors
 def schema() -> None:
-    """Print the JSON Schema of grid.yaml (for editors: see README, "Editor support").
+    """Print the JSON Schema of grid.yaml (for editors: see docs/grid-yaml.md, "Editor support").
 
     It is generated from the validator's own key and value tables, so it lists exactly the keys
     `ctq train` accepts; `ctq train` still checks more (cross-key rules, keras_json files).

@@ -1,9 +1,8 @@
 """Exceptions that carry the CLI exit code, so every layer can fail with the right one.
 
-Exit codes (stable, documented in the README and ``ctq --help``): 0 success, 1 a training/run
-failure, 2 usage or configuration error (bad YAML, missing column, bad data, bad option) or a
-missing privilege, 3 the database cannot be reached or used (malformed DSN, server down, PL/Python
-missing), 130 interrupted. Scripts can tell "fix my input or ask for the grant" (2) from "retry
+Exit codes (stable; :data:`EXIT_CODES` is what ``ctq --help`` and docs/cli.md print): 0 success, 1
+a training/run failure, 2 usage or configuration error or a missing privilege, 3 the database cannot
+be reached or used, 130 interrupted. Scripts can tell "fix my input or ask for the grant" (2) from "retry
 later" (3) from "the training itself failed" (1).
 
 A missing privilege is exit 2 wherever it is found: by ctq's own checks before anything is written
@@ -15,6 +14,18 @@ the run instead of failing the model: it resumes once the grant is given).
 from __future__ import annotations
 
 import re
+
+#: The exit codes, one source for ``ctq --help`` and docs/cli.md (docs/generate.py): (code, what it
+#: means, what a script should do about it).
+EXIT_CODES = (
+    (0, "success", ""),
+    (1, "a training or run failure (a model failed, a hop kept failing)", "look at the run: ctq models RUN_ID"),
+    (2, "usage or configuration error (bad option, grid.yaml, data) or a missing privilege, wherever found",
+     "fix the input or ask for the grant"),
+    (3, "the database cannot be reached or used (malformed DSN, server down, PL/Python missing)",
+     "retrying later may help"),
+    (130, "interrupted (Ctrl-C, SIGTERM, a closed terminal)", "the run can be resumed: ctq train --resume RUN_ID"),
+)
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 

@@ -1,6 +1,6 @@
 """The JSON Schema of ``grid.yaml``, generated from the validator's own tables (``ctq schema``).
 
-Editors use it to complete and check a grid file as it is typed (see README: "Editor support").
+Editors use it to complete and check a grid file as it is typed (see docs/grid-yaml.md, "Editor support").
 The validator in :mod:`ctq.config` stays the authority: it gives the messages (file, key path,
 "did you mean"), the cross-field rules (a metric that needs a task, momentum without an optimizer
 that uses it, ``encoding: index`` only with keras_json models...) and reads the keras_json files,

@@ -702,7 +702,7 @@ def test_parse_config_from_string(workdir):
 
 
 def test_documented_example_is_valid(tmp_path):
-    """The annotated example in the module docstring (copied to the README) must load as written."""
+    """The annotated example in the module docstring (shown in docs/grid-yaml.md) must load as written."""
     import shutil
 
     import ctq.config

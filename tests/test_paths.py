@@ -1,5 +1,5 @@
 """Configuration paths trained end to end, not only parsed: every layer kind (dropout, batch_norm,
-l2), a keras_json model (the README's own custom.json), the optimizers beyond adam/sgd and
+l2), a keras_json model (the grid.yaml examples' custom.json), the optimizers beyond adam/sgd and
 momentum; regression that learns, on an array feature column, with no validation split, ranked
 by a "min" metric."""
 

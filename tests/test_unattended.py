@@ -176,7 +176,7 @@ async def test_a_named_run_interrupted_killed_and_resumed_by_name(table, grid, d
     different = run_cli("train", str(other), "--resume", str(run_id))
     assert different.returncode == 2 and "different configuration" in different.stderr
 
-    # session 2: resumed by grid and name (the README's cron pattern), then kill -9: stale
+    # session 2: resumed by grid and name (docs/unattended.md's cron pattern), then kill -9: stale
     proc = start(dsn, ctq_home, "train", str(grid), "--name", "nightly", "--resume", "--quiet")
     done = await hops_of(conn, run_id)
     await wait_for(conn, "SELECT count(*) > $2 FROM ctq.hops WHERE run_id = $1", run_id, done)
