@@ -37,7 +37,7 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
     """Create or upgrade the schema and the in-database functions (idempotent, one transaction),
     with the SQL of the server's engine."""
     engine = await detect(conn)
-    source, sha = server_code()
+    sources, sha = server_code()
     try:
         async with conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({_INSTALL_LOCK})")
@@ -45,8 +45,10 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
             for path in python_path or ():  # checked as the server's OS user; a failure rolls back
                 await _check_server_directory(conn, engine, path)
             # (delete + insert under the install lock: Greenplum 6 has no ON CONFLICT)
-            await conn.execute("DELETE FROM ctq.server_code WHERE name = 'indb'")
-            await conn.execute("INSERT INTO ctq.server_code (name, sha, source) VALUES ('indb', $1, $2)", sha, source)
+            await conn.execute("DELETE FROM ctq.server_code")
+            for name, source in sources.items():
+                await conn.execute("INSERT INTO ctq.server_code (name, sha, source) VALUES ($1, $2, $3)", name, sha,
+                                   source)
             meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__,
                     "install_sha": install_fingerprint(engine.name), "engine": engine.name}
             if python_path is not None:

@@ -154,6 +154,7 @@ import yaml
 
 from ctq.errors import ConfigError
 from ctq.metrics import CLASSIFICATION_METRICS, MAE_METRICS, MAX_METRICS, METRICS, Metric  # noqa: F401
+from ctq.rules import ACTIVATIONS, DEFAULTS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, find_code  # noqa: F401 (the schema reads them here)
 from ctq.scheduler import SCHEDULING_RULES
 
 __all__ = [
@@ -177,15 +178,9 @@ TASKS = ("classification", "regression")
 # the metric names and what they mean: ctq.metrics (one definition for the whole client)
 ENCODINGS = ("one_hot", "index")
 CLASS_WEIGHTS = ("balanced",)
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw", "adagrad", "nadam")
-MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})
-ACTIVATIONS = (
-    "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear",
-)
 SEARCH_METHODS = ("grid", "random", "asha", "hyperband", "tpe")
 HALVING_METHODS = ("asha", "hyperband")  # successive halving: grace_period, reduction_factor, max_epochs
 SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
-DEFAULT_SPACE = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
 _TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "checkpoint_minutes", "models",
@@ -200,18 +195,6 @@ _RANGE_KEYS = ("low", "high", "log")
 _LAYER_KINDS = ("dense", "dropout", "batch_norm")
 _LAYER_OPTIONS = {"dense": ("activation", "l2"), "dropout": (), "batch_norm": ()}
 
-# Modules whose objects only ever appear in a model config to run Python code.
-_CODE_MODULES = frozenset({
-    "builtins", "__builtin__", "os", "posix", "nt", "subprocess", "sys", "importlib", "shutil",
-    "pickle", "marshal", "ctypes", "runpy", "pty", "socket", "code", "codeop", "types",
-})
-# Qualified names of code-running callables, anywhere inside a string.
-_CODE_NAME_RE = re.compile(
-    r"(?<![\w.])(?:os\.(?:system|popen|exec\w*|spawn\w*|fork\w*)|posix\.system|nt\.system"
-    r"|subprocess\.\w+|builtins\.(?:eval|exec|compile|__import__|open)|importlib\.import_module)\b"
-)
-# Bare builtins: the whole string, or a call.
-_CODE_CALL_RE = re.compile(r"^\s*(?:eval|exec|compile|__import__)\s*$|(?<![\w.])(?:eval|exec|__import__)\s*\(")
 
 
 # --------------------------------------------------------------------------------------------
@@ -877,7 +860,7 @@ class _Validator:
                 f"top-level \"class_name\" of Sequential, Functional or Model and a \"config\"; "
                 f"{found})",
             )
-        where = _find_code(doc)
+        where = find_code(doc)
         if where is not None:
             self.fail(key, f"{path}: refused because it carries Python code ({where}); "
                            "only plain Keras layers can be used")
@@ -929,8 +912,8 @@ class _Validator:
         for name in SPACE_KEYS:
             if name in raw_space:
                 space[name] = self.space_value(name, raw_space[name], samples is not None)
-            elif name in DEFAULT_SPACE:
-                space[name] = [DEFAULT_SPACE[name]]
+            elif name in DEFAULTS:
+                space[name] = [DEFAULTS[name]]
         if "momentum" in space:
             opts = space["optimizer"]
             if not any(o in MOMENTUM_OPTIMIZERS for o in opts):
@@ -999,44 +982,6 @@ class _Validator:
         if log and low <= 0:
             self.fail(_join(key, "low"), "a log-uniform range needs low > 0")
         return _Range(low=low, high=high, log=log, integer=(name == "batch_size"))
-
-
-# --------------------------------------------------------------------------------------------
-# Keras JSON safety scan
-# --------------------------------------------------------------------------------------------
-
-
-def _find_code(doc: Any) -> str | None:
-    """Describe the first code-carrying element of a Keras config, or None if there is none."""
-    stack: list[tuple[Any, str]] = [(doc, "")]
-    while stack:
-        node, where = stack.pop()
-        if isinstance(node, dict):
-            cls = node.get("class_name")
-            if cls == "Lambda":
-                return f"a Lambda layer at {where or 'the top level'}"
-            if cls == "__lambda__" or "__lambda__" in node:
-                return f"a serialized lambda at {where or 'the top level'}"
-            if node.get("function_type") == "lambda":
-                return f"a serialized lambda (function_type: lambda) at {where or 'the top level'}"
-            module = node.get("module")
-            if isinstance(module, str) and module.split(".", 1)[0] in _CODE_MODULES:
-                return f"an object from module {module!r} at {where or 'the top level'}"
-            for k, v in node.items():
-                if isinstance(k, str) and _is_code_string(k):
-                    return f"the key {k!r} at {where or 'the top level'}"
-                stack.append((v, _join(where, k)))
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                stack.append((v, f"{where}[{i}]"))
-        elif isinstance(node, str) and _is_code_string(node):
-            shown = node if len(node) <= 40 else node[:37] + "..."
-            return f"the string {shown!r} at {where or 'the top level'}"
-    return None
-
-
-def _is_code_string(text: str) -> bool:
-    return bool(_CODE_NAME_RE.search(text) or _CODE_CALL_RE.search(text))
 
 
 def _keras_cannot_load(doc: dict) -> str | None:

@@ -2,9 +2,10 @@
 
 ``ctq install`` stores this file's source in ``ctq.server_code``; the PL/Python functions in
 ``sql_templates/`` load it once per backend process into ``GD`` and call the functions below.
-It imports nothing from the client package (the server never has ``ctq`` on its path), only the
-standard library, numpy and, lazily, Keras. The client imports it too, but only for the pure
-helpers (state and buffer decoding) that both sides must agree on.
+It imports nothing from the client package (the server never has ``ctq`` on its path) but
+``ctq.rules``, which ``ctq install`` ships beside it (bootstrap.py loads it first, as ``ctq_rules``);
+otherwise only the standard library, numpy and, lazily, Keras. The client imports this module too,
+but only for the pure helpers (state and buffer decoding) that both sides must agree on.
 
 The interface with the client is SQL only: training is the aggregate ``ctq.train_step`` over the
 buffer rows of one segment (the rows arrive as the aggregate's input, as in MADlib's
@@ -34,14 +35,18 @@ import json
 import os
 import signal
 import struct
+import sys
 import time
 
 import numpy as np
 
+if __name__ == "ctq.indb":  # imported by the client (its tests, export)
+    from ctq import rules
+else:  # inside the server: the copy of ctq/rules.py that ``ctq install`` stored, loaded by bootstrap.py
+    rules = sys.modules["ctq_rules"]
+
 STATE_MAGIC = b"CTQS\x01"
 CANCEL_CHECK_SECONDS = 0.25
-ACTIVATIONS = {"relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear"}
-CODE_CARRYING_CLASSES = {"Lambda", "TFOpLambda"}
 
 # SQLSTATEs the client maps to its error types: bad source data (exit 2), a model that cannot
 # train (that model fails, the run goes on), a model whose working state a server crash took (the
@@ -427,18 +432,12 @@ def probe(plpy=None) -> dict:
 # {"layers": [{"type": "dense", ...}, ...]} or {"keras_json": {...}}.
 
 
-def reject_code(node, where="model") -> None:
-    """Refuse configs that carry Python code before Keras sees them (safe mode is the 2nd line)."""
-    if isinstance(node, dict):
-        if node.get("class_name") in CODE_CARRYING_CLASSES:
-            raise ValueError(f"{where}: layer class {node['class_name']!r} carries Python code and is refused")
-        if "__lambda__" in node or node.get("function_type") == "lambda":
-            raise ValueError(f"{where}: serialized Python function is refused")
-        for key, value in node.items():
-            reject_code(value, where)
-    elif isinstance(node, list):
-        for value in node:
-            reject_code(value, where)
+def reject_code(config, where="model") -> None:
+    """Refuse a Keras config that carries Python code before Keras sees it (rules.find_code, the
+    client's own scan; Keras' safe mode is the second line)."""
+    found = rules.find_code(config)
+    if found is not None:
+        raise ValueError(f"{where}: refused because it carries Python code ({found})")
 
 
 def input_shape(stats: dict) -> tuple[int, ...]:
@@ -461,7 +460,7 @@ def build_model(arch: dict, shape, n_outputs: int, task: str):
         kind = spec["type"]
         if kind == "dense":
             activation = spec.get("activation", "relu")
-            if activation not in ACTIVATIONS:
+            if activation not in rules.ACTIVATIONS:
                 raise ValueError(f"unknown activation {activation!r}")
             l2 = float(spec.get("l2") or 0.0)
             layers.append(
@@ -486,8 +485,8 @@ def build_model(arch: dict, shape, n_outputs: int, task: str):
 
 def make_optimizer(hyper: dict):
     keras = import_keras()
-    name = hyper.get("optimizer", "adam")
-    lr = float(hyper.get("learning_rate", 0.001))
+    name = hyper.get("optimizer", rules.DEFAULTS["optimizer"])
+    lr = float(hyper.get("learning_rate", rules.DEFAULTS["learning_rate"]))
     classes = {
         "adam": keras.optimizers.Adam,
         "sgd": keras.optimizers.SGD,
@@ -496,10 +495,10 @@ def make_optimizer(hyper: dict):
         "adagrad": keras.optimizers.Adagrad,
         "nadam": keras.optimizers.Nadam,
     }
-    if name not in classes:
+    if name not in rules.OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}")
     kwargs = {"learning_rate": lr}
-    if hyper.get("momentum") is not None and name in ("sgd", "rmsprop"):
+    if hyper.get("momentum") is not None and name in rules.MOMENTUM_OPTIMIZERS:
         kwargs["momentum"] = float(hyper["momentum"])
     return classes[name](**kwargs)
 
@@ -720,7 +719,7 @@ class CompiledModel:
         keras = import_keras()
         for var, start in zip(self.model.optimizer.variables, self.optimizer_start):
             if var.path.endswith("learning_rate"):
-                start = np.asarray(float(hyper.get("learning_rate", 0.001)), dtype=var.dtype)
+                start = np.asarray(float(hyper.get("learning_rate", rules.DEFAULTS["learning_rate"])), dtype=var.dtype)
             var.assign(start if isinstance(start, np.ndarray) else keras.ops.full(var.shape, start, var.dtype))
 
     def loader(self, warm: bool = False) -> StateAssembler:
@@ -1069,7 +1068,7 @@ def step_final(*, plpy, GD, acc):
               "compute_seconds": 0.0, "val_loss": None, "val_metric": None, "executed_on": executed_on}
     if p["action"] == "warmup":  # the estimated hop seconds of each model, as JSON
         estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.get("metric")),
-                                   int(hyper.get("batch_size", 64)), len(x), xv, yv, plpy)
+                                   int(hyper.get("batch_size", rules.DEFAULTS["batch_size"])), len(x), xv, yv, plpy)
                      for arch, hyper in p["models"]]
         result["estimates"] = json.dumps(estimates).encode()
     else:
@@ -1174,7 +1173,7 @@ def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, s
     per shape): the last partial batch is padded with zero-weight rows, so every row trains."""
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
-    loss, value = fit_pass(cm.model, x, y, int(hyper.get("batch_size", 64)), callback, task, stats, class_weights,
+    loss, value = fit_pass(cm.model, x, y, int(hyper.get("batch_size", rules.DEFAULTS["batch_size"])), callback, task, stats, class_weights,
                            metric)
     compute = time.perf_counter() - t0
     val_loss = val_metric = None

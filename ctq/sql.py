@@ -65,10 +65,15 @@ def qualified(schema: str | None, name: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(name)}" if schema else quote_ident(name)
 
 
-def server_code() -> tuple[str, str]:
-    """The in-database module's source and its sha256 (the version the functions check)."""
-    source = (Path(__file__).resolve().parent / "indb.py").read_text()
-    return source, hashlib.sha256(source.encode()).hexdigest()
+SERVER_MODULES = ("rules", "indb")  # ctq/<name>.py run by the server, in the order bootstrap.py loads them
+
+
+def server_code() -> tuple[dict[str, str], str]:
+    """The in-database modules' sources by name (SERVER_MODULES) and one sha256 of them all (the
+    version the functions check)."""
+    here = Path(__file__).resolve().parent
+    sources = {name: (here / f"{name}.py").read_text() for name in SERVER_MODULES}
+    return sources, hashlib.sha256("\0".join(sources[n] for n in SERVER_MODULES).encode()).hexdigest()
 
 
 def install_script(engine: str = COMMON) -> str:
@@ -77,7 +82,7 @@ def install_script(engine: str = COMMON) -> str:
     schema of the run and pack tables (catalog_schema.sql: ``ctq`` on PostgreSQL, where row-level
     security keeps analysts apart; on Greenplum a private schema behind same-named views in ``ctq``)."""
     _, sha = server_code()
-    bootstrap = render("bootstrap.py", engine, indb_sha=sha)
+    bootstrap = render("bootstrap.py", engine, indb_sha=sha, server_modules=repr(SERVER_MODULES))
     clauses = {key: template(f"distribution/{key}.sql", engine).strip()
                for key in ("replicated", "by_run", "by_pack")}
     catalog = template("catalog_schema.sql", engine).strip()

@@ -149,20 +149,39 @@ async def test_a_lambda_layer_that_got_past_the_client_is_refused_by_the_server(
     assert "Lambda" in error.message
 
 
-async def test_a_serialized_function_only_keras_safe_mode_catches_is_refused(small_table, conn):
-    """A Dense layer whose activation is a serialized Python lambda: no Lambda layer, no
-    ``__lambda__`` key, so neither the client nor the server's own check sees it; only
-    ``deserialize_keras_object(..., safe_mode=True)`` in the server refuses it."""
+def _with_dense_config(extra: dict) -> dict:
+    """LAMBDA_MODEL with its Lambda layer replaced by a Dense layer carrying ``extra``."""
     model = json.loads(json.dumps(LAMBDA_MODEL))
-    model["config"]["layers"][1] = {
-        "module": "keras.layers", "class_name": "Dense",
-        "config": {"units": 2, "activation": {"class_name": "__lambda__", "config": {"value": ["x", None, None]}}}}
-    from ctq.indb import reject_code
+    model["config"]["layers"][1] = {"module": "keras.layers", "class_name": "Dense",
+                                    "config": {"units": 2, **extra}}
+    return model
 
-    reject_code(model)  # really past the server's first line of defence
+
+# Configs carrying code without a Lambda layer: before the server ran the client's scan (ctq.rules,
+# shipped beside the server code), its own looked only for Lambda layers and lambdas, and left
+# these to Keras (safe mode catches the first only).
+HIDDEN_CODE = {
+    "a lambda as an activation": ({"activation": {"class_name": "__lambda__", "config": {"value": ["x", None, None]}}},
+                                  "serialized lambda"),
+    "an object from module os": ({"activation": {"module": "os", "class_name": "function", "config": "system",
+                                                 "registered_name": "system"}}, "module 'os'"),
+    "a code string": ({"name": "__import__('os').system('id')"}, "__import__"),
+    "a TFOpLambda layer": ({"inner": {"class_name": "TFOpLambda", "config": {}}}, "TFOpLambda"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HIDDEN_CODE))
+async def test_code_hidden_in_a_config_is_refused_by_client_and_server_alike(case, small_table, conn):
+    """The client (grid.yaml's keras_json) and the server (a call that skipped the client) run the
+    one scan, so each refuses what the other does, naming the same thing."""
+    from ctq import config
+
+    extra, words = HIDDEN_CODE[case]
+    model = _with_dense_config(extra)
+    assert words in config.find_code(model)
     error = await server_train_step(conn, {"keras_json": model})
     assert error.sqlstate == "CTQ01"
-    assert "safe_mode" in error.message and "lambda" in error.message, error.message
+    assert "carries Python code" in error.message and words in error.message, error.message
 
 
 async def test_usage_errors(run_cli, tmp_path):

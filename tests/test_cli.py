@@ -58,7 +58,7 @@ async def test_install_is_idempotent(run_cli, conn):
         assert proc.returncode == 0, proc.stderr
         assert "installed" in proc.stdout
         assert await catalog_snapshot(conn) == before
-        assert await conn.fetchval("SELECT count(*) FROM ctq.server_code") == 1
+        assert await conn.fetchval("SELECT count(*) FROM ctq.server_code") == 2  # ctq/rules.py, ctq/indb.py
     finally:
         await conn.execute("DELETE FROM ctq.runs WHERE run_id = -77; DELETE FROM ctq.packs WHERE pack_id = 'idem'")
 

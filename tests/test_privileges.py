@@ -272,7 +272,7 @@ async def test_hostile_direct_calls_are_refused(world, conn, dsn):
     # the installer can change the server code (rolled back)
     tr = conn.transaction()
     await tr.start()
-    assert await conn.execute("UPDATE ctq.server_code SET installed_at = installed_at") == "UPDATE 1"
+    assert await conn.execute("UPDATE ctq.server_code SET installed_at = installed_at") == "UPDATE 2"
     await tr.rollback()
 
 

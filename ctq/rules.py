@@ -1,0 +1,75 @@
+"""What the client and the server must decide alike, in one module both sides import.
+
+The client (checking ``grid.yaml``) imports it as ``ctq.rules``; the server (building and training
+the models) runs the copy ``ctq install`` stores beside the in-database module in
+``ctq.server_code`` (sql_templates/common/bootstrap.py loads it first, as module ``ctq_rules``). So
+an optimizer, an activation or a default accepted by one side is the other side's, and the scan that
+refuses Keras configs carrying Python code is the same on both: the client's gives the early,
+precise error, the server's guards the database against a caller that skips the client.
+Standard library only: it runs inside the database's Python.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw", "adagrad", "nadam")
+MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})  # the optimizers that take a momentum
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear")
+#: a hyper-parameter a model leaves out (grid.yaml's search.space, a stored model's hyperparameters)
+DEFAULTS = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
+
+# -- Keras configs that carry Python code ------------------------------------------------------
+# Keras' safe mode is the second line; these are refused before Keras sees the config.
+
+#: layer classes whose config holds Python code (marshalled bytecode or a function's source)
+CODE_CARRYING_CLASSES = frozenset({"Lambda", "TFOpLambda"})
+# Modules whose objects only ever appear in a model config to run Python code.
+_CODE_MODULES = frozenset({
+    "builtins", "__builtin__", "os", "posix", "nt", "subprocess", "sys", "importlib", "shutil",
+    "pickle", "marshal", "ctypes", "runpy", "pty", "socket", "code", "codeop", "types",
+})
+# Qualified names of code-running callables, anywhere inside a string.
+_CODE_NAME_RE = re.compile(
+    r"(?<![\w.])(?:os\.(?:system|popen|exec\w*|spawn\w*|fork\w*)|posix\.system|nt\.system"
+    r"|subprocess\.\w+|builtins\.(?:eval|exec|compile|__import__|open)|importlib\.import_module)\b"
+)
+# Bare builtins: the whole string, or a call.
+_CODE_CALL_RE = re.compile(r"^\s*(?:eval|exec|compile|__import__)\s*$|(?<![\w.])(?:eval|exec|__import__)\s*\(")
+
+
+def find_code(doc: Any) -> str | None:
+    """Describe the first code-carrying element of a Keras config (a layer class in
+    CODE_CARRYING_CLASSES, a serialized lambda, an object from a code-running module, a string
+    naming a code-running callable), with its path in the config; None if there is none."""
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack:
+        node, where = stack.pop()
+        at = where or "the top level"
+        if isinstance(node, dict):
+            cls = node.get("class_name")
+            if cls in CODE_CARRYING_CLASSES:
+                return f"a {cls} layer at {at}"
+            if cls == "__lambda__" or "__lambda__" in node:
+                return f"a serialized lambda at {at}"
+            if node.get("function_type") == "lambda":
+                return f"a serialized lambda (function_type: lambda) at {at}"
+            module = node.get("module")
+            if isinstance(module, str) and module.split(".", 1)[0] in _CODE_MODULES:
+                return f"an object from module {module!r} at {at}"
+            for k, v in node.items():
+                if isinstance(k, str) and _is_code_string(k):
+                    return f"the key {k!r} at {at}"
+                stack.append((v, f"{where}.{k}" if where else str(k)))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                stack.append((v, f"{where}[{i}]"))
+        elif isinstance(node, str) and _is_code_string(node):
+            shown = node if len(node) <= 40 else node[:37] + "..."
+            return f"the string {shown!r} at {at}"
+    return None
+
+
+def _is_code_string(text: str) -> bool:
+    return bool(_CODE_NAME_RE.search(text) or _CODE_CALL_RE.search(text))
