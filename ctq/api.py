@@ -331,6 +331,14 @@ async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
     return warm
 
 
+async def unfinished_run(dsn: str, config: RunConfig, name: str | None = None) -> int | None:
+    """The newest unfinished run of ``config`` under ``name`` (default: the config's), the one
+    ``resume`` without a run id would take; None if there is none."""
+    cfg = dataclasses.replace(config, name=name) if name else config
+    async with connect(dsn) as conn:
+        return await catalog.last_unfinished_run(conn, fingerprint(cfg))
+
+
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
                  progress_factory=None, *, name: str | None = None, schedule: str | None = None,
                  scheduling: str | None = None, keep_pack: bool = False, log=None) -> TrainResult:

@@ -370,8 +370,9 @@ def doctor(dsn: str | None, as_json: bool) -> None:
 @handle_errors
 def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: str | None,
          encoding: str | None, distributed_by: str | None, dsn: str | None) -> None:
-    """Load a CSV file (or .csv.gz, .bz2, .xz) with a header row into a new table, as a stream through
-    COPY; says what it created, refuses what it would misread, and leaves nothing behind when it fails."""
+    """Load a CSV file (or .csv.gz, .bz2, .xz; .zst with the zstandard package) with a header row into
+    a new table, as a stream through COPY; says what it created, refuses what it would misread, and
+    leaves nothing behind when it fails."""
     from ctq.loader import load_csv, parse_delimiter, parse_table
     from ctq.progress import load_progress
 
@@ -411,9 +412,10 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
                    "config's scheduling:): most estimated work left first, from "
                    "the warm-up's timing and the observed hop durations; random: a seeded preference "
                    "(Cerebro's rule). MOP only.")
-@click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID]",
+@click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID|auto]",
               help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
-                   "unfinished run of that configuration (and --name).")
+                   "unfinished run of that configuration (and --name); GRID --resume auto resumes that run "
+                   "if there is one and starts a new run otherwise (for cron jobs).")
 
 
 @click.option("--keep-pack", is_flag=True,
@@ -446,11 +448,15 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
                          "decides by its own order")
     if keep_pack and resume is None:
         raise UsageError("--keep-pack only applies to --resume (a new run packs the source as it is)")
+    if resume == "auto" and grid is None:
+        raise UsageError("--resume auto needs a GRID file: it resumes that configuration's unfinished run")
     config = load_config(grid) if grid else None  # configuration errors before any database work
+    if resume == "auto":
+        resume = "last" if run_async(api.unfinished_run(resolve_dsn(dsn), config, name)) is not None else None
     run_id = None
     if resume not in (None, "last"):
         if not resume.isdigit():
-            raise UsageError(f"--resume takes a run id, got {resume!r}")
+            raise UsageError(f"--resume takes a run id or auto, got {resume!r}")
         run_id = int(resume)
     factory = log = None
     if not quiet and not as_json and sys.stdout.isatty():
@@ -481,8 +487,10 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         _echo_json({**result.to_json(), "error": failure, "exit_code": 1 if failure else 0})
     else:
         _print_leaderboard(result.leaderboard, title=f"run {result.run_id} ({result.name}): {result.status}")
-        click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s, segment utilization "
-                   f"{result.utilization:.1%} (computing {result.compute_share:.1%}); "
+        schedule = ("" if not result.schedule_seconds
+                    else f" (hop schedule {result.schedule_seconds:.1f}s: segment utilization "
+                         f"{result.utilization:.1%}, compute share {result.compute_share:.1%})")
+        click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s{schedule}; "
                    f"best {result.metric} = "
                    + ("-" if result.best_metric is None else f"{result.best_metric:.4f}") + f" ({result.best_model})")
         if result.run_hops != result.hops:

@@ -32,8 +32,9 @@ File format
       class_weight: balanced        # optional, classification only: weigh each class by
                                     #   rows / (classes x its rows) in training (as scikit-learn's
                                     #   "balanced"), for imbalanced labels
-    segments: 2                     # optional positive int <= 256; default: chosen by the engine
-    cores_per_segment: 1            # optional positive int; default: chosen by the engine
+    segments: 2                     # optional positive int <= 256; default: the engine's (PostgreSQL:
+                                    #   the cores of the machine ctq runs on; Greenplum: its primaries)
+    cores_per_segment: 1            # optional positive int; default: the cores / segments
     memory_budget_mb: 512           # optional positive int: when a segment's decoded data (its training
                                     #   share + the validation set) would not fit, it streams its
                                     #   buffers on every hop instead of caching them; a model whose
@@ -78,7 +79,8 @@ File format
                                     #   run's best trained model of the same architecture
     scheduling: cost                # optional; MOP's choice among eligible models when a segment
                                     #   frees up: cost (default: most estimated work left first, from
-                                    #   the observed hop durations) | random (seeded preference)
+                                    #   the warm-up's timing, then the observed hop durations) |
+                                    #   random (seeded preference)
     metric: val_accuracy            # val_loss | val_accuracy | val_auc | val_f1 | val_precision |
                                     #   val_recall | val_mae, or the same without val_ (training);
                                     #   default val_loss. mae needs regression, the others but loss
@@ -124,8 +126,9 @@ With ``method: asha`` the models are the grid (or, with ``samples``, random draw
 asynchronous successive halving stops the weak ones early (:class:`ctq.search.Asha`): rungs after
 ``grace_period * reduction_factor**k`` epochs, below ``max_epochs``. ``method: hyperband`` takes the
 same keys and runs brackets of it that start stopping at different rungs, as Optuna's
-HyperbandPruner does (:class:`ctq.search.Hyperband`). With ``method: tpe`` no model
-exists up front (``models`` is empty): ``samples`` configurations are asked of Optuna's TPE sampler
+HyperbandPruner does (:class:`ctq.search.Hyperband`). With ``method: tpe`` no model of the
+run exists up front (the architectures under ``models:`` are still required): ``samples``
+configurations are asked of Optuna's TPE sampler
 during the run, as slots free up (:class:`ctq.search.Tpe`); more ``samples`` than a finite space
 has distinct configurations is refused (TPE would ask some again).
 

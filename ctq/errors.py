@@ -19,7 +19,8 @@ import re
 #: means, what a script should do about it).
 EXIT_CODES = (
     (0, "success", ""),
-    (1, "a training or run failure (a model failed, a hop kept failing)", "look at the run: ctq models RUN_ID"),
+    (1, "a training or run failure (a model failed, a hop kept failing); for ctq db status: not running",
+     "look at the run: ctq models RUN_ID"),
     (2, "usage or configuration error (bad option, grid.yaml, data) or a missing privilege, wherever found",
      "fix the input or ask for the grant"),
     (3, "the database cannot be reached or used (malformed DSN, server down, PL/Python missing)",

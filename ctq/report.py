@@ -341,7 +341,7 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None, fu
     util = data.utilization
     out.append(f"<p>{len(data.leaderboard)} models x {run['segments']} segments x {run['epochs']} epochs, "
                f"schedule {esc(run['schedule'])}: {run['hops']} hops in {run['wall_seconds']:.1f} s"
-               + (f", segment utilization {util:.1%} (computing {data.compute_share:.1%})"
+               + (f", segment utilization {util:.1%}, compute share {data.compute_share:.1%}"
                   if util is not None else "")
                + (f"; best {esc(run['metric'])} = {_num(best['score'])} ({esc(best['name'])})" if best else "")
                + "</p>")

@@ -42,7 +42,8 @@ outcome**, and no live display: a script can always parse stdout.
   `run_wall_seconds` (the whole run, when it was resumed), `segment_utilization`, `compute_share`
   (see [how it works](how-it-works.md#utilization-which-figure-to-trust)), `failed_models`,
   `stopped_models`, `pack_reused`, `notices` (every `note:` line), the `leaderboard`, and `error`
-  and `exit_code` (null and 0 when every model trained).
+  and `exit_code` (null and 0 when every model trained; when some models failed and the others
+  trained, this whole document with `error` saying how many failed and `exit_code` 1).
 - `ctq predict --json`: `{"run_id", "model_id", "model", "table", "out", "rows", "segments",
   "proba", "prediction_type", "seconds"}`.
 - `ctq evaluate --json`: `{"run_id", "model_id", "model", "table", "rows", "segments", "loss",
@@ -55,7 +56,7 @@ outcome**, and no live display: a script can always parse stdout.
   one object with both runs and their differences; `ctq packs --json` the packs;
   `ctq packs gc --json` `{"dropped", "bytes"}`; `ctq doctor --json` a list of checks
   `{"name", "ok", "detail", "fix"}`; `ctq simulate --json` a list, one object per segment count.
-- On an error: `{"status": "error" | "failed" | "interrupted", "error": "...", "exit_code": N,
+- On an error (the command did not do its work; a run that failed as a whole): `{"status": "error" | "failed" | "interrupted", "error": "...", "exit_code": N,
   "run_id": N | null}` (`failed` for exit code 1, `interrupted` for 130, `error` otherwise;
   `run_id` is the run the error concerns, when there is one).
 
@@ -71,7 +72,8 @@ running run, which then stops (its models are not failed: `ctq train --resume RU
 the grant is given); the line names the fix, e.g. `ask an administrator to run: ctq grant alice`.
 A database error that ctq did not anticipate is classified by its SQLSTATE class in one place
 (`ctq.errors.from_database`): connection, resources, a cancelled statement, a missing object
-(exit 3), data (exit 2), anything else a run failure (exit 1), with the server's message.
+(exit 3), data (exit 2), anything else a run failure (exit 1), with the server's message. (A table
+or column named in grid.yaml or in an option is checked by ctq itself first: exit 2.)
 ctq's own sessions set `statement_timeout = 0` and `lock_timeout = 0`, so a database-wide setting
 meant for interactive users does not cancel a warm-up, a packing statement or a hop.
 """

@@ -171,6 +171,10 @@ async def test_resume_without_a_run_is_a_usage_error(run_cli):
     proc = run_cli("train", "--resume")
     assert proc.returncode == 2
     assert "--resume RUN_ID" in proc.stderr
+    proc = run_cli("train", "--resume", "auto")
+    assert proc.returncode == 2 and "--resume auto needs a GRID file" in proc.stderr
+    proc = run_cli("train", "--resume", "latest")
+    assert proc.returncode == 2 and "--resume takes a run id or auto, got 'latest'" in proc.stderr
 
 
 @pytest.mark.parametrize("args, words", [

@@ -149,8 +149,9 @@ async def test_kill_9_then_resume_loses_and_repeats_nothing(long_table, tmp_path
     row = next(r for r in listed if r["run_id"] == run_id)
     assert row["status"] == "stale" and row["alive"] is False  # detected as stale
 
-    # resume by config: the same run goes on (no new run), gets killed again, then resume by id
-    proc = start_train(dsn, ctq_home, str(grid), "--resume", "--json")
+    # resume by config as a cron job does (--resume auto): the same run goes on (no new run), gets
+    # killed again, then resume by id
+    proc = start_train(dsn, ctq_home, str(grid), "--resume", "auto", "--json")
     assert await wait_for_hops(conn, "killed", hops_at_kill + 3) == run_id
     assert await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE name = 'killed'") == 1
     proc.send_signal(signal.SIGKILL)

@@ -59,7 +59,8 @@ def mop_run(small_table, tmp_path_factory, dsn, ctq_home):
 
     grid = write_grid(tmp_path_factory.mktemp("mop"), GRID.format(name="e2e-mop", table=small_table))
     env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home))
-    proc = subprocess.run([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json"],
+    # (--resume auto, as in a cron job: no unfinished run of this grid, so a new run starts)
+    proc = subprocess.run([sys.executable, "-m", "ctq.cli", "train", str(grid), "--resume", "auto", "--json"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
