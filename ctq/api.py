@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import platform
-import re
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -29,12 +28,12 @@ from ctq.coordinator import (DEFAULT_CHECKPOINT_SECONDS, Coordinator, Outcome, P
                              segment_cores)
 from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
-                        TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text, privilege_hint)
+                        TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text)
 from ctq.metrics import Metric
 from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack, write_validation_rows
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Asha, Decision, Hyperband, Tpe, pending
-from ctq.sql import qualified, quote_ident, template
+from ctq.sql import qualified, quote_ident, render, template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
 
@@ -374,8 +373,7 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         if schedule and schedule != run["schedule"]:
             raise UsageError(f"--schedule {schedule}: run {run_id} runs schedule {run['schedule']!r}; "
                              "a resumed run keeps its schedule")
-        recorded = await conn.fetchval("SELECT coalesce(config ->> 'scheduling', 'random') FROM ctq.runs "
-                                       "WHERE run_id = $1", run_id)
+        recorded = await conn.fetchval(template("run_scheduling.sql"), run_id)
         if scheduling and scheduling != recorded:
             raise UsageError(f"--scheduling {scheduling}: run {run_id} schedules by {recorded!r}; "
                              "a resumed run keeps its scheduling")
@@ -823,10 +821,10 @@ async def validation(dsn: str, run_id: int, out: str, *, replace: bool = False) 
         engine = await detect(conn)
         pack = await catalog.run_pack(conn, run_id)
         async with conn.transaction():
-            if await conn.fetchval("SELECT to_regclass($1)", dest) is not None:
+            if await conn.fetchval(template("relation_oid.sql"), dest) is not None:
                 if not replace:
                     raise UsageError(f"--out {out}: table exists; use --replace to replace it")
-                await conn.execute(f"DROP TABLE {dest}")
+                await conn.execute(render("drop_table.sql", table=dest))
             rows = await write_validation_rows(conn, engine, pack, dest)
             where = await conn.fetchval(template("load_where.sql"), dest)
     return {"run_id": run_id, "out": where, "rows": rows}

@@ -16,7 +16,7 @@ from ctq import __version__
 from ctq.config import fingerprint
 from ctq.engines import detect
 from ctq.errors import DatabaseError, NotFound, PermissionDenied, UsageError
-from ctq.sql import install_fingerprint, install_script, quote_ident, render, server_code, template
+from ctq.sql import install_fingerprint, install_script, qualified, quote_ident, render, server_code, template
 
 SCHEMA_VERSION = 1
 _INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
@@ -28,9 +28,9 @@ RUN_LOCK_CLASS = 0x637472
 
 async def installed_sha(conn: asyncpg.Connection) -> str | None:
     """The fingerprint of the installation in this database, or None if ctq is not installed."""
-    if not await conn.fetchval("SELECT to_regclass('ctq.meta') IS NOT NULL"):
+    if not await conn.fetchval(template("meta_exists.sql")):
         return None
-    return await conn.fetchval("SELECT value #>> '{}' FROM ctq.meta WHERE key = 'install_sha'")
+    return await conn.fetchval(template("install_sha.sql"))
 
 
 async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
@@ -40,29 +40,28 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
     sources, sha = server_code()
     try:
         async with conn.transaction():
-            await conn.execute(f"SELECT pg_advisory_xact_lock({_INSTALL_LOCK})")
+            await conn.execute(template("install_lock.sql"), _INSTALL_LOCK)
             await conn.execute(install_script(engine.name))
             for path in python_path or ():  # checked as the server's OS user; a failure rolls back
                 await _check_server_directory(conn, engine, path)
             # (delete + insert under the install lock: Greenplum 6 has no ON CONFLICT)
-            await conn.execute("DELETE FROM ctq.server_code")
+            await conn.execute(template("server_code_clear.sql"))
             for name, source in sources.items():
-                await conn.execute("INSERT INTO ctq.server_code (name, sha, source) VALUES ($1, $2, $3)", name, sha,
-                                   source)
+                await conn.execute(template("server_code_insert.sql"), name, sha, source)
             meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__,
                     "install_sha": install_fingerprint(engine.name), "engine": engine.name}
             if python_path is not None:
                 meta["python_path"] = python_path
             for key, value in meta.items():
-                await conn.execute("DELETE FROM ctq.meta WHERE key = $1", key)
-                await conn.execute("INSERT INTO ctq.meta (key, value) VALUES ($1, $2::jsonb)", key, json.dumps(value))
+                await conn.execute(template("meta_delete.sql"), key)
+                await conn.execute(template("meta_insert.sql"), key, json.dumps(value))
     except asyncpg.exceptions.UndefinedFileError as exc:  # no plpython3u in this server
         raise DatabaseError(
             f"PL/Python is not available in this server ({exc}). Install the package that provides "
             "plpython3u (Debian: postgresql-plpython3-15) and run `ctq install` again."
         ) from exc
     except asyncpg.exceptions.InsufficientPrivilegeError as exc:  # a missing privilege: exit 2 (errors.py)
-        who = await conn.fetchval("SELECT current_user")
+        who = await current_role(conn)
         raise PermissionDenied(
             f"role {who} may not install ctq ({' '.join(str(exc).split())}): plpython3u is untrusted, a superuser "
             "must run `ctq install`"
@@ -80,14 +79,35 @@ async def _check_server_directory(conn, engine, path: str) -> None:
 USER_ROLE, ADMIN_ROLE = "ctq_user", "ctq_admin"
 
 
+async def current_role(conn: asyncpg.Connection) -> str:
+    """The role this session acts as (permission errors name it, with their fix)."""
+    return await conn.fetchval(template("current_role.sql"))
+
+
+async def is_superuser(conn: asyncpg.Connection) -> bool:
+    return await conn.fetchval(template("is_superuser.sql"))
+
+
+async def role_exists(conn: asyncpg.Connection, role: str) -> bool:
+    return await conn.fetchval(template("role_exists.sql"), role)
+
+
+async def require_select(conn: asyncpg.Connection, rel: dict, where: str) -> None:
+    """PermissionDenied, naming the GRANT that fixes it, unless this role may read ``rel`` (a
+    relation as packing/scoring find it: oid, schema, name, display); ``where``: the option or key
+    that named it."""
+    if not await conn.fetchval(template("has_select.sql"), rel["oid"]):
+        who = await current_role(conn)
+        raise PermissionDenied(f"role {who} has no SELECT privilege on {rel['display']} ({where}); "
+                               f"ask its owner or an administrator to run: GRANT SELECT ON "
+                               f"{qualified(rel['schema'], rel['name'])} TO {quote_ident(who)}")
+
+
 async def check_access(conn: asyncpg.Connection) -> bool:
     """Refuse, with the fix, a role that cannot use ctq here (before anything is written); returns
     whether ctq is installed. A superuser can always (and installs on demand); others must be
     members of ctq_user (``ctq grant ROLE``), and cannot install."""
-    row = await conn.fetchrow(
-        "SELECT current_user AS who, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super, "
-        "to_regclass('ctq.meta') IS NOT NULL AS installed, "
-        "EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS has_role", USER_ROLE)
+    row = await conn.fetchrow(template("access.sql"), USER_ROLE)
     if row["super"]:
         return row["installed"]
     who = row["who"]
@@ -95,7 +115,7 @@ async def check_access(conn: asyncpg.Connection) -> bool:
         raise PermissionDenied(f"ctq is not installed in this database and role {who} cannot install it "
                                "(PL/Python is untrusted: a superuser installs); ask an administrator to run: "
                                f"ctq install && ctq grant {who}")
-    if not await conn.fetchval("SELECT pg_has_role(current_user, $1, 'MEMBER')", USER_ROLE):
+    if not await conn.fetchval(template("is_member.sql"), USER_ROLE):
         raise PermissionDenied(f"role {who} is not a member of {USER_ROLE} (no use of schema ctq); "
                                f"ask an administrator to run: ctq grant {who}")
     return True
@@ -110,7 +130,7 @@ async def ensure_installed(conn: asyncpg.Connection, engine) -> None:
     """Install or upgrade when the database does not have this version of the server code (only a
     superuser can: others are told to ask an administrator)."""
     if not await is_current(conn, engine):
-        if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+        if not await is_superuser(conn):
             raise PermissionDenied("ctq in this database is not the version of this client "
                                    f"({__version__}) and only a superuser can upgrade it; ask an administrator "
                                    "to run: ctq install")
@@ -123,16 +143,16 @@ async def grant(conn: asyncpg.Connection, role: str, *, admin: bool = False, rev
     group = ADMIN_ROLE if admin else USER_ROLE
     if await installed_sha(conn) is None:
         raise DatabaseError("ctq is not installed in this database; run `ctq install` first")
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role):
+    if not await role_exists(conn, role):
         raise UsageError(f"no role {role!r} in this database; create it first, e.g. "
                          f"CREATE ROLE {quote_ident(role)} LOGIN")
     if role in (USER_ROLE, ADMIN_ROLE):
         raise UsageError(f"{role} is one of ctq's group roles; give an analyst's role")
-    statement = f"REVOKE {group} FROM {quote_ident(role)}" if revoke else f"GRANT {group} TO {quote_ident(role)}"
+    statement = render("revoke_role.sql" if revoke else "grant_role.sql", group=quote_ident(group), role=quote_ident(role))
     try:
         await conn.execute(statement)
     except asyncpg.exceptions.InsufficientPrivilegeError as exc:
-        who = await conn.fetchval("SELECT current_user")
+        who = await current_role(conn)
         raise PermissionDenied(f"role {who} cannot {'revoke' if revoke else 'grant'} {group} ({exc}); "
                                "an administrator (a superuser, or a role with CREATEROLE) must run it") from exc
     return group
@@ -146,7 +166,7 @@ async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revo
     Raises UsageError for a role that does not exist, NotFound for a run the caller cannot see,
     PermissionDenied for a run it can see but not change."""
     for role in roles:
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role):
+        if not await role_exists(conn, role):
             raise UsageError(f"no role {role!r} in this database; create it first, e.g. "
                              f"CREATE ROLE {quote_ident(role)}")
     run = await get_run(conn, run_id)
@@ -246,7 +266,7 @@ async def run_models(conn, run_id: int) -> list[dict]:
 
 async def lock_run(conn, run_id: int) -> bool:
     """Take the run's coordinator lock for this session; False if another session holds it."""
-    return await conn.fetchval("SELECT pg_try_advisory_lock($1::int, $2::int)", RUN_LOCK_CLASS, run_id)
+    return await conn.fetchval(template("run_lock.sql"), RUN_LOCK_CLASS, run_id)
 
 
 async def reopen_run(conn, run_id: int) -> None:
@@ -320,7 +340,7 @@ async def run_pack(conn, run_id: int) -> dict:
     record = await conn.fetchrow(template("run_pack.sql"), run_id)
     if record is None:
         run = await get_run(conn, run_id)
-        who = await conn.fetchval("SELECT current_user")
+        who = await current_role(conn)
         source = run["source_table"] if run else "its source"
         raise PermissionDenied(f"run {run_id}: role {who} cannot read the pack of {source} (the run's data, "
                                f"normalisation and classes); ask its owner or an administrator to run: "

@@ -13,6 +13,8 @@ import contextlib
 
 import asyncpg
 
+from ctq.sql import render, template
+
 SESSION_SETTINGS = {"statement_timeout": "0", "lock_timeout": "0"}
 
 
@@ -45,7 +47,7 @@ async def connect(dsn: str, application_name: str = "ctq") -> asyncpg.Connection
                                 "ignore_startup_parameters = statement_timeout, lock_timeout") from None
         raise
     try:
-        backend = await conn.fetchval("SELECT pg_backend_pid()", timeout=POOL_WAIT_SECONDS)
+        backend = await conn.fetchval(template("backend_pid.sql"), timeout=POOL_WAIT_SECONDS)
         if backend != conn.get_server_pid() and dsn not in _affinity_checked:
             await _check_session_affinity(conn, dsn)
             _affinity_checked.add(dsn)
@@ -69,10 +71,10 @@ async def _check_session_affinity(conn: asyncpg.Connection, dsn: str) -> None:
     from ctq.errors import DatabaseError
 
     token = f"ctq-{id(conn)}-{conn.get_server_pid()}"
-    await conn.fetchval("SELECT set_config('ctq.session_probe', $1, false)", token)
+    await conn.fetchval(template("session_probe_set.sql"), token)
     other = await asyncpg.connect(dsn)
     try:
-        seen = await other.fetchval("SELECT current_setting('ctq.session_probe', true)", timeout=POOL_WAIT_SECONDS)
+        seen = await other.fetchval(template("session_probe_get.sql"), timeout=POOL_WAIT_SECONDS)
     except asyncio.TimeoutError:
         seen = None  # a full session pool: the sessions are whole, the caller learns of the pool's size
     finally:
@@ -119,7 +121,7 @@ class Snapshot:
         if self.name is None:
             raise RuntimeError("this snapshot was not exported; read through its own connection")
         async with conn.transaction(isolation="repeatable_read"):
-            await conn.execute(f"SET TRANSACTION SNAPSHOT '{self.name}'")  # the server's name: hex and dashes
+            await conn.execute(render("join_snapshot.sql", snapshot=self.name))
             yield conn
 
     async def end(self, commit: bool = True) -> None:
@@ -144,8 +146,7 @@ async def snapshot(dsn: str, export: bool = True, application_name: str = "ctq s
     try:
         transaction = conn.transaction(isolation="repeatable_read")
         await transaction.start()
-        row = await conn.fetchrow("SELECT pg_export_snapshot() AS name, now() AS as_of" if export
-                                  else "SELECT NULL::text AS name, now() AS as_of")
+        row = await conn.fetchrow(template("export_snapshot.sql" if export else "snapshot_time.sql"))
         moment = Snapshot(conn, transaction, row["name"], row["as_of"])
         try:
             yield moment

@@ -31,6 +31,7 @@ from ctq.metrics import Metric
 from ctq.packing import server_stats
 from ctq.scheduler import Hop, Scheduler
 from ctq.search import Asha, Tpe
+from ctq.sql import template
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -293,7 +294,7 @@ class Coordinator:
         every model before the first hop (all segments at once), so hops carry per-hop costs only."""
         conn, self.preloaded[segment] = self.preloaded[segment], None
         if conn is not None and not conn.is_closed():
-            await conn.execute("SELECT set_config('application_name', $1, false)", f"{self.app_prefix}{segment}")
+            await conn.execute(template("application_name.sql"), f"{self.app_prefix}{segment}")
         else:
             conn = await self.engine.segment_connection(self.dsn, f"{self.app_prefix}{segment}")
         self.backends[segment] = conn.get_server_pid()

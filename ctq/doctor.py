@@ -97,7 +97,7 @@ async def run_checks(dsn: str | None) -> list[Check]:
         else:
             checks.append(Check("ctq schema", True, f"installed, server code {sha[:12]}"))
         try:
-            probe = json.loads(await conn.fetchval("SELECT ctq.probe()"))
+            probe = json.loads(await conn.fetchval(template("probe.sql")))
         except asyncpg.PostgresError as exc:
             checks.append(Check("keras in server", False, exc.message.splitlines()[0],
                                 "the server's Python cannot import keras/jax: install them where the server "
@@ -127,7 +127,7 @@ async def run_checks(dsn: str | None) -> list[Check]:
             f"max_connections {info['max_connections']} (a run uses segments + 2)",
             f"raise max_connections to at least {need}",
         ))
-        if conn.get_server_pid() != await conn.fetchval("SELECT pg_backend_pid()"):  # (connect checked its mode)
+        if conn.get_server_pid() != await conn.fetchval(template("backend_pid.sql")):  # (connect checked its mode)
             checks.append(Check(
                 "connection pooler", True,
                 f"connections pass through a pooler that keeps sessions whole; its pool must hold {need} sessions "

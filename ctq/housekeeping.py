@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from ctq import catalog
 from ctq.catalog import RUN_LOCK_CLASS, check_access, run_sql
 from ctq.engines import detect
 from ctq.errors import NotFound, PermissionDenied, UsageError
@@ -38,8 +39,8 @@ async def runs_to_remove(conn: asyncpg.Connection, run_ids: list[int]) -> list[d
     if live:
         raise UsageError(f"run {', '.join(map(str, live))} is being driven by a live ctq process; stop it "
                          "(Ctrl-C or SIGTERM) before deleting it; nothing deleted")
-    if not await conn.fetchval("SELECT has_table_privilege('ctq.runs', 'DELETE')"):
-        who = await conn.fetchval("SELECT current_user")
+    if not await conn.fetchval(template("may_delete_runs.sql")):
+        who = await catalog.current_role(conn)
         raise PermissionDenied(f"role {who} may not delete runs (runs are the audit trail: only ctq_admin and the "
                                "installer delete them); ask an administrator to run: ctq rm "
                                + " ".join(map(str, sorted(run_ids))))
@@ -54,7 +55,7 @@ async def remove_runs(conn: asyncpg.Connection, run_ids: list[int]) -> list[dict
     async with conn.transaction():
         rows = await runs_to_remove(conn, ids)
         for run_id in ids:
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1::int, $2::int)", RUN_LOCK_CLASS, run_id):
+            if not await conn.fetchval(template("run_xact_lock.sql"), RUN_LOCK_CLASS, run_id):
                 raise UsageError(f"run {run_id} is being driven by a live ctq process; nothing deleted")
         for table in await run_tables(conn):
             await conn.execute(render("remove_runs.sql", table=quote_ident(table)), ids)
@@ -90,8 +91,8 @@ def unused(listing: dict) -> list[dict]:
 async def check_gc_allowed(conn: asyncpg.Connection) -> None:
     """Dropping packs takes a superuser, as installing does (pack tables belong to the analysts who
     packed them, and only the installer deletes ctq.packs rows); raises PermissionDenied otherwise."""
-    if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
-        who = await conn.fetchval("SELECT current_user")
+    if not await catalog.is_superuser(conn):
+        who = await catalog.current_role(conn)
         raise PermissionDenied(f"role {who} may not drop packs (they belong to the analysts who packed them); "
                                "ask an administrator (the installer) to run: ctq packs gc")
 
@@ -106,16 +107,16 @@ async def gc_packs(conn: asyncpg.Connection, candidates: list[dict]) -> list[dic
     for pack in candidates:
         try:
             async with conn.transaction():
-                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", pack["pack_id"]):
+                if not await conn.fetchval(template("pack_xact_lock.sql"), pack["pack_id"]):
                     continue  # being packed right now
                 if "runs" not in pack:  # an orphaned table: its packing may have finished meanwhile
-                    if await conn.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", pack["pack_id"]):
+                    if await conn.fetchval(template("pack_recorded.sql"), pack["pack_id"]):
                         continue
-                elif await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE pack_id = $1", pack["pack_id"]):
+                elif await conn.fetchval(template("pack_in_use.sql"), pack["pack_id"]):
                     continue  # a run uses it now
                 else:
                     await conn.execute(template("delete_pack.sql"), pack["pack_id"])
-                await conn.execute(f'DROP TABLE IF EXISTS ctq_data."pack_{_hex(pack["pack_id"])}"')
+                await conn.execute(render("drop_table.sql", table=f'ctq_data."pack_{_hex(pack["pack_id"])}"'))
         except asyncpg.exceptions.ForeignKeyViolationError:
             continue  # a run being created right now refers to it
         dropped.append(pack)

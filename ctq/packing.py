@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ctq import catalog
 from ctq.config import DataConfig
 from ctq.connection import Snapshot
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
-from ctq.errors import DataError, PermissionDenied
+from ctq.errors import DataError
 from ctq.indb import SQLSTATE_DATA
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
@@ -146,12 +147,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     rel = await _find_relation(conn, data.schema, data.name)
     if rel is None:
         raise DataError(f"data.table: table {data.table!r} does not exist (or is not visible to this user)")
-    if not await conn.fetchval("SELECT has_table_privilege($1::oid, 'SELECT')", rel["oid"]):
-        user = await conn.fetchval("SELECT current_user")
-        name = qualified(rel["schema"], rel["name"])
-        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['display']} (data.table); "
-                               f"ask its owner or an administrator to run: GRANT SELECT ON {name} TO "
-                               f"{quote_ident(user)}")
+    await catalog.require_select(conn, rel, "data.table")
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
     label = _match_column(data.label, columns, "data.label")
     wanted = list(data.features)
@@ -522,13 +518,13 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
         return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
     spec = pack_spec(data, source, segments, seed, digest)
     started = time.perf_counter()
-    await conn.execute("SELECT pg_advisory_lock(hashtext($1))", digest)
+    await conn.execute(template("pack_lock.sql"), digest)
     try:
         found = await conn.fetchrow(engine.template("pack_find.sql"), digest)  # a concurrent run packed it
         if found:
             await use_pack(conn, digest)
             return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
-        await conn.execute(f"DROP TABLE IF EXISTS {spec.table}")  # left by a packing that died
+        await conn.execute(render("drop_table.sql", table=spec.table))  # left by a packing that died
         await engine.create_pack(conn, spec)
         try:
             await engine.fill_pack(dsn, spec, workers=max(1, min(spec.buckets * segments + spec.validation_buckets,
@@ -548,7 +544,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
             raise DataError(f"data: {exc.message}") from exc
         raise
     finally:
-        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", digest)
+        await conn.execute(template("pack_unlock.sql"), digest)
     return Pack(digest, f"ctq_data.pack_{digest}", stats, reused=False, seconds=time.perf_counter() - started)
 
 
@@ -593,11 +589,11 @@ async def write_validation_rows(conn: asyncpg.Connection, engine: Engine, pack: 
 async def use_pack(conn, pack_id: str) -> None:
     """Reading a pack someone else packed: ``ctq.use_pack`` grants SELECT on its table to this role,
     only if it can SELECT the pack's source (the check is the database's, see security.sql)."""
-    await conn.fetchval("SELECT ctq.use_pack($1)", pack_id)
+    await conn.fetchval(template("use_pack.sql"), pack_id)
 
 
 async def _drop_quietly(conn, table: str) -> None:
     try:
-        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.execute(render("drop_table.sql", table=table))
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         pass

@@ -31,7 +31,6 @@ import asyncpg
 from ctq import catalog, indb
 from ctq.config import parse_table_name
 from ctq.connection import Snapshot, all_or_none
-from ctq.engines import detect
 from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
@@ -139,11 +138,7 @@ async def _table(conn, text: str, option: str) -> Table:
     rel = await _find_relation(conn, schema, name)
     if rel is None:
         raise UsageError(f"{option} {text}: table does not exist (or is not visible to this user)")
-    if not await conn.fetchval("SELECT has_table_privilege($1::oid, 'SELECT')", rel["oid"]):
-        user = await conn.fetchval("SELECT current_user")
-        raise PermissionDenied(f"role {user} has no SELECT privilege on {rel['display']} ({option}); "
-                               f"ask its owner or an administrator to run: GRANT SELECT ON "
-                               f"{qualified(rel['schema'], rel['name'])} TO {quote_ident(user)}")
+    await catalog.require_select(conn, rel, option)
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
     return Table(rel["oid"], rel["schema"], rel["name"], rel["relkind"] in ("r", "p"), columns, rel["display"])
 
@@ -334,12 +329,12 @@ async def _claim_stage(conn: asyncpg.Connection, table: str) -> None:
     """Hold the advisory lock of staging table ``table`` (as :func:`qualified` writes it) for the
     rest of the session, from before the table exists: a staging table whose lock nobody holds
     was left by a session that died (``kill -9``)."""
-    await conn.execute("SELECT pg_advisory_lock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table)
+    await conn.execute(template("stage_lock.sql"), STAGE_LOCK_CLASS, table)
 
 
 async def _release_stage(conn: asyncpg.Connection, table: str) -> None:
     with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-        await conn.execute("SELECT pg_advisory_unlock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table)
+        await conn.execute(template("stage_unlock.sql"), STAGE_LOCK_CLASS, table)
 
 
 async def drop_abandoned_stages(conn: asyncpg.Connection) -> list[str]:
@@ -349,9 +344,9 @@ async def drop_abandoned_stages(conn: asyncpg.Connection) -> list[str]:
     dropped = []
     for row in await conn.fetch(template("abandoned_stages.sql")):
         table = qualified(row["schema"], row["name"])
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1::int, hashtext($2))", STAGE_LOCK_CLASS, table):
+        if await conn.fetchval(template("stage_try_lock.sql"), STAGE_LOCK_CLASS, table):
             try:
-                await conn.execute(f"DROP TABLE IF EXISTS {table}")
+                await conn.execute(render("drop_table.sql", table=table))
                 dropped.append(table)
             finally:
                 await _release_stage(conn, table)
@@ -373,18 +368,18 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     if proba and model.task != "classification":
         raise UsageError("--proba: the model is a regression model; it predicts values, not class probabilities")
     dest_schema, dest_name = _parse(out, "--out")
-    dest_schema = dest_schema or await conn.fetchval("SELECT current_schema()")
+    dest_schema = dest_schema or await conn.fetchval(template("current_schema.sql"))
     if dest_schema is None:
         raise UsageError(f"--out {out}: no schema to create it in (the search_path is empty); name one")
-    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", dest_schema):
+    if not await conn.fetchval(template("schema_exists.sql"), dest_schema):
         raise UsageError(f"--out {out}: schema {dest_schema!r} does not exist; create it first "
                          f"(CREATE SCHEMA {quote_ident(dest_schema)}) or name another")
-    if not await conn.fetchval("SELECT has_schema_privilege($1, 'CREATE')", dest_schema):
-        user = await conn.fetchval("SELECT current_user")
+    if not await conn.fetchval(template("may_create_in_schema.sql"), dest_schema):
+        user = await catalog.current_role(conn)
         raise PermissionDenied(f"--out {out}: role {user} may not create tables in schema {dest_schema}; ask its "
                                f"owner or an administrator for: GRANT CREATE ON SCHEMA {quote_ident(dest_schema)} "
                                f"TO {quote_ident(user)}")
-    dest_display = await conn.fetchval("SELECT quote_ident($1) || '.' || quote_ident($2)", dest_schema, dest_name)
+    dest_display = await conn.fetchval(template("display_name.sql"), dest_schema, dest_name)
     existing = await _find_relation(conn, dest_schema, dest_name)
     if existing is not None and existing["oid"] == source.oid:
         raise UsageError(f"--out {out}: is the table to score (--table); write the predictions elsewhere")
@@ -404,8 +399,8 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
         proba_column = ", probabilities float8[]" if proba else ""
         await _claim_stage(conn, staging)
         try:
-            await conn.execute(f"CREATE TABLE {staging} (id {id_col['type']}, prediction {prediction_type(model)}"
-                               f"{proba_column})")
+            await conn.execute(render("predictions_create.sql", table=staging, id_type=id_col["type"],
+                                      prediction_type=prediction_type(model), proba_column=proba_column))
             if model.task == "classification":
                 prediction = f"(ARRAY[{', '.join(_class_literals(model))}]::{prediction_type(model)}[])[u.p::int + 1]"
             else:
@@ -419,7 +414,7 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
                               score_query=engine.score_query(spec, segment))
 
             await _score(conn, dsn, engine, spec, model, cores, "predict", proba, statement, source, moment)
-            written = await conn.fetchval(f"SELECT count(*) FROM {staging}")
+            written = await conn.fetchval(render("count_rows.sql", table=staging))
             if written != rows:
                 raise RunFailed(f"scoring wrote {written} predictions for {rows} rows of {source.display}")
             async with conn.transaction():
@@ -428,8 +423,8 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
                     if not replace:
                         raise UsageError(f"--out {out}: table {dest_display} was created meanwhile; "
                                          "use --replace to replace it")
-                    await conn.execute(f"DROP TABLE {qualified(dest_schema, dest_name)}")
-                await conn.execute(f"ALTER TABLE {staging} RENAME TO {quote_ident(dest_name)}")
+                    await conn.execute(render("drop_table.sql", table=qualified(dest_schema, dest_name)))
+                await conn.execute(render("rename_table.sql", table=staging, new_name=quote_ident(dest_name)))
         except BaseException:
             await _drop_quietly(conn, staging)
             raise

@@ -390,7 +390,7 @@ async def test_analyst_predicts_with_its_own_run_and_nobody_else_can(world, conn
     ("permission denied for table orders", "GRANT SELECT ON orders TO alice"),
 ])
 async def test_a_missing_privilege_names_its_fix(message, hint):
-    from ctq.api import privilege_hint
+    from ctq.errors import privilege_hint
 
     assert hint in privilege_hint(message, "alice")
 

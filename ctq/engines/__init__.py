@@ -20,6 +20,7 @@ import asyncpg
 from ctq.engines.base import Engine
 from ctq.engines.greenplum import GreenplumEngine
 from ctq.engines.postgres import PostgresEngine
+from ctq.sql import template
 
 ENGINES: dict[str, type[Engine]] = {"postgres": PostgresEngine, "greenplum": GreenplumEngine}
 
@@ -37,6 +38,6 @@ async def detect(conn: asyncpg.Connection) -> Engine:
     """The engine of the server behind ``conn``: Greenplum when it has gp_segment_configuration
     (Greenplum 6/7, Cloudberry), else PostgreSQL. Asked once per connection."""
     if conn not in _detected:
-        greenplum = await conn.fetchval("SELECT to_regclass('pg_catalog.gp_segment_configuration') IS NOT NULL")
+        greenplum = await conn.fetchval(template("detect_greenplum.sql"))
         _detected[conn] = GreenplumEngine() if greenplum else PostgresEngine()
     return _detected[conn]

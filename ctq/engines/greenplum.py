@@ -160,7 +160,7 @@ class GreenplumEngine(Engine):
         return self.render("score_query.sql", stage=spec.stage, segment=int(segment))
 
     async def finish_scoring(self, conn, spec):
-        await conn.execute(f"DROP TABLE IF EXISTS {spec.stage}")
+        await conn.execute(self.render("drop_table.sql", table=spec.stage))
 
     async def doctor_checks(self, conn, probe):
         """On Greenplum: PL/Python and Keras *on every primary segment* (their versions the client's),
@@ -182,14 +182,13 @@ class GreenplumEngine(Engine):
                 checks.append(version_check("segments", probes))
         except asyncpg.PostgresError as exc:
             checks.append(Check("keras on segments", False, exc.message.splitlines()[0], fix))
-        pack = await conn.fetchrow("SELECT pack_id, table_name FROM ctq.packs ORDER BY created_at DESC LIMIT 1")
+        pack = await conn.fetchrow(self.template("newest_pack.sql"))
         try:
             async with conn.transaction():
                 if pack is None:  # a probe pack of the same layout, gone with the rollback
                     pack = {"pack_id": "0" * 16}
                     await conn.execute(self.render("pack_create.sql", table=f"ctq_data.pack_{pack['pack_id']}"))
-                    await conn.execute(f"INSERT INTO ctq_data.pack_{pack['pack_id']} SELECT g, 0, -1, 0, '', '', '' "
-                                       "FROM generate_series(0, 99) g")  # (rows on every segment: ctq.segment_key)
+                    await conn.execute(self.render("probe_pack_rows.sql", table=f"ctq_data.pack_{pack['pack_id']}"))
                 query = await conn.fetchval(self.template("train_query_text.sql"), pack["pack_id"])
                 plan = [r[0] for r in await conn.fetch("EXPLAIN " + query, "{}")]
                 raise _RollBack

@@ -71,8 +71,8 @@ class PostgresEngine(Engine):
             try:
                 await conn.execute(self.template("pack_session.sql"))
                 async with source.joined(conn):
-                    await conn.execute(f"INSERT INTO {spec.table} (segment, bucket, rows, x, y, k) "
-                                       + self.pack_select(spec, worker, workers))
+                    await conn.execute(self.render("pack_fill.sql", table=spec.table,
+                                                   select=self.pack_select(spec, worker, workers)))
             finally:
                 await conn.close()
 

@@ -1,0 +1,2 @@
+-- The rows of table (a quoted name).
+SELECT count(*) FROM {{table}}

@@ -1,0 +1,2 @@
+-- The role this session acts as (named in permission errors with their fix).
+SELECT current_user

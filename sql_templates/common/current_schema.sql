@@ -1,0 +1,2 @@
+-- Where an unqualified --out table goes.
+SELECT current_schema()

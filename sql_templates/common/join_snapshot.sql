@@ -1,0 +1,2 @@
+-- Read as the exporting session does (the name is the server's: hex digits and dashes).
+SET TRANSACTION SNAPSHOT '{{snapshot}}'

@@ -1,0 +1,2 @@
+-- Whether ctq is installed in this database at all.
+SELECT to_regclass('ctq.meta') IS NOT NULL

@@ -1,0 +1,2 @@
+-- The end of pack_lock.sql.
+SELECT pg_advisory_unlock(hashtext($1))
