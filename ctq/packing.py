@@ -495,6 +495,14 @@ def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_i
     )
 
 
+def pack_workers(spec: PackSpec, segments: int) -> int:
+    """How many sessions pack at once: the cores the segments' preloading backends leave (each
+    imports Keras meanwhile: Engine.preload), at least one, at most one per buffer. With the
+    default segments (one per core) that is one, the snapshot's own session, so a run never holds
+    more than segments + 2 sessions; with fewer segments than cores, at most cores + 1."""
+    return max(1, min(spec.buckets * segments + spec.validation_buckets, (os.cpu_count() or 1) - segments))
+
+
 async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: DataConfig, source: Source,
                       segments: int, seed: int, moment: Snapshot) -> Pack:
     """Return the pack for this source content + settings, creating it if needed.
@@ -527,8 +535,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
         await conn.execute(render("drop_table.sql", table=spec.table))  # left by a packing that died
         await engine.create_pack(conn, spec)
         try:
-            await engine.fill_pack(dsn, spec, workers=max(1, min(spec.buckets * segments + spec.validation_buckets,
-                                                                os.cpu_count() or 1)), source=moment)
+            await engine.fill_pack(dsn, spec, workers=pack_workers(spec, segments), source=moment)
             await moment.end()
             await engine.finish_pack(conn, spec)
             stats = {**pack_stats(source, segments), "source_as_of": moment.as_of.isoformat()}

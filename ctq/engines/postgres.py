@@ -62,21 +62,26 @@ class PostgresEngine(Engine):
                                            for s in range(-1, spec.segments))))
 
     async def fill_pack(self, dsn: str, spec: PackSpec, workers: int, source: Snapshot) -> None:
-        """Pack on ``workers`` connections at once, each building a share of the buffers (each
-        scans the source; the server's CPUs do the work in parallel, no row leaves the server).
-        Every worker reads the ``source`` snapshot the profile read: the same rows, the same keys."""
+        """Pack on ``workers`` sessions at once, each building a share of the buffers (each scans
+        the source; the server's CPUs do the work in parallel, no row leaves the server). Every
+        worker reads the ``source`` snapshot the profile read: the same rows, the same keys. The
+        first worker is the snapshot's own session (its rows commit with it), so one worker opens
+        no connection: the run's sessions stay within segments + 2 while the segments preload."""
+
+        async def fill(conn, worker):
+            await conn.execute(self.template("pack_session.sql"))
+            await conn.execute(self.render("pack_fill.sql", table=spec.table,
+                                           select=self.pack_select(spec, worker, workers)))
 
         async def one(worker):
             conn = await open_connection(dsn, "ctq pack")
             try:
-                await conn.execute(self.template("pack_session.sql"))
                 async with source.joined(conn):
-                    await conn.execute(self.render("pack_fill.sql", table=spec.table,
-                                                   select=self.pack_select(spec, worker, workers)))
+                    await fill(conn, worker)
             finally:
                 await conn.close()
 
-        await asyncio.gather(*(one(w) for w in range(workers)))
+        await asyncio.gather(fill(source.conn, 0), *(one(w) for w in range(1, workers)))
 
     async def finish_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
         await conn.execute(self.render("pack_markers.sql", table=spec.table, segments=spec.segments))
