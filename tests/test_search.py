@@ -17,7 +17,10 @@ from ctq import api
 from ctq.config import METRICS, TASKS, parse_config
 from ctq.errors import ConfigError, RunFailed
 from ctq.metrics import RANKING_KINDS, Metric
-from ctq.search import Asha, Decision, Hyperband, Tpe, pending, rung_epochs
+from ctq.search import Decision
+from ctq.search.asha import Asha, pending, rung_epochs
+from ctq.search.hyperband import Hyperband
+from ctq.search.tpe import Tpe
 from test_reliability import assert_consistent, start_train
 
 on_the_server = pytest.mark.asyncio(loop_scope="session")
@@ -386,14 +389,14 @@ async def test_hyperband_run_decides_per_bracket_and_stopped_models_never_train_
 
     plan = await api.load_plan(conn, result.run_id)  # what a resume rebuilds the search from
     assert len(plan.decisions) == len(decisions)
-    replayed = api.halving_search(plan)
+    replayed = api.restore_search(plan)
     for d in decisions:  # the state is the run's: every result is already decided
         with pytest.raises(ValueError, match="already has a result"):
             replayed.decide(d["model_id"], d["epoch"], d["value"])
     flipped = dataclasses.replace(plan.decisions[-1], promoted=not plan.decisions[-1].promoted)
     with pytest.raises(RunFailed, match=f"run {result.run_id}: recorded decision on model "
                                         f"{flipped.model_id} at epoch {flipped.epoch} .* is not what Hyperband"):
-        api.halving_search(dataclasses.replace(plan, decisions=plan.decisions[:-1] + (flipped,)))
+        api.restore_search(dataclasses.replace(plan, decisions=plan.decisions[:-1] + (flipped,)))
 
 
 # ------------------------------------------------------------------------------------ TPE
