@@ -88,8 +88,10 @@ async def greenplum_checks(conn, engine) -> list[Check]:
             if pack is None:  # a probe pack of the same layout, gone with the rollback
                 pack = {"pack_id": "0" * 16}
                 await conn.execute(engine.render("pack_create.sql", table=f"ctq_data.pack_{pack['pack_id']}"))
+                # keys 0-99, hashed over the segments: ctq.segment_key needs a row on segment 0, whose
+                # plan is shown (100 keys do not promise a row on every segment of a large cluster)
                 await conn.execute(f"INSERT INTO ctq_data.pack_{pack['pack_id']} SELECT g, 0, -1, 0, '', '', '' "
-                                   "FROM generate_series(0, 99) g")  # (rows on every segment: ctq.segment_key)
+                                   "FROM generate_series(0, 99) g")
             query = await conn.fetchval(engine.template("train_query_text.sql"), pack["pack_id"])
             plan = [r[0] for r in await conn.fetch("EXPLAIN " + query, "{}")]
             raise _RollBack
