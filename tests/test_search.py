@@ -20,7 +20,6 @@ from ctq.metrics import RANKING_KINDS, Metric
 from ctq.search import Decision
 from ctq.search.asha import Asha, pending, rung_epochs
 from ctq.search.hyperband import Hyperband
-from ctq.search.tpe import Tpe
 from test_reliability import assert_consistent, start_train
 
 on_the_server = pytest.mark.asyncio(loop_scope="session")
@@ -418,18 +417,44 @@ def point_of(row, archs):
             h["momentum"])
 
 
+def optuna_ask(number: int, told: list[tuple[dict, float | None]]) -> tuple:
+    """Ask ``number`` (0-based) of TPE_GRID's search, of Optuna's TPESampler driven directly: a
+    study of the results ``told`` so far (parameters, value or None for a failed model), a sampler
+    seeded 4 * 1_000_003 + number (search.seed 4), the parameters suggested in ctq's order. Written
+    from the grid file, not from ctq's space or its Tpe."""
+    import optuna
+
+    dists = {"architecture": optuna.distributions.CategoricalDistribution([0, 1]),
+             "optimizer": optuna.distributions.CategoricalDistribution(["adam"]),
+             "learning_rate": optuna.distributions.FloatDistribution(0.0001, 0.1, log=True),
+             "batch_size": optuna.distributions.CategoricalDistribution([64])}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=4 * 1_000_003 + number))
+    for params, value in told:
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, value=value,
+            state=optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL))
+    trial = study.ask()
+    return (trial.suggest_categorical("architecture", [0, 1]), trial.suggest_categorical("optimizer", ["adam"]),
+            trial.suggest_float("learning_rate", 0.0001, 0.1, log=True), trial.suggest_categorical("batch_size", [64]),
+            None)
+
+
 async def replay_tpe(conn, run_id, cfg):
-    """Ask TPE again from the catalog alone: 2 configurations at the start (one per segment), then
-    one each time a model finished, told its result in finishing order. Returns the asks."""
+    """Ask Optuna's TPE again from the catalog alone: 2 configurations at the start (one per
+    segment), then one each time a model finished, told its result (val_accuracy) in finishing
+    order, until 6 are asked. Returns the asks."""
     archs = [a.spec for a in cfg.architectures]
-    tpe = Tpe(cfg.space, len(archs), 6, cfg.seed, "max", 2, frozenset({"sgd", "rmsprop"}))
-    asks = [tpe.ask() for _ in range(tpe.due(0))]
+    asks = [optuna_ask(n, []) for n in range(2)]
+    told = []
     finished = await conn.fetch("SELECT model_id, hyperparameters::text AS hyperparameters, architecture::text "
                                 "AS architecture, val_metric FROM ctq.models WHERE run_id = $1 "
                                 "ORDER BY updated_at, model_id", run_id)
-    for n, row in enumerate(finished, start=1):
-        tpe.tell(point_of(row, archs), row["val_metric"])
-        asks += [tpe.ask() for _ in range(tpe.due(len(asks) - n))]
+    for row in finished:
+        arch, opt, lr, bs, _ = point_of(row, archs)
+        told.append(({"architecture": arch, "optimizer": opt, "learning_rate": lr, "batch_size": bs},
+                     row["val_metric"]))
+        if len(asks) < 6:
+            asks.append(optuna_ask(len(asks), told))
     return asks
 
 
