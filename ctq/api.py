@@ -163,10 +163,10 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     pack = await catalog.run_pack(conn, run_id)
     settings = await conn.fetchrow(template("run_settings.sql"), run_id)
     search = {**(json.loads(settings["search"] or "null") or {}), **json.loads(settings["resolved"] or "{}")}
-    method = search_class(search.get("method")).method
-    stopping, asking = search_class(method).early_stopping, search_class(method).asks_during_run
+    method = search_class(search.get("method"))
+    stopping = method.early_stopping
     finished = ()
-    if asking:
+    if method.asks_during_run:
         finished = tuple((m["model_id"], Metric(run["metric"]).value(m) if m["status"] == "succeeded" else None)
                          for m in await catalog.finished_models(conn, run_id))
     return RunPlan(
@@ -176,7 +176,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
-        scheduling=settings["scheduling"], method=method, search=search,
+        scheduling=settings["scheduling"], method=method.method, search=search,
         decisions=tuple(Decision(d["model_id"], d["rung"], d["epoch"], d["value"], d["decision"] == "promote",
                                  d["reason"]) for d in await catalog.run_decisions(conn, run_id)) if stopping else (),
         stopped=frozenset(m["model_id"] for m in models if m["status"] == "stopped"),

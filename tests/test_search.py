@@ -26,6 +26,17 @@ on_the_server = pytest.mark.asyncio(loop_scope="session")
 
 
 # ------------------------------------------------------------------------------- pure rules
+def test_each_search_method_is_one_module_of_ctq_search_named_by_it():
+    """Adding a method is adding its module: search.method X is class METHODS[X] of ctq/search/X.py,
+    and the configuration accepts exactly those names."""
+    from ctq.config import EARLY_STOPPING_METHODS, SEARCH_METHODS
+    from ctq.search import METHODS
+
+    assert SEARCH_METHODS == tuple(METHODS) == ("grid", "random", "asha", "hyperband", "tpe")
+    assert {name: cls.__module__ for name, cls in METHODS.items()} == {name: f"ctq.search.{name}" for name in METHODS}
+    assert EARLY_STOPPING_METHODS == ("asha", "hyperband")
+
+
 def test_rungs_are_grace_period_times_powers_of_the_reduction_factor_below_max_epochs():
     assert rung_epochs(1, 3, 9) == (1, 3)
     assert rung_epochs(1, 3, 10) == (1, 3, 9)
