@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ctq import __version__, catalog, housekeeping
-from ctq.config import (HALVING_METHODS, MOMENTUM_OPTIMIZERS, RunConfig, fingerprint, load_config, model_name,
-                        model_seed)
+from ctq.config import RunConfig, fingerprint, load_config, model_name, model_seed
 from ctq.connection import connect as open_connection
 from ctq.coordinator import (DEFAULT_CHECKPOINT_SECONDS, Coordinator, Outcome, Progress, StatesLost, is_transient,
                              segment_cores)
@@ -32,7 +31,7 @@ from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interru
 from ctq.metrics import Metric
 from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack, write_validation_rows
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
-from ctq.search import Asha, Decision, Hyperband, Tpe, pending
+from ctq.search import Decision, Search, search_class
 from ctq.sql import qualified, quote_ident, render, template
 
 SCHEDULERS = {"mop": MopScheduler, "mop-fixed": MopFixedScheduler, "bsp": BspScheduler}
@@ -137,19 +136,22 @@ class RunPlan:
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
     scheduling: str = "cost"  # MOP's rule among eligible models (ctq.scheduler.MopScheduler)
     observed: tuple[tuple[int, float], ...] = ()  # (model_id, seconds) of the hops already done
-    asha: dict | None = None  # asha, hyperband: {"method", "grace_period", "reduction_factor"}; max_epochs = epochs
-    decisions: tuple = ()  # the search's decisions so far (ctq.search.Decision), in the order made
+    method: str = "grid"  # search.method (ctq.search.METHODS)
+    # the search's settings as the run recorded them: grid.yaml's search: (early stopping:
+    # grace_period, reduction_factor; max_epochs = epochs), and for a search that asks its models
+    # during the run the space and architectures resolved at creation
+    search: dict = dataclasses.field(default_factory=dict)
+    decisions: tuple = ()  # early stopping's decisions so far (ctq.search.Decision), in the order made
     stopped: frozenset[int] = frozenset()  # models the search stopped
-    epochs_done: tuple[tuple[int, int], ...] = ()  # (model_id, epoch count) completed, in finishing order
+    epochs_done: tuple[tuple[int, int], ...] = ()  # early stopping: (model_id, epoch count) completed, in finishing order
     warm: bool = False  # warm_start: every model's first hop starts from another run's final weights
-    tpe: dict | None = None  # search.method tpe: samples, space, architectures (resolved at creation)
-    finished: tuple[tuple[int, float | None], ...] = ()  # tpe: (model_id, final metric or None) in finishing order
+    finished: tuple[tuple[int, float | None], ...] = ()  # asked during the run: (model_id, final metric or None) in finishing order
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # checkpoint_minutes (Coordinator._checkpoints)
 
     @property
     def model_budget(self) -> int:
-        """Models the run trains in all: those a TPE search will have asked, else its models."""
-        return self.tpe["samples"] if self.tpe else len(self.models)
+        """Models the run trains in all: those a search that asks during the run will have asked, else its models."""
+        return self.search["samples"] if search_class(self.method).asks_during_run else len(self.models)
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -159,15 +161,11 @@ async def load_plan(conn, run_id: int) -> RunPlan:
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
     settings = await conn.fetchrow(template("run_settings.sql"), run_id)
-    search = json.loads(settings["search"] or "null") or {}
-    asha = None
-    method = str(search.get("method") or "").lower()
-    if method in HALVING_METHODS:
-        asha = {"method": method, "grace_period": search.get("grace_period") or 1,
-                "reduction_factor": search.get("reduction_factor") or 3}
-    tpe = finished = None
-    if method == "tpe":
-        tpe = {"samples": search["samples"], **json.loads(settings["resolved"])}
+    search = {**(json.loads(settings["search"] or "null") or {}), **json.loads(settings["resolved"] or "{}")}
+    method = search_class(search.get("method"))
+    stopping = method.early_stopping
+    finished = ()
+    if method.asks_during_run:
         finished = tuple((m["model_id"], Metric(run["metric"]).value(m) if m["status"] == "succeeded" else None)
                          for m in await catalog.finished_models(conn, run_id))
     return RunPlan(
@@ -177,13 +175,13 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
-        scheduling=settings["scheduling"], asha=asha,
+        scheduling=settings["scheduling"], method=method.method, search=search,
         decisions=tuple(Decision(d["model_id"], d["rung"], d["epoch"], d["value"], d["decision"] == "promote",
-                                 d["reason"]) for d in await catalog.run_decisions(conn, run_id)) if asha else (),
+                                 d["reason"]) for d in await catalog.run_decisions(conn, run_id)) if stopping else (),
         stopped=frozenset(m["model_id"] for m in models if m["status"] == "stopped"),
         epochs_done=tuple((e["model_id"], e["epoch"] + 1) for e in await catalog.run_epochs(conn, run_id))
-        if asha else (),
-        tpe=tpe, finished=finished or (), warm=settings["warm"],
+        if stopping else (),
+        finished=finished, warm=settings["warm"],
         observed=tuple((r["model_id"], r["seconds"]) for r in await conn.fetch(template("hop_durations.sql"), run_id)),
         engine=pack["settings"].get("engine", "postgres"), pack=pack, stream=streams(settings["budget"], pack["stats"]),
         memory_budget_mb=settings["budget"],
@@ -218,12 +216,12 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     if rule not in SCHEDULING_RULES:
         raise UsageError(f"--scheduling {rule}: expected one of {', '.join(SCHEDULING_RULES)}")
     raw = {**cfg.raw, "scheduling": rule}
-    if cfg.search_method == "tpe":
+    if search_class(cfg.search_method).asks_during_run:
         if schedule != "mop":
-            raise UsageError(f"--schedule {schedule}: search.method tpe adds models during the run, which only "
-                             "the mop schedule can take")
+            raise UsageError(f"--schedule {schedule}: search.method {cfg.search_method} adds models during the "
+                             "run, which only the mop schedule can take")
         # the architectures (keras_json files read) and the normalised space, recorded with the run,
-        # so that a resumed TPE run asks for models without the grid file
+        # so that a resumed run asks for models without the grid file
         raw["resolved"] = {"architectures": [{"name": a.name, "spec": a.spec} for a in cfg.architectures],
                            "space": cfg.space}
     cfg = dataclasses.replace(cfg, scheduling=rule, raw=raw)
@@ -312,8 +310,9 @@ async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
     """``warm_start: RUN_ID``: for each model, the model of that run it starts from (the best ranked
     trained one of its architecture), as source -> models. ConfigError (exit 2, nothing written)
     when the run does not exist (or is not the user's) or has no trained model of an architecture."""
-    if cfg.search_method == "tpe":
-        raise ConfigError("cannot be combined with search.method: tpe (its models are asked during the run)",
+    if search_class(cfg.search_method).asks_during_run:
+        raise ConfigError(f"cannot be combined with search.method: {cfg.search_method} (its models are asked "
+                          "during the run)",
                           path=cfg.source_path, key="warm_start")
     if await catalog.get_run(conn, cfg.warm_start) is None:
         raise ConfigError(f"no run {cfg.warm_start} to start from (see `ctq runs`)", path=cfg.source_path,
@@ -430,11 +429,11 @@ def streams(budget_mb: int | None, stats: dict) -> bool:
     return budget_mb is not None and segment_data_mib(stats) > budget_mb
 
 
-def tpe_model(plan: RunPlan, model_id: int, point: tuple) -> dict:
-    """The ctq.models record of the configuration ``point`` a TPE search asked for (a name taken
-    already gets ``#model_id``)."""
+def asked_model(plan: RunPlan, model_id: int, point: tuple) -> dict:
+    """The ctq.models record of the configuration ``point`` a search asked for during the run (a
+    name taken already gets ``#model_id``)."""
     arch_index, opt, lr, bs, mom = point
-    arch = plan.tpe["architectures"][arch_index]
+    arch = plan.search["architectures"][arch_index]
     name = model_name(arch["name"], opt, lr, bs, mom)
     if name in {spec["name"] for spec in plan.specs.values()}:
         name = f"{name}#{model_id}"
@@ -442,46 +441,28 @@ def tpe_model(plan: RunPlan, model_id: int, point: tuple) -> dict:
             "hyperparameters": {"optimizer": opt, "learning_rate": lr, "batch_size": bs, "momentum": mom}}
 
 
-async def start_tpe(dsn: str, plan: RunPlan) -> tuple[Tpe, dict[int, tuple]]:
-    """The run's TPE search, told the finished models' results in the order they finished, and the
-    configuration of every model so far; asks (and records) the models due now: at the start of a
-    run, the first ones; on a resume, those a dead coordinator did not get to ask."""
-    archs = [a["spec"] for a in plan.tpe["architectures"]]
-    tpe = Tpe(plan.tpe["space"], len(archs), plan.tpe["samples"], plan.seed, plan.metric_mode, plan.segments,
-              MOMENTUM_OPTIMIZERS)
-    points = {}
-    for model_id, spec in plan.specs.items():
-        h = spec["hyperparameters"]
-        points[model_id] = (archs.index(spec["architecture"]), h["optimizer"], h["learning_rate"], h["batch_size"],
-                            h["momentum"])
-    tpe.asked = len(points)
-    for model_id, value in plan.finished:
-        tpe.tell(points[model_id], value)
-    live = len(plan.models) - len(plan.finished) - len(plan.stopped)
-    due = tpe.due(live)
-    if due:
-        async with connect(dsn) as conn:
-            for _ in range(due):
-                point = tpe.ask()
-                model_id = max(plan.models, default=0) + 1
-                spec = tpe_model(plan, model_id, point)
-                await catalog.insert_model(conn, plan.run_id, model_id, spec)
-                plan.models[model_id], plan.specs[model_id], points[model_id] = spec["name"], spec, point
-    return tpe, points
-
-
-def halving_search(plan: RunPlan) -> Asha | None:
-    """The early-stopping search of a run (search.method asha: :class:`Asha`, hyperband:
-    :class:`Hyperband`; None for the others), in the state its recorded decisions leave it
-    (:meth:`Asha.replay`). RunFailed when the catalog's decisions are not the rule's."""
-    if plan.asha is None:
-        return None
-    args = (plan.asha["grace_period"], plan.asha["reduction_factor"], plan.epochs, plan.metric_mode)
-    search = Hyperband(*args, plan.seed) if plan.asha["method"] == "hyperband" else Asha(*args)
+def restore_search(plan: RunPlan) -> Search:
+    """The run's search in the state the catalog's history leaves it (:meth:`Search.restore`).
+    RunFailed when the catalog's decisions are not the rule's."""
     try:
-        search.replay(plan.decisions)
+        return search_class(plan.method).restore(plan)
     except ValueError as exc:
         raise RunFailed(f"run {plan.run_id}: {exc}; the catalog's decisions cannot be resumed") from None
+
+
+async def start_search(dsn: str, plan: RunPlan) -> Search:
+    """The run's search as the catalog leaves it (:func:`restore_search`); asks for (and records)
+    the models due now: at the start of a run, the first ones of a search that asks during the
+    run; on a resume, those a dead coordinator did not get to ask."""
+    search = restore_search(plan)
+    live = len(plan.models) - len(plan.finished) - len(plan.stopped)
+    new = search.new_models(live, max(plan.models, default=0) + 1)
+    if new:
+        async with connect(dsn) as conn:
+            for model_id, point in new:
+                spec = asked_model(plan, model_id, point)
+                await catalog.insert_model(conn, plan.run_id, model_id, spec)
+                plan.models[model_id], plan.specs[model_id] = spec["name"], spec
     return search
 
 
@@ -490,31 +471,26 @@ def halving_search(plan: RunPlan) -> Asha | None:
 STATE_LOSSES = 3
 
 
-def coordinator_for(dsn: str, plan: RunPlan, progress: Progress | None, heartbeat_seconds: float, tpe=None,
-                    points=None, preloaded=None) -> Coordinator:
-    """A coordinator session over ``plan``: its scheduler and search in the state the catalog
-    leaves them (``tpe``, ``points``: a TPE search's state, see :func:`start_tpe`; ``preloaded``:
-    segment connections opened ahead, see Engine.preload)."""
+def coordinator_for(dsn: str, plan: RunPlan, search: Search, progress: Progress | None, heartbeat_seconds: float,
+                    preloaded=None) -> Coordinator:
+    """A coordinator session over ``plan``: its scheduler in the state the catalog leaves it,
+    ``search`` the run's (see :func:`start_search`); ``preloaded``: segment connections opened
+    ahead, see Engine.preload."""
     rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
                                           completed=plan.completed, observed=plan.observed, **rule)
     for model_id in plan.failed:
         scheduler.fail_model(model_id)
-    search = halving_search(plan)
-    undecided = None
-    if search is not None:
-        for model_id in plan.stopped:
-            scheduler.stop_model(model_id)
-        undecided = pending(search.model_rungs, plan.epochs_done,
-                            [(d.model_id, d.epoch) for d in plan.decisions], plan.stopped | plan.failed)
+    for model_id in plan.stopped:
+        scheduler.stop_model(model_id)
     return Coordinator(dsn, plan.run_id, scheduler, plan.segments,
                        segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
                        epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
                        models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
                        progress=progress,
                        heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
-                       decisions=len(plan.decisions), pending=undecided or [], tpe=tpe, points=points,
-                       new_model=functools.partial(tpe_model, plan), warm=plan.warm,
+                       decisions=len(plan.decisions), pending=search.undecided(plan),
+                       new_model=functools.partial(asked_model, plan), warm=plan.warm,
                        memory_budget_mb=plan.memory_budget_mb,
                        data_bytes=0 if plan.stream else int(segment_data_mib(plan.pack["stats"]) * 2**20),
                        checkpoint_seconds=plan.checkpoint_seconds, preloaded=preloaded)
@@ -543,17 +519,15 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     restarted) stops; the run goes back to those models' checkpoints and a new session goes on
     (at most ``STATE_LOSSES`` times), so a server crash costs at most the training since each
     model's last checkpoint (ctq.coordinator.Coordinator._checkpoints)."""
-    tpe = points = None
     try:
-        if plan.tpe is not None:
-            tpe, points = await start_tpe(dsn, plan)
+        search = await start_search(dsn, plan)
         progress: Progress | None = progress_factory(plan) if progress_factory else None
     except BaseException:
         for conn in preloaded or ():
             if conn is not None:
                 conn.terminate()
         raise
-    coordinator = coordinator_for(dsn, plan, progress, heartbeat_seconds, tpe, points, preloaded)
+    coordinator = coordinator_for(dsn, plan, search, progress, heartbeat_seconds, preloaded)
     started = time.perf_counter()
     outcome = Outcome(segments=plan.segments)
     notices: list[str] = []
@@ -573,8 +547,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                     if notice is None:  # no model lost its working state to a crash: not ours to mend
                         raise RunFailed(f"run {plan.run_id}: {lost}, and its checkpoint does not explain it") from None
                     notices.append(notice)
-                    coordinator = coordinator_for(dsn, plan, progress, heartbeat_seconds, coordinator.tpe,
-                                                  coordinator.points)
+                    coordinator = coordinator_for(dsn, plan, restore_search(plan), progress, heartbeat_seconds)
     except (asyncio.CancelledError, KeyboardInterrupt):
         await coordinator.finish("interrupted", "cancelled; resume with `ctq train --resume "
                                  f"{plan.run_id}`")

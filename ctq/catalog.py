@@ -18,7 +18,6 @@ from ctq.engines import detect
 from ctq.errors import DatabaseError, NotFound, PermissionDenied, UsageError
 from ctq.sql import install_fingerprint, install_script, qualified, quote_ident, render, server_code, template
 
-SCHEMA_VERSION = 1
 _INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
 # A coordinator holds the session-level advisory lock (RUN_LOCK_CLASS, run_id) while it drives a
 # run: a second coordinator cannot take the run over, and a run whose lock is free while its
@@ -48,8 +47,8 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
             await conn.execute(template("server_code_clear.sql"))
             for name, source in sources.items():
                 await conn.execute(template("server_code_insert.sql"), name, sha, source)
-            meta = {"schema_version": SCHEMA_VERSION, "ctq_version": __version__,
-                    "install_sha": install_fingerprint(engine.name), "engine": engine.name}
+            # (what is installed is told by install_sha, the install script's fingerprint: no schema number)
+            meta = {"ctq_version": __version__, "install_sha": install_fingerprint(engine.name), "engine": engine.name}
             if python_path is not None:
                 meta["python_path"] = python_path
             for key, value in meta.items():

@@ -119,17 +119,17 @@ optimizers that use it (sgd, rmsprop), the others get no momentum. With ``method
 ``samples`` models are drawn, each picking an architecture uniformly and each hyper-parameter from
 its spec: a list is a uniform choice; a range ``{low: a, high: b, log: false}`` is uniform (or
 log-uniform with ``log: true``) on [a, b] for learning_rate and momentum, and a uniform integer in
-[a, b] for batch_size. Draws are Optuna's RandomSampler's (:func:`ctq.search.random_points`),
+[a, b] for batch_size. Draws are Optuna's RandomSampler's (:func:`ctq.search.random.random_points`),
 reproducible from ``search.seed``. Expanded searches are capped at 10,000 models.
 
 With ``method: asha`` the models are the grid (or, with ``samples``, random draws as above) and
-asynchronous successive halving stops the weak ones early (:class:`ctq.search.Asha`): rungs after
+asynchronous successive halving stops the weak ones early (:class:`ctq.search.asha.Asha`): rungs after
 ``grace_period * reduction_factor**k`` epochs, below ``max_epochs``. ``method: hyperband`` takes the
 same keys and runs brackets of it that start stopping at different rungs, as Optuna's
-HyperbandPruner does (:class:`ctq.search.Hyperband`). With ``method: tpe`` no model of the
-run exists up front (the architectures under ``models:`` are still required): ``samples``
-configurations are asked of Optuna's TPE sampler
-during the run, as slots free up (:class:`ctq.search.Tpe`); more ``samples`` than a finite space
+HyperbandPruner does (:class:`ctq.search.hyperband.Hyperband`). With ``method: tpe`` no model of
+the run exists up front (the architectures under ``models:`` are still required): ``samples``
+configurations are asked of Optuna's TPE sampler during the run, as slots free up
+(:class:`ctq.search.tpe.Tpe`); more ``samples`` than a finite space
 has distinct configurations is refused (TPE would ask some again).
 
 Optional keys may also be written as ``null``, which means "use the default". Every problem is a
@@ -143,7 +143,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -159,6 +158,8 @@ from ctq.errors import ConfigError
 from ctq.metrics import CLASSIFICATION_METRICS, MAE_METRICS, MAX_METRICS, METRICS, Metric  # noqa: F401
 from ctq.rules import ACTIVATIONS, DEFAULTS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, find_code  # noqa: F401 (the schema reads them here)
 from ctq.scheduler import SCHEDULING_RULES
+from ctq.search import METHODS, search_class
+from ctq.search.base import MAX_MODELS
 
 __all__ = [
     "DataConfig",
@@ -172,7 +173,6 @@ __all__ = [
     "MAX_MODELS",
 ]
 
-MAX_MODELS = 10_000
 MAX_SEGMENTS = 256
 MAX_KERAS_JSON_BYTES = 64 * 1024 * 1024
 FINGERPRINT_VERSION = 1
@@ -181,8 +181,9 @@ TASKS = ("classification", "regression")
 # the metric names and what they mean: ctq.metrics (one definition for the whole client)
 ENCODINGS = ("one_hot", "index")
 CLASS_WEIGHTS = ("balanced",)
-SEARCH_METHODS = ("grid", "random", "asha", "hyperband", "tpe")
-HALVING_METHODS = ("asha", "hyperband")  # successive halving: grace_period, reduction_factor, max_epochs
+SEARCH_METHODS = tuple(METHODS)
+# early stopping (successive halving): grace_period, reduction_factor, max_epochs
+EARLY_STOPPING_METHODS = tuple(name for name, cls in METHODS.items() if cls.early_stopping)
 SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 
@@ -273,7 +274,7 @@ class RunConfig:
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
     checkpoint_minutes: float | None = None  # None: ctq.coordinator.DEFAULT_CHECKPOINT_SECONDS
-    asha: dict | None = None  # HALVING_METHODS: {"grace_period", "reduction_factor", "max_epochs"}
+    early_stopping: dict | None = None  # EARLY_STOPPING_METHODS: {"grace_period", "reduction_factor", "max_epochs"}
     scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
     warm_start: int | None = None  # a run whose final states the models start from
 
@@ -342,7 +343,8 @@ def fingerprint(config: RunConfig) -> str:
             "seed": config.seed,
             "samples": config.samples,
             "space": config.space,
-            **({"asha": config.asha} if config.asha else {}),
+            # "asha": the key under which runs already recorded their fingerprints
+            **({"asha": config.early_stopping} if config.early_stopping else {}),
         },
         "epochs": config.epochs,
         "metric": config.metric,
@@ -631,28 +633,28 @@ class _Validator:
                     self.fail(_index("models", i), f"model {arch.name!r} uses layers:, but the features are "
                               "index-encoded (integer indices for an Embedding): use a keras_json model "
                               "that starts with an Embedding, or encoding: one_hot")
-        method, seed, samples, space, asha = self.search(doc.get("search"))
-        if asha is not None:
+        method, seed, samples, space, early_stopping = self.search(doc.get("search"))
+        if early_stopping is not None:
             if doc.get("epochs") is not None:
                 self.fail("epochs", f"search.method: {method} trains up to search.max_epochs; remove epochs")
-            epochs = asha["max_epochs"]
+            epochs = early_stopping["max_epochs"]
         elif "epochs" not in doc:
             self.fail("epochs", "required key is missing")
         else:
             epochs = self.int_(doc["epochs"], "epochs")
-        if method == "tpe":
-            points = []  # asked during the run
+        if search_class(method).asks_during_run:
             size = len(architectures) * _combinations(space)
             if samples > size:  # TPE asks a configuration again once all have been asked
                 self.fail("search.samples", f"{samples} models, but search.space has only {size} distinct "
                           f"configurations ({len(architectures)} architecture(s) x {_combinations(space)} "
                           f"hyper-parameter combinations): {samples - size} would repeat one; use samples: "
                           f"{size}, or method: grid")
-        elif samples is None:
-            points = _expand_grid(self, architectures, space)
-        else:
-            points = _expand_random(architectures, space, seed, samples)
-        models = _number_models(points, seed)
+        try:
+            points = search_class(method).initial_points(_space_json(space), len(architectures), samples, seed,
+                                                         MOMENTUM_OPTIMIZERS)
+        except ValueError as exc:  # too many models
+            self.fail("search.space", str(exc))
+        models = _number_models([(architectures[a], *rest) for a, *rest in points], seed)
 
         try:
             raw = json.loads(json.dumps(doc))
@@ -676,7 +678,7 @@ class _Validator:
             space=_space_json(space),
             memory_budget_mb=budget,
             checkpoint_minutes=checkpoint_minutes,
-            asha=asha,
+            early_stopping=early_stopping,
             scheduling=scheduling,
             warm_start=warm_start,
         )
@@ -879,35 +881,36 @@ class _Validator:
         seed = s.get("seed")
         seed = 0 if seed is None else self.int_(seed, "search.seed", minimum=0)
         samples = s.get("samples")
-        if method == "grid":
+        search = search_class(method)
+        if search.takes_samples == "never":
             if samples is not None:
                 self.fail("search.samples", "only used with search.method: random, asha or hyperband (a grid "
                                             "tries every combination)")
-        elif method in ("random", "tpe") and samples is None:
-            self.fail("search.samples", f"required with search.method: {method} (how many models to "
-                                        f"{'draw' if method == 'random' else 'try'})")
+        elif search.takes_samples == "required" and samples is None:
+            self.fail("search.samples", f"required with search.method: {method} ({search.samples_are})")
         if samples is not None:
             samples = self.int_(samples, "search.samples")
             if samples > MAX_MODELS:
                 self.fail("search.samples", f"{samples} models is too many; the limit is {MAX_MODELS}")
-        asha = None
-        if method in HALVING_METHODS:
+        stopping = None
+        if search.early_stopping:
             if s.get("max_epochs") is None:
                 self.fail("search.max_epochs", f"required with search.method: {method} (it replaces epochs)")
-            asha = {"max_epochs": self.int_(s["max_epochs"], "search.max_epochs")}
+            stopping = {"max_epochs": self.int_(s["max_epochs"], "search.max_epochs")}
             grace = s.get("grace_period")
-            asha["grace_period"] = 1 if grace is None else self.int_(grace, "search.grace_period")
-            if asha["grace_period"] >= asha["max_epochs"]:  # a rung is a decision before the last epoch
-                self.fail("search.grace_period", f"{asha['grace_period']} is not below search.max_epochs "
-                                                 f"({asha['max_epochs']}): no rung to decide at, so no model "
+            stopping["grace_period"] = 1 if grace is None else self.int_(grace, "search.grace_period")
+            if stopping["grace_period"] >= stopping["max_epochs"]:  # a rung is a decision before the last epoch
+                self.fail("search.grace_period", f"{stopping['grace_period']} is not below search.max_epochs "
+                                                 f"({stopping['max_epochs']}): no rung to decide at, so no model "
                                                  "would ever be stopped (use method: grid for that)")
             factor = s.get("reduction_factor")
-            asha["reduction_factor"] = 3 if factor is None else self.int_(factor, "search.reduction_factor",
-                                                                          minimum=2)
+            stopping["reduction_factor"] = 3 if factor is None else self.int_(factor, "search.reduction_factor",
+                                                                              minimum=2)
         else:
             for key in ("grace_period", "reduction_factor", "max_epochs"):
                 if s.get(key) is not None:
-                    self.fail(_join("search", key), "only used with search.method: asha or hyperband")
+                    self.fail(_join("search", key),
+                              f"only used with search.method: {' or '.join(EARLY_STOPPING_METHODS)}")
 
         raw_space = s.get("space")
         raw_space = {} if raw_space is None else self.mapping(raw_space, "search.space", SPACE_KEYS)
@@ -923,7 +926,7 @@ class _Validator:
                 self.fail("search.space.momentum",
                           "momentum is only used by sgd and rmsprop, and no optimizer in search.space.optimizer "
                           f"can use it (optimizers: {', '.join(opts)})")
-        return method, seed, samples, space, asha
+        return method, seed, samples, space, stopping
 
     def space_value(self, name: str, value: Any, drawn: bool) -> list | _Range:
         key = _join("search.space", name)
@@ -1042,31 +1045,6 @@ def _combinations(space: dict) -> float:
     moms = space.get("momentum")
     return _choices(space["learning_rate"]) * _choices(space["batch_size"]) * sum(
         _choices(moms) if moms and o in MOMENTUM_OPTIMIZERS else 1 for o in space["optimizer"])
-
-
-def _expand_grid(v: _Validator, archs: list[Architecture], space: dict) -> list[tuple]:
-    opts, lrs, bss = space["optimizer"], space["learning_rate"], space["batch_size"]
-    moms = space.get("momentum")
-    per_arch = _combinations(space)
-    total = len(archs) * per_arch
-    if total > MAX_MODELS:
-        v.fail("search.space", f"the grid expands to {total} models ({len(archs)} architectures x "
-                               f"{per_arch} hyper-parameter combinations); the limit is {MAX_MODELS}")
-    points = []
-    for arch in archs:
-        for opt in opts:
-            for lr, bs in itertools.product(lrs, bss):
-                for mom in (moms if moms and opt in MOMENTUM_OPTIMIZERS else [None]):
-                    points.append((arch, opt, lr, bs, mom))
-    return points
-
-
-def _expand_random(archs: list[Architecture], space: dict, seed: int, samples: int) -> list[tuple]:
-    from ctq.search import random_points
-
-    return [(archs[a], opt, lr, bs, mom)
-            for a, opt, lr, bs, mom in random_points(_space_json(space), len(archs), samples, seed,
-                                                     MOMENTUM_OPTIMIZERS)]
 
 
 def model_seed(seed: int, model_id: int) -> int:

@@ -30,7 +30,8 @@ from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
 from ctq.metrics import Metric
 from ctq.packing import server_stats
 from ctq.scheduler import Hop, Scheduler
-from ctq.search import Asha, Tpe
+from ctq.search import Search
+from ctq.search.grid import Grid
 from ctq.sql import template
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
@@ -118,7 +119,7 @@ class Outcome:
 
     results: list[HopResult] = field(default_factory=list)
     failed_models: dict[int, str] = field(default_factory=dict)
-    stopped_models: dict[int, str] = field(default_factory=dict)  # by the search (ASHA, Hyperband): the reason
+    stopped_models: dict[int, str] = field(default_factory=dict)  # by an early-stopping search: the reason
     retries: int = 0
     wall_seconds: float = 0.0
     segments: int = 0
@@ -173,9 +174,8 @@ class Coordinator:
     def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
                  cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
                  stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
-                 heartbeat_seconds: float = 5.0, search: Asha | None = None, metric: str = "val_loss",
-                 decisions: int = 0, pending: list[tuple[int, int]] = (), tpe: Tpe | None = None,
-                 points: dict[int, tuple] | None = None, new_model=None, warm: bool = False,
+                 heartbeat_seconds: float = 5.0, search: Search | None = None, metric: str = "val_loss",
+                 decisions: int = 0, pending: list[tuple[int, int]] = (), new_model=None, warm: bool = False,
                  memory_budget_mb: int | None = None, data_bytes: int = 0,
                  checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
                  preloaded: list[asyncpg.Connection | None] | None = None):
@@ -183,13 +183,13 @@ class Coordinator:
         model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
         segments read their buffers on every hop instead of caching them; ``class_weights``: a
         training weight per class index (None: all 1); ``metric``: the run's ranking metric (its
-        kind, e.g. auc, is the metric the hops compute). ``search``: early stopping (ASHA,
-        Hyperband) asked after every epoch on that metric, its state already rebuilt from the
-        ``decisions`` recorded so far (their count); ``pending``: (model_id, epoch count) results
-        a dead predecessor left undecided, decided first, in that order. ``tpe``: a search that
-        asks for a model whenever one finishes (told its result), ``points`` the configuration of
-        each of its models so far, ``new_model(model_id, point)`` the ctq.models record (name,
-        architecture, ...) of a new one.
+        kind, e.g. auc, is the metric the hops compute). ``search``: the run's
+        (ctq.search; None: a grid, which decides nothing), its state already rebuilt from the
+        catalog: an early-stopping one is asked after every epoch on that metric, the
+        ``decisions`` recorded so far their count; ``pending``: (model_id, epoch count) results
+        a dead predecessor left undecided, decided first, in that order. A search that asks
+        for models during the run is told each model's end and asked for new ones then;
+        ``new_model(model_id, point)`` is the ctq.models record (name, architecture, ...) of one.
         ``warm``: the models start from another run's final weights (warm_start), stored as their
         state: their first hop keeps the weights and starts the optimizer afresh.
         ``checkpoint_seconds``: a model's state after an epoch is written as its checkpoint (logged:
@@ -197,10 +197,8 @@ class Coordinator:
         after every epoch when a search decides on epochs (see :meth:`_checkpoints`).
         ``preloaded``: segment connections opened ahead (Engine.preload), taken over at warm-up."""
         self.warm = warm
-        self.tpe = tpe
-        self.points = dict(points or {})
         self.new_model = new_model
-        self.search = search
+        self.search = search or Grid()
         self.metric = metric
         self.decisions = decisions
         self.pending = list(pending)
@@ -396,7 +394,7 @@ class Coordinator:
         model at most that much training, plus its unfinished epoch."""
         if not hop.last_of_epoch:
             return False
-        if hop.epoch == self.epochs - 1 or self.search is not None:
+        if hop.epoch == self.epochs - 1 or self.search.early_stopping:
             return True
         return time.monotonic() - self.checkpointed_at.get(hop.model_id, self.started) >= self.checkpoint_seconds
 
@@ -419,16 +417,14 @@ class Coordinator:
 
     async def _finished(self, model_id: int, value: float | None) -> None:
         """A model trained its last epoch (``value``: the run's metric then) or failed (None): tell
-        the TPE search, and start the models it asks for in its place."""
-        if self.tpe is None:
+        a search that asks during the run, and start the models it asks for in its place."""
+        if not self.search.asks_during_run:
             return
-        self.tpe.tell(self.points[model_id], value)
-        for _ in range(self.tpe.due(self.scheduler.live)):
-            point = self.tpe.ask()
-            new_id = max(self.models) + 1
+        self.search.model_ended(model_id, value)
+        for new_id, point in self.search.new_models(self.scheduler.live, max(self.models) + 1):
             spec = self.new_model(new_id, point)
             await self._catalog(catalog.insert_model, self.run_id, new_id, spec)
-            self.models[new_id], self.points[new_id] = spec, point
+            self.models[new_id] = spec
             self.scheduler.add_model(new_id)
             self.progress.model_added(new_id, spec["name"])
 
@@ -502,10 +498,10 @@ class Coordinator:
                         self.progress.hop_finished(result)
                         if hop.last_of_epoch and hop.epoch == self.epochs - 1:
                             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "succeeded")
-                            if self.tpe is not None:
+                            if self.search.asks_during_run:
                                 row = await self._catalog(catalog.epoch_metrics, self.run_id, hop.model_id, hop.epoch)
                                 await self._finished(hop.model_id, Metric(self.metric).value(row))
-                        elif hop.last_of_epoch and self.search is not None:
+                        elif hop.last_of_epoch and self.search.early_stopping:
                             await self._decide(hop.model_id, hop.epoch + 1, outcome)
                     else:
                         delay = await self._on_failure(hop, exc, outcome)

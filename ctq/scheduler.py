@@ -217,10 +217,6 @@ class Scheduler(abc.ABC):
             self._epoch[m] += 1
             visited.clear()
 
-    def retry(self, hop: Hop) -> None:
-        """Transient failure: ``hop`` goes back to pending; its model and segment are free."""
-        self._release(hop)
-
     def fail_model(self, model_id: int) -> None:
         """Deterministic failure: drop the model. Its in-flight hop, if any, is forgotten."""
         m = self._model_index(model_id)
@@ -368,16 +364,6 @@ class MopScheduler(Scheduler):
     def _hops_left(self, m: int) -> int:
         return (self._epochs - self._epoch[m]) * self._segments - len(self._visited[m])
 
-    def remaining_work(self) -> dict[int, float]:
-        """Model id -> estimated seconds of training left (hops left x estimated hop), for the
-        live models (units of the observed durations; 1 per hop while nothing is timed)."""
-        est = self._estimates()
-        return {
-            self._ids[m]: self._hops_left(m) * est[m]
-            for m, e in enumerate(self._epoch)
-            if e < self._epochs and m not in self._dropped
-        }
-
     def _select(self) -> list[tuple[int, int]]:
         idle = [s for s in range(self._segments) if s not in self._in_flight]
         free = [
@@ -462,13 +448,6 @@ class MopFixedScheduler(MopScheduler):
                 self._seed, epoch, self._segments, len(self._ids)
             ).tolist()
         return orders
-
-    def next_segment(self, model_id: int) -> int | None:
-        """The segment the model must visit next; None once it has trained all its epochs."""
-        m = self._model_index(model_id)
-        if self._epoch[m] >= self._epochs:
-            return None
-        return self._order(self._epoch[m])[m][len(self._visited[m])]
 
     def _select(self) -> list[tuple[int, int]]:
         idle = {s for s in range(self._segments) if s not in self._in_flight}

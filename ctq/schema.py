@@ -142,7 +142,7 @@ def grid_schema() -> dict:
         "anyOf": [{"required": ["epochs"]},
                   {"required": ["search"], "properties": {"search": {
                       "required": ["method", "max_epochs"],
-                      "properties": {"method": _enum(c.HALVING_METHODS)}}}}],
+                      "properties": {"method": _enum(c.EARLY_STOPPING_METHODS)}}}}],
     }
 
 

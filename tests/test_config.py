@@ -604,18 +604,18 @@ def test_asha_and_hyperband_take_the_grid_or_draws_and_max_epochs_replaces_epoch
     doc["search"].update(method="asha", max_epochs=9, reduction_factor=3)
     cfg = load(workdir, doc)
     assert cfg.epochs == 9 and cfg.search_method == "asha"
-    assert cfg.asha == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}
+    assert cfg.early_stopping == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}
     assert _points(cfg) == _points(load(workdir, base_config()))  # the same grid
     drawn = _random_doc(3)
     del drawn["epochs"]
     drawn["search"].update(method="asha", max_epochs=4, grace_period=2)
     cfg = load(workdir, drawn)
-    assert len(cfg.models) == 40 and cfg.asha["grace_period"] == 2
+    assert len(cfg.models) == 40 and cfg.early_stopping["grace_period"] == 2
     assert _points(cfg) == _points(load(workdir, _random_doc(3)))  # the same draws as method random
     assert fingerprint(cfg) != fingerprint(load(workdir, _random_doc(3)))
     drawn["search"]["method"] = "hyperband"  # the same keys, models and epochs; another run
     hyperband = load(workdir, drawn)
-    assert (hyperband.search_method, hyperband.epochs, hyperband.asha) == ("hyperband", 4, cfg.asha)
+    assert (hyperband.search_method, hyperband.epochs, hyperband.early_stopping) == ("hyperband", 4, cfg.early_stopping)
     assert _points(hyperband) == _points(cfg) and fingerprint(hyperband) != fingerprint(cfg)
 
 
@@ -739,4 +739,4 @@ def test_quoted_table_names_round_trip():
 def test_halving_examples_are_valid(method):
     cfg = load_config(REPO / "examples" / f"{method}.yaml")
     assert (cfg.search_method, cfg.epochs, len(cfg.models)) == (method, 9, 18)
-    assert cfg.asha == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}
+    assert cfg.early_stopping == {"max_epochs": 9, "grace_period": 1, "reduction_factor": 3}

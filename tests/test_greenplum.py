@@ -219,17 +219,12 @@ async def test_states_lie_on_the_segment_of_the_last_hop_and_never_pass_the_clie
     assert relay.bytes_in + relay.bytes_out < largest, (relay.bytes_in, relay.bytes_out, largest, hops)
 
 
-async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
-    """The whole training state hops between real segments: the final weights and optimizer slots
-    equal a plain Keras run over the same segments in the same order."""
+async def assert_states_follow_the_recorded_hops(gp, run_id: int) -> None:
+    """Each model's final weights and optimizer slots equal a plain Keras run over the segments of
+    its recorded hops, in their order: a hop trained twice (or lost) for one record would not."""
     from conftest import assert_close, stored_state
-    from test_mop_equals_sequential import GRID as SEQ_GRID
     from test_mop_equals_sequential import model_state, segment_arrays, standalone_keras
 
-    grid = write_grid(tmp_path, SEQ_GRID.format(table="public.ctq_gp_src"))
-    proc = ctq("train", str(grid), "--json")
-    assert proc.returncode == 0, proc.stderr
-    run_id = json.loads(proc.stdout)["run_id"]
     pack = await gp.fetchrow("SELECT p.table_name, p.stats::text AS stats FROM ctq.packs p "
                              "WHERE p.pack_id = (SELECT pack_id FROM ctq.runs WHERE run_id = $1)", run_id)
     stats = json.loads(pack["stats"])
@@ -247,6 +242,17 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):
             assert_close(a, e)
+
+
+async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
+    """The whole training state hops between real segments: the final weights and optimizer slots
+    equal a plain Keras run over the same segments in the same order."""
+    from test_mop_equals_sequential import GRID as SEQ_GRID
+
+    grid = write_grid(tmp_path, SEQ_GRID.format(table="public.ctq_gp_src"))
+    proc = ctq("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    await assert_states_follow_the_recorded_hops(gp, json.loads(proc.stdout)["run_id"])
 
 
 @pytest.mark.skipif(not os.environ.get("CTQ_TEST_LARGE_STATES"),
@@ -292,7 +298,9 @@ async def test_a_state_over_1_gb_on_greenplum(gp, tmp_path):
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
 async def test_stop_and_resume_on_greenplum(gp, tmp_path, stop):
     """kill -9 (or Ctrl-C: exit 130, run 'interrupted', no training query left on the cluster) of
-    the coordinator mid-run, then --resume: the same run finishes, no hop repeated or lost."""
+    the coordinator mid-run, then --resume: the same run finishes, every hop recorded once (the
+    hops' primary key promises no more) and none trained twice or lost: each model ends in the
+    state plain Keras reaches over its recorded hops."""
     import asyncio
     import signal
     import time
@@ -326,6 +334,7 @@ async def test_stop_and_resume_on_greenplum(gp, tmp_path, stop):
     assert len(rows) == 4 * 4 * segments
     assert len({(r["model_id"], r["epoch"], r["segment"]) for r in rows}) == len(rows)
     assert all(r["executed_on"] == r["segment"] for r in rows)
+    await assert_states_follow_the_recorded_hops(gp, run_id)
 
 
 async def test_an_administrator_role_trains_on_greenplum(gp, tmp_path):

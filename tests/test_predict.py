@@ -1,5 +1,6 @@
 """`ctq predict`, `ctq evaluate`, `ctq export` end to end: real PostgreSQL, models trained by the real
-CLI, predictions made inside the server, compared with the exported .keras file in plain Keras."""
+CLI, predictions made inside the server, compared with the exported .keras file in plain Keras and
+with a numpy forward pass of the trained weights on statistics computed here from the training rows."""
 
 from __future__ import annotations
 
@@ -90,7 +91,32 @@ async def holdout(conn):
     return [r["id"] for r in rows], x, [r["label"] for r in rows], np.array([r["target"] for r in rows])
 
 
-async def test_predict_equals_the_exported_keras_model_and_returns_text_classes(runs, exported, dsn, ctq_home, conn):
+async def numpy_forward(conn, dsn, ctq_home, run_id: int, model, task: str, x: np.ndarray) -> np.ndarray:
+    """What the model computes, by hand: the features standardised by the mean and (population)
+    standard deviation of the run's training rows (the source's rows but those ``ctq validation``
+    lists), the trained weights (of the exported file's inner model: dense 16 relu, then the
+    output layer) in numpy float64, softmax probabilities or a value rescaled to the target's units
+    by the training rows' target mean and standard deviation. No ctq statistics or build code."""
+    val = f"public.pred_val_{task}"
+    proc = cli(dsn, ctq_home, "validation", str(run_id), "--out", val, "--replace")
+    assert proc.returncode == 0, proc.stderr
+    cols = ", ".join(f"f{i}" for i in range(1, 9))
+    rows = await conn.fetch(f"SELECT {cols}, target FROM public.pred_train WHERE id NOT IN (SELECT id FROM {val})")
+    assert 2000 < len(rows) < 3000  # the validation rows are out
+    train = np.array([[r[f"f{i}"] for i in range(1, 9)] for r in rows], np.float64)
+    (inner,) = [layer for layer in model.layers if layer.get_weights() and layer.name != "ctq_normalization"]
+    w1, b1, w2, b2 = (np.asarray(w, np.float64) for w in inner.get_weights())
+    h = np.maximum(((x - train.mean(axis=0)) / train.std(axis=0)) @ w1 + b1, 0.0)
+    z = h @ w2 + b2
+    if task == "classification":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    target = np.array([r["target"] for r in rows])
+    return z[:, 0] * target.std() + target.mean()
+
+
+async def test_predict_and_export_equal_a_numpy_forward_pass_and_return_text_classes(runs, exported, dsn, ctq_home,
+                                                                                       conn):
     proc = cli(dsn, ctq_home, "predict", str(runs["classification"]), "--table", "public.pred_holdout",
                "--id-column", "id", "--out", "public.pred_out_cls", "--proba", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -101,7 +127,10 @@ async def test_predict_equals_the_exported_keras_model_and_returns_text_classes(
     assert [r["id"] for r in rows] == ids  # every row once, with its own id
     keras_probs = exported["classification"].predict(x, verbose=0)
     db_probs = np.array([r["probabilities"] for r in rows])
-    np.testing.assert_allclose(db_probs, keras_probs, rtol=1e-4, atol=1e-6)
+    by_hand = await numpy_forward(conn, dsn, ctq_home, runs["classification"], exported["classification"],
+                                  "classification", x.astype(np.float64))
+    np.testing.assert_allclose(db_probs, by_hand, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(keras_probs, by_hand, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(db_probs.sum(axis=1), 1.0, rtol=1e-5)
     assert [r["prediction"] for r in rows] == [CLASSES[i] for i in np.argmax(keras_probs, axis=1)]
     assert set(r["prediction"] for r in rows) <= set(CLASSES)
@@ -129,7 +158,10 @@ async def test_regression_predictions_are_in_the_targets_units(runs, exported, d
     rows = await conn.fetch("SELECT id, prediction FROM public.pred_out_reg ORDER BY id")
     _, x, _, target = await holdout(conn)
     db = np.array([r["prediction"] for r in rows])
-    np.testing.assert_allclose(db, exported["regression"].predict(x, verbose=0)[:, 0], rtol=1e-4, atol=1e-3)
+    by_hand = await numpy_forward(conn, dsn, ctq_home, runs["regression"], exported["regression"], "regression",
+                                  x.astype(np.float64))
+    np.testing.assert_allclose(db, by_hand, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(exported["regression"].predict(x, verbose=0)[:, 0], by_hand, rtol=1e-4, atol=1e-3)
     # in the target's units (mean about 1000, spread in the hundreds), not standardised ones
     assert abs(db.mean() - target.mean()) < 0.5 * target.std()
     assert np.corrcoef(db, target)[0, 1] > 0.8

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctq.scheduler import BspScheduler, Hop, MopFixedScheduler, MopScheduler, Scheduler
+from ctq.scheduler import BspScheduler, Hop, MopFixedScheduler, MopScheduler, Scheduler, visiting_orders
 
 SCHEDULERS = {
     "mop": MopScheduler,  # cost-aware (the default rule)
@@ -29,13 +29,16 @@ class Trace:
     done: list[tuple[float, float, Hop]] = field(default_factory=list)  # (start, end, hop)
     batches: list[tuple[float, list[Hop]]] = field(default_factory=list)  # non-empty next_hops
     started_after_fail: list[Hop] = field(default_factory=list)
+    failed_attempts: list[tuple[float, float, Hop]] = field(default_factory=list)  # (start, end, hop) retried
 
 
 class Driver:
     """Runs a scheduler to the end on a virtual clock, checking the MOP invariant as it goes.
 
     At each instant it completes (or retries, or fails) every hop ending then, in segment order,
-    and only then asks for new hops -- what the coordinator does. It keeps its own record of
+    and only then asks for new hops -- what the coordinator does. A retried hop is what the
+    coordinator makes of a transient failure: it stays in flight, the scheduler is not told, and
+    it runs again on its segment. It keeps its own record of
     each model's epoch and visited segments, so the checks do not trust the scheduler's.
     """
 
@@ -83,9 +86,15 @@ class Driver:
             for seg in range(self.S):
                 if seg not in self.sched.in_flight:
                     assert not any(
-                        self.eligible(m, seg) and self.sched.next_segment(m) == seg for m in self.ids
+                        self.eligible(m, seg) and self.next_segment(m) == seg for m in self.ids
                     ), (t, seg)
         return hops
+
+    def next_segment(self, m: int) -> int:
+        """mop-fixed: the segment model ``m`` visits next in its seeded order (visiting_orders)."""
+        e = self.epoch_of(m)
+        orders = visiting_orders(self.sched._seed, e, self.S, len(self.ids))
+        return int(orders[sorted(self.ids).index(m)][len(self.visited[m].get(e, ()))])  # models by id
 
     def remaining(self) -> dict[int, float]:
         """Each live model's hops left x its mean fed-back duration (prior: the mean of the timed
@@ -110,7 +119,8 @@ class Driver:
 
     def run(self, retry_once=frozenset(), fail_at: int | None = None, fail_idle=None, stop_after=frozenset(),
             add_at=None) -> Trace:
-        """``retry_once``: (model, epoch, segment) hops whose first attempt fails transiently.
+        """``retry_once``: (model, epoch, segment) hops whose first attempt fails transiently (run
+        again at once, in flight all along, as the coordinator does).
         ``fail_at``: the completion event (0-based) that is instead a deterministic failure.
         ``fail_idle``: (instant number, model) to fail between instants, whatever it is doing.
         ``stop_after``: (model, epochs done) at which a search stops the model (ASHA at a rung).
@@ -139,7 +149,8 @@ class Driver:
                     self.sched.fail_model(hop.model_id)
                 elif key in retry_once and key not in retried:
                     retried.add(key)
-                    self.sched.retry(hop)
+                    trace.failed_attempts.append((starts[hop], t, hop))
+                    launch([hop])  # the scheduler still has it in flight
                 else:
                     seconds = self.durations[hop.model_id, hop.segment]
                     self.sched.complete(hop, seconds)
@@ -287,6 +298,13 @@ def test_retried_hops_run_again_once(kind, grid, data):
     sched = SCHEDULERS[kind](ids, segments, epochs, seed)
     trace = Driver(sched, ids, segments, epochs, durations).run(retry_once=flaky)
     check_schedule(trace, ids, segments, epochs)
+    done = {(h.model_id, h.epoch, h.segment): (start, end) for start, end, h in trace.done}
+    assert sorted((h.model_id, h.epoch, h.segment) for _, _, h in trace.failed_attempts) == sorted(flaky)
+    for start, end, hop in trace.failed_attempts:
+        assert done[hop.model_id, hop.epoch, hop.segment][0] == end  # run again right after, and once
+        for other_start, other_end, other in trace.done:  # nothing else on its segment or of its model meanwhile
+            if (other.segment == hop.segment or other.model_id == hop.model_id) and other != hop:
+                assert other_end <= start or other_start >= end, (hop, other)
 
 
 @pytest.mark.parametrize("kind", ALL)
@@ -342,8 +360,7 @@ def test_mop_fixed_visiting_order_does_not_depend_on_timing(grid, other, data):
 
 
 def test_mop_fixed_refuses_to_resume_hops_of_another_order():
-    sched = MopFixedScheduler([1], 3, 1, 0)
-    wrong = [s for s in range(3) if s != sched.next_segment(1)][0]
+    wrong = [s for s in range(3) if s != visiting_orders(0, 0, 3, 1)[0][0]][0]
     with pytest.raises(ValueError, match="not the start of its fixed order"):
         MopFixedScheduler([1], 3, 1, 0, completed=[(1, 0, wrong)])
 
@@ -430,7 +447,7 @@ def test_reports_of_unknown_hops_are_rejected(kind):
         sched.complete(Hop(hop.model_id, hop.epoch, 1 - hop.segment, hop.last_of_epoch))
     sched.complete(hop)
     with pytest.raises(ValueError, match="is not in flight"):
-        sched.retry(hop)
+        sched.complete(hop)
     with pytest.raises(ValueError, match="unknown model id 7"):
         sched.progress(7)
     with pytest.raises(ValueError, match="unknown model id 7"):
@@ -451,11 +468,9 @@ def test_cost_aware_rule_by_hand():
     their mean, 3 s. Work left (2 segments, 1 epoch): 10, 2 and 6 s. Both segments have 9 s to
     host, so segment 0 picks first: model 1, then segment 1: model 3; model 2 waits."""
     sched = MopScheduler([1, 2, 3], segments=2, epochs=1, seed=0, observed=[(1, 5.0), (2, 1.0)])
-    assert sched.remaining_work() == {1: 10.0, 2: 2.0, 3: 6.0}
     hops = sched.next_hops()
     assert [(h.segment, h.model_id) for h in hops] == [(0, 1), (1, 3)]
-    sched.complete(hops[1], 3.0)
-    assert sched.remaining_work() == {1: 10.0, 2: 2.0, 3: 3.0}
+    sched.complete(hops[1], 3.0)  # model 3 left: 3 s; model 2 is the only one segment 1 can take
     assert [(h.segment, h.model_id) for h in sched.next_hops()] == [(1, 2)]
 
 
@@ -465,7 +480,6 @@ def test_cost_aware_rule_serves_the_segment_with_most_work_left_first():
     segment 1 picks first and takes model 3; segment 0 gets model 2."""
     sched = MopScheduler([1, 2, 3], segments=2, epochs=1, seed=0, completed=[(1, 0, 0)],
                          observed=[(1, 5.0), (2, 1.0)])
-    assert sched.remaining_work() == {1: 5.0, 2: 2.0, 3: 6.0}
     assert [(h.segment, h.model_id) for h in sched.next_hops()] == [(1, 3), (0, 2)]
 
 

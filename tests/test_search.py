@@ -17,13 +17,26 @@ from ctq import api
 from ctq.config import METRICS, TASKS, parse_config
 from ctq.errors import ConfigError, RunFailed
 from ctq.metrics import RANKING_KINDS, Metric
-from ctq.search import Asha, Decision, Hyperband, Tpe, pending, rung_epochs
+from ctq.search import Decision
+from ctq.search.asha import Asha, pending, rung_epochs
+from ctq.search.hyperband import Hyperband
 from test_reliability import assert_consistent, start_train
 
 on_the_server = pytest.mark.asyncio(loop_scope="session")
 
 
 # ------------------------------------------------------------------------------- pure rules
+def test_each_search_method_is_one_module_of_ctq_search_named_by_it():
+    """Adding a method is adding its module: search.method X is class METHODS[X] of ctq/search/X.py,
+    and the configuration accepts exactly those names."""
+    from ctq.config import EARLY_STOPPING_METHODS, SEARCH_METHODS
+    from ctq.search import METHODS
+
+    assert SEARCH_METHODS == tuple(METHODS) == ("grid", "random", "asha", "hyperband", "tpe")
+    assert {name: cls.__module__ for name, cls in METHODS.items()} == {name: f"ctq.search.{name}" for name in METHODS}
+    assert EARLY_STOPPING_METHODS == ("asha", "hyperband")
+
+
 def test_rungs_are_grace_period_times_powers_of_the_reduction_factor_below_max_epochs():
     assert rung_epochs(1, 3, 9) == (1, 3)
     assert rung_epochs(1, 3, 10) == (1, 3, 9)
@@ -386,14 +399,14 @@ async def test_hyperband_run_decides_per_bracket_and_stopped_models_never_train_
 
     plan = await api.load_plan(conn, result.run_id)  # what a resume rebuilds the search from
     assert len(plan.decisions) == len(decisions)
-    replayed = api.halving_search(plan)
+    replayed = api.restore_search(plan)
     for d in decisions:  # the state is the run's: every result is already decided
         with pytest.raises(ValueError, match="already has a result"):
             replayed.decide(d["model_id"], d["epoch"], d["value"])
     flipped = dataclasses.replace(plan.decisions[-1], promoted=not plan.decisions[-1].promoted)
     with pytest.raises(RunFailed, match=f"run {result.run_id}: recorded decision on model "
                                         f"{flipped.model_id} at epoch {flipped.epoch} .* is not what Hyperband"):
-        api.halving_search(dataclasses.replace(plan, decisions=plan.decisions[:-1] + (flipped,)))
+        api.restore_search(dataclasses.replace(plan, decisions=plan.decisions[:-1] + (flipped,)))
 
 
 # ------------------------------------------------------------------------------------ TPE
@@ -415,18 +428,44 @@ def point_of(row, archs):
             h["momentum"])
 
 
+def optuna_ask(number: int, told: list[tuple[dict, float | None]]) -> tuple:
+    """Ask ``number`` (0-based) of TPE_GRID's search, of Optuna's TPESampler driven directly: a
+    study of the results ``told`` so far (parameters, value or None for a failed model), a sampler
+    seeded 4 * 1_000_003 + number (search.seed 4), the parameters suggested in ctq's order. Written
+    from the grid file, not from ctq's space or its Tpe."""
+    import optuna
+
+    dists = {"architecture": optuna.distributions.CategoricalDistribution([0, 1]),
+             "optimizer": optuna.distributions.CategoricalDistribution(["adam"]),
+             "learning_rate": optuna.distributions.FloatDistribution(0.0001, 0.1, log=True),
+             "batch_size": optuna.distributions.CategoricalDistribution([64])}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=4 * 1_000_003 + number))
+    for params, value in told:
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=dists, value=value,
+            state=optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL))
+    trial = study.ask()
+    return (trial.suggest_categorical("architecture", [0, 1]), trial.suggest_categorical("optimizer", ["adam"]),
+            trial.suggest_float("learning_rate", 0.0001, 0.1, log=True), trial.suggest_categorical("batch_size", [64]),
+            None)
+
+
 async def replay_tpe(conn, run_id, cfg):
-    """Ask TPE again from the catalog alone: 2 configurations at the start (one per segment), then
-    one each time a model finished, told its result in finishing order. Returns the asks."""
+    """Ask Optuna's TPE again from the catalog alone: 2 configurations at the start (one per
+    segment), then one each time a model finished, told its result (val_accuracy) in finishing
+    order, until 6 are asked. Returns the asks."""
     archs = [a.spec for a in cfg.architectures]
-    tpe = Tpe(cfg.space, len(archs), 6, cfg.seed, "max", 2, frozenset({"sgd", "rmsprop"}))
-    asks = [tpe.ask() for _ in range(tpe.due(0))]
+    asks = [optuna_ask(n, []) for n in range(2)]
+    told = []
     finished = await conn.fetch("SELECT model_id, hyperparameters::text AS hyperparameters, architecture::text "
                                 "AS architecture, val_metric FROM ctq.models WHERE run_id = $1 "
                                 "ORDER BY updated_at, model_id", run_id)
-    for n, row in enumerate(finished, start=1):
-        tpe.tell(point_of(row, archs), row["val_metric"])
-        asks += [tpe.ask() for _ in range(tpe.due(len(asks) - n))]
+    for row in finished:
+        arch, opt, lr, bs, _ = point_of(row, archs)
+        told.append(({"architecture": arch, "optimizer": opt, "learning_rate": lr, "batch_size": bs},
+                     row["val_metric"]))
+        if len(asks) < 6:
+            asks.append(optuna_ask(len(asks), told))
     return asks
 
 
