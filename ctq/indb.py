@@ -1157,10 +1157,15 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     steps = max(1, min(TIMED_STEPS, batches))
     if steps == 1:
         return one
-    many = zero_pass(steps)
-    # a pass slowed by the load (the other segments compile meanwhile) can make the longer pass no
-    # longer than the short one: a slope of 0 would price every batch at nothing and rank a large
-    # model as the cheapest, served last by the cost-aware rule; take the longer pass's mean then
+    return hop_estimate(one, zero_pass(steps), steps, batches)
+
+
+def hop_estimate(one: float, many: float, steps: int, batches: int) -> float:
+    """Seconds of a hop of ``batches`` batches from a timed pass of 1 batch (``one`` s) and one of
+    ``steps`` > 1 batches (``many`` s): a pass's fixed cost plus the slope per batch. A pass slowed
+    by the load (the other segments compile meanwhile) can make the longer pass no longer than the
+    short one: a slope of 0 would price every batch at nothing and rank a large model as the
+    cheapest, served last by the cost-aware rule; the longer pass's mean per batch is taken then."""
     slope = (many - one) / (steps - 1)
     per_batch = slope if slope > 0 else many / steps
     return max(one - per_batch, 0.0) + per_batch * batches

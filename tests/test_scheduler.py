@@ -516,3 +516,18 @@ def test_stopped_models_never_train_again_and_added_models_train_fully(kind, gri
     assert sched.stopped == frozenset(stopped_at) and not sched.failed
     with pytest.raises(ValueError, match="must be larger than every id so far"):
         sched.add_model(min(ids))
+
+
+@pytest.mark.parametrize("one, many, expected", [
+    (0.30, 0.60, 0.20 + 0.10 * 40),  # 4 batches: 0.1 s a batch on top of a 0.2 s fixed cost
+    (0.30, 0.25, 0.25 / 4 * 40 + (0.30 - 0.25 / 4)),  # the short pass slowed by the load: its mean, not 0
+    (0.30, 0.30, 0.30 / 4 * 40 + (0.30 - 0.30 / 4)),
+])
+def test_the_warm_up_prices_every_batch_even_when_the_load_slowed_its_short_pass(one, many, expected):
+    """The warm-up's hop estimate, which orders the cost-aware rule before a model's first hop,
+    grows with the hop's batches (issue 20: a slope clamped to 0 priced a large model's 40 batches
+    at nothing, and the rule served it last)."""
+    from ctq.indb import hop_estimate
+
+    assert hop_estimate(one, many, 4, 40) == pytest.approx(expected)
+    assert hop_estimate(one, many, 4, 80) > hop_estimate(one, many, 4, 40) > one
