@@ -329,12 +329,16 @@ async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
     return warm
 
 
-async def unfinished_run(dsn: str, config: RunConfig, name: str | None = None) -> int | None:
-    """The newest unfinished run of ``config`` under ``name`` (default: the config's), the one
-    ``resume`` without a run id would take; None if there is none."""
+async def run_to_resume(dsn: str, config: RunConfig, name: str | None = None) -> int | None:
+    """``ctq train GRID --resume auto``: the newest run of ``config`` under ``name`` (default: the
+    config's) if it did not succeed, else None (start a new run). Only the newest counts: a run
+    left unfinished before a newer one was started (e.g. because its source changed) is passed over."""
     cfg = dataclasses.replace(config, name=name) if name else config
     async with connect(dsn) as conn:
-        return await catalog.last_unfinished_run(conn, fingerprint(cfg))
+        if not await catalog.check_access(conn):
+            return None
+        row = await conn.fetchrow(template("last_run.sql"), fingerprint(cfg))
+    return row["run_id"] if row is not None and row["status"] != "succeeded" else None
 
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,

@@ -414,8 +414,9 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
                    "(Cerebro's rule). MOP only.")
 @click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID|auto]",
               help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
-                   "unfinished run of that configuration (and --name); GRID --resume auto resumes that run "
-                   "if there is one and starts a new run otherwise (for cron jobs).")
+                   "unfinished run of that configuration (and --name); GRID --resume auto resumes the newest "
+                   "run of that configuration if it did not succeed and starts a new run otherwise (for cron "
+                   "jobs).")
 
 
 @click.option("--keep-pack", is_flag=True,
@@ -452,7 +453,8 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         raise UsageError("--resume auto needs a GRID file: it resumes that configuration's unfinished run")
     config = load_config(grid) if grid else None  # configuration errors before any database work
     if resume == "auto":
-        resume = "last" if run_async(api.unfinished_run(resolve_dsn(dsn), config, name)) is not None else None
+        auto = run_async(api.run_to_resume(resolve_dsn(dsn), config, name))
+        resume = None if auto is None else str(auto)
     run_id = None
     if resume not in (None, "last"):
         if not resume.isdigit():
@@ -664,7 +666,8 @@ def _confirm(what: str, yes: bool) -> None:
 @handle_errors
 def rm(run_ids: tuple[int, ...], yes: bool, dsn: str | None) -> None:
     """Delete runs with their models, hops and epochs (all or none). Refuses a run a live ctq
-    process is driving, and ids that do not exist. Their packs stay: `ctq packs gc` drops unused ones."""
+    process is driving, and ids that do not exist. Runs are the audit trail: only members of
+    ctq_admin and the installer may delete them. Their packs stay: `ctq packs gc` drops unused ones."""
     target = resolve_dsn(dsn)
     rows = run_async(api.runs_to_remove(target, list(run_ids)))
     _confirm("delete " + "; ".join(f"run {r['run_id']} ({r['name']}, {r['status']}, {r['models']} models, "
@@ -850,7 +853,8 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seeds the model draw and the schedules' choices.")
 @click.option("--replay", "replay_run", type=int, default=None,
-              help="Use the measured hop times (seconds) of a finished run instead of a synthetic grid.")
+              help="Use the measured hop times (seconds) of a run (finished, interrupted or resumed; not one "
+                   "whose search stopped models early) instead of a synthetic grid.")
 
 
 @dsn_option

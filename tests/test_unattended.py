@@ -300,3 +300,13 @@ async def test_a_closed_terminal_interrupts_the_run_resumably(table, grid, dsn, 
     assert listed["status"] == "interrupted"
     removal = run_cli("rm", str(run_id))
     assert removal.returncode == 2 and f"run {run_id} (hangup, interrupted," in removal.stderr, removal.stderr
+
+    # the cron pattern (docs/unattended.md): --resume auto goes on with the newest run of the grid
+    # while it has not succeeded, and once it has, the next night's --resume auto starts a new run
+    from ctq import api
+    from ctq.config import load_config
+
+    resumed = run_cli("train", str(grid), "--name", "hangup", "--resume", "auto", "--json", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["run_id"] == run_id and json.loads(resumed.stdout)["status"] == "succeeded"
+    assert await api.run_to_resume(dsn, load_config(str(grid)), "hangup") is None
