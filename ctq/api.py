@@ -331,14 +331,15 @@ async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
 
 async def run_to_resume(dsn: str, config: RunConfig, name: str | None = None) -> int | None:
     """``ctq train GRID --resume auto``: the newest run of ``config`` under ``name`` (default: the
-    config's) if it did not succeed, else None (start a new run). Only the newest counts: a run
-    left unfinished before a newer one was started (e.g. because its source changed) is passed over."""
+    config's) if its work is not done (last_run.sql), else None (start a new run). Only the newest
+    counts: a run left unfinished before a newer one was started (e.g. because its source changed)
+    is passed over, and a run that failed only because models failed is not resumed night after night."""
     cfg = dataclasses.replace(config, name=name) if name else config
     async with connect(dsn) as conn:
         if not await catalog.check_access(conn):
             return None
         row = await conn.fetchrow(template("last_run.sql"), fingerprint(cfg))
-    return row["run_id"] if row is not None and row["status"] != "succeeded" else None
+    return row["run_id"] if row is not None and row["unfinished"] else None
 
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,

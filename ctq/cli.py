@@ -415,7 +415,7 @@ def load(csv_file: str, table: str, replace: bool, delimiter: str | None, null: 
 @click.option("--resume", "resume", default=None, is_flag=False, flag_value="last", metavar="[RUN_ID|auto]",
               help="Continue an unfinished run: --resume RUN_ID, or GRID --resume for the newest "
                    "unfinished run of that configuration (and --name); GRID --resume auto resumes the newest "
-                   "run of that configuration if it did not succeed and starts a new run otherwise (for cron "
+                   "run of that configuration if its work is not done and starts a new run otherwise (for cron "
                    "jobs).")
 
 

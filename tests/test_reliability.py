@@ -594,9 +594,10 @@ async def test_a_refused_coordinator_records_nothing_on_a_run_it_never_drove(sma
 
 
 async def test_a_hop_failing_past_the_retry_limit_fails_the_run_with_the_reason(long_table, tmp_path, dsn,
-                                                                                ctq_home, conn):
+                                                                                ctq_home, conn, run_cli):
     """Segment 0's backend is terminated again and again: after 5 retries of one hop the run
-    stops with exit 1, saying which hop failed how often and why; what was recorded is consistent."""
+    stops with exit 1, saying which hop failed how often and why; what was recorded is consistent,
+    and the cron pattern (--resume auto) then goes on with the run to its end."""
     grid = write_grid(tmp_path, GRID.format(name="hopeless", table=long_table, epochs=2))
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "hopeless", 1)
@@ -611,6 +612,10 @@ async def test_a_hop_failing_past_the_retry_limit_fails_the_run_with_the_reason(
     run = await conn.fetchrow("SELECT status, message FROM ctq.runs WHERE run_id = $1", run_id)
     assert run["status"] == "failed" and "failed 6 times" in run["message"]
     await assert_consistent(conn, run_id)
+    resumed = run_cli("train", str(grid), "--resume", "auto", "--json", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["run_id"] == run_id
+    await assert_complete(conn, run_id, models=4, epochs=2)
 
 
 class LosingProxy:
