@@ -508,26 +508,16 @@ def make_optimizer(hyper: dict):
 # class value (class index 1, e.g. true or 1); more classes: the macro average over classes, each
 # one-vs-rest. A prediction is the most probable class (as for accuracy). Validation values are
 # exact over the validation rows (one evaluate per hop; AUC with Keras's 200 thresholds).
-# The server imports nothing from the client: this rule and metric_name restate ctq.metrics
-# (RANKING_KINDS, Metric.compiled), and tests/test_search.py checks that the two agree.
-RANKING_METRICS = ("auc", "f1", "precision", "recall")
+# Which metric a model is compiled with: rules.compiled_metric, the client's rule too.
 _METRIC_CLASSES = {}
 
 
-def metric_name(task: str, metric: str | None = None) -> str:
-    """The metric a model is compiled with: the run's ranking metric's kind when it is one of
-    RANKING_METRICS, else accuracy (classification) or mae (regression)."""
-    if task != "classification":
-        return "mae"
-    return metric if metric in RANKING_METRICS else "accuracy"
-
-
 def make_metric(task: str, metric: str | None, n_outputs: int):
-    """The Keras metric compiled into a model (see metric_name), over the rows a sample weight
+    """The Keras metric compiled into a model (rules.compiled_metric), over the rows a sample weight
     marks as real: training pads its last batch with rows of weight 0 (see :func:`padded`), which
     must count for nothing, and a class weight must not weigh the metric (Keras weighs only the
     loss by it). Compiled as a weighted metric, so that Keras passes it the sample weights."""
-    name = metric_name(task, metric)
+    name = rules.compiled_metric(task, metric)
     if not _METRIC_CLASSES:
         keras = import_keras()
         ops = keras.ops
@@ -757,7 +747,7 @@ class CompiledModel:
 
 def model_cache_key(arch, hyper, shape, n_outputs, task, metric=None) -> str:
     compile_part = {k: hyper.get(k) for k in ("optimizer", "momentum")}  # learning rate: in the state
-    blob = json.dumps([arch, compile_part, list(shape), n_outputs, task, metric_name(task, metric)], sort_keys=True)
+    blob = json.dumps([arch, compile_part, list(shape), n_outputs, task, rules.compiled_metric(task, metric)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -999,10 +989,10 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     elif len(x):
         result = run["model"].model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True,
                                              callbacks=[run["callback"]])
-        loss, metric = in_target_units(float(result["loss"]), float(result[metric_name(p["task"], p.get("metric"))]),
+        loss, metric = in_target_units(float(result["loss"]), float(result[rules.compiled_metric(p["task"], p.get("metric"))]),
                                        p["task"], p["stats"])
         run["val"] = [run["val"][0] + len(x), run["val"][1] + loss * len(x), run["val"][2] + metric * len(x)]
-        if metric_name(p["task"], p.get("metric")) in RANKING_METRICS:  # not a mean over rows: kept whole
+        if rules.compiled_metric(p["task"], p.get("metric")) in rules.RANKING_KINDS:  # not a mean over rows: kept whole
             run.setdefault("val_predictions", []).append((y, run["model"].model.predict(x, batch_size=1024,
                                                                                         verbose=0)))
     run["compute"] += time.perf_counter() - t0
@@ -1109,7 +1099,7 @@ def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_we
     history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                         callbacks=[callback])
     loss = float(history.history["loss"][-1]) * len(xp) / len(x)
-    value = float(history.history[metric_name(task, metric)][-1])
+    value = float(history.history[rules.compiled_metric(task, metric)][-1])
     if not np.isfinite(loss):
         raise ModelFailure(f"training diverged: loss is {loss}")
     return in_target_units(loss, value, task, stats)
@@ -1186,7 +1176,7 @@ def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, s
         t1 = time.perf_counter()
         result = cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, return_dict=True, callbacks=[callback])
         compute += time.perf_counter() - t1
-        val_loss, val_metric = in_target_units(float(result["loss"]), float(result[metric_name(task, metric)]),
+        val_loss, val_metric = in_target_units(float(result["loss"]), float(result[rules.compiled_metric(task, metric)]),
                                                task, stats)
     return {"loss": loss, "metric": value, "rows": int(len(x)), "compute_seconds": compute, "val_loss": val_loss,
             "val_metric": val_metric}
@@ -1284,7 +1274,7 @@ def score_final(*, plpy, GD, acc):
             error = out[:, 0] - y
             loss, metric = float(np.mean(error**2)), float(np.mean(np.abs(error)))
         result["loss"], result["metric"] = in_target_units(loss, metric, task, stats)
-        if metric_name(task, p.get("metric")) in RANKING_METRICS:  # not a mean over rows: its counts
+        if rules.compiled_metric(task, p.get("metric")) in rules.RANKING_KINDS:  # not a mean over rows: its counts
             result["metric_state"] = ranking_metric_state(task, p.get("metric"), stats, y, out)
     return result
 

@@ -4,14 +4,15 @@ its direction, the catalog column that holds it and the metric the hops compute.
 Search decisions (ASHA, Hyperband, TPE), the progress display, the report and scoring all read the
 run's metric through :class:`Metric`, so that they cannot drift from each other or from the
 leaderboard view (``ctq.leaderboard`` in sql_templates/common/install.sql ranks on the same column;
-tests/test_search.py checks the two agree for every name). The server side (ctq.indb) imports
-nothing from the client and keeps its own small rule (``indb.metric_name``), checked against this
-one by tests/test_search.py as well.
+tests/test_search.py checks the two agree for every name). Which metric a model is compiled with
+is ctq.rules.compiled_metric, the rule the server (ctq.indb) follows too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ctq.rules import RANKING_KINDS, compiled_metric
 
 __all__ = ["Metric", "row_metric", "METRICS", "MAX_METRICS", "MAE_METRICS", "CLASSIFICATION_METRICS", "RANKING_KINDS"]
 
@@ -22,13 +23,11 @@ METRICS = ("val_loss", "val_accuracy", "val_auc", "val_f1", "val_precision", "va
            "loss", "accuracy", "auc", "f1", "precision", "recall", "mae")
 MAX_METRICS = frozenset(METRICS) - {"val_loss", "loss", "val_mae", "mae"}  # classification only; max is best
 MAE_METRICS = frozenset({"val_mae", "mae"})
-# kinds compiled into the model as such (the others: accuracy or mae, by the task); indb.RANKING_METRICS
-RANKING_KINDS = ("auc", "f1", "precision", "recall")
 
 
 def row_metric(task: str) -> str:
     """The mean-over-rows metric of a ``task``: accuracy (classification) or mae (regression)."""
-    return "accuracy" if task == "classification" else "mae"
+    return compiled_metric(task)
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Metric:
     def compiled(self, task: str) -> str:
         """The metric the hops compute into train_metric / val_metric for a ``task`` run: the
         ranking kind itself (auc, f1, precision, recall), else accuracy (classification) or mae."""
-        return self.kind if task == "classification" and self.kind in RANKING_KINDS else row_metric(task)
+        return compiled_metric(task, self.kind)
 
     def ranking(self, task: str) -> str | None:
         """The ranking kind (auc, f1, precision, recall) a ``task`` run compiles, else None."""

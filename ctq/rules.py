@@ -19,6 +19,18 @@ MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})  # the optimizers that take 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear")
 #: a hyper-parameter a model leaves out (grid.yaml's search.space, a stored model's hyperparameters)
 DEFAULTS = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
+#: the kinds of a run's metric (grid.yaml ``metric`` without ``val_``) a model is compiled with as
+#: such, for classification; any other metric is computed as accuracy or mae (:func:`compiled_metric`)
+RANKING_KINDS = ("auc", "f1", "precision", "recall")
+
+
+def compiled_metric(task: str, kind: str | None = None) -> str:
+    """The metric a model of a ``task`` run is compiled with, which the hops record as train_metric
+    and val_metric, for the run's metric ``kind``: the kind itself when it is a ranking kind and the
+    task is classification, else accuracy (classification) or mae (regression)."""
+    if task != "classification":
+        return "mae"
+    return kind if kind in RANKING_KINDS else "accuracy"
 
 # -- Keras configs that carry Python code ------------------------------------------------------
 # Keras' safe mode is the second line; these are refused before Keras sees the config.

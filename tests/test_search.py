@@ -16,7 +16,7 @@ from conftest import stored_state, write_grid
 from ctq import api
 from ctq.config import METRICS, TASKS, parse_config
 from ctq.errors import ConfigError, RunFailed
-from ctq.metrics import RANKING_KINDS, Metric
+from ctq.metrics import Metric
 from ctq.search import Decision
 from ctq.search.asha import Asha, pending, rung_epochs
 from ctq.search.hyperband import Hyperband
@@ -535,7 +535,7 @@ async def test_warm_start_from_no_run_or_a_run_without_the_architecture_is_refus
     with pytest.raises(ConfigError, match=r"<warm>:warm_start: no run 999999 to start from"):
         await api.train(parse_config(WARM_GRID.replace("RUN", "999999"), source_path="<warm>"), dsn)
     other = WARM_GRID.replace("RUN", str(asha_run[1].run_id)).replace("layers: []", "layers: [{dense: 3}]")
-    with pytest.raises(ConfigError, match=f"has no trained model of architecture 'c'"):
+    with pytest.raises(ConfigError, match="has no trained model of architecture 'c'"):
         await api.train(parse_config(other, source_path="<warm>"), dsn)
     assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == runs  # nothing written
 
@@ -549,9 +549,7 @@ COLUMN_OF = {"val_loss": "val_loss", "loss": "train_loss",  # by hand: where eac
 @pytest.mark.parametrize("name", METRICS)
 def test_every_accepted_metric_name_maps_to_its_column_direction_and_compiled_metric(name):
     """Every name config.py accepts: the catalog column holding it, max for the classification
-    metrics, and the metric the hops compile, which the server's own rule (indb) agrees with."""
-    from ctq import indb
-
+    metrics, and the metric the hops compile."""
     metric = Metric(name)
     assert metric.column == COLUMN_OF[name]
     assert metric.mode == ("min" if name.removeprefix("val_") in ("loss", "mae") else "max")
@@ -562,11 +560,10 @@ def test_every_accepted_metric_name_maps_to_its_column_direction_and_compiled_me
         cfg = parse_config("name: m" + TWO_MODELS.replace("classification", task) + f"epochs: 1\nmetric: {name}\n",
                            source_path="<metric>")
         assert cfg.metric_mode == metric.mode
-        # what the hops compute (coordinator sends the kind) is what Metric says is in train_/val_metric
-        assert metric.compiled(task) == indb.metric_name(task, metric.kind)
+        # what the hops compute (the coordinator sends the kind; client and server follow
+        # ctq.rules.compiled_metric) is what Metric says is in train_/val_metric
         assert metric.compiled(task) == (metric.kind if metric.kind in ("auc", "f1", "precision", "recall")
                                          else "accuracy" if task == "classification" else "mae")
-    assert RANKING_KINDS == indb.RANKING_METRICS
     with pytest.raises(ValueError, match="unknown metric 'val_acc'"):
         Metric("val_acc")
 
