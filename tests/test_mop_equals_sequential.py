@@ -230,7 +230,7 @@ async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, clas
     """1,200 rows in batches of 512: the last batch is padded with 336 rows of weight 0. With a
     learning rate of 0 the weights do not move, so the pass's loss and metric must be what Keras's
     evaluate gives on the 1,200 real rows (the loss weighed by the class weights, the metric not)."""
-    from ctq import indb
+    from ctq import indb, rules
 
     keras = indb.import_keras()
     rng = np.random.default_rng(3)
@@ -246,6 +246,6 @@ async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, clas
                                 class_weights, metric)
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)[y]
     expected_loss = model.evaluate(x, y, sample_weight=weights, batch_size=1200, verbose=0, return_dict=True)["loss"]
-    expected = model.evaluate(x, y, batch_size=1200, verbose=0, return_dict=True)[indb.metric_name(task, metric)]
+    expected = model.evaluate(x, y, batch_size=1200, verbose=0, return_dict=True)[rules.compiled_metric(task, metric)]
     assert loss == pytest.approx(expected_loss, rel=1e-5)
     assert value == pytest.approx(expected, rel=1e-5)
