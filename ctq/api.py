@@ -238,7 +238,8 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         preloading = (asyncio.create_task(engine.preload(dsn, segments))
                       if await catalog.is_current(conn, engine) else None)
         try:
-            plan, source, pack = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say)
+            plan, source, pack = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say,
+                                                   preloading=preloading is not None)
         except BaseException:
             await discard(preloading)
             raise
@@ -275,9 +276,10 @@ async def discard(preloading: asyncio.Task | None) -> None:
             conn.terminate()
 
 
-async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, schedule: str, say):
+async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, schedule: str, say,
+                      preloading: bool = False):
     """Check the source and pack it (one moment of it), create the run: (its plan, the source's
-    profile, the pack)."""
+    profile, the pack); ``preloading``: the segments' sessions are open meanwhile (ensure_pack)."""
     say(f"checking {cfg.data.table}")
     async with engine.snapshot(dsn) as moment:  # the profile and the packing read one moment
         source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed)
@@ -292,7 +294,7 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
         await catalog.ensure_installed(conn, engine)
         warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
         say(f"packing {cfg.data.table} into {segments} segments")
-        pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment)
+        pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment, preloading)
     say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}: "
         f"{source.train_rows} rows to train on, {source.rows - source.train_rows} to validate")
     if streams(cfg.memory_budget_mb, pack.stats):
@@ -336,10 +338,7 @@ async def run_to_resume(dsn: str, config: RunConfig, name: str | None = None) ->
     is passed over, and a run that failed only because models failed is not resumed night after night."""
     cfg = dataclasses.replace(config, name=name) if name else config
     async with connect(dsn) as conn:
-        if not await catalog.check_access(conn):
-            return None
-        row = await conn.fetchrow(template("last_run.sql"), fingerprint(cfg))
-    return row["run_id"] if row is not None and row["unfinished"] else None
+        return await catalog.run_to_resume(conn, fingerprint(cfg))
 
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,

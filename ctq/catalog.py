@@ -259,6 +259,14 @@ async def last_unfinished_run(conn, config_fingerprint: str) -> int | None:
     return await conn.fetchval(template("last_unfinished_run.sql"), config_fingerprint)
 
 
+async def run_to_resume(conn, config_fingerprint: str) -> int | None:
+    """The newest run of a configuration if its work is not done (last_run.sql), else None."""
+    if not await check_access(conn):
+        return None
+    row = await conn.fetchrow(template("last_run.sql"), config_fingerprint)
+    return row["run_id"] if row is not None and row["unfinished"] else None
+
+
 async def run_models(conn, run_id: int) -> list[dict]:
     return [dict(r) for r in await conn.fetch(template("run_models.sql"), run_id)]
 

@@ -489,10 +489,10 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         _echo_json({**result.to_json(), "error": failure, "exit_code": 1 if failure else 0})
     else:
         _print_leaderboard(result.leaderboard, title=f"run {result.run_id} ({result.name}): {result.status}")
-        schedule = ("" if not result.schedule_seconds
-                    else f" (hop schedule {result.schedule_seconds:.1f}s: segment utilization "
-                         f"{result.utilization:.1%}, compute share {result.compute_share:.1%})")
-        click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s{schedule}; "
+        figures = ("" if not result.schedule_seconds
+                   else f" (hop schedule {result.schedule_seconds:.1f}s: segment utilization "
+                        f"{result.utilization:.1%}, compute share {result.compute_share:.1%})")
+        click.echo(f"{result.hops} hops in {result.wall_seconds:.1f}s{figures}; "
                    f"best {result.metric} = "
                    + ("-" if result.best_metric is None else f"{result.best_metric:.4f}") + f" ({result.best_model})")
         if result.run_hops != result.hops:

@@ -495,22 +495,24 @@ def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_i
     )
 
 
-def pack_workers(spec: PackSpec, segments: int) -> int:
-    """How many sessions pack at once: the cores the segments' preloading backends leave (each
-    imports Keras meanwhile: Engine.preload), at least one, at most one per buffer. With the
-    default segments (one per core) that is one, the snapshot's own session, so a run never holds
-    more than segments + 2 sessions; with fewer segments than cores, at most cores + 1."""
-    return max(1, min(spec.buckets * segments + spec.validation_buckets, (os.cpu_count() or 1) - segments))
+def pack_workers(spec: PackSpec, segments: int, preloading: bool) -> int:
+    """How many sessions pack at once: one per core, at least one, at most one per buffer; while
+    the ``segments`` preload (each backend imports Keras meanwhile, in a session of its own:
+    Engine.preload), only the cores they leave. With the default segments (one per core) the run
+    then packs in the snapshot's own session and holds segments + 2 sessions; without a preload,
+    cores + 1; with fewer segments than cores, at most cores + 1."""
+    cores = (os.cpu_count() or 1) - (segments if preloading else 0)
+    return max(1, min(spec.buckets * segments + spec.validation_buckets, cores))
 
 
 async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: DataConfig, source: Source,
-                      segments: int, seed: int, moment: Snapshot) -> Pack:
+                      segments: int, seed: int, moment: Snapshot, preloading: bool = False) -> Pack:
     """Return the pack for this source content + settings, creating it if needed.
 
     ``moment`` is the snapshot ``source`` was profiled in: the packing reads the same rows (see
     :class:`ctq.connection.Snapshot`), so the pack holds the source as of ``moment.as_of``, each
     row exactly once, and its recorded row counts are the packed ones. It ends once the pack is
-    complete.
+    complete. ``preloading``: the segments' sessions are open meanwhile (see :func:`pack_workers`).
 
     The ``ctq.packs`` row is written last: a pack is usable once it is there, and a packing that
     failed or was killed leaves at most a table without that row, dropped by the next attempt.
@@ -535,7 +537,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
         await conn.execute(render("drop_table.sql", table=spec.table))  # left by a packing that died
         await engine.create_pack(conn, spec)
         try:
-            await engine.fill_pack(dsn, spec, workers=pack_workers(spec, segments), source=moment)
+            await engine.fill_pack(dsn, spec, workers=pack_workers(spec, segments, preloading), source=moment)
             await moment.end()
             await engine.finish_pack(conn, spec)
             stats = {**pack_stats(source, segments), "source_as_of": moment.as_of.isoformat()}
