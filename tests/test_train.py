@@ -177,9 +177,36 @@ def staggered_starts(hops, share: float = 0.3, min_gap: float = 0.02) -> int:
     )
 
 
-async def test_segments_do_not_wait_for_each_other(mop_run, conn):
-    """MOP has no barrier: a freed segment starts its next hop while the other is still busy."""
-    assert staggered_starts(await hop_log(conn, mop_run["run_id"])) > 0
+UNEVEN = """
+    name: e2e-uneven
+    data:
+      table: {table}
+      features: [f1, f2, f3, f4, f5, f6, f7, f8]
+      label: label
+      task: classification
+    segments: 2
+    models:
+      - name: small
+        layers: [{{dense: 8, activation: relu}}]
+      - name: middle
+        layers: [{{dense: 256, activation: relu}}]
+      - name: wide
+        layers: [{{dense: 512, activation: relu}}, {{dense: 512, activation: relu}}, {{dense: 512, activation: relu}}]
+    search:
+      method: grid
+      space: {{optimizer: [adam], learning_rate: [0.01], batch_size: [32]}}
+    epochs: 2
+    metric: val_accuracy
+"""
+
+
+async def test_segments_do_not_wait_for_each_other(small_table, tmp_path, run_cli, conn):
+    """MOP has no barrier: a freed segment starts its next hop while the other is still busy. Three
+    models of different sizes on two segments (the MOP run above pairs equal models, whose hops may
+    well end together, so that it can look like rounds without any barrier)."""
+    proc = run_cli("train", str(write_grid(tmp_path, UNEVEN.format(table=small_table))), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert staggered_starts(await hop_log(conn, json.loads(proc.stdout)["run_id"])) > 0
 
 
 async def test_bsp_schedule_runs_in_rounds(small_table, tmp_path, run_cli, conn):
