@@ -7,6 +7,7 @@ interrupted from here, backends are terminated with pg_terminate_backend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -189,8 +190,8 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
 
 
 async def test_a_server_crash_costs_at_most_the_training_since_each_checkpoint(tmp_path):
-    """kill -9 of the postmaster mid-run (a server crash: its backends end with it, and crash
-    recovery empties the unlogged working states), on a server of its own. Every epoch end is a
+    """kill -9 of the whole server mid-run, while a model is mid-epoch (a crash: crash recovery
+    empties the unlogged working states), on a server of its own. Every epoch end is a
     checkpoint here (checkpoint_minutes: 0): a model that lost its working state goes back to its
     last completed epoch, whose hops stay recorded as they were; only the hops after it are trained
     again, and the run says so. Restarted at once, the live coordinator reconnects and completes
@@ -212,18 +213,11 @@ async def test_a_server_crash_costs_at_most_the_training_since_each_checkpoint(t
         conn = await asyncpg.connect(dsn)
         proc = start_train(dsn, home, str(grid), "--json")
         run_id = await wait_for_hops(conn, name, 6)  # some model has completed its first epoch
-        # crash while some model is mid-epoch (an odd number of hops on 2 segments): its newest state
-        # is a working state, which the crash takes (at an instant when every model had just ended an
-        # epoch, checkpoint_minutes: 0 would have left nothing to lose, and the run nothing to say)
-        deadline = time.monotonic() + 120
-        while not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM ctq.hops WHERE run_id = $1 GROUP BY model_id "
-                                      "HAVING count(*) % 2 = 1)", run_id):
-            assert time.monotonic() < deadline, "no model was ever mid-epoch"
-            await asyncio.sleep(0.02)
-        await conn.close()
-        os.kill(server._postmaster_pid(), signal.SIGKILL)
+        await freeze_while_a_model_is_mid_epoch(conn, run_id)
+        kill_server(server._postmaster_pid(), await conn.fetchval("SELECT pg_backend_pid()"))
         if coordinator_too:
             proc.kill()
+        conn.terminate()
         time.sleep(1)
         server.start()  # crash recovery: ctq.hop_states is empty now, ctq.model_states kept
         conn = await asyncpg.connect(dsn)
@@ -260,6 +254,41 @@ async def test_a_server_crash_costs_at_most_the_training_since_each_checkpoint(t
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def freeze_while_a_model_is_mid_epoch(conn, run_id: int) -> None:
+    """Returns holding, in an open transaction of ``conn``, a lock that keeps every hop from
+    committing, at an instant when some model of the run is mid-epoch (an odd number of hops on 2
+    segments): its newest state is a working state, which a crash takes. (Without the lock, the
+    hop in flight could still complete that model's epoch, a checkpoint, before the crash.)"""
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "no model was ever mid-epoch"
+        await conn.execute("BEGIN; LOCK TABLE ctq.hops IN SHARE MODE")
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM ctq.hops WHERE run_id = $1 GROUP BY model_id "
+                               "HAVING count(*) % 2 = 1)", run_id):
+            return
+        await conn.execute("ROLLBACK")
+        await asyncio.sleep(0.02)
+
+
+def kill_server(postmaster: int, lock_holder: int) -> None:
+    """kill -9 of the whole server at once, as a host crash or the OOM killer of its container: the
+    postmaster and every backend. (After a kill -9 of the postmaster alone its backends run on until
+    they notice, and a hop in flight may still commit.) The backend holding
+    freeze_while_a_model_is_mid_epoch's lock dies last, so no hop commits meanwhile."""
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == postmaster]
+    for pid in [postmaster] + [c for c in children if c != lock_holder] + [lock_holder]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 async def test_sigint_interrupts_quickly_and_the_run_resumes(long_table, tmp_path, dsn, ctq_home, conn, run_cli):
