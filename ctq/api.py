@@ -510,7 +510,7 @@ async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | N
     if not rolled:
         return plan, None
     models = ", ".join(f"{r['model_id']} (to epoch {r['epochs']})" for r in rolled)
-    return plan, (f"the server lost the working state of {len(rolled)} model(s) (it restarted after a crash): "
+    return plan, (f"the server lost the working state of {len(rolled)} model(s) in a crash: "
                   f"{sum(r['lost_hops'] for r in rolled)} hops are trained again from the checkpoints of models "
                   f"{models}")
 

@@ -43,7 +43,8 @@ DEFAULT_CHECKPOINT_SECONDS = 300.0  # grid.yaml checkpoint_minutes: 5
 
 class StatesLost(Exception):
     """A hop found that the server no longer has the working state its model's recorded hops
-    produced: the server crashed (crash recovery empties ctq.hop_states, state_tables.sql). The
+    produced: a crash took it (working_states.sql: an operating-system crash on PostgreSQL, a
+    server crash on Greenplum, whose crash recovery empties its unlogged hop_states). The
     session stops; the run goes back to its checkpoints and goes on (api.drive). ``outcome``: what
     the session did until then."""
 

@@ -95,6 +95,7 @@ def install_script(engine: str = COMMON) -> str:
                   catalog_views=template("catalog_views.sql", engine), catalog=catalog,
                   state_tables=render("state_tables.sql", engine, catalog=catalog),
                   state_functions=render("state_functions.sql", engine, catalog=catalog),
+                  working_states=render("working_states.sql", engine, catalog=catalog, bootstrap=bootstrap),
                   hop_functions=template("hop_functions.sql", engine),
                   **{f"distributed_{k}": v for k, v in clauses.items()})
 

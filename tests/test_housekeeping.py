@@ -4,6 +4,8 @@ run and unknown ids are refused with nothing deleted, and only packs no run uses
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -205,10 +207,16 @@ async def test_rm_leaves_no_row_of_the_run_in_any_table_even_where_nothing_casca
 
     run = await api.train(str(write_grid(tmp_path, ASHA_GRID.format(name="hk-all", table=small_table))), dsn)
     tables = await tables_with_a_run_id(conn)
-    assert {"ctq.runs", "ctq.models", "ctq.model_states", "ctq.hop_states", "ctq.hops", "ctq.epochs",
-            "ctq.decisions"} <= set(tables)
-    # a finished run's states are all checkpoints: give it a working state too, as an unfinished run has
-    await conn.execute("INSERT INTO ctq.hop_states SELECT * FROM ctq.model_states WHERE run_id = $1", run.run_id)
+    assert {"ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs", "ctq.decisions"} <= set(tables)
+    # a finished run's states are all checkpoints: give it a working state too (a file in the
+    # server's data directory: working_states.sql), as an unfinished run has
+    folder = Path(await conn.fetchval("SELECT current_setting('data_directory')"), "ctq_states", str(
+        await conn.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()")), str(run.run_id))
+    owner = folder.parent.parent.parent.stat()
+    folder.mkdir(parents=True)
+    (folder / "1.3").write_bytes(b"a working state")
+    for path in (folder, folder / "1.3"):
+        os.chown(path, owner.st_uid, owner.st_gid)
     counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t} WHERE run_id = $1", run.run_id) for t in tables}
     assert all(n > 0 for n in counts.values()), counts
     proc = run_cli("rm", str(run.run_id), "--yes", env={"CTQ_DSN": dsn + "&session_replication_role=replica"})
@@ -216,3 +224,4 @@ async def test_rm_leaves_no_row_of_the_run_in_any_table_even_where_nothing_casca
     left = {t: n for t in tables if (n := await conn.fetchval(f"SELECT count(*) FROM {t} WHERE run_id = $1",
                                                                run.run_id))}
     assert left == {}, f"rows of run {run.run_id} left after ctq rm: {left}"
+    assert not folder.exists(), "the run's working states are left after ctq rm"

@@ -327,7 +327,7 @@ async def test_types_and_values_come_from_the_whole_file(conn, tmp_path, monkeyp
     _write_csv(path, header, lines)
     result = await loader.load_csv(conn, path, "public.later", replace=True)
     assert await columns_of(conn, "public.later") == columns
-    got = [tuple(r) for r in await conn.fetch(f"SELECT * FROM public.later ORDER BY ctid")]
+    got = [tuple(r) for r in await conn.fetch("SELECT * FROM public.later ORDER BY ctid")]
     assert got == rows
     for note in notes:
         assert note in "\n".join(result.notes)

@@ -4,6 +4,8 @@ analysts train as ordinary roles and see only their own runs; hostile direct cal
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -98,6 +100,25 @@ async def state_after_hops(conn, run_id: int, hops: int) -> None:
                        "ELSE data END WHERE run_id = $1", run_id, hops)
 
 
+async def give_working_state(conn, run_id: int, model_id: int) -> None:
+    """Give the model a working state (a file: working_states.sql) beside its checkpoint: a copy of
+    its current state, written as the server writes one."""
+    from ctq import indb
+
+    from conftest import stored_state
+
+    hops = await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND model_id = $2", run_id, model_id)
+    data = Path(await conn.fetchval("SELECT current_setting('data_directory')"))
+    folder = data / "ctq_states" / str(await conn.fetchval(
+        "SELECT oid FROM pg_database WHERE datname = current_database()")) / str(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{model_id}.{hops}"
+    indb.write_state_file(str(path), indb.state_parts(await stored_state(conn, run_id, model_id), hops))
+    owner = data.stat()
+    for p in (folder.parent.parent, folder.parent, folder, path):
+        os.chown(p, owner.st_uid, owner.st_gid)
+
+
 async def test_analyst_resumes_and_lists_its_own_run(world, conn, dsn):
     run_id = world["run"]["run_id"]
     # as if the coordinator had died during the last epoch
@@ -116,7 +137,7 @@ async def test_analyst_resumes_and_lists_its_own_run(world, conn, dsn):
     assert models.returncode == 0 and len(json.loads(models.stdout)) == 1
 
 
-async def test_second_analyst_sees_nothing_of_the_first(world, dsn):
+async def test_second_analyst_sees_nothing_of_the_first(world, dsn, conn):
     run_id = world["run"]["run_id"]
     cli = world["cli"]
     listed = cli("runs", "--json", role="ctq_bob")
@@ -126,13 +147,27 @@ async def test_second_analyst_sees_nothing_of_the_first(world, dsn):
         assert proc.returncode == 2 and f"no run with id {run_id}" in proc.stderr, proc.stderr
     bob = await connect_as(dsn, "ctq_bob")
     try:
-        for table in ("ctq.runs", "ctq.models", "ctq.model_states", "ctq.hop_states", "ctq.hops", "ctq.epochs",
+        for table in ("ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs",
                       "ctq.decisions", "ctq.leaderboard"):
             assert await bob.fetchval(f"SELECT count(*) FROM {table}") == 0, table
         # changing alice's rows: nothing matches
         assert await bob.execute("UPDATE ctq.models SET state = NULL WHERE run_id = $1", run_id) == "UPDATE 0"
         assert await bob.execute("DELETE FROM ctq.model_states WHERE run_id = $1", run_id) == "DELETE 0"
-        assert await bob.execute("DELETE FROM ctq.hop_states WHERE run_id = $1", run_id) == "DELETE 0"
+        # nor read, overwrite or delete her working states (files, which no row-level security
+        # guards: working_states.sql checks the caller itself)
+        await give_working_state(conn, run_id, 1)
+        current = "SELECT count(*) FROM (SELECT ctq.current_state_parts($1, 1)) s"
+        assert await bob.fetchval(current, run_id) == 0
+        for statement in ("SELECT ctq.drop_working_states($1)", "SELECT ctq.store_working_state('1', $1, 1, 1)"):
+            with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+                await bob.fetchval(statement, run_id)
+        alice = await connect_as(dsn, "ctq_alice")
+        try:
+            assert await alice.fetchval(current, run_id) > await conn.fetchval(
+                "SELECT count(*) FROM ctq.model_states WHERE run_id = $1 AND model_id = 1", run_id)
+            assert await alice.fetchval("SELECT ctq.drop_working_states($1)", run_id) == 1
+        finally:
+            await alice.close()
         # nor roll her run back to its checkpoints
         with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
             await bob.fetch("SELECT * FROM ctq.restore_checkpoints($1, 2)", run_id)

@@ -70,3 +70,25 @@ def test_a_warm_start_takes_only_the_model_variables():
         assembler.add(*part)
     assembler.finish()
     assert sorted(got) == [0, 1]
+
+
+def test_a_state_file_is_read_back_whole_or_not_at_all(tmp_path):
+    """A working state's file (working_states.sql) gives back its parts as written; a file cut
+    short, with bytes after its last part, or written before the host's last boot (its boot id
+    differs) gives nothing, so the model goes back to its checkpoint instead of training on it."""
+    from ctq.indb import WORKING_STATE_MAGIC, read_state_file, write_state_file
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.normal(size=(300, 70)).astype(np.float32), rng.normal(size=7), np.zeros((0,), np.float32)]
+    path = tmp_path / "1.5"
+    parts = list(state_parts(arrays, 5, part_bytes=4096))
+    assert write_state_file(str(path), iter(parts)) == len(parts)
+    assert [(i, o, bytes(d)) for i, o, d in read_state_file(str(path))] == [(i, o, bytes(d)) for i, o, d in parts]
+    rebuilt = assemble_state(read_state_file(str(path)))
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt, arrays))
+    whole = path.read_bytes()
+    for damaged in (whole[:-1], whole[: len(whole) // 2], whole + b"\0",
+                    whole[: len(WORKING_STATE_MAGIC)] + b"0" * 36 + whole[len(WORKING_STATE_MAGIC) + 36:]):
+        path.write_bytes(damaged)
+        assert list(read_state_file(str(path))) == []
+    assert list(read_state_file(str(tmp_path / "absent"))) == []

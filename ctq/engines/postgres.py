@@ -110,19 +110,18 @@ class PostgresEngine(Engine):
         return f"(b.bucket < 0 OR NOT (SELECT ctq.data_cached('{pack_id}', {segment})))"
 
     def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> HopStatements:
-        """The hop and the checkpoint are one statement each (hop.sql), writing the new state to
-        hop_states or model_states (state_tables.sql)."""
+        """The hop and the checkpoint are one statement each (hop.sql): a hop writes the model's
+        working state to a file (working_states.sql), a checkpoint to model_states."""
         train_query = self.train_query(segment, pack_id, pack_table, "$5::text", "stream" if stream else "cached",
                                        self.template("state_parts_rows.sql"))
         return HopStatements(
             sizes=self.template("model_sizes.sql"),
             warmup=self.render("warmup.sql", train_query=self.train_query(
                 segment, pack_id, pack_table, "$1::text", "markers" if stream else "cached")),
-            hop=self.render("hop.sql", segment=int(segment), train_query=train_query, target="hop_states",
-                            replaced=""),
+            hop=self.render("hop.sql", segment=int(segment), train_query=train_query,
+                            store=self.template("hop_working.sql")),
             checkpoint=self.render("hop.sql", segment=int(segment), train_query=train_query,
-                                   target="model_states", replaced="checkpoint AS (DELETE FROM ctq.model_states "
-                                                                   "WHERE run_id = $1 AND model_id = $2),"),
+                                   store=self.template("hop_checkpoint.sql")),
         )
 
     async def run_hop(self, conn, statements, run_id, model_id, epoch, last_of_epoch, params, hops, checkpoint=False):

@@ -363,5 +363,6 @@ CREATE AGGREGATE ctq.score_step(bytea, bytea, int, int8, bytea, text) (
 
 {{security}}
 {{row_security}}
+{{working_states}}
 {{state_functions}}
 {{hop_functions}}

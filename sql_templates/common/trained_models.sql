@@ -1,4 +1,6 @@
--- The models of run $1 that have a stored state.
+-- The models of run $1 that have a stored state: a checkpoint, or the working state after the
+-- hops the catalog records (working_states.sql).
 SELECT model_id FROM ctq.model_states WHERE run_id = $1
 UNION
-SELECT model_id FROM ctq.hop_states WHERE run_id = $1;
+SELECT h.model_id FROM ctq.hops h WHERE h.run_id = $1 GROUP BY h.model_id
+HAVING ctq.has_working_state($1, h.model_id, count(*)::int);

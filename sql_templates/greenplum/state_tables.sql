@@ -1,5 +1,6 @@
--- The models' states on Greenplum: the same two tables and parts as on PostgreSQL
--- (common/state_tables.sql), each part on a segment: dist_key is one of the pack's distribution-key
+-- The models' states on Greenplum: parts as on PostgreSQL (common/state_tables.sql), checkpoints in
+-- model_states and working states in the unlogged hop_states (not in files: the segment that trains
+-- a model next may be on another host; working_states.sql), each part on a segment: dist_key is one of the pack's distribution-key
 -- values (MADlib's trick), so a state lies on the segment that stored it. A hop moves it from the
 -- segment of the model's last hop to its own, segment to segment (a Redistribute Motion, never
 -- through the coordinator or the client), trains on it there and stores the new state there

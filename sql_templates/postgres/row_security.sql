@@ -5,8 +5,8 @@
 GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_user;
 GRANT SELECT, INSERT, UPDATE ON ctq.runs, ctq.models TO ctq_user;
 GRANT SELECT, INSERT ON ctq.hops, ctq.epochs TO ctq_user;
-GRANT SELECT, INSERT, DELETE ON ctq.model_states, ctq.hop_states TO ctq_user;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.model_states, ctq.hop_states TO ctq_admin;
+GRANT SELECT, INSERT, DELETE ON ctq.model_states TO ctq_user;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.model_states TO ctq_admin;
 GRANT SELECT, INSERT ON ctq.decisions TO ctq_user;
 GRANT SELECT, INSERT ON ctq.packs TO ctq_user;
 GRANT USAGE, SELECT ON SEQUENCE ctq.runs_run_id_seq TO ctq_user;
@@ -17,7 +17,6 @@ ALTER TABLE ctq.hops ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.epochs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.decisions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.model_states ENABLE ROW LEVEL SECURITY;
-ALTER TABLE ctq.hop_states ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.packs ENABLE ROW LEVEL SECURITY;
 
 -- Reading follows ctq.can_read_run (owner, administrator, or a role the run is shared with);
@@ -31,7 +30,7 @@ CREATE POLICY shared_runs ON ctq.runs FOR SELECT USING (ctq.can_read_run(run_by,
 DO $policies$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['models', 'model_states', 'hop_states', 'hops', 'epochs', 'decisions'] LOOP
+    FOREACH t IN ARRAY ARRAY['models', 'model_states', 'hops', 'epochs', 'decisions'] LOOP
         EXECUTE format('DROP POLICY IF EXISTS own_%1$s ON ctq.%1$I', t);
         EXECUTE format('CREATE POLICY own_%1$s ON ctq.%1$I USING (EXISTS (SELECT 1 FROM ctq.runs r '
                        'WHERE r.run_id = %1$I.run_id AND ctq.can_change_run(r.run_by)))', t);

@@ -1,0 +1,33 @@
+-- A model's working state (common/working_states.sql) on Greenplum: its rows of hop_states, on the
+-- segment that trained it (state_tables.sql), written by ctq.gp_hop itself. ctq.restore_checkpoints
+-- goes through these functions.
+DROP TYPE IF EXISTS ctq.working_part CASCADE;
+CREATE TYPE ctq.working_part AS (hops int, array_index int, byte_offset int8, data bytea);
+
+-- The parts of the model's working state if it is the state after the hops the catalog records,
+-- as row-level security lets the caller read them.
+CREATE OR REPLACE FUNCTION ctq.working_state_parts(p_run bigint, p_model int) RETURNS SETOF ctq.working_part
+LANGUAGE sql STABLE AS $fn$
+SELECT s.hops, s.array_index, s.byte_offset, s.data FROM {{catalog}}.hop_states s
+WHERE s.run_id = p_run AND s.model_id = p_model
+  AND s.hops = (SELECT count(*) FROM {{catalog}}.hops h WHERE h.run_id = p_run AND h.model_id = p_model)
+$fn$;
+
+-- Whether the model's state after p_hops hops is its working state (ctq.restore_checkpoints).
+CREATE OR REPLACE FUNCTION ctq.has_working_state(p_run bigint, p_model int, p_hops int) RETURNS boolean
+LANGUAGE sql STABLE AS $fn$
+SELECT EXISTS (SELECT 1 FROM {{catalog}}.hop_states s WHERE s.run_id = p_run AND s.model_id = p_model AND s.hops = p_hops)
+$fn$;
+
+-- Delete the working states of a run (of one model, or all); returns the parts deleted.
+CREATE OR REPLACE FUNCTION ctq.drop_working_states(p_run bigint, p_model int DEFAULT NULL) RETURNS int
+LANGUAGE sql VOLATILE AS $fn$
+WITH d AS (DELETE FROM {{catalog}}.hop_states s WHERE s.run_id = p_run AND (p_model IS NULL OR s.model_id = p_model)
+           RETURNING 1)
+SELECT count(*)::int FROM d
+$fn$;
+
+REVOKE ALL ON FUNCTION ctq.working_state_parts(bigint, int), ctq.has_working_state(bigint, int, int),
+    ctq.drop_working_states(bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ctq.working_state_parts(bigint, int), ctq.has_working_state(bigint, int, int),
+    ctq.drop_working_states(bigint, int) TO ctq_user;
