@@ -966,9 +966,16 @@ def _locate(loc: tuple, doc: Any) -> tuple[str, dict, dict]:
     node, parent, value, key = schema, schema, doc, ""
     for step in loc:
         node = resolve_node(node, defs)
-        if isinstance(step, str) and step.startswith("#"):
-            node = {**{k: v for k, v in node.items() if k != "oneOf"}, **node["oneOf"][int(step[1:])]}
-        elif isinstance(step, int) and isinstance(value, list):
+        if "oneOf" in node and "properties" not in node:  # a union (_either)
+            branches = [resolve_node(b, defs) for b in node["oneOf"]]
+            rest = {k: v for k, v in node.items() if k != "oneOf"}
+            if isinstance(step, str) and re.fullmatch(r"#\d+", step):  # pydantic's tag: the branch it tried
+                node = {**rest, **branches[int(step[1:])]}
+                continue
+            # a rule's key path (_fail) names no tag: the branch that has the step
+            node = {**rest, **next((b for b in branches if ("items" in b if isinstance(step, int)
+                                                             else step in b.get("properties", {}))), {})}
+        if isinstance(step, int) and isinstance(value, list):
             node, key, value = node.get("items", {}), f"{key}[{step}]", value[step] if step < len(value) else None
         else:  # a key (an int one too: YAML's 1: x)
             parent, node = node, node.get("properties", {}).get(step, {})
