@@ -647,6 +647,7 @@ class Data(_Section):
 
     @property
     def encodings(self) -> list[tuple[str, str]]:
+        """(column, "one_hot" | "index") of the categorical features, in order."""
         return [] if self.features == ALL_FEATURES else [(f.column, f.encoding) for f in self.features
                                                          if isinstance(f, Categorical)]
 
@@ -674,6 +675,7 @@ class Data(_Section):
         return self
 
     def config(self) -> DataConfig:
+        """The public result (the table name split into schema and name)."""
         schema, name = parse_table_name(self.table)
         return DataConfig(
             table=self.table, schema=schema, name=name, features=tuple(self.columns), label=self.label,
@@ -819,6 +821,7 @@ class Search(_Section):
 
     @property
     def early_stopping(self) -> dict | None:
+        """{"max_epochs", "grace_period", "reduction_factor"} for asha and hyperband, else None."""
         if not search_class(self.method).early_stopping:
             return None
         return {"max_epochs": self.max_epochs, "grace_period": self.grace_period,
