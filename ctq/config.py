@@ -558,7 +558,7 @@ class _Section(BaseModel):
 
 
 class Dense(_Section):
-    """``{dense: <units>, activation, l2}``."""
+    """A Dense layer: {dense: <units>, activation, l2}."""
 
     dense: Positive
     activation: _choice(ACTIVATIONS) = "relu"
@@ -569,7 +569,7 @@ class Dense(_Section):
 
 
 class Dropout(_Section):
-    """``{dropout: <rate>}``."""
+    """A Dropout layer: {dropout: <rate>}."""
 
     dropout: Annotated[float, Field(ge=0, lt=1, title="rate")]
 
@@ -578,7 +578,7 @@ class Dropout(_Section):
 
 
 class BatchNorm(_Section):
-    """``{batch_norm: true}``."""
+    """A BatchNormalization layer: {batch_norm: true}."""
 
     batch_norm: Literal[True]
 
@@ -690,7 +690,7 @@ class Data(_Section):
 
 
 class ArchitectureEntry(_Section):
-    """An architecture: inline ``layers`` or a ``keras_json`` file (exactly one)."""
+    """An architecture: inline layers or a keras_json file (exactly one)."""
 
     schema_rules: ClassVar[dict] = {"oneOf": [{"required": ["layers"]}, {"required": ["keras_json"]}]}
 
