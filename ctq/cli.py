@@ -934,8 +934,9 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
 def schema() -> None:
     """Print the JSON Schema of grid.yaml (for editors: see docs/grid-yaml.md, "Editor support").
 
-    It is generated from the validator's own key and value tables, so it lists exactly the keys
-    `ctq train` accepts; `ctq train` still checks more (cross-key rules, keras_json files).
+    It is the JSON Schema of the pydantic models that validate grid.yaml, so it lists exactly the
+    keys and value limits `ctq train` accepts; `ctq train` still checks more (cross-key rules,
+    keras_json files).
     """
     import json
 

@@ -3,7 +3,9 @@
 ``ctq train grid.yaml`` reads one YAML file that says which table to learn from, which Keras
 architectures to try, which hyper-parameters to search over, and how to rank the results.
 :func:`load_config` turns it into a frozen :class:`RunConfig` whose ``models`` tuple is the expanded
-search: one :class:`ModelConfig` per (architecture, hyper-parameters) point, numbered 1..M.
+search: one :class:`ModelConfig` per (architecture, hyper-parameters) point, numbered 1..M. The keys,
+their value limits and the rules between them are pydantic models (:class:`Grid` and its sections),
+whose JSON Schema ``ctq schema`` prints (:func:`grid_json_schema`).
 
 File format
 -----------
@@ -139,9 +141,11 @@ Optional keys may also be written as ``null``, which means "use the default". Ev
 stay strings; duplicate keys in a mapping are an error.
 """
 
+
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -150,13 +154,27 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    BaseModel,
+        ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import PydanticCustomError
 
 from ctq.errors import ConfigError
-from ctq.metrics import CLASSIFICATION_METRICS, MAE_METRICS, MAX_METRICS, METRICS, Metric  # noqa: F401
-from ctq.rules import ACTIVATIONS, DEFAULTS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, find_code  # noqa: F401 (the schema reads them here)
+from ctq.metrics import MAE_METRICS, MAX_METRICS, METRICS, Metric
+from ctq.rules import ACTIVATIONS, DEFAULTS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, find_code
 from ctq.scheduler import SCHEDULING_RULES
 from ctq.search import METHODS, search_class
 from ctq.search.base import MAX_MODELS
@@ -166,8 +184,10 @@ __all__ = [
     "Architecture",
     "ModelConfig",
     "RunConfig",
+    "Grid",
     "load_config",
     "parse_config",
+    "grid_json_schema",
     "fingerprint",
     "parse_table_name",
     "MAX_MODELS",
@@ -186,19 +206,7 @@ SEARCH_METHODS = tuple(METHODS)
 EARLY_STOPPING_METHODS = tuple(name for name, cls in METHODS.items() if cls.early_stopping)
 SPACE_KEYS = ("optimizer", "learning_rate", "batch_size", "momentum")
 KERAS_MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
-
-_TOP_KEYS = ("name", "data", "segments", "cores_per_segment", "memory_budget_mb", "checkpoint_minutes", "models",
-             "search", "epochs", "metric", "scheduling", "warm_start")
-_DATA_KEYS = ("table", "features", "label", "task", "validation_fraction", "buffer_rows", "class_weight",
-              "feature_shape", "exclude")
 ALL_FEATURES = "all"  # data.features: every column of the table but the label and data.exclude
-_FEATURE_KEYS = ("column", "encoding")
-_MODEL_KEYS = ("name", "layers", "keras_json")
-_SEARCH_KEYS = ("method", "seed", "samples", "space", "grace_period", "reduction_factor", "max_epochs")
-_RANGE_KEYS = ("low", "high", "log")
-_LAYER_KINDS = ("dense", "dropout", "batch_norm")
-_LAYER_OPTIONS = {"dense": ("activation", "l2"), "dropout": (), "batch_norm": ()}
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,9 +319,13 @@ def parse_config(text: str, source_path: str = "<string>", base_dir: str | None 
     """Like :func:`load_config`, from YAML text. ``keras_json`` paths resolve against ``base_dir``
     (default: the current directory)."""
     doc = _parse_yaml(text, source_path)
-    if base_dir is None:
-        base_dir = os.getcwd()
-    return _Validator(source_path, base_dir).run_config(doc)
+    if doc is None:
+        raise ConfigError("the file is empty; expected a mapping with keys data, models, epochs", path=source_path)
+    try:
+        grid = Grid.model_validate(doc)
+    except ValidationError as exc:
+        raise _config_error(exc, doc, source_path) from None
+    return _run_config(grid, doc, source_path, os.getcwd() if base_dir is None else base_dir)
 
 
 def fingerprint(config: RunConfig) -> str:
@@ -459,16 +471,450 @@ def _parse_yaml(text: str, source: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers
+# The file's schema: pydantic models. The value limits live here; ``ctq schema`` is their JSON
+# Schema (:func:`grid_json_schema`), and the error messages read it too (:func:`_config_error`).
 # --------------------------------------------------------------------------------------------
 
 
-def _join(parent: str, key: Any) -> str:
-    return f"{parent}.{key}" if parent else str(key)
+def _fail(message: str, *at: str | int) -> PydanticCustomError:
+    """A rule's error, at the key path ``at`` below the value whose validator raises it."""
+    return PydanticCustomError("ctq", "{message}", {"message": message, "at": at})
 
 
-def _index(parent: str, i: int) -> str:
-    return f"{parent}[{i}]"
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _choice(values) -> Any:
+    """One of ``values``, in any case (``Random`` is ``random``)."""
+    return Annotated[Literal[tuple(values)], BeforeValidator(_lower)]
+
+
+def _printable(text: str) -> str:
+    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if bad is not None:
+        raise _fail(f"contains a control character {bad!r}: {text!r}")
+    return text
+
+
+def _text(title: str | None = None, description: str | None = None) -> Any:
+    """A non-empty string without control characters; ``title`` names it in messages."""
+    return Annotated[str, Field(min_length=1, title=title, description=description), AfterValidator(_printable)]
+
+
+def _either(pick, *choices, error: str | None = None) -> Any:
+    """A union whose branch is ``choices[pick(value)]``; ``pick`` returning None is an error of
+    type ``error``. Its pydantic tags are "#<position>", which :func:`_locate` follows into the
+    JSON Schema's ``oneOf``."""
+    return Annotated[Union[tuple(Annotated[t, Tag(f"#{i}")] for i, t in enumerate(choices))],
+                     Discriminator(lambda value: None if (i := pick(value)) is None else f"#{i}",
+                                   custom_error_type=error, custom_error_message=error)]
+
+
+def _distinct(values: list) -> list:
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise _fail(f"duplicate value {value!r}", i)
+    return values
+
+
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Column = _text("column name")
+LearningRate = Annotated[float, Field(gt=0, title="learning rate")]
+Momentum = Annotated[float, Field(ge=0, lt=1, title="momentum")]
+
+
+def _nullable_optionals(schema: dict, cls: type) -> None:
+    """JSON Schema of a section: its optional keys may be null (= the default), and its
+    ``schema_rules`` (what the keys say together) are added."""
+    required = set(schema.get("required", ()))
+    for key, prop in schema.get("properties", {}).items():
+        if key in required or {"type": "null"} in prop.get("anyOf", ()):
+            continue
+        notes = {k: prop.pop(k) for k in ("default", "description", "title") if k in prop}
+        schema["properties"][key] = {"anyOf": [prop, {"type": "null"}], **notes}
+    schema.update(cls.schema_rules)
+
+
+class _Section(BaseModel):
+    """A mapping of grid.yaml: known keys only, no type coercion (``"3"`` is not 3), finite numbers;
+    a key written as null takes its default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False,
+                              json_schema_extra=_nullable_optionals)
+    schema_rules: ClassVar[dict] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_the_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {k: v for k, v in data.items()
+                if v is not None or k not in cls.model_fields or cls.model_fields[k].is_required()}
+
+
+# -- layers: exactly one kind key per entry (the discriminator) --------------------------------
+
+
+class Dense(_Section):
+    """A Dense layer: {dense: <units>, activation, l2}."""
+
+    dense: Positive
+    activation: _choice(ACTIVATIONS) = "relu"
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+    def spec(self) -> dict:
+        return {"type": "dense", "units": self.dense, "activation": self.activation, "l2": self.l2}
+
+
+class Dropout(_Section):
+    """A Dropout layer: {dropout: <rate>}."""
+
+    dropout: Annotated[float, Field(ge=0, lt=1, title="rate")]
+
+    def spec(self) -> dict:
+        return {"type": "dropout", "rate": self.dropout}
+
+
+class BatchNorm(_Section):
+    """A BatchNormalization layer: {batch_norm: true}."""
+
+    batch_norm: Literal[True]
+
+    def spec(self) -> dict:
+        return {"type": "batch_norm"}
+
+
+_LAYERS = (Dense, Dropout, BatchNorm)
+LAYER_KINDS = tuple(next(iter(cls.model_fields)) for cls in _LAYERS)  # a layer's kind is its first key
+
+
+def _layer_kind(value: Any) -> int | None:
+    kinds = [k for k in LAYER_KINDS if k in value] if isinstance(value, dict) else []
+    return LAYER_KINDS.index(kinds[0]) if len(kinds) == 1 else None
+
+
+Layer = _either(_layer_kind, *_LAYERS, error="layer_kind")  # (its messages: _config_error)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+class Categorical(_Section):
+    """A categorical column: one_hot (one input per value) or index (1..V, for an Embedding)."""
+
+    column: Column
+    encoding: _choice(ENCODINGS)
+
+
+class Data(_Section):
+    """The table to learn from, its features and label, and the task."""
+
+    table: _text("table name", "table or schema.table")
+    features: _either(lambda v: int(v == ALL_FEATURES),
+                      Annotated[list[_either(lambda v: int(isinstance(v, dict)), Column, Categorical)],
+                                Field(min_length=1)],
+                      Literal[ALL_FEATURES]) = Field(
+        title="list of column names, or all (every column but the label and data.exclude)",
+        description="numeric columns, {column, encoding} categorical ones, or all: every column but the "
+                    "label and data.exclude")
+    label: Column
+    task: _choice(TASKS)
+    validation_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    buffer_rows: Positive | None = None
+    class_weight: _choice(CLASS_WEIGHTS) | None = None
+    feature_shape: Annotated[list[Positive], Field(min_length=1, title="list of positive integers such as [28, 28, 1]",
+                                                   description="the shape of a single array feature's rows, "
+                                                               "e.g. [28, 28, 1]")] | None = None
+    exclude: Annotated[list[Column], Field(title="list of column names",
+                                           description="with features: all, the columns that are not "
+                                                       "features")] | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, table: str) -> str:
+        try:
+            parse_table_name(table)
+        except ValueError as exc:
+            raise _fail(f"invalid table name {table!r}: {exc}") from None
+        return table
+
+    @property
+    def columns(self) -> list[str]:
+        """The feature columns as listed (none for ``all``)."""
+        return [] if self.features == ALL_FEATURES else [f if isinstance(f, str) else f.column for f in self.features]
+
+    @property
+    def encodings(self) -> list[tuple[str, str]]:
+        """(column, "one_hot" | "index") of the categorical features, in order."""
+        return [] if self.features == ALL_FEATURES else [(f.column, f.encoding) for f in self.features
+                                                         if isinstance(f, Categorical)]
+
+    @model_validator(mode="after")
+    def _rules(self) -> Data:
+        all_features = self.features == ALL_FEATURES
+        if self.exclude is not None and not all_features:
+            raise _fail(f"only with data.features: {ALL_FEATURES} (a listed set of features excludes the rest "
+                        "already)", "exclude")
+        columns = self.columns
+        for i, column in enumerate(columns):
+            if column in columns[:i]:
+                raise _fail(f"duplicate column {column!r}", "features", i)
+        if any(e == "index" for _, e in self.encodings) and len(self.encodings) < len(columns):
+            raise _fail("with encoding: index, every feature must be index-encoded (the model's input is then one "
+                        "integer index per feature, for an Embedding layer); use encoding: one_hot to mix "
+                        "categorical and numeric features", "features")
+        if self.feature_shape is not None and (len(columns) != 1 or self.encodings or all_features):
+            raise _fail("needs exactly one feature, a real[]/float8[] column whose arrays are reshaped to it",
+                        "feature_shape")
+        if self.label in columns:
+            raise _fail(f"the label {self.label!r} is also listed in data.features", "label")
+        if self.class_weight is not None and self.task != "classification":
+            raise _fail("class weights need task: classification", "class_weight")
+        return self
+
+    def config(self) -> DataConfig:
+        """The public result (the table name split into schema and name)."""
+        schema, name = parse_table_name(self.table)
+        return DataConfig(
+            table=self.table, schema=schema, name=name, features=tuple(self.columns), label=self.label,
+            task=self.task, validation_fraction=self.validation_fraction, buffer_rows=self.buffer_rows,
+            class_weight=self.class_weight, encodings=tuple(self.encodings),
+            feature_shape=None if self.feature_shape is None else tuple(self.feature_shape),
+            all_features=self.features == ALL_FEATURES, exclude=tuple(self.exclude or ()),
+        )
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+class ArchitectureEntry(_Section):
+    """An architecture: inline layers or a keras_json file (exactly one)."""
+
+    schema_rules: ClassVar[dict] = {"oneOf": [{"required": ["layers"]}, {"required": ["keras_json"]}]}
+
+    name: _text() | None = None
+    layers: Annotated[list[Layer], Field(title="list of layers")] | None = None
+    keras_json: _text("path to a Keras model JSON file", "path of a Model.to_json() file") | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ArchitectureEntry:
+        if (self.layers is None) == (self.keras_json is None):
+            raise _fail("each model needs exactly one of 'layers' or 'keras_json'"
+                        + (" (neither given)" if self.layers is None else " (both given)"))
+        return self
+
+    def display_name(self, position: int) -> str:
+        """The name, or its default: the keras_json file's stem, else model<position + 1>."""
+        if self.name is not None:
+            return self.name
+        return Path(self.keras_json).stem if self.keras_json is not None else f"model{position + 1}"
+
+
+# -- search -------------------------------------------------------------------------------------
+
+
+class _Range(_Section):
+    """Random search: uniform (or log-uniform with log: true) on [low, high]."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        if self.low > self.high:
+            raise _fail(f"low ({self.low!r}) is greater than high ({self.high!r})")
+        if self.log and self.low <= 0:
+            raise _fail("a log-uniform range needs low > 0", "low")
+        return self
+
+
+class LearningRateRange(_Range):
+    """A learning_rate range."""
+
+    low: LearningRate
+    high: LearningRate
+
+
+class BatchSizeRange(_Range):
+    """A batch_size range (integers)."""
+
+    low: Positive
+    high: Positive
+
+
+class MomentumRange(_Range):
+    """A momentum range."""
+
+    low: Momentum
+    high: Momentum
+
+
+def _space(scalar: Any, range_: type | None = None, title: str = "list of values (an empty grid tries no model)"):
+    """A search-space entry: a scalar (a one-value list), a list of distinct values, or (with
+    ``range_``) a range; a scalar comes out as a one-value list."""
+    values = Annotated[list[scalar], Field(min_length=1, title=title), AfterValidator(_distinct)]
+    if range_ is None:  # (a mapping is a wrong list)
+        kind = _either(lambda v: int(isinstance(v, (list, dict))), scalar, values)
+    else:
+        kind = _either(lambda v: 2 if isinstance(v, dict) else int(isinstance(v, list)), scalar, values, range_)
+    return Annotated[kind, AfterValidator(lambda v: v if isinstance(v, (list, _Range)) else [v])]
+
+
+class Space(_Section):
+    """The hyper-parameters searched over; a scalar is a one-value list."""
+
+    optimizer: _space(_choice(OPTIMIZERS), title="list of optimizer names") = [DEFAULTS["optimizer"]]
+    learning_rate: _space(LearningRate, LearningRateRange) = [DEFAULTS["learning_rate"]]
+    batch_size: _space(Positive, BatchSizeRange) = [DEFAULTS["batch_size"]]
+    momentum: _space(Momentum, MomentumRange) | None = Field(None, description="sgd and rmsprop only")
+
+    @model_validator(mode="after")
+    def _momentum_is_used(self) -> Space:
+        if self.momentum is not None and not any(o in MOMENTUM_OPTIMIZERS for o in self.optimizer):
+            raise _fail("momentum is only used by sgd and rmsprop, and no optimizer in search.space.optimizer "
+                        f"can use it (optimizers: {', '.join(self.optimizer)})", "momentum")
+        return self
+
+    def as_json(self) -> dict:
+        """``{key: [values] or {"low", "high", "log"}}`` in SPACE_KEYS order, momentum only if given."""
+        return {key: value.model_dump(include={"low", "high", "log"}) if isinstance(value, _Range) else list(value)
+                for key in SPACE_KEYS if (value := getattr(self, key)) is not None}
+
+
+class Search(_Section):
+    """How the hyper-parameter points are chosen (and, for asha and hyperband, stopped)."""
+
+    method: _choice(SEARCH_METHODS) = "grid"
+    seed: NonNegative = 0
+    samples: Annotated[int, Field(ge=1, le=MAX_MODELS)] | None = None
+    space: Space = Field(default_factory=Space)
+    grace_period: Positive = Field(1, description="asha, hyperband: epochs before the first rung")
+    reduction_factor: Annotated[int, Field(ge=2)] = Field(3, description="asha, hyperband: 1 in this many promoted")
+    max_epochs: Positive | None = Field(None, description="asha, hyperband: epochs of a model that is never stopped")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Search:
+        search = search_class(self.method)
+        if search.takes_samples == "never" and self.samples is not None:
+            raise _fail("only used with search.method: random, asha or hyperband (a grid tries every combination)",
+                        "samples")
+        if search.takes_samples == "required" and self.samples is None:
+            raise _fail(f"required with search.method: {self.method} ({search.samples_are})", "samples")
+        if search.early_stopping:
+            if self.max_epochs is None:
+                raise _fail(f"required with search.method: {self.method} (it replaces epochs)", "max_epochs")
+            if self.grace_period >= self.max_epochs:  # a rung is a decision before the last epoch
+                raise _fail(f"{self.grace_period} is not below search.max_epochs ({self.max_epochs}): no rung to "
+                            "decide at, so no model would ever be stopped (use method: grid for that)", "grace_period")
+        else:
+            for key in ("grace_period", "reduction_factor", "max_epochs"):
+                if key in self.model_fields_set:
+                    raise _fail(f"only used with search.method: {' or '.join(EARLY_STOPPING_METHODS)}", key)
+        for key in SPACE_KEYS:
+            if self.samples is None and isinstance(getattr(self.space, key), _Range):
+                raise _fail("a range {low, high} needs search.method: random (or asha, hyperband with samples); "
+                            "a grid needs a list of values", "space", key)
+        return self
+
+    @property
+    def early_stopping(self) -> dict | None:
+        """{"max_epochs", "grace_period", "reduction_factor"} for asha and hyperband, else None."""
+        if not search_class(self.method).early_stopping:
+            return None
+        return {"max_epochs": self.max_epochs, "grace_period": self.grace_period,
+                "reduction_factor": self.reduction_factor}
+
+
+# -- the file -------------------------------------------------------------------------------------
+
+
+class Grid(_Section):
+    """A ctq run configuration: the table, the models, the search, the ranking metric (reference:
+    ctq/config.py; ctq train checks more than this schema can say: the keras_json files)."""
+
+    model_config = ConfigDict(title="ctq grid.yaml")
+    # epochs, unless successive halving's search.max_epochs (asha, hyperband) says how far a model trains
+    schema_rules: ClassVar[dict] = {"anyOf": [
+        {"required": ["epochs"]},
+        {"required": ["search"], "properties": {"search": {
+            "required": ["method", "max_epochs"], "properties": {"method": {"enum": list(EARLY_STOPPING_METHODS)}}}}},
+    ]}
+
+    name: _text() | None = None
+    data: Data
+    segments: Annotated[int, Field(ge=1, le=MAX_SEGMENTS)] | None = None
+    cores_per_segment: Positive | None = None
+    memory_budget_mb: Positive | None = Field(None, description="per segment; over it a segment streams its buffers")
+    checkpoint_minutes: Annotated[float, Field(ge=0, title="number of minutes")] | None = Field(
+        None, description="a model's state is checkpointed at an epoch's end once its last checkpoint is this old "
+                          "(0: every epoch); default 5")
+    models: Annotated[list[ArchitectureEntry], Field(min_length=1, title="list of architectures")]
+    search: Search = Field(default_factory=Search)
+    epochs: Positive | None = None
+    metric: _choice(METRICS) = "val_loss"
+    scheduling: _choice(SCHEDULING_RULES) = "cost"
+    warm_start: Positive | None = Field(None, description="a run id: each model starts from that run's final weights")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Grid:
+        task = self.data.task
+        if self.metric in MAX_METRICS and task != "classification":
+            raise _fail(f"{self.metric} needs data.task: classification (this task is {task})", "metric")
+        if self.metric in MAE_METRICS and task != "regression":
+            raise _fail(f"{self.metric} needs data.task: regression (this task is {task})", "metric")
+        if self.metric.startswith("val_") and self.data.validation_fraction <= 0:
+            raise _fail(f"must be > 0 when the metric is {self.metric} (it needs a validation set); use a training "
+                        "metric (loss, accuracy, mae) or a fraction such as 0.2", "data", "validation_fraction")
+        names: dict[str, int] = {}
+        for i, model in enumerate(self.models):
+            name = model.display_name(i)
+            if name in names:
+                raise _fail(f"duplicate model name {name!r} (also models[{names[name]}])", "models", i, "name")
+            names[name] = i
+        if any(e == "index" for _, e in self.data.encodings):
+            for i, model in enumerate(self.models):
+                if model.layers is not None:
+                    raise _fail(f"model {model.display_name(i)!r} uses layers:, but the features are index-encoded "
+                                "(integer indices for an Embedding): use a keras_json model that starts with an "
+                                "Embedding, or encoding: one_hot", "models", i)
+        method = self.search.method
+        if self.search.early_stopping is not None:
+            if self.epochs is not None:
+                raise _fail(f"search.method: {method} trains up to search.max_epochs; remove epochs", "epochs")
+        elif self.epochs is None:
+            raise _fail("required key is missing", "epochs")
+        if search_class(method).asks_during_run:
+            per_model = _combinations(self.search.space.as_json())
+            size = len(self.models) * per_model
+            samples = self.search.samples
+            if samples > size:  # TPE asks a configuration again once all have been asked
+                raise _fail(f"{samples} models, but search.space has only {size} distinct configurations "
+                            f"({len(self.models)} architecture(s) x {per_model} hyper-parameter combinations): "
+                            f"{samples - size} would repeat one; use samples: {size}, or method: grid",
+                            "search", "samples")
+        return self
+
+
+class _Titled(GenerateJsonSchema):
+    """Field titles only where set (they name a value in messages), not one made from each key."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
+
+
+@functools.cache
+def grid_json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of grid.yaml, from :class:`Grid` (``ctq schema`` prints it)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **Grid.model_json_schema(schema_generator=_Titled)}
+
+
+# --------------------------------------------------------------------------------------------
+# Messages: pydantic's first error, as one line naming the key path (ctq.errors.ConfigError)
+# --------------------------------------------------------------------------------------------
 
 
 def _describe(value: Any) -> str:
@@ -496,498 +942,211 @@ def _suggest(word: Any, choices: tuple[str, ...] | list[str]) -> str:
     return f" (did you mean '{lowered[match[0]]}'?)" if match else ""
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _unknown(word: Any, allowed, what: str = "key") -> str:
+    return f"unknown {what} {str(word)!r}" + (_suggest(word, allowed) or f" (allowed: {', '.join(allowed)})")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def resolve_node(node: dict, defs: dict) -> dict:
+    """``node`` with its $ref followed and an optional value's null branch dropped (the outer
+    node's title and notes stay unless the inner one has its own)."""
+    while True:
+        if "$ref" in node:
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            node = {**rest, **defs[node["$ref"].rsplit("/", 1)[-1]]}
+        elif "anyOf" in node and {"type": "null"} in node["anyOf"] and len(node["anyOf"]) == 2:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            node = {**rest, **next(b for b in node["anyOf"] if b != {"type": "null"})}
+        else:
+            return node
 
 
-def _bad_char(text: str) -> str | None:
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cs"):
-            return ch
-    return None
+def _locate(loc: tuple, doc: Any) -> tuple[str, dict, dict]:
+    """The key path (``models[1].layers[0].dense``), the JSON Schema node and the node of the
+    enclosing mapping of the value at pydantic's error location ``loc`` in the parsed file ``doc``
+    (a "#<i>" step is a union's branch, see :func:`_either`)."""
+    schema = grid_json_schema()
+    defs = schema.get("$defs", {})
+    node, parent, value, key = schema, schema, doc, ""
+    for step in loc:
+        node = resolve_node(node, defs)
+        if "oneOf" in node and "properties" not in node:  # a union (_either)
+            branches = [resolve_node(b, defs) for b in node["oneOf"]]
+            rest = {k: v for k, v in node.items() if k != "oneOf"}
+            if isinstance(step, str) and re.fullmatch(r"#\d+", step):  # pydantic's tag: the branch it tried
+                node = {**rest, **branches[int(step[1:])]}
+                continue
+            # a rule's key path (_fail) names no tag: the branch that has the step
+            node = {**rest, **next((b for b in branches if ("items" in b if isinstance(step, int)
+                                                             else step in b.get("properties", {}))), {})}
+        if isinstance(step, int) and isinstance(value, list):
+            node, key, value = node.get("items", {}), f"{key}[{step}]", value[step] if step < len(value) else None
+        else:  # a key (an int one too: YAML's 1: x)
+            parent, node = node, node.get("properties", {}).get(step, {})
+            key = f"{key}.{step}" if key else str(step)
+            value = value.get(step) if isinstance(value, dict) else None
+    return key, resolve_node(node, defs), parent
 
 
-def _fmt(x: float) -> str:
-    return format(x, ".4g")
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
-@dataclass
-class _Range:
-    low: float
-    high: float
-    log: bool
-    integer: bool
+def _expected(node: dict) -> str:
+    """What a JSON Schema node accepts, in words: "a positive integer", "a learning rate > 0",
+    "a number in [0, 1)", "a non-empty list of column names"..."""
+    title, kind = node.get("title"), node.get("type")
+    if "enum" in node:
+        return f"one of {', '.join(map(str, node['enum']))}"
+    if "const" in node:
+        return _describe(node["const"])
+    if kind == "object":
+        return "a mapping"
+    if kind == "boolean":
+        return "true or false"
+    if kind == "integer":
+        low = node.get("minimum")
+        return {0: "a non-negative integer", 1: "a positive integer", None: "an integer"}.get(low, f"an integer >= {low}")
+    if kind == "number":
+        low = node.get("minimum", node.get("exclusiveMinimum"))
+        high = node.get("maximum", node.get("exclusiveMaximum"))
+        noun = _a(title or "number")
+        if low is not None and high is not None:
+            return (f"{noun} in {'[' if 'minimum' in node else '('}{low}, {high}"
+                    f"{']' if 'maximum' in node else ')'}")
+        if low is not None:
+            return f"{noun} {'>=' if 'minimum' in node else '>'} {low}"
+        return noun
+    if kind == "string":
+        return _a(title) if title else "a non-empty string"
+    if kind == "array" or "minItems" in node:
+        return f"{'a non-empty' if node.get('minItems') else 'a'} {title or 'list'}"
+    return "a valid value"
 
 
-class _Validator:
-    def __init__(self, source: str, base_dir: str):
-        self.source = source
-        self.base_dir = base_dir
-
-    # -- primitives -------------------------------------------------------------------------
-
-    def fail(self, key: str, message: str):
-        raise ConfigError(message, path=self.source, key=key or None)
-
-    def mapping(self, value: Any, key: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+def _config_error(exc: ValidationError, doc: Any, source: str) -> ConfigError:
+    """pydantic's first error as ctq's one line: ``file:key.path: what is wrong``."""
+    errors = exc.errors(include_url=False)
+    error = errors[0]
+    if error["type"] == "missing":  # a misspelt key beside it is the cause: say that, with its did-you-mean
+        error = next((e for e in errors if e["type"] == "extra_forbidden" and e["loc"][:-1] == error["loc"][:-1]),
+                     error)
+    kind, value, loc = error["type"], error["input"], tuple(error["loc"])
+    if kind == "ctq":
+        loc += tuple(error["ctx"]["at"])
+    key, node, parent = _locate(loc, doc)
+    if kind == "ctq":
+        message = error["ctx"]["message"]
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind in ("extra_forbidden", "invalid_key"):  # (invalid_key: not a string)
+        message = _unknown(loc[-1], tuple(parent.get("properties", ())))
+    elif kind == "layer_kind":
+        kinds = [k for k in LAYER_KINDS if k in value] if isinstance(value, dict) else []
         if not isinstance(value, dict):
-            self.fail(key, f"expected a mapping, got {_describe(value)}")
-        for k in value:
-            if not isinstance(k, str) or k not in allowed:
-                hint = _suggest(k, allowed) or f" (allowed: {', '.join(allowed)})"
-                self.fail(_join(key, k), f"unknown key {str(k)!r}{hint}")
-        for r in required:
-            if r not in value:
-                self.fail(_join(key, r), "required key is missing")
-        return value
-
-    def int_(self, value: Any, key: str, *, minimum: int = 1, maximum: int | None = None) -> int:
-        what = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        if not _is_int(value):
-            self.fail(key, f"expected {what}, got {_describe(value)}")
-        if value < minimum:
-            self.fail(key, f"expected {what}, got {value}")
-        if maximum is not None and value > maximum:
-            self.fail(key, f"must be at most {maximum}, got {value}")
-        return int(value)
-
-    def number(self, value: Any, key: str, what: str) -> float:
-        if not _is_number(value) or not math.isfinite(value):
-            self.fail(key, f"expected {what}, got {_describe(value)}")
-        return float(value)
-
-    def string(self, value: Any, key: str, what: str = "a non-empty string") -> str:
-        if not isinstance(value, str) or value == "":
-            self.fail(key, f"expected {what}, got {_describe(value)}")
-        bad = _bad_char(value)
-        if bad is not None:
-            self.fail(key, f"contains a control character {bad!r}: {value!r}")
-        return value
-
-    def identifier(self, value: Any, key: str) -> str:
-        return self.string(value, key, "a non-empty column name (string)")
-
-    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
-        if isinstance(value, str) and value.lower() in choices:
-            return value.lower()
-        hint = _suggest(value, choices)
-        self.fail(key, f"expected one of {', '.join(choices)}, got {_describe(value)}{hint}")
-
-    # -- sections ---------------------------------------------------------------------------
-
-    def run_config(self, doc: Any) -> RunConfig:
-        if doc is None:
-            self.fail("", "the file is empty; expected a mapping with keys data, models, epochs")
-        if not isinstance(doc, dict):
-            self.fail("", f"expected a mapping at the top level, got {_describe(doc)}")
-        self.mapping(doc, "", _TOP_KEYS, required=("data", "models"))
-
-        name = doc.get("name")
-        if name is None:
-            name = "run" if self.source.startswith("<") else (Path(self.source).stem or "run")
+            message = f"expected a layer mapping such as {{dense: 64}}, got {_describe(value)}"
+        elif len(kinds) > 1:
+            message = f"a layer has exactly one kind, got {' and '.join(kinds)}"
+        elif value:
+            unknown = next(iter(value))
+            key, message = f"{key}.{unknown}", _unknown(unknown, LAYER_KINDS, "layer kind")
         else:
-            name = self.string(name, "name", "a non-empty string")
+            message = f"empty layer; expected one of {', '.join(LAYER_KINDS)}"
+    elif kind == "less_than_equal" and node.get("type") == "integer":
+        message = f"must be at most {error['ctx']['le']}, got {_describe(value)}"
+    else:
+        message = f"expected {_expected(node)}, got {_describe(value)}"
+        if kind == "literal_error":
+            message += _suggest(value, node.get("enum", ()))
+        elif kind == "list_type" and isinstance(value, str):
+            message += " (write a single one as [name])"
+    return ConfigError(message, path=source, key=key or None)
 
-        data = self.data(doc["data"])
-        segments = doc.get("segments")
-        if segments is not None:
-            segments = self.int_(segments, "segments", maximum=MAX_SEGMENTS)
-        cores = doc.get("cores_per_segment")
-        if cores is not None:
-            cores = self.int_(cores, "cores_per_segment")
-        budget = doc.get("memory_budget_mb")
-        if budget is not None:
-            budget = self.int_(budget, "memory_budget_mb")
-        checkpoint_minutes = doc.get("checkpoint_minutes")
-        if checkpoint_minutes is not None:
-            checkpoint_minutes = self.number(checkpoint_minutes, "checkpoint_minutes", "a number of minutes >= 0")
-            if checkpoint_minutes < 0:
-                self.fail("checkpoint_minutes", f"expected a number of minutes >= 0, got {checkpoint_minutes:g}")
-        scheduling = doc.get("scheduling")
-        scheduling = "cost" if scheduling is None else self.choice(scheduling, "scheduling", SCHEDULING_RULES)
-        warm_start = doc.get("warm_start")
-        if warm_start is not None:
-            warm_start = self.int_(warm_start, "warm_start")
 
-        metric = doc.get("metric")
-        metric = "val_loss" if metric is None else self.choice(metric, "metric", METRICS)
-        if metric in MAX_METRICS and data.task != "classification":
-            self.fail("metric", f"{metric} needs data.task: classification (this task is {data.task})")
-        if metric in MAE_METRICS and data.task != "regression":
-            self.fail("metric", f"{metric} needs data.task: regression (this task is {data.task})")
-        if metric.startswith("val_") and data.validation_fraction <= 0:
-            self.fail(
-                "data.validation_fraction",
-                f"must be > 0 when the metric is {metric} (it needs a validation set); "
-                "use a training metric (loss, accuracy, mae) or a fraction such as 0.2",
-            )
+# --------------------------------------------------------------------------------------------
+# From the validated file to the RunConfig
+# --------------------------------------------------------------------------------------------
 
-        architectures = self.architectures(doc["models"])
-        if any(e == "index" for _, e in data.encodings):
-            for i, arch in enumerate(architectures):
-                if "layers" in arch.spec:
-                    self.fail(_index("models", i), f"model {arch.name!r} uses layers:, but the features are "
-                              "index-encoded (integer indices for an Embedding): use a keras_json model "
-                              "that starts with an Embedding, or encoding: one_hot")
-        method, seed, samples, space, early_stopping = self.search(doc.get("search"))
-        if early_stopping is not None:
-            if doc.get("epochs") is not None:
-                self.fail("epochs", f"search.method: {method} trains up to search.max_epochs; remove epochs")
-            epochs = early_stopping["max_epochs"]
-        elif "epochs" not in doc:
-            self.fail("epochs", "required key is missing")
+
+def _run_config(grid: Grid, doc: dict, source: str, base_dir: str) -> RunConfig:
+    architectures = []
+    for i, model in enumerate(grid.models):
+        if model.layers is not None:
+            spec = {"layers": [layer.spec() for layer in model.layers]}
         else:
-            epochs = self.int_(doc["epochs"], "epochs")
-        if search_class(method).asks_during_run:
-            size = len(architectures) * _combinations(space)
-            if samples > size:  # TPE asks a configuration again once all have been asked
-                self.fail("search.samples", f"{samples} models, but search.space has only {size} distinct "
-                          f"configurations ({len(architectures)} architecture(s) x {_combinations(space)} "
-                          f"hyper-parameter combinations): {samples - size} would repeat one; use samples: "
-                          f"{size}, or method: grid")
-        try:
-            points = search_class(method).initial_points(_space_json(space), len(architectures), samples, seed,
-                                                         MOMENTUM_OPTIMIZERS)
-        except ValueError as exc:  # too many models
-            self.fail("search.space", str(exc))
-        models = _number_models([(architectures[a], *rest) for a, *rest in points], seed)
+            spec = {"keras_json": _keras_json(model.keras_json, base_dir, source, f"models[{i}].keras_json")}
+        architectures.append(Architecture(name=model.display_name(i), spec=spec))
+    search = grid.search
+    space = search.space.as_json()
+    try:
+        points = search_class(search.method).initial_points(space, len(architectures), search.samples, search.seed,
+                                                            MOMENTUM_OPTIMIZERS)
+    except ValueError as exc:  # too many models
+        raise ConfigError(str(exc), path=source, key="search.space") from None
+    early_stopping = search.early_stopping
+    return RunConfig(
+        source_path=source,
+        name=grid.name or ("run" if source.startswith("<") else (Path(source).stem or "run")),
+        data=grid.data.config(),
+        segments=grid.segments,
+        cores_per_segment=grid.cores_per_segment,
+        architectures=tuple(architectures),
+        search_method=search.method,
+        seed=search.seed,
+        epochs=grid.epochs if early_stopping is None else early_stopping["max_epochs"],
+        metric=grid.metric,
+        models=tuple(_number_models([(architectures[a], *rest) for a, *rest in points], search.seed)),
+        raw=json.loads(json.dumps(doc)),
+        samples=search.samples,
+        space=space,
+        memory_budget_mb=grid.memory_budget_mb,
+        checkpoint_minutes=grid.checkpoint_minutes,
+        early_stopping=early_stopping,
+        scheduling=grid.scheduling,
+        warm_start=grid.warm_start,
+    )
 
-        try:
-            raw = json.loads(json.dumps(doc))
-        except (TypeError, ValueError) as exc:  # pragma: no cover - every value was validated
-            self.fail("", f"the configuration cannot be stored as JSON: {exc}")
 
-        return RunConfig(
-            source_path=self.source,
-            name=name,
-            data=data,
-            segments=segments,
-            cores_per_segment=cores,
-            architectures=tuple(architectures),
-            search_method=method,
-            seed=seed,
-            epochs=epochs,
-            metric=metric,
-            models=tuple(models),
-            raw=raw,
-            samples=samples,
-            space=_space_json(space),
-            memory_budget_mb=budget,
-            checkpoint_minutes=checkpoint_minutes,
-            early_stopping=early_stopping,
-            scheduling=scheduling,
-            warm_start=warm_start,
-        )
+def _keras_json(rel: str, base_dir: str, source: str, key: str) -> dict:
+    """Read, check and parse a ``keras_json`` file (``rel``: as written, relative to ``base_dir``)."""
 
-    def data(self, value: Any) -> DataConfig:
-        d = self.mapping(value, "data", _DATA_KEYS, required=("table", "features", "label", "task"))
-        table = self.string(d["table"], "data.table", "a table name (string)")
-        try:
-            schema, tname = parse_table_name(table)
-        except ValueError as exc:
-            self.fail("data.table", f"invalid table name {table!r}: {exc}")
-        for part in (schema, tname):
-            if part is not None:
-                self.string(part, "data.table")
+    def fail(message: str) -> ConfigError:
+        return ConfigError(message, path=source, key=key)
 
-        features = d["features"]
-        all_features = features == ALL_FEATURES
-        if all_features:
-            features = []
-        elif not isinstance(features, list) or not features:
-            self.fail(
-                "data.features",
-                f"expected a non-empty list of column names, or {ALL_FEATURES} (every column but the label "
-                f"and data.exclude), got {_describe(features)}"
-                + (" (write a single column as [name])" if isinstance(features, str) else ""),
-            )
-        exclude = d.get("exclude")
-        if exclude is not None:
-            if not all_features:
-                self.fail("data.exclude", f"only with data.features: {ALL_FEATURES} (a listed set of features "
-                          "excludes the rest already)")
-            if not isinstance(exclude, list):
-                self.fail("data.exclude", f"expected a list of column names, got {_describe(exclude)}")
-            exclude = tuple(self.identifier(c, _index("data.exclude", i)) for i, c in enumerate(exclude))
-        feats: list[str] = []
-        encodings: list[tuple[str, str]] = []
-        for i, f in enumerate(features):
-            fkey = _index("data.features", i)
-            if isinstance(f, dict):
-                self.mapping(f, fkey, _FEATURE_KEYS, required=("column", "encoding"))
-                col = self.identifier(f["column"], _join(fkey, "column"))
-                encodings.append((col, self.choice(f["encoding"], _join(fkey, "encoding"), ENCODINGS)))
-            else:
-                col = self.identifier(f, fkey)
-            if col in feats:
-                self.fail(fkey, f"duplicate column {col!r}")
-            feats.append(col)
-        if any(e == "index" for _, e in encodings) and len(encodings) < len(feats):
-            self.fail("data.features", "with encoding: index, every feature must be index-encoded (the model's "
-                      "input is then one integer index per feature, for an Embedding layer); use encoding: "
-                      "one_hot to mix categorical and numeric features")
-        shape = d.get("feature_shape")
-        if shape is not None:
-            if not isinstance(shape, list) or not shape:
-                self.fail("data.feature_shape", f"expected a list of positive integers such as [28, 28, 1], "
-                          f"got {_describe(shape)}")
-            shape = tuple(self.int_(v, _index("data.feature_shape", i)) for i, v in enumerate(shape))
-            if len(feats) != 1 or encodings or all_features:
-                self.fail("data.feature_shape", "needs exactly one feature, a real[]/float8[] column whose "
-                          "arrays are reshaped to it")
-        label = self.identifier(d["label"], "data.label")
-        if label in feats:
-            self.fail("data.label", f"the label {label!r} is also listed in data.features")
-        task = self.choice(d["task"], "data.task", TASKS)
-
-        vf = d.get("validation_fraction")
-        if vf is None:
-            vf = 0.2
-        else:
-            vf = self.number(vf, "data.validation_fraction", "a number in [0, 1)")
-            if not 0 <= vf < 1:
-                self.fail("data.validation_fraction", f"expected a number in [0, 1), got {_describe(d['validation_fraction'])}")
-        buffer_rows = d.get("buffer_rows")
-        if buffer_rows is not None:
-            buffer_rows = self.int_(buffer_rows, "data.buffer_rows")
-        class_weight = d.get("class_weight")
-        if class_weight is not None:
-            class_weight = self.choice(class_weight, "data.class_weight", CLASS_WEIGHTS)
-            if task != "classification":
-                self.fail("data.class_weight", "class weights need task: classification")
-        return DataConfig(
-            table=table, schema=schema, name=tname, features=tuple(feats), label=label, task=task,
-            validation_fraction=vf, buffer_rows=buffer_rows, class_weight=class_weight,
-            encodings=tuple(encodings), feature_shape=shape, all_features=all_features, exclude=exclude or (),
-        )
-
-    def architectures(self, value: Any) -> list[Architecture]:
-        if not isinstance(value, list) or not value:
-            self.fail("models", f"expected a non-empty list of architectures, got {_describe(value)}")
-        result: list[Architecture] = []
-        seen: dict[str, int] = {}
-        for i, entry in enumerate(value):
-            key = _index("models", i)
-            m = self.mapping(entry, key, _MODEL_KEYS)
-            has_layers, has_json = "layers" in m, "keras_json" in m
-            if has_layers == has_json:
-                self.fail(key, "each model needs exactly one of 'layers' or 'keras_json'"
-                          + (" (both given)" if has_layers else " (neither given)"))
-            if has_layers:
-                spec = {"layers": self.layers(m["layers"], _join(key, "layers"))}
-            else:
-                spec = {"keras_json": self.keras_json(m["keras_json"], _join(key, "keras_json"))}
-            name = m.get("name")
-            if name is None:
-                name = Path(m["keras_json"]).stem if has_json else f"model{i + 1}"
-            else:
-                name = self.string(name, _join(key, "name"))
-            if name in seen:
-                self.fail(_join(key, "name"), f"duplicate model name {name!r} (also models[{seen[name]}])")
-            seen[name] = i
-            result.append(Architecture(name=name, spec=spec))
-        return result
-
-    def layers(self, value: Any, key: str) -> list[dict]:
-        if not isinstance(value, list):
-            self.fail(key, f"expected a list of layers, got {_describe(value)}")
-        out = []
-        for i, entry in enumerate(value):
-            lkey = _index(key, i)
-            if not isinstance(entry, dict):
-                self.fail(lkey, f"expected a layer mapping such as {{dense: 64}}, got {_describe(entry)}")
-            kinds = [k for k in _LAYER_KINDS if k in entry]
-            if not kinds:
-                unknown = next((k for k in entry if k not in _LAYER_KINDS), None)
-                if unknown is not None:
-                    self.fail(_join(lkey, unknown), f"unknown layer kind {str(unknown)!r}"
-                              + (_suggest(unknown, _LAYER_KINDS) or f" (allowed: {', '.join(_LAYER_KINDS)})"))
-                self.fail(lkey, f"empty layer; expected one of {', '.join(_LAYER_KINDS)}")
-            if len(kinds) > 1:
-                self.fail(lkey, f"a layer has exactly one kind, got {' and '.join(kinds)}")
-            kind = kinds[0]
-            self.mapping(entry, lkey, (kind,) + _LAYER_OPTIONS[kind])
-            if kind == "dense":
-                units = self.int_(entry["dense"], _join(lkey, "dense"))
-                act = entry.get("activation")
-                act = "relu" if act is None else self.choice(act, _join(lkey, "activation"), ACTIVATIONS)
-                l2 = entry.get("l2")
-                l2 = 0.0 if l2 is None else self.number(l2, _join(lkey, "l2"), "a number >= 0")
-                if l2 < 0:
-                    self.fail(_join(lkey, "l2"), f"expected a number >= 0, got {entry['l2']!r}")
-                out.append({"type": "dense", "units": units, "activation": act, "l2": l2})
-            elif kind == "dropout":
-                rate = self.number(entry["dropout"], _join(lkey, "dropout"), "a rate in [0, 1)")
-                if not 0 <= rate < 1:
-                    self.fail(_join(lkey, "dropout"), f"expected a rate in [0, 1), got {entry['dropout']!r}")
-                out.append({"type": "dropout", "rate": rate})
-            else:
-                if entry["batch_norm"] is not True:
-                    self.fail(_join(lkey, "batch_norm"), f"expected true, got {_describe(entry['batch_norm'])}")
-                out.append({"type": "batch_norm"})
-        return out
-
-    def keras_json(self, value: Any, key: str) -> dict:
-        rel = self.string(value, key, "a path to a Keras model JSON file")
-        path = os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(rel)))
-        try:
-            size = os.path.getsize(path)
-            if size > MAX_KERAS_JSON_BYTES:
-                self.fail(key, f"{path}: file is too large ({size} bytes; the limit is {MAX_KERAS_JSON_BYTES})")
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            self.fail(key, f"file not found: {path}")
-        except IsADirectoryError:
-            self.fail(key, f"is a directory, not a JSON file: {path}")
-        except OSError as exc:
-            self.fail(key, f"cannot read {path}: {exc.strerror or exc}")
-        try:
-            doc = json.loads(data.decode("utf-8-sig"))
-        except UnicodeDecodeError:
-            self.fail(key, f"{path}: not valid UTF-8 text")
-        except (ValueError, RecursionError) as exc:
-            self.fail(key, f"{path}: invalid JSON: {exc}")
-        if (
-            not isinstance(doc, dict)
-            or doc.get("class_name") not in KERAS_MODEL_CLASSES
-            or not isinstance(doc.get("config"), dict)
-        ):
-            found = (f"found class_name {doc.get('class_name')!r}" if isinstance(doc, dict)
-                     else f"the file holds {_describe(doc)}")
-            self.fail(
-                key,
-                f"{path}: not a Keras model config (expected the output of Model.to_json(): a "
-                f"top-level \"class_name\" of Sequential, Functional or Model and a \"config\"; "
-                f"{found})",
-            )
-        where = find_code(doc)
-        if where is not None:
-            self.fail(key, f"{path}: refused because it carries Python code ({where}); "
-                           "only plain Keras layers can be used")
-        problem = _keras_cannot_load(doc)
-        if problem is not None:
-            self.fail(key, f"Keras cannot load {rel}: {problem}")
-        return doc
-
-    def search(self, value: Any) -> tuple[str, int, int | None, dict, dict | None]:
-        s = {} if value is None else self.mapping(value, "search", _SEARCH_KEYS)
-        method = s.get("method")
-        method = "grid" if method is None else self.choice(method, "search.method", SEARCH_METHODS)
-        seed = s.get("seed")
-        seed = 0 if seed is None else self.int_(seed, "search.seed", minimum=0)
-        samples = s.get("samples")
-        search = search_class(method)
-        if search.takes_samples == "never":
-            if samples is not None:
-                self.fail("search.samples", "only used with search.method: random, asha or hyperband (a grid "
-                                            "tries every combination)")
-        elif search.takes_samples == "required" and samples is None:
-            self.fail("search.samples", f"required with search.method: {method} ({search.samples_are})")
-        if samples is not None:
-            samples = self.int_(samples, "search.samples")
-            if samples > MAX_MODELS:
-                self.fail("search.samples", f"{samples} models is too many; the limit is {MAX_MODELS}")
-        stopping = None
-        if search.early_stopping:
-            if s.get("max_epochs") is None:
-                self.fail("search.max_epochs", f"required with search.method: {method} (it replaces epochs)")
-            stopping = {"max_epochs": self.int_(s["max_epochs"], "search.max_epochs")}
-            grace = s.get("grace_period")
-            stopping["grace_period"] = 1 if grace is None else self.int_(grace, "search.grace_period")
-            if stopping["grace_period"] >= stopping["max_epochs"]:  # a rung is a decision before the last epoch
-                self.fail("search.grace_period", f"{stopping['grace_period']} is not below search.max_epochs "
-                                                 f"({stopping['max_epochs']}): no rung to decide at, so no model "
-                                                 "would ever be stopped (use method: grid for that)")
-            factor = s.get("reduction_factor")
-            stopping["reduction_factor"] = 3 if factor is None else self.int_(factor, "search.reduction_factor",
-                                                                              minimum=2)
-        else:
-            for key in ("grace_period", "reduction_factor", "max_epochs"):
-                if s.get(key) is not None:
-                    self.fail(_join("search", key),
-                              f"only used with search.method: {' or '.join(EARLY_STOPPING_METHODS)}")
-
-        raw_space = s.get("space")
-        raw_space = {} if raw_space is None else self.mapping(raw_space, "search.space", SPACE_KEYS)
-        space: dict[str, list | _Range] = {}
-        for name in SPACE_KEYS:
-            if name in raw_space:
-                space[name] = self.space_value(name, raw_space[name], samples is not None)
-            elif name in DEFAULTS:
-                space[name] = [DEFAULTS[name]]
-        if "momentum" in space:
-            opts = space["optimizer"]
-            if not any(o in MOMENTUM_OPTIMIZERS for o in opts):
-                self.fail("search.space.momentum",
-                          "momentum is only used by sgd and rmsprop, and no optimizer in search.space.optimizer "
-                          f"can use it (optimizers: {', '.join(opts)})")
-        return method, seed, samples, space, stopping
-
-    def space_value(self, name: str, value: Any, drawn: bool) -> list | _Range:
-        key = _join("search.space", name)
-        if isinstance(value, dict):
-            if name == "optimizer":
-                self.fail(key, "expected an optimizer name or a list of them, got a mapping")
-            if not drawn:
-                self.fail(key, "a range {low, high} needs search.method: random (or asha, hyperband with "
-                               "samples); a grid needs a list of values")
-            return self.range_(name, value, key)
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            self.fail(key, "empty grid: the list of values is empty")
-        out: list = []
-        for i, item in enumerate(items):
-            ikey = _index(key, i) if isinstance(value, list) else key
-            v = self.scalar(name, item, ikey)
-            if v in out:
-                self.fail(ikey, f"duplicate value {item!r}")
-            out.append(v)
-        return out
-
-    def scalar(self, name: str, value: Any, key: str):
-        if name == "optimizer":
-            return self.choice(value, key, OPTIMIZERS)
-        if name == "batch_size":
-            return self.int_(value, key)
-        if name == "learning_rate":
-            v = self.number(value, key, "a learning rate > 0")
-            if v <= 0:
-                self.fail(key, f"expected a learning rate > 0, got {value!r}")
-            return v
-        v = self.number(value, key, "a momentum in [0, 1)")
-        if not 0 <= v < 1:
-            self.fail(key, f"expected a momentum in [0, 1), got {value!r}")
-        return v
-
-    def range_(self, name: str, value: dict, key: str) -> _Range:
-        self.mapping(value, key, _RANGE_KEYS, required=("low", "high"))
-        log = value.get("log")
-        if log is None:
-            log = False
-        elif not isinstance(log, bool):
-            self.fail(_join(key, "log"), f"expected true or false, got {_describe(log)}")
-        ends = {}
-        for end in ("low", "high"):
-            ekey = _join(key, end)
-            if name == "batch_size":
-                ends[end] = self.int_(value[end], ekey)
-            elif name == "learning_rate":
-                ends[end] = self.number(value[end], ekey, "a learning rate > 0")
-                if ends[end] <= 0:
-                    self.fail(ekey, f"expected a learning rate > 0, got {value[end]!r}")
-            else:
-                ends[end] = self.scalar(name, value[end], ekey)
-        low, high = ends["low"], ends["high"]
-        if low > high:
-            self.fail(key, f"low ({value['low']!r}) is greater than high ({value['high']!r})")
-        if log and low <= 0:
-            self.fail(_join(key, "low"), "a log-uniform range needs low > 0")
-        return _Range(low=low, high=high, log=log, integer=(name == "batch_size"))
+    path = os.path.normpath(os.path.join(base_dir, os.path.expanduser(rel)))
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_KERAS_JSON_BYTES:
+            raise fail(f"{path}: file is too large ({size} bytes; the limit is {MAX_KERAS_JSON_BYTES})")
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise fail(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise fail(f"is a directory, not a JSON file: {path}") from None
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise fail(f"{path}: not valid UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        raise fail(f"{path}: invalid JSON: {exc}") from None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("class_name") not in KERAS_MODEL_CLASSES
+        or not isinstance(doc.get("config"), dict)
+    ):
+        found = (f"found class_name {doc.get('class_name')!r}" if isinstance(doc, dict)
+                 else f"the file holds {_describe(doc)}")
+        raise fail(f"{path}: not a Keras model config (expected the output of Model.to_json(): a top-level "
+                   f"\"class_name\" of Sequential, Functional or Model and a \"config\"; {found})")
+    where = find_code(doc)
+    if where is not None:
+        raise fail(f"{path}: refused because it carries Python code ({where}); only plain Keras layers can be used")
+    problem = _keras_cannot_load(doc)
+    if problem is not None:
+        raise fail(f"Keras cannot load {rel}: {problem}")
+    return doc
 
 
 def _keras_cannot_load(doc: dict) -> str | None:
@@ -1032,10 +1191,11 @@ def _keras_reason(exc: Exception, doc: dict) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _choices(spec) -> float:
-    """How many values a space entry can take: a list's length, an integer range's width, else infinity."""
-    if isinstance(spec, _Range):
-        return int(spec.high - spec.low) + 1 if spec.integer else math.inf
+def _choices(key: str, spec: list | dict) -> float:
+    """How many values a space entry (:meth:`Space.as_json`) can take: a list's length, an integer
+    (batch_size) range's width, else infinity."""
+    if isinstance(spec, dict):
+        return int(spec["high"] - spec["low"]) + 1 if key == "batch_size" else math.inf
     return len(spec)
 
 
@@ -1043,8 +1203,8 @@ def _combinations(space: dict) -> float:
     """Distinct hyper-parameter combinations of ``space`` per architecture (momentum counts only
     for the optimizers that use it); infinity once a range is continuous."""
     moms = space.get("momentum")
-    return _choices(space["learning_rate"]) * _choices(space["batch_size"]) * sum(
-        _choices(moms) if moms and o in MOMENTUM_OPTIMIZERS else 1 for o in space["optimizer"])
+    return _choices("learning_rate", space["learning_rate"]) * _choices("batch_size", space["batch_size"]) * sum(
+        _choices("momentum", moms) if moms and o in MOMENTUM_OPTIMIZERS else 1 for o in space["optimizer"])
 
 
 def model_seed(seed: int, model_id: int) -> int:
@@ -1084,11 +1244,5 @@ def _number_models(points: list[tuple], seed: int) -> list[ModelConfig]:
     ]
 
 
-def _space_json(space: dict) -> dict:
-    out = {}
-    for k, v in space.items():
-        if isinstance(v, _Range):
-            out[k] = {"low": v.low, "high": v.high, "log": v.log}
-        else:
-            out[k] = list(v)
-    return out
+def _fmt(x: float) -> str:
+    return format(x, ".4g")

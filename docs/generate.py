@@ -126,17 +126,16 @@ def _rst_to_md(text: str) -> str:
     return text
 
 
-def _value(spec) -> str:
-    """A short text for a JSON Schema value (ctq.schema's _VALUES)."""
-    spec = spec() if callable(spec) else spec
-    if "anyOf" in spec:
-        return " or ".join(_value(s) for s in spec["anyOf"])
+def _value(spec: dict) -> str:
+    """A short text for a key's JSON Schema (ctq.schema.keys)."""
+    if "anyOf" in spec or "oneOf" in spec:
+        return " or ".join(_value(s) for s in spec.get("anyOf", spec.get("oneOf")))
     if "enum" in spec:
         return " \\| ".join(f"`{v}`" for v in spec["enum"])
     if "const" in spec:
         return f"`{str(spec['const']).lower() if isinstance(spec['const'], bool) else spec['const']}`"
     kind = spec.get("type", "any")
-    if kind == "object":
+    if "$ref" in spec or kind == "object":
         return "mapping"
     if kind == "array":
         return "list"
@@ -152,32 +151,19 @@ def _value(spec) -> str:
     return "text" if kind == "string" else kind
 
 
-def _note(spec) -> str:
-    spec = spec() if callable(spec) else spec
-    return spec.get("description", "")
-
-
 def _key_table() -> list[str]:
-    sections = (("", config._TOP_KEYS, "top"), ("data.", config._DATA_KEYS, "data"),
-                ("data.features[].", config._FEATURE_KEYS, "feature"), ("models[].", config._MODEL_KEYS, "model"),
-                ("models[].layers[].", tuple(dict.fromkeys(k for kind in config._LAYER_KINDS
-                                                           for k in (kind, *config._LAYER_OPTIONS[kind]))), "layer"),
-                ("search.", config._SEARCH_KEYS, "search"), ("search.space.", config.SPACE_KEYS, "space"),
-                ("search.space.*.", config._RANGE_KEYS, "range"))
     rows = ["| key | value | note |", "|---|---|---|"]
-    for prefix, keys, section in sections:
-        for key in keys:
-            spec = schema._VALUES.get(section, {}).get(key, {})
-            rows.append(f"| `{prefix}{key}` | {_value(spec) if spec else 'any'} | {_note(spec) if spec else ''} |")
+    for prefix, key, spec in schema.keys():
+        rows.append(f"| `{prefix}{key}` | {_value(spec)} | {spec.get('description', '')} |")
     return rows
 
 
 EDITOR = """\
 ## Editor support
 
-`ctq schema` prints the JSON Schema of `grid.yaml`, generated from the validator's own tables (the
-keys and values `ctq train` accepts; `ctq train` still checks the rules between keys and the
-`keras_json` files). With VS Code's YAML extension (Red Hat), save it once and point the extension
+`ctq schema` prints the JSON Schema of `grid.yaml`, that of the pydantic models `ctq train`
+validates it with (the keys and values it accepts; `ctq train` still checks the rules between keys
+and the `keras_json` files). With VS Code's YAML extension (Red Hat), save it once and point the extension
 at it:
 
 ```sh

@@ -273,6 +273,9 @@ BAD_CASES = [
     ("dropout-negative", _set("models[0].layers[1].dropout", -0.2), ["models[0].layers[1].dropout", "[0, 1)"]),
     ("batch-norm-false", _set("models[0].layers[3].batch_norm", False), ["models[0].layers[3].batch_norm", "expected true"]),
     ("layer-not-mapping", _set("models[0].layers[0]", "dense"), ["models[0].layers[0]", "layer mapping"]),
+    # keys spelt like the union tags ("#0") the messages follow through pydantic's error locations
+    ("key-like-a-tag", _set("models[0].#1", 3), ["models[0].#1: unknown key '#1'"]),
+    ("layer-key-like-a-tag", _set("models[0].layers[0].#0", 3), ["models[0].layers[0].#0: unknown key '#0'"]),
     ("empty-grid", _set("search.space.batch_size", []), ["search.space.batch_size", "empty grid"]),
     ("unknown-space-key", _set("search.space.lr", [0.1]), ["search.space.lr", "unknown key"]),
     ("unknown-optimizer", _set("search.space.optimizer", ["adam", "adamm"]),
