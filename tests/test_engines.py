@@ -91,7 +91,7 @@ def test_scoring_queries_target_one_segment(segment):
     assert f"((hashtidextended(t.ctid, 0)) & 2147483647) % 3 = {segment}" in pg and x_bytes in pg
     assert "$3::text AS params" in pg  # the header row: the parameters once
     # the model's state: its stored parts (of run $1, model $2), read where they are, not passed in
-    assert "FROM ctq.model_states WHERE run_id = $1 AND model_id = $2" in pg and "bytea AS state" not in pg
+    assert "ctq.current_state_parts($1, $2)" in pg and "bytea AS state" not in pg  # read in the server, in parts
 
 
 def test_greenplum_sql_avoids_what_postgresql_9_4_lacks():
