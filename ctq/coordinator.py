@@ -374,7 +374,8 @@ class Coordinator:
         first = self.warm and hops == 0
         params = self._params(hop.segment, action="train", arch=model["architecture"],
                               hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
-                              hops=hops, **({"warm": True} if first else {}))
+                              run_id=self.run_id, model_id=hop.model_id, hops=hops,
+                              **({"warm": True} if first else {}))
         checkpoint = self._checkpoints(hop)
         t0 = time.perf_counter()
         row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,

@@ -3,8 +3,8 @@
 -- ctq_states/<database oid>/<run>/<model>.<hops> (ctq/indb.py, "Working states on file": why, the
 -- format, and what a crash may take); an engine that keeps it elsewhere (Greenplum: rows of
 -- hop_states on a segment) defines these functions over its store. The readers (model_state.sql,
--- warm_start.sql, score_query.sql, state_parts_rows.sql: through ctq.current_state_parts) and
--- ctq.restore_checkpoints go through them. The functions check what row-level security would: a
+-- warm_start.sql, score_query.sql: through ctq.current_state_parts) and ctq.restore_checkpoints go
+-- through them; a hop's own backend reads the file itself (indb.load_working_state). The functions check what row-level security would: a
 -- role reads the working states of the runs it may read and writes or deletes those of the runs
 -- it may change. Set-returning functions are called in a SELECT list, where their parts stream
 -- one at a time (in FROM the server would collect them all first).

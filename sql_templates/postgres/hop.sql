@@ -1,5 +1,6 @@
--- One hop on virtual segment {{segment}}, in one statement: the targeted training query reads the
--- model's current state (train_query.sql, state_parts_rows.sql); the store spliced in stores the new state
+-- One hop on virtual segment {{segment}}, in one statement: the targeted training query starts from
+-- the model's current state (its checkpoint's parts: state_parts_rows.sql; or its working state's
+-- file, which the final function reads: indb.load_working_state); the store spliced in stores the new state
 -- (hop_working.sql: the model's working state, a file; hop_checkpoint.sql: a checkpoint in
 -- model_states), handed over by the trained model a part at a time, as CTE `written` (one row:
 -- its parts); ctq.record_hop stores the hop row and (last hop of an epoch) the epoch row. The

@@ -1,3 +1,3 @@
 UNION ALL
-      SELECT NULL, NULL, NULL, NULL, NULL, NULL, (s.p).array_index, (s.p).byte_offset, (s.p).data
-      FROM (SELECT ctq.current_state_parts($1, $2) AS p) s WHERE (s.p).hops = $6::int
+      SELECT NULL, NULL, NULL, NULL, NULL, NULL, s.array_index, s.byte_offset, s.data
+      FROM ctq.model_states s WHERE s.run_id = $1 AND s.model_id = $2 AND s.hops = $6::int

@@ -1,5 +1,6 @@
 -- The targeted query of virtual segment {{segment}}: its partition plus the validation partition,
--- and the parts of the model's stored state (state_parts_rows.sql; none for the warm-up).
+-- and the parts of the model's checkpoint (state_parts_rows.sql; none for the warm-up, nor where its
+-- current state is its working state: the final function reads that file, indb.load_working_state).
 -- The rows filter skips the buffer rows when this backend has them cached already (the marker row
 -- stays); when streaming, the aggregate ORDER BY sends the state's parts first (their segment is
 -- NULL), then the segment's own buffers before the validation ones.
