@@ -24,6 +24,7 @@ import asyncpg
 from ctq import catalog
 from ctq.connection import all_or_none, connect as open_connection
 from ctq.engines import Engine
+from ctq.engines.base import HopStatements
 from ctq.memory import Budget, check_fits
 from ctq.errors import RunFailed, is_missing_privilege, plain_text
 from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
@@ -218,8 +219,7 @@ class Coordinator:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.heartbeat_seconds = heartbeat_seconds
-        self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"], stream)
-                           for s in range(segments)]
+        self.statements: list[HopStatements] = []  # each segment's, built once the engine is attached (run)
         self.connections: list[asyncpg.Connection | None] = [None] * segments
         self.preloaded = list(preloaded or [None] * segments)
         self.backends: list[int | None] = [None] * segments  # each segment connection's server pid
@@ -468,6 +468,9 @@ class Coordinator:
         t0 = time.perf_counter()
         async with self.control_lock:
             await self._open_control()
+            await self.engine.attach(self.control)
+        self.statements = [self.engine.hop_statements(s, self.pack["pack_id"], self.pack["table_name"], self.stream)
+                           for s in range(self.segments)]
         # backends still training for a dead predecessor of this session: stop them first
         await self._catalog(catalog.terminate_orphans, self.app_prefix)
         for model_id, epochs_done in self.pending:  # results a dead predecessor did not decide on

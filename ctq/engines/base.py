@@ -122,6 +122,10 @@ class Engine(abc.ABC):
         preparation (profile + packing, or row check + scoring) reads the source through."""
         return snapshot(dsn, export=self.exports_snapshots)
 
+    async def attach(self, conn: asyncpg.Connection) -> None:
+        """Read from the server what the engine's statements need before a run builds them
+        (:meth:`hop_statements`; on Citus each segment's distribution key). Nothing by default."""
+
     # -- templates -------------------------------------------------------------------------------
     def template(self, name: str) -> str:
         return template(name, self.name)

@@ -98,10 +98,14 @@ class PostgresEngine(Engine):
         """
         if not all(c in "0123456789abcdef" for c in pack_id):
             raise ValueError(f"not a pack id: {pack_id!r}")
-        rows_filter = {"cached": self.cached_filter(pack_id, int(segment)), "stream": "TRUE",
-                       "markers": "b.bucket < 0"}[rows]
         order = " ORDER BY b.segment DESC, b.bucket" if rows == "stream" else ""
-        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, params=params, rows_filter=rows_filter, order=order, state_parts=state_parts)
+        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, params=params,
+                           rows_filter=self.rows_filter(pack_id, int(segment), rows), order=order,
+                           state_parts=state_parts)
+
+    def rows_filter(self, pack_id: str, segment: int, rows: str) -> str:
+        """SQL keeping the pack rows the targeted query of ``segment`` reads (see :meth:`train_query`)."""
+        return {"cached": self.cached_filter(pack_id, segment), "stream": "TRUE", "markers": "b.bucket < 0"}[rows]
 
     def cached_filter(self, pack_id: str, segment: int) -> str:
         """Keep the marker rows, and the buffer rows only while this backend has not cached them.
