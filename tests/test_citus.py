@@ -1,0 +1,154 @@
+"""The Citus engine against a real Citus cluster (opt-in).
+
+Set ``CTQ_TEST_CITUS_DSN`` (a superuser on the coordinator of a Citus 13 database with at least two
+workers, plpython3u and Keras importable on every node, e.g.
+``postgresql://postgres@127.0.0.1:9700/ctqtest``) and, if the nodes need it, the server-side
+``CTQ_TEST_CITUS_PYTHON_PATH`` (a site-packages directory readable by the nodes' OS user; docs/citus.md
+shows a cluster on loopback). Without the DSN this module is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+import asyncpg
+import pytest
+
+from conftest import create_table, write_grid
+from ctq.engines import CitusEngine
+
+DSN = os.environ.get("CTQ_TEST_CITUS_DSN")
+PYTHON_PATH = os.environ.get("CTQ_TEST_CITUS_PYTHON_PATH")
+pytestmark = [
+    pytest.mark.skipif(not DSN, reason="set CTQ_TEST_CITUS_DSN to run the Citus suite"),
+    pytest.mark.asyncio(loop_scope="session"),
+]
+
+GRID = """
+    name: citus-{schedule}
+    data: {{table: public.ctq_citus_src, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+           task: classification}}
+    segments: {segments}
+    models:
+      - {{name: small, layers: [{{dense: 16}}]}}
+      - {{name: wide, layers: [{{dense: 64}}, {{dense: 64}}]}}
+    search: {{seed: 3, space: {{learning_rate: [0.01, 0.003], batch_size: [64]}}}}
+    epochs: 2
+    metric: val_accuracy
+"""
+
+
+def ctq(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CTQ_DSN=DSN, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "ctq.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+async def citus():
+    """The suite's database with ctq installed and a source table on the coordinator."""
+    install = ctq("install", *(["--python-path", PYTHON_PATH] if PYTHON_PATH else []))
+    assert install.returncode == 0, install.stderr
+    conn = await asyncpg.connect(DSN)
+    await create_table(conn, "public.ctq_citus_src", 3000, seed=5)
+    yield conn
+    await conn.close()
+
+
+async def segment_nodes(conn) -> dict[int, int]:
+    """Each segment's worker, by port (where its shard is placed)."""
+    return {r["segment"]: r["nodeport"] for r in await conn.fetch(CitusEngine().template("segments.sql"))}
+
+
+async def workers(conn) -> int:
+    return await conn.fetchval(CitusEngine().template("workers.sql"))
+
+
+@pytest.mark.parametrize("schedule", ["mop", "bsp"])
+async def test_train_on_citus_runs_every_hop_on_its_worker(citus, tmp_path, schedule):
+    """Every hop ran on the worker of its segment's shard, as the training function reports from
+    inside; each model visits every segment once an epoch; the segments spread over the workers;
+    a model's state lies in the shard of its last hop's segment, and nowhere else."""
+    count = await workers(citus)
+    grid = write_grid(tmp_path, GRID.format(schedule=schedule, segments=count))
+    proc = ctq("train", str(grid), "--json", "--schedule", schedule)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["status"] == "succeeded" and result["engine"] == "citus"
+    nodes = await segment_nodes(citus)
+    assert len({nodes[s] for s in range(count)}) == count  # one segment per worker
+    hops = await citus.fetch("SELECT model_id, epoch, segment, executed_on, started_at, finished_at, rows "
+                             "FROM ctq.hops WHERE run_id = $1", result["run_id"])
+    assert len(hops) == 4 * 2 * count
+    assert all(h["executed_on"] == h["segment"] for h in hops)
+    visits = defaultdict(list)
+    for h in hops:
+        visits[(h["model_id"], h["epoch"])].append(h["segment"])
+    assert all(sorted(v) == list(range(count)) for v in visits.values())
+    for a in hops:  # a model is never on two segments at once, a segment never runs two hops
+        for b in hops:
+            if a is not b and (a["model_id"] == b["model_id"] or a["segment"] == b["segment"]):
+                assert a["finished_at"] <= b["started_at"] or b["finished_at"] <= a["started_at"]
+    keys = {r["segment"]: r["dist_key"] for r in await citus.fetch("SELECT segment, dist_key FROM ctq.citus_segments")}
+    states = await citus.fetch("SELECT model_id, dist_key, hops FROM ctq.model_states WHERE run_id = $1 "
+                               "AND array_index < 0 UNION ALL SELECT model_id, dist_key, hops FROM ctq.hop_states "
+                               "WHERE run_id = $1", result["run_id"])
+    last = {}
+    for h in sorted(hops, key=lambda h: h["finished_at"]):
+        last[h["model_id"]] = h["segment"]
+    assert sorted((s["model_id"], s["dist_key"], s["hops"]) for s in states) == \
+        sorted((m, keys[seg], 2 * count) for m, seg in last.items())
+    assert result["best_metric"] > 0.5  # 3 classes: chance is about 0.33
+
+
+async def test_training_query_is_one_task_on_the_segment_worker(citus):
+    """EXPLAIN of each segment's training query on the newest pack: a router query, one task, on
+    the worker of that segment's shard, the aggregate (ctq.train_step) below it, on that worker."""
+    engine = CitusEngine()
+    await engine.attach(citus)
+    pack = await citus.fetchrow(engine.template("newest_pack.sql"))
+    if pack is None:
+        pytest.skip("no pack yet (the training test makes one)")
+    nodes = await segment_nodes(citus)
+    for segment in range(await workers(citus)):
+        train = engine.hop_statements(segment, pack["pack_id"], pack["table_name"]).train
+        plan = "\n".join(r[0] for r in await citus.fetch("EXPLAIN (VERBOSE) " + train, "{}", 0, 0, 0))
+        assert "Task Count: 1" in plan and f"port={nodes[segment]} " in plan, plan
+        assert plan.index("Node: ") < plan.index("Aggregate") and "ctq.train_step(" in plan.split("Node: ")[1]
+        store = engine.hop_statements(segment, pack["pack_id"], pack["table_name"]).hop
+        plan = "\n".join(r[0] for r in await citus.fetch("EXPLAIN " + store, 0, 0, 0, "x"))
+        assert "pull to coordinator" not in plan and "Task Count: 1" in plan and f"port={nodes[segment]} " in plan
+
+
+async def test_a_query_on_another_node_is_refused(citus):
+    """ctq.execution_segment says from inside whether the node it runs on holds the segment's
+    shard: asked for segment 0 in a router query on segment 1's shard (or on the coordinator), it
+    answers minus that node's id, which ctq.record_hop refuses."""
+    engine = CitusEngine()
+    await engine.attach(citus)
+    pack = await citus.fetchrow(engine.template("newest_pack.sql"))
+    if pack is None:
+        pytest.skip("no pack yet (the training test makes one)")
+    marker = f"FROM {pack['table_name']} b WHERE b.dist_key = {engine.key(1)} AND b.segment = 1 AND b.bucket = -1"
+    assert await citus.fetchval(f"SELECT ctq.execution_segment(1) {marker}") == 1
+    elsewhere = await citus.fetchval(f"SELECT ctq.execution_segment(0) {marker}")
+    node = await citus.fetchval("SELECT n.nodeid FROM pg_dist_node n JOIN pg_dist_placement p USING (groupid) "
+                                "WHERE p.shardid = (SELECT shardid FROM ctq.citus_segments WHERE segment = 1)")
+    assert elsewhere == -node
+    assert await citus.fetchval("SELECT ctq.execution_segment(0)") < 0  # the coordinator holds no shard
+    with pytest.raises(asyncpg.PostgresError, match=f"sent to segment 0 ran on segment {elsewhere}"):
+        await citus.fetchval("SELECT ctq.record_hop(0, 0, 0, 0, false, ROW(NULL, 0, 0, 1, 0, NULL, NULL, now(), now(), "
+                             "$1, 'x')::ctq.hop_result, 1)", elsewhere)
+
+
+async def test_doctor_checks_every_worker_and_shows_the_plan(citus):
+    proc = ctq("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert checks["keras on workers"]["ok"], checks["keras on workers"]
+    assert f"{await workers(citus)} workers" in checks["keras on workers"]["detail"]
+    assert checks["router queries"]["ok"], checks["router queries"]
+    assert "Task Count: 1" in checks["router queries"]["detail"] or "no pack yet" in checks["router queries"]["detail"]
