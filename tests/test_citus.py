@@ -152,3 +152,34 @@ async def test_doctor_checks_every_worker_and_shows_the_plan(citus):
     assert f"{await workers(citus)} workers" in checks["keras on workers"]["detail"]
     assert checks["router queries"]["ok"], checks["router queries"]
     assert "Task Count: 1" in checks["router queries"]["detail"] or "no pack yet" in checks["router queries"]["detail"]
+
+
+async def test_predict_evaluate_and_warm_start_on_citus(citus, tmp_path):
+    """Scoring stages the rows in the segments' shards and runs each segment's query on its worker
+    (the scoring function refuses to run elsewhere), reading the model's state where it lies; a
+    warm-started run starts from the source run's states."""
+    count = await workers(citus)
+    grid = write_grid(tmp_path, GRID.format(schedule="score", segments=count))
+    proc = ctq("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    await citus.execute("DROP TABLE IF EXISTS public.ctq_citus_ids; CREATE TABLE public.ctq_citus_ids AS "
+                        "SELECT row_number() OVER () AS id, * FROM public.ctq_citus_src")
+    evaluated = ctq("evaluate", str(run["run_id"]), "--table", "public.ctq_citus_ids", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    predicted = ctq("predict", str(run["run_id"]), "--table", "public.ctq_citus_ids", "--id-column", "id",
+                    "--out", "public.ctq_citus_pred", "--replace", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["segments"] == count
+    row = await citus.fetchrow("SELECT count(*) AS n, count(DISTINCT p.id) AS ids, avg((p.prediction = s.label)::int) "
+                               "AS accuracy FROM public.ctq_citus_pred p JOIN public.ctq_citus_ids s USING (id)")
+    assert row["n"] == row["ids"] == 3000
+    assert abs(float(row["accuracy"]) - metrics["accuracy"]) < 1e-6
+    assert await citus.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'ctq_data' "
+                                "AND tablename LIKE 'score_%'") == 0
+    warm = write_grid(tmp_path, GRID.format(schedule="warm", segments=count) + f"    warm_start: {run['run_id']}\n",
+                      name="warm.yaml")
+    proc = ctq("train", str(warm), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["best_metric"] >= run["best_metric"] - 0.05

@@ -49,6 +49,9 @@ class CitusHopStatements(HopStatements):
 class CitusEngine(PostgresEngine):
     name = "citus"
     title = "Citus"
+    #: a scoring's stage (on the workers) must be committed before the segments read it: the row
+    #: check and the stage run in one transaction, which then commits; so does the packing
+    exports_snapshots = False
 
     def __init__(self):
         self.keys: list[int] | None = None  # each segment's distribution key (attach)
@@ -87,6 +90,11 @@ class CitusEngine(PostgresEngine):
         buffers with every segment's: each shard holds its own copy)."""
         return self.render("pack_keyed.sql", select=super().pack_select(spec, worker, workers),
                            key_map=self.key_map(spec.segments))
+
+    async def fill_pack(self, dsn, spec, workers, source):
+        """PostgreSQL's packing in one session, the snapshot's own (not exported: see
+        ``exports_snapshots``); Citus routes each buffer to its segment's shard."""
+        await super().fill_pack(dsn, spec, 1, source)
 
     async def create_pack(self, conn, spec):
         await self.attach(conn)
@@ -151,6 +159,30 @@ class CitusEngine(PostgresEngine):
                                    int(status.split()[-1])) is None:
                 return None
         return r
+
+    # -- scoring ---------------------------------------------------------------------------------
+    async def prepare_scoring(self, conn, spec, run_id, model_id, params):
+        """Stage the rows in the segments' shards (score_stage.sql, in the scoring's snapshot) with
+        one header row per segment (its parameters); each segment's query reads the model's state
+        where it lies (its shard's key and hops, found here: state_newest.sql)."""
+        await self.attach(conn)
+        await conn.execute(self.render(
+            "score_stage.sql", stage=spec.stage, id=spec.id, id_type=spec.id_type, x_bytes=spec.x_bytes,
+            y_bytes=spec.y_bytes, source=spec.source, key=self.row_key("t", 0, spec.is_table),
+            segments=int(spec.segments), key_map=self.key_map(spec.segments)))
+        for segment, segment_params in enumerate(params):
+            await conn.execute(self.render("score_header.sql", stage=spec.stage, dist_key=self.key(segment)),
+                               segment_params)
+        state = await conn.fetchrow(self.template("state_newest.sql"), run_id, model_id)
+        where = (state["dist_key"], state["hops"]) if state else (None, None)
+        return [(run_id, model_id, *where) for _ in params]
+
+    def score_query(self, spec, segment):
+        return self.render("score_query.sql", stage=spec.stage, segment=int(segment), dist_key=self.key(segment),
+                           id_type=spec.id_type)
+
+    async def finish_scoring(self, conn, spec):
+        await conn.execute(self.render("drop_table.sql", table=spec.stage))
 
     # -- diagnosis -------------------------------------------------------------------------------
     async def doctor_checks(self, conn, probe):

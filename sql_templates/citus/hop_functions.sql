@@ -125,3 +125,21 @@ CREATE OR REPLACE FUNCTION ctq.citus_state_parts(key text) RETURNS SETOF ctq.sta
 LANGUAGE sql STABLE AS $$ SELECT * FROM ctq.state_parts(key) $$;
 REVOKE ALL ON FUNCTION ctq.citus_state_parts(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.citus_state_parts(text) TO ctq_user;
+
+-- Scoring: the parts of model p_model of run p_run's state of p_hops hops, in the shard of key
+-- p_key, read from inside the scoring query on a worker (score_query.sql): the worker reads them
+-- from the worker that holds them, never through the coordinator or the client. As its caller.
+CREATE OR REPLACE FUNCTION ctq.citus_model_parts(p_run bigint, p_model int, p_key int, p_hops int)
+RETURNS SETOF ctq.state_part
+LANGUAGE plpgsql STABLE SET citus.allow_nested_distributed_execution = on AS $fn$
+BEGIN
+    RETURN QUERY
+    SELECT s.array_index, s.byte_offset, s.data FROM ctq.hop_states s
+    WHERE s.dist_key = p_key AND s.run_id = p_run AND s.model_id = p_model AND s.hops = p_hops
+    UNION ALL
+    SELECT s.array_index, s.byte_offset, s.data FROM ctq.model_states s
+    WHERE s.dist_key = p_key AND s.run_id = p_run AND s.model_id = p_model AND s.hops = p_hops;
+END
+$fn$;
+REVOKE ALL ON FUNCTION ctq.citus_model_parts(bigint, int, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ctq.citus_model_parts(bigint, int, int, int) TO ctq_user;
