@@ -18,7 +18,7 @@ from collections import defaultdict
 import asyncpg
 import pytest
 
-from conftest import create_table, write_grid
+from conftest import assert_states_follow_the_recorded_hops, create_table, write_grid
 from ctq.engines import CitusEngine
 
 DSN = os.environ.get("CTQ_TEST_CITUS_DSN")
@@ -183,3 +183,57 @@ async def test_predict_evaluate_and_warm_start_on_citus(citus, tmp_path):
     proc = ctq("train", str(warm), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["best_metric"] >= run["best_metric"] - 0.05
+
+
+async def test_mop_state_equals_standalone_keras_on_citus(citus, tmp_path):
+    """The whole training state hops between workers: the final weights and optimizer slots equal a
+    plain Keras run over the same segments in the same order."""
+    from test_mop_equals_sequential import GRID as SEQ_GRID
+
+    grid = write_grid(tmp_path, SEQ_GRID.format(table="public.ctq_citus_src"))
+    proc = ctq("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    segments = await citus.fetchval("SELECT segments FROM ctq.runs WHERE run_id = $1", run_id)
+    assert segments == 2  # the grid's, on two workers
+    await assert_states_follow_the_recorded_hops(citus, run_id, segments)
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+async def test_stop_and_resume_on_citus(citus, tmp_path, stop):
+    """kill -9 (or Ctrl-C: exit 130, run 'interrupted', no training query left on the coordinator)
+    of the client mid-run, then --resume: the same run finishes, every hop recorded once and none
+    trained twice or lost: each model ends in the state plain Keras reaches over its recorded hops."""
+    import asyncio
+    import signal
+    import time
+
+    name = f"citus-resume-{stop.lower()}"
+    count = await workers(citus)
+    grid = write_grid(tmp_path, GRID.format(schedule="resume", segments=count).replace("epochs: 2", "epochs: 4")
+                      .replace("name: citus-resume", f"name: {name}"))
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, CTQ_DSN=DSN))
+    run_id = None
+    for _ in range(600):
+        run_id = await citus.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1 AND status = 'running'", name)
+        if run_id and await citus.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) >= 4:
+            break
+        await asyncio.sleep(0.2)
+    assert run_id is not None
+    sent = time.monotonic()
+    proc.send_signal(getattr(signal, stop))
+    proc.wait(timeout=60)
+    if stop == "SIGINT":
+        assert proc.returncode == 130 and time.monotonic() - sent < 15
+        assert await citus.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "interrupted"
+        assert await citus.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 "
+                                    "AND state = 'active'", f"ctq run {run_id} %") == 0
+    resumed = ctq("train", "--resume", str(run_id), "--json", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["run_id"] == run_id
+    rows = await citus.fetch("SELECT model_id, epoch, segment, executed_on FROM ctq.hops WHERE run_id = $1", run_id)
+    assert len(rows) == 4 * 4 * count
+    assert len({(r["model_id"], r["epoch"], r["segment"]) for r in rows}) == len(rows)
+    assert all(r["executed_on"] == r["segment"] for r in rows)
+    await assert_states_follow_the_recorded_hops(citus, run_id, count)
