@@ -237,3 +237,42 @@ async def test_stop_and_resume_on_citus(citus, tmp_path, stop):
     assert len({(r["model_id"], r["epoch"], r["segment"]) for r in rows}) == len(rows)
     assert all(r["executed_on"] == r["segment"] for r in rows)
     await assert_states_follow_the_recorded_hops(citus, run_id, count)
+
+
+def as_role(role: str) -> str:
+    """The suite's DSN with another user (the cluster trusts local connections)."""
+    if "postgres@" not in DSN:
+        pytest.skip("CTQ_TEST_CITUS_DSN does not name user postgres; cannot derive a DSN for another role")
+    return DSN.replace("postgres@", f"{role}@")
+
+
+async def test_analysts_on_citus(citus, tmp_path):
+    """An analyst (ctq grant) packs and trains on the workers; another sees none of its runs (the
+    catalog's row-level security on the coordinator); a role outside ctq_user may not read the
+    distributed state tables (Citus enforces their table privileges)."""
+    for role in ("ctq_citus_a", "ctq_citus_b", "ctq_citus_x"):  # (kept between runs: a owns its pack)
+        if not await citus.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await citus.execute(f"CREATE ROLE {role} LOGIN")
+    await citus.execute("GRANT SELECT ON public.ctq_citus_src TO ctq_citus_a")
+    for role in ("ctq_citus_a", "ctq_citus_b"):
+        assert ctq("grant", role).returncode == 0
+    count = await workers(citus)
+    grid = write_grid(tmp_path, GRID.format(schedule="analyst", segments=count)
+                      .replace("task: classification", "task: classification, validation_fraction: 0.3"))
+    env = dict(os.environ, CTQ_DSN=as_role("ctq_citus_a"), COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json"], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    assert await citus.fetchval("SELECT r.run_by = 'ctq_citus_a' AND p.packed_by = 'ctq_citus_a' FROM ctq.runs r "
+                                "JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
+    b = await asyncpg.connect(as_role("ctq_citus_b"))
+    x = await asyncpg.connect(as_role("ctq_citus_x"))
+    try:
+        assert await b.fetchval("SELECT count(*) FROM ctq.runs WHERE run_id = $1", run_id) == 0
+        assert await b.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await x.fetchval("SELECT count(*) FROM ctq.model_states")
+    finally:
+        await b.close()
+        await x.close()
