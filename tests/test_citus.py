@@ -276,3 +276,40 @@ async def test_analysts_on_citus(citus, tmp_path):
     finally:
         await b.close()
         await x.close()
+
+
+async def test_a_hop_whose_worker_backend_dies_is_retried(citus, tmp_path):
+    """A worker backend killed in the middle of a hop (its connection to the coordinator lost):
+    the hop is retried on a new connection and the run completes, every hop once on its worker."""
+    import asyncio
+
+    count = await workers(citus)
+    grid = write_grid(tmp_path, GRID.format(schedule="retry", segments=count).replace("epochs: 2", "epochs: 4"))
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q",
+                                                env=dict(os.environ, CTQ_DSN=DSN), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    port = (await segment_nodes(citus))[0]
+    worker = await asyncpg.connect(DSN.replace(":9700/", f":{port}/") if ":9700/" in DSN else DSN)
+    killed = []
+    try:
+        for _ in range(1200):  # once hops are running (a warm-up that fails fails the run, on every engine)
+            if not await citus.fetchval("SELECT count(*) FROM ctq.hops h JOIN ctq.runs r USING (run_id) "
+                                        "WHERE r.name = 'citus-retry' AND r.status = 'running'"):
+                await asyncio.sleep(0.05)
+                continue
+            killed = await worker.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'active' "
+                                        "AND query LIKE '%ctq.train_step(%' AND pid <> pg_backend_pid()")
+            if killed or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.close()
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=900)
+    assert proc.returncode == 0, err.decode()
+    if not killed:
+        pytest.skip("no hop was caught running on the worker")
+    result = json.loads(out)
+    assert result["status"] == "succeeded" and result["retries"] >= 1
+    rows = await citus.fetch("SELECT model_id, epoch, segment, executed_on FROM ctq.hops WHERE run_id = $1",
+                             result["run_id"])
+    assert len(rows) == 4 * 4 * count and all(r["executed_on"] == r["segment"] for r in rows)
