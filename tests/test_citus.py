@@ -313,3 +313,17 @@ async def test_a_hop_whose_worker_backend_dies_is_retried(citus, tmp_path):
     rows = await citus.fetch("SELECT model_id, epoch, segment, executed_on FROM ctq.hops WHERE run_id = $1",
                              result["run_id"])
     assert len(rows) == 4 * 4 * count and all(r["executed_on"] == r["segment"] for r in rows)
+
+
+async def test_several_segments_per_worker(citus, tmp_path):
+    """segments: twice the workers: each worker holds two segments' shards, and every hop runs on
+    the worker of its own segment."""
+    count = 2 * await workers(citus)
+    grid = write_grid(tmp_path, GRID.format(schedule="per-worker", segments=count).replace("epochs: 2", "epochs: 1"))
+    proc = ctq("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    nodes = await segment_nodes(citus)
+    assert sorted(list(nodes[s] for s in range(count)).count(p) for p in set(nodes.values())) == [2] * (count // 2)
+    rows = await citus.fetch("SELECT segment, executed_on FROM ctq.hops WHERE run_id = $1", run_id)
+    assert len(rows) == 4 * count and all(r["executed_on"] == r["segment"] for r in rows)
