@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import asyncpg
@@ -189,8 +190,6 @@ class CitusEngine(PostgresEngine):
         """On Citus: PL/Python and Keras *on every worker* (their versions the client's), and
         whether a training query of segment 0 is a router query (EXPLAIN: one task, on the node
         of segment 0's shard), on the newest pack."""
-        import json
-
         from ctq.doctor import Check, version_check
 
         checks = []
