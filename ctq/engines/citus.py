@@ -210,9 +210,10 @@ class CitusEngine(PostgresEngine):
         await self.attach(conn)
         plan = await self.explain_training(conn, pack["pack_id"], pack["table_name"])
         node = (await conn.fetch(self.template("segments.sql")))[0]
-        router = "Task Count: 1" in plan and f"port={node['nodeport']}" in plan
+        router = "Task Count: 1" in plan and f"port={node['nodeport']} " in plan
+        shown = plan.replace("\n", "\n      ")
         checks.append(Check("router queries", router,
-                            f"training query of segment 0 (pack {pack['pack_id']}):\n      " + plan.replace("\n", "\n      "),
+                            f"training query of segment 0 (pack {pack['pack_id']}):\n      {shown}",
                             "the plan should be one task (Task Count: 1) on the worker of segment 0's shard; "
                             "run `ctq install` again after moving shards"))
         return checks
