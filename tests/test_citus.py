@@ -327,3 +327,32 @@ async def test_several_segments_per_worker(citus, tmp_path):
     assert sorted(list(nodes[s] for s in range(count)).count(p) for p in set(nodes.values())) == [2] * (count // 2)
     rows = await citus.fetch("SELECT segment, executed_on FROM ctq.hops WHERE run_id = $1", run_id)
     assert len(rows) == 4 * count and all(r["executed_on"] == r["segment"] for r in rows)
+
+
+async def test_a_diverging_model_fails_alone_on_citus(citus, tmp_path):
+    """A model failure raised on a worker reaches the client with its SQLSTATE through the
+    coordinator: the model fails, the other trains on."""
+    await citus.execute("DROP TABLE IF EXISTS public.ctq_citus_reg; CREATE TABLE public.ctq_citus_reg AS SELECT "
+                        "g::float8 AS x1, (g % 7)::float8 AS x2, (3 * g + 1)::float8 AS y FROM generate_series(1, 400) g")
+    grid = write_grid(tmp_path, """
+        name: citus-diverging
+        data: {table: public.ctq_citus_reg, features: [x1, x2], label: y, task: regression}
+        segments: 2
+        models:
+          - name: lin
+            layers: [{dense: 8, activation: relu}]
+        search:
+          space:
+            optimizer: [sgd]
+            learning_rate: [0.001, 1.0e+12]
+            batch_size: [20]
+        epochs: 2
+        metric: val_mae
+    """)
+    proc = ctq("train", str(grid), "--json")
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert list(result["failed_models"]) == ["2"]
+    assert result["failed_models"]["2"].startswith("training diverged: loss is nan"), result
+    assert await citus.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND model_id = 1",
+                                result["run_id"]) == 4
