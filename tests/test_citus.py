@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from conftest import assert_states_follow_the_recorded_hops, create_table, write_grid
-from ctq.engines import CitusEngine
+from ctq.engines import CitusEngine, PostgresEngine
 
 DSN = os.environ.get("CTQ_TEST_CITUS_DSN")
 PYTHON_PATH = os.environ.get("CTQ_TEST_CITUS_PYTHON_PATH")
@@ -356,3 +356,37 @@ async def test_a_diverging_model_fails_alone_on_citus(citus, tmp_path):
     assert result["failed_models"]["2"].startswith("training diverged: loss is nan"), result
     assert await citus.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND model_id = 1",
                                 result["run_id"]) == 4
+
+
+async def test_a_distributed_source_is_packed_on_the_workers(citus, tmp_path):
+    """A source that is a distributed table is packed worker to worker (a repartitioned INSERT ...
+    SELECT of its rows into their segments' shards, then each worker builds its buffers): every row
+    once in its segment's shard, the validation rows in every segment's; its rows' keys are told
+    apart across shards (ctids repeat there)."""
+    await citus.execute("DROP TABLE IF EXISTS public.ctq_citus_dist; CREATE TABLE public.ctq_citus_dist AS "
+                        "SELECT * FROM public.ctq_citus_src")
+    await citus.execute("SELECT create_distributed_table('public.ctq_citus_dist', 'f1')")
+    await citus.execute("SELECT truncate_local_data_after_distributing_table('public.ctq_citus_dist')")
+    distinct = {name: await citus.fetchval(f"SELECT count(DISTINCT {engine.row_key('t', 3, True)}) "
+                                           "FROM public.ctq_citus_dist t")
+                for name, engine in (("ctid", PostgresEngine()), ("shard and ctid", CitusEngine()))}
+    # (a shard is told by its oid, which two workers may both give theirs: some keys still repeat)
+    assert distinct["shard and ctid"] > max(0.9 * 3000, 2 * distinct["ctid"]), distinct
+    count = await workers(citus)
+    grid = write_grid(tmp_path, GRID.format(schedule="dist", segments=count).replace("ctq_citus_src", "ctq_citus_dist")
+                      .replace("epochs: 2", "epochs: 1"))
+    proc = ctq("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    pack = await citus.fetchrow("SELECT p.table_name, p.stats::text AS stats FROM ctq.packs p "
+                                "WHERE p.pack_id = (SELECT pack_id FROM ctq.runs WHERE run_id = $1)", run_id)
+    stats = json.loads(pack["stats"])
+    rows = {(r["dist_key"], r["segment"]): r["n"] for r in await citus.fetch(
+        f"SELECT dist_key, segment, sum(rows)::int AS n FROM {pack['table_name']} WHERE bucket >= 0 GROUP BY 1, 2")}
+    keys = [r["dist_key"] for r in await citus.fetch("SELECT dist_key FROM ctq.citus_segments ORDER BY segment")]
+    assert sum(rows.get((keys[s], s), 0) for s in range(count)) == stats["train_rows"]
+    assert all(rows[(keys[s], -1)] == stats["validation_rows"] for s in range(count))
+    assert stats["train_rows"] + stats["validation_rows"] == 3000
+    assert await citus.fetchval("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pack_%_stage'") == 0
+    hops = await citus.fetch("SELECT segment, executed_on FROM ctq.hops WHERE run_id = $1", run_id)
+    assert len(hops) == 4 * count and all(h["executed_on"] == h["segment"] for h in hops)

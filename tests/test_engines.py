@@ -65,7 +65,17 @@ def test_citus_pack_rows_go_to_their_segment_and_validation_to_every_segment():
                     seed=1, validation_cut=100, segments=2, buckets=3, validation_buckets=1)
     sql = citus().pack_select(spec, 0, 2)
     assert "JOIN (VALUES (0, 8), (1, 1)) km(segment, dist_key) ON km.segment = s.segment OR s.segment = -1" in sql
-    assert PostgresEngine().pack_select(spec, 0, 2) in sql
+    assert "GROUP BY segment, bucket" in sql and "FROM (SELECT hashtidextended(t.ctid, 1 # t.tableoid::int8) AS key" in sql
+    stage = citus().render("pack_stage.sql", stage="s", rows=citus().pack_rows(spec), key_map=citus().key_map(2))
+    assert "GROUP BY" not in stage and "ON km.segment = s.segment OR s.segment = -1" in stage
+
+
+def test_citus_row_keys_tell_apart_the_rows_of_different_shards():
+    """ctids repeat across a distributed table's shards: the shard (its oid) is part of the key; both
+    are immutable, as Citus requires of what it pushes down."""
+    assert citus().row_key("t", 7, True) == "hashtidextended(t.ctid, 7 # t.tableoid::int8)"
+    assert "t.tableoid" in citus().row_version("t", True)
+    assert citus().row_key("t", 7, False) == PostgresEngine().row_key("t", 7, False)
 
 
 def test_citus_install_puts_what_workers_read_in_reference_tables():

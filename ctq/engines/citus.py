@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ctq.connection import connect as open_connection
 from ctq.engines.base import HopStatements, PackSpec
 from ctq.engines.postgres import PostgresEngine
 
@@ -82,6 +83,21 @@ class CitusEngine(PostgresEngine):
             count = len(self.keys)
         return count, notice
 
+    # -- row identity ----------------------------------------------------------------------------
+    def row_key(self, alias: str, seed: int, is_table: bool) -> str:
+        """A row of a table is its table (a shard, on a worker) and its ctid: ctids repeat across the
+        shards of a distributed table (measured: 40,000 rows in 32 shards, 1,324 distinct ctid keys).
+        The shard enters by its oid (only immutable functions may be pushed down, regclass's name is
+        not): shards with the same oid on two workers still share keys (there: 38,776 distinct)."""
+        if is_table:
+            return f"hashtidextended({alias}.ctid, {int(seed)} # {alias}.tableoid::int8)"
+        return super().row_key(alias, seed, is_table)
+
+    def row_version(self, alias: str, is_table: bool) -> str:
+        if is_table:
+            return f"hashtidextended({alias}.ctid, {alias}.xmin::text::int8 # ({alias}.tableoid::int8 << 32))"
+        return super().row_version(alias, is_table)
+
     # -- packing ---------------------------------------------------------------------------------
     def key_map(self, segments: int) -> str:
         return ", ".join(f"({s}, {self.key(s)})" for s in range(segments))
@@ -92,17 +108,38 @@ class CitusEngine(PostgresEngine):
         return self.render("pack_keyed.sql", select=super().pack_select(spec, worker, workers),
                            key_map=self.key_map(spec.segments))
 
+    @staticmethod
+    def pack_stage(spec: PackSpec) -> str:
+        return spec.table[:-1] + '_stage"'
+
     async def fill_pack(self, dsn, spec, workers, source):
-        """PostgreSQL's packing in one session, the snapshot's own (not exported: see
-        ``exports_snapshots``); Citus routes each buffer to its segment's shard."""
-        await super().fill_pack(dsn, spec, 1, source)
+        """A source on the coordinator: PostgreSQL's packing in one session, the snapshot's own
+        (not exported: see ``exports_snapshots``), each buffer sent to its segment's shard. A
+        distributed source: on the workers, in two statements of that session: every row to its
+        segment's shard, worker to worker (pack_stage.sql), then every worker groups its shards'
+        rows into buffers (pack_buffers.sql). (Citus has no snapshot across nodes: each worker
+        reads its shards as of its own statement.)"""
+        if not await source.conn.fetchval(self.template("source_distributed.sql"), spec.source):
+            await super().fill_pack(dsn, spec, 1, source)
+            return
+        stage = self.pack_stage(spec)
+        conn = await open_connection(dsn, "ctq pack")  # (the stage's DDL, committed before the rows)
+        try:
+            await conn.execute(self.render("pack_stage_create.sql", stage=stage))
+        finally:
+            await conn.close()
+        await source.conn.execute(self.render("pack_stage.sql", stage=stage, rows=self.pack_rows(spec),
+                                              key_map=self.key_map(spec.segments)))
+        await source.conn.execute(self.render("pack_buffers.sql", table=spec.table, stage=stage))
 
     async def create_pack(self, conn, spec):
         await self.attach(conn)
         await conn.execute(self.render("pack_create.sql", table=spec.table))
 
     async def finish_pack(self, conn, spec):
+        """The markers, and the stage of a distributed source's packing dropped (its rows are in)."""
         await conn.execute(self.render("pack_markers.sql", table=spec.table, key_map=self.key_map(spec.segments)))
+        await conn.execute(self.render("drop_table.sql", table=self.pack_stage(spec)))
 
     # -- training --------------------------------------------------------------------------------
     def rows_filter(self, pack_id: str, segment: int, rows: str) -> str:

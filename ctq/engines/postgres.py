@@ -46,12 +46,14 @@ class PostgresEngine(Engine):
     def pack_select(self, spec: PackSpec, worker: int, workers: int) -> str:
         """The SELECT that builds worker ``worker``'s share of the buffers (every ``workers``-th
         (segment, bucket), so the workers get equal shares whatever the validation fraction)."""
-        key = self.row_key("t", spec.seed, spec.is_table)
+        return self.render("pack_select.sql", rows=self.pack_rows(spec), worker=int(worker), workers=int(workers))
+
+    def pack_rows(self, spec: PackSpec) -> str:
+        """The SELECT of the source's rows as packing sees them: (segment, bucket, key, xb, yb)."""
         return self.render(
-            "pack_select.sql", key=key, source=spec.source, x_bytes=spec.x_bytes, y_bytes=spec.y_bytes,
-            modulus=VALIDATION_MODULUS, cut=spec.validation_cut, segments=spec.segments,
-            buckets=spec.buckets, validation_buckets=spec.validation_buckets, worker=int(worker),
-            workers=int(workers),
+            "pack_rows.sql", key=self.row_key("t", spec.seed, spec.is_table), source=spec.source,
+            x_bytes=spec.x_bytes, y_bytes=spec.y_bytes, modulus=VALIDATION_MODULUS, cut=spec.validation_cut,
+            segments=spec.segments, buckets=spec.buckets, validation_buckets=spec.validation_buckets,
         )
 
     async def create_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
