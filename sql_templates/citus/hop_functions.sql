@@ -120,9 +120,10 @@ GRANT EXECUTE ON FUNCTION ctq.citus_move_state(int, bigint, int, int, int) TO ct
 
 -- ctq.state_parts for hop_store.sql: Citus sends an INSERT ... SELECT whole to the worker only when
 -- it calls no VOLATILE function (else it pulls the rows through the coordinator). Within the one
--- statement that stores a hop's state, the parts of a state key are what they are: STABLE.
+-- statement that stores a hop's state, the parts of a state key are what they are: STABLE. Called
+-- in a SELECT list, as ctq.state_parts is here, so that the parts stream one at a time.
 CREATE OR REPLACE FUNCTION ctq.citus_state_parts(key text) RETURNS SETOF ctq.state_part
-LANGUAGE sql STABLE AS $$ SELECT * FROM ctq.state_parts(key) $$;
+LANGUAGE sql STABLE AS $$ SELECT (s.p).array_index, (s.p).byte_offset, (s.p).data FROM (SELECT ctq.state_parts(key) AS p) s $$;
 REVOKE ALL ON FUNCTION ctq.citus_state_parts(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.citus_state_parts(text) TO ctq_user;
 
