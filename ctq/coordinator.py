@@ -24,6 +24,7 @@ import asyncpg
 from ctq import catalog
 from ctq.connection import all_or_none, connect as open_connection
 from ctq.engines import Engine
+from ctq.engines.base import HopStatements
 from ctq.memory import Budget, check_fits
 from ctq.errors import RunFailed, is_missing_privilege, plain_text
 from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
@@ -43,7 +44,7 @@ DEFAULT_CHECKPOINT_SECONDS = 300.0  # grid.yaml checkpoint_minutes: 5
 
 class StatesLost(Exception):
     """A hop found that the server no longer has the working state its model's recorded hops
-    produced: a crash took it (working_states.sql: an operating-system crash on PostgreSQL, a
+    produced: a crash took it (working_states_files.sql: an operating-system crash on PostgreSQL, a
     server crash on Greenplum, whose crash recovery empties its unlogged hop_states). The
     session stops; the run goes back to its checkpoints and goes on (api.drive). ``outcome``: what
     the session did until then."""
@@ -219,8 +220,7 @@ class Coordinator:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.heartbeat_seconds = heartbeat_seconds
-        self.statements = [engine.hop_statements(s, pack["pack_id"], pack["table_name"], stream)
-                           for s in range(segments)]
+        self.statements: list[HopStatements] = []  # each segment's, built once the engine is attached (run)
         self.connections: list[asyncpg.Connection | None] = [None] * segments
         self.preloaded = list(preloaded or [None] * segments)
         self.backends: list[int | None] = [None] * segments  # each segment connection's server pid
@@ -374,8 +374,9 @@ class Coordinator:
         first = self.warm and hops == 0
         params = self._params(hop.segment, action="train", arch=model["architecture"],
                               hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
-                              run_id=self.run_id, model_id=hop.model_id, hops=hops,
-                              **({"warm": True} if first else {}))
+                              hops=hops, **({"warm": True} if first else {}),
+                              **({"state_file": [self.run_id, hop.model_id]} if self.engine.working_states_in_files
+                                 else {}))
         checkpoint = self._checkpoints(hop)
         t0 = time.perf_counter()
         row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,
@@ -470,6 +471,9 @@ class Coordinator:
         t0 = time.perf_counter()
         async with self.control_lock:
             await self._open_control()
+            await self.engine.attach(self.control)
+        self.statements = [self.engine.hop_statements(s, self.pack["pack_id"], self.pack["table_name"], self.stream)
+                           for s in range(self.segments)]
         # backends still training for a dead predecessor of this session: stop them first
         await self._catalog(catalog.terminate_orphans, self.app_prefix)
         for model_id, epochs_done in self.pending:  # results a dead predecessor did not decide on

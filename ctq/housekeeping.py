@@ -57,7 +57,7 @@ async def remove_runs(conn: asyncpg.Connection, run_ids: list[int]) -> list[dict
         for run_id in ids:
             if not await conn.fetchval(template("run_xact_lock.sql"), RUN_LOCK_CLASS, run_id):
                 raise UsageError(f"run {run_id} is being driven by a live ctq process; nothing deleted")
-        await conn.execute((await detect(conn)).template("drop_working_states.sql"), ids)
+        await conn.execute(template("drop_working_states.sql"), ids)
         for table in await run_tables(conn):
             await conn.execute(render("remove_runs.sql", table=quote_ident(table)), ids)
     return rows

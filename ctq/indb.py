@@ -62,7 +62,7 @@ class DataProblem(ValueError):
 
 class StateLost(Exception):
     """The catalog records hops of a model whose state after them is not stored: a crash took its
-    working state (working_states.sql)."""
+    working state (working_states_files.sql)."""
 
 
 class ModelFailure(Exception):
@@ -967,7 +967,7 @@ def stored_parts(plpy, GD, key):
         yield part
 
 
-# Working states on file (the PostgreSQL engine: sql_templates/postgres/working_states.sql). A
+# Working states on file (the PostgreSQL engine: sql_templates/working_states_files.sql). A
 # hop's new state is the only heavy write of a run, rewritten by every hop; into the heap it goes
 # through TOAST's 2 KB chunks and their index (50 MiB: 0.10-0.25 s to write, 0.06-0.13 s to read
 # on this project's 2-core machine), to a file at the speed of the page cache (0.02-0.05 s and
@@ -1104,12 +1104,14 @@ def load_working_state(plpy, GD, cm: CompiledModel, entry) -> None:
     """Put the model's working state (its file) into ``cm``'s variables, read by the hop's own
     backend: its parts never pass through SQL, whose conversions cost more than the file (a 50 MiB
     state through the set-returning function: 0.15-0.2 s; the file: 0.03 s). The hop's parameters
-    name the run and model (``run_id``, ``model_id``); the state is the one after the hops the
-    catalog records, as the caller sees them (working_state_parts). Nothing is loaded where there
-    is none (start_model then raises StateLost)."""
+    name run and model (``state_file``: given where working states are files); the state is the
+    one after the hops the catalog records, as the caller sees them (working_state_parts).
+    Nothing is loaded where there is none (start_model then raises StateLost)."""
     p = entry["params"]
-    run, model, hops = p.get("run_id"), p.get("model_id"), int(p.get("hops") or 0)
-    if run is None or model is None or committed_hops(plpy, run, model) != hops:
+    if not p.get("state_file"):
+        return
+    (run, model), hops = p["state_file"], int(p.get("hops") or 0)
+    if committed_hops(plpy, run, model) != hops:
         return
     loader = None
     for index, offset, data in read_state_file(os.path.join(working_state_dir(plpy, GD, run), f"{int(model)}.{hops}")):

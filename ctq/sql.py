@@ -2,7 +2,9 @@
 
 Templates are dispatched per engine, as dbt adapters dispatch their macros: a statement is looked
 up first in ``sql_templates/<engine>/`` and then in ``sql_templates/common/``, so an engine folder
-holds only the statements that really differ on that engine.
+holds only the statements that really differ on that engine. A folder with a file ``inherits``
+(one folder name) is looked up before that folder: ``citus/`` holds only what differs from
+``postgres/``.
 
 Placeholders are ``{{name}}``. Values that reach SQL text are either identifiers quoted by
 :func:`quote_ident` or integers: user input never goes into a template unquoted. Data values
@@ -33,9 +35,20 @@ COMMON = "common"
 
 
 @lru_cache(maxsize=None)
+def folders(engine: str = COMMON) -> tuple[str, ...]:
+    """The folders of ``sql_templates/`` a statement of ``engine`` is looked up in, in order: the
+    engine's, the ones it inherits (its ``inherits`` file), then ``common``."""
+    chain = [engine]
+    while (parent := templates_dir() / chain[-1] / "inherits").is_file():
+        chain.append(parent.read_text().strip())
+    return tuple(dict.fromkeys((*chain, COMMON)))
+
+
+@lru_cache(maxsize=None)
 def template(name: str, engine: str = COMMON) -> str:
-    """The text of ``name`` for ``engine``: its own version if it has one, else the common one."""
-    for folder in dict.fromkeys((engine, COMMON)):
+    """The text of ``name`` for ``engine``: its own version if it has one, else that of the folder
+    it inherits (:func:`folders`), else the common one."""
+    for folder in folders(engine):
         path = templates_dir() / folder / name
         if path.is_file():
             return path.read_text()
@@ -86,16 +99,19 @@ def install_script(engine: str = COMMON) -> str:
     clauses = {key: template(f"distribution/{key}.sql", engine).strip()
                for key in ("replicated", "by_run", "by_pack")}
     catalog = template("catalog_schema.sql", engine).strip()
-    return render("install.sql", engine, bootstrap=bootstrap, upgrade=template("install_upgrade.sql", engine),
+    upgrade = render("install_upgrade.sql", engine, legacy_states=template("legacy_states.sql", engine))
+    return render("install.sql", engine, bootstrap=bootstrap, upgrade=upgrade,
                   security=render("security.sql", engine, roles=template("security_roles.sql", engine),
                                   catalog=catalog),
-                  row_security=template("row_security.sql", engine),
+                  row_security=render("row_security.sql", engine,
+                                      state_policy_tables=template("state_policy_tables.sql", engine).strip()),
                   views=render("views.sql", engine, catalog=catalog),
                   catalog_layout=template("catalog_layout.sql", engine),
                   catalog_views=template("catalog_views.sql", engine), catalog=catalog,
                   state_tables=render("state_tables.sql", engine, catalog=catalog),
                   state_functions=render("state_functions.sql", engine, catalog=catalog),
-                  working_states=render("working_states.sql", engine, catalog=catalog, bootstrap=bootstrap),
+                  working_states=render(f"working_states_{template('working_state_store.sql', engine).strip()}.sql",
+                                        engine, catalog=catalog, bootstrap=bootstrap),
                   hop_functions=template("hop_functions.sql", engine),
                   **{f"distributed_{k}": v for k, v in clauses.items()})
 

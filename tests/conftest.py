@@ -7,6 +7,7 @@ subprocess, and training runs Keras inside the server.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -131,6 +132,30 @@ async def stored_state(conn, run_id: int, model_id: int) -> list[np.ndarray] | N
 
 def assert_close(a: np.ndarray, b: np.ndarray, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=rtol, atol=atol)
+
+
+async def assert_states_follow_the_recorded_hops(conn, run_id: int, segments: int) -> None:
+    """Each model's final weights and optimizer slots equal a plain Keras run over the segments of
+    its recorded hops, in their order: a hop trained twice (or lost) for one record would not (on a
+    cluster: Greenplum's or Citus' ``segments``)."""
+    from test_mop_equals_sequential import model_state, segment_arrays, standalone_keras
+
+    pack = await conn.fetchrow("SELECT p.table_name, p.stats::text AS stats FROM ctq.packs p "
+                               "WHERE p.pack_id = (SELECT pack_id FROM ctq.runs WHERE run_id = $1)", run_id)
+    stats = json.loads(pack["stats"])
+    data = {s: await segment_arrays(conn, pack["table_name"], s, stats) for s in range(segments)}
+    for m in await conn.fetch("SELECT model_id, architecture::text, hyperparameters::text, seed "
+                              "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id):
+        order = [r["segment"] for r in await conn.fetch(
+            "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
+            run_id, m["model_id"])]
+        expected = model_state(standalone_keras(json.loads(m["architecture"])["layers"],
+                                                json.loads(m["hyperparameters"]), m["seed"],
+                                                [data[s] for s in order], stats["n_outputs"]))
+        actual = await stored_state(conn, run_id, m["model_id"])
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected):
+            assert_close(a, e)
 
 
 class CountingRelay:

@@ -1,5 +1,5 @@
 """The SQL each engine gets (rendered templates, no database): the dispatch per engine, the literal
-segment filter of targeted queries, Greenplum's distribution clauses."""
+segment filter of targeted queries, Greenplum's distribution clauses, Citus' segment keys."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from ctq.engines import ENGINES, GreenplumEngine, PostgresEngine
-from ctq.sql import install_script, template
+from ctq.engines import ENGINES, CitusEngine, GreenplumEngine, PostgresEngine
+from ctq.sql import folders, install_script, template
 
 PACK = "0123456789abcdef"
 TABLE = '"ctq_data"."pack_0123456789abcdef"'
@@ -20,6 +20,72 @@ def test_engine_templates_fall_back_to_common():
     assert template("hop.sql", "greenplum") != template("hop.sql", "postgres")
     with pytest.raises(FileNotFoundError):
         template("no_such_statement.sql", "greenplum")
+
+
+def test_citus_templates_are_what_differs_from_postgres():
+    """sql_templates/citus/ inherits sql_templates/postgres/ (its ``inherits`` file), then common/."""
+    assert folders("citus") == ("citus", "postgres", "common")
+    assert template("pack_select.sql", "citus") == template("pack_select.sql", "postgres")
+    assert template("pack_create.sql", "citus") != template("pack_create.sql", "postgres")
+    assert template("get_run.sql", "citus") == template("get_run.sql")
+
+
+def citus(keys=(8, 1, 31)) -> CitusEngine:
+    engine = CitusEngine()
+    engine.keys = list(keys)  # (what attach() reads from ctq.citus_segments)
+    return engine
+
+
+@pytest.mark.parametrize("segment", [0, 1, 2])
+def test_citus_targeted_queries_carry_the_segment_key_as_a_literal(segment):
+    """Every statement of segment k filters the pack and the state tables on k's distribution key,
+    a literal (Citus plans it as a router query to that shard's worker), never a bind parameter."""
+    key = (8, 1, 31)[segment]
+    statements = citus().hop_statements(segment, PACK, TABLE)
+    assert f"b.dist_key = {key} AND b.segment IN ({segment}, -1)" not in statements.train  # (order below)
+    assert f"b.segment IN ({segment}, -1) AND b.dist_key = {key} AND " in statements.train
+    assert statements.train.count(f"s.dist_key = {key} AND s.run_id = $2") == 2
+    assert f"b.dist_key = {key} AND " in statements.warmup and f"b.dist_key = {key} AND" in statements.sizes
+    for sql in (statements.hop, statements.checkpoint):
+        assert f"WHERE b.dist_key = {key} AND b.segment = {segment} AND b.bucket = -1" in sql
+    assert "INSERT INTO ctq.hop_states" in statements.hop and "INSERT INTO ctq.model_states" in statements.checkpoint
+    assert f"ctq.record_hop($1, $2, $3::int, {segment}, $4::boolean" in statements.record
+    for sql in dataclasses.astuple(statements)[:-2]:
+        assert not re.search(r"dist_key\s*=\s*\$", sql)
+    with pytest.raises(ValueError):
+        citus().hop_statements(3, PACK, TABLE)  # more segments than shards
+    with pytest.raises(RuntimeError):
+        CitusEngine().hop_statements(0, PACK, TABLE)  # keys not read yet
+
+
+def test_citus_pack_rows_go_to_their_segment_and_validation_to_every_segment():
+    from ctq.engines.base import PackSpec
+
+    spec = PackSpec(pack_id=PACK, table=TABLE, source='"public"."t"', is_table=True, x_bytes="x", y_bytes="y",
+                    seed=1, validation_cut=100, segments=2, buckets=3, validation_buckets=1)
+    sql = citus().pack_select(spec, 0, 2)
+    assert "JOIN (VALUES (0, 8), (1, 1)) km(segment, dist_key) ON km.segment = s.segment OR s.segment = -1" in sql
+    assert "GROUP BY segment, bucket" in sql and "FROM (SELECT hashtidextended(t.ctid, 1 # t.tableoid::int8) AS key" in sql
+    stage = citus().render("pack_stage.sql", stage="s", rows=citus().pack_rows(spec), key_map=citus().key_map(2))
+    assert "GROUP BY" not in stage and "ON km.segment = s.segment OR s.segment = -1" in stage
+
+
+def test_citus_row_keys_tell_apart_the_rows_of_different_shards():
+    """ctids repeat across a distributed table's shards: the shard (its oid) is part of the key; both
+    are immutable, as Citus requires of what it pushes down."""
+    assert citus().row_key("t", 7, True) == "hashtidextended(t.ctid, 7 # t.tableoid::int8)"
+    assert "t.tableoid" in citus().row_version("t", True)
+    assert citus().row_key("t", 7, False) == PostgresEngine().row_key("t", 7, False)
+
+
+def test_citus_install_puts_what_workers_read_in_reference_tables():
+    sql = install_script("citus")
+    assert "create_reference_table(t)" in sql and "ARRAY['ctq.meta', 'ctq.server_code']" in sql
+    assert "create_distributed_table('ctq.model_states', 'dist_key'" in sql
+    assert "CREATE POLICY own_model_states" not in sql and "FOREACH t IN ARRAY ARRAY[]::text[] LOOP" in sql
+    assert "SET citus.allow_nested_distributed_execution = on" in sql
+    pg = install_script("postgres")
+    assert "citus" not in pg and "ARRAY['models', 'hops', 'epochs', 'decisions'] || ARRAY['model_states']" in pg
 
 
 @pytest.mark.parametrize("segment", [0, 1, 17])
@@ -73,7 +139,7 @@ def test_row_keys_differ_per_engine():
     pg, gp = PostgresEngine(), GreenplumEngine()
     assert "hashtidextended(t.ctid, 7)" == pg.row_key("t", 7, True)
     assert "gp_segment_id" in gp.row_key("t", 7, True) and "hashtidextended" not in gp.row_key("t", 7, True)
-    assert set(ENGINES) == {"postgres", "greenplum"}
+    assert set(ENGINES) == {"postgres", "greenplum", "citus"}
 
 
 @pytest.mark.parametrize("segment", [0, 2])
@@ -124,7 +190,7 @@ def test_greenplum_catalog_writes_go_through_functions_that_check_the_caller():
     writers = {p.name for p in (templates_dir() / "common").glob("*.sql")
                if p.name != "install.sql" and dml.search(re.sub(r"--[^\n]*", "", p.read_text()))}
     direct = {name for name in writers if dml.search(re.sub(r"--[^\n]*", "", template(name, "greenplum")))}
-    assert len(writers) >= 13 and direct == {"remove_runs.sql", "delete_pack.sql"}, (writers, direct)
+    assert len(writers) >= 12 and direct == {"remove_runs.sql", "delete_pack.sql"}, (writers, direct)
     sql = install_script("greenplum")
     definers = re.findall(r"CREATE OR REPLACE FUNCTION (ctq\.\w+)\([^$]*?\n(LANGUAGE [^\n]*SECURITY DEFINER[^\n]*)",
                           sql)
@@ -151,7 +217,8 @@ def test_no_engine_branches_outside_the_engines():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "ctq"
-    branch = re.compile(r"GreenplumEngine|PostgresEngine|==\s*[\"'](greenplum|postgres)[\"']|getattr\((self\.)?engine")
+    branch = re.compile(r"CitusEngine|GreenplumEngine|PostgresEngine|==\s*[\"'](greenplum|postgres|citus)[\"']"
+                        r"|getattr\((self\.)?engine")
     found = [f"{path.relative_to(root)}:{n}" for path in root.rglob("*.py") if "engines" not in path.parts
              for n, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
     assert not found, f"engine branches outside ctq/engines: {found}"

@@ -17,7 +17,7 @@ from collections import defaultdict
 import asyncpg
 import pytest
 
-from conftest import CountingRelay, create_table, write_grid
+from conftest import CountingRelay, assert_states_follow_the_recorded_hops, create_table, write_grid
 from ctq.engines import GreenplumEngine
 
 DSN = os.environ.get("CTQ_TEST_GREENPLUM_DSN")
@@ -219,31 +219,6 @@ async def test_states_lie_on_the_segment_of_the_last_hop_and_never_pass_the_clie
     assert relay.bytes_in + relay.bytes_out < largest, (relay.bytes_in, relay.bytes_out, largest, hops)
 
 
-async def assert_states_follow_the_recorded_hops(gp, run_id: int) -> None:
-    """Each model's final weights and optimizer slots equal a plain Keras run over the segments of
-    its recorded hops, in their order: a hop trained twice (or lost) for one record would not."""
-    from conftest import assert_close, stored_state
-    from test_mop_equals_sequential import model_state, segment_arrays, standalone_keras
-
-    pack = await gp.fetchrow("SELECT p.table_name, p.stats::text AS stats FROM ctq.packs p "
-                             "WHERE p.pack_id = (SELECT pack_id FROM ctq.runs WHERE run_id = $1)", run_id)
-    stats = json.loads(pack["stats"])
-    segments = await primaries(gp)
-    data = {s: await segment_arrays(gp, pack["table_name"], s, stats) for s in range(segments)}
-    for m in await gp.fetch("SELECT model_id, architecture::text, hyperparameters::text, seed "
-                            "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id):
-        order = [r["segment"] for r in await gp.fetch(
-            "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
-            run_id, m["model_id"])]
-        expected = model_state(standalone_keras(json.loads(m["architecture"])["layers"],
-                                                json.loads(m["hyperparameters"]), m["seed"],
-                                                [data[s] for s in order], stats["n_outputs"]))
-        actual = await stored_state(gp, run_id, m["model_id"])
-        assert len(actual) == len(expected)
-        for a, e in zip(actual, expected):
-            assert_close(a, e)
-
-
 async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
     """The whole training state hops between real segments: the final weights and optimizer slots
     equal a plain Keras run over the same segments in the same order."""
@@ -252,7 +227,7 @@ async def test_mop_state_equals_standalone_keras_on_greenplum(gp, tmp_path):
     grid = write_grid(tmp_path, SEQ_GRID.format(table="public.ctq_gp_src"))
     proc = ctq("train", str(grid), "--json")
     assert proc.returncode == 0, proc.stderr
-    await assert_states_follow_the_recorded_hops(gp, json.loads(proc.stdout)["run_id"])
+    await assert_states_follow_the_recorded_hops(gp, json.loads(proc.stdout)["run_id"], await primaries(gp))
 
 
 @pytest.mark.skipif(not os.environ.get("CTQ_TEST_LARGE_STATES"),
@@ -334,7 +309,7 @@ async def test_stop_and_resume_on_greenplum(gp, tmp_path, stop):
     assert len(rows) == 4 * 4 * segments
     assert len({(r["model_id"], r["epoch"], r["segment"]) for r in rows}) == len(rows)
     assert all(r["executed_on"] == r["segment"] for r in rows)
-    await assert_states_follow_the_recorded_hops(gp, run_id)
+    await assert_states_follow_the_recorded_hops(gp, run_id, await primaries(gp))
 
 
 async def test_an_administrator_role_trains_on_greenplum(gp, tmp_path):

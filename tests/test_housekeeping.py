@@ -209,7 +209,7 @@ async def test_rm_leaves_no_row_of_the_run_in_any_table_even_where_nothing_casca
     tables = await tables_with_a_run_id(conn)
     assert {"ctq.runs", "ctq.models", "ctq.model_states", "ctq.hops", "ctq.epochs", "ctq.decisions"} <= set(tables)
     # a finished run's states are all checkpoints: give it a working state too (a file in the
-    # server's data directory: working_states.sql), as an unfinished run has
+    # server's data directory: working_states_files.sql), as an unfinished run has
     folder = Path(await conn.fetchval("SELECT current_setting('data_directory')"), "ctq_states", str(
         await conn.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()")), str(run.run_id))
     owner = folder.parent.parent.parent.stat()

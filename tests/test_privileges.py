@@ -101,7 +101,7 @@ async def state_after_hops(conn, run_id: int, hops: int) -> None:
 
 
 async def give_working_state(conn, run_id: int, model_id: int) -> None:
-    """Give the model a working state (a file: working_states.sql) beside its checkpoint: a copy of
+    """Give the model a working state (a file: working_states_files.sql) beside its checkpoint: a copy of
     its current state, written as the server writes one."""
     from ctq import indb
 
@@ -154,7 +154,7 @@ async def test_second_analyst_sees_nothing_of_the_first(world, dsn, conn):
         assert await bob.execute("UPDATE ctq.models SET state = NULL WHERE run_id = $1", run_id) == "UPDATE 0"
         assert await bob.execute("DELETE FROM ctq.model_states WHERE run_id = $1", run_id) == "DELETE 0"
         # nor read, overwrite or delete her working states (files, which no row-level security
-        # guards: working_states.sql checks the caller itself)
+        # guards: working_states_files.sql checks the caller itself)
         await give_working_state(conn, run_id, 1)
         current = "SELECT count(*) FROM (SELECT ctq.current_state_parts($1, 1)) s"
         assert await bob.fetchval(current, run_id) == 0

@@ -194,7 +194,7 @@ async def test_a_crash_costs_at_most_the_training_since_each_checkpoint(tmp_path
     """kill -9 of the whole server mid-run, while a model is mid-epoch, on a server of its own.
     Every epoch end is a checkpoint here (checkpoint_minutes: 0).
 
-    A server crash takes no working state (files, working_states.sql): restarted at once, the live
+    A server crash takes no working state (files, working_states_files.sql): restarted at once, the live
     coordinator reconnects and completes the run, and every hop recorded before the crash stays as
     it was, mid-epoch ones included. A host crash (the coordinator killed too, and the working-state
     files that were never flushed lost: one gone, one cut short, one written before the last boot)
@@ -269,7 +269,7 @@ async def test_a_crash_costs_at_most_the_training_since_each_checkpoint(tmp_path
 
 def lose_unflushed_files(folder: Path) -> None:
     """What a host crash may do to working-state files that were never flushed (the server does not
-    flush them: working_states.sql): the first is gone, the second cut short, the rest have the boot
+    flush them: working_states_files.sql): the first is gone, the second cut short, the rest have the boot
     id of a boot before the last (as every file written before a crash has after the reboot)."""
     files = sorted(folder.iterdir())
     assert files, f"no working state in {folder}"

@@ -73,7 +73,7 @@ def test_a_warm_start_takes_only_the_model_variables():
 
 
 def test_a_state_file_is_read_back_whole_or_not_at_all(tmp_path):
-    """A working state's file (working_states.sql) gives back its parts as written; a file cut
+    """A working state's file (working_states_files.sql) gives back its parts as written; a file cut
     short, with bytes after its last part, or written before the host's last boot (its boot id
     differs) gives nothing, so the model goes back to its checkpoint instead of training on it."""
     from ctq.indb import WORKING_STATE_MAGIC, read_state_file, write_state_file

@@ -122,12 +122,23 @@ class Engine(abc.ABC):
         preparation (profile + packing, or row check + scoring) reads the source through."""
         return snapshot(dsn, export=self.exports_snapshots)
 
+    async def attach(self, conn: asyncpg.Connection) -> None:
+        """Read from the server what the engine's statements need before a run builds them
+        (:meth:`hop_statements`; on Citus each segment's distribution key). Nothing by default."""
+
     # -- templates -------------------------------------------------------------------------------
     def template(self, name: str) -> str:
         return template(name, self.name)
 
     def render(self, name: str, **values: object) -> str:
         return render(name, self.name, **values)
+
+    @property
+    def working_states_in_files(self) -> bool:
+        """Whether a model's working state is a file on the server (working_states_files.sql), which
+        the hop's backend reads itself, rather than rows the hop statement reads
+        (working_states_rows.sql): ``working_state_store.sql`` says which."""
+        return self.template("working_state_store.sql").strip() == "files"
 
     def is_transient(self, exc: BaseException) -> bool:
         """Engine-specific failures worth a reconnect and a retry (beyond the connection errors and

@@ -46,12 +46,14 @@ class PostgresEngine(Engine):
     def pack_select(self, spec: PackSpec, worker: int, workers: int) -> str:
         """The SELECT that builds worker ``worker``'s share of the buffers (every ``workers``-th
         (segment, bucket), so the workers get equal shares whatever the validation fraction)."""
-        key = self.row_key("t", spec.seed, spec.is_table)
+        return self.render("pack_select.sql", rows=self.pack_rows(spec), worker=int(worker), workers=int(workers))
+
+    def pack_rows(self, spec: PackSpec) -> str:
+        """The SELECT of the source's rows as packing sees them: (segment, bucket, key, xb, yb)."""
         return self.render(
-            "pack_select.sql", key=key, source=spec.source, x_bytes=spec.x_bytes, y_bytes=spec.y_bytes,
-            modulus=VALIDATION_MODULUS, cut=spec.validation_cut, segments=spec.segments,
-            buckets=spec.buckets, validation_buckets=spec.validation_buckets, worker=int(worker),
-            workers=int(workers),
+            "pack_rows.sql", key=self.row_key("t", spec.seed, spec.is_table), source=spec.source,
+            x_bytes=spec.x_bytes, y_bytes=spec.y_bytes, modulus=VALIDATION_MODULUS, cut=spec.validation_cut,
+            segments=spec.segments, buckets=spec.buckets, validation_buckets=spec.validation_buckets,
         )
 
     async def create_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:
@@ -98,10 +100,14 @@ class PostgresEngine(Engine):
         """
         if not all(c in "0123456789abcdef" for c in pack_id):
             raise ValueError(f"not a pack id: {pack_id!r}")
-        rows_filter = {"cached": self.cached_filter(pack_id, int(segment)), "stream": "TRUE",
-                       "markers": "b.bucket < 0"}[rows]
         order = " ORDER BY b.segment DESC, b.bucket" if rows == "stream" else ""
-        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, params=params, rows_filter=rows_filter, order=order, state_parts=state_parts)
+        return self.render("train_query.sql", segment=int(segment), pack_table=pack_table, params=params,
+                           rows_filter=self.rows_filter(pack_id, int(segment), rows), order=order,
+                           state_parts=state_parts)
+
+    def rows_filter(self, pack_id: str, segment: int, rows: str) -> str:
+        """SQL keeping the pack rows the targeted query of ``segment`` reads (see :meth:`train_query`)."""
+        return {"cached": self.cached_filter(pack_id, segment), "stream": "TRUE", "markers": "b.bucket < 0"}[rows]
 
     def cached_filter(self, pack_id: str, segment: int) -> str:
         """Keep the marker rows, and the buffer rows only while this backend has not cached them.
@@ -111,7 +117,7 @@ class PostgresEngine(Engine):
 
     def hop_statements(self, segment: int, pack_id: str, pack_table: str, stream: bool = False) -> HopStatements:
         """The hop and the checkpoint are one statement each (hop.sql): a hop writes the model's
-        working state to a file (working_states.sql), a checkpoint to model_states."""
+        working state to a file (working_states_files.sql), a checkpoint to model_states."""
         train_query = self.train_query(segment, pack_id, pack_table, "$5::text", "stream" if stream else "cached",
                                        self.template("state_parts_rows.sql"))
         return HopStatements(

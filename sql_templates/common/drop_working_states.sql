@@ -1,2 +1,3 @@
--- What `ctq rm` deletes of runs $1 besides their rows: their working-state files (working_states.sql).
+-- `ctq rm`: the working states of runs $1, before their rows (files, or rows of hop_states:
+-- working_state_store.sql).
 SELECT ctq.drop_working_states(r) FROM unnest($1::bigint[]) r;

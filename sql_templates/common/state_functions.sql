@@ -2,7 +2,7 @@
 -- (session_user: the owner of the run or an administrator), as ctq.use_pack: an analyst cannot
 -- delete hops, and this rollback deletes only where the state really was lost.
 
--- After a crash that took working states (working_states.sql): each model of run p_run whose state after its
+-- After a crash that took working states (working_states_files.sql): each model of run p_run whose state after its
 -- recorded hops is gone goes back to its checkpoint. A checkpoint is taken at the end of an epoch,
 -- so the model keeps its first (checkpoint hops / p_segments) epochs: its later hop and epoch rows
 -- are deleted (they are trained again) and its row shows the kept epochs. A model with no
@@ -57,7 +57,7 @@ REVOKE ALL ON FUNCTION ctq.restore_checkpoints(bigint, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.restore_checkpoints(bigint, int) TO ctq_user;
 
 -- The parts of a model's current state, the state after the hops the catalog records: its working
--- state (working_states.sql) or its checkpoint; none where the caller may not read the run, or a
+-- state (working_states_files.sql) or its checkpoint; none where the caller may not read the run, or a
 -- crash took the state. The header part comes first. Call it in a SELECT list (its parts then
 -- stream: in FROM they would be collected first).
 CREATE OR REPLACE FUNCTION ctq.current_state_parts(p_run bigint, p_model int) RETURNS SETOF ctq.working_part

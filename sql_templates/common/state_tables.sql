@@ -3,7 +3,7 @@
 -- most 16 MiB, so a state of any size is stored, read and written a piece at a time, never as one
 -- value. hops: the hops the state has trained (ctq.hops has as many rows for the model). A model's
 -- current state is one of two:
--- * its working state (working_states.sql: a file), after a hop that is not a checkpoint. The state
+-- * its working state (working_states_files.sql: a file), after a hop that is not a checkpoint. The state
 --   is the only heavy write of a run and it is rewritten by every hop: no WAL, no TOAST for it;
 -- * its checkpoint, in model_states (logged): written by the last hop of an epoch when the
 --   model's previous checkpoint is checkpoint_minutes old, by its last epoch, and by every epoch

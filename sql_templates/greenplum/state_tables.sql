@@ -1,7 +1,7 @@
 -- The models' states on Greenplum: parts as on PostgreSQL (common/state_tables.sql), checkpoints in
 -- model_states and working states in the unlogged hop_states (not in files: the segment that trains
--- a model next may be on another host; working_states.sql), each part on a segment: dist_key is one of the pack's distribution-key
--- values (MADlib's trick), so a state lies on the segment that stored it. A hop moves it from the
+-- a model next may be on another host; working_states_rows.sql), each part on a segment: dist_key
+-- is one of the pack's distribution-key values (MADlib's trick), so a state lies on the segment that stored it. A hop moves it from the
 -- segment of the model's last hop to its own, segment to segment (a Redistribute Motion, never
 -- through the coordinator or the client), trains on it there and stores the new state there
 -- (ctq.gp_hop, hop_functions.sql). The unique key holds dist_key: Greenplum checks uniqueness on

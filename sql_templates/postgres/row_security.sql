@@ -16,7 +16,6 @@ ALTER TABLE ctq.models ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.hops ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.epochs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.decisions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE ctq.model_states ENABLE ROW LEVEL SECURITY;
 ALTER TABLE ctq.packs ENABLE ROW LEVEL SECURITY;
 
 -- Reading follows ctq.can_read_run (owner, administrator, or a role the run is shared with);
@@ -26,11 +25,15 @@ CREATE POLICY own_runs ON ctq.runs
     USING (ctq.can_change_run(run_by)) WITH CHECK (ctq.can_change_run(run_by));
 DROP POLICY IF EXISTS shared_runs ON ctq.runs;
 CREATE POLICY shared_runs ON ctq.runs FOR SELECT USING (ctq.can_read_run(run_by, shared_with));
--- the rest follows its run: changed with it, read with it
+-- the rest follows its run: changed with it, read with it; so do the state tables where the
+-- engine keeps them on this server (state_policy_tables.sql)
 DO $policies$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['models', 'model_states', 'hops', 'epochs', 'decisions'] LOOP
+    FOREACH t IN ARRAY {{state_policy_tables}} LOOP
+        EXECUTE format('ALTER TABLE ctq.%I ENABLE ROW LEVEL SECURITY', t);
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['models', 'hops', 'epochs', 'decisions'] || {{state_policy_tables}} LOOP
         EXECUTE format('DROP POLICY IF EXISTS own_%1$s ON ctq.%1$I', t);
         EXECUTE format('CREATE POLICY own_%1$s ON ctq.%1$I USING (EXISTS (SELECT 1 FROM ctq.runs r '
                        'WHERE r.run_id = %1$I.run_id AND ctq.can_change_run(r.run_by)))', t);

@@ -1,8 +1,8 @@
 -- A model's working state: its state after its last hop when that hop was not a checkpoint
 -- (state_tables.sql). It is a file in the server's data directory,
 -- ctq_states/<database oid>/<run>/<model>.<hops> (ctq/indb.py, "Working states on file": why, the
--- format, and what a crash may take); an engine that keeps it elsewhere (Greenplum: rows of
--- hop_states on a segment) defines these functions over its store. The readers (model_state.sql,
+-- format, and what a crash may take); an engine whose next segment may be on another host keeps it
+-- in rows instead (working_state_store.sql, working_states_rows.sql). The readers (model_state.sql,
 -- warm_start.sql, score_query.sql: through ctq.current_state_parts) and ctq.restore_checkpoints go
 -- through them; a hop's own backend reads the file itself (indb.load_working_state). The functions check what row-level security would: a
 -- role reads the working states of the runs it may read and writes or deletes those of the runs

@@ -1,0 +1,1 @@
+-- (No Citus catalog of ctq ever kept a state as one value in ctq.models.state: nothing to convert.)

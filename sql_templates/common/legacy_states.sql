@@ -1,0 +1,1 @@
+-- (Only PostgreSQL's catalog ever kept a state as one value: postgres/legacy_states.sql.)

@@ -1,0 +1,1 @@
+ARRAY['model_states']
