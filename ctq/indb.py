@@ -933,6 +933,8 @@ def start_model(plpy, GD, cm: CompiledModel, entry) -> None:
         cm.finish_load(entry["loader"], p["hyper"], warm, hops)
     elif hops:
         raise StateLost(f"the catalog records {hops} hops of this model but its state after them is not stored")
+    elif warm:  # starting from scratch instead would train a model the run says is warm-started
+        raise RuntimeError("the state this model is warm-started from is not stored")
     else:
         cm.initialise(p["seed"], p["hyper"])
 

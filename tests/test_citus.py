@@ -212,11 +212,13 @@ async def test_stop_and_resume_on_citus(citus, tmp_path, stop):
     count = await workers(citus)
     grid = write_grid(tmp_path, GRID.format(schedule="resume", segments=count).replace("epochs: 2", "epochs: 4")
                       .replace("name: citus-resume", f"name: {name}"))
+    before = await citus.fetchval("SELECT coalesce(max(run_id), 0) FROM ctq.runs")  # a stale run of an earlier session is not ours
     proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, CTQ_DSN=DSN))
     run_id = None
     for _ in range(600):
-        run_id = await citus.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1 AND status = 'running'", name)
+        run_id = await citus.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1 AND status = 'running' "
+                                      "AND run_id > $2", name, before)
         if run_id and await citus.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) >= 4:
             break
         await asyncio.sleep(0.2)

@@ -6,18 +6,23 @@ DROP TYPE IF EXISTS ctq.working_part CASCADE;
 CREATE TYPE ctq.working_part AS (hops int, array_index int, byte_offset int8, data bytea);
 
 -- The parts of the model's working state if it is the state after the hops the catalog records,
--- as row-level security lets the caller read them.
+-- as the caller may read them. (PL/pgSQL: Citus plans no SQL function with parameters.)
 CREATE OR REPLACE FUNCTION ctq.working_state_parts(p_run bigint, p_model int) RETURNS SETOF ctq.working_part
-LANGUAGE sql STABLE AS $fn$
-SELECT s.hops, s.array_index, s.byte_offset, s.data FROM {{catalog}}.hop_states s
-WHERE s.run_id = p_run AND s.model_id = p_model
-  AND s.hops = (SELECT count(*) FROM {{catalog}}.hops h WHERE h.run_id = p_run AND h.model_id = p_model)
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    RETURN QUERY SELECT s.hops, s.array_index, s.byte_offset, s.data FROM {{catalog}}.hop_states s
+    WHERE s.run_id = p_run AND s.model_id = p_model
+      AND s.hops = (SELECT count(*) FROM {{catalog}}.hops h WHERE h.run_id = p_run AND h.model_id = p_model);
+END
 $fn$;
 
 -- Whether the model's state after p_hops hops is its working state (ctq.restore_checkpoints).
 CREATE OR REPLACE FUNCTION ctq.has_working_state(p_run bigint, p_model int, p_hops int) RETURNS boolean
-LANGUAGE sql STABLE AS $fn$
-SELECT EXISTS (SELECT 1 FROM {{catalog}}.hop_states s WHERE s.run_id = p_run AND s.model_id = p_model AND s.hops = p_hops)
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM {{catalog}}.hop_states s
+                   WHERE s.run_id = p_run AND s.model_id = p_model AND s.hops = p_hops);
+END
 $fn$;
 
 -- Delete the working states of a run (of one model, or all); returns the parts deleted. With the

@@ -5,8 +5,17 @@
 GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_user;
 GRANT SELECT, INSERT, UPDATE ON ctq.runs, ctq.models TO ctq_user;
 GRANT SELECT, INSERT ON ctq.hops, ctq.epochs TO ctq_user;
-GRANT SELECT, INSERT, DELETE ON ctq.model_states TO ctq_user;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ctq.model_states TO ctq_admin;
+-- the state tables the engine has (hop_states: where working states are rows, working_state_store.sql)
+DO $grants$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['ctq.model_states', 'ctq.hop_states'] LOOP
+        CONTINUE WHEN to_regclass(t) IS NULL;
+        EXECUTE format('GRANT SELECT, INSERT, DELETE ON %s TO ctq_user', t);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO ctq_admin', t);
+    END LOOP;
+END
+$grants$;
 GRANT SELECT, INSERT ON ctq.decisions TO ctq_user;
 GRANT SELECT, INSERT ON ctq.packs TO ctq_user;
 GRANT USAGE, SELECT ON SEQUENCE ctq.runs_run_id_seq TO ctq_user;
