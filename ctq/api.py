@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import platform
@@ -147,6 +146,28 @@ class RunPlan:
     warm: bool = False  # warm_start: every model's first hop starts from another run's final weights
     finished: tuple[tuple[int, float | None], ...] = ()  # asked during the run: (model_id, final metric or None) in finishing order
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # checkpoint_minutes (Coordinator._checkpoints)
+
+    @property
+    def cores(self) -> list[list[int]]:
+        """Each segment's cores (its backend pins its threads to them): ``cores_per_segment`` each,
+        or this machine's cores shared out (ctq.coordinator.segment_cores)."""
+        return segment_cores(self.segments, os.cpu_count() or 1, self.cores_per_segment)
+
+    @property
+    def data_bytes(self) -> int:
+        """What a segment's cached data takes (:func:`segment_data_mib`; 0 when it streams)."""
+        return 0 if self.stream else int(segment_data_mib(self.pack["stats"]) * 2**20)
+
+    def asked_model(self, model_id: int, point: tuple, taken: set[str]) -> dict:
+        """The ctq.models record of the configuration ``point`` a search asked for during the run
+        (a name in ``taken`` gets ``#model_id``)."""
+        arch_index, opt, lr, bs, mom = point
+        arch = self.search["architectures"][arch_index]
+        name = model_name(arch["name"], opt, lr, bs, mom)
+        if name in taken:
+            name = f"{name}#{model_id}"
+        return {"name": name, "architecture": arch["spec"], "seed": model_seed(self.seed, model_id),
+                "hyperparameters": {"optimizer": opt, "learning_rate": lr, "batch_size": bs, "momentum": mom}}
 
     @property
     def model_budget(self) -> int:
@@ -433,18 +454,6 @@ def streams(budget_mb: int | None, stats: dict) -> bool:
     return budget_mb is not None and segment_data_mib(stats) > budget_mb
 
 
-def asked_model(plan: RunPlan, model_id: int, point: tuple) -> dict:
-    """The ctq.models record of the configuration ``point`` a search asked for during the run (a
-    name taken already gets ``#model_id``)."""
-    arch_index, opt, lr, bs, mom = point
-    arch = plan.search["architectures"][arch_index]
-    name = model_name(arch["name"], opt, lr, bs, mom)
-    if name in {spec["name"] for spec in plan.specs.values()}:
-        name = f"{name}#{model_id}"
-    return {"name": name, "architecture": arch["spec"], "seed": model_seed(plan.seed, model_id),
-            "hyperparameters": {"optimizer": opt, "learning_rate": lr, "batch_size": bs, "momentum": mom}}
-
-
 def restore_search(plan: RunPlan) -> Search:
     """The run's search in the state the catalog's history leaves it (:meth:`Search.restore`).
     RunFailed when the catalog's decisions are not the rule's."""
@@ -454,20 +463,23 @@ def restore_search(plan: RunPlan) -> Search:
         raise RunFailed(f"run {plan.run_id}: {exc}; the catalog's decisions cannot be resumed") from None
 
 
-async def start_search(dsn: str, plan: RunPlan) -> Search:
-    """The run's search as the catalog leaves it (:func:`restore_search`); asks for (and records)
-    the models due now: at the start of a run, the first ones of a search that asks during the
-    run; on a resume, those a dead coordinator did not get to ask."""
+async def start_search(dsn: str, plan: RunPlan) -> tuple[Search, RunPlan]:
+    """The run's search as the catalog leaves it (:func:`restore_search`), having asked for (and
+    recorded) the models due now: at the start of a run, the first ones of a search that asks
+    during the run; on a resume, those a dead coordinator did not get to ask. Returns it with the
+    plan those models are part of."""
     search = restore_search(plan)
     live = len(plan.models) - len(plan.finished) - len(plan.stopped)
     new = search.new_models(live, max(plan.models, default=0) + 1)
     if new:
+        models, specs = dict(plan.models), dict(plan.specs)
         async with connect(dsn) as conn:
             for model_id, point in new:
-                spec = asked_model(plan, model_id, point)
+                spec = plan.asked_model(model_id, point, {m["name"] for m in specs.values()})
                 await catalog.insert_model(conn, plan.run_id, model_id, spec)
-                plan.models[model_id], plan.specs[model_id] = spec["name"], spec
-    return search
+                models[model_id], specs[model_id] = spec["name"], spec
+        plan = dataclasses.replace(plan, models=models, specs=specs)
+    return search, plan
 
 
 # Coordinator sessions a run may lose to a server that lost its working states (a crash) before
@@ -487,17 +499,8 @@ def coordinator_for(dsn: str, plan: RunPlan, search: Search, progress: Progress 
         scheduler.fail_model(model_id)
     for model_id in plan.stopped:
         scheduler.stop_model(model_id)
-    return Coordinator(dsn, plan.run_id, scheduler, plan.segments,
-                       segment_cores(plan.segments, os.cpu_count() or 1, plan.cores_per_segment),
-                       epochs=plan.epochs, engine=engine_named(plan.engine), pack=plan.pack,
-                       models=plan.specs, stream=plan.stream, class_weights=plan.class_weights,
-                       progress=progress,
-                       heartbeat_seconds=heartbeat_seconds, search=search, metric=plan.metric,
-                       decisions=len(plan.decisions), pending=search.undecided(plan),
-                       new_model=functools.partial(asked_model, plan), warm=plan.warm,
-                       memory_budget_mb=plan.memory_budget_mb,
-                       data_bytes=0 if plan.stream else int(segment_data_mib(plan.pack["stats"]) * 2**20),
-                       checkpoint_seconds=plan.checkpoint_seconds, preloaded=preloaded)
+    return Coordinator(dsn, plan, scheduler, search, engine_named(plan.engine), progress, preloaded=preloaded,
+                       heartbeat_seconds=heartbeat_seconds)
 
 
 async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | None]:
@@ -524,7 +527,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     (at most ``STATE_LOSSES`` times), so a server crash costs at most the training since each
     model's last checkpoint (ctq.coordinator.Coordinator._checkpoints)."""
     try:
-        search = await start_search(dsn, plan)
+        search, plan = await start_search(dsn, plan)
         progress: Progress | None = progress_factory(plan) if progress_factory else None
     except BaseException:
         for conn in preloaded or ():

@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
 
@@ -32,8 +32,10 @@ from ctq.metrics import Metric
 from ctq.packing import server_stats
 from ctq.scheduler import Hop, Scheduler
 from ctq.search import Search
-from ctq.search.grid import Grid
 from ctq.sql import template
+
+if TYPE_CHECKING:
+    from ctq.api import RunPlan
 
 # SQLSTATE classes worth a retry: connection (08), operator intervention such as a terminated
 # backend or a cancelled statement (57), insufficient resources (53), transaction rollback (40).
@@ -173,57 +175,51 @@ def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> l
 
 
 class Coordinator:
-    def __init__(self, dsn: str, run_id: int, scheduler: Scheduler, segments: int,
-                 cores: list[list[int]], *, epochs: int, engine: Engine, pack: dict, models: dict[int, dict],
-                 stream: bool = False, class_weights: list | None = None, progress: Progress | None = None, max_retries: int = 5, retry_backoff: float = 0.5,
-                 heartbeat_seconds: float = 5.0, search: Search | None = None, metric: str = "val_loss",
-                 decisions: int = 0, pending: list[tuple[int, int]] = (), new_model=None, warm: bool = False,
-                 memory_budget_mb: int | None = None, data_bytes: int = 0,
-                 checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
-                 preloaded: list[asyncpg.Connection | None] | None = None):
-        """``pack``: the run's ctq.packs row (pack_id, table_name, settings, stats); ``models``:
-        model_id -> {architecture, hyperparameters, seed} (dicts), as in ctq.models; ``stream``: the
-        segments read their buffers on every hop instead of caching them; ``class_weights``: a
-        training weight per class index (None: all 1); ``metric``: the run's ranking metric (its
-        kind, e.g. auc, is the metric the hops compute). ``search``: the run's
-        (ctq.search; None: a grid, which decides nothing), its state already rebuilt from the
-        catalog: an early-stopping one is asked after every epoch on that metric, the
-        ``decisions`` recorded so far their count; ``pending``: (model_id, epoch count) results
-        a dead predecessor left undecided, decided first, in that order. A search that asks
-        for models during the run is told each model's end and asked for new ones then;
-        ``new_model(model_id, point)`` is the ctq.models record (name, architecture, ...) of one.
-        ``warm``: the models start from another run's final weights (warm_start), stored as their
-        state: their first hop keeps the weights and starts the optimizer afresh.
-        ``checkpoint_seconds``: a model's state after an epoch is written as its checkpoint (logged:
-        it survives a server crash) when its last one is this old; also after its last epoch, and
-        after every epoch when a search decides on epochs (see :meth:`_checkpoints`).
-        ``preloaded``: segment connections opened ahead (Engine.preload), taken over at warm-up."""
-        self.warm = warm
-        self.new_model = new_model
-        self.search = search or Grid()
-        self.metric = metric
-        self.decisions = decisions
-        self.pending = list(pending)
-        self.stream = stream
-        self.class_weights = class_weights
+    def __init__(self, dsn: str, plan: RunPlan, scheduler: Scheduler, search: Search, engine: Engine,
+                 progress: Progress | None = None, *, preloaded: list[asyncpg.Connection | None] | None = None,
+                 heartbeat_seconds: float = 5.0, max_retries: int = 5, retry_backoff: float = 0.5):
+        """A session driving run ``plan`` (ctq.api.RunPlan: the run as the catalog records it; its
+        pack, models, metric, checkpoint rule...) on ``engine``: ``scheduler`` decides which hop
+        runs next, in the state the catalog leaves it; ``search`` (ctq.search) is the run's, its
+        state rebuilt from the catalog: an early-stopping one is asked after every epoch on the
+        run's metric (results a dead predecessor left undecided are decided first), one that asks
+        for models during the run is told each model's end and asked for new ones then.
+        ``preloaded``: segment connections opened ahead (Engine.preload), taken over at warm-up;
+        a failed hop is retried ``max_retries`` times, ``retry_backoff`` seconds apart and doubling.
+
+        What the run settles (see ctq.config): ``stream`` (the segments read their buffers on every
+        hop instead of caching them), ``class_weights`` (a training weight per class index),
+        ``warm`` (the models start from another run's final weights, stored as their state: their
+        first hop keeps the weights and starts the optimizer afresh), ``checkpoint_seconds`` (a
+        model's state after an epoch is written as its checkpoint, which survives a crash, when its
+        last one is this old; also after its last epoch, and after every epoch when a search
+        decides on epochs: :meth:`_checkpoints`)."""
+        self.plan = plan
         self.dsn = dsn
-        self.engine = engine
-        self.pack = pack
-        self.stats = server_stats(pack["stats"])  # in every hop's parameters
-        self.models = models
-        self.run_id = run_id
+        self.run_id = plan.run_id
+        self.segments = plan.segments
+        self.epochs = plan.epochs
+        self.cores = plan.cores
+        self.pack = plan.pack
+        self.stats = server_stats(plan.pack["stats"])  # in every hop's parameters
+        self.models = dict(plan.specs)  # model_id -> name, architecture, hyperparameters, seed; grows as a search asks
+        self.stream = plan.stream
+        self.class_weights = plan.class_weights
+        self.metric = plan.metric
+        self.warm = plan.warm
         self.scheduler = scheduler
-        self.segments = segments
-        self.cores = cores
-        self.epochs = epochs
+        self.search = search
+        self.decisions = len(plan.decisions)
+        self.pending = list(search.undecided(plan))
+        self.engine = engine
         self.progress = progress or NoProgress()
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.heartbeat_seconds = heartbeat_seconds
         self.statements: list[HopStatements] = []  # each segment's, built once the engine is attached (run)
-        self.connections: list[asyncpg.Connection | None] = [None] * segments
-        self.preloaded = list(preloaded or [None] * segments)
-        self.backends: list[int | None] = [None] * segments  # each segment connection's server pid
+        self.connections: list[asyncpg.Connection | None] = [None] * self.segments
+        self.preloaded = list(preloaded or [None] * self.segments)
+        self.backends: list[int | None] = [None] * self.segments  # each segment connection's server pid
         self.warmup_estimates: dict[int, dict[str, float]] = {}  # segment -> compile key -> hop seconds
         self.control: asyncpg.Connection | None = None
         # asyncpg allows one operation at a time per connection. The heartbeat and the main loop
@@ -232,10 +228,7 @@ class Coordinator:
         self.control_lock = asyncio.Lock()
         self.driving = False  # once this session held the run's lock; only then may it record the end
         self.attempts: dict[tuple[int, int, int], int] = {}
-        self.app_prefix = f"ctq run {run_id} segment "
-        self.memory_budget_mb = memory_budget_mb
-        self.data_bytes = data_bytes  # what a segment's cached data takes (0 when it streams)
-        self.checkpoint_seconds = checkpoint_seconds
+        self.app_prefix = f"ctq run {self.run_id} segment "
         self.checkpointed_at: dict[int, float] = {}  # model -> when this session last wrote its checkpoint
         self.started = time.monotonic()
 
@@ -318,11 +311,11 @@ class Coordinator:
         row = await conn.fetchrow(self.statements[segment].sizes, json.dumps(
             {"models": [json.loads(k) for k in keys], "stats": self.stats, "task": self.pack["settings"]["task"]}))
         sizes = json.loads(row["sizes"])
-        budget = Budget.of(self.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
+        budget = Budget.of(self.plan.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
         groups = [[(i, m["name"], m["hyperparameters"].get("optimizer", "adam"))
                    for i, m in live.items() if self._compile_key(m) == key]
                   for key in keys]
-        check_fits(groups, sizes["models"], budget, self.data_bytes, segment)
+        check_fits(groups, sizes["models"], budget, self.plan.data_bytes, segment)
 
     def _expect_from_warmup(self, outcome: Outcome) -> None:
         """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up
@@ -399,7 +392,7 @@ class Coordinator:
             return False
         if hop.epoch == self.epochs - 1 or self.search.early_stopping:
             return True
-        return time.monotonic() - self.checkpointed_at.get(hop.model_id, self.started) >= self.checkpoint_seconds
+        return time.monotonic() - self.checkpointed_at.get(hop.model_id, self.started) >= self.plan.checkpoint_seconds
 
     async def _decide(self, model_id: int, epochs_done: int, outcome: Outcome) -> None:
         """Ask the search about a model that has completed ``epochs_done`` epochs; record the
@@ -425,7 +418,7 @@ class Coordinator:
             return
         self.search.model_ended(model_id, value)
         for new_id, point in self.search.new_models(self.scheduler.live, max(self.models) + 1):
-            spec = self.new_model(new_id, point)
+            spec = self.plan.asked_model(new_id, point, {m["name"] for m in self.models.values()})
             await self._catalog(catalog.insert_model, self.run_id, new_id, spec)
             self.models[new_id] = spec
             self.scheduler.add_model(new_id)

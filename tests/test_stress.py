@@ -16,6 +16,7 @@ import pytest
 from conftest import create_table, write_grid
 from ctq import api, catalog
 from ctq.coordinator import Coordinator
+from ctq.search.grid import Grid
 from ctq.engines import engine_named
 from ctq.scheduler import MopScheduler
 
@@ -88,8 +89,7 @@ async def test_concurrent_catalog_writes_keep_the_lock(dsn, small_table, tmp_pat
     conn = await asyncpg.connect(dsn)
     first = await api.train(str(grid), dsn)
     plan = await api.load_plan(conn, first.run_id)
-    coordinator = Coordinator(dsn, first.run_id, MopScheduler([1], 2, 1, 0), 2, [[0], [1]], epochs=1,
-                              engine=engine_named(plan.engine), pack=plan.pack, models=plan.specs)
+    coordinator = Coordinator(dsn, plan, MopScheduler([1], 2, 1, 0), Grid(), engine_named(plan.engine))
     try:
         await coordinator._catalog(catalog.heartbeat, first.run_id)
         pid = coordinator.control.get_server_pid()
