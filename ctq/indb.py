@@ -1003,6 +1003,11 @@ def working_state_dir(plpy, GD, run: int) -> str:
     return os.path.join(os.getcwd(), "ctq_states", str(oid), str(int(run)))
 
 
+def working_state_path(plpy, GD, run: int, model: int, hops: int) -> str:
+    """The file of the model's working state after ``hops`` hops."""
+    return os.path.join(working_state_dir(plpy, GD, run), f"{int(model)}.{int(hops)}")
+
+
 def run_access(plpy, run: int) -> tuple[bool, bool]:
     """(may read, may change) run ``run``, for the calling role, as row-level security decides
     (row_security.sql: the owner and ctq_admin change a run, roles it is shared with read it)."""
@@ -1018,17 +1023,19 @@ def committed_hops(plpy, run: int, model: int) -> int:
     return int(plpy.execute(plan, [int(run), int(model)])[0]["n"])
 
 
-def _state_files(folder: str, model: int) -> dict[int, str]:
-    """hops -> path of the model's state files in ``folder``."""
-    found = {}
+def _state_files(folder: str, model: int) -> dict[int | str, str]:
+    """hops -> path of the model's state files in ``folder``; a temporary file's name -> its path
+    (one a backend killed while writing left)."""
+    found: dict[int | str, str] = {}
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return found
     prefix = f"{int(model)}."
     for name in names:
-        if name.startswith(prefix) and name[len(prefix):].isdigit():
-            found[int(name[len(prefix):])] = os.path.join(folder, name)
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            found[int(rest) if rest.isdigit() else name] = os.path.join(folder, name)
     return found
 
 
@@ -1039,11 +1046,11 @@ def store_working_state(*, plpy, GD, key, run, model, hops) -> int:
     model where the catalog says it is). Refused (42501) to a role that may not change the run."""
     if not run_access(plpy, run)[1]:
         raise_sql(plpy, f"permission denied for run {int(run)}", "42501")
-    folder = working_state_dir(plpy, GD, run)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    parts = write_state_file(os.path.join(folder, f"{int(model)}.{int(hops)}"), stored_parts(plpy, GD, key))
-    for older, stale in _state_files(folder, model).items():
-        if older < int(hops) - 1:
+    path = working_state_path(plpy, GD, run, model, hops)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    parts = write_state_file(path, stored_parts(plpy, GD, key))
+    for older, stale in _state_files(os.path.dirname(path), model).items():
+        if isinstance(older, str) or older < int(hops) - 1:  # (a model trains on one segment at a time)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
     return parts
@@ -1098,7 +1105,7 @@ def working_state_parts(*, plpy, GD, run, model):
     hops = committed_hops(plpy, run, model)
     if hops < 1:
         return
-    for index, offset, data in read_state_file(os.path.join(working_state_dir(plpy, GD, run), f"{int(model)}.{hops}")):
+    for index, offset, data in read_state_file(working_state_path(plpy, GD, run, model, hops)):
         yield hops, index, offset, data
 
 
@@ -1116,7 +1123,7 @@ def load_working_state(plpy, GD, cm: CompiledModel, entry) -> None:
     if committed_hops(plpy, run, model) != hops:
         return
     loader = None
-    for index, offset, data in read_state_file(os.path.join(working_state_dir(plpy, GD, run), f"{int(model)}.{hops}")):
+    for index, offset, data in read_state_file(working_state_path(plpy, GD, run, model, hops)):
         loader = loader or cm.loader()
         loader.add(index, offset, data)
     entry["loader"] = loader
@@ -1124,8 +1131,7 @@ def load_working_state(plpy, GD, cm: CompiledModel, entry) -> None:
 
 def has_working_state(*, plpy, GD, run, model, hops) -> bool:
     """``ctq.has_working_state``: whether the model's state after ``hops`` hops is on file, whole."""
-    path = os.path.join(working_state_dir(plpy, GD, run), f"{int(model)}.{int(hops)}")
-    return next(iter(read_state_file(path)), None) is not None
+    return next(iter(read_state_file(working_state_path(plpy, GD, run, model, hops))), None) is not None
 
 
 def drop_working_states(*, plpy, GD, run, model=None) -> int:
