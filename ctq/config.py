@@ -45,7 +45,8 @@ File format
                                     #   the segments on its host (no streaming then)
     checkpoint_minutes: 5           # optional number >= 0: a model's state after an epoch is stored
                                     #   durably (a checkpoint) when its last checkpoint is this old;
-                                    #   in between, hops store it unlogged (fast) and a server crash
+                                    #   in between, hops store it without WAL (fast) and a crash that
+                                    #   takes it (of the host; on Greenplum and Citus, of the server)
                                     #   sends the model back to its checkpoint. 0: every epoch. Its
                                     #   last epoch, and every epoch under asha/hyperband, always are.
     models:                         # required; non-empty list of architectures (names unique)
