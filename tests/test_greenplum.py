@@ -8,17 +8,20 @@ Without the DSN this module is skipped with that reason.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 
 import asyncpg
 import pytest
 
 from conftest import CountingRelay, assert_states_follow_the_recorded_hops, create_table, write_grid
 from ctq.engines import GreenplumEngine
+from ctq.sql import quote_ident
 
 DSN = os.environ.get("CTQ_TEST_GREENPLUM_DSN")
 PYTHON_PATH = os.environ.get("CTQ_TEST_GREENPLUM_PYTHON_PATH")
@@ -128,12 +131,33 @@ async def ctq_through(dsn: str, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+async def function_calls(conn, function: str) -> dict[int, int]:
+    """Calls of ``function`` (a PL/Python function of ctq's, by its signature) counted by each
+    segment's own statistics (track_functions), and by the coordinator's (-1)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    rows = await conn.fetch(
+        "SELECT p.gp_segment_id AS s, coalesce(pg_stat_get_function_calls(p.oid), 0) AS n FROM gp_dist_random('pg_proc') p "
+        "WHERE p.oid = $1::regprocedure UNION ALL SELECT -1, coalesce(pg_stat_get_function_calls($1::regprocedure), 0)",
+        function)
+    return {r["s"]: r["n"] for r in rows}
+
+
 async def primaries(conn) -> int:
     return await conn.fetchval("SELECT count(*) FROM gp_segment_configuration WHERE role = 'p' AND content >= 0")
 
 
 @pytest.mark.parametrize("schedule", ["mop", "bsp"])
 async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, schedule):
+    """Every hop ran on the segment it was sent to: as the training function reports from inside
+    (executed_on, which record_hop checks), and as each segment's own statistics count the
+    functions that the statements really run there: the training query's cache check
+    (ctq.data_cached, in its row filter) as often on every segment for each of its hops and its
+    warm-up, and the store of the new state (ctq.state_parts) once for each of its hops; neither on
+    the coordinator (direct dispatch: no hop runs on another segment or on the coordinator)."""
+    database = quote_ident(await gp.fetchval("SELECT current_database()"))
+    await gp.execute(f"ALTER DATABASE {database} SET track_functions = 'pl'")  # for the run's new sessions
+    counted = ("ctq.data_cached(text, int)", "ctq.state_parts(text)")
+    before = {f: await function_calls(gp, f) for f in counted}
     grid = write_grid(tmp_path, GRID.format(schedule=schedule))
     proc = ctq("train", str(grid), "--json", "--schedule", schedule)
     assert proc.returncode == 0, proc.stderr
@@ -156,6 +180,17 @@ async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, sc
                 assert a["finished_at"] <= b["started_at"] or b["finished_at"] <= a["started_at"]
     assert all(h["rows"] > 0 for h in hops)
     assert result["best_metric"] > 0.5  # 3 classes: chance is about 0.33
+    on_segment = Counter(h["segment"] for h in hops)
+    deadline = time.monotonic() + 10  # the statistics collectors report within a second or so
+    while True:
+        calls = {f: {s: n - before[f].get(s, 0) for s, n in (await function_calls(gp, f)).items()} for f in counted}
+        checks, stores = calls["ctq.data_cached(text, int)"], calls["ctq.state_parts(text)"]
+        per_statement = checks[0] // (on_segment[0] + 1)
+        if stores == {s: on_segment[s] for s in range(segments)} | {-1: 0} and per_statement >= 1 and \
+                checks == {s: per_statement * (on_segment[s] + 1) for s in range(segments)} | {-1: 0}:
+            break
+        assert time.monotonic() < deadline, f"calls per segment (-1: the coordinator): {calls}; hops: {on_segment}"
+        await asyncio.sleep(0.5)
 
 
 async def test_training_query_is_direct_dispatched_with_no_motion_below_the_aggregate(gp, tmp_path):
