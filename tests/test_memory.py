@@ -96,3 +96,19 @@ async def test_the_segment_data_counts_against_the_budget():
         check_fits([[(1, "m", "adam")]], [size], budget, data_bytes=1 << 20)
     check_fits([[(1, "m", "adam")]], [None], budget, data_bytes=1 << 20)  # not countable: the warm-up says why
     assert Budget.of(None, 8 << 30, 4).bytes == 2 << 30 and Budget.of(None, None, 4) is None
+
+
+def test_counting_a_state_leaves_nothing_for_keras_to_draw_later():
+    """The memory check counts a model's state in a StatelessScope that defers its variables'
+    initialisation; Keras keeps such variables to draw them at the next scope that initialises
+    (the warm-up's first training step). Left there, a 170M-parameter model was drawn in full
+    during the warm-up: 1.9 GiB more at the segment backend's peak (4.7 vs 2.9 GiB, measured)."""
+    from ctq import indb
+
+    indb.import_keras()  # as the server does: the jax backend
+    from keras.src.backend.common import global_state
+
+    size = indb.state_size({"layers": [{"type": "dense", "units": 512}, {"type": "dense", "units": 512}]},
+                           {"optimizer": "adam"}, (8,), 3, "classification")
+    assert size["parameters"] == 8 * 512 + 512 + 512 * 512 + 512 + 512 * 3 + 3
+    assert not global_state.get_global_attribute("uninitialized_variables")
