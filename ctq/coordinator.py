@@ -30,6 +30,7 @@ from ctq.errors import RunFailed, is_missing_privilege, plain_text
 from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
 from ctq.metrics import Metric
 from ctq.packing import server_stats
+from ctq.rules import HopRequest, SizesRequest
 from ctq.scheduler import Hop, Scheduler
 from ctq.search import Search
 from ctq.sql import template
@@ -268,11 +269,9 @@ class Coordinator:
 
     def _params(self, segment: int, **values) -> str:
         """The JSON parameters of a targeted query (see indb.step_final)."""
-        return json.dumps({"pack_id": self.pack["pack_id"], "task": self.pack["settings"]["task"],
-                           "stats": self.stats,
-                           "cores": self.cores[segment], "stream": self.stream,
-                           "class_weights": self.class_weights, "metric": Metric(self.metric).kind,
-                           **values})
+        return HopRequest(pack_id=self.pack["pack_id"], task=self.pack["settings"]["task"], stats=self.stats,
+                          cores=self.cores[segment], stream=self.stream, class_weights=self.class_weights,
+                          metric=Metric(self.metric).kind, **values).to_json()
 
     @staticmethod
     def _compile_key(model: dict) -> str:
@@ -308,8 +307,8 @@ class Coordinator:
                             live: dict[int, dict]) -> None:
         """Refuse (TooLarge, exit 2) a model whose training would not fit the segment's memory,
         from sizes counted in the segment's backend before it builds anything (ctq.memory)."""
-        row = await conn.fetchrow(self.statements[segment].sizes, json.dumps(
-            {"models": [json.loads(k) for k in keys], "stats": self.stats, "task": self.pack["settings"]["task"]}))
+        row = await conn.fetchrow(self.statements[segment].sizes, SizesRequest(
+            models=[json.loads(k) for k in keys], stats=self.stats, task=self.pack["settings"]["task"]).to_json())
         sizes = json.loads(row["sizes"])
         budget = Budget.of(self.plan.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
         groups = [[(i, m["name"], m["hyperparameters"].get("optimizer", "adam"))
@@ -367,9 +366,8 @@ class Coordinator:
         first = self.warm and hops == 0
         params = self._params(hop.segment, action="train", arch=model["architecture"],
                               hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
-                              hops=hops, **({"warm": True} if first else {}),
-                              **({"state_file": [self.run_id, hop.model_id]} if self.engine.working_states_in_files
-                                 else {}))
+                              hops=hops, warm=first,
+                              state_file=[self.run_id, hop.model_id] if self.engine.working_states_in_files else None)
         checkpoint = self._checkpoints(hop)
         t0 = time.perf_counter()
         row = await self.engine.run_hop(conn, self.statements[hop.segment], self.run_id, hop.model_id, hop.epoch,

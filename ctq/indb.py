@@ -661,11 +661,10 @@ def host_memory_bytes() -> int | None:
 def model_sizes(*, plpy, params) -> dict:
     """``ctq.model_sizes``: each model's :func:`state_size` and the server's memory, for the
     client's memory check before the warm-up builds anything (coordinator, api.memory_refusal).
-    ``params``: {"models": [[arch, hyper], ...], "stats", "task"}."""
-    p = json.loads(params)
-    stats = p["stats"]
-    shape, n_outputs = input_shape(stats), int(stats["n_outputs"])
-    return {"models": [_state_size_or_none(arch, hyper, shape, n_outputs, p["task"]) for arch, hyper in p["models"]],
+    ``params``: a :class:`rules.SizesRequest` as JSON."""
+    p = rules.SizesRequest.from_json(params)
+    shape, n_outputs = input_shape(p.stats), int(p.stats["n_outputs"])
+    return {"models": [_state_size_or_none(arch, hyper, shape, n_outputs, p.task) for arch, hyper in p.models],
             "memory_bytes": host_memory_bytes()}
 
 
@@ -912,7 +911,7 @@ def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, part, part
         accumulators.clear()
         GD["ctq.acc_seq"] = GD.get("ctq.acc_seq", 0) + 1
         acc = str(GD["ctq.acc_seq"])
-        accumulators[acc] = {"params": json.loads(params), "segment": None, "rows": {},
+        accumulators[acc] = {"params": rules.HopRequest.from_json(params), "segment": None, "rows": {},
                              "stream": None, "loader": None, "started": time.time()}
     entry = accumulators[acc]
     if part is not None:
@@ -921,7 +920,7 @@ def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, part, part
     if segment >= 0:
         entry["segment"] = int(segment)
     if bucket >= 0:
-        if entry["params"].get("stream"):
+        if entry["params"].stream:
             stream_buffer(plpy, GD, entry, int(segment), (rows, x, y, k))
         else:
             entry["rows"].setdefault(int(segment), []).append((rows, x, y, k))
@@ -932,8 +931,8 @@ def load_part(GD, entry, index: int, offset: int, data) -> None:
     """Put one part of the model's stored state into its compiled model's variables."""
     if entry["loader"] is None:
         p = entry["params"]
-        cm = compiled_model(GD, p["arch"], p["hyper"], p["stats"], p["task"], p.get("metric"))
-        entry["loader"] = cm.loader(p.get("warm", False))
+        cm = compiled_model(GD, p.arch, p.hyper, p.stats, p.task, p.metric)
+        entry["loader"] = cm.loader(p.warm)
     entry["loader"].add(index, offset, data)
 
 
@@ -943,23 +942,23 @@ def start_model(plpy, GD, cm: CompiledModel, entry) -> None:
     model the catalog says has trained but whose state after those hops is not stored (it would
     silently start over)."""
     p = entry["params"]
-    hops, warm = p.get("hops"), p.get("warm", False)
+    hops, warm = p.hops, p.warm
     if entry["loader"] is None and hops and not warm:
         load_working_state(plpy, GD, cm, entry)
     if entry["loader"] is not None:
-        cm.finish_load(entry["loader"], p["hyper"], warm, hops)
+        cm.finish_load(entry["loader"], p.hyper, warm, hops)
     elif hops:
         raise StateLost(f"the catalog records {hops} hops of this model but its state after them is not stored")
     elif warm:  # starting from scratch instead would train a model the run says is warm-started
         raise RuntimeError("the state this model is warm-started from is not stored")
     else:
-        cm.initialise(p["seed"], p["hyper"])
+        cm.initialise(p.seed, p.hyper)
 
 
 def hand_over(GD, entry, acc, cm: CompiledModel) -> dict:
     """The new state of a trained hop: kept in the backend for :func:`trained_state_parts` (the
     hop statement stores it as parts, named by ``state_key``)."""
-    GD["ctq.trained"] = {"key": acc, "model": cm, "hops": int(entry["params"].get("hops") or 0) + 1}
+    GD["ctq.trained"] = {"key": acc, "model": cm, "hops": entry["params"].hops + 1}
     return {"state_key": acc}
 
 
@@ -1134,9 +1133,9 @@ def load_working_state(plpy, GD, cm: CompiledModel, entry) -> None:
     one after the hops the catalog records, as the caller sees them (working_state_parts).
     Nothing is loaded where there is none (start_model then raises StateLost)."""
     p = entry["params"]
-    if not p.get("state_file"):
+    if not p.state_file:
         return
-    (run, model), hops = p["state_file"], int(p.get("hops") or 0)
+    (run, model), hops = p.state_file, p.hops
     if committed_hops(plpy, run, model) != hops:
         return
     loader = None
@@ -1176,30 +1175,30 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     or evaluate one validation buffer, as the scan delivers it; nothing is cached. The query sends
     the segment's own buffers first (ORDER BY segment DESC), so evaluation follows training."""
     p = entry["params"]
-    if p["action"] != "train" or (segment < 0 and not p["evaluate"]):
+    if p.action != "train" or (segment < 0 and not p.evaluate):
         return
     run = entry["stream"]
     if run is None:
-        pin_threads(p.get("cores"))
-        cm = compiled_model(GD, p["arch"], p["hyper"], p["stats"], p["task"], p.get("metric"))
+        pin_threads(p.cores)
+        cm = compiled_model(GD, p.arch, p.hyper, p.stats, p.task, p.metric)
         start_model(plpy, GD, cm, entry)
         run = entry["stream"] = {"model": cm, "callback": cancel_callback(plpy), "compute": 0.0,
                                  "train": [0, 0.0, 0.0], "val": [0, 0.0, 0.0]}
-    x, y = decode_buffers([buffer], p["stats"], p["task"])
+    x, y = decode_buffers([buffer], p.stats, p.task)
     t0 = time.perf_counter()
     if segment >= 0:
-        loss, metric = fit_pass(run["model"].model, x, y, int(p["hyper"].get("batch_size", 64)), run["callback"],
-                                p["task"], p["stats"], p.get("class_weights"), p.get("metric"))
+        loss, metric = fit_pass(run["model"].model, x, y, int(p.hyper.get("batch_size", rules.DEFAULTS["batch_size"])),
+                                run["callback"], p.task, p.stats, p.class_weights, p.metric)
         if loss is not None:
             n = len(x)
             run["train"] = [run["train"][0] + n, run["train"][1] + loss * n, run["train"][2] + metric * n]
     elif len(x):
         result = run["model"].model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True,
                                              callbacks=[run["callback"]])
-        loss, metric = in_target_units(float(result["loss"]), float(result[rules.compiled_metric(p["task"], p.get("metric"))]),
-                                       p["task"], p["stats"])
+        loss, metric = in_target_units(float(result["loss"]), float(result[rules.compiled_metric(p.task, p.metric)]),
+                                       p.task, p.stats)
         run["val"] = [run["val"][0] + len(x), run["val"][1] + loss * len(x), run["val"][2] + metric * len(x)]
-        if rules.compiled_metric(p["task"], p.get("metric")) in rules.RANKING_KINDS:  # not a mean over rows: kept whole
+        if rules.compiled_metric(p.task, p.metric) in rules.RANKING_KINDS:  # not a mean over rows: kept whole
             run.setdefault("val_predictions", []).append((y, run["model"].model.predict(x, batch_size=1024,
                                                                                         verbose=0)))
     run["compute"] += time.perf_counter() - t0
@@ -1213,7 +1212,7 @@ def stream_result(GD, entry, acc) -> dict:
     (n, loss, metric), (nv, val_loss, val_metric) = run["train"], run["val"]
     if run.get("val_predictions"):  # AUC, F1...: over all the validation rows, not a mean of buffers
         p = entry["params"]
-        scorer = make_metric(p["task"], p.get("metric"), int(p["stats"]["n_outputs"]))
+        scorer = make_metric(p.task, p.metric, int(p.stats["n_outputs"]))
         scorer.update_state(np.concatenate([y for y, _ in run["val_predictions"]]),
                             np.concatenate([q for _, q in run["val_predictions"]]))
         val_metric = float(scorer.result()) * nv
@@ -1244,36 +1243,36 @@ def step_final(*, plpy, GD, acc):
         raise DataProblem("the targeted query reached none of its segment's rows (the pack is incomplete)")
     p, segment = entry["params"], entry["segment"]
     started = entry["started"]  # the first row: reading the state is part of the hop
-    pin_threads(p.get("cores"))
+    pin_threads(p.cores)
     executed_on = execution_segment(plpy, segment)
-    stats = p["stats"]
-    if p.get("stream"):
+    stats = p.stats
+    if p.stream:
         result = {"estimates": None, "state_key": None, "loss": None, "metric": None, "rows": 0,
                   "compute_seconds": 0.0, "val_loss": None, "val_metric": None}
-        if p["action"] == "warmup":
-            for arch, hyper in p["models"]:
-                compiled_model(GD, arch, hyper, stats, p["task"], p.get("metric"))
+        if p.action == "warmup":
+            for arch, hyper in p.models:
+                compiled_model(GD, arch, hyper, stats, p.task, p.metric)
         else:
             result = stream_result(GD, entry, acc)
         return {**result, "executed_on": executed_on, "hop_started": started, "hop_finished": time.time()}
-    if entry["rows"] or not data_cached(GD, p["pack_id"], segment):
-        (x, y), (xv, yv) = cache_segment_data(GD, p["pack_id"], segment, entry["rows"], p["stats"], p["task"])
+    if entry["rows"] or not data_cached(GD, p.pack_id, segment):
+        (x, y), (xv, yv) = cache_segment_data(GD, p.pack_id, segment, entry["rows"], stats, p.task)
     else:
-        (x, y), (xv, yv) = GD["ctq.data"][(p["pack_id"], segment)], GD["ctq.data"][(p["pack_id"], -1)]
-    task = p["task"]
+        (x, y), (xv, yv) = GD["ctq.data"][(p.pack_id, segment)], GD["ctq.data"][(p.pack_id, -1)]
+    task = p.task
     result = {"estimates": None, "state_key": None, "loss": None, "metric": None, "rows": int(len(x)),
               "compute_seconds": 0.0, "val_loss": None, "val_metric": None, "executed_on": executed_on}
-    if p["action"] == "warmup":  # the estimated hop seconds of each model, as JSON
-        estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.get("metric")),
+    if p.action == "warmup":  # the estimated hop seconds of each model, as JSON
+        estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.metric),
                                    int(hyper.get("batch_size", rules.DEFAULTS["batch_size"])), len(x), xv, yv, plpy)
-                     for arch, hyper in p["models"]]
+                     for arch, hyper in p.models]
         result["estimates"] = json.dumps(estimates).encode()
     else:
-        cm = compiled_model(GD, p["arch"], p["hyper"], stats, task, p.get("metric"))
+        cm = compiled_model(GD, p.arch, p.hyper, stats, task, p.metric)
         start_model(plpy, GD, cm, entry)
-        result.update(train_hop(plpy=plpy, cm=cm, x=x, y=y, xv=xv, yv=yv, hyper=p["hyper"], task=task,
-                                evaluate=p["evaluate"], stats=stats, class_weights=p.get("class_weights"),
-                                metric=p.get("metric")))
+        result.update(train_hop(plpy=plpy, cm=cm, x=x, y=y, xv=xv, yv=yv, hyper=p.hyper, task=task,
+                                evaluate=p.evaluate, stats=stats, class_weights=p.class_weights,
+                                metric=p.metric))
         result.update(hand_over(GD, entry, acc, cm))
     result["hop_started"], result["hop_finished"] = started, time.time()
     return result
@@ -1438,13 +1437,13 @@ def score_final(*, plpy, GD, acc):
     entry = GD.get("ctq.score_acc", {}).pop(acc, None) if acc is not None else None
     if entry is None or entry["params"] is None:
         raise DataProblem("the scoring query reached no header row (the scoring stage is incomplete)")
-    p = json.loads(entry["params"])
-    stats, task = p["stats"], p["task"]
+    p = rules.ScoreRequest.from_json(entry["params"])
+    stats, task = p.stats, p.task
     if any(v is None for v in entry["x"]):
         raise DataProblem("a row to score has a NULL feature")
-    pin_threads(p.get("cores"))
-    executed_on = execution_segment(plpy, int(p["segment"]))
-    if executed_on != int(p["segment"]):
+    pin_threads(p.cores)
+    executed_on = execution_segment(plpy, p.segment)
+    if executed_on != p.segment:
         raise RuntimeError(f"scoring query sent to segment {p['segment']} ran on segment {executed_on}")
     n = len(entry["x"])
     result = {"rows": n, "prediction": [], "probabilities": None, "loss": None, "metric": None,
@@ -1454,22 +1453,22 @@ def score_final(*, plpy, GD, acc):
     x = normalise_features(decode_features(b"".join(entry["x"]), n, stats), stats)
     if not np.isfinite(x).all():
         raise DataProblem("a feature has NaN or infinite values")
-    cm = compiled_model(GD, p["arch"], p["hyper"], stats, task, p.get("metric"))
+    cm = compiled_model(GD, p.arch, p.hyper, stats, task, p.metric)
     loader = cm.loader()
     parts = entry.pop("parts")
     parts.reverse()
     while parts:  # each part let go of once in its variable: the state is never held twice
         loader.add(*parts.pop())
-    cm.finish_load(loader, p["hyper"])
+    cm.finish_load(loader, p.hyper)
     out = np.asarray(cm.model.predict(x, batch_size=1024, verbose=0, callbacks=[cancel_callback(plpy)]), np.float64)
     if task == "classification":
         result["prediction"] = np.argmax(out, axis=1).astype(np.float64).tolist()
-        if p.get("proba"):
+        if p.proba:
             result["probabilities"] = out.reshape(-1).tolist()
     else:
         scale, offset = float(stats.get("target_std") or 1.0), float(stats.get("target_mean") or 0.0)
         result["prediction"] = (out[:, 0] * scale + offset).tolist()
-    if p.get("action") == "evaluate":
+    if p.action == "evaluate":
         if any(v is None for v in entry["y"]):
             raise DataProblem("a label is NULL or not one of the model's classes")
         y = decode_labels(np.frombuffer(b"".join(entry["y"]), dtype=">f4"), stats, task)
@@ -1481,8 +1480,8 @@ def score_final(*, plpy, GD, acc):
             error = out[:, 0] - y
             loss, metric = float(np.mean(error**2)), float(np.mean(np.abs(error)))
         result["loss"], result["metric"] = in_target_units(loss, metric, task, stats)
-        if rules.compiled_metric(task, p.get("metric")) in rules.RANKING_KINDS:  # not a mean over rows: its counts
-            result["metric_state"] = ranking_metric_state(task, p.get("metric"), stats, y, out)
+        if rules.compiled_metric(task, p.metric) in rules.RANKING_KINDS:  # not a mean over rows: its counts
+            result["metric_state"] = ranking_metric_state(task, p.metric, stats, y, out)
     return result
 
 

@@ -11,7 +11,9 @@ Standard library only: it runs inside the database's Python.
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import asdict, dataclass
 from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw", "adagrad", "nadam")
@@ -31,6 +33,74 @@ def compiled_metric(task: str, kind: str | None = None) -> str:
     if task != "classification":
         return "mae"
     return kind if kind in RANKING_KINDS else "accuracy"
+
+# -- What the client asks of the server ---------------------------------------------------------
+# A targeted query carries its request as one JSON text (a bind parameter); both sides read and
+# write it through these classes, so a field is named, typed and defaulted once. ``stats`` is the
+# pack's statistics as ctq.packs records them, less the categorical vocabularies
+# (ctq.packing.server_stats): input_dim, n_outputs, mean, std, and where they apply feature_shape,
+# x_layout, label_encoding, class_values, target_mean, target_std.
+
+
+class _Request:
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str):
+        """The request a JSON text holds; TypeError for a field this side does not know (a
+        client and a server of different ctq versions)."""
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class HopRequest(_Request):
+    """A training query of one segment (indb.step_transition / step_final): the warm-up
+    (``action`` "warmup": decode and cache the segment's data, build and compile ``models``) or a
+    hop (``action`` "train": one sub-epoch of the model ``arch``/``hyper``/``seed``)."""
+
+    action: str  # "warmup" or "train"
+    pack_id: str
+    task: str  # "classification" or "regression"
+    stats: dict
+    metric: str  # the kind of the run's metric (ctq.metrics.Metric.kind): what the models compile
+    cores: list | None = None  # the CPU cores the backend's threads are pinned to
+    stream: bool = False  # train buffer by buffer as rows arrive instead of from the cached data
+    class_weights: list | None = None  # per class index
+    models: list | None = None  # warm-up: [[arch, hyper], ...], one per compiled model
+    arch: dict | None = None
+    hyper: dict | None = None
+    seed: int = 0  # the model's initial weights (its first hop)
+    evaluate: bool = False  # the last hop of an epoch: evaluate on the validation rows after it
+    hops: int = 0  # hops the model's stored state has trained (MOP's invariant, checked on load)
+    warm: bool = False  # the first hop of a warm-started model: load another run's weights only
+    state_file: list | None = None  # [run, model] where working states are files (the hop reads it)
+
+
+@dataclass(frozen=True)
+class SizesRequest(_Request):
+    """The memory check of one segment (indb.model_sizes): each model's state size."""
+
+    models: list  # [[arch, hyper], ...]
+    stats: dict
+    task: str
+
+
+@dataclass(frozen=True)
+class ScoreRequest(_Request):
+    """A scoring query of one segment (indb.score_final): ``ctq predict`` (``action`` "predict")
+    or ``ctq evaluate`` ("evaluate") with one trained model."""
+
+    segment: int
+    task: str
+    stats: dict
+    arch: dict
+    hyper: dict
+    action: str  # "predict" or "evaluate"
+    proba: bool = False  # predict: every class's probability, not only the predicted class
+    metric: str | None = None  # evaluate: the ranking kind to compute beside loss and accuracy/mae
+    cores: list | None = None
+
 
 # -- Keras configs that carry Python code ------------------------------------------------------
 # Keras' safe mode is the second line; these are refused before Keras sees the config.

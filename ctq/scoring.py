@@ -35,6 +35,7 @@ from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
+from ctq.rules import ScoreRequest
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
                           label_bytes_sql, null_columns, server_stats, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
@@ -266,9 +267,9 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
 
 def _params(model: TrainedModel, segment: int, cores: list[int], action: str, proba: bool) -> str:
     """The JSON parameters of one segment's scoring query (see indb.score_final)."""
-    return json.dumps({"segment": segment, "cores": cores, "task": model.task,
-                       "stats": server_stats(model.stats), "arch": model.architecture, "hyper": model.hyperparameters,
-                       "action": action, "proba": proba, "metric": model.ranking_metric})
+    return ScoreRequest(segment=segment, cores=cores, task=model.task, stats=server_stats(model.stats),
+                        arch=model.architecture, hyper=model.hyperparameters, action=action, proba=proba,
+                        metric=model.ranking_metric).to_json()
 
 
 async def _on_every_segment(dsn: str, engine: Engine, statements: list[tuple[str, tuple]], app: str,

@@ -131,14 +131,16 @@ async def server_train_step(conn, arch):
 
     from ctq import catalog
     from ctq.engines import detect
+    from ctq.rules import HopRequest
 
     await catalog.ensure_installed(conn, await detect(conn))
-    params = {"action": "train", "pack_id": "0", "task": "classification", "cores": [],
-              "stats": {"input_dim": 3, "n_outputs": 2, "mean": [0, 0, 0], "std": [1, 1, 1], "class_values": [0, 1]},
-              "arch": arch, "hyper": {}, "seed": 1, "evaluate": False}
+    params = HopRequest(action="train", pack_id="0", task="classification", cores=[], metric="accuracy",
+                        stats={"input_dim": 3, "n_outputs": 2, "mean": [0, 0, 0], "std": [1, 1, 1],
+                               "class_values": [0, 1]},
+                        arch=arch, hyper={}, seed=1)
     with pytest.raises(asyncpg.PostgresError) as info:
         await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, NULL, NULL, $1)",
-                            json.dumps(params))
+                            params.to_json())
     return info.value
 
 
@@ -191,3 +193,24 @@ async def test_usage_errors(run_cli, tmp_path):
     unknown_run = run_cli("models", "987654")
     assert unknown_run.returncode == 2
     assert "987654" in unknown_run.stderr
+
+
+async def test_a_request_with_a_field_the_server_does_not_know_is_refused(small_table, conn):
+    """The hop's request is typed on both sides (ctq.rules.HopRequest): a field the server does not
+    know (a client of another ctq version) is an error naming it, never silently dropped."""
+    import asyncpg
+
+    from ctq import catalog
+    from ctq.engines import detect
+    from ctq.rules import HopRequest
+
+    await catalog.ensure_installed(conn, await detect(conn))
+    request = json.loads(HopRequest(action="train", pack_id="0", task="classification", metric="accuracy",
+                                    stats={"input_dim": 3, "n_outputs": 2, "mean": [0] * 3, "std": [1] * 3},
+                                    arch={"layers": []}, hyper={}).to_json())
+    with pytest.raises(asyncpg.PostgresError) as info:
+        await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, NULL, NULL, $1)",
+                            json.dumps({**request, "learning_schedule": "cosine"}))
+    assert "learning_schedule" in info.value.message
+    with pytest.raises(TypeError, match="learning_schedule"):
+        HopRequest.from_json(json.dumps({**request, "learning_schedule": "cosine"}))

@@ -546,6 +546,9 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
 
     from ctq.api import load_plan
     from ctq.engines import engine_named
+    from ctq.metrics import Metric
+    from ctq.packing import server_stats
+    from ctq.rules import HopRequest
 
     proc, run_id, _, _ = await start_slow_run(conn, dsn, ctq_home, tmp_path, "timed-out", slow_table)
     proc.send_signal(signal.SIGINT)
@@ -554,15 +557,15 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
     engine = engine_named(plan.engine)
     model = plan.specs[1]
     common = {"pack_id": plan.pack["pack_id"], "task": plan.pack["settings"]["task"],
-              "stats": plan.pack["stats"], "cores": [0], "stream": False}
-    warmup = dict(common, action="warmup", models=[[model["architecture"], {
+              "stats": server_stats(plan.pack["stats"]), "cores": [0], "metric": Metric(plan.metric).kind}
+    warmup = HopRequest(**common, action="warmup", models=[[model["architecture"], {
         k: v for k, v in model["hyperparameters"].items() if k != "learning_rate"}]])
-    params = json.dumps(dict(common, action="train", arch=model["architecture"], hyper=model["hyperparameters"],
-                             seed=model["seed"], evaluate=False))
+    params = HopRequest(**common, action="train", arch=model["architecture"], hyper=model["hyperparameters"],
+                        seed=model["seed"]).to_json()
     statements = engine.hop_statements(0, plan.pack["pack_id"], plan.pack["table_name"])
     session = await asyncpg.connect(dsn)
     try:  # as the coordinator does: the backend has Keras loaded, the data decoded, the model built
-        await session.fetchval(statements.warmup, json.dumps(warmup))
+        await session.fetchval(statements.warmup, warmup.to_json())
         await session.execute("SET statement_timeout = '1s'")
         t0 = time.monotonic()
         with pytest.raises(asyncpg.QueryCanceledError):
