@@ -98,7 +98,7 @@ async def test_the_segment_data_counts_against_the_budget():
     assert Budget.of(None, 8 << 30, 4).bytes == 2 << 30 and Budget.of(None, None, 4) is None
 
 
-def test_counting_a_state_leaves_nothing_for_keras_to_draw_later():
+async def test_counting_a_state_leaves_nothing_for_keras_to_draw_later():
     """The memory check counts a model's state in a StatelessScope that defers its variables'
     initialisation; Keras keeps such variables to draw them at the next scope that initialises
     (the warm-up's first training step). Left there, a 170M-parameter model was drawn in full

@@ -291,8 +291,14 @@ async def test_a_closed_terminal_interrupts_the_run_resumably(table, grid, dsn, 
     proc = start(dsn, ctq_home, "train", str(grid), "--name", "hangup")
     run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'hangup'")
     await wait_for(conn, "SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
-    proc.send_signal(signal.SIGHUP)
-    proc.communicate(timeout=60)
+    # no hop commits while the terminal closes: on a loaded machine the whole run could otherwise
+    # end before the signal arrives (12 short hops), and there would be nothing to interrupt
+    await conn.execute("BEGIN; LOCK TABLE ctq.hops IN SHARE MODE")
+    try:
+        proc.send_signal(signal.SIGHUP)
+        proc.communicate(timeout=60)
+    finally:
+        await conn.execute("ROLLBACK")
     assert proc.returncode == 130
     statuses = [m["status"] for m in json.loads(run_cli("models", str(run_id), "--json").stdout)]
     assert "interrupted" in statuses and "training" not in statuses, statuses
