@@ -127,18 +127,20 @@ def install_fingerprint(engine: str = COMMON) -> str:
 BATCH_VALUES = 256
 
 
-def column_batches(values: list[str], source: str, engine: str, width: int = BATCH_VALUES,
+def column_batches(values: list[str], source: str, engine: str, columns: list[str], width: int = BATCH_VALUES,
                    per_row: dict[str, str] | None = None) -> tuple[str, int]:
     """The FROM clause of a batched scan of ``source`` (SQL, e.g. a quoted table name) on
-    ``engine`` (batch_rows.sql): each row of ``source`` (alias ``t``, its columns readable as
-    before) becomes ``ceil(len(values) / width)`` rows ``(ctq_batch, ctq_1 .. ctq_k, <per_row
-    names>)`` (alias ``c``), batch b carrying values ``b*k .. b*k+k-1`` (float8 SQL expressions over
-    ``t``; the last batch padded with NULLs) and, in every batch, the ``per_row`` expressions
-    (name -> SQL). Returns the clause and ``k``.
+    ``engine`` (batch_rows.sql): each row of ``source`` (alias ``t``, of which the statement may
+    read ``columns``, quoted names, outside the batches) becomes ``ceil(len(values) / width)`` rows
+    ``(ctq_batch, ctq_1 .. ctq_k, <per_row names>)`` (alias ``c``), batch b carrying values
+    ``b*k .. b*k+k-1`` (float8 SQL expressions over ``t``; the last batch padded with NULLs) and,
+    in every batch, the ``per_row`` expressions (name -> SQL). Returns the clause and ``k``.
 
     Every expression is a column of a subquery, named once however many batch rows read it: an
     engine whose planner would otherwise compute it once per reader keeps that subquery (Greenplum's
-    batch_rows.sql), so that an expression several aggregates filter on is computed once a row.
+    batch_rows.sql), so that an expression several aggregates filter on is computed once a row. The
+    subquery passes on ``columns`` only, not every column of ``source``: with the values, the
+    whole row of a 1,600-column table would pass the 1,664 entries a target list may have.
 
     Why batches: a statement with a few aggregates per column (the source profile, the scoring
     checks) would otherwise grow with the width until its partial aggregate row passes
@@ -149,7 +151,7 @@ def column_batches(values: list[str], source: str, engine: str, width: int = BAT
     k = max(1, min(width, len(values)))
     extra = per_row or {}
     computed = [*values, *extra.values()]
-    # (named with spaces, so that no column of the source, which t.* passes on too, has the name)
+    # (named with spaces, so that none is one of ``columns``, which the subquery passes on too)
     column = [quote_ident(f"ctq value {i}") for i in range(len(computed))]
     rows = []
     for b, start in enumerate(range(0, max(1, len(values)), k)):
@@ -157,7 +159,8 @@ def column_batches(values: list[str], source: str, engine: str, width: int = BAT
         part += ["NULL::float8"] * (k - len(part))
         rows.append(f"({', '.join([str(b), *part, *(f't.{name}' for name in column[len(values):])])})")
     return render("batch_rows.sql", engine, source=source, rows=", ".join(rows),
-                  computed=", ".join(f"{sql} AS {name}" for sql, name in zip(computed, column)),
+                  computed=", ".join([*(f"t.{name}" for name in columns),
+                                      *(f"{sql} AS {name}" for sql, name in zip(computed, column))]),
                   names=", ".join(["ctq_batch", *(f"ctq_{i}" for i in range(1, k + 1)), *extra])), k
 
 

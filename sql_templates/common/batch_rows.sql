@@ -1,4 +1,4 @@
-(SELECT t.*, {{computed}} FROM {{source}} t) t
+(SELECT {{computed}} FROM {{source}} t) t
 CROSS JOIN LATERAL (VALUES {{rows}}) c({{names}})
 -- The rows of a batched scan (sql.column_batches): each source row t becomes one row per batch
 -- (alias c). The row's expressions are the columns of a subquery that PostgreSQL pulls up into the

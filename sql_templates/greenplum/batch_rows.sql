@@ -1,4 +1,4 @@
-(SELECT t.*, {{computed}} FROM {{source}} t OFFSET 0) t
+(SELECT {{computed}} FROM {{source}} t OFFSET 0) t
 CROSS JOIN LATERAL (VALUES {{rows}}) c({{names}})
 -- The rows of a batched scan (sql.column_batches): each source row t becomes one row per batch
 -- (alias c). OFFSET 0 keeps the subquery, so each of the row's expressions is computed once a row
