@@ -2,7 +2,9 @@
 
 Writes bench/RESULTS.md (each figure, its target, the machine) and bench/speedup.png. Runs on a
 throwaway embedded PostgreSQL; about 30 minutes on 2 cores (4 of them packing 2M and 20M x 32,
-about 8 GB of disk; 5 training a 2 GB state, about 12 GB of memory). Not a test: nothing here asserts.
+about 8 GB of disk; 5 training a 2 GB state, about 12 GB of memory). With CTQ_BENCH_GREENPLUM_DSN (a
+superuser's DSN of a Greenplum database where ctq is installed), Greenplum's figures beside this
+PostgreSQL's too (bench/greenplum.py, ~5 minutes more). Not a test: nothing here asserts.
 """
 
 from __future__ import annotations
@@ -239,6 +241,11 @@ async def main() -> None:
         from load import load_figures
 
         results.extend(await load_figures(dsn))
+        # 14. Greenplum beside this PostgreSQL, when a cluster is described (bench/greenplum.py)
+        if os.environ.get("CTQ_BENCH_GREENPLUM_DSN"):
+            from greenplum import greenplum_figures
+
+            results.extend(await greenplum_figures(dsn, os.environ["CTQ_BENCH_GREENPLUM_DSN"]))
         bench_seconds = time.perf_counter() - t_all
         plot(slow_t / fast_t, bsp.wall_seconds / mop.wall_seconds)
     finally:

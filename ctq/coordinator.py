@@ -282,7 +282,9 @@ class Coordinator:
 
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
-        every model before the first hop (all segments at once), so hops carry per-hop costs only."""
+        every model with a hop left there before its first hop (all segments at once), so hops
+        carry per-hop costs only. A new backend late in a run (a reconnect, a resume) builds only
+        the models still to come there; with none, it is not warmed up."""
         conn, self.preloaded[segment] = self.preloaded[segment], None
         if conn is not None and not conn.is_closed():
             await conn.execute(template("application_name.sql"), f"{self.app_prefix}{segment}")
@@ -290,8 +292,9 @@ class Coordinator:
             conn = await self.engine.segment_connection(self.dsn, f"{self.app_prefix}{segment}")
         self.backends[segment] = conn.get_server_pid()
         self.connections[segment] = conn  # closed with the others if the warm-up fails
-        dropped = self.scheduler.failed | self.scheduler.stopped
-        live = {i: m for i, m in sorted(self.models.items()) if i not in dropped}
+        live = {i: m for i, m in sorted(self.models.items()) if self.scheduler.hop_left_on(i, segment)}
+        if not live:
+            return conn
         keys = sorted({self._compile_key(m) for m in live.values()})
         await self._check_memory(conn, segment, keys, live)
         params = self._params(segment, action="warmup", models=[json.loads(k) for k in keys])

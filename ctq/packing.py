@@ -276,7 +276,7 @@ def profile_sql(engine: Engine, source_sql: str, columns: list[str], label: dict
     label_t = _label_number("t." + quote_ident(label["name"]), label["category"])
     values = [f"(CASE WHEN t.{quote_ident(c)} IS NOT NULL THEN 0 END)::float8" if array_feature
               else f"t.{quote_ident(c)}::float8" for c in columns] + [label_t]
-    batches, slots = column_batches(values, per_row={
+    batches, slots = column_batches(values, source_sql, engine.name, [quote_ident(label["name"])], per_row={
         "ctq_validation": f"abs(({engine.row_key('t', seed, is_table)}) % {VALIDATION_MODULUS}) < {int(cut)}",
         "ctq_version": engine.row_version("t", is_table)})
     slot = [f"c.ctq_{i}" for i in range(1, slots + 1)]
@@ -286,7 +286,7 @@ def profile_sql(engine: Engine, source_sql: str, columns: list[str], label: dict
         maxs=", ".join(f"max({x})" for x in slot),  # (NULL for a text label)
         means=", ".join(f"avg({x}) FILTER (WHERE NOT c.ctq_validation)" for x in slot),
         variances=", ".join(f"var_pop({x}) FILTER (WHERE NOT c.ctq_validation)" for x in slot),
-        label=label_t, label_column="t." + quote_ident(label["name"]), batches=batches, source=source_sql,
+        label=label_t, label_column="t." + quote_ident(label["name"]), batches=batches,
     ), len(values)
 
 

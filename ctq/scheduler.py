@@ -268,6 +268,16 @@ class Scheduler(abc.ABC):
         """Ids of the models stopped by :meth:`stop_model`."""
         return frozenset(self._ids[m] for m in self._stopped)
 
+    def hop_left_on(self, model_id: int, segment: int) -> bool:
+        """Whether the model has a hop left on ``segment`` (in flight or to come): it trains on (not
+        failed, not stopped, epochs left) and either has an epoch after its current one or has not
+        yet visited ``segment`` in it. Why: a segment's new backend (a reconnect, a resume) builds
+        only these models, not every model of the run."""
+        m = self._model_index(model_id)
+        if m in self._dropped or self._epoch[m] >= self._epochs:
+            return False
+        return self._epoch[m] < self._epochs - 1 or segment not in self._visited[m]
+
     def progress(self, model_id: int) -> tuple[int, int]:
         """(epochs completed, hops completed in the current epoch)."""
         m = self._model_index(model_id)

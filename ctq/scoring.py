@@ -202,9 +202,15 @@ def prediction_type(model: TrainedModel) -> str:
     return model.stats.get("label_type") or ("text" if model.stats.get("label_encoding") == "index" else "bigint")
 
 
-async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, label_category: str | None) -> int:
+async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *, id_column: str | None,
+                      label_category: str | None) -> int:
     """One read-only scan; DataError naming the column for NULLs, NaN/infinite values, arrays of
-    another length, NULL or repeated ids and (evaluate) unknown classes. Returns the row count."""
+    another length, NULL or repeated ids (``id_column``, if any) and (evaluate) unknown classes.
+    Returns the row count."""
+    id_sql = "t." + quote_ident(id_column) if id_column is not None else "NULL::int"
+    read = [quote_ident(id_column)] if id_column is not None else []
+    if label_category is not None:
+        read.append(quote_ident(model.label))
     array = model.stats.get("x_layout") == "array"
     width = int(model.stats["input_dim"])
     categories = model.stats.get("categories") or {}
@@ -220,7 +226,7 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
                           f"{width} THEN 0::float8 ELSE 'NaN'::float8 END)")
         else:
             values.append(f"{q}::float8")
-    batches, slots = column_batches(values)
+    batches, slots = column_batches(values, table.sql, engine.name, list(dict.fromkeys(read)))
     slot = [f"c.ctq_{i}" for i in range(1, slots + 1)]
     nulls = [f"count(*) - count({x})" for x in slot]
     bad = [f"count(*) FILTER (WHERE {x} IN ('NaN', 'Infinity', '-Infinity'))" for x in slot]
@@ -236,7 +242,7 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
             classes = ", ".join(repr(float(v)) for v in model.stats["class_values"])
             label_bad = f"count(*) FILTER (WHERE {_label_number(q, label_category)} NOT IN ({classes}))"
     rows = await conn.fetch(render("score_check.sql", id=id_sql, nulls=", ".join(nulls), bad=", ".join(bad),
-                                   label_nulls=label_nulls, label_bad=label_bad, source=table.sql, batches=batches))
+                                   label_nulls=label_nulls, label_bad=label_bad, batches=batches))
     where = f"--table {table.display}"
     if not rows:  # (grouped by batch: no rows, no groups)
         raise DataError(f"{where}: table has no rows to score")
@@ -250,7 +256,7 @@ async def _check_rows(conn, table: Table, model: TrainedModel, *, id_sql: str, l
         if wrong:
             problem = f"arrays of another length than {width}" if array else "NaN or infinite values"
             raise DataError(f"{where}: column {name!r} has {problem} in {wrong} row(s)")
-    if id_sql != "NULL::int":
+    if id_column is not None:
         if row["ids"] < n:
             raise DataError(f"{where}: id column has {n - row['ids']} NULL value(s); ids must identify the rows")
         if row["distinct_ids"] < n:
@@ -390,7 +396,7 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
         raise UsageError(f"--out {out}: {dest_display} is not a table; --replace only replaces tables")
     id_sql = "t." + quote_ident(id_col["name"])
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
-        rows = await _check_rows(moment.conn, source, model, id_sql=id_sql, label_category=None)
+        rows = await _check_rows(moment.conn, engine, source, model, id_column=id_col["name"], label_category=None)
         n_classes = len(model.stats["class_values"] or ()) if model.task == "classification" else 0
         await drop_abandoned_stages(conn)
         staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
@@ -455,7 +461,7 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
                      y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats["class_values"]),
                      segments=segments, stage=_stage_name())
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
-        rows = await _check_rows(moment.conn, source, model, id_sql="NULL::int", label_category=category)
+        rows = await _check_rows(moment.conn, engine, source, model, id_column=None, label_category=category)
         results = await _score(conn, dsn, engine, spec, model, cores, "evaluate", False,
                                lambda s: render("score_evaluate.sql", score_query=engine.score_query(spec, s)),
                                source, moment)

@@ -127,33 +127,41 @@ def install_fingerprint(engine: str = COMMON) -> str:
 BATCH_VALUES = 256
 
 
-def column_batches(values: list[str], width: int = BATCH_VALUES, alias: str = "c",
+def column_batches(values: list[str], source: str, engine: str, columns: list[str], width: int = BATCH_VALUES,
                    per_row: dict[str, str] | None = None) -> tuple[str, int]:
-    """A ``CROSS JOIN LATERAL`` turning each source row into ``ceil(len(values) / width)`` rows
-    ``(ctq_batch, ctq_1 .. ctq_k, <per_row names>)``, batch b carrying values ``b*k .. b*k+k-1``
-    (float8 SQL expressions; the last batch padded with NULLs) and, in every batch, the
-    ``per_row`` expressions (name -> SQL). Returns the clause and ``k``.
+    """The FROM clause of a batched scan of ``source`` (SQL, e.g. a quoted table name) on
+    ``engine`` (batch_rows.sql): each row of ``source`` (alias ``t``, of which the statement may
+    read ``columns``, quoted names, outside the batches) becomes ``ceil(len(values) / width)`` rows
+    ``(ctq_batch, ctq_1 .. ctq_k, <per_row names>)`` (alias ``c``), batch b carrying values
+    ``b*k .. b*k+k-1`` (float8 SQL expressions over ``t``; the last batch padded with NULLs) and,
+    in every batch, the ``per_row`` expressions (name -> SQL). Returns the clause and ``k``.
 
-    An expression several aggregates filter on belongs in ``per_row``: there it is computed once a
-    batch row and read as a column, where in a subquery of the FROM clause the planner would inline
-    it into every aggregate that reads it (Greenplum's two-hash row key, 66 times per row: most of
-    a 1M-row profile's 40 s, measured).
+    Every expression is a column of a subquery, named once however many batch rows read it: an
+    engine whose planner would otherwise compute it once per reader keeps that subquery (Greenplum's
+    batch_rows.sql), so that an expression several aggregates filter on is computed once a row. The
+    subquery passes on ``columns`` only, not every column of ``source``: with the values, the
+    whole row of a 1,600-column table would pass the 1,664 entries a target list may have.
 
-    Why: a statement with a few aggregates per column (the source profile, the scoring checks) would
-    otherwise grow with the width until its partial aggregate row passes PostgreSQL's 1,664-column
-    limit (from ~330 columns). Grouped by ``ctq_batch``, the same single scan aggregates slots
-    ``ctq_1 .. ctq_k`` only, a fixed number of columns; a narrow table is one batch, one row per
-    row, as before. Aggregate ``{alias}.ctq_i``, GROUP BY ``{alias}.ctq_batch``, and read batch b's
-    slot i as value ``b*k + i - 1``."""
+    Why batches: a statement with a few aggregates per column (the source profile, the scoring
+    checks) would otherwise grow with the width until its partial aggregate row passes
+    PostgreSQL's 1,664-column limit (from ~330 columns). Grouped by ``ctq_batch``, the same single
+    scan aggregates slots ``ctq_1 .. ctq_k`` only, a fixed number of columns; a narrow table is
+    one batch, one row per row, as before. Aggregate ``c.ctq_i``, GROUP BY ``c.ctq_batch``, and read
+    batch b's slot i as value ``b*k + i - 1``."""
     k = max(1, min(width, len(values)))
     extra = per_row or {}
+    computed = [*values, *extra.values()]
+    # (named with spaces, so that none is one of ``columns``, which the subquery passes on too)
+    column = [quote_ident(f"ctq value {i}") for i in range(len(computed))]
     rows = []
     for b, start in enumerate(range(0, max(1, len(values)), k)):
-        part = list(values[start:start + k])
+        part = [f"t.{name}" for name in column[start:min(start + k, len(values))]]
         part += ["NULL::float8"] * (k - len(part))
-        rows.append(f"({', '.join([str(b), *part, *extra.values()])})")
-    names = ", ".join(["ctq_batch", *(f"ctq_{i}" for i in range(1, k + 1)), *extra])
-    return f"CROSS JOIN LATERAL (VALUES {', '.join(rows)}) {alias}({names})", k
+        rows.append(f"({', '.join([str(b), *part, *(f't.{name}' for name in column[len(values):])])})")
+    return render("batch_rows.sql", engine, source=source, rows=", ".join(rows),
+                  computed=", ".join([*(f"t.{name}" for name in columns),
+                                      *(f"{sql} AS {name}" for sql, name in zip(computed, column))]),
+                  names=", ".join(["ctq_batch", *(f"ctq_{i}" for i in range(1, k + 1)), *extra])), k
 
 
 def unbatch(rows, column: str, count: int) -> list:

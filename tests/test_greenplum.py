@@ -230,6 +230,62 @@ async def test_training_query_is_direct_dispatched_with_no_motion_below_the_aggr
     await gp.execute("RESET optimizer")
 
 
+async def coordinator_log_end(conn) -> dict[str, int]:
+    """The coordinator's log files (csv) and their sizes now: where :func:`coordinator_log_since`
+    starts reading."""
+    rows = await conn.fetch("SELECT f, (pg_stat_file(current_setting('log_directory') || '/' || f)).size AS size "
+                            "FROM pg_ls_dir(current_setting('log_directory')) f WHERE f LIKE '%.csv'")
+    return {r["f"]: r["size"] for r in rows}
+
+
+async def coordinator_log_since(conn, end: dict[str, int]) -> list[list[str]]:
+    """The coordinator's log entries (csv rows) written since :func:`coordinator_log_end` gave ``end``."""
+    import csv
+    import io
+
+    entries = []
+    for name, size in sorted((await coordinator_log_end(conn)).items()):
+        start = end.get(name, 0)
+        if size > start:
+            text = await conn.fetchval("SELECT pg_read_file(current_setting('log_directory') || '/' || $1, $2, $3)",
+                                       name, start, size - start)
+            entries += list(csv.reader(io.StringIO(text)))
+    return entries
+
+
+@pytest.mark.parametrize("optimizer", ["on", "off"])
+async def test_record_hop_is_dispatched_to_the_runs_segment_alone(gp, tmp_path, optimizer):
+    """Every statement ctq.record_hop runs in a training (a hop's row, its epoch's sum, row and model
+    update) is dispatched to one segment, the run's, whatever the session's optimizer (ORCA or the
+    planner), also past the 5 calls a session makes before its cached plans may turn generic (a
+    generic plan of the epoch's sum went to every segment): as the coordinator logs each dispatch
+    of the training's sessions (test_print_direct_dispatch_info, with log_min_messages = info the
+    message and the PL/pgSQL context of its statement are logged). Greenplum sent the epoch row's
+    INSERT to every segment before (issue 23)."""
+    options = f"optimizer={optimizer}&test_print_direct_dispatch_info=on&log_min_messages=info"
+    dsn = DSN + ("&" if "?" in DSN else "?") + options
+    grid = write_grid(tmp_path, GRID.format(schedule=f"dispatch-{optimizer}").replace("epochs: 2", "epochs: 4"))
+    end = await coordinator_log_end(gp)
+    proc = subprocess.run([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"], capture_output=True,
+                          text=True, env=dict(os.environ, CTQ_DSN=dsn), timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    hops = await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+    epochs = await gp.fetchval("SELECT count(*) FROM ctq.epochs WHERE run_id = $1", run_id)
+    assert epochs == 4 * 4 and hops == epochs * await primaries(gp)
+    # (message, then the statement's context, innermost function first: csvlog's columns 19 and 24)
+    dispatched = [(e[18], e[23]) for e in await coordinator_log_since(gp, end)
+                  if len(e) > 23 and "Dispatch command to" in e[18]]
+    recorded = [(message, context) for message, context in dispatched
+                if context.split(" line ")[0].endswith("ctq.record_hop(bigint,integer,integer,integer,boolean,"
+                                                       "ctq.hop_result,integer)")]
+    statements = Counter(context.split('"')[1].split()[0] for _, context in recorded)
+    assert all("Dispatch command to SINGLE content" in message for message, _ in recorded), \
+        Counter(m for m, _ in recorded if "SINGLE" not in m)
+    # each hop's row (INSERT) and model (UPDATE); each epoch's sum (SELECT), row (INSERT) and model
+    assert statements == {"INSERT": hops + epochs, "UPDATE": hops, "SELECT": epochs}, statements
+
+
 async def test_states_lie_on_the_segment_of_the_last_hop_and_never_pass_the_client(gp, tmp_path):
     """After a run, each model's state (its checkpoint) lies on the segment its last hop ran on, whole;
     no working state is left. The client's connections carry no state: counted at a relay in front

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -187,6 +188,38 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
     result = json.loads(out)
     assert result["status"] == "succeeded"
     assert result["retries"] >= 1
+    await assert_complete(conn, run_id, models=4, epochs=2)
+
+
+async def test_a_resume_in_the_last_epoch_builds_only_the_models_still_to_come(long_table, tmp_path, dsn, ctq_home,
+                                                                                 conn, run_cli):
+    """kill -9 late in the last epoch, then --resume: each segment's new backend warms up (builds)
+    only the models with a hop left on it, as the catalog has them at the resume (a model that has
+    visited the segment in its last epoch does not come back to it), and a segment with none left
+    is not warmed up. Before, every new backend built every model of the run (issue 23: a segment
+    idle for seconds re-warming models it would never train again)."""
+    grid = write_grid(tmp_path, GRID.format(name="late", table=long_table, epochs=2))
+    total = 4 * 2 * 2  # models x epochs x segments
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "late", 1)
+    while await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < total - 3:
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    await asyncio.sleep(1)  # let a hop in flight at the kill commit or die
+    hops = await conn.fetch("SELECT h.model_id, h.epoch, h.segment, m.architecture::text AS architecture "
+                            "FROM ctq.hops h JOIN ctq.models m USING (run_id, model_id) WHERE h.run_id = $1", run_id)
+    assert len(hops) < total, "the run ended before it was killed"
+    architecture = {h["model_id"]: h["architecture"] for h in hops}
+    to_come = {s: {architecture[m] for m in architecture  # (the models' compile keys differ by architecture)
+                   if sum(h["model_id"] == m and h["epoch"] == 0 for h in hops) < 2
+                   or not any(h["model_id"] == m and h["epoch"] == 1 and h["segment"] == s for h in hops)}
+               for s in range(2)}
+    resumed = run_cli("train", "--resume", str(run_id), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    warmed = {int(s): int(n) for s, n in re.findall(r"segment (\d+) warmed up in \S+ \((\d+) compiled step",
+                                                     resumed.stderr)}
+    assert warmed == {s: len(a) for s, a in to_come.items() if a}, (resumed.stderr, to_come)
     await assert_complete(conn, run_id, models=4, epochs=2)
 
 

@@ -292,7 +292,7 @@ CREATE FUNCTION ctq.record_hop(p_run bigint, p_model int, p_epoch int, p_segment
                                r ctq.hop_result, p_state_parts int DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
-    n float8; loss_sum float8; metric_sum float8;
+    epoch_loss float8; epoch_metric float8;
     -- the hop ends once its state is stored (the hop statement writes the parts before this call):
     -- moving the state is part of a segment's busy time, not of its compute time
     finished timestamptz := greatest(r.hop_finished, clock_timestamp());
@@ -314,14 +314,19 @@ BEGIN
     VALUES (p_run, p_model, p_epoch, p_segment, r.hop_started, finished, r.compute_seconds, r.rows, r.loss,
             r.metric, r.executed_on);
     IF p_last THEN
-        SELECT sum(h.rows), sum(h.loss * h.rows), sum(h.metric * h.rows) INTO n, loss_sum, metric_sum
-        FROM {{catalog}}.hops h WHERE h.run_id = p_run AND h.model_id = p_model AND h.epoch = p_epoch AND h.loss IS NOT NULL;
+        -- (the run as a literal: Greenplum sends a cached generic plan of this aggregate, from a
+        -- session's 6th call on, to every segment; the INSERT's values plain variables: it sends
+        -- one whose VALUES compute something to every segment; either way, the run's one segment)
+        EXECUTE format('SELECT sum(h.loss * h.rows) / nullif(sum(h.rows), 0), '
+                       'sum(h.metric * h.rows) / nullif(sum(h.rows), 0) FROM {{catalog}}.hops h '
+                       'WHERE h.run_id = %s AND h.model_id = %s AND h.epoch = %s AND h.loss IS NOT NULL',
+                       p_run, p_model, p_epoch)
+        INTO epoch_loss, epoch_metric;
         INSERT INTO {{catalog}}.epochs (run_id, model_id, epoch, train_loss, train_metric, val_loss, val_metric, finished_at)
-        VALUES (p_run, p_model, p_epoch, loss_sum / nullif(n, 0), metric_sum / nullif(n, 0), r.val_loss,
-                r.val_metric, finished);
+        VALUES (p_run, p_model, p_epoch, epoch_loss, epoch_metric, r.val_loss, r.val_metric, finished);
         UPDATE {{catalog}}.models SET status = 'training', updated_at = finished,
-               epochs_done = p_epoch + 1, train_loss = loss_sum / nullif(n, 0),
-               train_metric = metric_sum / nullif(n, 0), val_loss = r.val_loss, val_metric = r.val_metric
+               epochs_done = p_epoch + 1, train_loss = epoch_loss,
+               train_metric = epoch_metric, val_loss = r.val_loss, val_metric = r.val_metric
         WHERE run_id = p_run AND model_id = p_model;
     ELSE
         UPDATE {{catalog}}.models SET status = 'training', updated_at = finished

@@ -8,6 +8,5 @@ SELECT c.ctq_batch, count(*) AS n, count({{id}}) AS ids,
        count(DISTINCT {{id}}) FILTER (WHERE c.ctq_batch = 0) AS distinct_ids,
        ARRAY[{{nulls}}]::int8[] AS nulls, ARRAY[{{bad}}]::int8[] AS bad,
        {{label_nulls}}::int8 AS label_nulls, {{label_bad}}::int8 AS label_bad
-FROM {{source}} t
-{{batches}}
+FROM {{batches}}
 GROUP BY c.ctq_batch

@@ -6,8 +6,8 @@
 -- each aggregating the same slots, so the statement's width (and its parallel
 -- partial aggregate's row) stays the same at any number of columns. The row-level aggregates are
 -- the same in every batch; the fingerprint is summed in batch 0 only. The row's validation flag and
--- version are batch columns (c.ctq_validation, c.ctq_version): computed once a row, not once per
--- aggregate that reads them.
+-- version are batch columns (c.ctq_validation, c.ctq_version); batch_rows.sql says where an
+-- engine computes them (on Greenplum once a row, not once per aggregate that reads them).
 SELECT c.ctq_batch, count(*) AS n,
        ARRAY[{{counts}}]::bigint[] AS counts,
        ARRAY[{{mins}}]::float8[] AS mins,
@@ -18,6 +18,5 @@ SELECT c.ctq_batch, count(*) AS n,
        count({{label_column}}) AS label_count,
        count(*) FILTER (WHERE {{label}} <> round({{label}})) AS label_fractional,
        coalesce(sum(c.ctq_version::numeric) FILTER (WHERE c.ctq_batch = 0), 0)::text AS fingerprint
-FROM {{source}} t
-{{batches}}
+FROM {{batches}}
 GROUP BY c.ctq_batch;
