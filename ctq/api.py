@@ -28,6 +28,7 @@ from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text)
 from ctq.metrics import Metric
+from ctq.rules import PackStats
 from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack, write_validation_rows
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Decision, Search, search_class
@@ -208,7 +209,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         memory_budget_mb=settings["budget"],
         checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS if settings["checkpoint_minutes"] is None
         else 60.0 * float(settings["checkpoint_minutes"]),
-        class_weights=balanced_weights(pack["stats"]["class_counts"]) if settings["class_weight"] else None,
+        class_weights=balanced_weights(pack["stats"].class_counts) if settings["class_weight"] else None,
         specs={m["model_id"]: {"name": m["name"], "architecture": json.loads(m["architecture"]),
                                "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
                for m in models},
@@ -433,11 +434,11 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
     return result
 
 
-def segment_data_mib(stats: dict) -> float:
+def segment_data_mib(stats: PackStats) -> float:
     """MiB of decoded data one segment holds when it caches: its training share plus the whole
     validation set (float32 features and labels)."""
-    width = int(stats["input_dim"]) + 1
-    rows = stats["train_rows"] / max(1, int(stats.get("segments") or 1)) + stats["validation_rows"]
+    width = stats.input_dim + 1
+    rows = stats.train_rows / max(1, stats.segments or 1) + stats.validation_rows
     return rows * width * 4 / 2**20
 
 
@@ -448,7 +449,7 @@ def balanced_weights(counts: list[int]) -> list[float]:
     return [total / (classes * c) for c in counts]
 
 
-def streams(budget_mb: int | None, stats: dict) -> bool:
+def streams(budget_mb: int | None, stats: PackStats) -> bool:
     """A segment whose data would not fit ``memory_budget_mb`` trains by streaming its buffers on
     every hop instead of caching them (slower: each hop reads and decodes its data again)."""
     return budget_mb is not None and segment_data_mib(stats) > budget_mb

@@ -16,6 +16,7 @@ from ctq import __version__
 from ctq.config import fingerprint
 from ctq.engines import detect
 from ctq.errors import DatabaseError, NotFound, PermissionDenied, UsageError
+from ctq.rules import PackStats
 from ctq.sql import install_fingerprint, install_script, qualified, quote_ident, render, server_code, template
 
 _INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
@@ -353,7 +354,7 @@ async def run_pack(conn, run_id: int) -> dict:
                                f"normalisation and classes); ask its owner or an administrator to run: "
                                f"GRANT SELECT ON {source} TO {quote_ident(who)}")
     row = dict(record)
-    row["settings"], row["stats"] = json.loads(row["settings"]), json.loads(row["stats"])
+    row["settings"], row["stats"] = json.loads(row["settings"]), PackStats.from_dict(json.loads(row["stats"]))
     return row
 
 

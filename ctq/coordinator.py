@@ -29,7 +29,6 @@ from ctq.memory import Budget, check_fits
 from ctq.errors import RunFailed, is_missing_privilege, plain_text
 from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
 from ctq.metrics import Metric
-from ctq.packing import server_stats
 from ctq.rules import HopRequest, SizesRequest
 from ctq.scheduler import Hop, Scheduler
 from ctq.search import Search
@@ -202,7 +201,7 @@ class Coordinator:
         self.epochs = plan.epochs
         self.cores = plan.cores
         self.pack = plan.pack
-        self.stats = server_stats(plan.pack["stats"])  # in every hop's parameters
+        self.stats = plan.pack["stats"].for_server()  # in every hop's parameters
         self.models = dict(plan.specs)  # model_id -> name, architecture, hyperparameters, seed; grows as a search asks
         self.stream = plan.stream
         self.class_weights = plan.class_weights

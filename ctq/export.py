@@ -35,11 +35,11 @@ def keras_model(model: TrainedModel, state: list):
     categorical features (their vocabulary lives in the database)."""
     keras = indb.import_keras()
     stats = model.stats
-    if stats.get("categories"):
+    if stats.categories:
         raise UsageError(f"model {model.model_id} of run {model.run_id} takes categorical features "
-                         f"({', '.join(sorted(stats['categories']))}) encoded in the database with the pack's "
+                         f"({', '.join(sorted(stats.categories))}) encoded in the database with the pack's "
                          "vocabulary; a standalone file cannot encode them yet: score with ctq predict")
-    width, outputs = int(stats["input_dim"]), int(stats["n_outputs"])
+    width, outputs = int(stats.input_dim), int(stats.n_outputs)
     shape = indb.input_shape(stats)
     trained = indb.CompiledModel(model.architecture, model.hyperparameters, shape, outputs, model.task)
     trained.load(state)
@@ -47,14 +47,14 @@ def keras_model(model: TrainedModel, state: list):
     plain = indb.build_model(model.architecture, shape, outputs, model.task)
     plain.set_weights(trained.model.get_weights())
     inputs = keras.Input((width,), name="features")
-    std = np.asarray(stats["std"], np.float64)
-    x = keras.layers.Normalization(mean=list(stats["mean"]), variance=list(std * std), name="ctq_normalization")(inputs)
+    std = np.asarray(stats.std, np.float64)
+    x = keras.layers.Normalization(mean=list(stats.mean), variance=list(std * std), name="ctq_normalization")(inputs)
     if shape != (width,):  # an array feature the model takes reshaped (feature_shape, e.g. an image)
         x = keras.layers.Reshape(shape, name="ctq_feature_shape")(x)
     y = plain(x)
     if model.task == "regression":
-        y = keras.layers.Rescaling(scale=float(stats.get("target_std") or 1.0),
-                                   offset=float(stats.get("target_mean") or 0.0), name="ctq_target_units")(y)
+        y = keras.layers.Rescaling(scale=float(stats.target_std or 1.0),
+                                   offset=float(stats.target_mean or 0.0), name="ctq_target_units")(y)
     return keras.Model(inputs, y, name=f"ctq_run{model.run_id}_model{model.model_id}")
 
 

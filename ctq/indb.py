@@ -440,10 +440,10 @@ def reject_code(config, where="model") -> None:
         raise ValueError(f"{where}: refused because it carries Python code ({found})")
 
 
-def input_shape(stats: dict) -> tuple[int, ...]:
+def input_shape(stats: rules.PackStats) -> tuple[int, ...]:
     """The shape of one example as the model takes it: ``feature_shape`` (an array feature
     reshaped, e.g. an image [28, 28, 1]) or (input_dim,)."""
-    return tuple(int(v) for v in (stats.get("feature_shape") or [stats["input_dim"]]))
+    return tuple(int(v) for v in (stats.feature_shape or [stats.input_dim]))
 
 
 def build_model(arch: dict, shape, n_outputs: int, task: str):
@@ -663,7 +663,7 @@ def model_sizes(*, plpy, params) -> dict:
     client's memory check before the warm-up builds anything (coordinator, api.memory_refusal).
     ``params``: a :class:`rules.SizesRequest` as JSON."""
     p = rules.SizesRequest.from_json(params)
-    shape, n_outputs = input_shape(p.stats), int(p.stats["n_outputs"])
+    shape, n_outputs = input_shape(p.stats), int(p.stats.n_outputs)
     return {"models": [_state_size_or_none(arch, hyper, shape, n_outputs, p.task) for arch, hyper in p.models],
             "memory_bytes": host_memory_bytes()}
 
@@ -767,11 +767,11 @@ def model_cache_key(arch, hyper, shape, n_outputs, task, metric=None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def compiled_model(GD, arch, hyper, stats: dict, task, metric=None) -> CompiledModel:
+def compiled_model(GD, arch, hyper, stats: rules.PackStats, task, metric=None) -> CompiledModel:
     """The compiled model for (architecture, optimizer, the pack's input shape and classes, the
     run's metric), built once per backend."""
     cache = GD.setdefault("ctq.models", {})
-    shape, n_outputs = input_shape(stats), int(stats["n_outputs"])
+    shape, n_outputs = input_shape(stats), int(stats.n_outputs)
     key = model_cache_key(arch, hyper, shape, n_outputs, task, metric)
     if key not in cache:
         cache[key] = CompiledModel(arch, hyper, shape, n_outputs, task, metric)
@@ -789,7 +789,7 @@ def compiled_model(GD, arch, hyper, stats: dict, task, metric=None) -> CompiledM
 # mapping are applied here, once per cache fill.
 
 
-def decode_buffers(rows, stats: dict, task: str):
+def decode_buffers(rows, stats: rules.PackStats, task: str):
     """Buffers -> (x float32 [n, input_dim] (or [n, *feature_shape]), y int32 class indices or
     float32 targets [n]). Categorical features arrive encoded by SQL (one-hot positions or
     indices, whose mean is 0 and std 1 in the stats: they are not normalised).
@@ -797,7 +797,7 @@ def decode_buffers(rows, stats: dict, task: str):
     ``rows`` are (rows, x, y, k) tuples of one segment; raises DataProblem if a buffer's byte
     length does not match its row count (e.g. NULL array elements).
     """
-    d = int(stats["input_dim"])
+    d = int(stats.input_dim)
     xs, ys, ks = [], [], []
     for n, xb, yb, kb in rows:
         if n == 0:
@@ -815,13 +815,13 @@ def decode_buffers(rows, stats: dict, task: str):
     return normalise_features(x, stats), decode_labels(y, stats, task)
 
 
-def decode_features(xb: bytes, n: int, stats: dict) -> np.ndarray:
+def decode_features(xb: bytes, n: int, stats: rules.PackStats) -> np.ndarray:
     """The bytes of ``n`` rows' features (what ``packing.feature_bytes_sql`` makes of each row,
     concatenated) -> raw float32 values [n, input_dim]; raises DataProblem if the byte length does
     not match (e.g. NULL array elements, arrays of another length)."""
-    d = int(stats["input_dim"])
+    d = int(stats.input_dim)
     raw = np.frombuffer(xb, dtype=">f4")
-    if stats.get("x_layout", "float4") == "array":  # array_send: 20-byte header, then (int4 length, float4) pairs
+    if stats.x_layout == "array":  # array_send: 20-byte header, then (int4 length, float4) pairs
         per_row = 5 + 2 * d
         if raw.size != n * per_row:
             raise DataProblem(f"an array feature has NULL elements or arrays of another length than {d}")
@@ -831,25 +831,25 @@ def decode_features(xb: bytes, n: int, stats: dict) -> np.ndarray:
     return raw.reshape(n, d)
 
 
-def normalise_features(x: np.ndarray, stats: dict) -> np.ndarray:
+def normalise_features(x: np.ndarray, stats: rules.PackStats) -> np.ndarray:
     """Standardise raw features [n, input_dim] with the training rows' mean and standard deviation
     recorded with the pack (``ctq export`` puts the same into a Normalization layer)."""
-    x = (x - np.asarray(stats["mean"], np.float32)) / np.asarray(stats["std"], np.float32)
-    if stats.get("feature_shape"):  # an array feature reshaped, e.g. images [n, 28, 28, 1]
+    x = (x - np.asarray(stats.mean, np.float32)) / np.asarray(stats.std, np.float32)
+    if stats.feature_shape:  # an array feature reshaped, e.g. images [n, 28, 28, 1]
         x = x.reshape((len(x),) + input_shape(stats))
     return x.astype(np.float32, copy=False)
 
 
-def decode_labels(y: np.ndarray, stats: dict, task: str) -> np.ndarray:
+def decode_labels(y: np.ndarray, stats: rules.PackStats, task: str) -> np.ndarray:
     """Labels as packed (float32 values, or class indices for text classes) -> int32 class indices,
     or, for regression, float32 targets standardised like the features (see in_target_units)."""
     y = y.astype(np.float32)
-    if task == "classification" and stats.get("label_encoding") == "index":  # text classes, indexed in SQL
+    if task == "classification" and stats.label_encoding == "index":  # text classes, indexed in SQL
         return y.astype(np.int32)
     if task == "classification":
-        return np.searchsorted(np.asarray(stats["class_values"], np.float32), y).astype(np.int32)
-    if stats.get("target_std"):
-        return ((y - np.float32(stats["target_mean"])) / np.float32(stats["target_std"])).astype(np.float32)
+        return np.searchsorted(np.asarray(stats.class_values, np.float32), y).astype(np.int32)
+    if stats.target_std:
+        return ((y - np.float32(stats.target_mean)) / np.float32(stats.target_std)).astype(np.float32)
     return y
 
 
@@ -859,7 +859,7 @@ def data_cached(GD, pack_id: str, segment: int) -> bool:
     return (pack_id, int(segment)) in GD.get("ctq.data", {})
 
 
-def cache_segment_data(GD, pack_id: str, segment: int, rows_by_segment: dict, stats: dict, task: str):
+def cache_segment_data(GD, pack_id: str, segment: int, rows_by_segment: dict, stats: rules.PackStats, task: str):
     """Decode the buffers an aggregate received (its own segment's and the validation rows) into
     the backend's cache, dropping the data of any other pack."""
     cache = GD.setdefault("ctq.data", {})
@@ -1212,7 +1212,7 @@ def stream_result(GD, entry, acc) -> dict:
     (n, loss, metric), (nv, val_loss, val_metric) = run["train"], run["val"]
     if run.get("val_predictions"):  # AUC, F1...: over all the validation rows, not a mean of buffers
         p = entry["params"]
-        scorer = make_metric(p.task, p.metric, int(p.stats["n_outputs"]))
+        scorer = make_metric(p.task, p.metric, int(p.stats.n_outputs))
         scorer.update_state(np.concatenate([y for y, _ in run["val_predictions"]]),
                             np.concatenate([q for _, q in run["val_predictions"]]))
         val_metric = float(scorer.result()) * nv
@@ -1293,7 +1293,7 @@ def padded(x, y, batch: int, class_weights=None):
     return x, y, weights
 
 
-def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_weights=None, metric=None):
+def fit_pass(model, x, y, batch: int, callback, task: str, stats: rules.PackStats, class_weights=None, metric=None):
     """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows.
     Both are over the real rows, as Keras reports a pass over (x, y) without padding: Keras's loss
     is sum(weight x loss) / rows seen, padding rows included, so it is rescaled to the real rows;
@@ -1311,9 +1311,9 @@ def fit_pass(model, x, y, batch: int, callback, task: str, stats: dict, class_we
     return in_target_units(loss, value, task, stats)
 
 
-def in_target_units(loss, metric, task: str, stats: dict):
+def in_target_units(loss, metric, task: str, stats: rules.PackStats):
     """Regression trains on standardised targets; report mse and mae in the target's units."""
-    scale = float(stats.get("target_std") or 1.0) if task == "regression" else 1.0
+    scale = float(stats.target_std or 1.0) if task == "regression" else 1.0
     return loss * scale * scale, metric * scale
 
 
@@ -1466,7 +1466,7 @@ def score_final(*, plpy, GD, acc):
         if p.proba:
             result["probabilities"] = out.reshape(-1).tolist()
     else:
-        scale, offset = float(stats.get("target_std") or 1.0), float(stats.get("target_mean") or 0.0)
+        scale, offset = float(stats.target_std or 1.0), float(stats.target_mean or 0.0)
         result["prediction"] = (out[:, 0] * scale + offset).tolist()
     if p.action == "evaluate":
         if any(v is None for v in entry["y"]):
@@ -1485,19 +1485,19 @@ def score_final(*, plpy, GD, acc):
     return result
 
 
-def ranking_metric_state(task: str, metric: str, stats: dict, y: np.ndarray, out: np.ndarray) -> list[float]:
+def ranking_metric_state(task: str, metric: str, stats: rules.PackStats, y: np.ndarray, out: np.ndarray) -> list[float]:
     """The state of the run's ranking metric (AUC: true/false positives and negatives at each
     threshold; precision, recall, F1: per-class counts) after the rows (y class indices [n], out
     probabilities [n, classes]), flat. Counts add up across segments, so the client sums them and
     computes the metric over every row (see :func:`ranking_metric_result`)."""
-    m = make_metric(task, metric, int(stats["n_outputs"]))
+    m = make_metric(task, metric, int(stats.n_outputs))
     m.update_state(y, out.astype(np.float32))
     return np.concatenate([np.asarray(v.numpy(), np.float64).reshape(-1) for v in m.variables]).tolist()
 
 
-def ranking_metric_result(task: str, metric: str, stats: dict, states: list[list[float]]) -> float:
+def ranking_metric_result(task: str, metric: str, stats: rules.PackStats, states: list[list[float]]) -> float:
     """The ranking metric over all rows from the segments' states (ranking_metric_state), summed."""
-    m = make_metric(task, metric, int(stats["n_outputs"]))
+    m = make_metric(task, metric, int(stats.n_outputs))
     total = np.sum(np.asarray(states, np.float64), axis=0)
     at = 0
     for v in m.variables:

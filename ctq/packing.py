@@ -20,7 +20,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -30,6 +30,7 @@ from ctq.connection import Snapshot
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 from ctq.errors import DataError
 from ctq.indb import SQLSTATE_DATA
+from ctq.rules import PackStats
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 DEFAULT_BUFFER_BYTES = 4 << 20  # ~4 MiB of float32 features per buffer row
@@ -108,7 +109,7 @@ class Source:
 class Pack:
     pack_id: str
     table_name: str
-    stats: dict
+    stats: PackStats
     reused: bool
     seconds: float = 0.0  # time spent packing (0 when reused)
 
@@ -336,11 +337,11 @@ def _sql_literal(value: str) -> str:
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def feature_bytes_sql(features, stats: dict, alias: str = "t") -> str:
+def feature_bytes_sql(features, stats: PackStats, alias: str = "t") -> str:
     """SQL for one source row's feature bytes in a buffer, driven by the pack's stats only (so
     packing and prediction encode rows alike): big-endian float4 per numeric column, or
     ``array_send`` of an array column (``x_layout`` "array"). A categorical column
-    (``stats["categories"]``) is looked up in its recorded vocabulary (a jsonb value -> position
+    (``stats.categories``) is looked up in its recorded vocabulary (a jsonb value -> position
     map: a binary search, not a chain of comparisons): ``one_hot`` gives one float4 per value, 1.0
     at the value's position; ``index`` gives the float4 position + 1. A value not in the
     vocabulary (unseen when the pack was made, or NULL) is the unknown value: all zeros, index 0.
@@ -350,9 +351,9 @@ def feature_bytes_sql(features, stats: dict, alias: str = "t") -> str:
 
     ``features``: the feature column names, in order (the pack's settings); ``alias``: the
     source row's alias in the query."""
-    if stats.get("x_layout") == "array":
+    if stats.x_layout == "array":
         return f"array_send({alias}.{quote_ident(features[0])}::float4[])"
-    categories = stats.get("categories") or {}
+    categories = stats.categories or {}
     parts = []
     for name in features:
         column = f"{alias}.{quote_ident(name)}"
@@ -451,35 +452,28 @@ def pack_settings(data: DataConfig, source: Source, segments: int, seed: int, en
     }
 
 
-def pack_stats(source: Source, segments: int) -> dict:
+def pack_stats(source: Source, segments: int) -> PackStats:
     """What the in-database side needs to decode a pack (recorded in ctq.packs.stats)."""
-    return {
-        "rows": source.rows,
-        "train_rows": source.train_rows,
-        "validation_rows": source.rows - source.train_rows,
-        "input_dim": source.width,
-        "n_outputs": len(source.class_values) if source.class_values else 1,
-        "class_values": list(source.class_values) if source.class_values else None,
-        "label_encoding": "index" if source.label_category == "S" else "value",
-        "class_counts": list(source.class_counts) if source.class_counts else None,
-        "mean": list(source.mean),
-        "std": list(source.std),
-        "x_layout": "array" if source.array_feature else "float4",
-        "categories": source.categories,  # column -> {encoding, values}: see feature_bytes_sql
-        "feature_shape": list(source.feature_shape) if source.feature_shape else None,
-        "segments": segments,
+    return PackStats(
+        rows=source.rows,
+        train_rows=source.train_rows,
+        validation_rows=source.rows - source.train_rows,
+        input_dim=source.width,
+        n_outputs=len(source.class_values) if source.class_values else 1,
+        class_values=list(source.class_values) if source.class_values else None,
+        label_encoding="index" if source.label_category == "S" else "value",
+        class_counts=list(source.class_counts) if source.class_counts else None,
+        mean=list(source.mean),
+        std=list(source.std),
+        x_layout="array" if source.array_feature else "float4",
+        categories=source.categories,  # column -> {encoding, values}: see feature_bytes_sql
+        feature_shape=list(source.feature_shape) if source.feature_shape else None,
+        segments=segments,
         # regression trains on standardised targets and reports losses in the target's units
-        "target_mean": None if source.class_values else source.target_mean,
-        "target_std": None if source.class_values else source.target_std,
-        "label_type": source.label_type,  # predictions come back in this type (ctq predict)
-    }
-
-
-def server_stats(stats: dict) -> dict:
-    """The pack statistics the in-database side reads (decode, normalise, shapes, classes), sent
-    with every targeted query: without the categorical vocabularies (up to 100,000 values a
-    column), which only the SQL that encodes rows needs (feature_bytes_sql)."""
-    return {k: v for k, v in stats.items() if k != "categories"}
+        target_mean=None if source.class_values else source.target_mean,
+        target_std=None if source.class_values else source.target_std,
+        label_type=source.label_type,  # predictions come back in this type (ctq predict)
+    )
 
 
 def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_id: str) -> PackSpec:
@@ -525,7 +519,7 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
     found = await conn.fetchrow(engine.template("pack_find.sql"), digest)
     if found:
         await use_pack(conn, digest)
-        return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
+        return Pack(digest, found["table_name"], PackStats.from_dict(json.loads(found["stats"])), reused=True)
     spec = pack_spec(data, source, segments, seed, digest)
     started = time.perf_counter()
     await conn.execute(template("pack_lock.sql"), digest)
@@ -533,16 +527,16 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
         found = await conn.fetchrow(engine.template("pack_find.sql"), digest)  # a concurrent run packed it
         if found:
             await use_pack(conn, digest)
-            return Pack(digest, found["table_name"], json.loads(found["stats"]), reused=True)
+            return Pack(digest, found["table_name"], PackStats.from_dict(json.loads(found["stats"])), reused=True)
         await conn.execute(render("drop_table.sql", table=spec.table))  # left by a packing that died
         await engine.create_pack(conn, spec)
         try:
             await engine.fill_pack(dsn, spec, workers=pack_workers(spec, segments, preloading), source=moment)
             await moment.end()
             await engine.finish_pack(conn, spec)
-            stats = {**pack_stats(source, segments), "source_as_of": moment.as_of.isoformat()}
+            stats = replace(pack_stats(source, segments), source_as_of=moment.as_of.isoformat())
             await engine.write(conn, "pack_insert.sql", digest, source.display_name, source.fingerprint,
-                               json.dumps(settings), f"ctq_data.pack_{digest}", json.dumps(stats), source.schema,
+                               json.dumps(settings), f"ctq_data.pack_{digest}", json.dumps(stats.as_dict()), source.schema,
                                source.name)
         except BaseException:
             await moment.end(commit=False)  # (on Greenplum its transaction holds the pack table)

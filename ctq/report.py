@@ -26,6 +26,7 @@ import yaml
 from ctq import __version__, catalog
 from ctq.errors import NotFound
 from ctq.metrics import Metric
+from ctq.rules import PackStats
 from ctq.sql import template
 
 COLOURS = "tab20"  # matplotlib's qualitative map: 20 distinguishable colours (beyond: model_colours)
@@ -89,7 +90,7 @@ async def load(conn, run_id: int) -> RunData:
     pack = await conn.fetchrow(template("report_pack.sql"), run["pack_id"])
     if pack is not None:
         pack = dict(pack)
-        pack["stats"], pack["settings"] = json.loads(pack["stats"]), json.loads(pack["settings"])
+        pack["stats"], pack["settings"] = PackStats.from_dict(json.loads(pack["stats"])), json.loads(pack["settings"])
     return RunData(
         run=run, leaderboard=await catalog.leaderboard(conn, run_id), curves=curves,
         hops=[dict(r) for r in await conn.fetch(template("report_hops.sql"), run_id)],
@@ -436,11 +437,10 @@ def render_html(data: RunData, generated_at: datetime.datetime | None = None, fu
         stats = pack["stats"]
         facts += [("pack table", pack["table_name"]), ("packed by", pack["packed_by"]),
                   ("packed", _when(pack["created_at"])), ("source fingerprint", pack["source_fingerprint"]),
-                  ("rows", f"{stats.get('rows')} ({stats.get('train_rows')} training, "
-                           f"{stats.get('validation_rows')} validation)")]
-        if stats.get("class_values"):
+                  ("rows", f"{stats.rows} ({stats.train_rows} training, {stats.validation_rows} validation)")]
+        if stats.class_values:
             facts.append(("classes", ", ".join(str(v).lower() if isinstance(v, bool) else str(v)
-                                               for v in stats["class_values"])))
+                                               for v in stats.class_values)))
     facts.append(("report", f"{_when(generated_at)}, ctq {__version__}"))
     for key, value in facts:
         out.append(f"<tr><th>{esc(key)}</th><td>{esc(str(value))}</td></tr>")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw", "adagrad", "nadam")
@@ -36,10 +36,48 @@ def compiled_metric(task: str, kind: str | None = None) -> str:
 
 # -- What the client asks of the server ---------------------------------------------------------
 # A targeted query carries its request as one JSON text (a bind parameter); both sides read and
-# write it through these classes, so a field is named, typed and defaulted once. ``stats`` is the
-# pack's statistics as ctq.packs records them, less the categorical vocabularies
-# (ctq.packing.server_stats): input_dim, n_outputs, mean, std, and where they apply feature_shape,
-# x_layout, label_encoding, class_values, target_mean, target_std.
+# write it through these classes, so a field is named, typed and defaulted once.
+
+
+@dataclass(frozen=True)
+class PackStats:
+    """What a pack records of its source (ctq.packs.stats, written by ctq.packing.pack_stats):
+    what the server needs to decode, normalise and shape a buffer's rows and labels, and what the
+    client needs to size a segment's data and to score new rows as the model was trained."""
+
+    input_dim: int  # float32 values a row's features decode to
+    n_outputs: int  # classes (classification) or 1 (regression)
+    mean: list  # per feature value: what normalisation subtracts ...
+    std: list  # ... and divides by
+    rows: int = 0  # the source's rows: training + validation
+    train_rows: int = 0
+    validation_rows: int = 0
+    segments: int = 1  # the segments the training rows are spread over
+    class_values: list | None = None  # the label's classes, sorted (classification)
+    class_counts: list | None = None  # training rows per class (class_weight: balanced)
+    label_encoding: str = "value"  # "index": text classes, sent as their index in class_values
+    label_type: str | None = None  # the label column's SQL type (ctq predict answers in it)
+    x_layout: str = "float4"  # "array": one float4[] feature column (array_send), else float4send
+    feature_shape: list | None = None  # an array feature's shape per row, e.g. [28, 28, 1]
+    categories: dict | None = None  # column -> {"encoding", "values"}: encoded in SQL, not sent
+    target_mean: float | None = None  # regression trains on standardised targets
+    target_std: float | None = None
+    source_as_of: str | None = None  # the moment the source was read (ISO 8601)
+
+    @classmethod
+    def from_dict(cls, recorded: dict) -> PackStats:
+        """The statistics ctq.packs recorded; a key of an earlier ctq that no longer exists is
+        left out (a pack outlives the version that made it)."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in recorded.items() if k in known})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def for_server(self) -> PackStats:
+        """Without the categorical vocabularies (up to 100,000 values a column): the server reads
+        encoded buffers, only the SQL that encodes rows needs them (packing.feature_bytes_sql)."""
+        return replace(self, categories=None)
 
 
 class _Request:
@@ -50,7 +88,8 @@ class _Request:
     def from_json(cls, text: str):
         """The request a JSON text holds; TypeError for a field this side does not know (a
         client and a server of different ctq versions)."""
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        return cls(**{**fields, "stats": PackStats(**fields["stats"])} if "stats" in fields else fields)
 
 
 @dataclass(frozen=True)
@@ -62,7 +101,7 @@ class HopRequest(_Request):
     action: str  # "warmup" or "train"
     pack_id: str
     task: str  # "classification" or "regression"
-    stats: dict
+    stats: PackStats
     metric: str  # the kind of the run's metric (ctq.metrics.Metric.kind): what the models compile
     cores: list | None = None  # the CPU cores the backend's threads are pinned to
     stream: bool = False  # train buffer by buffer as rows arrive instead of from the cached data
@@ -82,7 +121,7 @@ class SizesRequest(_Request):
     """The memory check of one segment (indb.model_sizes): each model's state size."""
 
     models: list  # [[arch, hyper], ...]
-    stats: dict
+    stats: PackStats
     task: str
 
 
@@ -93,7 +132,7 @@ class ScoreRequest(_Request):
 
     segment: int
     task: str
-    stats: dict
+    stats: PackStats
     arch: dict
     hyper: dict
     action: str  # "predict" or "evaluate"

@@ -35,9 +35,9 @@ from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
-from ctq.rules import ScoreRequest
+from ctq.rules import PackStats, ScoreRequest
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
-                          label_bytes_sql, null_columns, server_stats, unreadable_number)
+                          label_bytes_sql, null_columns, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 
@@ -55,17 +55,17 @@ class TrainedModel:
     task: str
     features: tuple[str, ...]  # the source's feature columns, as resolved when packing
     label: str
-    stats: dict  # ctq.packs.stats: input_dim, mean, std, class_values, label_encoding, target_mean...
+    stats: PackStats  # ctq.packs.stats
     run_metric: str = "val_loss"  # the run's ranking metric (grid.yaml metric)
 
     @property
     def class_labels(self) -> list | None:
         """The class values as the source has them, in class-index order: text as is, booleans as
         true/false, whole numbers as integers (the pack records numbers as floats)."""
-        values = self.stats.get("class_values")
-        if values is None or self.stats.get("label_encoding") == "index":
+        values = self.stats.class_values
+        if values is None or self.stats.label_encoding == "index":
             return values
-        if (self.stats.get("label_type") or "") == "boolean":
+        if (self.stats.label_type or "") == "boolean":
             return [bool(float(v)) for v in values]
         return [int(v) if float(v).is_integer() else float(v) for v in values]
 
@@ -153,8 +153,8 @@ def _column(table: Table, name: str, option: str, what: str) -> dict:
 
 
 def _check_features(model: TrainedModel, table: Table) -> None:
-    array = model.stats.get("x_layout") == "array"
-    categories = model.stats.get("categories") or {}
+    array = model.stats.x_layout == "array"
+    categories = model.stats.categories or {}
     for name in model.features:
         col = _column(table, name, "--table", f"a feature of model {model.model_id}")
         if name in categories:  # any type: looked up in the pack's vocabulary as text
@@ -172,20 +172,20 @@ def _label_category(model: TrainedModel, table: Table) -> str:
     """The label column's category (N, B, S), checked against how the model's labels were packed."""
     col = _column(table, model.label, "--table", f"the label of run {model.run_id}")
     category = col["category"]
-    text_classes = model.stats.get("label_encoding") == "index"
+    text_classes = model.stats.label_encoding == "index"
     if (text_classes and category != "S") or (not text_classes and category not in ("N", "B")) or \
             (model.task == "regression" and category != "N"):
         raise DataError(f"--table {table.display}: label column {model.label!r} has type {col['type']}, "
-                        f"unlike the label the model was trained on ({model.stats.get('label_type') or model.task})")
+                        f"unlike the label the model was trained on ({model.stats.label_type or model.task})")
     return category
 
 
 def _class_literals(model: TrainedModel) -> list[str]:
     """The model's class values as SQL literals of the label's type, in class-index order."""
-    label_type = model.stats.get("label_type") or ""
+    label_type = model.stats.label_type or ""
     out = []
-    for v in model.stats["class_values"]:
-        if model.stats.get("label_encoding") == "index":
+    for v in model.stats.class_values:
+        if model.stats.label_encoding == "index":
             out.append(_sql_literal(str(v)))
         elif label_type == "boolean":
             out.append("true" if float(v) else "false")
@@ -199,7 +199,7 @@ def prediction_type(model: TrainedModel) -> str:
     which did not record it: text for text classes, bigint otherwise), float8 for regression."""
     if model.task == "regression":
         return "float8"
-    return model.stats.get("label_type") or ("text" if model.stats.get("label_encoding") == "index" else "bigint")
+    return model.stats.label_type or ("text" if model.stats.label_encoding == "index" else "bigint")
 
 
 async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *, id_column: str | None,
@@ -211,9 +211,9 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     read = [quote_ident(id_column)] if id_column is not None else []
     if label_category is not None:
         read.append(quote_ident(model.label))
-    array = model.stats.get("x_layout") == "array"
-    width = int(model.stats["input_dim"])
-    categories = model.stats.get("categories") or {}
+    array = model.stats.x_layout == "array"
+    width = int(model.stats.input_dim)
+    categories = model.stats.categories or {}
     # one float8 value per feature, NULL when the feature is NULL and NaN when it is bad (an array:
     # of another length), so that the checks of every feature are the same two aggregates of a slot
     values = []
@@ -239,7 +239,7 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
         elif label_category == "S":
             label_bad = f"count(*) FILTER (WHERE {q}::text NOT IN ({', '.join(_class_literals(model))}))"
         else:
-            classes = ", ".join(repr(float(v)) for v in model.stats["class_values"])
+            classes = ", ".join(repr(float(v)) for v in model.stats.class_values)
             label_bad = f"count(*) FILTER (WHERE {_label_number(q, label_category)} NOT IN ({classes}))"
     rows = await conn.fetch(render("score_check.sql", id=id_sql, nulls=", ".join(nulls), bad=", ".join(bad),
                                    label_nulls=label_nulls, label_bad=label_bad, batches=batches))
@@ -273,7 +273,7 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
 
 def _params(model: TrainedModel, segment: int, cores: list[int], action: str, proba: bool) -> str:
     """The JSON parameters of one segment's scoring query (see indb.score_final)."""
-    return ScoreRequest(segment=segment, cores=cores, task=model.task, stats=server_stats(model.stats),
+    return ScoreRequest(segment=segment, cores=cores, task=model.task, stats=model.stats.for_server(),
                         arch=model.architecture, hyper=model.hyperparameters, action=action, proba=proba,
                         metric=model.ranking_metric).to_json()
 
@@ -397,7 +397,7 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     id_sql = "t." + quote_ident(id_col["name"])
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
         rows = await _check_rows(moment.conn, engine, source, model, id_column=id_col["name"], label_category=None)
-        n_classes = len(model.stats["class_values"] or ()) if model.task == "classification" else 0
+        n_classes = len(model.stats.class_values or ()) if model.task == "classification" else 0
         await drop_abandoned_stages(conn)
         staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
         spec = ScoreSpec(source=source.sql, is_table=source.is_table, id=id_sql, id_type=id_col["type"],
@@ -458,7 +458,7 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
     await drop_abandoned_stages(conn)
     spec = ScoreSpec(source=source.sql, is_table=source.is_table, id="NULL::int", id_type="int",
                      x_bytes=feature_bytes_sql(model.features, model.stats),
-                     y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats["class_values"]),
+                     y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats.class_values),
                      segments=segments, stage=_stage_name())
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
         rows = await _check_rows(moment.conn, engine, source, model, id_column=None, label_category=category)

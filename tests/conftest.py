@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from ctq.embedded import EmbeddedCluster
+from ctq.rules import PackStats
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples"))
@@ -142,7 +143,7 @@ async def assert_states_follow_the_recorded_hops(conn, run_id: int, segments: in
 
     pack = await conn.fetchrow("SELECT p.table_name, p.stats::text AS stats FROM ctq.packs p "
                                "WHERE p.pack_id = (SELECT pack_id FROM ctq.runs WHERE run_id = $1)", run_id)
-    stats = json.loads(pack["stats"])
+    stats = PackStats.from_dict(json.loads(pack["stats"]))
     data = {s: await segment_arrays(conn, pack["table_name"], s, stats) for s in range(segments)}
     for m in await conn.fetch("SELECT model_id, architecture::text, hyperparameters::text, seed "
                               "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id):
@@ -151,7 +152,7 @@ async def assert_states_follow_the_recorded_hops(conn, run_id: int, segments: in
             run_id, m["model_id"])]
         expected = model_state(standalone_keras(json.loads(m["architecture"])["layers"],
                                                 json.loads(m["hyperparameters"]), m["seed"],
-                                                [data[s] for s in order], stats["n_outputs"]))
+                                                [data[s] for s in order], stats.n_outputs))
         actual = await stored_state(conn, run_id, m["model_id"])
         assert len(actual) == len(expected)
         for a, e in zip(actual, expected):

@@ -146,8 +146,9 @@ def test_row_keys_differ_per_engine():
 def test_scoring_queries_target_one_segment(segment):
     from ctq.engines.base import ScoreSpec
     from ctq.packing import feature_bytes_sql
+    from ctq.rules import PackStats
 
-    x_bytes = feature_bytes_sql(["f1", "f 2"], {"x_layout": "float4"})
+    x_bytes = feature_bytes_sql(["f1", "f 2"], PackStats(input_dim=2, n_outputs=2, mean=[0, 0], std=[1, 1]))
     assert x_bytes == 'float4send(t."f1"::float4) || float4send(t."f 2"::float4)'  # as packing writes a row
     spec = ScoreSpec(source='"public"."t"', is_table=True, id='t."id"', id_type="bigint", x_bytes=x_bytes,
                      y_bytes="NULL::bytea", segments=3, stage='"ctq_data"."score_x"')

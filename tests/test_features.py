@@ -109,9 +109,11 @@ async def test_unseen_and_null_categories_encode_as_unknown(conn):
     """feature_bytes_sql, the one expression packing (and prediction) use: a value the vocabulary
     does not have, and NULL, are all zeros (one_hot) and index 0; known values their position."""
     from ctq.packing import feature_bytes_sql
+    from ctq.rules import PackStats
 
-    stats = {"categories": {"c": {"encoding": "one_hot", "values": ["a", "b", "it's"]},
-                            "d": {"encoding": "index", "values": ["1", "2", "10"]}}}
+    stats = PackStats(input_dim=5, n_outputs=2, mean=[0] * 5, std=[1] * 5,
+                      categories={"c": {"encoding": "one_hot", "values": ["a", "b", "it's"]},
+                                  "d": {"encoding": "index", "values": ["1", "2", "10"]}})
     sql = feature_bytes_sql(["n", "c", "d"], stats)
     rows = await conn.fetch(f"SELECT {sql} AS x FROM (VALUES (1.5::float8, 'b', 10), (2, 'zzz', 3), "
                             f"(3, NULL, NULL), (4, 'it''s', 1)) t(n, c, d)")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ctq_cli, write_grid
+from ctq.rules import PackStats
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -73,18 +74,18 @@ async def test_a_pack_and_a_prediction_under_live_updates_hold_every_row_once(ds
 
     pack = await conn.fetchrow("SELECT p.* FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1",
                                run_id)
-    stats = json.loads(pack["stats"])
-    assert stats["source_as_of"]
+    stats = PackStats.from_dict(json.loads(pack["stats"]))
+    assert stats.source_as_of
     buffers = await conn.fetch(f"SELECT segment, rows, x, y, k FROM {pack['table_name']} WHERE bucket >= 0")
     ids = {}
     for segment in (-1, 0, 1):
         x, _ = decode_buffers([tuple(r)[1:] for r in buffers if r["segment"] == segment], stats, "classification")
-        ids[segment] = np.rint(x[:, 0] * stats["std"][0] + stats["mean"][0]).astype(np.int64)
+        ids[segment] = np.rint(x[:, 0] * stats.std[0] + stats.mean[0]).astype(np.int64)
     every = np.sort(np.concatenate(list(ids.values())))
     assert len(every) == ROWS and np.array_equal(every, np.arange(1, ROWS + 1)), \
         f"{len(every)} rows packed, {len(set(every.tolist()))} distinct, of {ROWS}"
-    assert stats["validation_rows"] == len(ids[-1])  # what was recorded is what was packed
-    assert stats["train_rows"] == len(ids[0]) + len(ids[1])
+    assert stats.validation_rows == len(ids[-1])  # what was recorded is what was packed
+    assert stats.train_rows == len(ids[0]) + len(ids[1])
 
     assert pcode == 0, perr
     predicted = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS ids, min(id) AS lo, max(id) AS hi "

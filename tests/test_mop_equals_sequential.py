@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, stored_state, write_grid
+from ctq.rules import PackStats
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -84,8 +85,8 @@ async def segment_arrays(conn, table, segment, stats):
 async def assert_run_equals_standalone(conn, run_id, compare_validation=False):
     pack = await conn.fetchrow(
         "SELECT p.table_name, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
-    stats = json.loads(pack["stats"])
-    n_classes = stats["n_outputs"]
+    stats = PackStats.from_dict(json.loads(pack["stats"]))
+    n_classes = stats.n_outputs
     data = {s: await segment_arrays(conn, pack["table_name"], s, stats) for s in (0, 1)}
     models = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, val_loss, val_metric "
                               "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id)
@@ -202,8 +203,8 @@ async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_tabl
     run_id = json.loads(proc.stdout)["run_id"]
     table, stats = await conn.fetchrow(
         "SELECT p.table_name, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
-    stats = json.loads(stats)
-    counts = stats["class_counts"]
+    stats = PackStats.from_dict(json.loads(stats))
+    counts = stats.class_counts
     assert len(counts) == 2 and min(counts) < 0.3 * sum(counts)
     weights = [sum(counts) / (2 * c) for c in counts]
     data = {s: await segment_arrays(conn, table, s, stats) for s in (0, 1)}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import create_table, write_grid
+from ctq.rules import PackStats
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -39,7 +40,7 @@ async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
 
     await create_table(conn, "public.pack_src", 2400, seed=13)
     pack = await packed(conn, run_cli, tmp_path, "pack-a", seed=21)
-    stats, table = json.loads(pack["stats"]), pack["table_name"]
+    stats, table = PackStats.from_dict(json.loads(pack["stats"])), pack["table_name"]
     rows = await conn.fetch(f"SELECT segment, bucket, rows, x, y, k FROM {table}")
 
     # one partition per segment (each with its empty marker row) plus the validation rows
@@ -52,10 +53,10 @@ async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
         "SELECT count(*) FROM public.pack_src t WHERE abs(hashtidextended(t.ctid, 21) % 1000000) < 250000")
     parts = {s: decode_buffers([tuple(r)[2:] for r in rows if r["segment"] == s and r["bucket"] >= 0],
                                stats, "classification") for s in (-1, 0, 1)}
-    assert len(parts[-1][0]) == stats["validation_rows"] == expected_validation
+    assert len(parts[-1][0]) == stats.validation_rows == expected_validation
     assert 0.2 < expected_validation / 2400 < 0.3
-    assert len(parts[0][0]) + len(parts[1][0]) == stats["train_rows"] == 2400 - expected_validation
-    assert abs(len(parts[0][0]) - len(parts[1][0])) < 0.15 * stats["train_rows"]  # segments of similar size
+    assert len(parts[0][0]) + len(parts[1][0]) == stats.train_rows == 2400 - expected_validation
+    assert abs(len(parts[0][0]) - len(parts[1][0])) < 0.15 * stats.train_rows  # segments of similar size
 
     # every source row exactly once, normalised with the training rows' mean and standard deviation
     source = np.array([tuple(r) for r in await conn.fetch(
@@ -63,7 +64,7 @@ async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
     train = np.concatenate([parts[0][0], parts[1][0]])
     np.testing.assert_allclose(train.mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(train.std(axis=0), 1, atol=1e-3)
-    mean, std = np.array(stats["mean"]), np.array(stats["std"])
+    mean, std = np.array(stats.mean), np.array(stats.std)
     restored = np.concatenate([train, parts[-1][0]]) * std + mean
     assert restored.shape == source.shape
     nearest = np.concatenate([((chunk[:, None, :] - source[None, :, :]) ** 2).sum(-1).argmin(1)
@@ -80,5 +81,5 @@ async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
     other = await packed(conn, run_cli, tmp_path, "pack-c", seed=22)
     assert other["pack_id"] != pack["pack_id"]
     other_rows = await conn.fetch(f"SELECT rows, x, y, k FROM {other['table_name']} WHERE segment = 0 AND bucket >= 0")
-    other_x = decode_buffers([tuple(r) for r in other_rows], json.loads(other["stats"]), "classification")[0]
+    other_x = decode_buffers([tuple(r) for r in other_rows], PackStats.from_dict(json.loads(other["stats"])), "classification")[0]
     assert len(other_x) != len(parts[0][0]) or not np.allclose(other_x, parts[0][0])

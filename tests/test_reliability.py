@@ -580,7 +580,6 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
     from ctq.api import load_plan
     from ctq.engines import engine_named
     from ctq.metrics import Metric
-    from ctq.packing import server_stats
     from ctq.rules import HopRequest
 
     proc, run_id, _, _ = await start_slow_run(conn, dsn, ctq_home, tmp_path, "timed-out", slow_table)
@@ -590,7 +589,7 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
     engine = engine_named(plan.engine)
     model = plan.specs[1]
     common = {"pack_id": plan.pack["pack_id"], "task": plan.pack["settings"]["task"],
-              "stats": server_stats(plan.pack["stats"]), "cores": [0], "metric": Metric(plan.metric).kind}
+              "stats": plan.pack["stats"].for_server(), "cores": [0], "metric": Metric(plan.metric).kind}
     warmup = HopRequest(**common, action="warmup", models=[[model["architecture"], {
         k: v for k, v in model["hyperparameters"].items() if k != "learning_rate"}]])
     params = HopRequest(**common, action="train", arch=model["architecture"], hyper=model["hyperparameters"],
