@@ -243,7 +243,8 @@ async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, clas
         y = rng.integers(0, classes, 1200).astype(np.int32)
     else:
         y = rng.normal(size=1200).astype(np.float32)
-    loss, value = indb.fit_pass(model, x, y, 512, keras.callbacks.Callback(), task, {"target_std": 1.0},
+    loss, value = indb.fit_pass(model, x, y, 512, keras.callbacks.Callback(), task,
+                                PackStats(input_dim=4, n_outputs=classes, mean=[0] * 4, std=[1] * 4, target_std=1.0),
                                 class_weights, metric)
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)[y]
     expected_loss = model.evaluate(x, y, sample_weight=weights, batch_size=1200, verbose=0, return_dict=True)["loss"]
