@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from ctq.errors import TooLarge
 
 #: A segment backend's peak resident memory while training, over the model's stored state bytes.
-#: Measured (bench/model_size.py, a 1.9 GiB state of 2 x dense 13000 with Adam, jax on CPU, on
-#: PostgreSQL): 1.98-2.53; the variables, one copy of the trainable weights for the gradients, and
-#: jax's buffers of the update step, which does not reuse its inputs' memory. (On Greenplum the
-#: segment process measured 3.3: not explained yet.)
+#: Measured (bench/model_size.py, a 1.9 GiB state of 2 x dense 13000 with Adam, jax on CPU): on
+#: PostgreSQL 1.87-1.93, at the load of a stored state (the state, plus the largest array read and
+#: its copy into jax; the update step reuses its inputs' buffers); on Greenplum 3.28, where the
+#: state arrives through SQL: not explained yet. The factor covers PostgreSQL with room; it is
+#: below Greenplum's measure, where a model near the budget can still exhaust a segment.
 PEAK_OVER_STATE = 2.6
 
 
