@@ -316,7 +316,7 @@ class Coordinator:
         groups = [[(i, m["name"], m["hyperparameters"].get("optimizer", "adam"))
                    for i, m in live.items() if self._compile_key(m) == key]
                   for key in keys]
-        check_fits(groups, sizes["models"], budget, self.plan.data_bytes, segment)
+        check_fits(groups, sizes["models"], budget, self.plan.data_bytes, segment, self.engine.peak_over_state)
 
     def _expect_from_warmup(self, outcome: Outcome) -> None:
         """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up

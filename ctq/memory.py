@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 from ctq.errors import TooLarge
 
-#: A segment backend's peak resident memory while training, over the model's stored state bytes.
-#: Measured (bench/model_size.py, a 1.9 GiB state of 2 x dense 13000 with Adam, jax on CPU): on
-#: PostgreSQL 1.87-1.93, at the load of a stored state (the state, plus the largest array read and
-#: its copy into jax; the update step reuses its inputs' buffers); on Greenplum 3.28, where the
-#: state arrives through SQL: not explained yet. The factor covers PostgreSQL with room; it is
-#: below Greenplum's measure, where a model near the budget can still exhaust a segment.
+#: A segment backend's peak resident memory while training, over the model's stored state bytes,
+#: unless the engine says otherwise (Engine.peak_over_state). Measured (bench/model_size.py, a
+#: 1.9 GiB state of 2 x dense 13000 with Adam, jax on CPU) on PostgreSQL: 1.87-1.93, at the load of
+#: a stored state (the state, plus the largest array read and its copy into jax; the update step
+#: reuses its inputs' buffers).
 PEAK_OVER_STATE = 2.6
 
 
@@ -48,13 +47,13 @@ def gib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
-def training_bytes(state_bytes: int) -> int:
+def training_bytes(state_bytes: int, peak_over_state: float = PEAK_OVER_STATE) -> int:
     """A segment's peak memory training a model whose stored state is ``state_bytes``."""
-    return int(state_bytes * PEAK_OVER_STATE)
+    return int(state_bytes * peak_over_state)
 
 
 def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budget: Budget | None,
-               data_bytes: int = 0, segment: int = 0) -> None:
+               data_bytes: int = 0, segment: int = 0, peak_over_state: float = PEAK_OVER_STATE) -> None:
     """Raise :class:`~ctq.errors.TooLarge` for the first group of models whose training would
     not fit ``budget`` next to the segment's cached data (``data_bytes``; 0 when it streams).
 
@@ -66,7 +65,7 @@ def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budg
     for group, size in zip(models, sizes):
         if size is None:  # not countable: the warm-up's build will say why
             continue
-        need = training_bytes(size["state_bytes"]) + data_bytes
+        need = training_bytes(size["state_bytes"], peak_over_state) + data_bytes
         if need <= budget.bytes or not group:
             continue
         model_id, name, optimizer = group[0]
@@ -75,6 +74,6 @@ def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budg
         raise TooLarge(
             f"model {model_id} ({name}){more} does not fit segment {segment}'s memory: training needs about "
             f"{gib(need)} ({gib(size['state_bytes'])} of state: {size['parameters']:,} parameters, {optimizer} "
-            f"keeps {size['slots']} value(s) per weight; x{PEAK_OVER_STATE:g} at peak{data}), the segment has "
+            f"keeps {size['slots']} value(s) per weight; x{peak_over_state:g} at peak{data}), the segment has "
             f"{gib(budget.bytes)} ({budget.source}); use a smaller model, fewer segments, or a larger "
             "memory_budget_mb")
