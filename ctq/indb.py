@@ -1187,7 +1187,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     x, y = decode_buffers([buffer], p.stats, p.task)
     t0 = time.perf_counter()
     if segment >= 0:
-        loss, metric = fit_pass(run["model"].model, x, y, int(p.hyper.get("batch_size", rules.DEFAULTS["batch_size"])),
+        loss, metric = fit_pass(run["model"].model, x, y, rules.batch_size(p.hyper),
                                 run["callback"], p.task, p.stats, p.class_weights, p.metric)
         if loss is not None:
             n = len(x)
@@ -1264,7 +1264,7 @@ def step_final(*, plpy, GD, acc):
               "compute_seconds": 0.0, "val_loss": None, "val_metric": None, "executed_on": executed_on}
     if p.action == "warmup":  # the estimated hop seconds of each model, as JSON
         estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.metric),
-                                   int(hyper.get("batch_size", rules.DEFAULTS["batch_size"])), len(x), xv, yv, plpy)
+                                   rules.batch_size(hyper), len(x), xv, yv, plpy)
                      for arch, hyper in p.models]
         result["estimates"] = json.dumps(estimates).encode()
     else:
@@ -1374,7 +1374,7 @@ def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, s
     per shape): the last partial batch is padded with zero-weight rows, so every row trains."""
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
-    loss, value = fit_pass(cm.model, x, y, int(hyper.get("batch_size", rules.DEFAULTS["batch_size"])), callback, task, stats, class_weights,
+    loss, value = fit_pass(cm.model, x, y, rules.batch_size(hyper), callback, task, stats, class_weights,
                            metric)
     compute = time.perf_counter() - t0
     val_loss = val_metric = None

@@ -21,6 +21,13 @@ MOMENTUM_OPTIMIZERS = frozenset({"sgd", "rmsprop"})  # the optimizers that take 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "leaky_relu", "linear")
 #: a hyper-parameter a model leaves out (grid.yaml's search.space, a stored model's hyperparameters)
 DEFAULTS = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
+
+
+def batch_size(hyper: dict) -> int:
+    """A model's batch size: its hyper-parameter, else the default."""
+    return int(hyper.get("batch_size", DEFAULTS["batch_size"]))
+
+
 #: the kinds of a run's metric (grid.yaml ``metric`` without ``val_``) a model is compiled with as
 #: such, for classification; any other metric is computed as accuracy or mae (:func:`compiled_metric`)
 RANKING_KINDS = ("auc", "f1", "precision", "recall")
