@@ -196,17 +196,37 @@ def layout_of(arrays) -> list:
     return [[np.dtype(a.dtype).str, [int(n) for n in a.shape]] for a in arrays]
 
 
-def state_parts(arrays, hops: int | None = None, part_bytes: int = STATE_PART_BYTES):
-    """Yield a state's parts, (array_index, byte_offset, bytes): the header ({"layout": [[dtype,
-    shape], ...], "hops": the hops the state has trained}), then each array's raw bytes in pieces of
-    at most ``part_bytes``, as views of the array (valid until the next part is asked for; copied
-    by whatever stores them). ``arrays`` may be variables: each is converted when its turn comes."""
-    arrays = list(arrays)
-    yield HEADER_PART, 0, json.dumps({"layout": layout_of(arrays), "hops": hops}).encode()
+def part_bounds(arrays, part_bytes: int = STATE_PART_BYTES) -> list[tuple[int, int, int]]:
+    """(array_index, byte_offset, length) of each part of a state after its header: each array's
+    raw bytes in pieces of at most ``part_bytes`` (an empty array: one empty part)."""
+    bounds = []
     for index, array in enumerate(arrays):
-        flat = memoryview(np.ascontiguousarray(to_numpy(array)).reshape(-1)).cast("B")
-        for offset in range(0, max(len(flat), 1), part_bytes):
-            yield index, offset, flat[offset : offset + part_bytes]
+        nbytes = int(np.prod(array.shape, dtype=np.int64)) * np.dtype(array.dtype).itemsize
+        bounds += [(index, offset, min(part_bytes, nbytes - offset)) for offset in range(0, max(nbytes, 1), part_bytes)]
+    return bounds
+
+
+def state_part(arrays, hops: int | None, number: int, bounds):
+    """Part ``number`` of a state, (array_index, byte_offset, bytes): 0 is the header ({"layout":
+    [[dtype, shape], ...], "hops": the hops the state has trained}), n > 0 the piece ``bounds[n -
+    1]`` (:func:`part_bounds`) of its array's raw bytes, as a view of the array (valid until the
+    array changes; copied by whatever stores it). ``arrays`` may be variables. IndexError for a
+    number the state does not have."""
+    if number == 0:
+        return HEADER_PART, 0, json.dumps({"layout": layout_of(arrays), "hops": hops}).encode()
+    if not 0 < number <= len(bounds):
+        raise IndexError(f"the state has {len(bounds) + 1} parts, not a part {number}")
+    index, offset, length = bounds[number - 1]
+    flat = memoryview(np.ascontiguousarray(to_numpy(arrays[index])).reshape(-1)).cast("B")
+    return index, offset, flat[offset : offset + length]
+
+
+def state_parts(arrays, hops: int | None = None, part_bytes: int = STATE_PART_BYTES):
+    """Yield a state's parts (:func:`state_part`), header first, one at a time."""
+    arrays = list(arrays)
+    bounds = part_bounds(arrays, part_bytes)
+    for number in range(len(bounds) + 1):
+        yield state_part(arrays, hops, number, bounds)
 
 
 def to_numpy(value) -> np.ndarray:
@@ -909,6 +929,7 @@ def step_transition(*, plpy, GD, acc, segment, bucket, rows, x, y, k, part, part
     accumulators = GD.setdefault("ctq.acc", {})
     if acc is None or acc not in accumulators:
         accumulators.clear()
+        GD.pop("ctq.trained", None)  # a new query: the last hop's state was stored, or never will be
         GD["ctq.acc_seq"] = GD.get("ctq.acc_seq", 0) + 1
         acc = str(GD["ctq.acc_seq"])
         accumulators[acc] = {"params": rules.HopRequest.from_json(params), "segment": None, "rows": {},
@@ -956,18 +977,27 @@ def start_model(plpy, GD, cm: CompiledModel, entry) -> None:
 
 
 def hand_over(GD, entry, acc, cm: CompiledModel) -> dict:
-    """The new state of a trained hop: kept in the backend for :func:`trained_state_parts` (the
-    hop statement stores it as parts, named by ``state_key``)."""
-    GD["ctq.trained"] = {"key": acc, "model": cm, "hops": entry["params"].hops + 1}
-    return {"state_key": acc}
+    """The new state of a trained hop: kept in the backend for :func:`trained_state_part` (the
+    hop statement stores it as parts, named by ``state_key``; ``state_parts``: how many)."""
+    variables = state_variables(cm.model)
+    bounds = part_bounds(variables)
+    GD["ctq.trained"] = {"key": acc, "variables": variables, "hops": entry["params"].hops + 1, "bounds": bounds}
+    return {"state_key": acc, "state_parts": len(bounds) + 1}
+
+
+def trained_state_part(*, GD, key, number):
+    """Part ``number`` (:func:`state_part`) of the state the hop ``key`` just trained."""
+    trained = GD.get("ctq.trained")
+    if trained is None or trained["key"] != key:
+        raise RuntimeError("no trained state to store for this hop")
+    return state_part(trained["variables"], trained["hops"], int(number), trained["bounds"])
 
 
 def trained_state_parts(*, GD, key):
-    """The parts (state_parts) of the state the hop ``key`` just trained, one at a time."""
-    trained = GD.pop("ctq.trained", None)
-    if trained is None or trained["key"] != key:
-        raise RuntimeError("no trained state to store for this hop")
-    yield from state_parts(state_variables(trained["model"].model), trained["hops"])
+    """The parts of the state the hop ``key`` just trained, header first, one at a time."""
+    trained = GD.get("ctq.trained")
+    for number in range(len(trained["bounds"]) + 1 if trained else 1):
+        yield trained_state_part(GD=GD, key=key, number=number)
 
 
 def stored_parts(plpy, GD, key):
@@ -1247,8 +1277,8 @@ def step_final(*, plpy, GD, acc):
     executed_on = execution_segment(plpy, segment)
     stats = p.stats
     if p.stream:
-        result = {"estimates": None, "state_key": None, "loss": None, "metric": None, "rows": 0,
-                  "compute_seconds": 0.0, "val_loss": None, "val_metric": None}
+        result = {"estimates": None, "state_key": None, "state_parts": None, "loss": None, "metric": None,
+                  "rows": 0, "compute_seconds": 0.0, "val_loss": None, "val_metric": None}
         if p.action == "warmup":
             for arch, hyper in p.models:
                 compiled_model(GD, arch, hyper, stats, p.task, p.metric)
@@ -1260,8 +1290,9 @@ def step_final(*, plpy, GD, acc):
     else:
         (x, y), (xv, yv) = GD["ctq.data"][(p.pack_id, segment)], GD["ctq.data"][(p.pack_id, -1)]
     task = p.task
-    result = {"estimates": None, "state_key": None, "loss": None, "metric": None, "rows": int(len(x)),
-              "compute_seconds": 0.0, "val_loss": None, "val_metric": None, "executed_on": executed_on}
+    result = {"estimates": None, "state_key": None, "state_parts": None, "loss": None, "metric": None,
+              "rows": int(len(x)), "compute_seconds": 0.0, "val_loss": None, "val_metric": None,
+              "executed_on": executed_on}
     if p.action == "warmup":  # the estimated hop seconds of each model, as JSON
         estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.metric),
                                    rules.batch_size(hyper), len(x), xv, yv, plpy)

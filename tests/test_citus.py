@@ -142,7 +142,7 @@ async def test_a_query_on_another_node_is_refused(citus):
     assert await citus.fetchval("SELECT ctq.execution_segment(0)") < 0  # the coordinator holds no shard
     with pytest.raises(asyncpg.PostgresError, match=f"sent to segment 0 ran on segment {elsewhere}"):
         await citus.fetchval("SELECT ctq.record_hop(0, 0, 0, 0, false, ROW(NULL, 0, 0, 1, 0, NULL, NULL, now(), now(), "
-                             "$1, 'x')::ctq.hop_result, 1)", elsewhere)
+                             "$1, 'x', 1)::ctq.hop_result, 1)", elsewhere)
 
 
 async def test_doctor_checks_every_worker_and_shows_the_plan(citus):

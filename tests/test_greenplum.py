@@ -152,11 +152,12 @@ async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, sc
     (executed_on, which record_hop checks), and as each segment's own statistics count the
     functions that the statements really run there: the training query's cache check
     (ctq.data_cached, in its row filter) as often on every segment for each of its hops and its
-    warm-up, and the store of the new state (ctq.state_parts) once for each of its hops; neither on
-    the coordinator (direct dispatch: no hop runs on another segment or on the coordinator)."""
+    warm-up, and the store of the new state (ctq.state_part) once for each part of the state of
+    each of its hops; neither on the coordinator (direct dispatch: no hop runs on another segment
+    or on the coordinator)."""
     database = quote_ident(await gp.fetchval("SELECT current_database()"))
     await gp.execute(f"ALTER DATABASE {database} SET track_functions = 'pl'")  # for the run's new sessions
-    counted = ("ctq.data_cached(text, int)", "ctq.state_parts(text)")
+    counted = ("ctq.data_cached(text, int)", "ctq.state_part(text, int)")
     before = {f: await function_calls(gp, f) for f in counted}
     grid = write_grid(tmp_path, GRID.format(schedule=schedule))
     proc = ctq("train", str(grid), "--json", "--schedule", schedule)
@@ -181,12 +182,17 @@ async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, sc
     assert all(h["rows"] > 0 for h in hops)
     assert result["best_metric"] > 0.5  # 3 classes: chance is about 0.33
     on_segment = Counter(h["segment"] for h in hops)
+    parts = {m: await gp.fetchval("SELECT count(*) FROM ctq.model_state_parts($1, $2)", result["run_id"], m)
+             for m in {h["model_id"] for h in hops}}  # a model's state has as many parts after every hop
+    parts_on = Counter()
+    for h in hops:
+        parts_on[h["segment"]] += parts[h["model_id"]]
     deadline = time.monotonic() + 10  # the statistics collectors report within a second or so
     while True:
         calls = {f: {s: n - before[f].get(s, 0) for s, n in (await function_calls(gp, f)).items()} for f in counted}
-        checks, stores = calls["ctq.data_cached(text, int)"], calls["ctq.state_parts(text)"]
+        checks, stores = calls["ctq.data_cached(text, int)"], calls["ctq.state_part(text, int)"]
         per_statement = checks[0] // (on_segment[0] + 1)
-        if stores == {s: on_segment[s] for s in range(segments)} | {-1: 0} and per_statement >= 1 and \
+        if stores == {s: parts_on[s] for s in range(segments)} | {-1: 0} and per_statement >= 1 and \
                 checks == {s: per_statement * (on_segment[s] + 1) for s in range(segments)} | {-1: 0}:
             break
         assert time.monotonic() < deadline, f"calls per segment (-1: the coordinator): {calls}; hops: {on_segment}"
@@ -221,7 +227,7 @@ async def test_training_query_is_direct_dispatched_with_no_motion_below_the_aggr
                 assert plan[0].startswith("Gather Motion 1:1  (slice1; segments: 1)"), plan
                 assert not any("Motion" in line for line in plan[1:]), plan
             store = await gp.fetchval("SELECT ctq.gp_store_query('hop_states', $1, $2, $3)", pack_id, segment, key)
-            plan = [r[0] for r in await gp.fetch("EXPLAIN " + store, 1, 1, 0, "1")]
+            plan = [r[0] for r in await gp.fetch("EXPLAIN " + store, 1, 1, 0, "1", 3)]
             assert plan[0].startswith("Insert"), plan
             assert not any("Motion" in line for line in plan), plan  # in the process that trained
             rows = await gp.fetchval(f"SELECT count(*) FROM ctq_data.pack_{pack_id} WHERE gp_segment_id = {segment} "
@@ -622,7 +628,7 @@ async def test_analyst_trains_resumes_and_lists_its_own_runs_on_greenplum(gp, an
 def hostile(run_id: int, pack_id: str, source: str) -> list[tuple[str, str]]:
     """(role, statement): what bob (an analyst who can read the source) and carol (who cannot) try
     against alice's run and pack, and against the server code. Every one must be refused."""
-    hop = "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result"
+    hop = "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL, NULL)::ctq.hop_result"
     bad = "$$'; DROP TABLE ctq_catalog.runs; --$$"
     cases = [(BOB, f"SELECT count(*) FROM ctq_catalog.{t}")
              for t in ("runs", "models", "hops", "epochs", "decisions", "packs")]

@@ -249,9 +249,9 @@ HOSTILE = [
     ("ctq_bob", "SELECT ctq.data_cached('0123456789abcdef', -7)"),
     ("ctq_bob", "SELECT ctq.path_status('/etc')"),
     ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, 0, 0, false, "
-                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result)"),
+                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL, NULL)::ctq.hop_result)"),
     ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, -1, 0, false, "
-                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL)::ctq.hop_result)"),
+                "ROW(NULL, 0, 0, 1, 0, 0, 0, now(), now(), 0, NULL, NULL)::ctq.hop_result)"),
     ("ctq_bob", "SELECT ctq.record_hop({alice_run}, 1, 5, 0, true, NULL)"),
     ("ctq_bob", "INSERT INTO ctq.runs (name, status, config, config_fingerprint, source_table, pack_id, segments, "
                 "epochs, metric, metric_mode, run_by) SELECT 'x', 'running', '{{}}', 'x', 'x', pack_id, 1, 1, "

@@ -71,10 +71,14 @@ async def latest_run(conn, name):
 
 
 async def wait_for_hops(conn, name, at_least, timeout=180):
+    """The running run ``name`` once it has ``at_least`` hops: a finished run of that name (another
+    test's) is never the one a test started (a signal sent on its hops would hit the new process
+    while it starts)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await conn.fetchval("SELECT to_regclass('ctq.runs') IS NOT NULL"):
-            run_id = await latest_run(conn, name)
+            run_id = await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1 AND status = 'running'",
+                                         name)
             if run_id is not None:
                 n = await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
                 if n >= at_least:
@@ -374,9 +378,9 @@ async def test_a_resume_after_the_source_changed_is_refused_unless_told_to_keep_
     training on rows that are no longer there. Refused (exit 2, one line, the run untouched);
     --keep-pack resumes on the pack as it was and says so."""
     await create_table(conn, "public.changing_src", 4000, seed=14)
-    grid = write_grid(tmp_path, GRID.format(name="changing", table="public.changing_src", epochs=3))
+    grid = write_grid(tmp_path, GRID.format(name="changing-src", table="public.changing_src", epochs=3))
     proc = start_train(dsn, ctq_home, str(grid), "--json")
-    run_id = await wait_for_hops(conn, "changing", 2)
+    run_id = await wait_for_hops(conn, "changing-src", 2)
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)
     assert proc.returncode == 130

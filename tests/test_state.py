@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from ctq.indb import HEADER_PART, StateAssembler, assemble_state, encode_state, state_parts
+from ctq.indb import HEADER_PART, StateAssembler, assemble_state, encode_state, part_bounds, state_part, state_parts
 
 ARRAYS = [np.arange(30, dtype=np.float32).reshape(5, 6), np.asarray(3, np.int64), np.zeros((0, 4), np.float32),
           np.linspace(-1, 1, 1001, dtype=np.float32)]
@@ -31,6 +31,20 @@ def test_parts_in_any_order_rebuild_the_arrays_and_none_is_larger_than_a_part():
         assert got[i].dtype == want.dtype and np.array_equal(got[i], want)
     # each array is handed over once, the moment it is whole: never the whole state at once
     assert sorted(got) == list(range(len(ARRAYS)))
+
+
+def test_a_part_by_its_number_is_the_part_streamed_in_that_place():
+    """Greenplum stores a state one numbered part per row (ctq.state_part): part n must be the
+    n-th the stream makes, and there are exactly as many as the stream makes."""
+    bounds = part_bounds(ARRAYS, part_bytes=64)
+    streamed = list(state_parts(ARRAYS, hops=2, part_bytes=64))
+    assert len(streamed) == len(bounds) + 1
+    for number in reversed(range(len(streamed))):  # any order: no part depends on the one before
+        index, offset, data = state_part(ARRAYS, 2, number, bounds)
+        assert (index, offset, bytes(data)) == (streamed[number][0], streamed[number][1], bytes(streamed[number][2]))
+    for number in (-1, len(streamed)):
+        with pytest.raises(IndexError, match=f"not a part {number}"):
+            state_part(ARRAYS, 2, number, bounds)
 
 
 def test_the_client_reads_parts_header_first_and_a_legacy_value():

@@ -235,12 +235,14 @@ $fn$;
 -- The targeted training query: SELECT ctq.train_step(<pack row or state part>, params) FROM <pack>
 -- WHERE <segment k> (see train_query.sql). Training happens in the final function, on the segment.
 -- (dropping the result type drops the aggregate and record_hop with it: they are created anew)
--- state_key names the trained state for ctq.state_parts, which hands it over as parts (hop.sql);
+-- state_key names the trained state for ctq.state_parts, which hands it over as parts (hop.sql),
+-- state_parts how many;
 -- estimates: the warm-up's estimated hop seconds of each model (JSON), NULL for a hop.
 DROP TYPE IF EXISTS ctq.hop_result CASCADE;
 CREATE TYPE ctq.hop_result AS (
     estimates bytea, loss float8, metric float8, rows int, compute_seconds float8, val_loss float8,
-    val_metric float8, hop_started timestamptz, hop_finished timestamptz, executed_on int, state_key text
+    val_metric float8, hop_started timestamptz, hop_finished timestamptz, executed_on int, state_key text,
+    state_parts int
 );
 
 -- The aggregate's rows are the pack's buffer rows and, with NULL buffer columns, the parts of the
@@ -282,11 +284,22 @@ LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
 return ctq.stored_parts(plpy, GD, key)
 $fn$;
+-- Part number `part` of that state (0 the header, up to state_parts - 1), for the SELECT list of
+-- a statement that makes one row per part (FROM generate_series): Greenplum 6 (PostgreSQL 9.4)
+-- keeps every value a set-returning function in a SELECT list returns until its last, so the
+-- whole state was held a second time in the segment's memory (1 GiB of parts: 1,072 MiB, the
+-- same parts one per row: 65 MiB, measured); PostgreSQL 10 and later free each row's.
+CREATE FUNCTION ctq.state_part(key text, part int) RETURNS ctq.state_part
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+return ctq.call(plpy, lambda plpy: ctq.trained_state_part(GD=GD, key=key, number=part))
+$fn$;
 
 -- Record one hop: the model's new state, its hop row and (last hop of an epoch) its epoch row, in
 -- one statement, so a hop is recorded entirely or not at all. A hop that ran on another segment
 -- than the one it was sent to is refused: its result would break MOP's bookkeeping; so is one
--- that stored no state (p_state_parts: the parts the hop statement wrote, where it writes them).
+-- that stored no state, or not all of it (p_state_parts: the parts the hop statement wrote, where
+-- it writes them; r.state_parts: the parts of the state it trained).
 DROP FUNCTION IF EXISTS ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result);
 CREATE FUNCTION ctq.record_hop(p_run bigint, p_model int, p_epoch int, p_segment int, p_last boolean,
                                r ctq.hop_result, p_state_parts int DEFAULT NULL) RETURNS int
@@ -308,6 +321,10 @@ BEGIN
     END IF;
     IF coalesce(p_state_parts, 0) < 1 THEN
         RAISE EXCEPTION 'ctq.record_hop: hop of model % stored no state', p_model USING ERRCODE = '22023';
+    END IF;
+    IF p_state_parts IS DISTINCT FROM r.state_parts THEN  -- a state stored in part would be lost
+        RAISE EXCEPTION 'ctq.record_hop: hop of model % stored % of its state''s % parts', p_model, p_state_parts,
+            r.state_parts USING ERRCODE = '22023';
     END IF;
     INSERT INTO {{catalog}}.hops (run_id, model_id, epoch, segment, started_at, finished_at, compute_seconds, rows, loss,
                           metric, executed_on)

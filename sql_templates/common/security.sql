@@ -26,7 +26,7 @@ GRANT EXECUTE ON FUNCTION ctq.train_step_transition(text, int, int, int, bytea, 
                                                     text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step_final(text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.train_step(int, int, int, bytea, bytea, bytea, int, int8, bytea, text) TO ctq_user;
-GRANT EXECUTE ON FUNCTION ctq.state_parts(text) TO ctq_user;
+GRANT EXECUTE ON FUNCTION ctq.state_parts(text), ctq.state_part(text, int) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.record_hop(bigint, int, int, int, boolean, ctq.hop_result, int) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.score_step_transition(text, bytea, bytea, int, int8, bytea, text) TO ctq_user;
 GRANT EXECUTE ON FUNCTION ctq.score_step_final(text) TO ctq_user;

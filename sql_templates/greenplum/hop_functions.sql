@@ -83,12 +83,14 @@ END
 $fn$;
 
 -- A hop's second statement on segment p_segment (pack p_pack_id, key p_key): the state its training
--- left in the segment process's GD (state key $4, ctq.state_parts), written a part at a time into
+-- left in the segment process's GD (state key $4, of $5 parts), written a part at a time into
 -- ctq_catalog.p_target (hop_states, or model_states for a checkpoint) on that segment. $1 run, $2
 -- model, $3 the hops the state had trained before the hop. The parts hang off the segment's
 -- marker row of the pack (bucket -1), whose distribution key is the target's: the plan has no
 -- Motion, so it runs in the segment's writer process, whose GD holds the state (a Motion would
--- put the function in another process).
+-- put the function in another process). One row per part (ctq.state_part, not the set-returning
+-- ctq.state_parts: see install.sql), made by a subquery kept whole by OFFSET 0, so each part is
+-- made once.
 CREATE OR REPLACE FUNCTION ctq.gp_store_query(p_target text, p_pack_id text, p_segment int, p_key int)
 RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
@@ -99,8 +101,9 @@ BEGIN
     END IF;
     RETURN format('INSERT INTO ctq_catalog.%1$s (dist_key, run_id, model_id, hops, array_index, byte_offset, data) '
                   'SELECT p.dist_key, $1, $2, $3 + 1, (p.part).array_index, (p.part).byte_offset, (p.part).data '
-                  'FROM (SELECT b.dist_key, ctq.state_parts($4) AS part FROM ctq_data.pack_%2$s b '
-                  'WHERE b.dist_key = %4$s AND b.segment = %3$s AND b.bucket = -1) p',
+                  'FROM (SELECT b.dist_key, ctq.state_part($4, n.part) AS part FROM ctq_data.pack_%2$s b '
+                  'CROSS JOIN generate_series(0, $5 - 1) AS n(part) '
+                  'WHERE b.dist_key = %4$s AND b.segment = %3$s AND b.bucket = -1 OFFSET 0) p',
                   p_target, p_pack_id, p_segment, p_key);
 END
 $fn$;
@@ -242,7 +245,7 @@ BEGIN
     LOCK TABLE ctq_catalog.hop_states, ctq_catalog.model_states, ctq_catalog.models IN EXCLUSIVE MODE;
     EXECUTE ctq.gp_store_query(CASE WHEN p_checkpoint THEN 'model_states' ELSE 'hop_states' END, pack_id, p_segment,
                                key)
-    USING p_run, p_model, p_hops, r.state_key;
+    USING p_run, p_model, p_hops, r.state_key, r.state_parts;
     GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM ctq.record_hop(p_run, p_model, p_epoch, p_segment, p_last, r, n);
     IF legacy IS NOT NULL THEN
