@@ -313,20 +313,13 @@ class MopScheduler(Scheduler):
     in the same instant, but would break the exact replay in :mod:`ctq.simulate`.
     """
 
-    def __init__(
-        self,
-        model_ids: Sequence[int],
-        segments: int,
-        epochs: int,
-        seed: int,
-        completed: Iterable[tuple[int, int, int]] = (),
-        observed: Iterable[tuple[int, float]] = (),
-        scheduling: str = "cost",
-    ):
+    def __init__(self, *args, scheduling: str = "cost", **kwargs):
+        """:class:`Scheduler`'s arguments, and ``scheduling``: the rule that picks among the models
+        a free segment may take (SCHEDULING_RULES)."""
         if scheduling not in SCHEDULING_RULES:
             raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING_RULES)}, got {scheduling!r}")
         self._scheduling = scheduling
-        super().__init__(model_ids, segments, epochs, seed, completed, observed)
+        super().__init__(*args, **kwargs)
         self._ranks: dict[int, list[list[int]]] = {}  # epoch -> [segment][model] -> preference
 
     def add_model(self, model_id: int) -> None:
@@ -427,19 +420,12 @@ class MopFixedScheduler(MopScheduler):
     is always one it waits for, so with nothing in flight some hop can always start: no deadlock.
     """
 
-    def __init__(
-        self,
-        model_ids: Sequence[int],
-        segments: int,
-        epochs: int,
-        seed: int,
-        completed: Iterable[tuple[int, int, int]] = (),
-        observed: Iterable[tuple[int, float]] = (),
-    ):
+    def __init__(self, *args, **kwargs):
+        """:class:`Scheduler`'s arguments."""
         self._orders: dict[int, list[list[int]]] = {}  # epoch -> [model][k] -> k-th segment
-        super().__init__(model_ids, segments, epochs, seed, completed, observed, "random")
+        super().__init__(*args, scheduling="random", **kwargs)
         for m, visited in enumerate(self._visited):
-            order = self._order(self._epoch[m])[m] if self._epoch[m] < epochs else []
+            order = self._order(self._epoch[m])[m] if self._epoch[m] < self._epochs else []
             if visited != set(order[: len(visited)]):
                 raise ValueError(
                     f"model {self._ids[m]}: completed segments {sorted(visited)} of epoch "
@@ -483,18 +469,11 @@ class BspScheduler(Scheduler):
     resume, or a retried round) are skipped, and a round with nothing left to do is skipped whole.
     """
 
-    def __init__(
-        self,
-        model_ids: Sequence[int],
-        segments: int,
-        epochs: int,
-        seed: int,
-        completed: Iterable[tuple[int, int, int]] = (),
-        observed: Iterable[tuple[int, float]] = (),
-    ):
-        super().__init__(model_ids, segments, epochs, seed, completed, observed)
-        self._order = bsp_order(seed, len(self._ids)).tolist()
-        self._slots = max(len(self._ids), segments)
+    def __init__(self, *args, **kwargs):
+        """:class:`Scheduler`'s arguments."""
+        super().__init__(*args, **kwargs)
+        self._order = bsp_order(self._seed, len(self._ids)).tolist()
+        self._slots = max(len(self._ids), self._segments)
         self._round = 0  # global round (epoch * slots + r): the earliest that may have work left
 
     def _select(self) -> list[tuple[int, int]]:

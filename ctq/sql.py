@@ -6,6 +6,9 @@ holds only the statements that really differ on that engine. A folder with a fil
 (one folder name) is looked up before that folder: ``citus/`` holds only what differs from
 ``postgres/``.
 
+A template may include another, ``{{include name.sql}}``, looked up the same way for the same
+engine: what several engines' statements share (a table's columns) is written once.
+
 Placeholders are ``{{name}}``. Values that reach SQL text are either identifiers quoted by
 :func:`quote_ident` or integers: user input never goes into a template unquoted. Data values
 travel as bind parameters.
@@ -20,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+_INCLUDE = re.compile(r"\{\{include ([\w/.-]+)\}\}\n?")
 
 
 def templates_dir() -> Path:
@@ -47,11 +51,11 @@ def folders(engine: str = COMMON) -> tuple[str, ...]:
 @lru_cache(maxsize=None)
 def template(name: str, engine: str = COMMON) -> str:
     """The text of ``name`` for ``engine``: its own version if it has one, else that of the folder
-    it inherits (:func:`folders`), else the common one."""
+    it inherits (:func:`folders`), else the common one; its includes filled in."""
     for folder in folders(engine):
         path = templates_dir() / folder / name
         if path.is_file():
-            return path.read_text()
+            return _INCLUDE.sub(lambda m: template(m.group(1), engine), path.read_text())
     raise FileNotFoundError(f"no SQL template {name!r} for engine {engine!r} (nor in common/)")
 
 

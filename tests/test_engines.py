@@ -30,6 +30,19 @@ def test_citus_templates_are_what_differs_from_postgres():
     assert template("get_run.sql", "citus") == template("get_run.sql")
 
 
+def test_a_table_the_engines_share_is_written_once_and_included():
+    """What the engines' own statements share comes from one included template (``{{include
+    columns/pack.sql}}``): every engine's pack and state tables have its columns, after the
+    engine's own distribution key, and no include is left unresolved anywhere."""
+    pack = [line.strip() for line in template("columns/pack.sql").splitlines() if not line.startswith("--")]
+    for engine in ("postgres", "greenplum", "citus"):
+        created = template("pack_create.sql", engine)
+        assert "\n".join(pack) in "\n".join(line.strip() for line in created.splitlines()), engine
+        assert ("dist_key int NOT NULL," in created) == (engine != "postgres")
+        assert "byte_offset int8 NOT NULL," in template("state_tables.sql", engine)
+        assert "{{include" not in install_script(engine)
+
+
 def citus(keys=(8, 1, 31)) -> CitusEngine:
     engine = CitusEngine()
     engine.keys = list(keys)  # (what attach() reads from ctq.citus_segments)

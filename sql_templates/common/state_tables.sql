@@ -12,12 +12,7 @@
 --   working state back to its checkpoint (its later hops are trained again).
 -- (array_index -2: a state written as one value by an earlier ctq, converted on upgrade.)
 CREATE TABLE IF NOT EXISTS {{catalog}}.model_states (
-    run_id      bigint NOT NULL,
-    model_id    int NOT NULL,
-    hops        int NOT NULL,
-    array_index int NOT NULL,
-    byte_offset int8 NOT NULL,
-    data        bytea NOT NULL,
+{{include columns/state_part.sql}}
     PRIMARY KEY (run_id, model_id, hops, array_index, byte_offset),
     FOREIGN KEY (run_id, model_id) REFERENCES {{catalog}}.models ON DELETE CASCADE
 );

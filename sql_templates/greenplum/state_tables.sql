@@ -19,12 +19,7 @@ END
 $states$;
 CREATE TABLE IF NOT EXISTS {{catalog}}.model_states (
     dist_key    int NOT NULL,
-    run_id      bigint NOT NULL,
-    model_id    int NOT NULL,
-    hops        int NOT NULL,
-    array_index int NOT NULL,
-    byte_offset int8 NOT NULL,
-    data        bytea NOT NULL,
+{{include columns/state_part.sql}}
     PRIMARY KEY (dist_key, run_id, model_id, hops, array_index, byte_offset)
 ) DISTRIBUTED BY (dist_key);
 CREATE UNLOGGED TABLE IF NOT EXISTS {{catalog}}.hop_states (LIKE {{catalog}}.model_states INCLUDING ALL)

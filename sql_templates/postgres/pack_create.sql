@@ -1,14 +1,7 @@
 -- Packed buffers of one source + settings: one list partition per virtual segment (a targeted
--- query scans one) and segment -1 for the validation buffers. Float32 bytes do not compress:
--- STORAGE EXTERNAL saves the attempt.
+-- query scans one) and segment -1 for the validation buffers.
 CREATE TABLE {{table}} (
-    segment int NOT NULL,
-    bucket  int NOT NULL,
-    rows    int NOT NULL,
-    x       bytea NOT NULL,
-    y       bytea NOT NULL,
-    k       bytea NOT NULL
+{{include columns/pack.sql}}
 ) PARTITION BY LIST (segment);
 {{partitions}}
-ALTER TABLE {{table}} ALTER COLUMN x SET STORAGE EXTERNAL, ALTER COLUMN y SET STORAGE EXTERNAL,
-    ALTER COLUMN k SET STORAGE EXTERNAL;
+{{include columns/pack_storage.sql}}
