@@ -346,7 +346,8 @@ async def test_a_state_over_1_gb_on_greenplum(gp, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     run_id = None
     for _ in range(3000):
-        run_id = await gp.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'gp-large-state'")
+        run_id = await gp.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'gp-large-state' "
+                                   "AND status = 'running'")  # (not an earlier run of this test)
         if run_id and await gp.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) >= 1:
             break
         await asyncio.sleep(0.2)

@@ -66,19 +66,18 @@ def start_train(dsn, ctq_home, *args):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-async def latest_run(conn, name):
-    return await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1", name)
+async def running_run(conn, name):
+    """The running run ``name``: a finished run of that name (another test's) is never the one a
+    test started (a signal sent on its hops would hit the new process while it starts)."""
+    return await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1 AND status = 'running'", name)
 
 
 async def wait_for_hops(conn, name, at_least, timeout=180):
-    """The running run ``name`` once it has ``at_least`` hops: a finished run of that name (another
-    test's) is never the one a test started (a signal sent on its hops would hit the new process
-    while it starts)."""
+    """The running run ``name`` (:func:`running_run`) once it has ``at_least`` hops."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await conn.fetchval("SELECT to_regclass('ctq.runs') IS NOT NULL"):
-            run_id = await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = $1 AND status = 'running'",
-                                         name)
+            run_id = await running_run(conn, name)
             if run_id is not None:
                 n = await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
                 if n >= at_least:
@@ -525,7 +524,7 @@ async def start_slow_run(conn, dsn, ctq_home, tmp_path, name, table, epochs=1):
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        run_id = await latest_run(conn, name) if await conn.fetchval("SELECT to_regclass('ctq.runs') IS NOT NULL") \
+        run_id = await running_run(conn, name) if await conn.fetchval("SELECT to_regclass('ctq.runs') IS NOT NULL") \
             else None
         if run_id is not None and len(pids := await hops_in_flight(conn, run_id)) == 2:
             await asyncio.sleep(1)

@@ -287,7 +287,7 @@ async def asha_run(small_table, tmp_path_factory, dsn, ctq_home):
         await asyncio.sleep(0.05)
         if not await conn.fetchval("SELECT to_regclass('ctq.decisions') IS NOT NULL"):
             continue  # the subprocess has not installed ctq yet
-        run_id = await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'asha'")
+        run_id = await conn.fetchval("SELECT max(run_id) FROM ctq.runs WHERE name = 'asha' AND status = 'running'")
         if run_id and await conn.fetchval("SELECT count(*) FROM ctq.decisions WHERE run_id = $1", run_id) >= 3:
             break
     proc.send_signal(signal.SIGKILL)

@@ -154,7 +154,7 @@ async def test_a_named_run_interrupted_killed_and_resumed_by_name(table, grid, d
     # session 1: a cron-style run with --json and no terminal; SIGINT after its first epoch
     run_cli("install")
     proc = start(dsn, ctq_home, "train", str(grid), "--name", "nightly", "--reproducible", "--json")
-    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'nightly'")
+    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'nightly' AND status = 'running'")
     await wait_for(conn, "SELECT count(*) FROM ctq.epochs WHERE run_id = $1", run_id)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -292,7 +292,7 @@ async def test_a_closed_terminal_interrupts_the_run_resumably(table, grid, dsn, 
     """SIGHUP (the terminal closed) ends the run as 'interrupted', like Ctrl-C; its models that were
     training are listed 'interrupted', by `models` and `runs` alike, and `rm` names the same status."""
     proc = start(dsn, ctq_home, "train", str(grid), "--name", "hangup")
-    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'hangup'")
+    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'hangup' AND status = 'running'")
     await wait_for(conn, "SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
     proc.send_signal(signal.SIGHUP)
     proc.communicate(timeout=60)
