@@ -28,7 +28,7 @@ from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text)
 from ctq.metrics import Metric
-from ctq.rules import PackStats
+from ctq.rules import Hyperparameters, ModelSpec, PackStats
 from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack, write_validation_rows
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Decision, Search, search_class
@@ -130,7 +130,7 @@ class RunPlan:
     completed: tuple[tuple[int, int, int], ...]
     engine: str = "postgres"
     pack: dict = dataclasses.field(default_factory=dict)  # the ctq.packs row (see catalog.run_pack)
-    specs: dict = dataclasses.field(default_factory=dict)  # model_id -> architecture, hyperparameters, seed
+    specs: dict[int, ModelSpec] = dataclasses.field(default_factory=dict)
     stream: bool = False  # segments stream their buffers on every hop (see streams())
     memory_budget_mb: int | None = None  # per segment (config); None: the server's memory decides (ctq.memory)
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
@@ -159,7 +159,7 @@ class RunPlan:
         """What a segment's cached data takes (:func:`segment_data_mib`; 0 when it streams)."""
         return 0 if self.stream else int(segment_data_mib(self.pack["stats"]) * 2**20)
 
-    def asked_model(self, model_id: int, point: tuple, taken: set[str]) -> dict:
+    def asked_model(self, model_id: int, point: tuple, taken: set[str]) -> ModelSpec:
         """The ctq.models record of the configuration ``point`` a search asked for during the run
         (a name in ``taken`` gets ``#model_id``)."""
         arch_index, opt, lr, bs, mom = point
@@ -167,8 +167,7 @@ class RunPlan:
         name = model_name(arch["name"], opt, lr, bs, mom)
         if name in taken:
             name = f"{name}#{model_id}"
-        return {"name": name, "architecture": arch["spec"], "seed": model_seed(self.seed, model_id),
-                "hyperparameters": {"optimizer": opt, "learning_rate": lr, "batch_size": bs, "momentum": mom}}
+        return ModelSpec(name, arch["spec"], Hyperparameters(opt, lr, bs, mom), model_seed(self.seed, model_id))
 
     @property
     def model_budget(self) -> int:
@@ -210,9 +209,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS if settings["checkpoint_minutes"] is None
         else 60.0 * float(settings["checkpoint_minutes"]),
         class_weights=balanced_weights(pack["stats"].class_counts) if settings["class_weight"] else None,
-        specs={m["model_id"]: {"name": m["name"], "architecture": json.loads(m["architecture"]),
-                               "hyperparameters": json.loads(m["hyperparameters"]), "seed": m["seed"]}
-               for m in models},
+        specs={m["model_id"]: ModelSpec.from_row(m) for m in models},
     )
 
 
@@ -476,9 +473,9 @@ async def start_search(dsn: str, plan: RunPlan) -> tuple[Search, RunPlan]:
         models, specs = dict(plan.models), dict(plan.specs)
         async with connect(dsn) as conn:
             for model_id, point in new:
-                spec = plan.asked_model(model_id, point, {m["name"] for m in specs.values()})
+                spec = plan.asked_model(model_id, point, {m.name for m in specs.values()})
                 await catalog.insert_model(conn, plan.run_id, model_id, spec)
-                models[model_id], specs[model_id] = spec["name"], spec
+                models[model_id], specs[model_id] = spec.name, spec
         plan = dataclasses.replace(plan, models=models, specs=specs)
     return search, plan
 

@@ -16,7 +16,7 @@ from ctq import __version__
 from ctq.config import fingerprint
 from ctq.engines import detect
 from ctq.errors import DatabaseError, NotFound, PermissionDenied, UsageError
-from ctq.rules import PackStats
+from ctq.rules import ModelSpec, PackStats
 from ctq.sql import install_fingerprint, install_script, qualified, quote_ident, render, server_code, template
 
 _INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
@@ -214,7 +214,8 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
         await conn.executemany(
             engine.template("insert_model.sql"),
             [
-                (run_id, m.model_id, m.name, json.dumps(m.architecture.spec), json.dumps(m.hyperparameters()), m.seed)
+                (run_id, m.model_id, m.name, json.dumps(m.architecture.spec), json.dumps(m.hyperparameters().as_dict()),
+                 m.seed)
                 for m in config.models
             ],
         )
@@ -383,11 +384,10 @@ async def epoch_metrics(conn, run_id: int, model_id: int, epoch: int) -> dict | 
     return _row(await conn.fetchrow(template("epoch_metrics.sql"), run_id, model_id, epoch))
 
 
-async def insert_model(conn, run_id: int, model_id: int, spec: dict) -> None:
-    """Add a model to a running run (a search asked for it); ``spec``: name, architecture,
-    hyperparameters (dicts) and seed, as :func:`create_run` records them."""
-    await _write(conn, "insert_model.sql", run_id, model_id, spec["name"], json.dumps(spec["architecture"]),
-                 json.dumps(spec["hyperparameters"]), spec["seed"])
+async def insert_model(conn, run_id: int, model_id: int, spec: ModelSpec) -> None:
+    """Add a model to a running run (a search asked for it), as :func:`create_run` records them."""
+    await _write(conn, "insert_model.sql", run_id, model_id, spec.name, json.dumps(spec.architecture),
+                 json.dumps(spec.hyperparameters.as_dict()), spec.seed)
 
 
 async def finished_models(conn, run_id: int) -> list[dict]:

@@ -176,7 +176,7 @@ from pydantic_core import PydanticCustomError
 
 from ctq.errors import ConfigError
 from ctq.metrics import MAE_METRICS, MAX_METRICS, METRICS, Metric
-from ctq.rules import ACTIVATIONS, DEFAULTS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, find_code
+from ctq.rules import ACTIVATIONS, DEFAULTS, MOMENTUM_OPTIMIZERS, OPTIMIZERS, Hyperparameters, find_code
 from ctq.scheduler import SCHEDULING_RULES
 from ctq.search import METHODS, search_class
 from ctq.search.base import MAX_MODELS
@@ -256,14 +256,9 @@ class ModelConfig:
     momentum: float | None
     seed: int
 
-    def hyperparameters(self) -> dict:
-        """JSON-able hyper-parameters; ``momentum`` is None where the optimizer does not use it."""
-        return {
-            "optimizer": self.optimizer,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "momentum": self.momentum,
-        }
+    def hyperparameters(self) -> Hyperparameters:
+        """``momentum`` is None where the optimizer does not use it."""
+        return Hyperparameters(self.optimizer, self.learning_rate, self.batch_size, self.momentum)
 
 
 @dataclass(frozen=True)
@@ -364,7 +359,7 @@ def fingerprint(config: RunConfig) -> str:
         "metric": config.metric,
         **({"warm_start": config.warm_start} if config.warm_start else {}),
         "models": [
-            [m.model_id, m.name, m.architecture.name, m.hyperparameters(), m.seed] for m in config.models
+            [m.model_id, m.name, m.architecture.name, m.hyperparameters().as_dict(), m.seed] for m in config.models
         ],
     }
     blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

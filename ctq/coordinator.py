@@ -29,7 +29,7 @@ from ctq.memory import Budget, check_fits
 from ctq.errors import RunFailed, is_missing_privilege, plain_text
 from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
 from ctq.metrics import Metric
-from ctq.rules import HopRequest, SizesRequest
+from ctq.rules import HopRequest, ModelSpec, SizesRequest
 from ctq.scheduler import Hop, Scheduler
 from ctq.search import Search
 from ctq.sql import template
@@ -202,7 +202,7 @@ class Coordinator:
         self.cores = plan.cores
         self.pack = plan.pack
         self.stats = plan.pack["stats"].for_server()  # in every hop's parameters
-        self.models = dict(plan.specs)  # model_id -> name, architecture, hyperparameters, seed; grows as a search asks
+        self.models: dict[int, ModelSpec] = dict(plan.specs)  # grows as a search asks
         self.stream = plan.stream
         self.class_weights = plan.class_weights
         self.metric = plan.metric
@@ -272,13 +272,6 @@ class Coordinator:
                           cores=self.cores[segment], stream=self.stream, class_weights=self.class_weights,
                           metric=Metric(self.metric).kind, **values).to_json()
 
-    @staticmethod
-    def _compile_key(model: dict) -> str:
-        """What a model's compiled steps depend on: its architecture and every hyper-parameter but
-        the learning rate (a variable of the optimizer, not a constant of the compiled step)."""
-        return json.dumps([model["architecture"], {k: v for k, v in model["hyperparameters"].items()
-                                                   if k != "learning_rate"}], sort_keys=True)
-
     async def _connect(self, segment: int) -> asyncpg.Connection:
         """A segment's connection, warmed up: its backend has decoded the segment's data and built
         every model with a hop left there before its first hop (all segments at once), so hops
@@ -294,9 +287,13 @@ class Coordinator:
         live = {i: m for i, m in sorted(self.models.items()) if self.scheduler.hop_left_on(i, segment)}
         if not live:
             return conn
-        keys = sorted({self._compile_key(m) for m in live.values()})
-        await self._check_memory(conn, segment, keys, live)
-        params = self._params(segment, action="warmup", models=[json.loads(k) for k in keys])
+        steps = {}  # one model of each group that shares compiled steps, by the group's key
+        for model in live.values():
+            steps.setdefault(model.step_key(), model)
+        keys = sorted(steps)
+        built = [(steps[k].architecture, steps[k].hyperparameters) for k in keys]
+        await self._check_memory(conn, segment, keys, built, live)
+        params = self._params(segment, action="warmup", models=built)
         self.progress.segment_warming(segment, len(keys))
         started = time.perf_counter()
         estimates = await conn.fetchval(self.statements[segment].warmup, params)
@@ -305,16 +302,15 @@ class Coordinator:
             self.warmup_estimates[segment] = dict(zip(keys, json.loads(estimates)))
         return conn
 
-    async def _check_memory(self, conn: asyncpg.Connection, segment: int, keys: list[str],
-                            live: dict[int, dict]) -> None:
+    async def _check_memory(self, conn: asyncpg.Connection, segment: int, keys: list[str], built: list,
+                            live: dict[int, ModelSpec]) -> None:
         """Refuse (TooLarge, exit 2) a model whose training would not fit the segment's memory,
         from sizes counted in the segment's backend before it builds anything (ctq.memory)."""
         row = await conn.fetchrow(self.statements[segment].sizes, SizesRequest(
-            models=[json.loads(k) for k in keys], stats=self.stats, task=self.pack["settings"]["task"]).to_json())
+            models=built, stats=self.stats, task=self.pack["settings"]["task"]).to_json())
         sizes = json.loads(row["sizes"])
         budget = Budget.of(self.plan.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
-        groups = [[(i, m["name"], m["hyperparameters"].get("optimizer", "adam"))
-                   for i, m in live.items() if self._compile_key(m) == key]
+        groups = [[(i, m.name, m.hyperparameters.optimizer) for i, m in live.items() if m.step_key() == key]
                   for key in keys]
         check_fits(groups, sizes["models"], budget, self.plan.data_bytes, segment, self.engine.peak_over_state)
 
@@ -322,7 +318,7 @@ class Coordinator:
         """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up
         timings), so that the cost-aware rule orders models before any hop of theirs is timed."""
         for model_id, model in self.models.items():
-            key = self._compile_key(model)
+            key = model.step_key()
             seconds = [t[key] for t in self.warmup_estimates.values() if t.get(key, 0) > 0]
             if seconds and model_id not in self.scheduler.failed | self.scheduler.stopped:
                 outcome.expected[model_id] = sum(seconds) / len(seconds)
@@ -366,8 +362,8 @@ class Coordinator:
         epochs_done, visited = self.scheduler.progress(hop.model_id)
         hops = epochs_done * self.segments + visited  # what the model's stored state has trained
         first = self.warm and hops == 0
-        params = self._params(hop.segment, action="train", arch=model["architecture"],
-                              hyper=model["hyperparameters"], seed=model["seed"], evaluate=hop.last_of_epoch,
+        params = self._params(hop.segment, action="train", arch=model.architecture,
+                              hyper=model.hyperparameters, seed=model.seed, evaluate=hop.last_of_epoch,
                               hops=hops, warm=first,
                               state_file=[self.run_id, hop.model_id] if self.engine.working_states_in_files else None)
         checkpoint = self._checkpoints(hop)
@@ -418,11 +414,11 @@ class Coordinator:
             return
         self.search.model_ended(model_id, value)
         for new_id, point in self.search.new_models(self.scheduler.live, max(self.models) + 1):
-            spec = self.plan.asked_model(new_id, point, {m["name"] for m in self.models.values()})
+            spec = self.plan.asked_model(new_id, point, {m.name for m in self.models.values()})
             await self._catalog(catalog.insert_model, self.run_id, new_id, spec)
             self.models[new_id] = spec
             self.scheduler.add_model(new_id)
-            self.progress.model_added(new_id, spec["name"])
+            self.progress.model_added(new_id, spec.name)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -503,10 +503,9 @@ def build_model(arch: dict, shape, n_outputs: int, task: str):
     return keras.Sequential(layers)
 
 
-def make_optimizer(hyper: dict):
+def make_optimizer(hyper: rules.Hyperparameters):
     keras = import_keras()
-    name = hyper.get("optimizer", rules.DEFAULTS["optimizer"])
-    lr = float(hyper.get("learning_rate", rules.DEFAULTS["learning_rate"]))
+    name, lr = hyper.optimizer, float(hyper.learning_rate)
     classes = {
         "adam": keras.optimizers.Adam,
         "sgd": keras.optimizers.SGD,
@@ -518,8 +517,8 @@ def make_optimizer(hyper: dict):
     if name not in rules.OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}")
     kwargs = {"learning_rate": lr}
-    if hyper.get("momentum") is not None and name in rules.MOMENTUM_OPTIMIZERS:
-        kwargs["momentum"] = float(hyper["momentum"])
+    if hyper.momentum is not None and name in rules.MOMENTUM_OPTIMIZERS:
+        kwargs["momentum"] = float(hyper.momentum)
     return classes[name](**kwargs)
 
 
@@ -600,7 +599,7 @@ def make_metric(task: str, metric: str | None, n_outputs: int):
     return _METRIC_CLASSES["score"](name, n_outputs)
 
 
-def compile_model(model, hyper: dict, task: str, metric: str | None = None, n_outputs: int = 1):
+def compile_model(model, hyper: rules.Hyperparameters, task: str, metric: str | None = None, n_outputs: int = 1):
     loss = "sparse_categorical_crossentropy" if task == "classification" else "mse"
     model.compile(optimizer=make_optimizer(hyper), loss=loss, weighted_metrics=[make_metric(task, metric, n_outputs)])
     model.optimizer.build(model.trainable_variables)
@@ -616,7 +615,7 @@ def to_backend(arrays: list[np.ndarray]) -> list:
     return arrays
 
 
-def state_size(arch: dict, hyper: dict, shape, n_outputs: int, task: str) -> dict:
+def state_size(arch: dict, hyper: rules.Hyperparameters, shape, n_outputs: int, task: str) -> dict:
     """What a model's training state weighs, counted from shapes, nothing allocated: the model is
     built in a ``keras.StatelessScope`` (whose variables defer their initialisation) and the
     optimizer on a probe variable of 7 elements, whose same-shaped variables are its slots per
@@ -720,7 +719,7 @@ class CompiledModel:
         # are equal (Adam's zero moments: two thirds of a state, never held twice)
         self.optimizer_start = [uniform_value(v) for v in self.model.optimizer.variables]
 
-    def initialise(self, seed: int, hyper: dict) -> None:
+    def initialise(self, seed: int, hyper: rules.Hyperparameters) -> None:
         """Give the variables the state a model starts from: its seed decides the initial weights
         (a fresh build's, moved in one variable at a time); the optimizer starts afresh
         (:meth:`reset_optimizer`)."""
@@ -732,13 +731,13 @@ class CompiledModel:
         del fresh
         self.reset_optimizer(hyper)
 
-    def reset_optimizer(self, hyper: dict) -> None:
+    def reset_optimizer(self, hyper: rules.Hyperparameters) -> None:
         """The optimizer's starting state, with the model's learning rate: it is an optimizer
         variable, so models that differ only in it share one compiled model."""
         keras = import_keras()
         for var, start in zip(self.model.optimizer.variables, self.optimizer_start):
             if var.path.endswith("learning_rate"):
-                start = np.asarray(float(hyper.get("learning_rate", rules.DEFAULTS["learning_rate"])), dtype=var.dtype)
+                start = np.asarray(float(hyper.learning_rate), dtype=var.dtype)
             var.assign(start if isinstance(start, np.ndarray) else keras.ops.full(var.shape, start, var.dtype))
 
     def loader(self, warm: bool = False) -> StateAssembler:
@@ -761,7 +760,7 @@ class CompiledModel:
 
         return StateAssembler([(v.dtype, v.shape) for v in variables], assign, only_expected=warm)
 
-    def finish_load(self, loader: StateAssembler, hyper: dict, warm: bool = False, hops: int | None = None) -> None:
+    def finish_load(self, loader: StateAssembler, hyper: rules.Hyperparameters, warm: bool = False, hops: int | None = None) -> None:
         """Check a loaded state is whole and, unless ``warm``, that it has trained ``hops`` hops
         (MOP's invariant: a model's state is the product of exactly the hops the catalog records)."""
         loader.finish()
@@ -781,9 +780,9 @@ class CompiledModel:
             var.assign(value)
 
 
-def model_cache_key(arch, hyper, shape, n_outputs, task, metric=None) -> str:
-    compile_part = {k: hyper.get(k) for k in ("optimizer", "momentum")}  # learning rate: in the state
-    blob = json.dumps([arch, compile_part, list(shape), n_outputs, task, rules.compiled_metric(task, metric)], sort_keys=True)
+def model_cache_key(arch, hyper: rules.Hyperparameters, shape, n_outputs, task, metric=None) -> str:
+    blob = json.dumps([arch, hyper.model_key(), list(shape), n_outputs, task, rules.compiled_metric(task, metric)],
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -1217,7 +1216,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     x, y = decode_buffers([buffer], p.stats, p.task)
     t0 = time.perf_counter()
     if segment >= 0:
-        loss, metric = fit_pass(run["model"].model, x, y, rules.batch_size(p.hyper),
+        loss, metric = fit_pass(run["model"].model, x, y, p.hyper.batch_size,
                                 run["callback"], p.task, p.stats, p.class_weights, p.metric)
         if loss is not None:
             n = len(x)
@@ -1295,7 +1294,7 @@ def step_final(*, plpy, GD, acc):
               "executed_on": executed_on}
     if p.action == "warmup":  # the estimated hop seconds of each model, as JSON
         estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.metric),
-                                   rules.batch_size(hyper), len(x), xv, yv, plpy)
+                                   hyper.batch_size, len(x), xv, yv, plpy)
                      for arch, hyper in p.models]
         result["estimates"] = json.dumps(estimates).encode()
     else:
@@ -1405,7 +1404,7 @@ def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, s
     per shape): the last partial batch is padded with zero-weight rows, so every row trains."""
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
-    loss, value = fit_pass(cm.model, x, y, rules.batch_size(hyper), callback, task, stats, class_weights,
+    loss, value = fit_pass(cm.model, x, y, hyper.batch_size, callback, task, stats, class_weights,
                            metric)
     compute = time.perf_counter() - t0
     val_loss = val_metric = None

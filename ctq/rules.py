@@ -23,9 +23,62 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "sw
 DEFAULTS = {"optimizer": "adam", "learning_rate": 0.001, "batch_size": 64}
 
 
-def batch_size(hyper: dict) -> int:
-    """A model's batch size: its hyper-parameter, else the default."""
-    return int(hyper.get("batch_size", DEFAULTS["batch_size"]))
+@dataclass(frozen=True)
+class Hyperparameters:
+    """A model's hyper-parameters (ctq.models.hyperparameters, JSON): its optimizer (OPTIMIZERS),
+    learning rate (the optimizer's starting step size), batch size (rows a training step takes)
+    and momentum (None for an optimizer that takes none: MOMENTUM_OPTIMIZERS). A value a stored
+    model leaves out, or stores as null, takes its default (DEFAULTS)."""
+
+    optimizer: str = DEFAULTS["optimizer"]
+    learning_rate: float = DEFAULTS["learning_rate"]
+    batch_size: int = DEFAULTS["batch_size"]
+    momentum: float | None = None
+
+    @classmethod
+    def of(cls, value: Hyperparameters | dict | None) -> Hyperparameters:
+        """``value`` as Hyperparameters (a dict as the catalog stores it); TypeError for a key
+        this version does not know."""
+        if isinstance(value, cls):
+            return value
+        return cls(**{k: v for k, v in (value or {}).items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def model_key(self) -> dict:
+        """What a built and compiled Keras model depends on besides its architecture: one such
+        model per backend serves every learning rate (a variable of the optimizer, set per
+        model) and every batch size."""
+        return {"optimizer": self.optimizer, "momentum": self.momentum}
+
+    def step_key(self) -> dict:
+        """What a compiled training step depends on: the model's key and the batch size (under
+        jax a new batch shape is a new program)."""
+        return {**self.model_key(), "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of a run (a ctq.models row): its name, architecture (indb.build_model's spec:
+    ``{"layers": [...]}`` or ``{"keras_json": {...}}``), hyper-parameters and seed (its initial
+    weights)."""
+
+    name: str
+    architecture: dict
+    hyperparameters: Hyperparameters
+    seed: int = 0
+
+    @classmethod
+    def from_row(cls, row) -> ModelSpec:
+        """A ctq.models row (architecture and hyperparameters as JSON text)."""
+        return cls(row["name"], json.loads(row["architecture"]),
+                   Hyperparameters.of(json.loads(row["hyperparameters"])), row["seed"])
+
+    def step_key(self) -> str:
+        """The models that share compiled training steps share this key (JSON): the warm-up
+        compiles and times each such group once (:meth:`Hyperparameters.step_key`)."""
+        return json.dumps([self.architecture, self.hyperparameters.step_key()], sort_keys=True)
 
 
 #: the kinds of a run's metric (grid.yaml ``metric`` without ``val_``) a model is compiled with as
@@ -96,7 +149,13 @@ class _Request:
         """The request a JSON text holds; TypeError for a field this side does not know (a
         client and a server of different ctq versions)."""
         fields = json.loads(text)
-        return cls(**{**fields, "stats": PackStats(**fields["stats"])} if "stats" in fields else fields)
+        if "stats" in fields:
+            fields["stats"] = PackStats(**fields["stats"])
+        if fields.get("hyper") is not None:
+            fields["hyper"] = Hyperparameters(**fields["hyper"])
+        if fields.get("models") is not None:
+            fields["models"] = [(arch, Hyperparameters(**hyper)) for arch, hyper in fields["models"]]
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -113,9 +172,9 @@ class HopRequest(_Request):
     cores: list | None = None  # the CPU cores the backend's threads are pinned to
     stream: bool = False  # train buffer by buffer as rows arrive instead of from the cached data
     class_weights: list | None = None  # per class index
-    models: list | None = None  # warm-up: [[arch, hyper], ...], one per compiled model
+    models: list | None = None  # warm-up: [(arch, Hyperparameters), ...], one per compiled step
     arch: dict | None = None
-    hyper: dict | None = None
+    hyper: Hyperparameters | None = None
     seed: int = 0  # the model's initial weights (its first hop)
     evaluate: bool = False  # the last hop of an epoch: evaluate on the validation rows after it
     hops: int = 0  # hops the model's stored state has trained (MOP's invariant, checked on load)
@@ -127,7 +186,7 @@ class HopRequest(_Request):
 class SizesRequest(_Request):
     """The memory check of one segment (indb.model_sizes): each model's state size."""
 
-    models: list  # [[arch, hyper], ...]
+    models: list  # [(arch, Hyperparameters), ...]
     stats: PackStats
     task: str
 
@@ -141,7 +200,7 @@ class ScoreRequest(_Request):
     task: str
     stats: PackStats
     arch: dict
-    hyper: dict
+    hyper: Hyperparameters
     action: str  # "predict" or "evaluate"
     proba: bool = False  # predict: every class's probability, not only the predicted class
     metric: str | None = None  # evaluate: the ranking kind to compute beside loss and accuracy/mae

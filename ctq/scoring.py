@@ -35,7 +35,7 @@ from ctq.engines.base import Engine, ScoreSpec
 from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageError
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
-from ctq.rules import PackStats, ScoreRequest
+from ctq.rules import Hyperparameters, PackStats, ScoreRequest
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
                           label_bytes_sql, null_columns, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
@@ -51,7 +51,7 @@ class TrainedModel:
     model_id: int
     name: str
     architecture: dict
-    hyperparameters: dict
+    hyperparameters: Hyperparameters
     task: str
     features: tuple[str, ...]  # the source's feature columns, as resolved when packing
     label: str
@@ -106,7 +106,7 @@ async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | N
     settings = pack["settings"]
     return TrainedModel(run_id=run_id, model_id=model_id, name=row["name"],
                         architecture=json.loads(row["architecture"]),
-                        hyperparameters=json.loads(row["hyperparameters"]),
+                        hyperparameters=Hyperparameters.of(json.loads(row["hyperparameters"])),
                         task=settings["task"], features=tuple(settings["features"]), label=settings["label"],
                         stats=pack["stats"], run_metric=run["metric"])
 

@@ -131,13 +131,13 @@ async def server_train_step(conn, arch):
 
     from ctq import catalog
     from ctq.engines import detect
-    from ctq.rules import HopRequest, PackStats
+    from ctq.rules import HopRequest, Hyperparameters, PackStats
 
     await catalog.ensure_installed(conn, await detect(conn))
     params = HopRequest(action="train", pack_id="0", task="classification", cores=[], metric="accuracy",
                         stats=PackStats(input_dim=3, n_outputs=2, mean=[0, 0, 0], std=[1, 1, 1],
                                         class_values=[0, 1]),
-                        arch=arch, hyper={}, seed=1)
+                        arch=arch, hyper=Hyperparameters(), seed=1)
     with pytest.raises(asyncpg.PostgresError) as info:
         await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, NULL, NULL, $1)",
                             params.to_json())
@@ -202,12 +202,12 @@ async def test_a_request_with_a_field_the_server_does_not_know_is_refused(small_
 
     from ctq import catalog
     from ctq.engines import detect
-    from ctq.rules import HopRequest, PackStats
+    from ctq.rules import HopRequest, Hyperparameters, PackStats
 
     await catalog.ensure_installed(conn, await detect(conn))
     request = json.loads(HopRequest(action="train", pack_id="0", task="classification", metric="accuracy",
                                     stats=PackStats(input_dim=3, n_outputs=2, mean=[0] * 3, std=[1] * 3),
-                                    arch={"layers": []}, hyper={}).to_json())
+                                    arch={"layers": []}, hyper=Hyperparameters()).to_json())
     with pytest.raises(asyncpg.PostgresError) as info:
         await conn.fetchval("SELECT ctq.train_step(0, -1, 0, ''::bytea, ''::bytea, ''::bytea, NULL, NULL, NULL, $1)",
                             json.dumps({**request, "learning_schedule": "cosine"}))

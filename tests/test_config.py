@@ -20,6 +20,7 @@ from ctq.config import (
     parse_table_name,
 )
 from ctq.errors import ConfigError
+from ctq.rules import Hyperparameters, ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -443,12 +444,24 @@ def test_grid_expansion_count_order_and_ids(workdir):
                 for lr in (0.001, 0.01) for bs in (64, 256)]
     assert order == expected
     assert cfg.models[8].architecture is cfg.architectures[1]
-    assert cfg.models[0].hyperparameters() == {"optimizer": "adam", "learning_rate": 0.001,
-                                               "batch_size": 64, "momentum": None}
-    json.dumps(cfg.models[0].hyperparameters())
+    assert cfg.models[0].hyperparameters().as_dict() == {"optimizer": "adam", "learning_rate": 0.001,
+                                                         "batch_size": 64, "momentum": None}
+    json.dumps(cfg.models[0].hyperparameters().as_dict())
     seeds = [m.seed for m in cfg.models]
     assert len(set(seeds)) == len(seeds) and all(0 <= s < 2**31 for s in seeds)
     assert seeds == [m.seed for m in load(workdir, base_config()).models]
+    # as the catalog stores them and both sides read them back (ctq.rules.ModelSpec): the models
+    # that differ only in their learning rate share compiled steps, a batch size does not
+    specs = [ModelSpec.from_row({"name": m.name, "architecture": json.dumps(m.architecture.spec),
+                                 "hyperparameters": json.dumps(m.hyperparameters().as_dict()), "seed": m.seed})
+             for m in cfg.models]
+    assert [s.hyperparameters for s in specs] == [m.hyperparameters() for m in cfg.models]
+    assert len({s.step_key() for s in specs}) == 2 * 2 * 2  # architectures x optimizers x batch sizes
+    assert len({json.dumps(s.hyperparameters.model_key()) for s in specs}) == 2
+    # a stored value left out or null takes its default; a key this version does not know is refused
+    assert Hyperparameters.of({"optimizer": "sgd", "momentum": None}) == Hyperparameters("sgd")
+    with pytest.raises(TypeError, match="warmup_steps"):
+        Hyperparameters.of({"optimizer": "sgd", "warmup_steps": 3})
 
 
 def test_layers_are_normalised_and_keras_json_parsed(workdir):
@@ -560,7 +573,7 @@ def _random_doc(seed: int, samples: int = 40) -> dict:
 
 
 def _points(cfg: RunConfig):
-    return [(m.architecture.name, *m.hyperparameters().values(), m.seed) for m in cfg.models]
+    return [(m.architecture.name, *m.hyperparameters().as_dict().values(), m.seed) for m in cfg.models]
 
 
 def test_random_search_reproducible_and_seed_dependent(workdir):

@@ -13,6 +13,7 @@ import pytest
 from conftest import write_grid
 from ctq.errors import TooLarge
 from ctq.memory import Budget, check_fits, training_bytes
+from ctq.rules import Hyperparameters
 from test_bad_input import count_runs
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -109,7 +110,7 @@ async def test_counting_a_state_leaves_nothing_for_keras_to_draw_later():
     from keras.src.backend.common import global_state
 
     size = indb.state_size({"layers": [{"type": "dense", "units": 512}, {"type": "dense", "units": 512}]},
-                           {"optimizer": "adam"}, (8,), 3, "classification")
+                           Hyperparameters("adam"), (8,), 3, "classification")
     assert size["parameters"] == 8 * 512 + 512 + 512 * 512 + 512 + 512 * 3 + 3
     assert not global_state.get_global_attribute("uninitialized_variables")
 

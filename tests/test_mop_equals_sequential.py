@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close, stored_state, write_grid
-from ctq.rules import PackStats
+from ctq.rules import Hyperparameters, PackStats
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -237,7 +237,7 @@ async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, clas
     rng = np.random.default_rng(3)
     model = indb.compile_model(indb.build_model({"layers": [{"type": "dense", "units": 8, "activation": "relu"}]},
                                                 (4,), classes, task),
-                               {"optimizer": "sgd", "learning_rate": 0.0}, task, metric, classes)
+                               Hyperparameters("sgd", 0.0), task, metric, classes)
     x = rng.normal(size=(1200, 4)).astype(np.float32)
     if task == "classification":
         y = rng.integers(0, classes, 1200).astype(np.int32)

@@ -593,10 +593,9 @@ async def test_statement_timeout_interrupts_a_hop_within_about_a_second(slow_tab
     model = plan.specs[1]
     common = {"pack_id": plan.pack["pack_id"], "task": plan.pack["settings"]["task"],
               "stats": plan.pack["stats"].for_server(), "cores": [0], "metric": Metric(plan.metric).kind}
-    warmup = HopRequest(**common, action="warmup", models=[[model["architecture"], {
-        k: v for k, v in model["hyperparameters"].items() if k != "learning_rate"}]])
-    params = HopRequest(**common, action="train", arch=model["architecture"], hyper=model["hyperparameters"],
-                        seed=model["seed"]).to_json()
+    warmup = HopRequest(**common, action="warmup", models=[(model.architecture, model.hyperparameters)])
+    params = HopRequest(**common, action="train", arch=model.architecture, hyper=model.hyperparameters,
+                        seed=model.seed).to_json()
     statements = engine.hop_statements(0, plan.pack["pack_id"], plan.pack["table_name"])
     session = await asyncpg.connect(dsn)
     try:  # as the coordinator does: the backend has Keras loaded, the data decoded, the model built

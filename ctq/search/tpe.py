@@ -54,9 +54,9 @@ class Tpe(Search):
         tpe = cls(plan.search["space"], len(archs), plan.search["samples"], plan.seed, plan.metric_mode,
                   plan.segments, MOMENTUM_OPTIMIZERS)
         for model_id, spec in plan.specs.items():
-            h = spec["hyperparameters"]
-            tpe.points[model_id] = (archs.index(spec["architecture"]), h["optimizer"], h["learning_rate"],
-                                    h["batch_size"], h["momentum"])
+            h = spec.hyperparameters
+            tpe.points[model_id] = (archs.index(spec.architecture), h.optimizer, h.learning_rate, h.batch_size,
+                                    h.momentum)
         tpe.asked = len(tpe.points)
         for model_id, value in plan.finished:
             tpe.tell(tpe.points[model_id], value)
