@@ -95,6 +95,23 @@ async def test_doctor_checks_keras_inside_the_server(run_cli):
     assert "ctq_compile_cache" in checks["compile cache"]["detail"]
 
 
+async def test_doctor_fails_a_server_whose_keras_jax_or_numpy_is_not_the_clients():
+    """A model the server trains is exported and its state read by the client's Keras: the
+    versions check fails when any segment's keras, jax or numpy differs from the client's, names
+    what differs where, and gives the install line that pins the client's versions (the rule
+    every engine's doctor applies to its probes; a real mismatch cannot be made on one machine)."""
+    from ctq.doctor import client_versions, version_check
+
+    client = client_versions()
+    same = {"keras": client["keras"], "backend": "jax", "backend_version": client["jax"], "numpy": client["numpy"]}
+    assert version_check("segments", [same, same]).ok
+    for key, name in (("keras", "keras"), ("backend_version", "jax"), ("numpy", "numpy")):
+        check = version_check("segments", [same, {**same, key: "0.0.1"}])
+        assert not check.ok, key
+        assert check.detail.startswith(f"segments: {name} 0.0.1, {client[name]}") and "client:" in check.detail
+        assert f"keras=={client['keras']}" in check.fix and f"jax[cpu]=={client['jax']}" in check.fix
+
+
 async def test_doctor_explains_an_unreachable_database(run_cli, tmp_path):
     proc = run_cli("doctor", "--dsn", f"postgresql://nobody@/nothing?host={tmp_path}&port=1")
     assert proc.returncode == 3
