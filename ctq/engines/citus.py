@@ -54,8 +54,8 @@ class CitusEngine(PostgresEngine):
     #: a scoring's stage (on the workers) must be committed before the segments read it: the row
     #: check and the stage run in one transaction, which then commits; so does the packing
     exports_snapshots = False
-    #: not measured on Citus: its states reach a hop through SQL rows, as on Greenplum (3.28x
-    #: measured there), not from a file as on PostgreSQL
+    #: not measured on Citus (PostgreSQL's and Greenplum's are, ctq.memory.PEAK_OVER_STATE): its
+    #: states reach a hop through SQL rows, on workers the client cannot watch; kept generous
     peak_over_state = 3.4
 
     def __init__(self):

@@ -37,9 +37,6 @@ class _RollBack(Exception):
 class GreenplumEngine(Engine):
     name = "greenplum"
     title = "Greenplum"
-    #: measured 3.28 (bench/model_size.py --dsn, a 1.9 GiB state): the state arrives through SQL
-    #: rows, above PostgreSQL's 1.9 (ctq.memory.PEAK_OVER_STATE)
-    peak_over_state = 3.4
     #: after an error inside PL/Python the session's Python state may be unsafe to reuse
     #: (engineering notes: a crash of the coordinator followed such a retry): reconnect instead.
     reconnect_after_error = True
