@@ -212,7 +212,7 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
             socket.gethostname(), json.dumps(versions), config.seed, config.cores_per_segment,
         )
         await conn.executemany(
-            engine.template("insert_model.sql"),
+            engine.render("insert_model.sql", catalog=engine.catalog),
             [
                 (run_id, m.model_id, m.name, json.dumps(m.architecture.spec), json.dumps(m.hyperparameters().as_dict()),
                  m.seed)

@@ -67,8 +67,7 @@ async def run_tables(conn: asyncpg.Connection) -> list[str]:
     """The tables (in schema ctq) holding rows of a run, in the order :func:`remove_runs` deletes
     from them: read from the engine's catalog (run_tables.sql), the same rule on both engines."""
     engine = await detect(conn)
-    catalog = engine.template("catalog_schema.sql").strip()
-    return [r["name"] for r in await conn.fetch(render("run_tables.sql", catalog=catalog))]
+    return [r["name"] for r in await conn.fetch(render("run_tables.sql", catalog=engine.catalog))]
 
 
 async def list_packs(conn: asyncpg.Connection) -> dict:

@@ -7,7 +7,9 @@ holds only the statements that really differ on that engine. A folder with a fil
 ``postgres/``.
 
 A template may include another, ``{{include name.sql}}``, looked up the same way for the same
-engine: what several engines' statements share (a table's columns) is written once.
+engine, or, where no folder of the engine has it, as a path from ``sql_templates/``
+(``{{include common/heartbeat.sql}}``: that folder's version, even where the engine has its own):
+what several engines' statements share (a table's columns, a catalog write) is written once.
 
 Placeholders are ``{{name}}``. Values that reach SQL text are either identifiers quoted by
 :func:`quote_ident` or integers: user input never goes into a template unquoted. Data values
@@ -51,9 +53,9 @@ def folders(engine: str = COMMON) -> tuple[str, ...]:
 @lru_cache(maxsize=None)
 def template(name: str, engine: str = COMMON) -> str:
     """The text of ``name`` for ``engine``: its own version if it has one, else that of the folder
-    it inherits (:func:`folders`), else the common one; its includes filled in."""
-    for folder in folders(engine):
-        path = templates_dir() / folder / name
+    it inherits (:func:`folders`), else the common one, else the file ``name`` names from ``sql_templates/``; its
+    includes filled in."""
+    for path in [templates_dir() / folder / name for folder in folders(engine)] + [templates_dir() / name]:
         if path.is_file():
             return _INCLUDE.sub(lambda m: template(m.group(1), engine), path.read_text())
     raise FileNotFoundError(f"no SQL template {name!r} for engine {engine!r} (nor in common/)")
@@ -107,7 +109,7 @@ def install_script(engine: str = COMMON) -> str:
     return render("install.sql", engine, bootstrap=bootstrap, upgrade=upgrade,
                   security=render("security.sql", engine, roles=template("security_roles.sql", engine),
                                   catalog=catalog),
-                  row_security=render("row_security.sql", engine,
+                  row_security=render("row_security.sql", engine, catalog=catalog,
                                       state_policy_tables=template("state_policy_tables.sql", engine).strip()),
                   views=render("views.sql", engine, catalog=catalog),
                   catalog_layout=template("catalog_layout.sql", engine),

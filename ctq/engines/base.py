@@ -137,6 +137,11 @@ class Engine(abc.ABC):
         return render(name, self.name, **values)
 
     @property
+    def catalog(self) -> str:
+        """The schema of the run and pack tables (catalog_schema.sql): a statement's ``{{catalog}}``."""
+        return self.template("catalog_schema.sql").strip()
+
+    @property
     def working_states_in_files(self) -> bool:
         """Whether a model's working state is a file on the server (working_states_files.sql), which
         the hop's backend reads itself, rather than rows the hop statement reads

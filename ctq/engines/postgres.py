@@ -27,7 +27,7 @@ class PostgresEngine(Engine):
     async def write(self, conn: asyncpg.Connection, name: str, *args: object) -> object:
         """Run the catalog-changing statement ``name`` (a template) with bind ``args``; returns its
         first value. On PostgreSQL the plain statement, under row-level security."""
-        return await conn.fetchval(self.template(name), *args)
+        return await conn.fetchval(self.render(name, catalog=self.catalog), *args)
 
     def row_key(self, alias: str, seed: int, is_table: bool) -> str:
         """SQL for a deterministic int8 key per row, seeded: it orders the shuffle, picks the

@@ -4,6 +4,8 @@
 -- through the SECURITY DEFINER functions below (the write statements of sql_templates/greenplum/
 -- call them). Each one checks its caller, builds no SQL from its arguments and pins search_path.
 -- Inside them current_user is the installer: the caller is session_user (as in ctq.use_pack).
+-- Where a function writes what PostgreSQL's statement writes, its body includes that statement
+-- (common/<name>.sql: $1, $2... are the function's parameters in the statement's order).
 -- They run on the coordinator (SELECT ctq.f(...) with no FROM), which dispatches their writes.
 GRANT USAGE, CREATE ON SCHEMA ctq_data TO ctq_user;
 REVOKE ALL ON ALL TABLES IN SCHEMA ctq_catalog FROM PUBLIC, ctq_user, ctq_admin;
@@ -84,8 +86,7 @@ CREATE OR REPLACE FUNCTION ctq.insert_model(p_run bigint, p_model int, p_name te
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
-    INSERT INTO ctq_catalog.models (run_id, model_id, name, architecture, hyperparameters, seed)
-    VALUES (p_run, p_model, p_name, p_architecture, p_hyperparameters, p_seed);
+    {{include common/insert_model.sql}}
 END
 $fn$;
 
@@ -123,8 +124,7 @@ CREATE OR REPLACE FUNCTION ctq.finish_models(p_run bigint, p_status text) RETURN
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
-    UPDATE ctq_catalog.models SET status = CASE WHEN p_status = 'succeeded' THEN 'succeeded' ELSE status END
-    WHERE run_id = p_run AND status IN ('pending', 'training');
+    {{include common/finish_models.sql}}
 END
 $fn$;
 
@@ -141,8 +141,7 @@ CREATE OR REPLACE FUNCTION ctq.model_status(p_run bigint, p_model int, p_status 
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
-    UPDATE ctq_catalog.models SET status = p_status, message = p_message, updated_at = now()
-    WHERE run_id = p_run AND model_id = p_model;
+    {{include common/model_status.sql}}
 END
 $fn$;
 
@@ -150,7 +149,7 @@ CREATE OR REPLACE FUNCTION ctq.heartbeat(p_run bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
-    UPDATE ctq_catalog.runs SET heartbeat_at = now() WHERE run_id = p_run;
+    {{include common/heartbeat.sql}}
 END
 $fn$;
 
@@ -158,8 +157,7 @@ CREATE OR REPLACE FUNCTION ctq.resume_run(p_run bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
-    UPDATE ctq_catalog.runs SET status = 'running', finished_at = NULL, heartbeat_at = now(), message = NULL
-    WHERE run_id = p_run;
+    {{include common/resume_run.sql}}
 END
 $fn$;
 
@@ -169,8 +167,7 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
-    INSERT INTO ctq_catalog.decisions (run_id, model_id, rung, seq, epoch, metric, value, decision, reason)
-    VALUES (p_run, p_model, p_rung, p_seq, p_epoch, p_metric, p_value, p_decision, p_reason);
+    {{include common/record_decision.sql}}
 END
 $fn$;
 
