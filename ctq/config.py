@@ -40,8 +40,8 @@ File format
     memory_budget_mb: 512           # optional positive int: when a segment's decoded data (its training
                                     #   share + the validation set) would not fit, it streams its
                                     #   buffers on every hop instead of caching them; a model whose
-                                    #   training (2.6 x its state, 3.4 on Citus, + the cached
-                                    #   data) would not fit is refused (exit 2). Default:
+                                    #   training (2.6 x its state, + the cached data)
+                                    #   would not fit is refused (exit 2). Default:
                                     #   the server's memory shared by the segments on its host (no
                                     #   streaming then)
     checkpoint_minutes: 5           # optional number >= 0: a model's state after an epoch is stored

@@ -312,7 +312,7 @@ class Coordinator:
         budget = Budget.of(self.plan.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
         groups = [[(i, m.name, m.hyperparameters.optimizer) for i, m in live.items() if m.step_key() == key]
                   for key in keys]
-        check_fits(groups, sizes["models"], budget, self.plan.data_bytes, segment, self.engine.peak_over_state)
+        check_fits(groups, sizes["models"], budget, self.plan.data_bytes, segment)
 
     def _expect_from_warmup(self, outcome: Outcome) -> None:
         """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from ctq.errors import TooLarge
 
-#: A segment backend's peak resident memory while training, over the model's stored state bytes,
-#: unless the engine says otherwise (Engine.peak_over_state). Measured (bench/model_size.py, a
-#: 1.9 GiB state of 2 x dense 13000 with Adam, jax on CPU) on PostgreSQL: 1.87-1.93, at the load of
-#: a stored state (the state, plus the largest array read and its copy into jax; the update step
-#: reuses its inputs' buffers); on Greenplum 6 (--dsn, 2 primaries): 1.95.
+#: A segment backend's peak resident memory while training, over the model's stored state bytes.
+#: Measured (bench/model_size.py, a 1.9 GiB state of 2 x dense 13000 with Adam, jax on CPU): on
+#: PostgreSQL 1.87-1.93, at the load of a stored state (the state, plus the largest array read and
+#: its copy into jax; the update step reuses its inputs' buffers); on Greenplum 6 (--dsn, 2
+#: primaries) 1.95; on Citus 13 (2 workers, the workers' backends watched) 2.00.
 PEAK_OVER_STATE = 2.6
 
 
@@ -47,13 +47,13 @@ def gib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
-def training_bytes(state_bytes: int, peak_over_state: float = PEAK_OVER_STATE) -> int:
+def training_bytes(state_bytes: int) -> int:
     """A segment's peak memory training a model whose stored state is ``state_bytes``."""
-    return int(state_bytes * peak_over_state)
+    return int(state_bytes * PEAK_OVER_STATE)
 
 
 def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budget: Budget | None,
-               data_bytes: int = 0, segment: int = 0, peak_over_state: float = PEAK_OVER_STATE) -> None:
+               data_bytes: int = 0, segment: int = 0) -> None:
     """Raise :class:`~ctq.errors.TooLarge` for the first group of models whose training would
     not fit ``budget`` next to the segment's cached data (``data_bytes``; 0 when it streams).
 
@@ -65,7 +65,7 @@ def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budg
     for group, size in zip(models, sizes):
         if size is None:  # not countable: the warm-up's build will say why
             continue
-        need = training_bytes(size["state_bytes"], peak_over_state) + data_bytes
+        need = training_bytes(size["state_bytes"]) + data_bytes
         if need <= budget.bytes or not group:
             continue
         model_id, name, optimizer = group[0]
@@ -74,6 +74,6 @@ def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budg
         raise TooLarge(
             f"model {model_id} ({name}){more} does not fit segment {segment}'s memory: training needs about "
             f"{gib(need)} ({gib(size['state_bytes'])} of state: {size['parameters']:,} parameters, {optimizer} "
-            f"keeps {size['slots']} value(s) per weight; x{peak_over_state:g} at peak{data}), the segment has "
+            f"keeps {size['slots']} value(s) per weight; x{PEAK_OVER_STATE:g} at peak{data}), the segment has "
             f"{gib(budget.bytes)} ({budget.source}); use a smaller model, fewer segments, or a larger "
             "memory_budget_mb")

@@ -113,16 +113,3 @@ async def test_counting_a_state_leaves_nothing_for_keras_to_draw_later():
                            Hyperparameters("adam"), (8,), 3, "classification")
     assert size["parameters"] == 8 * 512 + 512 + 512 * 512 + 512 + 512 * 3 + 3
     assert not global_state.get_global_attribute("uninitialized_variables")
-
-
-async def test_an_engine_counts_its_own_peak():
-    """An engine whose peak over the state is not measured (Citus) counts a generous one: the same
-    model that fits a PostgreSQL segment's budget is refused there, naming the factor."""
-    from ctq.engines.citus import CitusEngine
-    from ctq.engines.postgres import PostgresEngine
-
-    size = {"parameters": 1000, "trainable": 1000, "slots": 2, "state_bytes": 100 << 20}
-    budget = Budget.of(300, None, 1)
-    check_fits([[(1, "m", "adam")]], [size], budget, peak_over_state=PostgresEngine.peak_over_state)
-    with pytest.raises(TooLarge, match=r"x3\.4 at peak"):
-        check_fits([[(1, "m", "adam")]], [size], budget, peak_over_state=CitusEngine.peak_over_state)

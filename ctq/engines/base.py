@@ -18,7 +18,6 @@ import asyncpg
 
 from ctq.connection import Snapshot, snapshot
 from ctq.connection import connect as open_connection
-from ctq.memory import PEAK_OVER_STATE
 from ctq.sql import render, template
 
 VALIDATION_MODULUS = 1_000_000  # a row is held out when |key mod 1e6| < fraction x 1e6
@@ -79,8 +78,6 @@ class Engine(abc.ABC):
     exports_snapshots = True
     #: after an error inside a hop, give the segment a new connection instead of reusing its own
     reconnect_after_error = False
-    #: a segment backend's peak memory training a model, over its stored state (ctq.memory)
-    peak_over_state = PEAK_OVER_STATE
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -54,9 +54,6 @@ class CitusEngine(PostgresEngine):
     #: a scoring's stage (on the workers) must be committed before the segments read it: the row
     #: check and the stage run in one transaction, which then commits; so does the packing
     exports_snapshots = False
-    #: not measured on Citus (PostgreSQL's and Greenplum's are, ctq.memory.PEAK_OVER_STATE): its
-    #: states reach a hop through SQL rows, on workers the client cannot watch; kept generous
-    peak_over_state = 3.4
 
     def __init__(self):
         self.keys: list[int] | None = None  # each segment's distribution key (attach)
