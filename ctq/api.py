@@ -125,12 +125,11 @@ class RunPlan:
     metric: str
     metric_mode: str
     cores_per_segment: int | None
-    models: dict[int, str]  # model_id -> name
     failed: frozenset[int]
     completed: tuple[tuple[int, int, int], ...]
     engine: str = "postgres"
     pack: dict = dataclasses.field(default_factory=dict)  # the ctq.packs row (see catalog.run_pack)
-    specs: dict[int, ModelSpec] = dataclasses.field(default_factory=dict)
+    specs: dict[int, ModelSpec] = dataclasses.field(default_factory=dict)  # model_id -> its spec
     stream: bool = False  # segments stream their buffers on every hop (see streams())
     memory_budget_mb: int | None = None  # per segment (config); None: the server's memory decides (ctq.memory)
     class_weights: list | None = None  # per class index, when data.class_weight is "balanced"
@@ -172,7 +171,7 @@ class RunPlan:
     @property
     def model_budget(self) -> int:
         """Models the run trains in all: those a search that asks during the run will have asked, else its models."""
-        return self.search["samples"] if search_class(self.method).asks_during_run else len(self.models)
+        return self.search["samples"] if search_class(self.method).asks_during_run else len(self.specs)
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
@@ -193,7 +192,6 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         run_id=run_id, name=run["name"], schedule=run["schedule"], segments=run["segments"],
         epochs=run["epochs"], seed=run["seed"], metric=run["metric"], metric_mode=run["metric_mode"],
         cores_per_segment=run["cores_per_segment"],
-        models={m["model_id"]: m["name"] for m in models},
         failed=frozenset(m["model_id"] for m in models if m["status"] == "failed"),
         completed=tuple(await catalog.completed_hops(conn, run_id)),
         scheduling=settings["scheduling"], method=method.method, search=search,
@@ -467,16 +465,16 @@ async def start_search(dsn: str, plan: RunPlan) -> tuple[Search, RunPlan]:
     during the run; on a resume, those a dead coordinator did not get to ask. Returns it with the
     plan those models are part of."""
     search = restore_search(plan)
-    live = len(plan.models) - len(plan.finished) - len(plan.stopped)
-    new = search.new_models(live, max(plan.models, default=0) + 1)
+    live = len(plan.specs) - len(plan.finished) - len(plan.stopped)
+    new = search.new_models(live, max(plan.specs, default=0) + 1)
     if new:
-        models, specs = dict(plan.models), dict(plan.specs)
+        specs = dict(plan.specs)
         async with connect(dsn) as conn:
             for model_id, point in new:
                 spec = plan.asked_model(model_id, point, {m.name for m in specs.values()})
                 await catalog.insert_model(conn, plan.run_id, model_id, spec)
-                models[model_id], specs[model_id] = spec.name, spec
-        plan = dataclasses.replace(plan, models=models, specs=specs)
+                specs[model_id] = spec
+        plan = dataclasses.replace(plan, specs=specs)
     return search, plan
 
 
@@ -491,7 +489,7 @@ def coordinator_for(dsn: str, plan: RunPlan, search: Search, progress: Progress 
     ``search`` the run's (see :func:`start_search`); ``preloaded``: segment connections opened
     ahead, see Engine.preload."""
     rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
-    scheduler = SCHEDULERS[plan.schedule](sorted(plan.models), plan.segments, plan.epochs, plan.seed,
+    scheduler = SCHEDULERS[plan.schedule](sorted(plan.specs), plan.segments, plan.epochs, plan.seed,
                                           completed=plan.completed, observed=plan.observed, **rule)
     for model_id in plan.failed:
         scheduler.fail_model(model_id)
@@ -581,7 +579,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     failed = dict(outcome.failed_models)
     failed.update({m: "failed in an earlier session" for m in plan.failed})
     if failed:
-        status, message = "failed", f"{len(failed)} of {len(plan.models)} models failed"
+        status, message = "failed", f"{len(failed)} of {len(plan.specs)} models failed"
     else:
         status, message = "succeeded", None
     await coordinator.finish(status, message)

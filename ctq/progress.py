@@ -42,8 +42,8 @@ class Eta:
         self.per_model = plan.segments * plan.epochs
         done = Counter(m for m, _, _ in plan.completed)
         ended = set(plan.failed) | set(plan.stopped)
-        self.left = {m: 0 if m in ended else self.per_model - done[m] for m in plan.models}
-        self.unborn = max(0, plan.model_budget - len(plan.models)) * self.per_model  # the search's models to come
+        self.left = {m: 0 if m in ended else self.per_model - done[m] for m in plan.specs}
+        self.unborn = max(0, plan.model_budget - len(plan.specs)) * self.per_model  # the search's models to come
         self.expected: dict[int, float] = {}
         self.taken = self.estimated = 0.0
 
@@ -79,9 +79,9 @@ class LiveProgress:
         self.run_id = plan.run_id
         self.config = plan
         self.segments = plan.segments
-        self.names = dict(plan.models)
-        self.epochs_done = {m: 0 for m in plan.models}
-        self.hops_in_epoch = {m: 0 for m in plan.models}
+        self.names = {m: spec.name for m, spec in plan.specs.items()}
+        self.epochs_done = {m: 0 for m in plan.specs}
+        self.hops_in_epoch = {m: 0 for m in plan.specs}
         for (model_id, epoch), hops in Counter((m, e) for m, e, _ in plan.completed).items():
             if hops == plan.segments:
                 self.epochs_done[model_id] = max(self.epochs_done[model_id], epoch + 1)
@@ -246,6 +246,7 @@ class LogProgress:
         self.eta = Eta(plan)
         self.steps: dict[int, int] = {}
         self.metric_name = Metric(plan.metric).compiled(plan.pack["settings"]["task"])  # train_/val_metric's
+        self.names = {m: spec.name for m, spec in plan.specs.items()}  # and the models a search adds
 
     def _say(self, text: str) -> None:
         log_line(text, self.stream)
@@ -294,7 +295,7 @@ class LogProgress:
         hop = result.hop
         self.done += 1
         self.eta.finished(hop.model_id, result.wall_seconds)
-        name = self.plan.models.get(hop.model_id, hop.model_id)
+        name = self.names.get(hop.model_id, hop.model_id)
         where = f"{self.done}/{self.total} hops"
         if self.verbose:
             self._say(f"hop: model {hop.model_id} ({name}) epoch {hop.epoch + 1} segment {hop.segment}: "
@@ -310,9 +311,10 @@ class LogProgress:
 
     def model_failed(self, model_id: int, reason: str) -> None:
         self.eta.ended(model_id)
-        self._say(f"model {model_id} ({self.plan.models.get(model_id, model_id)}) failed: {' '.join(reason.split())}")
+        self._say(f"model {model_id} ({self.names.get(model_id, model_id)}) failed: {' '.join(reason.split())}")
 
     def model_added(self, model_id: int, name: str) -> None:
+        self.names[model_id] = name
         self.eta.added(model_id)
         if self.verbose:
             self._say(f"model {model_id} ({name}) asked for by the search")
@@ -320,7 +322,7 @@ class LogProgress:
     def model_stopped(self, model_id: int, epochs_done: int, reason: str) -> None:
         self.total -= (self.plan.epochs - epochs_done) * self.plan.segments  # hops it will not train
         self.eta.ended(model_id)
-        self._say(f"model {model_id} ({self.plan.models.get(model_id, model_id)}) stopped after epoch "
+        self._say(f"model {model_id} ({self.names.get(model_id, model_id)}) stopped after epoch "
                   f"{epochs_done}: {reason}")
 
 

@@ -291,7 +291,7 @@ async def asha_run(small_table, tmp_path_factory, dsn, ctq_home):
         if run_id and await conn.fetchval("SELECT count(*) FROM ctq.decisions WHERE run_id = $1", run_id) >= 3:
             break
     proc.send_signal(signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert proc.wait(timeout=30) == -signal.SIGKILL, proc.stderr.read()
     await asyncio.sleep(1)  # let a hop in flight at the kill commit or die
     before = [dict(r) for r in await conn.fetch(
         "SELECT model_id, seq, value, decision FROM ctq.decisions WHERE run_id = $1 ORDER BY seq", run_id)]
