@@ -151,9 +151,9 @@ def signals_released():
 # into pieces of at most STATE_PART_BYTES, so no value nears the 1 GB field limit and no backend
 # ever holds the whole state twice: parts stream into the model's variables one array at a time
 # (:class:`StateAssembler`) and out of them one piece at a time (:func:`state_parts`).
-# The flat encoding below (header + raw arrays in one value) is what travels where the state must
-# be one value: a Greenplum hop's parameter, a scoring header row, the part of a catalog written
-# before parts existed (array_index LEGACY_PART).
+# The flat encoding below (header + raw arrays in one value) is how a ctq before parts stored a
+# state (models.state; after the upgrade a part of array_index LEGACY_PART): read, never written
+# (encode_state makes one for the tests of that path).
 
 STATE_PART_BYTES = 16 << 20  # 16 MiB: a few copies of one part are nothing next to a model's state
 HEADER_PART = -1
