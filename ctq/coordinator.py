@@ -287,12 +287,12 @@ class Coordinator:
         live = {i: m for i, m in sorted(self.models.items()) if self.scheduler.hop_left_on(i, segment)}
         if not live:
             return conn
-        steps = {}  # one model of each group that shares compiled steps, by the group's key
-        for model in live.values():
-            steps.setdefault(model.step_key(), model)
-        keys = sorted(steps)
-        built = [(steps[k].architecture, steps[k].hyperparameters) for k in keys]
-        await self._check_memory(conn, segment, keys, built, live)
+        groups: dict[str, list[tuple[int, ModelSpec]]] = {}  # the models that share compiled steps
+        for model_id, model in live.items():
+            groups.setdefault(model.step_key(), []).append((model_id, model))
+        keys = sorted(groups)
+        built = [(groups[k][0][1].architecture, groups[k][0][1].hyperparameters) for k in keys]
+        await self._check_memory(conn, segment, built, [groups[k] for k in keys])
         params = self._params(segment, action="warmup", models=built)
         self.progress.segment_warming(segment, len(keys))
         started = time.perf_counter()
@@ -302,17 +302,16 @@ class Coordinator:
             self.warmup_estimates[segment] = dict(zip(keys, json.loads(estimates)))
         return conn
 
-    async def _check_memory(self, conn: asyncpg.Connection, segment: int, keys: list[str], built: list,
-                            live: dict[int, ModelSpec]) -> None:
+    async def _check_memory(self, conn: asyncpg.Connection, segment: int, built: list,
+                            groups: list[list[tuple[int, ModelSpec]]]) -> None:
         """Refuse (TooLarge, exit 2) a model whose training would not fit the segment's memory,
         from sizes counted in the segment's backend before it builds anything (ctq.memory)."""
         row = await conn.fetchrow(self.statements[segment].sizes, SizesRequest(
             models=built, stats=self.stats, task=self.pack["settings"]["task"]).to_json())
         sizes = json.loads(row["sizes"])
         budget = Budget.of(self.plan.memory_budget_mb, sizes["memory_bytes"], row.get("sharing") or self.segments)
-        groups = [[(i, m.name, m.hyperparameters.optimizer) for i, m in live.items() if m.step_key() == key]
-                  for key in keys]
-        check_fits(groups, sizes["models"], budget, self.plan.data_bytes, segment)
+        check_fits([[(i, m.name, m.hyperparameters.optimizer) for i, m in group] for group in groups], sizes["models"],
+                   budget, self.plan.data_bytes, segment)
 
     def _expect_from_warmup(self, outcome: Outcome) -> None:
         """Tell the scheduler each model's estimated hop (its mean over the segments' warm-up

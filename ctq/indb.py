@@ -984,19 +984,25 @@ def hand_over(GD, entry, acc, cm: CompiledModel) -> dict:
     return {"state_key": acc, "state_parts": len(bounds) + 1}
 
 
-def trained_state_part(*, GD, key, number):
-    """Part ``number`` (:func:`state_part`) of the state the hop ``key`` just trained."""
+def _trained(GD, key) -> dict:
+    """What :func:`hand_over` kept of the state the hop ``key`` just trained."""
     trained = GD.get("ctq.trained")
     if trained is None or trained["key"] != key:
         raise RuntimeError("no trained state to store for this hop")
+    return trained
+
+
+def trained_state_part(*, GD, key, number):
+    """Part ``number`` (:func:`state_part`) of the state the hop ``key`` just trained."""
+    trained = _trained(GD, key)
     return state_part(trained["variables"], trained["hops"], int(number), trained["bounds"])
 
 
 def trained_state_parts(*, GD, key):
     """The parts of the state the hop ``key`` just trained, header first, one at a time."""
-    trained = GD.get("ctq.trained")
-    for number in range(len(trained["bounds"]) + 1 if trained else 1):
-        yield trained_state_part(GD=GD, key=key, number=number)
+    trained = _trained(GD, key)
+    for number in range(len(trained["bounds"]) + 1):
+        yield state_part(trained["variables"], trained["hops"], number, trained["bounds"])
 
 
 def stored_parts(plpy, GD, key):
