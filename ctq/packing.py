@@ -31,10 +31,13 @@ from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 from ctq.errors import DataError
 from ctq.indb import SQLSTATE_DATA
 from ctq.rules import PackStats
-from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
+from ctq.sql import BATCH_VALUES, column_batches, qualified, quote_ident, render, template, unbatch
 
 DEFAULT_BUFFER_BYTES = 4 << 20  # ~4 MiB of float32 features per buffer row
 MAX_CLASSES = 1000
+# rows x largest magnitude of a column whose sum of squares (times its row count: Greenplum's
+# variance) may overflow double precision (1.8e308 = (1.34e154)^2): packing._too_large
+TOO_LARGE = 1e154
 HINT_CLASSES, HINT_ROWS_PER_CLASS = 20, 10  # Source.label_hint
 # datatype_mismatch, cannot_coerce, undefined_function: a source column's type that a packing
 # expression cannot convert (the column check should have refused it first): the data's fault
@@ -196,14 +199,19 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     cut = round(data.validation_fraction * VALIDATION_MODULUS)
     if engine.template("profile_session.sql").strip():
         await conn.execute(engine.template("profile_session.sql"))
-    sql, n_values = profile_sql(engine, source_sql, [c["name"] for c in profiled], label, array_feature, seed,
-                             is_table, cut)
-    rows = await conn.fetch(sql)  # fetch, not fetchrow: a portal with a row limit never gets a parallel plan
+    sql, n_values = await profile_sql(conn, engine, source_sql, [c["name"] for c in profiled], label, array_feature,
+                                      seed, is_table, cut)
+    try:
+        async with conn.transaction():  # (a savepoint: the moment's transaction goes on after an overflow)
+            rows = await conn.fetch(sql)  # fetch, not fetchrow: a portal with a row limit never gets a parallel plan
+    except asyncpg.NumericValueOutOfRangeError:
+        numeric = [] if array_feature else [c["name"] for c in profiled]
+        raise DataError(await _too_large(conn, source_sql, numeric + [label["name"]] * (label["category"] == "N"),
+                                         label["name"])) from None
     if not rows:  # (grouped by batch: no rows, no groups)
         raise DataError(f"data.table: table {data.table!r} has no rows")
     profile = next(r for r in rows if r["ctq_batch"] == 0)
-    counts, mins, maxs, means, variances = (unbatch(rows, k, n_values)
-                                            for k in ("counts", "mins", "maxs", "means", "variances"))
+    counts, finite, means, variances = (unbatch(rows, k, n_values) for k in ("counts", "finite", "means", "variances"))
     n = profile["n"]
     with_nulls = [(name, n - count) for name, count in zip([c["name"] for c in profiled] + [label["name"]],
                                                            counts[:-1] + [profile["label_count"]]) if count < n]
@@ -211,8 +219,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         key = "data.label" if any(name == label["name"] for name, _ in with_nulls) else "data.features"
         raise DataError(f"{key}: {null_columns(with_nulls, n)}; filter or impute them (e.g. a view) before training")
     checked = [] if array_feature else [c["name"] for c in profiled]  # (an array's elements: _array_profile)
-    for name, lo, hi in zip(checked + [label["name"]], mins[-len(checked) - 1:], maxs[-len(checked) - 1:]):
-        if lo is not None and not (math.isfinite(lo) and math.isfinite(hi)):
+    for name, ok in zip(checked + [label["name"]], finite[-len(checked) - 1:]):
+        if ok is False:
             key = "data.label" if name == label["name"] else "data.features"
             raise DataError(f"{key}: column {name!r} has NaN or infinite values")
     if profile["train_rows"] == 0:
@@ -268,27 +276,22 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     )
 
 
-def profile_sql(engine: Engine, source_sql: str, columns: list[str], label: dict, array_feature: bool, seed: int,
-                is_table: bool, cut: int) -> tuple[str, int]:
+async def profile_sql(conn: asyncpg.Connection, engine: Engine, source_sql: str, columns: list[str], label: dict,
+                      array_feature: bool, seed: int, is_table: bool, cut: int) -> tuple[str, int]:
     """The source profile statement (source_profile.sql) and its number of profiled values: each
     of ``columns`` (numeric features; of an array column only whether it is NULL, its elements are
     _array_profile's), then the label as a number. Batched (sql.column_batches), so that it is one
     scan of a fixed width at any number of columns."""
-    label_t = _label_number("t." + quote_ident(label["name"]), label["category"])
     values = [f"(CASE WHEN t.{quote_ident(c)} IS NOT NULL THEN 0 END)::float8" if array_feature
-              else f"t.{quote_ident(c)}::float8" for c in columns] + [label_t]
-    batches, slots = column_batches(values, source_sql, engine.name, [quote_ident(label["name"])], per_row={
+              else f"t.{quote_ident(c)}::float8" for c in columns]
+    values.append(_label_number("t." + quote_ident(label["name"]), label["category"]))
+    batches, slots, outer = column_batches(values, source_sql, engine.name, [quote_ident(label["name"])], per_row={
         "ctq_validation": f"abs(({engine.row_key('t', seed, is_table)}) % {VALIDATION_MODULUS}) < {int(cut)}",
         "ctq_version": engine.row_version("t", is_table)})
-    slot = [f"c.ctq_{i}" for i in range(1, slots + 1)]
-    return render(
-        "source_profile.sql", engine.name,
-        counts=", ".join(f"count({x})" for x in slot), mins=", ".join(f"min({x})" for x in slot),
-        maxs=", ".join(f"max({x})" for x in slot),  # (NULL for a text label)
-        means=", ".join(f"avg({x}) FILTER (WHERE NOT c.ctq_validation)" for x in slot),
-        variances=", ".join(f"var_pop({x}) FILTER (WHERE NOT c.ctq_validation)" for x in slot),
-        label=label_t, label_column="t." + quote_ident(label["name"]), batches=batches,
-    ), len(values)
+    label_column = f"{outer}.{quote_ident(label['name'])}"
+    return await engine.profile_statement(conn, [f"c.ctq_{i}" for i in range(1, slots + 1)], batches=batches,
+                                          label=_label_number(label_column, label["category"]),
+                                          label_column=label_column), len(values)
 
 
 async def _vocabularies(conn, source_sql: str, features: list[dict], encodings: dict) -> dict | None:
@@ -317,6 +320,23 @@ async def _vocabularies(conn, source_sql: str, features: list[dict], encodings: 
                             f"distinct values, more than encoding: {encoding} allows ({caps[i]}){hint}")
         out[col["name"]] = {"encoding": encoding, "values": [r["value"] for r in values]}
     return out
+
+
+async def _too_large(conn, source_sql: str, names: list[str], label: str) -> str:
+    """Why the profile overflowed (numeric columns ``names``), naming the columns that can have
+    overflowed: the variance's sum of squares (and, on Greenplum, its product with the row count)
+    passes double precision's 1.8e308 where a column's rows x largest magnitude pass TOO_LARGE."""
+    found = []
+    for start in range(0, len(names), BATCH_VALUES):  # (a statement's target list has at most 1,664 entries)
+        part = names[start:start + BATCH_VALUES]
+        row = await conn.fetchval(render("too_large.sql", source=source_sql, checks=", ".join(
+            f"max(abs(t.{quote_ident(c)}::float8)) * count(t.{quote_ident(c)}) > {TOO_LARGE:g}" for c in part)))
+        found += [c for c, hit in zip(part, row) if hit]
+    key = "data.label" if found == [label] else "data.features"
+    where = (f"column {found[0]!r} has" if len(found) == 1 else f"columns {', '.join(map(repr, found))} have"
+             if found else "a feature or the label has")
+    return (f"{key}: {where} values too large to normalise (the sum of their squares overflows double precision); "
+            "scale them in a view")
 
 
 def unreadable_number(col: dict) -> str:

@@ -207,7 +207,6 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     """One read-only scan; DataError naming the column for NULLs, NaN/infinite values, arrays of
     another length, NULL or repeated ids (``id_column``, if any) and (evaluate) unknown classes.
     Returns the row count."""
-    id_sql = "t." + quote_ident(id_column) if id_column is not None else "NULL::int"
     read = [quote_ident(id_column)] if id_column is not None else []
     if label_category is not None:
         read.append(quote_ident(model.label))
@@ -226,13 +225,14 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
                           f"{width} THEN 0::float8 ELSE 'NaN'::float8 END)")
         else:
             values.append(f"{q}::float8")
-    batches, slots = column_batches(values, table.sql, engine.name, list(dict.fromkeys(read)))
+    batches, slots, outer = column_batches(values, table.sql, engine.name, list(dict.fromkeys(read)))
+    id_sql = f"{outer}.{quote_ident(id_column)}" if id_column is not None else "NULL::int"
     slot = [f"c.ctq_{i}" for i in range(1, slots + 1)]
     nulls = [f"count(*) - count({x})" for x in slot]
     bad = [f"count(*) FILTER (WHERE {x} IN ('NaN', 'Infinity', '-Infinity'))" for x in slot]
     label_nulls = label_bad = "0"
     if label_category is not None:
-        q = "t." + quote_ident(model.label)
+        q = f"{outer}.{quote_ident(model.label)}"
         label_nulls = f"count(*) - count({q})"
         if model.task == "regression":
             label_bad = f"count(*) FILTER (WHERE {q}::float8 IN ('NaN', 'Infinity', '-Infinity'))"

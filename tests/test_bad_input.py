@@ -56,6 +56,11 @@ CASES = {
     "missing keras_json": ({"model": "keras_json: missing.json"}, "missing.json"),
     "label with a single class": ({"label": "one_class"}, "single class"),
     "NaN feature": ({"features": "[f1, with_nan]"}, "with_nan"),
+    "infinite feature": ({"features": "[f1, with_inf]"}, "data.features: column 'with_inf' has NaN or infinite"),
+    "feature too large to normalise": ({"features": "[f1, huge]"},
+                                       "data.features: column 'huge' has values too large to normalise"),
+    "label too large to normalise": ({"label": "huge", "task": "regression", "metric": "val_mae"},
+                                     "data.label: column 'huge' has values too large to normalise"),
     "bad YAML": ({"metric": "val_loss\n    models: [unclosed"}, "line"),
     "wrong task": ({"task": "clustering"}, "data.task"),
     "features not a list": ({"features": "f1"}, "data.features"),
@@ -88,9 +93,12 @@ async def bad_source(dsn):
         ALTER TABLE public.bad_src ADD COLUMN with_null float8, ADD COLUMN label_null int, ADD COLUMN word text,
             ADD COLUMN one_class int DEFAULT 1, ADD COLUMN with_nan float8 DEFAULT 0,
             ADD COLUMN price money DEFAULT 1.5, ADD COLUMN ident oid DEFAULT 7,
-            ADD COLUMN prices money[] DEFAULT '{1.5, 2}', ADD COLUMN "Age" float8 DEFAULT 1;
+            ADD COLUMN prices money[] DEFAULT '{1.5, 2}', ADD COLUMN "Age" float8 DEFAULT 1,
+            ADD COLUMN with_inf float8, ADD COLUMN huge float8;
         UPDATE public.bad_src SET with_null = CASE WHEN f1 > 0 THEN f1 END, label_null = CASE WHEN f2 > 0 THEN 1 END,
-            word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END;
+            word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END,
+            with_inf = CASE WHEN f3 > 1 THEN '-Infinity'::float8 ELSE f3 END,
+            huge = CASE WHEN f1 > 1 THEN 1e200 ELSE f1 END;
     """)
     await conn.close()
     return "public.bad_src"

@@ -199,6 +199,42 @@ async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, sc
         await asyncio.sleep(0.5)
 
 
+async def test_the_source_check_with_moments_equals_the_postgresql_aggregates(gp):
+    """Greenplum's source check (ctq.moments: a value's count, sum and sum of squares over the
+    training and over the validation rows) gives the counts, means, variances, fingerprint and
+    finiteness that PostgreSQL's statement (count, min, max, avg, var_pop) gives on the same
+    cluster, and finds a NaN or an infinity in a training row and in a validation row alike."""
+    from ctq.engines.base import VALIDATION_MODULUS, Engine
+    from ctq.packing import profile_sql
+
+    class PostgresStatement(GreenplumEngine):
+        profile_statement = Engine.profile_statement
+
+    await gp.execute("DROP TABLE IF EXISTS public.ctq_gp_profile; CREATE TABLE public.ctq_gp_profile AS "
+                     "SELECT f1, f2 * 1e6 AS f2, CASE WHEN f3 > 0 THEN f3 END AS f3, f4, f5, f6, label "
+                     "FROM public.ctq_gp_src DISTRIBUTED RANDOMLY")
+    label = {"name": "label", "category": "N"}
+    columns = ["f1", "f2", "f3", "f4", "f5", "f6"]
+
+    async def profile(engine, cut):
+        sql, _ = await profile_sql(gp, engine, "public.ctq_gp_profile", columns, label, False, 3, True, cut)
+        assert ("ctq.moments" in sql) == (type(engine) is GreenplumEngine)
+        return dict((await gp.fetch(sql))[0])
+
+    moments, plain = await profile(GreenplumEngine(), 100_000), await profile(PostgresStatement(), 100_000)
+    for key in ("n", "counts", "finite", "train_rows", "label_count", "label_fractional", "fingerprint"):
+        assert moments[key] == plain[key], key
+    assert moments["counts"][2] < moments["n"] and moments["finite"] == [True] * 7
+    assert moments["means"] == pytest.approx(plain["means"], rel=1e-12)
+    assert moments["variances"] == pytest.approx(plain["variances"], rel=1e-9)
+    await gp.execute("UPDATE public.ctq_gp_profile SET f4 = 'NaN' WHERE f1 = (SELECT max(f1) FROM public.ctq_gp_profile)")
+    await gp.execute("UPDATE public.ctq_gp_profile SET f5 = '-Infinity', f6 = 'Infinity' "
+                     "WHERE f1 = (SELECT min(f1) FROM public.ctq_gp_profile)")
+    for cut in (0, VALIDATION_MODULUS):  # every row a training row; every row a validation row
+        for engine in (GreenplumEngine(), PostgresStatement()):
+            assert (await profile(engine, cut))["finite"] == [True, True, True, False, False, False, True], (cut, engine)
+
+
 async def test_training_query_is_direct_dispatched_with_no_motion_below_the_aggregate(gp, tmp_path):
     """The statements a hop runs (ctq.gp_hop, built by ctq.gp_train_query and gp_store_query, the
     same functions): the warm-up's and the hop's training SELECTs are a direct dispatch with no

@@ -83,3 +83,30 @@ async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
     other_rows = await conn.fetch(f"SELECT rows, x, y, k FROM {other['table_name']} WHERE segment = 0 AND bucket >= 0")
     other_x = decode_buffers([tuple(r) for r in other_rows], PackStats.from_dict(json.loads(other["stats"])), "classification")[0]
     assert len(other_x) != len(parts[0][0]) or not np.allclose(other_x, parts[0][0])
+
+
+async def test_a_label_named_like_a_batch_column_is_checked_as_under_any_other_name(conn, tmp_path):
+    """The check reads the label beside the batch row's columns (sql.column_batches: one
+    subquery where the table fits one batch); a label named like one of them (ctq_batch, ctq_1,
+    ctq_validation) is read through the source's alias instead, and the profile is the same as
+    under a plain name."""
+    from ctq.config import parse_config
+    from ctq.engines import detect
+    from ctq.packing import inspect_source
+    from ctq.sql import column_batches
+
+    await create_table(conn, "public.batch_names", 600, seed=4)
+    engine = await detect(conn)
+    profiles, previous = {}, "label"
+    for name in ("label", "ctq_batch", "ctq_1", "ctq_validation"):
+        await conn.execute(f"ALTER TABLE public.batch_names RENAME COLUMN {previous} TO {name}" if name != previous
+                           else "SELECT 1")
+        previous = name
+        cfg = parse_config(GRID.format(name="batch-names", seed=1).replace("pack_src", "batch_names")
+                           .replace("label: label", f"label: {name}"), source_path="<test>", base_dir=str(tmp_path))
+        source = await inspect_source(conn, cfg.data, engine, cfg.seed)
+        profiles[name] = (source.rows, source.train_rows, source.mean, source.std, source.class_values,
+                          source.class_counts, source.fingerprint)
+    assert profiles["label"][0] == 600 and all(p == profiles["label"] for p in profiles.values()), profiles
+    assert column_batches(["t.f1"], "public.batch_names", engine.name, ['"label"'])[2] == "c"
+    assert column_batches(["t.f1"], "public.batch_names", engine.name, ['"ctq_1"'])[2] == "t"

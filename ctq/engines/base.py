@@ -173,6 +173,23 @@ class Engine(abc.ABC):
     def row_version(self, alias: str, is_table: bool) -> str:
         """SQL for an int8 that changes whenever the row changes (summed into the fingerprint)."""
 
+    async def profile_statement(self, conn: asyncpg.Connection, slots: list[str], **values: str) -> str:
+        """The source profile statement (source_profile.sql, its other ``values`` given), with the
+        statistics of each batch slot in ``slots`` (float8 SQL expressions of the batch row ``c``)
+        as SQL lists in slot order: ``counts`` (non-NULL values), ``finite`` (no NaN or infinity
+        among them; NULL where all are NULL), ``means`` and ``variances`` (population) of the
+        training rows (those where ``c.ctq_validation`` is false). ``conn`` may be read (an engine
+        may use what its installed version provides); it is not written."""
+        training = "FILTER (WHERE NOT c.ctq_validation)"
+        return self.render(
+            "source_profile.sql", **values,
+            counts=", ".join(f"count({x})" for x in slots),
+            finite=", ".join(f"(min({x}) > '-Infinity'::float8 AND max({x}) < 'Infinity'::float8)"
+                             for x in slots),  # (NaN sorts above every number: max is NaN)
+            # (avg and var_pop of one input share one transition state, since PostgreSQL 10)
+            means=", ".join(f"avg({x}) {training}" for x in slots),
+            variances=", ".join(f"var_pop({x}) {training}" for x in slots))
+
     # -- packing ---------------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_pack(self, conn: asyncpg.Connection, spec: PackSpec) -> None:

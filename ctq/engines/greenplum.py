@@ -87,6 +87,32 @@ class GreenplumEngine(Engine):
                     f"|| {alias}.xmin::text)::int8")
         return f"hashtext(ROW({alias}.*)::text)::int8"
 
+    async def profile_statement(self, conn, slots, **values):
+        """Each slot's moments (count, sum, sum of squares: ``ctq.moments``, profile_functions.sql)
+        over the training rows and over the validation rows: two aggregates a value where the
+        PostgreSQL statement has five. Greenplum 6 (PostgreSQL 9.4) computes ``avg`` and ``var_pop``
+        of one input twice, and each aggregate call is dear in its executor (1M x 32 on 2
+        segments: 4.0 s against 2.3 s). The statistics follow from the moments as 9.4's ``avg``
+        and ``var_pop`` compute them (float8_avg, float8_var_pop); a NaN or an infinity among the
+        values makes a sum or a sum of squares NaN or infinite. Where ctq.moments is not there
+        to use (ctq not installed yet, or an older version: a check writes nothing, installs
+        nothing), the PostgreSQL statement, same results."""
+        if not await conn.fetchval(self.template("profile_moments.sql")):
+            return await super().profile_statement(conn, slots, **values)
+        training, validation = "FILTER (WHERE NOT c.ctq_validation)", "FILTER (WHERE c.ctq_validation)"
+        t, v = [f"a.ctq_t{i}" for i in range(len(slots))], [f"a.ctq_v{i}" for i in range(len(slots))]
+        return self.render(
+            "source_profile_moments.sql", **values,
+            moments=", ".join(f"ctq.moments({x}) {training} AS ctq_t{i}, ctq.moments({x}) {validation} AS ctq_v{i}"
+                              for i, x in enumerate(slots)),
+            counts=", ".join(f"({a}[1] + {b}[1])::bigint" for a, b in zip(t, v)),
+            finite=", ".join(f"CASE WHEN {a}[1] + {b}[1] > 0 THEN abs({a}[2]) < 'Infinity'::float8 AND "
+                             f"abs({b}[2]) < 'Infinity'::float8 AND {a}[3] < 'Infinity'::float8 AND "
+                             f"{b}[3] < 'Infinity'::float8 END" for a, b in zip(t, v)),
+            means=", ".join(f"{a}[2] / nullif({a}[1], 0)" for a in t),
+            variances=", ".join(f"CASE WHEN {a}[1] > 0 THEN greatest({a}[1] * {a}[3] - {a}[2] * {a}[2], 0) "
+                                f"/ ({a}[1] * {a}[1]) END" for a in t))
+
     async def segment_keys(self, conn: asyncpg.Connection) -> dict[int, int]:
         await conn.execute(self.template("segment_keys.sql"))
         return {r["segment"]: r["dist_key"] for r in await conn.fetch(self.template("segment_keys_read.sql"))}

@@ -388,3 +388,4 @@ CREATE AGGREGATE ctq.score_step(bytea, bytea, int, int8, bytea, text) (
 {{working_states}}
 {{state_functions}}
 {{hop_functions}}
+{{include profile_functions.sql}}

@@ -1,0 +1,1 @@
+-- Aggregates of the source check (source_profile.sql): PostgreSQL's own (engines may add theirs).
