@@ -8,7 +8,7 @@
 -- the same in every batch; the fingerprint is summed in batch 0 only. The row's validation flag and
 -- version are batch columns (c.ctq_validation, c.ctq_version); batch_rows.sql says where an
 -- engine computes them (on Greenplum once a row, not once per aggregate that reads them).
--- The per-value statistics are the engine's (Engine.profile_aggregates).
+-- The per-value statistics are the engine's (Engine.profile_statement).
 SELECT c.ctq_batch, count(*) AS n,
        ARRAY[{{counts}}]::bigint[] AS counts,
        ARRAY[{{finite}}]::boolean[] AS finite,
