@@ -67,7 +67,7 @@ class Source:
     class_values: tuple | None  # classification: sorted class values (integers, booleans, or strings for text)
     profile_seconds: float
     class_counts: tuple[int, ...] | None = None  # rows per class (all rows), in class_values order
-    target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation
+    target_mean: float = 0.0  # regression: the training rows' label mean and standard deviation (else 0, 1)
     target_std: float = 1.0
     label_type: str = ""  # the label column's SQL type (format_type), e.g. integer, boolean, text
     # categorical features: column -> {"encoding": "one_hot" | "index", "values": [vocabulary, as text]}
@@ -195,6 +195,9 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     is_table = rel["relkind"] in ("r", "p")
     source_sql = qualified(rel["schema"], rel["name"])
     label_sql = _label_number(quote_ident(label["name"]), label["category"])
+    reused = await reused_profile(conn, engine, rel, is_table, data, features, label, array_feature, seed, started)
+    if reused is not None:
+        return reused
     profiled = [c for c in features if c["name"] not in encodings]  # a categorical column may be NULL
     cut = round(data.validation_fraction * VALIDATION_MODULUS)
     if engine.template("profile_session.sql").strip():
@@ -270,10 +273,46 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         array_feature=array_feature, rows=n, train_rows=profile["train_rows"], fingerprint=profile["fingerprint"],
         width=width, mean=tuple(mean), std=tuple(std), class_values=class_values,
         profile_seconds=time.perf_counter() - started, class_counts=class_counts,
-        target_mean=float(means[-1] or 0.0),
-        target_std=math.sqrt(float(variances[-1] or 0.0)) or 1.0, label_type=label["type"],
+        target_mean=float(means[-1] or 0.0) if class_values is None else 0.0,
+        target_std=(math.sqrt(float(variances[-1] or 0.0)) or 1.0) if class_values is None else 1.0,
+        label_type=label["type"],
         categories=categories, feature_shape=data.feature_shape, display=rel["display"],
     )
+
+
+async def reused_profile(conn, engine: Engine, rel, is_table: bool, data: DataConfig, features: list[dict],
+                          label: dict, array_feature: bool, seed: int, started: float) -> Source | None:
+    """The source's profile as a pack of its very content recorded it, or None (ctq not installed,
+    or no such pack visible to the caller): a re-run on an unchanged source (a nightly grid)
+    scans it for its fingerprint only (source_fingerprint.sql: 1M x 32 in 0.25 s against the
+    profile's 1.6 s on PostgreSQL, 0.7 s against 2.3 s on Greenplum). A pack was made from a
+    source that passed every check of its content; the same content with the same profile
+    settings (profile_settings) passes them again with the same statistics. A pack whose
+    statistics lack what a profile gives (packed by an earlier ctq) does not count."""
+    if not await conn.fetchval(template("packs_readable.sql")):
+        return None
+    fingerprint = await conn.fetchval(render("source_fingerprint.sql", engine.name, version=engine.row_version(
+        "s", is_table), source=qualified(rel["schema"], rel["name"])))
+    wanted = profile_settings(data, tuple(c["name"] for c in features), label["name"], array_feature, seed, engine)
+    for pack in await conn.fetch(template("packs_of_content.sql"), rel["schema"], rel["name"], fingerprint):
+        settings = json.loads(pack["settings"])
+        if any(settings.get(key) != value for key, value in wanted.items()):
+            continue
+        stats = PackStats.from_dict(json.loads(pack["stats"]))
+        if not stats.label_type or (data.task == "classification") != bool(stats.class_values) or (
+                stats.class_values and not stats.class_counts):
+            continue
+        return Source(
+            oid=rel["oid"], schema=rel["schema"], name=rel["name"], is_table=is_table,
+            features=tuple(c["name"] for c in features), label=label["name"], label_category=label["category"],
+            array_feature=array_feature, rows=stats.rows, train_rows=stats.train_rows, fingerprint=fingerprint,
+            width=stats.input_dim, mean=tuple(stats.mean), std=tuple(stats.std),
+            class_values=tuple(stats.class_values) if stats.class_values else None,
+            profile_seconds=time.perf_counter() - started,
+            class_counts=tuple(stats.class_counts) if stats.class_counts else None,
+            target_mean=stats.target_mean or 0.0, target_std=stats.target_std or 1.0, label_type=stats.label_type,
+            categories=stats.categories, feature_shape=data.feature_shape, display=rel["display"])
+    return None
 
 
 async def profile_sql(conn: asyncpg.Connection, engine: Engine, source_sql: str, columns: list[str], label: dict,
@@ -452,20 +491,29 @@ def buffer_count(rows: float, width: int, buffer_rows: int | None) -> int:
     return max(1, math.ceil(rows / per_buffer))
 
 
-def pack_settings(data: DataConfig, source: Source, segments: int, seed: int, engine: Engine) -> dict:
+def profile_settings(data: DataConfig, features: tuple[str, ...], label: str, array_feature: bool, seed: int,
+                     engine: Engine) -> dict:
+    """The settings a source's profile follows from, beside its content: a pack of the same
+    content packed with the same ones holds that profile in its statistics (reused_profile)."""
     return {
         "engine": engine.name,
         "task": data.task,
-        "features": list(source.features),
-        "label": source.label,
-        "array_feature": source.array_feature,
+        "features": list(features),
+        "label": label,
+        "array_feature": array_feature,
         "validation_fraction": data.validation_fraction,
-        "segments": segments,
         "seed": seed,
-        "buffer_rows": data.buffer_rows,
         "layout": 5,  # SQL-built buffers, key-ordered and normalised (targets too) when decoded; categories encoded
         "encodings": [list(e) for e in data.encodings],
         "feature_shape": list(data.feature_shape) if data.feature_shape else None,
+    }
+
+
+def pack_settings(data: DataConfig, source: Source, segments: int, seed: int, engine: Engine) -> dict:
+    return {
+        **profile_settings(data, source.features, source.label, source.array_feature, seed, engine),
+        "segments": segments,
+        "buffer_rows": data.buffer_rows,
         # the vocabularies follow from the source's content (fingerprinted), recorded here to key them explicitly
         "vocabularies": hashlib.sha256(json.dumps(source.categories, sort_keys=True).encode()).hexdigest()[:16]
         if source.categories else None,

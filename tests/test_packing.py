@@ -110,3 +110,39 @@ async def test_a_label_named_like_a_batch_column_is_checked_as_under_any_other_n
     assert profiles["label"][0] == 600 and all(p == profiles["label"] for p in profiles.values()), profiles
     assert column_batches(["t.f1"], "public.batch_names", engine.name, ['"label"'])[2] == "c"
     assert column_batches(["t.f1"], "public.batch_names", engine.name, ['"ctq_1"'])[2] == "t"
+
+
+async def test_an_unchanged_source_is_checked_by_its_fingerprint_alone(conn, dsn, run_cli, tmp_path, monkeypatch):
+    """A re-run on an unchanged source takes its profile from the pack of that very content (one
+    scan for the content fingerprint instead of the profile), and it is the profile the full check
+    gives; a changed row, or another setting the profile follows from (the validation fraction),
+    runs the full check again."""
+    from dataclasses import replace
+
+    from ctq import packing
+    from ctq.config import parse_config
+    from ctq.engines import detect
+
+    await create_table(conn, "public.pack_fp", 800, seed=6)
+    grid = GRID.format(name="fingerprint", seed=3).replace("pack_src", "pack_fp")
+    engine = await detect(conn)
+
+    async def check(text):
+        cfg = parse_config(text, source_path="<test>", base_dir=str(tmp_path))
+        async with engine.snapshot(dsn) as moment:  # as ctq train checks: in one moment of the source
+            return replace(await packing.inspect_source(moment.conn, cfg.data, engine, cfg.seed), profile_seconds=0)
+
+    full = await check(grid)  # (no pack of this source yet)
+    proc = run_cli("train", str(write_grid(tmp_path, grid, "fingerprint.yaml")))
+    assert proc.returncode == 0, proc.stderr
+
+    async def no_profile(*args, **kwargs):
+        raise AssertionError("the full profile ran")
+
+    monkeypatch.setattr(packing, "profile_sql", no_profile)
+    assert await check(grid) == full
+    with pytest.raises(AssertionError, match="the full profile ran"):
+        await check(grid.replace("validation_fraction: 0.25", "validation_fraction: 0.2"))
+    await conn.execute("UPDATE public.pack_fp SET f1 = f1 WHERE f2 = (SELECT max(f2) FROM public.pack_fp)")
+    with pytest.raises(AssertionError, match="the full profile ran"):
+        await check(grid)
