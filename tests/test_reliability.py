@@ -87,6 +87,15 @@ async def wait_for_hops(conn, name, at_least, timeout=180):
 
 
 async def assert_consistent(conn, run_id, segments=2):
+    """:func:`check_consistent` in one snapshot: a live run commits hops between its reads (a
+    clean clone's suite once read a model's row before a hop and its hops after it)."""
+    if conn.is_in_transaction():
+        return await check_consistent(conn, run_id, segments)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await check_consistent(conn, run_id, segments)
+
+
+async def check_consistent(conn, run_id, segments=2):
     """What the primary keys cannot guarantee: for every model, ctq.models (state, epochs_done),
     ctq.hops and ctq.epochs tell the same story. The hops of a model never overlap in time (each
     starts from the state the previous one stored), run epoch after epoch, visit each segment once
