@@ -280,6 +280,13 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     )
 
 
+async def content_fingerprint(conn, engine: Engine, rel) -> str:
+    """The content fingerprint of relation ``rel`` (find_relation.sql's row), one scan, as the
+    source profile computes it (source_fingerprint.sql)."""
+    return await conn.fetchval(render("source_fingerprint.sql", engine.name, version=engine.row_version(
+        "s", rel["relkind"] in ("r", "p")), source=qualified(rel["schema"], rel["name"])))
+
+
 async def reused_profile(conn, engine: Engine, rel, is_table: bool, data: DataConfig, features: list[dict],
                           label: dict, array_feature: bool, seed: int, started: float) -> Source | None:
     """The source's profile as a pack of its very content recorded it, or None (ctq not installed,
@@ -291,8 +298,7 @@ async def reused_profile(conn, engine: Engine, rel, is_table: bool, data: DataCo
     statistics lack what a profile gives (packed by an earlier ctq) does not count."""
     if not await conn.fetchval(template("packs_readable.sql")):
         return None
-    fingerprint = await conn.fetchval(render("source_fingerprint.sql", engine.name, version=engine.row_version(
-        "s", is_table), source=qualified(rel["schema"], rel["name"])))
+    fingerprint = await content_fingerprint(conn, engine, rel)
     wanted = profile_settings(data, tuple(c["name"] for c in features), label["name"], array_feature, seed, engine)
     for pack in await conn.fetch(template("packs_of_content.sql"), rel["schema"], rel["name"], fingerprint):
         settings = json.loads(pack["settings"])
@@ -629,10 +635,7 @@ async def changed_since_packed(conn: asyncpg.Connection, engine: Engine, pack_id
     rel = await _find_relation(conn, pack["source_schema"], pack["source_name"])
     if rel is None:
         return f"{pack['display']} no longer exists (packed as of {as_of})"
-    version = engine.row_version("s", rel["relkind"] in ("r", "p"))
-    now = await conn.fetchval(render("source_fingerprint.sql", engine.name, version=version,
-                                     source=qualified(rel["schema"], rel["name"])))
-    if now == pack["source_fingerprint"]:
+    if await content_fingerprint(conn, engine, rel) == pack["source_fingerprint"]:
         return None
     return f"{pack['display']} has changed since it was packed (as of {as_of})"
 
