@@ -38,7 +38,7 @@ def client_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for package in ("keras", "jax", "numpy"):
+    for package in ("keras", "jax", "numpy", "ml_dtypes"):
         try:
             out[package] = version(package)
         except PackageNotFoundError:
@@ -52,7 +52,9 @@ def version_check(where: str, probes: list[dict]) -> Check:
     found = {"keras": {p["keras"] for p in probes}, "jax": {p["backend_version"] for p in probes if p["backend"] == "jax"},
              "numpy": {p["numpy"] for p in probes}}
     wrong = {k: sorted(v) for k, v in found.items() if v and v != {client[k]}}
-    pins = " ".join(f"{k}=={client[k]}" for k in ("keras", "numpy")) + f" 'jax[cpu]=={client['jax']}'"
+    # ml_dtypes is not compared (it computes nothing a state depends on) but pinned with the rest: a
+    # newer one is slower to import in every backend (pyproject.toml)
+    pins = " ".join(f"{k}=={client[k]}" for k in ("keras", "numpy", "ml_dtypes")) + f" 'jax[cpu]=={client['jax']}'"
     return Check("versions", not wrong,
                  f"{where} and client: keras {client['keras']}, jax {client['jax']}, numpy {client['numpy']}" if not wrong
                  else f"{where}: " + ", ".join(f"{k} {', '.join(v)}" for k, v in wrong.items())

@@ -110,6 +110,7 @@ async def test_doctor_fails_a_server_whose_keras_jax_or_numpy_is_not_the_clients
         assert not check.ok, key
         assert check.detail.startswith(f"segments: {name} 0.0.1, {client[name]}") and "client:" in check.detail
         assert f"keras=={client['keras']}" in check.fix and f"jax[cpu]=={client['jax']}" in check.fix
+        assert f"ml_dtypes=={client['ml_dtypes']}" in check.fix  # not compared, but kept in step
 
 
 async def test_doctor_explains_an_unreachable_database(run_cli, tmp_path):
