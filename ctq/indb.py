@@ -715,6 +715,7 @@ class CompiledModel:
     def __init__(self, arch, hyper, shape, n_outputs, task, metric=None):
         self.args = (arch, tuple(shape), n_outputs, task)
         self.model = compile_model(build_model(arch, shape, n_outputs, task), hyper, task, metric, n_outputs)
+        self.penalised = bool(self.model.losses)  # weight penalties (regularizers): see validation_pass
         # the optimizer's starting values, kept as one number per variable where all its elements
         # are equal (Adam's zero moments: two thirds of a state, never held twice)
         self.optimizer_start = [uniform_value(v) for v in self.model.optimizer.variables]
@@ -1347,6 +1348,31 @@ def fit_pass(model, x, y, batch: int, callback, task: str, stats: rules.PackStat
     return in_target_units(loss, value, task, stats)
 
 
+EVALUATION_BATCH = 1024  # rows of a validation batch
+
+
+def validation_pass(cm: CompiledModel, xv, yv, callback) -> tuple[float, dict]:
+    """Keras's evaluate of ``cm`` over the validation rows (xv, yv) through one compiled program:
+    (the loss over the real rows, Keras's whole result; raw units, see :func:`in_target_units`).
+
+    Batches of ``EVALUATION_BATCH`` rows (all the rows when fewer), the last one padded with rows
+    of weight 0 as :func:`padded` pads training, so that the warm-up compiles one evaluation step
+    rather than one for whole batches and one for the rest (a compile of 0.3-0.5 s a backend in a
+    first run, measured on the 4.3M-parameter grid of bench/model_size.py). Keras's loss is
+    sum(weight x loss) / rows seen, so it is rescaled to the real rows, and the compiled metric
+    counts only rows of positive weight (:func:`make_metric`). A model with weight penalties
+    (regularizers) is not padded: Keras adds the penalty to each batch's loss, and the rescale
+    would scale it too."""
+    batch = min(EVALUATION_BATCH, len(xv))
+    if cm.penalised:
+        result = cm.model.evaluate(xv, yv, batch_size=batch, verbose=0, return_dict=True, callbacks=[callback])
+        return float(result["loss"]), result
+    xp, yp, weights = padded(xv, yv, batch)
+    result = cm.model.evaluate(xp, yp, sample_weight=weights, batch_size=batch, verbose=0, return_dict=True,
+                               callbacks=[callback])
+    return float(result["loss"]) * len(xp) / len(xv), result
+
+
 def in_target_units(loss, metric, task: str, stats: rules.PackStats):
     """Regression trains on standardised targets; report mse and mae in the target's units."""
     scale = float(stats.target_std or 1.0) if task == "regression" else 1.0
@@ -1382,7 +1408,7 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
 
     zero_pass(1)
     if len(xv):
-        cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, callbacks=[callback])
+        validation_pass(cm, xv, yv, callback)
     if not rows:
         return 0.0
     one = zero_pass(1)
@@ -1416,10 +1442,9 @@ def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, s
     val_loss = val_metric = None
     if evaluate and len(xv):
         t1 = time.perf_counter()
-        result = cm.model.evaluate(xv, yv, batch_size=1024, verbose=0, return_dict=True, callbacks=[callback])
+        loss_v, result = validation_pass(cm, xv, yv, callback)
         compute += time.perf_counter() - t1
-        val_loss, val_metric = in_target_units(float(result["loss"]), float(result[rules.compiled_metric(task, metric)]),
-                                               task, stats)
+        val_loss, val_metric = in_target_units(loss_v, float(result[rules.compiled_metric(task, metric)]), task, stats)
     return {"loss": loss, "metric": value, "rows": int(len(x)), "compute_seconds": compute, "val_loss": val_loss,
             "val_metric": val_metric}
 

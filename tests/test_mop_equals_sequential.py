@@ -251,3 +251,31 @@ async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, clas
     expected = model.evaluate(x, y, batch_size=1200, verbose=0, return_dict=True)[rules.compiled_metric(task, metric)]
     assert loss == pytest.approx(expected_loss, rel=1e-5)
     assert value == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("task,metric,classes,rows,l2", [
+    ("classification", None, 3, 2034, 0.0),
+    ("classification", None, 3, 300, 0.0),
+    ("classification", "auc", 2, 1024, 0.0),
+    ("regression", None, 1, 2500, 0.0),
+    ("classification", None, 3, 2034, 0.01),
+])
+async def test_a_validation_pass_is_keras_evaluate_over_the_real_rows(task, metric, classes, rows, l2):
+    """The validation rows are evaluated through one program (batches of 1,024, the last padded
+    with rows of weight 0): the loss and metric must be what Keras's evaluate gives on the real
+    rows alone, whatever their number; a model with a weight penalty (l2) must too (unpadded)."""
+    from ctq import indb, rules
+
+    keras = indb.import_keras()
+    rng = np.random.default_rng(5)
+    layer = {"type": "dense", "units": 8, "activation": "relu", "l2": l2}
+    cm = indb.CompiledModel({"layers": [layer]}, Hyperparameters("adam", 0.01), (4,), classes, task, metric)
+    assert cm.penalised == (l2 > 0)
+    x = rng.normal(size=(rows, 4)).astype(np.float32)
+    y = rng.integers(0, classes, rows).astype(np.int32) if task == "classification" else \
+        rng.normal(size=rows).astype(np.float32)
+    loss, result = indb.validation_pass(cm, x, y, keras.callbacks.Callback())
+    expected = cm.model.evaluate(x, y, batch_size=rows, verbose=0, return_dict=True)
+    assert loss == pytest.approx(expected["loss"], rel=1e-5)
+    name = rules.compiled_metric(task, metric)
+    assert float(result[name]) == pytest.approx(expected[name], rel=1e-5)
