@@ -252,11 +252,11 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
             notify(notice)
         # the segments' backends load Keras meanwhile (about 2 s each; Engine.preload); not before
         # a first install, which comes after the source check (bad input installs nothing)
-        preloading = (asyncio.create_task(engine.preload(dsn, segments))
-                      if await catalog.is_current(conn, engine) else None)
+        current = await catalog.is_current(conn, engine)
+        preloading = asyncio.create_task(engine.preload(dsn, segments)) if current else None
         try:
             plan, source, pack = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say,
-                                                   preloading=preloading is not None)
+                                                   preloading=preloading is not None, installed=current)
         except BaseException:
             await discard(preloading)
             raise
@@ -294,12 +294,14 @@ async def discard(preloading: asyncio.Task | None) -> None:
 
 
 async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, schedule: str, say,
-                      preloading: bool = False):
+                      preloading: bool = False, installed: bool = True):
     """Check the source and pack it (one moment of it), create the run: (its plan, the source's
-    profile, the pack); ``preloading``: the segments' sessions are open meanwhile (ensure_pack)."""
+    profile, the pack); ``preloading``: the segments' sessions are open meanwhile (ensure_pack).
+    ``installed``: this ctq's server code is installed; if not, the install or upgrade comes after
+    the check, and the check reads nothing of ctq's (see inspect_source)."""
     say(f"checking {cfg.data.table}")
     async with engine.snapshot(dsn) as moment:  # the profile and the packing read one moment
-        source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed)
+        source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed, reuse_profile=installed)
         if any("keras_json" in a.spec for a in cfg.architectures):
             from ctq.model_check import check_models_fit
 

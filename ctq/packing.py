@@ -143,10 +143,17 @@ def null_columns(with_nulls: list[tuple[str, int]], rows: int) -> str:
     return f"{len(with_nulls)} columns have NULL values (of {rows} rows): {shown}{more}"
 
 
-async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Engine, seed: int) -> Source:
+async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Engine, seed: int,
+                         reuse_profile: bool = True) -> Source:
     """Resolve, check and profile the source (read-only); raises DataError naming the table or
     column at fault. ``seed`` and ``data.validation_fraction`` decide which rows are training rows,
-    whose mean and standard deviation normalise the features."""
+    whose mean and standard deviation normalise the features.
+
+    ``reuse_profile``: the profile may come from a pack of the same content (reused_profile), which
+    reads ctq.packs. False where ctq is to be installed or upgraded while ``conn``'s transaction
+    (the snapshot the check and the packing share) is open: a read of ctq.packs in it would hold a
+    lock the upgrade's DDL waits for, while the client waits for the upgrade (a run that never
+    starts)."""
     started = time.perf_counter()
     rel = await _find_relation(conn, data.schema, data.name)
     if rel is None:
@@ -195,7 +202,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     is_table = rel["relkind"] in ("r", "p")
     source_sql = qualified(rel["schema"], rel["name"])
     label_sql = _label_number(quote_ident(label["name"]), label["category"])
-    reused = await reused_profile(conn, engine, rel, is_table, data, features, label, array_feature, seed, started)
+    reused = await reused_profile(conn, engine, rel, is_table, data, features, label, array_feature, seed,
+                                  started) if reuse_profile else None
     if reused is not None:
         return reused
     profiled = [c for c in features if c["name"] not in encodings]  # a categorical column may be NULL

@@ -146,3 +146,23 @@ async def test_an_unchanged_source_is_checked_by_its_fingerprint_alone(conn, dsn
     await conn.execute("UPDATE public.pack_fp SET f1 = f1 WHERE f2 = (SELECT max(f2) FROM public.pack_fp)")
     with pytest.raises(AssertionError, match="the full profile ran"):
         await check(grid)
+
+
+async def test_a_train_that_upgrades_ctq_does_not_wait_on_its_own_check(conn, run_cli, tmp_path):
+    """The first `ctq train` after ctq itself was upgraded (the server's code is older) checks a
+    source already packed, then upgrades the server's code: the check must read nothing of ctq's
+    in the transaction it keeps open for the packing, or the upgrade's DDL waits for that
+    transaction's lock while ctq waits for the upgrade (the run hung, found by hand)."""
+    await create_table(conn, "public.pack_upgrade", 400, seed=8)
+    text = GRID.format(name="upgrade", seed=3).replace("pack_src", "pack_upgrade")
+    grid = write_grid(tmp_path, text, "upgrade.yaml")
+    assert run_cli("train", str(grid)).returncode == 0  # packs the source
+    sha = await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'install_sha'")
+    await conn.execute("""UPDATE ctq.meta SET value = '"an older ctq"' WHERE key = 'install_sha'""")
+    try:
+        proc = run_cli("train", str(grid), timeout=180)
+        upgraded = await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'install_sha'")
+    finally:
+        await conn.execute("UPDATE ctq.meta SET value = $1 WHERE key = 'install_sha'", sha)  # (upgraded or not)
+    assert proc.returncode == 0, proc.stderr
+    assert upgraded == sha
