@@ -103,11 +103,15 @@ def test_citus_install_puts_what_workers_read_in_reference_tables():
 
 @pytest.mark.parametrize("segment", [0, 1, 17])
 def test_greenplum_targeted_query_carries_the_segment_as_a_literal(segment):
-    """The warm-up and the hop are calls of functions that build the targeted query from the
-    segment (greenplum/hop_functions.sql: the plans are checked on a cluster, test_greenplum); the
-    segment reaches them as a literal, never a bind parameter."""
+    """The warm-up, the memory check before it and the hop are calls of functions that build the
+    targeted query from the segment (greenplum/hop_functions.sql: the plans are checked on a
+    cluster, test_greenplum), so that they run in the session's writer process on the segment,
+    where the preload imported Keras (the memory check as a statement of its own ran in a reader
+    process of its own, importing Keras again); the segment reaches them as a literal, never a
+    bind parameter."""
     statements = GreenplumEngine().hop_statements(segment, PACK, TABLE)
     assert f"ctq.gp_warmup('{PACK}', {segment}, $1::text, 'cached')" in statements.warmup
+    assert f"SELECT ctq.gp_model_sizes({segment}, $1::text) AS sizes," in statements.sizes
     for name, checkpoint in (("hop", "false"), ("checkpoint", "true")):
         assert f"ctq.gp_hop($1, $2, $3::int, {segment}, $4::boolean, {checkpoint}, $6::int, $5::text, 'cached',\n" \
             in getattr(statements, name)

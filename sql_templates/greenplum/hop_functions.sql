@@ -122,6 +122,23 @@ BEGIN
 END
 $fn$;
 
+-- The memory check's sizes (indb.model_sizes) counted in segment p_segment's writer process, where
+-- the preload imported Keras and the warm-up builds the models (greenplum/model_sizes.sql): the same
+-- SELECT as a statement of its own runs in a reader process that Greenplum starts for it on every
+-- segment, which imports Keras again (1.4 s) and keeps it for the session (260 MB), measured.
+CREATE OR REPLACE FUNCTION ctq.gp_model_sizes(p_segment int, p_params text) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE sizes text;
+BEGIN
+    IF p_segment IS NULL OR p_segment < 0 THEN
+        RAISE EXCEPTION 'ctq.gp_model_sizes: invalid arguments' USING ERRCODE = '22023';
+    END IF;
+    EXECUTE format('SELECT ctq.model_sizes($1)::text FROM gp_dist_random(''gp_id'') WHERE gp_segment_id = %s',
+                   p_segment) INTO sizes USING p_params;
+    RETURN sizes;
+END
+$fn$;
+
 -- Warm-up of segment p_segment's writer process before its first hop (common/warmup.sql): as the
 -- caller, who may read the pack (ctq.use_pack). p_rows: 'cached' or 'markers' (a streaming segment).
 CREATE OR REPLACE FUNCTION ctq.gp_warmup(p_pack_id text, p_segment int, p_params text, p_rows text) RETURNS bytea
@@ -263,12 +280,12 @@ BEGIN
 END
 $fn$;
 REVOKE ALL ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int, int, text, boolean),
-    ctq.gp_preload(int),
+    ctq.gp_preload(int), ctq.gp_model_sizes(int, text),
     ctq.gp_store_query(text, text, int, int),
     ctq.gp_warmup(text, int, text, text),
     ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text, int[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.segment_key(text, int), ctq.gp_train_query(text, int, int, text, boolean),
-    ctq.gp_preload(int),
+    ctq.gp_preload(int), ctq.gp_model_sizes(int, text),
     ctq.gp_store_query(text, text, int, int),
     ctq.gp_warmup(text, int, text, text),
     ctq.gp_hop(bigint, int, int, int, boolean, boolean, int, text, text, int[]) TO ctq_user;
