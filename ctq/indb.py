@@ -1332,13 +1332,18 @@ def padded(x, y, batch: int, class_weights=None):
 
 def fit_pass(model, x, y, batch: int, callback, task: str, stats: rules.PackStats, class_weights=None, metric=None):
     """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows.
+    A batch size larger than the rows is the rows, one batch, as Keras's fit takes it: padded to
+    the batch size instead, every step's gradient would be diluted by rows / batch (Keras divides
+    a batch's loss by its rows, padding included: a model that cannot learn), and the padding
+    allocated (a batch of 10^8 rows on a 500-row segment took the server down, found by a user
+    trial). A segment's rows are the same at every hop: still one program per backend.
     Both are over the real rows, as Keras reports a pass over (x, y) without padding: Keras's loss
     is sum(weight x loss) / rows seen, padding rows included, so it is rescaled to the real rows;
     the metric counts the real rows only (:func:`make_metric`). With class weights the loss is the
     weighted one and the metric is not weighted, as Keras reports them."""
     if not len(x):
         return None, None
-    xp, yp, weights = padded(x, y, batch, class_weights)
+    xp, yp, weights = padded(x, y, min(batch, len(x)), class_weights)
     history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
                         callbacks=[callback])
     loss = float(history.history["loss"][-1]) * len(xp) / len(x)
@@ -1396,7 +1401,8 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     to rank them, and a large model's batch is costly (a 170M-parameter Adam step: about a second)."""
     callback = cancel_callback(plpy)
     _, shape, _, task = cm.args
-    batches = -(-rows // batch)
+    batch = min(batch, rows)  # as the hops will train (fit_pass)
+    batches = -(-rows // batch) if batch else 0
 
     def zero_pass(n: int) -> float:
         labels = np.zeros((n * batch,), np.float32 if task == "regression" else np.int32)
@@ -1406,7 +1412,8 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
                      verbose=0, callbacks=[callback])
         return time.perf_counter() - t0
 
-    zero_pass(1)
+    if batch:
+        zero_pass(1)
     if len(xv):
         validation_pass(cm, xv, yv, callback)
     if not rows:

@@ -59,8 +59,8 @@ def standalone_keras(arch_layers, hyper, seed, segments_in_order, n_classes, cla
     optimizer = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}[hyper["optimizer"]](
         learning_rate=hyper["learning_rate"])
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    batch = hyper["batch_size"]
     for x, y in segments_in_order:  # the last partial batch is padded with rows of weight 0
+        batch = min(hyper["batch_size"], len(x))  # a batch is at most the segment's rows, as Keras takes it
         pad = (-len(x)) % batch
         real = np.ones(len(x), np.float32) if class_weights is None else np.asarray(class_weights, np.float32)[y]
         weights = np.concatenate([real, np.zeros(pad, np.float32)])
@@ -118,6 +118,19 @@ async def assert_run_equals_standalone(conn, run_id, compare_validation=False):
 async def test_mop_state_equals_standalone_keras(small_table, tmp_path, run_cli, conn):
     grid = write_grid(tmp_path, GRID.format(table=small_table))
     proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    await assert_run_equals_standalone(conn, json.loads(proc.stdout)["run_id"], compare_validation=True)
+
+
+async def test_a_batch_larger_than_a_segment_is_that_segments_rows_as_keras_takes_it(small_table, tmp_path,
+                                                                                     run_cli, conn):
+    """batch_size 100,000,000 on segments of a few hundred rows: each hop trains one batch of the
+    segment's rows, as Keras's fit does, and the run equals plain Keras so (padded to the batch
+    size, every step was diluted by rows / batch and the padding took the server's memory: the
+    kernel killed the backend and the server restarted, found by a user trial)."""
+    grid = write_grid(tmp_path, GRID.format(table=small_table).replace("mop-vs-sequential", "mop-huge-batch")
+                      .replace("batch_size: [50]", "batch_size: [100000000]"))
+    proc = run_cli("train", str(grid), "--json", "-q")
     assert proc.returncode == 0, proc.stderr
     await assert_run_equals_standalone(conn, json.loads(proc.stdout)["run_id"], compare_validation=True)
 
