@@ -307,6 +307,10 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
 
             check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
                              source.index_size)
+        if cfg.metric.startswith("val_") and source.rows == source.train_rows:
+            raise DataError(f"data.validation_fraction: {cfg.data.validation_fraction} of the {source.rows} rows "
+                            f"leaves no validation row, and metric {cfg.metric} is measured on them; use a larger "
+                            "fraction or more rows, or a training metric (loss, accuracy, mae)")
         if source.train_rows < segments:
             raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
                             "use fewer segments (or a smaller validation_fraction)")

@@ -470,8 +470,9 @@ def _label_bytes(source: Source) -> str:
 
 
 async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, n, shape=None):
-    """Width and per-element training statistics of an array feature column; refuses ragged rows,
-    NULL elements, non-finite values and a length that is not the product of ``shape``.
+    """Width and per-element training statistics of an array feature column; refuses arrays of more
+    than one dimension, ragged rows, NULL elements, non-finite values and a length that is not the
+    product of ``shape``.
 
     With a ``shape`` (images), the statistics are global, the same mean and standard deviation at
     every position, as CNN inputs are usually scaled: per-position scaling would blank constant
@@ -479,6 +480,10 @@ async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, 
     row = await conn.fetchrow(render("array_profile.sql", engine.name, column=column, source=source_sql,
                                      key=engine.row_key("s", seed, is_table), modulus=VALIDATION_MODULUS, cut=cut))
     name = column.strip('"').replace('""', '"')
+    if (row["max_dims"] or 1) > 1:  # packed as array_send writes it: one dimension's header (decode_features)
+        raise DataError(f"data.features[0]: array column {name!r} holds {row['max_dims']}-dimensional arrays; ctq "
+                        "reads one-dimensional ones: flatten it (ARRAY(SELECT unnest(column))) and give the "
+                        "shape as data.feature_shape")
     if row["min_width"] != row["max_width"] or not row["max_width"]:
         raise DataError(f"data.features[0]: array column {name!r} has rows of different lengths "
                         f"({row['min_width']} to {row['max_width']})")

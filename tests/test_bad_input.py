@@ -80,6 +80,11 @@ CASES = {
     "money label": ({"label": "price", "task": "regression", "metric": "val_mae"}, "data.label: column 'price'"),
     # names as unquoted SQL folds them: F1 finds f1 (test_train), but age does not find "Age"
     "lower case of a mixed-case column": ({"features": "[f1, age]"}, "column 'age' does not exist"),
+    # packing writes one dimension's array header: a 2 x 2 array failed the run as "NULL elements"
+    "two-dimensional array feature": ({"features": "[grid]"}, "array column 'grid' holds 2-dimensional arrays"),
+    # a run ranked on validation rows it does not have "succeeded" with no best model
+    "no validation row for a val_ metric": ({"task": "classification\n      validation_fraction: 0.001"},
+                                            "of the 200 rows leaves no validation row"),
 }
 
 
@@ -94,7 +99,7 @@ async def bad_source(dsn):
             ADD COLUMN one_class int DEFAULT 1, ADD COLUMN with_nan float8 DEFAULT 0,
             ADD COLUMN price money DEFAULT 1.5, ADD COLUMN ident oid DEFAULT 7,
             ADD COLUMN prices money[] DEFAULT '{1.5, 2}', ADD COLUMN "Age" float8 DEFAULT 1,
-            ADD COLUMN with_inf float8, ADD COLUMN huge float8;
+            ADD COLUMN with_inf float8, ADD COLUMN huge float8, ADD COLUMN grid float8[] DEFAULT '{{1,2},{3,4}}';
         UPDATE public.bad_src SET with_null = CASE WHEN f1 > 0 THEN f1 END, label_null = CASE WHEN f2 > 0 THEN 1 END,
             word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END,
             with_inf = CASE WHEN f3 > 1 THEN '-Infinity'::float8 ELSE f3 END,

@@ -1,5 +1,5 @@
 -- An array feature column: widths, NULL elements, range and per-element training statistics.
-SELECT min(cardinality(a.x)) AS min_width, max(cardinality(a.x)) AS max_width,
+SELECT min(cardinality(a.x)) AS min_width, max(cardinality(a.x)) AS max_width, max(array_ndims(a.x)) AS max_dims,
        count(*) FILTER (WHERE a.has_null) AS null_elements,
        (SELECT min(v) FROM (SELECT unnest(x) AS v FROM (SELECT {{column}}::float8[] AS x FROM {{source}}) q) u) AS lo,
        (SELECT max(v) FROM (SELECT unnest(x) AS v FROM (SELECT {{column}}::float8[] AS x FROM {{source}}) q) u) AS hi,
