@@ -250,6 +250,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         segments, notice = await engine.segments(conn, cfg.segments, default_segments())
         if notice and notify:
             notify(notice)
+        await check_connection_limit(conn, segments, cfg.source_path)
         # the segments' backends load Keras meanwhile (about 2 s each; Engine.preload); not before
         # a first install, which comes after the source check (bad input installs nothing)
         current = await catalog.is_current(conn, engine)
@@ -277,6 +278,22 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     result.wall_seconds = time.perf_counter() - started
     result.notices = [n for n in (notice, hint) if n] + result.notices
     return result
+
+
+async def check_connection_limit(conn, segments: int, path: str | None = None) -> None:
+    """ConfigError (exit 2, before anything is opened or written) when the server, or the role's
+    CONNECTION LIMIT, cannot let this role hold a run's sessions at once: one per segment, the
+    coordinator's control session and this one (a run of 150 segments on a server of 64 failed
+    after packing, 'sorry, too many clients already', found by a user trial)."""
+    need = segments + 2
+    row = await conn.fetchrow(template("connection_limit.sql"))
+    limits = [(row["server_limit"], "the server's max_connections (less the superusers' reserve)")]
+    if row["role_limit"] is not None and row["role_limit"] >= 0:
+        limits.append((row["role_limit"], "this role's CONNECTION LIMIT"))
+    limit, what = min(limits)
+    if need > limit:
+        raise ConfigError(f"{segments} segments need {need} sessions at once (one a segment, and 2), but {what} "
+                          f"allows {limit}: use at most {max(1, limit - 2)} segments", path=path, key="segments")
 
 
 async def discard(preloading: asyncio.Task | None) -> None:

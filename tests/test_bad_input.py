@@ -73,6 +73,9 @@ CASES = {
     "empty grid": ({"metric": "val_loss\n    search: {space: {batch_size: []}}"}, "batch_size"),
     "random search without samples": ({"metric": "val_loss\n    search: {method: random}"}, "samples"),
     "zero segments": ({"metric": "val_loss\n    segments: 0"}, "segments"),
+    # the test server's max_connections is 64: the run failed after packing, exit 1
+    "more segments than the server's connections": ({"metric": "val_loss\n    segments: 150"},
+                                                     "segments: 150 segments need 152 sessions at once"),
     # numeric in PostgreSQL's type categories, but no cast to a float: refused by type, naming the column
     "money feature": ({"features": "[f1, price]"}, "'price' has type money, which ctq cannot read as a number"),
     "oid feature": ({"features": "[f1, ident]"}, "'ident' has type oid"),
