@@ -487,8 +487,13 @@ def _choice(values) -> Any:
     return Annotated[Literal[tuple(values)], BeforeValidator(_lower)]
 
 
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` (a terminal escape starts with one), or None."""
+    return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cs")), None)
+
+
 def _printable(text: str) -> str:
-    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    bad = control_character(text)
     if bad is not None:
         raise _fail(f"contains a control character {bad!r}: {text!r}")
     return text

@@ -209,6 +209,10 @@ async def test_usage_errors(run_cli, tmp_path):
     unknown_run = run_cli("models", "987654")
     assert unknown_run.returncode == 2
     assert "987654" in unknown_run.stderr
+    # a run name is printed by ctq runs: a terminal escape in it is refused, as in grid.yaml's name
+    (tmp_path / "g.yaml").write_text(BASE.format(**GOOD))
+    escape = run_cli("train", str(tmp_path / "g.yaml"), "--name", "x\x1b[2Jy")
+    assert escape.returncode == 2 and "--name: contains a control character '\\x1b'" in escape.stderr, escape.stderr
 
 
 async def test_a_request_with_a_field_the_server_does_not_know_is_refused(small_table, conn):
