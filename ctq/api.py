@@ -29,7 +29,8 @@ from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interru
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text)
 from ctq.metrics import Metric
 from ctq.rules import Hyperparameters, ModelSpec, PackStats
-from ctq.packing import changed_since_packed, ensure_pack, inspect_source, use_pack, write_validation_rows
+from ctq.packing import (changed_since_packed, ensure_pack, inspect_source, packed_model_io, use_pack,
+                          write_validation_rows)
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Decision, Search, search_class
 from ctq.sql import qualified, quote_ident, render, template
@@ -334,7 +335,7 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
             raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
                             "use fewer segments (or a smaller validation_fraction)")
         await catalog.ensure_installed(conn, engine)
-        warm_from = await warm_start_sources(conn, cfg) if cfg.warm_start else None
+        warm_from = await warm_start_sources(conn, cfg, source) if cfg.warm_start else None
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment, preloading)
     say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}: "
@@ -350,10 +351,12 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
     return plan, source, pack
 
 
-async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
+async def warm_start_sources(conn, cfg: RunConfig, source) -> dict[int, list[int]]:
     """``warm_start: RUN_ID``: for each model, the model of that run it starts from (the best ranked
     trained one of its architecture), as source -> models. ConfigError (exit 2, nothing written)
-    when the run does not exist (or is not the user's) or has no trained model of an architecture."""
+    when the run does not exist (or is not the user's), has no trained model of an architecture,
+    or trained on data of another shape than ``source``'s (the same layers on other inputs or
+    classes have weights of other shapes: the run failed at its first hop, exit 1)."""
     if search_class(cfg.search_method).asks_during_run:
         raise ConfigError(f"cannot be combined with search.method: {cfg.search_method} (its models are asked "
                           "during the run)",
@@ -361,6 +364,13 @@ async def warm_start_sources(conn, cfg: RunConfig) -> dict[int, list[int]]:
     if await catalog.get_run(conn, cfg.warm_start) is None:
         raise ConfigError(f"no run {cfg.warm_start} to start from (see `ctq runs`)", path=cfg.source_path,
                           key="warm_start")
+    was, now = packed_model_io((await catalog.run_pack(conn, cfg.warm_start))["stats"]), source.model_io
+    if was != now:
+        def io(shape, outputs, embedding):
+            return (f"inputs of shape {list(shape)}, {outputs} output{'s' if outputs > 1 else ''}"
+                    + (f", embeddings of {embedding} rows" if embedding else ""))
+        raise ConfigError(f"run {cfg.warm_start}'s models take {io(*was)}; {cfg.data.table} gives {io(*now)}: "
+                          "a warm start needs the same", path=cfg.source_path, key="warm_start")
     sources = await catalog.warm_sources(conn, cfg.warm_start, [a.spec for a in cfg.architectures])
     missing = [a.name for a, s in zip(cfg.architectures, sources) if s is None]
     if missing:

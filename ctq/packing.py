@@ -96,8 +96,13 @@ class Source:
     def index_size(self) -> int | None:
         """For index-encoded features, the rows an Embedding needs: the largest vocabulary + 1
         (index 0 is the unknown value); None otherwise."""
-        sizes = [len(c["values"]) for c in (self.categories or {}).values() if c["encoding"] == "index"]
-        return max(sizes) + 1 if sizes else None
+        return index_size(self.categories)
+
+    @property
+    def model_io(self) -> tuple:
+        """What a model's weights take from this source besides its layers: the shape of an example,
+        the outputs (classes, or 1), the rows of an Embedding (:meth:`index_size`)."""
+        return self.input_shape, len(self.class_values or ()) or 1, self.index_size
 
     @property
     def sql_name(self) -> str:
@@ -106,6 +111,17 @@ class Source:
     @property
     def display_name(self) -> str:
         return self.display or f"{self.schema}.{self.name}"
+
+
+def index_size(categories: dict | None) -> int | None:
+    """The rows an Embedding of the index-encoded categories (a profile's or a pack's) needs."""
+    sizes = [len(c["values"]) for c in (categories or {}).values() if c["encoding"] == "index"]
+    return max(sizes) + 1 if sizes else None
+
+
+def packed_model_io(stats: PackStats) -> tuple:
+    """:attr:`Source.model_io` of the source a pack was made from, from its statistics."""
+    return tuple(stats.feature_shape or [stats.input_dim]), int(stats.n_outputs), index_size(stats.categories)
 
 
 @dataclass(frozen=True)

@@ -537,6 +537,11 @@ async def test_warm_start_from_no_run_or_a_run_without_the_architecture_is_refus
     other = WARM_GRID.replace("RUN", str(asha_run[1].run_id)).replace("layers: []", "layers: [{dense: 3}]")
     with pytest.raises(ConfigError, match="has no trained model of architecture 'c'"):
         await api.train(parse_config(other, source_path="<warm>"), dsn)
+    # the same layers on other data have weights of other shapes (the run failed at its first hop)
+    narrower = WARM_GRID.replace("RUN", str(asha_run[1].run_id)).replace(", f8]", "]")
+    with pytest.raises(ConfigError, match=r"<warm>:warm_start: run \d+'s models take inputs of shape \[8\], "
+                                          r"3 outputs; public.small gives inputs of shape \[7\], 3 outputs"):
+        await api.train(parse_config(narrower, source_path="<warm>"), dsn)
     assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == runs  # nothing written
 
 
