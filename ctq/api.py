@@ -443,7 +443,7 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         if run["status"] == "succeeded":
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
         if run["alive"]:
-            raise RunFailed(f"run {run_id} is still being driven by a live ctq process")
+            raise UsageError(f"run {run_id} is still being driven by a live ctq process")  # (exit 2, as ctq rm's)
         engine = await detect(conn)
         await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source

@@ -801,8 +801,9 @@ class Search(_Section):
     def _rules(self) -> Search:
         search = search_class(self.method)
         if search.takes_samples == "never" and self.samples is not None:
-            raise _fail("only used with search.method: random, asha or hyperband (a grid tries every combination)",
-                        "samples")
+            drawn = [m for m in SEARCH_METHODS if search_class(m).takes_samples != "never"]
+            raise _fail(f"only used with search.method: {', '.join(drawn[:-1])} or {drawn[-1]} (a grid tries every "
+                        "combination)", "samples")
         if search.takes_samples == "required" and self.samples is None:
             raise _fail(f"required with search.method: {self.method} ({search.samples_are})", "samples")
         if search.early_stopping:

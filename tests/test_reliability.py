@@ -635,7 +635,7 @@ async def test_a_live_run_cannot_be_driven_twice(slow_table, tmp_path, dsn, ctq_
     try:
         for args in (["--resume", str(run_id)], [str(grid), "--resume"]):
             refused = run_cli("train", *args, "--json")
-            assert refused.returncode == 1, refused.stderr
+            assert refused.returncode == 2, refused.stderr  # a usage error, as ctq rm of a live run
             assert f"run {run_id} is still being driven by a live ctq process" in refused.stderr
         plan = await api.load_plan(conn, run_id)
         with pytest.raises(RunFailed, match=f"run {run_id} is being driven by another ctq process"):
