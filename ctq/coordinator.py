@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
@@ -64,14 +64,17 @@ class HopResult:
     val_loss: float | None
     val_metric: float | None
     wall_seconds: float  # as seen by the client: dispatch + state transfer + training + commit
+    epoch: dict | None = None  # the last hop of an epoch: the epoch's row of ctq.epochs
 
     @property
-    def train_loss(self) -> float | None:  # the catalog's name (ctq.epochs, Metric.column)
-        return self.loss
+    def train_loss(self) -> float | None:
+        """The catalog's name (ctq.epochs, Metric.column): the epoch's loss (the mean of its hops'
+        over their rows) after its last hop, else the hop's own."""
+        return self.epoch["train_loss"] if self.epoch else self.loss
 
     @property
     def train_metric(self) -> float | None:
-        return self.metric
+        return self.epoch["train_metric"] if self.epoch else self.metric
 
 
 class Progress(Protocol):
@@ -389,12 +392,17 @@ class Coordinator:
             return True
         return time.monotonic() - self.checkpointed_at.get(hop.model_id, self.started) >= self.plan.checkpoint_seconds
 
-    async def _decide(self, model_id: int, epochs_done: int, outcome: Outcome) -> None:
-        """Ask the search about a model that has completed ``epochs_done`` epochs; record the
-        decision (a rung's) before any new hop starts, and stop the model if so decided."""
-        row = await self._catalog(catalog.epoch_metrics, self.run_id, model_id, epochs_done - 1)
+    async def _epoch_row(self, model_id: int, epoch: int) -> dict:
+        """A model's row of ctq.epochs for ``epoch`` (0-based), recorded by that epoch's last hop."""
+        row = await self._catalog(catalog.epoch_metrics, self.run_id, model_id, epoch)
         if row is None:
-            raise RunFailed(f"model {model_id} of run {self.run_id}: epoch {epochs_done} is not recorded")
+            raise RunFailed(f"model {model_id} of run {self.run_id}: epoch {epoch + 1} is not recorded")
+        return row
+
+    async def _decide(self, model_id: int, epochs_done: int, row: dict, outcome: Outcome) -> None:
+        """Ask the search about a model that has completed ``epochs_done`` epochs (``row``: that
+        epoch's of ctq.epochs); record the decision (a rung's) before any new hop starts, and stop
+        the model if so decided."""
         decision = self.search.decide(model_id, epochs_done, Metric(self.metric).value(row))
         if decision is None:
             return
@@ -465,7 +473,7 @@ class Coordinator:
         # backends still training for a dead predecessor of this session: stop them first
         await self._catalog(catalog.terminate_orphans, self.app_prefix)
         for model_id, epochs_done in self.pending:  # results a dead predecessor did not decide on
-            await self._decide(model_id, epochs_done, outcome)
+            await self._decide(model_id, epochs_done, await self._epoch_row(model_id, epochs_done - 1), outcome)
         self.pending = []
         heartbeat = asyncio.create_task(self._heartbeat())
         running: dict[asyncio.Task, Hop] = {}
@@ -487,16 +495,17 @@ class Coordinator:
                     exc = task.exception()
                     if exc is None:
                         result = task.result()
+                        if hop.last_of_epoch:  # what the progress shows and the search decides on
+                            result = replace(result, epoch=await self._epoch_row(hop.model_id, hop.epoch))
                         self.scheduler.complete(hop, result.wall_seconds)
                         outcome.results.append(result)
                         self.progress.hop_finished(result)
                         if hop.last_of_epoch and hop.epoch == self.epochs - 1:
                             await self._catalog(catalog.set_model_status, self.run_id, hop.model_id, "succeeded")
                             if self.search.asks_during_run:
-                                row = await self._catalog(catalog.epoch_metrics, self.run_id, hop.model_id, hop.epoch)
-                                await self._finished(hop.model_id, Metric(self.metric).value(row))
+                                await self._finished(hop.model_id, Metric(self.metric).value(result.epoch))
                         elif hop.last_of_epoch and self.search.early_stopping:
-                            await self._decide(hop.model_id, hop.epoch + 1, outcome)
+                            await self._decide(hop.model_id, hop.epoch + 1, result.epoch, outcome)
                     else:
                         delay = await self._on_failure(hop, exc, outcome)
                         if delay is not None:  # the hop stays on its segment and runs again

@@ -300,9 +300,9 @@ class LogProgress:
         if self.verbose:
             self._say(f"hop: model {hop.model_id} ({name}) epoch {hop.epoch + 1} segment {hop.segment}: "
                       f"{result.wall_seconds:.2f}s, loss {_fmt(result.loss)} [{where}]")
-        if hop.last_of_epoch:
+        if hop.last_of_epoch:  # the epoch's train loss and metric, as ctq.epochs and the leaderboard have them
             self._say(f"model {hop.model_id} ({name}) epoch {hop.epoch + 1}/{self.plan.epochs}: "
-                      f"loss {_fmt(result.loss)} {self.metric_name} {_fmt(result.metric)} "
+                      f"loss {_fmt(result.train_loss)} {self.metric_name} {_fmt(result.train_metric)} "
                       f"val_loss {_fmt(result.val_loss)} val_{self.metric_name} {_fmt(result.val_metric)} "
                       f"[{where}, {_duration(time.monotonic() - self.started)}, {self._eta()}]")
 

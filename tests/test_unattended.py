@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
@@ -165,6 +166,14 @@ async def test_a_named_run_interrupted_killed_and_resumed_by_name(table, grid, d
     assert "packing public.unattended" in err and "warming up 2 segments" in err
     assert "epoch 1/3: loss" in err and "val_accuracy" in err and "ETA" in err
     assert "\x1b" not in out + err
+    # an epoch's line gives the epoch's train loss and accuracy, as ctq.epochs (the leaderboard) has
+    # them, not its last hop's
+    lines = re.findall(r"model (\d+) \(.*?\) epoch 1/3: loss ([\d.]+) accuracy ([\d.]+)", err)
+    assert lines, err
+    for model_id, loss, value in lines:
+        row = await conn.fetchrow("SELECT train_loss, train_metric FROM ctq.epochs WHERE run_id = $1 AND model_id = $2 "
+                                  "AND epoch = 0", run_id, int(model_id))
+        assert (loss, value) == (f"{row['train_loss']:.4f}", f"{row['train_metric']:.4f}"), (model_id, err)
 
     # options --resume would otherwise silently drop are refused
     bsp = run_cli("train", str(grid), "--name", "nightly", "--resume", "--schedule", "bsp")
