@@ -113,6 +113,9 @@ class Source:
         return self.display or f"{self.schema}.{self.name}"
 
 
+FLOAT32_RESOLUTION = 2.0 ** -23  # float32's relative resolution (its epsilon): a value as packed (float4send)
+
+
 def index_size(categories: dict | None) -> int | None:
     """The rows an Embedding of the index-encoded categories (a profile's or a pack's) needs."""
     sizes = [len(c["values"]) for c in (categories or {}).values() if c["encoding"] == "index"]
@@ -291,6 +294,11 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         class_values = tuple(values if label["category"] == "S" else
                              (bool(v) if label["category"] == "B" else int(v) for v in values))
         class_counts = tuple(int(c) for c in counts)
+    elif math.sqrt(max(float(variances[-1] or 0.0), 0.0)) <= FLOAT32_RESOLUTION * abs(float(means[-1] or 0.0)):
+        # as a single class is: a target packed as float32 (its spread below float32's resolution of
+        # it is lost there) that every training row has the same
+        raise DataError(f"data.label: column {label['name']!r} has the same value in every training row; "
+                        "nothing to learn")
     return Source(
         oid=rel["oid"], schema=rel["schema"], name=rel["name"], is_table=is_table,
         features=tuple(c["name"] for c in features), label=label["name"], label_category=label["category"],

@@ -55,6 +55,8 @@ CASES = {
     "lambda layer": ({"model": "keras_json: lambda.json"}, "Lambda"),
     "missing keras_json": ({"model": "keras_json: missing.json"}, "missing.json"),
     "label with a single class": ({"label": "one_class"}, "single class"),
+    "constant regression target": ({"label": "one_class", "task": "regression", "metric": "val_mae"},
+                                   "column 'one_class' has the same value in every training row; nothing to learn"),
     "NaN feature": ({"features": "[f1, with_nan]"}, "with_nan"),
     "infinite feature": ({"features": "[f1, with_inf]"}, "data.features: column 'with_inf' has NaN or infinite"),
     "feature too large to normalise": ({"features": "[f1, huge]"},
