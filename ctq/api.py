@@ -325,8 +325,7 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
         if any("keras_json" in a.spec for a in cfg.architectures):
             from ctq.model_check import check_models_fit
 
-            check_models_fit(cfg, source.input_shape, len(source.class_values or ()) or 1, cfg.data.task,
-                             source.index_size)
+            check_models_fit(cfg, source.input_shape, source.n_outputs, cfg.data.task, source.index_size)
         if cfg.metric.startswith("val_") and source.rows == source.train_rows:
             raise DataError(f"data.validation_fraction: {cfg.data.validation_fraction} of the {source.rows} rows "
                             f"leaves no validation row, and metric {cfg.metric} is measured on them; use a larger "

@@ -1401,8 +1401,7 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     to rank them, and a large model's batch is costly (a 170M-parameter Adam step: about a second)."""
     callback = cancel_callback(plpy)
     _, shape, _, task = cm.args
-    batch = min(batch, rows)  # as the hops will train (fit_pass)
-    batches = -(-rows // batch) if batch else 0
+    batch = min(batch, rows)  # as the hops will train (fit_pass); 0 for a segment without rows
 
     def zero_pass(n: int) -> float:
         labels = np.zeros((n * batch,), np.float32 if task == "regression" else np.int32)
@@ -1412,12 +1411,13 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
                      verbose=0, callbacks=[callback])
         return time.perf_counter() - t0
 
-    if batch:
+    if rows:
         zero_pass(1)
     if len(xv):
         validation_pass(cm, xv, yv, callback)
     if not rows:
         return 0.0
+    batches = -(-rows // batch)
     one = zero_pass(1)
     steps = max(1, min(TIMED_STEPS, batches))
     if steps == 1:

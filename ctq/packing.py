@@ -29,7 +29,7 @@ from ctq.config import DataConfig
 from ctq.connection import Snapshot
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 from ctq.errors import DataError
-from ctq.indb import SQLSTATE_DATA
+from ctq.indb import SQLSTATE_DATA, input_shape
 from ctq.rules import PackStats
 from ctq.sql import BATCH_VALUES, column_batches, qualified, quote_ident, render, template, unbatch
 
@@ -99,10 +99,15 @@ class Source:
         return index_size(self.categories)
 
     @property
+    def n_outputs(self) -> int:
+        """A model's outputs: the classes, or 1 (regression)."""
+        return len(self.class_values) if self.class_values else 1
+
+    @property
     def model_io(self) -> tuple:
         """What a model's weights take from this source besides its layers: the shape of an example,
-        the outputs (classes, or 1), the rows of an Embedding (:meth:`index_size`)."""
-        return self.input_shape, len(self.class_values or ()) or 1, self.index_size
+        the outputs, the rows of an Embedding (:meth:`index_size`)."""
+        return self.input_shape, self.n_outputs, self.index_size
 
     @property
     def sql_name(self) -> str:
@@ -124,7 +129,7 @@ def index_size(categories: dict | None) -> int | None:
 
 def packed_model_io(stats: PackStats) -> tuple:
     """:attr:`Source.model_io` of the source a pack was made from, from its statistics."""
-    return tuple(stats.feature_shape or [stats.input_dim]), int(stats.n_outputs), index_size(stats.categories)
+    return input_shape(stats), int(stats.n_outputs), index_size(stats.categories)
 
 
 @dataclass(frozen=True)
@@ -570,7 +575,7 @@ def pack_stats(source: Source, segments: int) -> PackStats:
         train_rows=source.train_rows,
         validation_rows=source.rows - source.train_rows,
         input_dim=source.width,
-        n_outputs=len(source.class_values) if source.class_values else 1,
+        n_outputs=source.n_outputs,
         class_values=list(source.class_values) if source.class_values else None,
         label_encoding="index" if source.label_category == "S" else "value",
         class_counts=list(source.class_counts) if source.class_counts else None,
