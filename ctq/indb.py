@@ -1224,7 +1224,7 @@ def stream_buffer(plpy, GD, entry, segment: int, buffer) -> None:
     t0 = time.perf_counter()
     if segment >= 0:
         loss, metric = fit_pass(run["model"].model, x, y, p.hyper.batch_size,
-                                run["callback"], p.task, p.stats, p.class_weights, p.metric)
+                                run["callback"], p.task, p.stats, p.class_weights, p.metric, run["model"].penalised)
         if loss is not None:
             n = len(x)
             run["train"] = [run["train"][0] + n, run["train"][1] + loss * n, run["train"][2] + metric * n]
@@ -1330,7 +1330,8 @@ def padded(x, y, batch: int, class_weights=None):
     return x, y, weights
 
 
-def fit_pass(model, x, y, batch: int, callback, task: str, stats: rules.PackStats, class_weights=None, metric=None):
+def fit_pass(model, x, y, batch: int, callback, task: str, stats: rules.PackStats, class_weights=None, metric=None,
+             penalised: bool = False):
     """One pass over (x, y); returns (loss, metric) in the target's own units, or Nones for no rows.
     A batch size larger than the rows is the rows, one batch, as Keras's fit takes it: padded to
     the batch size instead, every step's gradient would be diluted by rows / batch (Keras divides
@@ -1340,13 +1341,25 @@ def fit_pass(model, x, y, batch: int, callback, task: str, stats: rules.PackStat
     Both are over the real rows, as Keras reports a pass over (x, y) without padding: Keras's loss
     is sum(weight x loss) / rows seen, padding rows included, so it is rescaled to the real rows;
     the metric counts the real rows only (:func:`make_metric`). With class weights the loss is the
-    weighted one and the metric is not weighted, as Keras reports them."""
+    weighted one and the metric is not weighted, as Keras reports them.
+    A ``penalised`` model (weight penalties, :attr:`CompiledModel.penalised`) trains unpadded, as
+    Keras does: Keras adds the penalty to every batch's loss, so a padded last batch would weigh
+    its rows' loss by rows / batch against a whole penalty, and the rescale would scale the
+    penalty too (its reported loss came out up to 2x for a segment under two batches). The
+    remainder batch is one more program, compiled by the warm-up (:func:`compile_steps`)."""
     if not len(x):
         return None, None
-    xp, yp, weights = padded(x, y, min(batch, len(x)), class_weights)
-    history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
-                        callbacks=[callback])
-    loss = float(history.history["loss"][-1]) * len(xp) / len(x)
+    batch = min(batch, len(x))
+    if penalised:
+        weights = None if class_weights is None else np.asarray(class_weights, np.float32)[y]
+        history = model.fit(x, y, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                            callbacks=[callback])
+        loss = float(history.history["loss"][-1])
+    else:
+        xp, yp, weights = padded(x, y, batch, class_weights)
+        history = model.fit(xp, yp, sample_weight=weights, batch_size=batch, epochs=1, shuffle=False, verbose=0,
+                            callbacks=[callback])
+        loss = float(history.history["loss"][-1]) * len(xp) / len(x)
     value = float(history.history[rules.compiled_metric(task, metric)][-1])
     if not np.isfinite(loss):
         raise ModelFailure(f"training diverged: loss is {loss}")
@@ -1403,16 +1416,18 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     _, shape, _, task = cm.args
     batch = min(batch, rows)  # as the hops will train (fit_pass); 0 for a segment without rows
 
-    def zero_pass(n: int) -> float:
-        labels = np.zeros((n * batch,), np.float32 if task == "regression" else np.int32)
+    def zero_pass(n: int, size: int = batch) -> float:
+        labels = np.zeros((n * size,), np.float32 if task == "regression" else np.int32)
         t0 = time.perf_counter()
-        cm.model.fit(np.zeros((n * batch,) + shape, np.float32), labels,
-                     sample_weight=np.zeros((n * batch,), np.float32), batch_size=batch, epochs=1, shuffle=False,
+        cm.model.fit(np.zeros((n * size,) + shape, np.float32), labels,
+                     sample_weight=np.zeros((n * size,), np.float32), batch_size=size, epochs=1, shuffle=False,
                      verbose=0, callbacks=[callback])
         return time.perf_counter() - t0
 
     if rows:
         zero_pass(1)
+        if cm.penalised and rows % batch:  # trained unpadded (fit_pass): its remainder batch too
+            zero_pass(1, rows % batch)
     if len(xv):
         validation_pass(cm, xv, yv, callback)
     if not rows:
@@ -1444,7 +1459,7 @@ def train_hop(*, plpy, cm: CompiledModel, x, y, xv, yv, hyper, task, evaluate, s
     callback = cancel_callback(plpy)
     t0 = time.perf_counter()
     loss, value = fit_pass(cm.model, x, y, hyper.batch_size, callback, task, stats, class_weights,
-                           metric)
+                           metric, cm.penalised)
     compute = time.perf_counter() - t0
     val_loss = val_metric = None
     if evaluate and len(xv):

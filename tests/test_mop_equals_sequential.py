@@ -233,23 +233,26 @@ async def test_balanced_class_weights_are_exactly_the_standalone_ones(small_tabl
             assert_close(a, e)
 
 
-@pytest.mark.parametrize("task, metric, classes, class_weights", [
-    ("classification", None, 3, None),
-    ("classification", None, 3, [0.5, 1.0, 3.0]),
-    ("classification", "auc", 2, None),
-    ("classification", "f1", 3, None),
-    ("regression", None, 1, None),
+@pytest.mark.parametrize("task, metric, classes, class_weights, l2", [
+    ("classification", None, 3, None, 0.0),
+    ("classification", None, 3, [0.5, 1.0, 3.0], 0.0),
+    ("classification", "auc", 2, None, 0.0),
+    ("classification", "f1", 3, None, 0.0),
+    ("regression", None, 1, None, 0.0),
+    ("classification", None, 3, None, 0.5),
+    ("regression", None, 1, None, 0.5),
 ])
-async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, classes, class_weights):
+async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, classes, class_weights, l2):
     """1,200 rows in batches of 512: the last batch is padded with 336 rows of weight 0. With a
     learning rate of 0 the weights do not move, so the pass's loss and metric must be what Keras's
-    evaluate gives on the 1,200 real rows (the loss weighed by the class weights, the metric not)."""
+    evaluate gives on the 1,200 real rows (the loss weighed by the class weights, the metric not),
+    a weight penalty (l2) counted once, as Keras counts it (such a model trains unpadded)."""
     from ctq import indb, rules
 
     keras = indb.import_keras()
     rng = np.random.default_rng(3)
-    model = indb.compile_model(indb.build_model({"layers": [{"type": "dense", "units": 8, "activation": "relu"}]},
-                                                (4,), classes, task),
+    layer = {"type": "dense", "units": 8, "activation": "relu", "l2": l2}
+    model = indb.compile_model(indb.build_model({"layers": [layer]}, (4,), classes, task),
                                Hyperparameters("sgd", 0.0), task, metric, classes)
     x = rng.normal(size=(1200, 4)).astype(np.float32)
     if task == "classification":
@@ -258,7 +261,7 @@ async def test_a_passs_loss_and_metric_are_over_its_real_rows(task, metric, clas
         y = rng.normal(size=1200).astype(np.float32)
     loss, value = indb.fit_pass(model, x, y, 512, keras.callbacks.Callback(), task,
                                 PackStats(input_dim=4, n_outputs=classes, mean=[0] * 4, std=[1] * 4, target_std=1.0),
-                                class_weights, metric)
+                                class_weights, metric, penalised=bool(model.losses))
     weights = None if class_weights is None else np.asarray(class_weights, np.float32)[y]
     expected_loss = model.evaluate(x, y, sample_weight=weights, batch_size=1200, verbose=0, return_dict=True)["loss"]
     expected = model.evaluate(x, y, batch_size=1200, verbose=0, return_dict=True)[rules.compiled_metric(task, metric)]
