@@ -31,6 +31,26 @@ dsn_option = click.option("--dsn", envvar="CTQ_DSN", default=None,
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 
 
+class DatabaseId(click.ParamType):
+    """An id within its column's type (ctq.runs.run_id bigint, ctq.models.model_id int): a larger
+    number is a usage error here, not a query the server refuses with an SQLSTATE message."""
+
+    name = "integer"
+
+    def __init__(self, bits: int):
+        self.largest = 2 ** (bits - 1) - 1
+
+    def convert(self, value, param, ctx):
+        number = click.INT.convert(value, param, ctx)
+        if not 0 <= number <= self.largest:
+            self.fail(f"{value} is not an id (0 to {self.largest})", param, ctx)
+        return number
+
+
+RUN_ID = DatabaseId(64)
+MODEL_ID = DatabaseId(32)
+
+
 def _stdout() -> Console:
     """Tables on stdout; when it is a pipe or a file, wide enough that nothing gets cut."""
     return Console() if sys.stdout.isatty() else Console(width=200)
@@ -303,7 +323,7 @@ def revoke(role: str, admin: bool, dsn: str | None) -> None:
 
 
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.argument("roles", nargs=-1, required=True)
 @click.option("--revoke", is_flag=True, help="Stop sharing the run with these roles.")
 @dsn_option
@@ -457,9 +477,10 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         resume = None if auto is None else str(auto)
     run_id = None
     if resume not in (None, "last"):
-        if not resume.isdigit():
-            raise UsageError(f"--resume takes a run id or auto, got {resume!r}")
-        run_id = int(resume)
+        try:
+            run_id = RUN_ID.convert(resume, None, None)
+        except click.BadParameter:
+            raise UsageError(f"--resume takes a run id or auto, got {resume!r}") from None
     factory = log = None
     if not quiet and not as_json and sys.stdout.isatty():
         factory = LiveProgress
@@ -578,7 +599,7 @@ def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: s
 
 
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @dsn_option
 @json_option
 @handle_errors
@@ -593,7 +614,7 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
 
 # ------------------------------------------------------------------ report, compare, housekeeping
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option("--out", required=True, type=click.Path(), metavar="FILE",
               help="The HTML file to write (replaced if it exists, once the new one is complete).")
 @click.option("--curves", type=click.IntRange(min=0), default=None, metavar="N",
@@ -610,8 +631,8 @@ def report(run_id: int, out: str, curves: int | None, dsn: str | None) -> None:
 
 
 @main.command()
-@click.argument("run_a", type=int)
-@click.argument("run_b", type=int)
+@click.argument("run_a", type=RUN_ID)
+@click.argument("run_b", type=RUN_ID)
 @dsn_option
 @json_option
 @handle_errors
@@ -660,7 +681,7 @@ def _confirm(what: str, yes: bool) -> None:
 
 
 @main.command("rm")
-@click.argument("run_ids", type=int, nargs=-1, required=True)
+@click.argument("run_ids", type=RUN_ID, nargs=-1, required=True)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @dsn_option
 @handle_errors
@@ -734,12 +755,12 @@ def packs_gc(yes: bool, dsn: str | None, as_json: bool) -> None:
         click.echo(f"dropped {len(dropped)} pack(s), {_size(sum(p['bytes'] or 0 for p in dropped))} freed"
                    + (": " + ", ".join(p["pack_id"] for p in dropped) if dropped else ""))
 # ------------------------------------------------------------------- predict, evaluate, export
-model_option = click.option("--model", "model_id", type=int, default=None, metavar="MODEL_ID",
+model_option = click.option("--model", "model_id", type=MODEL_ID, default=None, metavar="MODEL_ID",
                             help="A model of the run, by its id in `ctq models RUN_ID` (default: the run's best).")
 
 
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @model_option
 @click.option("--table", required=True, help="The table to score (schema.table): it has the run's feature columns.")
 @click.option("--id-column", required=True, help="The column that identifies each row (no NULLs, unique).")
@@ -764,7 +785,7 @@ def predict(run_id: int, model_id: int | None, table: str, id_column: str, out: 
 
 
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @model_option
 @click.option("--table", required=True, help="A held-out table with the run's feature and label columns.")
 @dsn_option
@@ -784,7 +805,7 @@ def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_
 
 
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option("--out", required=True, metavar="TABLE", help="Table to create with the rows, e.g. public.val_rows.")
 @click.option("--replace", is_flag=True, help="Replace --out if it exists.")
 @dsn_option
@@ -801,7 +822,7 @@ def validation(run_id: int, out: str, replace: bool, dsn: str | None, as_json: b
 
 
 @main.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.argument("path", type=click.Path(dir_okay=False))
 @model_option
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
@@ -852,7 +873,7 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
               help="Epochs (synthetic grid; --replay uses the run's).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seeds the model draw and the schedules' choices.")
-@click.option("--replay", "replay_run", type=int, default=None,
+@click.option("--replay", "replay_run", type=RUN_ID, default=None,
               help="Use the measured hop times (seconds) of a run (finished, interrupted or resumed; not one "
                    "whose search stopped models early) instead of a synthetic grid.")
 

@@ -193,6 +193,8 @@ async def test_resume_without_a_run_is_a_usage_error(run_cli):
     assert proc.returncode == 2 and "--resume auto needs a GRID file" in proc.stderr
     proc = run_cli("train", "--resume", "latest")
     assert proc.returncode == 2 and "--resume takes a run id or auto, got 'latest'" in proc.stderr
+    proc = run_cli("train", "--resume", "99999999999999999999")  # past a bigint: not sent to the server
+    assert proc.returncode == 2 and "--resume takes a run id or auto" in proc.stderr
 
 
 @pytest.mark.parametrize("args, words", [
@@ -200,6 +202,8 @@ async def test_resume_without_a_run_is_a_usage_error(run_cli):
     (("runs", "--status", "bogus"), "'bogus' is not one of"),
     (("runs", "--limit", "-1"), "--limit"),
     (("nosuchcommand",), "No such command"),
+    (("models", "99999999999999999999"), "'RUN_ID': 99999999999999999999 is not an id"),
+    (("export", "1", "x.keras", "--model", "9999999999"), "'--model': 9999999999 is not an id"),
     (("predict", "1", "--table", "t", "--id-column", "id", "--out", "o", "--no-such-option"), "No such option"),
 ])
 async def test_usage_errors_are_one_line_naming_the_help(run_cli, args, words):
