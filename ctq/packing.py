@@ -148,8 +148,14 @@ async def _find_relation(conn, schema: str | None, name: str):
     return row
 
 
+def find_column(columns: dict[str, dict], wanted: str) -> dict | None:
+    """The column ``wanted`` names, as SQL takes a name: exactly, else its lower case (unquoted names
+    fold to lower case), as a relation's name is found (:func:`_find_relation`)."""
+    return columns.get(wanted) or columns.get(wanted.lower())
+
+
 def _match_column(wanted: str, columns: dict[str, dict], key: str) -> dict:
-    col = columns.get(wanted) or columns.get(wanted.lower())
+    col = find_column(columns, wanted)
     if col is None:
         available = ", ".join(sorted(columns)) or "(none)"
         raise DataError(f"{key}: column {wanted!r} does not exist in the source table (columns: {available})")

@@ -36,7 +36,7 @@ from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageEr
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
 from ctq.rules import Hyperparameters, PackStats, ScoreRequest
-from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql,
+from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql, find_column,
                           label_bytes_sql, null_columns, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
@@ -144,8 +144,10 @@ async def _table(conn, text: str, option: str) -> Table:
     return Table(rel["oid"], rel["schema"], rel["name"], rel["relkind"] in ("r", "p"), columns, rel["display"])
 
 
-def _column(table: Table, name: str, option: str, what: str) -> dict:
-    col = table.columns.get(name)
+def _column(table: Table, name: str, option: str, what: str, typed: bool = False) -> dict:
+    """The column ``name`` of ``table``: a name the user ``typed`` is taken as SQL takes it (and as
+    grid.yaml's are, :func:`ctq.packing.find_column`); a model's own columns are its exact names."""
+    col = find_column(table.columns, name) if typed else table.columns.get(name)
     if col is None:
         available = ", ".join(sorted(table.columns)) or "(none)"
         raise DataError(f"{option} {table.display}: column {name!r} ({what}) does not exist (columns: {available})")
@@ -371,7 +373,7 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     model = await trained_model(conn, run_id, model_id)
     source = await _table(conn, table, "--table")
     _check_features(model, source)
-    id_col = _column(source, id_column, "--id-column", "the id column")
+    id_col = _column(source, id_column, "--id-column", "the id column", typed=True)
     if proba and model.task != "classification":
         raise UsageError("--proba: the model is a regression model; it predicts values, not class probabilities")
     dest_schema, dest_name = _parse(out, "--out")

@@ -148,7 +148,7 @@ async def test_regression_predictions_are_in_the_targets_units(runs, exported, d
     live = '"public"."ctq_predict_00000000000000bb"'
     await conn.execute("SELECT pg_advisory_lock($1::int, hashtext($2))", STAGE_LOCK_CLASS, live)
     proc = cli(dsn, ctq_home, "predict", str(runs["regression"]), "--table", "public.pred_holdout",
-               "--id-column", "id", "--out", "public.pred_out_reg")
+               "--id-column", "ID", "--out", "public.pred_out_reg")  # ID finds id, as unquoted SQL folds
     assert proc.returncode == 0, proc.stderr
     left = [r["relname"] for r in await conn.fetch(
         "SELECT relname FROM pg_class WHERE relname LIKE 'ctq_predict_%' ORDER BY relname")]
