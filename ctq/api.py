@@ -261,6 +261,9 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         try:
             plan, source, pack = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say,
                                                    preloading=preloading is not None, installed=current)
+        except DataError as exc:
+            await discard(preloading)
+            raise exc.in_file(cfg.source_path) from None
         except BaseException:
             await discard(preloading)
             raise

@@ -70,6 +70,13 @@ class DataError(CtqError):
 
     exit_code = 2
 
+    def in_file(self, path: str | None) -> DataError:
+        """This error named as a ConfigError names its place: ``grid.yaml:data.label: ...``, so that a
+        user with several grid files knows which one's data section it is about."""
+        if not path or path.startswith("<") or str(self).startswith(f"{path}:"):
+            return self
+        return DataError(f"{path}:{self}")
+
 
 class TooLarge(CtqError):
     """A model whose training would not fit a segment's memory (ctq.memory), refused before the

@@ -138,6 +138,7 @@ async def test_bad_input_exits_2_and_writes_nothing(case, bad_source, tmp_path, 
     proc = run_cli("train", str(grid), "--json")
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert expected in proc.stderr, proc.stderr
+    assert f"error: {grid}:" in proc.stderr, proc.stderr  # which grid file, data errors included
     doc = json.loads(proc.stdout)  # --json: the error as the one JSON document on stdout
     assert (doc["status"], doc["exit_code"], doc["run_id"]) == ("error", 2, None) and expected in doc["error"]
     assert await snapshot(conn) == before
