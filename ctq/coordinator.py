@@ -26,7 +26,7 @@ from ctq.connection import all_or_none, connect as open_connection
 from ctq.engines import Engine
 from ctq.engines.base import HopStatements
 from ctq.memory import Budget, check_fits
-from ctq.errors import RunFailed, is_missing_privilege, plain_text
+from ctq.errors import DatabaseError, RunFailed, from_database, is_missing_privilege, plain_text
 from ctq.indb import SQLSTATE_MODEL, SQLSTATE_STATE_LOST
 from ctq.metrics import Metric
 from ctq.rules import HopRequest, ModelSpec, SizesRequest
@@ -456,8 +456,12 @@ class Coordinator:
             conn.terminate()
         self.connections[hop.segment] = None
         if self.attempts[key] > self.max_retries:
-            raise RunFailed(f"hop (model {hop.model_id}, epoch {hop.epoch}, segment {hop.segment}) failed "
-                            f"{self.attempts[key]} times, last: {exc}") from exc
+            failed = (f"hop (model {hop.model_id}, epoch {hop.epoch}, segment {hop.segment}) failed "
+                      f"{self.attempts[key]} times, last: {plain_text(str(exc))}")
+            if isinstance(from_database(exc), DatabaseError):  # unreachable, out of sessions: exit 3
+                raise DatabaseError(f"{failed}; the database cannot be used now: once it can, resume the run with "
+                                    f"`ctq train --resume {self.run_id}`") from exc
+            raise RunFailed(failed) from exc
         outcome.retries += 1
         self.progress.hop_retried(hop, str(exc))
         return self._backoff(self.attempts[key])

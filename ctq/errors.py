@@ -19,12 +19,14 @@ import re
 #: means, what a script should do about it).
 EXIT_CODES = (
     (0, "success", ""),
-    (1, "a training or run failure (a model failed, a hop kept failing); for ctq db status: not running",
+    (1, "a training or run failure (a model failed, a hop kept failing for a reason of its own); for ctq db "
+        "status: not running",
      "look at the run: ctq models RUN_ID"),
     (2, "usage or configuration error (bad option, grid.yaml, data) or a missing privilege, wherever found",
      "fix the input or ask for the grant"),
-    (3, "the database cannot be reached or used (malformed DSN, server down, PL/Python missing)",
-     "retrying later may help"),
+    (3, "the database cannot be reached or used (malformed DSN, server down, PL/Python missing; in a run: a hop "
+        "kept failing so, connections cut or refused, too many clients)",
+     "retrying later may help; a run resumes: ctq train --resume RUN_ID"),
     (130, "interrupted (Ctrl-C, SIGTERM, a closed terminal)", "the run can be resumed: ctq train --resume RUN_ID"),
 )
 
