@@ -57,6 +57,7 @@ class TrainedModel:
     label: str
     stats: PackStats  # ctq.packs.stats
     run_metric: str = "val_loss"  # the run's ranking metric (grid.yaml metric)
+    unfinished: str | None = None  # for a model still in training: what its weights are (a note)
 
     @property
     def class_labels(self) -> list | None:
@@ -108,7 +109,18 @@ async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | N
                         architecture=json.loads(row["architecture"]),
                         hyperparameters=Hyperparameters.of(json.loads(row["hyperparameters"])),
                         task=settings["task"], features=tuple(settings["features"]), label=settings["label"],
-                        stats=pack["stats"], run_metric=run["metric"])
+                        stats=pack["stats"], run_metric=run["metric"], unfinished=_unfinished(run, row))
+
+
+def _unfinished(run, model) -> str | None:
+    """What the weights of a model still in training are (its latest state, after its last hop),
+    for a note: scoring it is allowed (a look at a long run's leader), but not mistaken for the
+    final model. None for a model that finished (succeeded, or stopped by the search)."""
+    if model["status"] not in ("pending", "training"):
+        return None
+    state = "is still running" if run["alive"] else f"is {run['status']}"
+    return (f"model {model['model_id']} of run {run['run_id']} has not finished training ({model['epochs_done']} "
+            f"of {run['epochs']} epochs done; run {run['run_id']} {state}): these are its weights so far")
 
 
 @dataclass(frozen=True)
@@ -441,7 +453,8 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
             await _release_stage(conn, staging)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
             "out": dest_display, "rows": rows, "segments": segments, "proba": proba,
-            "prediction_type": prediction_type(model), "seconds": round(time.perf_counter() - started, 3)}
+            "prediction_type": prediction_type(model), "seconds": round(time.perf_counter() - started, 3),
+            "note": model.unfinished}
 
 
 async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: int, cores: list[list[int]],
@@ -479,5 +492,6 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
         out[model.ranking_metric] = indb.ranking_metric_result(
             model.task, model.ranking_metric, model.stats, [list(r["metric_state"]) for r in parts])
     out["seconds"] = round(time.perf_counter() - started, 3)
+    out["note"] = model.unfinished
     return out
 

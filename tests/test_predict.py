@@ -260,6 +260,30 @@ async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, con
     assert proc.returncode == 2 and ".keras" in proc.stderr
 
 
+async def test_a_model_still_in_training_is_scored_with_a_note(runs, dsn, ctq_home, conn, tmp_path):
+    """Scoring a model of an interrupted run is allowed (a look at a long run's leader), with a note
+    that these are its weights so far, never silently as if it were the final model."""
+    run_id = runs["classification"]
+    finished = await conn.fetchrow("SELECT status, epochs_done FROM ctq.models WHERE run_id = $1", run_id)
+    # as an interrupted run leaves its catalog: the run interrupted, its model after epoch 1 of 2
+    await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
+    await conn.execute("UPDATE ctq.models SET status = 'training', epochs_done = 1 WHERE run_id = $1", run_id)
+    try:
+        note = (f"model 1 of run {run_id} has not finished training (1 of 2 epochs done; run {run_id} is "
+                "interrupted): these are its weights so far")
+        for args in (("export", str(run_id), str(tmp_path / "early.keras"), "--json"),
+                     ("evaluate", str(run_id), "--table", "public.pred_holdout", "--json")):
+            proc = cli(dsn, ctq_home, *args)
+            assert proc.returncode == 0, proc.stderr
+            assert f"note: {note}" in proc.stderr and json.loads(proc.stdout)["note"] == note
+    finally:
+        await conn.execute("UPDATE ctq.runs SET status = 'succeeded' WHERE run_id = $1", run_id)
+        await conn.execute("UPDATE ctq.models SET status = $2, epochs_done = $3 WHERE run_id = $1", run_id,
+                           finished["status"], finished["epochs_done"])
+    proc = cli(dsn, ctq_home, "export", str(run_id), str(tmp_path / "final.keras"), "--json")
+    assert proc.returncode == 0 and "note:" not in proc.stderr and json.loads(proc.stdout)["note"] is None
+
+
 async def test_a_terminal_is_told_what_scoring_waits_for(runs, dsn, ctq_home):
     """evaluate (like predict, report and doctor) waits seconds on the server's Keras import: on a
     terminal a spinner says so meanwhile; the result line is unchanged on stdout."""
