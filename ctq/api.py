@@ -23,7 +23,7 @@ from ctq import __version__, catalog, housekeeping
 from ctq.config import RunConfig, control_character, fingerprint, load_config, model_name, model_seed
 from ctq.connection import connect as open_connection
 from ctq.coordinator import (DEFAULT_CHECKPOINT_SECONDS, Coordinator, Outcome, Progress, StatesLost, is_transient,
-                             segment_cores)
+                             segment_cores, shared_cores)
 from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text)
@@ -251,8 +251,9 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         engine = await detect(conn)
         await catalog.check_access(conn)  # a role that may not use ctq is told so before any work
         segments, notice = await engine.segments(conn, cfg.segments, default_segments())
-        if notice and notify:
-            notify(notice)
+        notices = [n for n in (notice, shared_cores(segments, os.cpu_count() or 1, cfg.cores_per_segment)) if n]
+        for line in notices if notify else ():
+            notify(line)
         await check_connection_limit(conn, segments, cfg.source_path)
         # the segments' backends load Keras meanwhile (about 2 s each; Engine.preload); not before
         # a first install, which comes after the source check (bad input installs nothing)
@@ -282,7 +283,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     result.pack_reused = pack.reused
     result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
     result.wall_seconds = time.perf_counter() - started
-    result.notices = [n for n in (notice, hint) if n] + result.notices
+    result.notices = notices + ([hint] if hint else []) + result.notices
     return result
 
 

@@ -177,6 +177,16 @@ def segment_cores(segments: int, cpus: int, per_segment: int | None = None) -> l
     return [[(s * per_segment + i) % cpus for i in range(per_segment)] for s in range(segments)]
 
 
+def shared_cores(segments: int, cpus: int, per_segment: int | None) -> str | None:
+    """A note when ``cores_per_segment`` asks for more cores than there are: the segments then
+    share cores (segment_cores wraps around) and run slower than the setting suggests."""
+    if per_segment is None or segments * per_segment <= cpus:
+        return None
+    return (f"cores_per_segment {per_segment} x {segments} segments asks for {segments * per_segment} cores, but this "
+            f"machine has {cpus}: the segments share them (set cores_per_segment to at most "
+            f"{max(1, cpus // segments)} for a core of their own)")
+
+
 class Coordinator:
     def __init__(self, dsn: str, plan: RunPlan, scheduler: Scheduler, search: Search, engine: Engine,
                  progress: Progress | None = None, *, preloaded: list[asyncpg.Connection | None] | None = None,

@@ -408,3 +408,14 @@ async def test_live_display_on_a_terminal(small_table, tmp_path, dsn, ctq_home):
     assert "/4 hops" in out and f"run {run_id} " in out  # its head line: hops done of the run's 4
     assert "ETA " in out  # from the warm-up's estimates
     assert "warming up" not in err.decode()  # not the plain log
+
+
+def test_cores_per_segment_beyond_the_machine_is_noted():
+    """64 cores a segment on a 2-core machine was accepted silently (a user trial): the segments
+    share the cores, so the run says so and what setting gives each its own."""
+    from ctq.coordinator import shared_cores
+
+    assert shared_cores(2, 2, 64) == ("cores_per_segment 64 x 2 segments asks for 128 cores, but this machine has 2: "
+                                      "the segments share them (set cores_per_segment to at most 1 for a core of "
+                                      "their own)")
+    assert shared_cores(2, 8, 4) is None and shared_cores(4, 2, None) is None
