@@ -547,6 +547,8 @@ class _ColumnScan:
         self.spellings: set[str] = set(nulls) if nulls is not None else {""}  # markers met, as written
         self.bools = self.ints = self.floats = self.others = False  # the kinds of value met
         self.numbers = 0  # values that are numbers
+        self.truths = 0  # values that are true or false
+        self.stray: tuple[str, int] | None = None  # the first value neither a number nor true/false, its line
         self.offender: tuple[str, int] | None = None  # the first value that is not a number, its line
         self.zero: tuple[str, int] | None = None  # the first integer with leading zeros
         self.comma: tuple[str, int] | None = None  # the first number written with a comma
@@ -632,7 +634,7 @@ class _ColumnScan:
 
     def _each(self, col: tuple[str, ...], starts: list[int]) -> None:
         """Value by value, once per distinct value."""
-        offenders, zeros, commas, overflows = set(), set(), set(), set()
+        offenders, strays, zeros, commas, overflows = set(), set(), set(), set(), set()
         for v, count in Counter(col).items():
             if self.is_marker(v):
                 self.markers += count
@@ -643,6 +645,7 @@ class _ColumnScan:
                 self.rewrite = True
             if s.lower() in _BOOL:
                 self.bools = True
+                self.truths += count
                 offenders.add(v)
                 self.comma_numbers = False
             elif _INT.fullmatch(s):
@@ -668,11 +671,12 @@ class _ColumnScan:
             else:
                 self.others = True
                 offenders.add(v)
+                strays.add(v)
                 if not _COMMA_NUMBER.fullmatch(s):
                     self.comma_numbers = False
                 elif "," in s:
                     commas.add(v)
-        for attr, found, strip in (("offender", offenders, False), ("zero", zeros, True),
+        for attr, found, strip in (("offender", offenders, False), ("stray", strays, False), ("zero", zeros, True),
                                    ("comma", commas, False), ("overflow", overflows, True)):
             if found and getattr(self, attr) is None:
                 setattr(self, attr, self._first(col, starts, found.__contains__, strip))
@@ -699,6 +703,12 @@ class _ColumnScan:
             notes.append(f"column {name!r} is text: its values are numbers written with a comma ({self.comma[0]!r} "
                          f"on line {self.comma[1]}), a decimal comma or a thousands separator, which is not read "
                          f"as a number; convert it in SQL (e.g. replace(...)::float8) or in the file")
+        elif self.truths > self.numbers and self.stray is not None:
+            notes.append(f"column {name!r} is text although {self.truths} of its values are true/false: "
+                         f"{self.stray[0]!r} on line {self.stray[1]} is neither")
+        elif self.truths > self.numbers:
+            notes.append(f"column {name!r} is text: it mixes {self.truths} true/false values with {self.numbers} "
+                         f"number{'s' if self.numbers != 1 else ''}")
         elif self.numbers and self.offender is not None:
             notes.append(f"column {name!r} is text although {self.numbers} of its values are numbers: "
                          f"{self.offender[0]!r} on line {self.offender[1]} is not a number")

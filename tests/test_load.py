@@ -57,6 +57,11 @@ READS = {
     "decimal-comma-said": (b"a;b\n1,5;2\n2,5;3\n", {}, [("a", "text", 0), ("b", "int8", 0)],
                            ["numbers written with a comma ('1,5' on line 2)"]),
     "stray-marker-said": (b"a\n1\n2\n?\n", {}, [("a", "text", 0)], ["'?' on line 4 is not a number"]),
+    "stray-boolean-said": (b"a,b\ntrue,1\nfalse,2\nmaybe,3\nTRUE,4\n", {}, [("a", "text", 0), ("b", "int8", 0)],
+                           ["column 'a' is text although 3 of its values are true/false: 'maybe' on line 4 is "
+                            "neither"]),
+    "booleans-and-numbers-said": (b"a\ntrue\nfalse\n1\n", {}, [("a", "text", 0)],
+                                  ["column 'a' is text: it mixes 2 true/false values with 1 number"]),
     "beyond-int8": (b"id\n123456789012345678901\n1\n", {}, [("id", "numeric", 0)], []),
     "no-unicode-digits-or-underscores": ("a,b\n\u0661\u0662,1_000\n".encode(), {},
                                          [("a", "text", 0), ("b", "text", 0)], []),
