@@ -133,6 +133,10 @@ def handle_errors(fn):
                 return fn(*args, **kwargs)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError, socket.gaierror) as exc:
                 raise from_database(exc) from exc
+            except OSError as exc:  # a file of the user's (an --out, a PATH) the system refused: say which, why
+                if exc.filename is None:
+                    raise
+                raise UsageError(f"{exc.filename}: {exc.strerror or exc}") from exc
         except CtqError as exc:
             _error_line(str(exc))
             if as_json:  # the run the error concerns: the one it names, else the one the command was given

@@ -258,6 +258,20 @@ async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, con
     assert proc.returncode == 2 and "use --force" in proc.stderr and path.read_text() == "keep me"
     proc = cli(dsn, ctq_home, "export", run_id, str(tmp_path / "m.h5"))
     assert proc.returncode == 2 and ".keras" in proc.stderr
+    # a directory no one may create files in (root neither): one line, not mkstemp's traceback
+    proc = cli(dsn, ctq_home, "export", run_id, "/proc/m.keras")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: /proc/m.keras: cannot write in /proc: No such file or directory"], proc.stderr
+    link = tmp_path / "dangling.keras"
+    link.symlink_to(tmp_path / "nowhere")
+    proc = cli(dsn, ctq_home, "export", run_id, str(link))
+    assert proc.returncode == 2 and "file exists; use --force" in proc.stderr and link.is_symlink()
+    # the file is as readable as any the user creates (umask), not mkstemp's 0600
+    proc = cli(dsn, ctq_home, "export", run_id, str(tmp_path / "shared.keras"))
+    assert proc.returncode == 0, proc.stderr
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "shared.keras").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 async def test_a_model_still_in_training_is_scored_with_a_note(runs, dsn, ctq_home, conn, tmp_path):
