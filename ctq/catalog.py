@@ -96,11 +96,20 @@ async def require_select(conn: asyncpg.Connection, rel: dict, where: str) -> Non
     """PermissionDenied, naming the GRANT that fixes it, unless this role may read ``rel`` (a
     relation as packing/scoring find it: oid, schema, name, display); ``where``: the option or key
     that named it."""
-    if not await conn.fetchval(template("has_select.sql"), rel["oid"]):
-        who = await current_role(conn)
-        raise PermissionDenied(f"role {who} has no SELECT privilege on {rel['display']} ({where}); "
-                               f"ask its owner or an administrator to run: GRANT SELECT ON "
-                               f"{qualified(rel['schema'], rel['name'])} TO {quote_ident(who)}")
+    may = await conn.fetchrow(template("has_select.sql"), rel["oid"])
+    if may["schema_usage"] and may["can_select"]:
+        return
+    who = await current_role(conn)
+    schema = rel["schema"]
+    usage = f"GRANT USAGE ON SCHEMA {quote_ident(schema)} TO {quote_ident(who)}"
+    select = f"GRANT SELECT ON {qualified(rel['schema'], rel['name'])} TO {quote_ident(who)}"
+    if may["schema_usage"]:
+        lacks, grants = f"no SELECT privilege on {rel['display']}", select
+    elif may["can_select"]:
+        lacks, grants = f"no USAGE on schema {schema}, which holds {rel['display']}", usage
+    else:  # SELECT alone fails without USAGE: one request must fix both
+        lacks, grants = f"no USAGE on schema {schema} and no SELECT privilege on {rel['display']}", f"{usage}; {select}"
+    raise PermissionDenied(f"role {who} has {lacks} ({where}); ask its owner or an administrator to run: {grants}")
 
 
 async def check_access(conn: asyncpg.Connection) -> bool:

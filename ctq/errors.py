@@ -136,6 +136,11 @@ def privilege_hint(message: str, user: str | None) -> str:
     a table without its schema, so one is ctq's when its name is one of ctq's. ``user``: the role
     that lacks it (None: not known here)."""
     user = user or "<your role>"
+    create = re.search(r'permission denied to create "([^".]+)\.', message)
+    if create is not None:  # a table in a schema that takes none of this role's (or none at all)
+        if create[1] in ("pg_catalog", "information_schema", "pg_toast"):
+            return f"{create[1]} is the system catalog, which takes no new tables: use another schema"
+        return f"ask its owner or an administrator for: GRANT CREATE ON SCHEMA {create[1]} TO {user}"
     found = re.search(r"permission denied for (schema|table|relation|view|sequence) (\S+)", message)
     if found is None:
         return f"ask an administrator to run: ctq grant {user}"

@@ -73,7 +73,8 @@ from pathlib import Path
 
 import asyncpg
 
-from ctq.errors import DatabaseError, DataError, UsageError
+from ctq.catalog import current_role
+from ctq.errors import DataError, UsageError, from_database, is_missing_privilege, permission_denied
 from ctq.sql import quote_ident, template
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer identifiers are cut with only a NOTICE
@@ -1135,9 +1136,9 @@ async def load_csv(conn: asyncpg.Connection, path: str | Path, table: str, *, de
     except asyncpg.exceptions.ProgramLimitExceededError as exc:  # 54000 row too big, 54011 > 1,600 columns
         raise DataError(f"{layout.where}: {len(names)} columns do not fit in one PostgreSQL row "
                         f"({exc.message}); " + TOO_WIDE) from None
-    except asyncpg.PostgresError as exc:
-        raise DatabaseError(f"{layout.where}: PostgreSQL refused the load (nothing was written): "
-                            f"{type(exc).__name__}: {exc}") from None
+    except asyncpg.PostgresError as exc:  # classified as anywhere (a missing privilege: exit 2, with its fix)
+        error = permission_denied(exc, await current_role(conn)) if is_missing_privilege(exc) else from_database(exc)
+        raise type(error)(f"{layout.where}: PostgreSQL refused the load (nothing was written): {error}") from None
     return LoadResult(table=where, columns=columns, rows=rows, notes=layout.notes + notes, passes=passes)
 
 

@@ -218,6 +218,46 @@ async def test_analyst_without_select_on_the_source_is_refused_before_anything_i
     assert pack_id not in {p["pack_id"] for p in listing["packs"] + listing["orphans"]}, listing
 
 
+async def test_a_table_in_a_schema_without_usage_names_every_grant_it_takes(world, conn, small_table):
+    """SELECT on a table is not enough without USAGE on its schema: the refusal named only SELECT,
+    and the analyst who got it was refused again for USAGE (a user trial). Every missing grant is
+    named, in one line, before anything is written."""
+    await conn.execute("DROP SCHEMA IF EXISTS priv_hidden CASCADE; CREATE SCHEMA priv_hidden; "
+                       f"CREATE TABLE priv_hidden.src AS SELECT * FROM {small_table}")
+    grid = write_grid(world["dir"], GRID.format(name="hidden", table="priv_hidden.src"))
+    both = 'GRANT USAGE ON SCHEMA "priv_hidden" TO "ctq_alice"; GRANT SELECT ON "priv_hidden"."src" TO "ctq_alice"'
+    try:
+        for grant, lacks, fix in [
+            ("", "no USAGE on schema priv_hidden and no SELECT privilege on priv_hidden.src", both),
+            ("GRANT SELECT ON priv_hidden.src TO ctq_alice", "no USAGE on schema priv_hidden, which holds "
+             "priv_hidden.src", 'run: GRANT USAGE ON SCHEMA "priv_hidden" TO "ctq_alice"'),
+        ]:
+            if grant:
+                await conn.execute(grant)
+            proc = world["cli"]("train", str(grid), "-q", role="ctq_alice")
+            assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+            assert f"role ctq_alice has {lacks} (data.table)" in proc.stderr and fix in proc.stderr, proc.stderr
+        assert not await conn.fetchval("SELECT count(*) FROM ctq.runs WHERE name = 'hidden'")
+    finally:
+        await conn.execute("DROP SCHEMA priv_hidden CASCADE")
+
+
+async def test_a_load_refused_for_a_privilege_exits_2_with_the_fix(world, conn):
+    """ctq load into a schema alice may not create in exited 3 ('retry later': a cron job would
+    retry for ever) with the driver's class name; a missing privilege is exit 2 wherever found."""
+    csv = world["dir"] / "load.csv"
+    csv.write_text("a,b\n1,2\n")
+    await conn.execute("DROP SCHEMA IF EXISTS priv_ro CASCADE; CREATE SCHEMA priv_ro; "
+                       "GRANT USAGE ON SCHEMA priv_ro TO ctq_alice")
+    try:
+        proc = world["cli"]("load", str(csv), "--table", "priv_ro.x", role="ctq_alice")
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "permission denied for schema priv_ro" in proc.stderr and "Error:" not in proc.stderr
+        assert "GRANT CREATE ON SCHEMA priv_ro TO ctq_alice" in proc.stderr
+    finally:
+        await conn.execute("DROP SCHEMA priv_ro CASCADE")
+
+
 async def test_a_role_without_ctq_user_gets_one_line_and_the_fix(world, dsn, conn):
     await conn.execute("DROP ROLE IF EXISTS ctq_eve")
     await conn.execute("CREATE ROLE ctq_eve LOGIN")
@@ -423,6 +463,8 @@ async def test_analyst_predicts_with_its_own_run_and_nobody_else_can(world, conn
     ("permission denied for schema sales", "GRANT CREATE ON SCHEMA sales TO alice"),
     ("permission denied for table sales.orders", "GRANT SELECT ON sales.orders TO alice"),
     ("permission denied for table orders", "GRANT SELECT ON orders TO alice"),
+    ('permission denied to create "pg_catalog.ctq_predict_023099f0fb8f6479"', "use another schema"),
+    ('permission denied to create "sales.scored"', "GRANT CREATE ON SCHEMA sales TO alice"),
 ])
 async def test_a_missing_privilege_names_its_fix(message, hint):
     from ctq.errors import privilege_hint
