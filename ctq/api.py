@@ -857,4 +857,4 @@ async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = Non
         state = await (await detect(conn)).read_state(conn, run_id, model_id=model.model_id)
     keras_export.save(model, state, path)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "path": os.path.abspath(path),
-            "task": model.task, "class_values": model.class_labels, "note": model.unfinished}
+            "task": model.task, "class_values": model.class_labels, "notes": model.notes}

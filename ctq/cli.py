@@ -781,8 +781,8 @@ def predict(run_id: int, model_id: int | None, table: str, id_column: str, out: 
                 "seconds) and scores its share"):
         result = run_async(api.predict(resolve_dsn(dsn), run_id, table=table, out=out, id_column=id_column,
                                        model_id=model_id, proba=proba, replace=replace))
-    if result["note"]:
-        _note(result["note"])
+    for note in result["notes"]:
+        _note(note)
     if as_json:
         _echo_json(result)
     else:
@@ -802,8 +802,8 @@ def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_
     with _while(f"evaluating on {table}: checking its rows, then every segment loads Keras and the model "
                 "(a few seconds) and scores its share"):
         result = run_async(api.evaluate(resolve_dsn(dsn), run_id, table=table, model_id=model_id))
-    if result["note"]:
-        _note(result["note"])
+    for note in result["notes"]:
+        _note(note)
     if as_json:
         _echo_json(result)
         return
@@ -840,8 +840,8 @@ def validation(run_id: int, out: str, replace: bool, dsn: str | None, as_json: b
 def export(run_id: int, path: str, model_id: int | None, force: bool, dsn: str | None, as_json: bool) -> None:
     """Save a trained model as a standalone .keras file (normalisation included) for keras.saving.load_model."""
     result = run_async(api.export(resolve_dsn(dsn), run_id, path, model_id=model_id, force=force))
-    if result["note"]:
-        _note(result["note"])
+    for note in result["notes"]:
+        _note(note)
     if as_json:
         _echo_json(result)
     else:

@@ -71,6 +71,11 @@ class TrainedModel:
         return [int(v) if float(v).is_integer() else float(v) for v in values]
 
     @property
+    def notes(self) -> list[str]:
+        """What a result from this model should say (``note:`` lines): that it is still in training."""
+        return [self.unfinished] if self.unfinished else []
+
+    @property
     def ranking_metric(self) -> str | None:
         """The run's metric when it is a ranking metric (auc, f1, precision, recall), else None."""
         return Metric(self.run_metric).ranking(self.task)
@@ -217,10 +222,12 @@ def prediction_type(model: TrainedModel) -> str:
 
 
 async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *, id_column: str | None,
-                      label_category: str | None) -> int:
+                      label_category: str | None) -> tuple[int, list[str]]:
     """One read-only scan; DataError naming the column for NULLs, NaN/infinite values, arrays of
-    another length, NULL or repeated ids (``id_column``, if any) and (evaluate) unknown classes.
-    Returns the row count."""
+    another length, NULL or repeated ids (``id_column``, if any), (evaluate) unknown classes, and a
+    categorical column none of whose values is in the model's vocabulary (a column of another type
+    or spelling: '1.0' is not the category '1'; every row would be scored as the unknown category).
+    Returns the row count and notes (a categorical column with some unseen values)."""
     read = [quote_ident(id_column)] if id_column is not None else []
     if label_category is not None:
         read.append(quote_ident(model.label))
@@ -232,8 +239,10 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     values = []
     for name in model.features:
         q = "t." + quote_ident(name)
-        if name in categories:  # NULL and unseen values are the unknown category (feature_bytes_sql)
-            values.append("0::float8")
+        if name in categories:  # NULL and unseen values are the unknown category (feature_bytes_sql): NaN
+            known = _sql_literal(json.dumps({v: 0 for v in categories[name]["values"]}, sort_keys=True))
+            values.append(f"(CASE WHEN {q} IS NULL THEN NULL WHEN {known}::jsonb ? ({q})::text THEN 0::float8 "
+                          "ELSE 'NaN'::float8 END)")  # marks the unseen ones, counted apart
         elif array:
             values.append(f"(CASE WHEN {q} IS NULL THEN NULL WHEN array_ndims({q}) = 1 AND array_length({q}, 1) = "
                           f"{width} THEN 0::float8 ELSE 'NaN'::float8 END)")
@@ -263,11 +272,21 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     row = next(r for r in rows if r["ctq_batch"] == 0)
     n = row["n"]
     nulls_of = unbatch(rows, "nulls", len(values))
-    with_nulls = [(name, count) for name, count in zip(model.features, nulls_of) if count]
+    with_nulls = [(name, count) for name, count in zip(model.features, nulls_of) if count and name not in categories]
     if with_nulls:
         raise DataError(f"{where}: {null_columns(with_nulls, n)}; filter or impute them first")
-    for name, wrong in zip(model.features, unbatch(rows, "bad", len(values))):
-        if wrong:
+    notes = []
+    for name, wrong, missing in zip(model.features, unbatch(rows, "bad", len(values)), nulls_of):
+        if wrong and name in categories:
+            vocabulary = categories[name]["values"]
+            known = ", ".join(map(repr, vocabulary[:3])) + (", ..." if len(vocabulary) > 3 else "")
+            if wrong == n - missing:
+                raise DataError(f"{where}: column {name!r}: none of its {wrong} values is one of the "
+                                f"{len(vocabulary)} categories the model was trained on ({known}; compared as text): "
+                                "a column of another type or spelling than in training? (cast it as it was)")
+            notes.append(f"column {name!r}: {wrong} of {n} rows have a category the model was not trained on, "
+                         "scored as the unknown category")
+        elif wrong:
             problem = f"arrays of another length than {width}" if array else "NaN or infinite values"
             raise DataError(f"{where}: column {name!r} has {problem} in {wrong} row(s)")
     if id_column is not None:
@@ -282,7 +301,7 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
         problem = "NaN or infinite values" if model.task == "regression" else "values that are not one of the " \
             f"model's classes ({', '.join(map(str, model.class_labels))})"
         raise DataError(f"{where}: label column {model.label!r} has {problem} in {row['label_bad']} row(s)")
-    return n
+    return n, notes
 
 
 def _params(model: TrainedModel, segment: int, cores: list[int], action: str, proba: bool) -> str:
@@ -410,7 +429,8 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
         raise UsageError(f"--out {out}: {dest_display} is not a table; --replace only replaces tables")
     id_sql = "t." + quote_ident(id_col["name"])
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
-        rows = await _check_rows(moment.conn, engine, source, model, id_column=id_col["name"], label_category=None)
+        rows, notes = await _check_rows(moment.conn, engine, source, model, id_column=id_col["name"],
+                                        label_category=None)
         n_classes = len(model.stats.class_values or ()) if model.task == "classification" else 0
         await drop_abandoned_stages(conn)
         staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
@@ -454,7 +474,7 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "table": source.display,
             "out": dest_display, "rows": rows, "segments": segments, "proba": proba,
             "prediction_type": prediction_type(model), "seconds": round(time.perf_counter() - started, 3),
-            "note": model.unfinished}
+            "notes": model.notes + notes}
 
 
 async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: int, cores: list[list[int]],
@@ -476,7 +496,7 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
                      y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats.class_values),
                      segments=segments, stage=_stage_name())
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
-        rows = await _check_rows(moment.conn, engine, source, model, id_column=None, label_category=category)
+        rows, notes = await _check_rows(moment.conn, engine, source, model, id_column=None, label_category=category)
         results = await _score(conn, dsn, engine, spec, model, cores, "evaluate", False,
                                lambda s: render("score_evaluate.sql", score_query=engine.score_query(spec, s)),
                                source, moment)
@@ -492,6 +512,6 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
         out[model.ranking_metric] = indb.ranking_metric_result(
             model.task, model.ranking_metric, model.stats, [list(r["metric_state"]) for r in parts])
     out["seconds"] = round(time.perf_counter() - started, 3)
-    out["note"] = model.unfinished
+    out["notes"] = model.notes + notes
     return out
 

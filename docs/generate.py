@@ -45,12 +45,13 @@ outcome**, and no live display: a script can always parse stdout.
   and `exit_code` (null and 0 when every model trained; when some models failed and the others
   trained, this whole document with `error` saying how many failed and `exit_code` 1).
 - `ctq predict --json`: `{"run_id", "model_id", "model", "table", "out", "rows", "segments",
-  "proba", "prediction_type", "seconds", "note"}`.
+  "proba", "prediction_type", "seconds", "notes"}`.
 - `ctq evaluate --json`: `{"run_id", "model_id", "model", "table", "rows", "segments", "loss",
-  "accuracy" | "mae", ["auc" | "f1" | "precision" | "recall",] "seconds", "note"}`.
-- `ctq export --json`: `{"run_id", "model_id", "model", "path", "task", "class_values", "note"}`.
-  For these three, `note` is null, or (as the `note:` line on stderr says) that the model has not
-  finished training, with its epochs done: its weights so far, from a running or interrupted run.
+  "accuracy" | "mae", ["auc" | "f1" | "precision" | "recall",] "seconds", "notes"}`.
+- `ctq export --json`: `{"run_id", "model_id", "model", "path", "task", "class_values", "notes"}`.
+  For these three, `notes` lists the `note:` lines printed on stderr: a model that has not
+  finished training (its weights so far, from a running or interrupted run, with its epochs
+  done); rows with a category the model was not trained on (scored as the unknown category).
 - `ctq validation --json`: `{"run_id", "out", "rows"}`.
 - `ctq runs --json` and `ctq models --json`: a list of objects, one per run (newest first) or per
   model (in leaderboard order), with the columns the table shows and more (`ctq models --json`

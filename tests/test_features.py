@@ -97,6 +97,16 @@ async def test_a_one_hot_category_carries_the_signal(colors_table, conn, tmp_pat
     proc = run_cli("predict", run_id, "--table", "public.colors_new", "--id-column", "id",
                    "--out", "public.colors_scored", "--replace")
     assert proc.returncode == 0, proc.stderr
+    assert "note: column 'color': 5 of 600 rows have a category the model was not trained on" in proc.stderr
+    # the same codes as numeric(3,1) ('1.0' is not the category '1'): every row would be scored as
+    # the unknown code, a wrong result: refused, naming the column (found by a user trial)
+    await conn.execute("DROP TABLE IF EXISTS public.colors_recast; CREATE TABLE public.colors_recast AS "
+                       "SELECT id, x, color, code::numeric(3,1) AS code, label FROM public.colors_new")
+    for command in (["predict", run_id, "--id-column", "id", "--out", "public.colors_recast_out"],
+                    ["evaluate", run_id]):
+        refused = run_cli(*command, "--table", "public.colors_recast")
+        assert refused.returncode == 2 and "column 'code': none of its 600 values is one of the 7 categories the " \
+            "model was trained on ('0', '1', '2', ...; compared as text)" in refused.stderr, refused.stderr
     hits = await conn.fetchval("SELECT avg((s.prediction = c.label)::int) FROM public.colors_scored s "
                                "JOIN public.colors_new c USING (id)")
     assert await conn.fetchval("SELECT count(*) FROM public.colors_scored") == 600 and hits > 0.8, hits

@@ -289,13 +289,13 @@ async def test_a_model_still_in_training_is_scored_with_a_note(runs, dsn, ctq_ho
                      ("evaluate", str(run_id), "--table", "public.pred_holdout", "--json")):
             proc = cli(dsn, ctq_home, *args)
             assert proc.returncode == 0, proc.stderr
-            assert f"note: {note}" in proc.stderr and json.loads(proc.stdout)["note"] == note
+            assert f"note: {note}" in proc.stderr and json.loads(proc.stdout)["notes"] == [note]
     finally:
         await conn.execute("UPDATE ctq.runs SET status = 'succeeded' WHERE run_id = $1", run_id)
         await conn.execute("UPDATE ctq.models SET status = $2, epochs_done = $3 WHERE run_id = $1", run_id,
                            finished["status"], finished["epochs_done"])
     proc = cli(dsn, ctq_home, "export", str(run_id), str(tmp_path / "final.keras"), "--json")
-    assert proc.returncode == 0 and "note:" not in proc.stderr and json.loads(proc.stdout)["note"] is None
+    assert proc.returncode == 0 and "note:" not in proc.stderr and json.loads(proc.stdout)["notes"] == []
 
 
 async def test_a_terminal_is_told_what_scoring_waits_for(runs, dsn, ctq_home):
