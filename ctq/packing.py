@@ -198,6 +198,11 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         if not wanted:
             raise DataError(f"data.features: {data.table!r} has no column left but the label and data.exclude")
     features = [_match_column(f, columns, f"data.features[{i}]") for i, f in enumerate(wanted)]
+    seen: dict[str, int] = {}
+    for i, col in enumerate(features):  # as the database resolves them: [f1, F1] is f1 twice
+        if (first := seen.setdefault(col["name"], i)) != i:
+            raise DataError(f"data.features[{i}]: {wanted[i]!r} is column {col['name']!r} again "
+                            f"(data.features[{first}]); each feature once")
     encodings = {c["name"]: data.encoding(f) for f, c in zip(wanted, features) if data.encoding(f)}
     array_feature = len(features) == 1 and features[0]["category"] == "A" and not encodings
     for i, col in enumerate(features):

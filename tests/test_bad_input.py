@@ -85,6 +85,9 @@ CASES = {
     "money label": ({"label": "price", "task": "regression", "metric": "val_mae"}, "data.label: column 'price'"),
     # names as unquoted SQL folds them: F1 finds f1 (test_train), but age does not find "Age"
     "lower case of a mixed-case column": ({"features": "[f1, age]"}, "column 'age' does not exist"),
+    # F1 finds f1: the same column twice (the label check folded case, the duplicate check did not)
+    "one feature twice in two cases": ({"features": "[f1, f2, F1]"},
+                                       "data.features[2]: 'F1' is column 'f1' again (data.features[0])"),
     # packing writes one dimension's array header: a 2 x 2 array failed the run as "NULL elements"
     "two-dimensional array feature": ({"features": "[grid]"}, "array column 'grid' holds 2-dimensional arrays"),
     # a run ranked on validation rows it does not have "succeeded" with no best model
