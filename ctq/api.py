@@ -348,7 +348,11 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
             f"would not fit memory_budget_mb {cfg.memory_budget_mb}")
     run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
                                       versions=versions(), warm_from=warm_from)
-    plan = await load_plan(conn, run_id)
+    try:
+        plan = await load_plan(conn, run_id)
+    except BaseException:  # a run no coordinator will drive: not left behind as a stale one
+        await housekeeping.remove_runs(conn, [run_id])
+        raise
     say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
         f"epochs, schedule {schedule}")
     return plan, source, pack
@@ -563,10 +567,14 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     try:
         search, plan = await start_search(dsn, plan)
         progress: Progress | None = progress_factory(plan) if progress_factory else None
-    except BaseException:
+    except BaseException as exc:
         for conn in preloaded or ():
             if conn is not None:
                 conn.terminate()
+        if isinstance(exc, Exception):  # recorded, or the run would look driven (stale) for ever
+            with contextlib.suppress(Exception):
+                async with connect(dsn) as conn:
+                    await catalog.finish_run(conn, plan.run_id, "failed", plain_text(f"{type(exc).__name__}: {exc}"))
         raise
     coordinator = coordinator_for(dsn, plan, search, progress, heartbeat_seconds, preloaded)
     started = time.perf_counter()

@@ -520,8 +520,9 @@ def _distinct(values: list) -> list:
     return values
 
 
-Positive = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[int, Field(ge=0)]
+INT_MAX = 2**31 - 1  # the catalog keeps these in integer columns (a run created, then refused there)
+Positive = Annotated[int, Field(ge=1, le=INT_MAX)]
+NonNegative = Annotated[int, Field(ge=0, le=INT_MAX)]
 Column = _text("column name")
 LearningRate = Annotated[float, Field(gt=0, title="learning rate")]
 Momentum = Annotated[float, Field(ge=0, lt=1, title="momentum")]
@@ -794,7 +795,7 @@ class Search(_Section):
     samples: Annotated[int, Field(ge=1, le=MAX_MODELS)] | None = None
     space: Space = Field(default_factory=Space)
     grace_period: Positive = Field(1, description="asha, hyperband: epochs before the first rung")
-    reduction_factor: Annotated[int, Field(ge=2)] = Field(3, description="asha, hyperband: 1 in this many promoted")
+    reduction_factor: Annotated[int, Field(ge=2, le=INT_MAX)] = Field(3, description="asha, hyperband: 1 in this many promoted")
     max_epochs: Positive | None = Field(None, description="asha, hyperband: epochs of a model that is never stopped")
 
     @model_validator(mode="after")
@@ -859,7 +860,8 @@ class Grid(_Section):
     epochs: Positive | None = None
     metric: _choice(METRICS) = "val_loss"
     scheduling: _choice(SCHEDULING_RULES) = "cost"
-    warm_start: Positive | None = Field(None, description="a run id: each model starts from that run's final weights")
+    warm_start: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = Field(  # ctq.runs.run_id is a bigint
+        None, description="a run id: each model starts from that run's final weights")
 
     @model_validator(mode="after")
     def _rules(self) -> Grid:

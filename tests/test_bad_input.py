@@ -240,3 +240,23 @@ async def test_a_request_with_a_field_the_server_does_not_know_is_refused(small_
     assert "learning_schedule" in info.value.message
     with pytest.raises(TypeError, match="learning_schedule"):
         HopRequest.from_json(json.dumps({**request, "learning_schedule": "cosine"}))
+
+
+async def test_a_run_that_cannot_start_leaves_nothing_behind(bad_source, tmp_path, dsn, conn):
+    """A run created, then refused before any coordinator drove it (here the server refuses a
+    setting the client let through: a budget past the integer column, as grid.yaml checks it now),
+    was left 'running' for ever: stale, and what --resume auto then picked every night. It is removed."""
+    import dataclasses
+
+    import asyncpg
+
+    from ctq import api
+    from ctq.config import load_config
+
+    cfg = load_config(write_grid(tmp_path, BASE.format(**GOOD)))
+    await api.train(cfg, dsn)  # installed, packed: what is left to write is the run
+    before = await snapshot(conn)
+    cfg = dataclasses.replace(cfg, memory_budget_mb=30000000000, raw={**cfg.raw, "memory_budget_mb": 30000000000})
+    with pytest.raises(asyncpg.NumericValueOutOfRangeError, match="out of range for type integer"):
+        await api.train(cfg, dsn)
+    assert await snapshot(conn) == before

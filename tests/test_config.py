@@ -364,6 +364,13 @@ BAD_CASES = [
     ("keras-json-os-system", _set("models[1].keras_json", "models/os_system.json"),
      ["models[1].keras_json", "Python code", "os.system"]),
     ("keras-json-eval", _set("models[1].keras_json", "models/eval.json"), ["models[1].keras_json", "Python code", "eval"]),
+    # integers the catalog keeps in integer columns: past 2^31 - 1 a run was created, then refused
+    # by the server ('the data could not be used'), and left stale (a user trial)
+    ("memory-budget-past-int", _set("memory_budget_mb", 30000000000),
+     ["memory_budget_mb: must be at most 2147483647, got 30000000000"]),
+    ("seed-past-int", _set("search.seed", 2**31), ["search.seed: must be at most 2147483647"]),
+    ("epochs-past-int", _set("epochs", 3000000000), ["epochs: must be at most 2147483647"]),
+    ("warm-start-past-bigint", _set("warm_start", 2**63), ["warm_start: must be at most 9223372036854775807"]),
 ]
 # search.method hyperband takes asha's keys under the same rules and messages (its method named in them)
 BAD_CASES += [(name.replace("asha", "hyperband"), _with(mutation, _set("search.method", "hyperband")),
