@@ -180,6 +180,7 @@ _SQLSTATE_CLASSES = {
     "58": (DatabaseError, "the database server hit a system error"),
     "42": (DatabaseError, "the database refused a statement (a missing object, or one it cannot run)"),
     "22": (DataError, "the data could not be used"),
+    "2B": (DataError, "a table cannot be dropped or replaced while other objects depend on it"),
     "23": (RunFailed, "a write broke a constraint of ctq's catalog"),
     "40": (RunFailed, "a transaction was rolled back (serialization failure or deadlock)"),
     "XX": (RunFailed, "the database server reported an internal error"),
@@ -202,4 +203,5 @@ def from_database(exc: BaseException) -> CtqError:
     if not sqlstate:  # the client side of a connection: refused, reset, DNS...
         return DatabaseError(f"cannot talk to the database: {message}")
     kind, meaning = _SQLSTATE_CLASSES.get(sqlstate[:2], (RunFailed, "the database reported an error"))
-    return kind(f"{meaning}: {message} (SQLSTATE {sqlstate})")
+    detail = " ".join(plain_text(getattr(exc, "detail", None) or "").split())  # e.g. which view depends on it
+    return kind(f"{meaning}: {message}{f' ({detail})' if detail else ''} (SQLSTATE {sqlstate})")

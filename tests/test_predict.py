@@ -244,6 +244,11 @@ async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, con
     assert cli(dsn, ctq_home, *base).returncode == 2
     assert cli(dsn, ctq_home, *base, "--replace").returncode == 0
     assert await conn.fetchval("SELECT count(*) FROM public.pred_replace") == 500
+    # a view on --out: the server refuses the drop; exit 2 naming the view (was exit 1, 'failed')
+    await conn.execute("CREATE VIEW public.pred_replace_v AS SELECT * FROM public.pred_replace")
+    proc = cli(dsn, ctq_home, *base, "--replace")
+    await conn.execute("DROP VIEW public.pred_replace_v")
+    assert proc.returncode == 2 and "view pred_replace_v depends on table pred_replace" in proc.stderr, proc.stderr
     proc = cli(dsn, ctq_home, "predict", str(runs["regression"]), "--table", "public.pred_holdout", "--id-column",
                "id", "--out", "public.pred_x", "--proba")
     assert proc.returncode == 2 and "--proba" in proc.stderr
