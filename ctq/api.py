@@ -451,6 +451,11 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
         if run["alive"]:
             raise UsageError(f"run {run_id} is still being driven by a live ctq process")  # (exit 2, as ctq rm's)
+        statuses = [m["status"] for m in await catalog.run_models(conn, run_id)]
+        budget = (await load_plan(conn, run_id)).model_budget
+        if not {"pending", "training"} & set(statuses) and len(statuses) >= budget:  # as a succeeded run's
+            raise NotFound(f"run {run_id} has nothing left to train: every model ended ({statuses.count('failed')} "
+                           f"failed: see ctq models {run_id})")
         engine = await detect(conn)
         await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source

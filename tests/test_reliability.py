@@ -468,6 +468,11 @@ async def test_a_diverging_model_fails_alone(conn, tmp_path, run_cli):
     assert "diverged" in shown.stdout
     board = {r["model_id"]: r for r in json.loads(run_cli("models", str(result["run_id"]), "--json").stdout)}
     assert "diverged" in board[2]["message"] and board[1]["message"] is None
+    # every model ended: a resume has nothing to do (it said "4 hops to go", then trained none)
+    resumed = run_cli("train", "--resume", str(result["run_id"]))
+    assert resumed.returncode == 2 and resumed.stderr.strip() == (
+        f"error: run {result['run_id']} has nothing left to train: every model ended (1 failed: see ctq models "
+        f"{result['run_id']})"), resumed.stderr
 
 
 async def test_segments_over_their_memory_budget_stream_their_data(tmp_path, run_cli, conn):
