@@ -504,6 +504,15 @@ def _text(title: str | None = None, description: str | None = None) -> Any:
     return Annotated[str, Field(min_length=1, title=title, description=description), AfterValidator(_printable)]
 
 
+def _model_name(text: str) -> str:
+    """A model's name: its leaderboard name is name/optimizer/lr=.../bs=... (config.model_name), so
+    a '/' in it could read as, or even equal, another model's name."""
+    if "/" in text:
+        raise _fail(f"contains '/', which separates a model's name from its hyper-parameters in its "
+                    f"leaderboard name (name/optimizer/lr=.../bs=...): {text!r}")
+    return text
+
+
 def _either(pick, *choices, error: str | None = None) -> Any:
     """A union whose branch is ``choices[pick(value)]``; ``pick`` returning None is an error of
     type ``error``. Its pydantic tags are "#<position>", which :func:`_locate` follows into the
@@ -697,7 +706,7 @@ class ArchitectureEntry(_Section):
 
     schema_rules: ClassVar[dict] = {"oneOf": [{"required": ["layers"]}, {"required": ["keras_json"]}]}
 
-    name: _text() | None = None
+    name: Annotated[_text(), AfterValidator(_model_name)] | None = None
     layers: Annotated[list[Layer], Field(title="list of layers")] | None = None
     keras_json: _text("path to a Keras model JSON file", "path of a Model.to_json() file") | None = None
 
