@@ -260,8 +260,8 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         current = await catalog.is_current(conn, engine)
         preloading = asyncio.create_task(engine.preload(dsn, segments)) if current else None
         try:
-            plan, source, pack = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say,
-                                                   preloading=preloading is not None, installed=current)
+            plan, source, pack, control = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say,
+                                                            preloading=preloading is not None, installed=current)
         except DataError as exc:
             await discard(preloading)
             raise exc.in_file(cfg.source_path) from None
@@ -274,7 +274,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         notify(hint)
     try:
         result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds,
-                             preloaded=await preloading if preloading is not None else None)
+                             preloaded=await preloading if preloading is not None else None, control=control)
     except TooLarge as exc:  # refused before any model was built: the new run leaves no trace
         async with connect(dsn) as conn:
             await housekeeping.remove_runs(conn, [run_id])
@@ -346,16 +346,24 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
     if streams(cfg.memory_budget_mb, pack.stats):
         say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
             f"would not fit memory_budget_mb {cfg.memory_budget_mb}")
-    run_id = await catalog.create_run(conn, config=cfg, pack=pack, segments=segments, schedule=schedule,
-                                      versions=versions(), warm_from=warm_from)
+    # the run's control session, which holds its lock from the run's creation until its
+    # coordinator takes it over (Coordinator, control=): never a moment when the run looks stale
+    control = await open_connection(dsn, "ctq run control")
+    try:
+        run_id = await catalog.create_run(control, config=cfg, pack=pack, segments=segments, schedule=schedule,
+                                          versions=versions(), warm_from=warm_from, lock=True)
+    except BaseException:
+        control.terminate()
+        raise
     try:
         plan = await load_plan(conn, run_id)
     except BaseException:  # a run no coordinator will drive: not left behind as a stale one
+        control.terminate()
         await housekeeping.remove_runs(conn, [run_id])
         raise
     say(f"run {run_id} ({cfg.name}): {plan.model_budget} models x {segments} segments x {cfg.epochs} "
         f"epochs, schedule {schedule}")
-    return plan, source, pack
+    return plan, source, pack, control
 
 
 async def warm_start_sources(conn, cfg: RunConfig, source) -> dict[int, list[int]]:
@@ -531,10 +539,10 @@ STATE_LOSSES = 3
 
 
 def coordinator_for(dsn: str, plan: RunPlan, search: Search, progress: Progress | None, heartbeat_seconds: float,
-                    preloaded=None) -> Coordinator:
+                    preloaded=None, control=None) -> Coordinator:
     """A coordinator session over ``plan``: its scheduler in the state the catalog leaves it,
     ``search`` the run's (see :func:`start_search`); ``preloaded``: segment connections opened
-    ahead, see Engine.preload."""
+    ahead, see Engine.preload; ``control``: a connection holding the run's lock (drive)."""
     rule = {"scheduling": plan.scheduling} if plan.schedule == "mop" else {}
     scheduler = SCHEDULERS[plan.schedule](sorted(plan.specs), plan.segments, plan.epochs, plan.seed,
                                           completed=plan.completed, observed=plan.observed, **rule)
@@ -543,7 +551,7 @@ def coordinator_for(dsn: str, plan: RunPlan, search: Search, progress: Progress 
     for model_id in plan.stopped:
         scheduler.stop_model(model_id)
     return Coordinator(dsn, plan, scheduler, search, engine_named(plan.engine), progress, preloaded=preloaded,
-                       heartbeat_seconds=heartbeat_seconds)
+                       control=control, heartbeat_seconds=heartbeat_seconds)
 
 
 async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | None]:
@@ -562,18 +570,20 @@ async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | N
 
 
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0,
-                preloaded=None) -> TrainResult:
+                preloaded=None, control=None) -> TrainResult:
     """Coordinator sessions over a run in the catalog, until it ends; records how it ended.
 
     A session that finds that the server lost working states (:class:`StatesLost`: it crashed and
     restarted) stops; the run goes back to those models' checkpoints and a new session goes on
     (at most ``STATE_LOSSES`` times), so a server crash costs at most the training since each
-    model's last checkpoint (ctq.coordinator.Coordinator._checkpoints)."""
+    model's last checkpoint (ctq.coordinator.Coordinator._checkpoints). ``control``: the
+    connection holding the new run's lock since its creation (prepare_run), handed to the first
+    coordinator."""
     try:
         search, plan = await start_search(dsn, plan)
         progress: Progress | None = progress_factory(plan) if progress_factory else None
     except BaseException as exc:
-        for conn in preloaded or ():
+        for conn in [*(preloaded or ()), control]:
             if conn is not None:
                 conn.terminate()
         if isinstance(exc, Exception):  # recorded, or the run would look driven (stale) for ever
@@ -581,7 +591,7 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
                 async with connect(dsn) as conn:
                     await catalog.finish_run(conn, plan.run_id, "failed", plain_text(f"{type(exc).__name__}: {exc}"))
         raise
-    coordinator = coordinator_for(dsn, plan, search, progress, heartbeat_seconds, preloaded)
+    coordinator = coordinator_for(dsn, plan, search, progress, heartbeat_seconds, preloaded, control)
     started = time.perf_counter()
     outcome = Outcome(segments=plan.segments)
     notices: list[str] = []

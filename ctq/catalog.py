@@ -209,10 +209,13 @@ def _row(record: asyncpg.Record | None) -> dict[str, Any] | None:
 
 
 async def create_run(conn, *, config, pack, segments: int, schedule: str, versions: dict,
-                     warm_from: dict[int, list[int]] | None = None) -> int:
+                     warm_from: dict[int, list[int]] | None = None, lock: bool = False) -> int:
     """Insert the run and one row per model in one transaction; returns the run id.
     ``warm_from``: source model id (of run ``config.warm_start``) -> the new models that start from
-    its final state."""
+    its final state. ``lock``: ``conn`` also takes the run's coordinator lock in that transaction
+    (a session lock: it outlives the commit) and is named its control session, so the run is
+    never seen unheld, 'stale', by ctq runs, rm or a resume (a user trial removed a run in the
+    seconds between its creation and its coordinator's start)."""
     async with conn.transaction():
         engine = await detect(conn)
         run_id = await engine.write(
@@ -230,6 +233,9 @@ async def create_run(conn, *, config, pack, segments: int, schedule: str, versio
         )
         for source, targets in (warm_from or {}).items():
             await _write(conn, "warm_start.sql", run_id, config.warm_start, targets, source)
+        if lock:
+            await lock_run(conn, run_id)  # a new run's: no one else can hold it yet
+            await conn.execute(template("application_name.sql"), f"ctq run {run_id} control")
     return run_id
 
 

@@ -190,7 +190,8 @@ def shared_cores(segments: int, cpus: int, per_segment: int | None) -> str | Non
 class Coordinator:
     def __init__(self, dsn: str, plan: RunPlan, scheduler: Scheduler, search: Search, engine: Engine,
                  progress: Progress | None = None, *, preloaded: list[asyncpg.Connection | None] | None = None,
-                 heartbeat_seconds: float = 5.0, max_retries: int = 5, retry_backoff: float = 0.5):
+                 control: asyncpg.Connection | None = None, heartbeat_seconds: float = 5.0, max_retries: int = 5,
+                 retry_backoff: float = 0.5):
         """A session driving run ``plan`` (ctq.api.RunPlan: the run as the catalog records it; its
         pack, models, metric, checkpoint rule...) on ``engine``: ``scheduler`` decides which hop
         runs next, in the state the catalog leaves it; ``search`` (ctq.search) is the run's, its
@@ -198,6 +199,9 @@ class Coordinator:
         run's metric (results a dead predecessor left undecided are decided first), one that asks
         for models during the run is told each model's end and asked for new ones then.
         ``preloaded``: segment connections opened ahead (Engine.preload), taken over at warm-up;
+        ``control``: the connection that created the run and took its lock in that transaction
+        (catalog.create_run), taken over as this session's control connection, so that the run is
+        never without a live holder of its lock between its creation and its first hop;
         a failed hop is retried ``max_retries`` times, ``retry_backoff`` seconds apart and doubling.
 
         What the run settles (see ctq.config): ``stream`` (the segments read their buffers on every
@@ -235,6 +239,7 @@ class Coordinator:
         self.backends: list[int | None] = [None] * self.segments  # each segment connection's server pid
         self.warmup_estimates: dict[int, dict[str, float]] = {}  # segment -> compile key -> hop seconds
         self.control: asyncpg.Connection | None = None
+        self.handed_control = control  # holds the run's lock already (catalog.create_run)
         # asyncpg allows one operation at a time per connection. The heartbeat and the main loop
         # both write the catalog; without this lock their writes collided, the collision was taken
         # for a dropped connection, and the reconnect let go of the run's lock (issue 8).
@@ -250,6 +255,10 @@ class Coordinator:
 
     async def _open_control(self) -> None:
         """The catalog connection; it also holds the run's lock for as long as it lives."""
+        handed, self.handed_control = self.handed_control, None
+        if handed is not None and not handed.is_closed():
+            self.control, self.driving = handed, True
+            return
         conn = await open_connection(self.dsn, f"ctq run {self.run_id} control")
         for attempt in range(1, 11):  # a killed predecessor's session may take a moment to end
             if await catalog.lock_run(conn, self.run_id):
@@ -546,22 +555,24 @@ class Coordinator:
         """Let go of the run (its lock) and every connection without recording an end: another
         session goes on with the run (api.drive, after :class:`StatesLost`)."""
         await self._close_segments()
-        if self.control is not None:
-            await _close(self.control)
-            self.control = None
+        await self._close_control()
         self.driving = False
 
     async def finish(self, status: str, message: str | None = None) -> None:
         """Record the run's end while still holding its lock, then let go of everything. A session
         that never got the lock records nothing: the run belongs to the session that drives it."""
         try:
-            if self.driving:
+            if self.driving or self.handed_control is not None:  # (a handed one holds the lock: adopted)
                 await self._catalog(catalog.finish_run, self.run_id, status, message)
         finally:
             await self._close_segments()
-            if self.control is not None:
-                await _close(self.control)
-                self.control = None
+            await self._close_control()
+
+    async def _close_control(self) -> None:
+        for conn in (self.control, self.handed_control):
+            if conn is not None:
+                await _close(conn)
+        self.control = self.handed_control = None
 
     async def _close_segments(self) -> None:
         await asyncio.gather(*(_close(c) for c in self.connections + self.preloaded if c is not None))

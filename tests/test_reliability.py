@@ -66,6 +66,35 @@ def start_train(dsn, ctq_home, *args):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
+async def test_a_new_run_is_held_from_the_moment_it_exists(long_table, tmp_path, dsn, ctq_home, conn, run_cli):
+    """The run's lock is taken in the transaction that creates it and handed to its coordinator:
+    the seconds before the first hop (preload, warm-up) left it unheld, 'stale' to ctq runs, and a
+    user trial's `ctq rm` deleted it then (its coordinator went on, failing 'permission denied')."""
+    from ctq.catalog import RUN_LOCK_CLASS
+
+    grid = write_grid(tmp_path, GRID.format(name="held-at-once", table=long_table, epochs=1))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    try:
+        run_id, deadline = None, time.monotonic() + 120
+        while run_id is None and time.monotonic() < deadline and proc.poll() is None:
+            if await conn.fetchval("SELECT to_regclass('ctq.runs') IS NOT NULL"):
+                run_id = await running_run(conn, "held-at-once")
+            await asyncio.sleep(0.01)
+        held = await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                   "AND classid = $1 AND objid = $2 AND objsubid = 2", RUN_LOCK_CLASS, run_id)
+        assert run_id is not None and held == 1  # as soon as the row is visible
+        assert not await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+        refused = run_cli("rm", str(run_id), "--yes")  # within a second of its creation, before its first hop
+        assert refused.returncode == 2 and "being driven by a live ctq process" in refused.stderr, refused.stderr
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["run_id"] == run_id
+    await assert_complete(conn, run_id, models=4, epochs=1)
+
+
 async def running_run(conn, name):
     """The running run ``name``: a finished run of that name (another test's) is never the one a
     test started (a signal sent on its hops would hit the new process while it starts)."""
