@@ -325,6 +325,18 @@ def parse_config(text: str, source_path: str = "<string>", base_dir: str | None 
     return _run_config(grid, doc, source_path, os.getcwd() if base_dir is None else base_dir)
 
 
+def effective(raw: dict) -> dict:
+    """A run's recorded configuration (``ctq.runs.config``) with every default filled in, as the
+    run used it: a default spelled out in one grid file and left out of another is no difference
+    between two runs (ctq compare). The record as it is when it no longer validates (an older
+    ctq's)."""
+    doc = {key: value for key, value in raw.items() if key != "resolved"}  # (ctq's own, see api.train)
+    try:
+        return Grid.model_validate(doc).model_dump(mode="json", warnings=False)
+    except ValidationError:
+        return raw
+
+
 def fingerprint(config: RunConfig) -> str:
     """Stable sha256 (hex) of the canonical configuration: independent of key order, spelling of
     numbers and the file's location; changes with anything that changes what would be trained."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import yaml
 
 from ctq import __version__, catalog
+from ctq.config import effective
 from ctq.errors import NotFound
 from ctq.metrics import Metric
 from ctq.rules import PackStats
@@ -115,9 +116,6 @@ def summary(data: RunData) -> dict:
     }
 
 
-_MISSING = object()
-
-
 def flatten(value, prefix: str = "") -> dict[str, object]:
     """A configuration as ``{"models[0].layers[1].dense": 256, ...}`` (dicts by key, lists by index)."""
     if isinstance(value, dict) and value:
@@ -134,10 +132,11 @@ def flatten(value, prefix: str = "") -> dict[str, object]:
 
 
 def config_differences(a: dict, b: dict) -> list[dict]:
-    """Keys whose values differ between two configurations (``None`` where a key is missing)."""
+    """Keys whose values differ between two configurations (``None`` where a key is missing: a
+    key set to null, as config.effective writes an unset one, is no difference from none)."""
     fa, fb = flatten(a), flatten(b)
     return [{"key": key, "a": fa.get(key), "b": fb.get(key)}
-            for key in sorted(set(fa) | set(fb), key=_natural) if fa.get(key, _MISSING) != fb.get(key, _MISSING)]
+            for key in sorted(set(fa) | set(fb), key=_natural) if fa.get(key) != fb.get(key)]
 
 
 def _natural(key: str) -> list:
@@ -145,13 +144,10 @@ def _natural(key: str) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", key)]
 
 
-_MISSING = object()
-
-
 def settings(data: RunData) -> dict:
-    """What a run was asked to do: its configuration, with the name and schedule it ran under
-    (``--name`` and ``--schedule`` are not part of the grid file)."""
-    return {**data.run["config"], "name": data.run["name"], "schedule": data.run["schedule"]}
+    """What a run was asked to do: its configuration, defaults filled in (config.effective), with
+    the name and schedule it ran under (``--name`` and ``--schedule`` are not part of the grid file)."""
+    return {**effective(data.run["config"]), "name": data.run["name"], "schedule": data.run["schedule"]}
 
 
 def compare(a: RunData, b: RunData) -> dict:

@@ -54,7 +54,9 @@ async def runs(small_table, tmp_path_factory, dsn):
         body = GRID.format(name=name, table=small_table, lr=lr)
         if name == "rep-b":
             body = body.replace("      - name: wide\n        layers:\n          - {dense: 32, activation: relu}\n", "")
-            assert "wide" not in body
+            # defaults left out (rep-a spells them): no difference to ctq compare (a user trial)
+            body = body.replace("      validation_fraction: 0.2\n", "").replace("      method: grid\n", "")
+            assert "wide" not in body and "validation_fraction" not in body and "method" not in body
         grid = write_grid(d, body, f"{name}.yaml")
         result = await api.train(str(grid), dsn, schedule=schedule)
         assert result.status == "succeeded"
@@ -254,7 +256,8 @@ async def test_compare_matches_the_catalog(runs, run_cli, conn):
     differences = {d["key"]: (d["a"], d["b"]) for d in result["config_differences"]}
     assert differences == {"name": ("rep-a", "rep-b"), "schedule": ("mop", "bsp"),
                            "search.space.learning_rate[0]": (0.01, 0.03), "models[1].name": ("wide", None),
-                           "models[1].layers[0].dense": (32, None), "models[1].layers[0].activation": ("relu", None)}
+                           "models[1].layers[0].dense": (32, None), "models[1].layers[0].activation": ("relu", None),
+                           "models[1].layers[0].l2": (0.0, None)}
     proc = run_cli("compare", str(a), str(b))
     assert proc.returncode == 0 and "configuration differences" in proc.stdout and "0.03" in proc.stdout
     proc = run_cli("compare", str(a), "999999", "--json")
