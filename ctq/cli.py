@@ -581,6 +581,10 @@ def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: s
     if as_json:
         _echo_json(rows)
         return
+    if not rows:  # a line, not a table of headers alone
+        filters = [f for f in (status and f"status {status}", name and f"name {name!r}") if f]
+        click.echo(f"no runs{' with ' + ' and '.join(filters) if filters else ''}")
+        return
     console = _stdout()
     wide = console.width >= 120  # narrower: the start time and model count make room for the rest
     table = Table(box=box.SIMPLE_HEAD)

@@ -288,6 +288,8 @@ async def test_runs_filters_by_status_and_name(runs, run_cli, conn, dsn):
         await conn.execute("UPDATE ctq.runs SET status = 'succeeded', finished_at = $2 WHERE run_id = $1", b, finished)
     proc = run_cli("runs", "--status", "done")
     assert proc.returncode == 2 and "'done' is not one of" in proc.stderr
+    proc = run_cli("runs", "--status", "stale", "--name", "rep-*")  # none now: a line, not bare headers
+    assert proc.returncode == 0 and proc.stdout == "no runs with status stale and name 'rep-*'\n", proc.stdout
 
 
 async def test_views_return_what_the_catalog_says(runs, conn):
