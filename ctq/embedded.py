@@ -43,7 +43,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ctq.errors import DatabaseError
+from ctq.errors import DatabaseError, UsageError
 
 __all__ = [
     "EmbeddedCluster",
@@ -93,13 +93,28 @@ def default_home() -> Path:
 def resolve_dsn(dsn: str | None = None, *, start: bool = True) -> str:
     """The DSN to use: the explicit ``dsn``, else ``$CTQ_DSN``, else the embedded cluster at
     :func:`default_home` (started on demand when ``start`` is true)."""
+    if dsn is not None and not dsn.strip():  # `--dsn "$PROD_DSN"` with the variable unset: not the embedded one
+        raise UsageError("--dsn is empty (an unset variable?); give a DSN, or leave --dsn out for the embedded "
+                         "database")
     if dsn:
-        return dsn
+        return _checked_port(dsn)
     env = os.environ.get("CTQ_DSN", "").strip()
     if env:
-        return env
+        return _checked_port(env)
     cluster = EmbeddedCluster(default_home())
     return cluster.start() if start else cluster.dsn
+
+
+def _checked_port(dsn: str) -> str:
+    """``dsn``, refused (DatabaseError, exit 3: a malformed DSN) when its URL names a port that is
+    none: asyncpg took 99999 modulo 65536 and tried port 34463 (a user trial)."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.scheme in ("postgresql", "postgres") and "," not in parts.netloc:  # (one host; asyncpg checks lists)
+        port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise DatabaseError(f"cannot connect to the database (malformed DSN: port {port!r} is not a port, 1 to "
+                                "65535); check --dsn / CTQ_DSN")
+    return dsn
 
 
 def _major_of(bindir: Path) -> str | None:

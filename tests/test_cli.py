@@ -119,6 +119,19 @@ async def test_doctor_explains_an_unreachable_database(run_cli, tmp_path):
     assert "database" in proc.stdout and "ctq db start" in proc.stderr
 
 
+@pytest.mark.parametrize("dsn, code, words", [
+    # asyncpg took 99999 modulo 65536: another port, where another server may listen (a user trial)
+    ("postgresql://localhost:99999/x", 3, "malformed DSN: port '99999' is not a port, 1 to 65535"),
+    ("postgresql://localhost:abc/x", 3, "malformed DSN: port 'abc' is not a port"),
+    # `--dsn "$PROD_DSN"` with the variable unset used the embedded database
+    ("", 2, "--dsn is empty (an unset variable?)"),
+])
+async def test_a_dsn_that_cannot_be_meant_is_refused_before_connecting(run_cli, dsn, code, words):
+    proc = run_cli("runs", "--json", "--dsn", dsn)
+    assert proc.returncode == code and words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert json.loads(proc.stdout)["exit_code"] == code
+
+
 async def test_load_creates_a_typed_table_and_refuses_to_overwrite(run_cli, conn, tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("a,b,name\n1,2.5,x\n3,,y\n")
