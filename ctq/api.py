@@ -8,6 +8,7 @@ installed, packed or recorded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
@@ -168,6 +169,14 @@ class RunPlan:
         if name in taken:
             name = f"{name}#{model_id}"
         return ModelSpec(name, arch["spec"], Hyperparameters(opt, lr, bs, mom), model_seed(self.seed, model_id))
+
+    @property
+    def work_left(self) -> bool:
+        """Whether a hop remains: a model neither failed nor stopped short of its epochs' hops, or a
+        model the search has yet to ask for."""
+        hops = collections.Counter(model for model, _, _ in self.completed)
+        return len(self.specs) < self.model_budget or any(
+            hops[m] < self.epochs * self.segments for m in self.specs if m not in self.failed | self.stopped)
 
     @property
     def model_budget(self) -> int:
@@ -459,14 +468,12 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
         if run["alive"]:
             raise UsageError(f"run {run_id} is still being driven by a live ctq process")  # (exit 2, as ctq rm's)
-        statuses = [m["status"] for m in await catalog.run_models(conn, run_id)]
-        budget = (await load_plan(conn, run_id)).model_budget
-        if not {"pending", "training"} & set(statuses) and len(statuses) >= budget:  # as a succeeded run's
-            raise NotFound(f"run {run_id} has nothing left to train: every model ended ({statuses.count('failed')} "
-                           f"failed: see ctq models {run_id})")
         engine = await detect(conn)
         await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source
+        if not (before := await load_plan(conn, run_id)).work_left:  # as a succeeded run's
+            raise NotFound(f"run {run_id} has nothing left to train: every model ended ({len(before.failed)} "
+                           f"failed: see ctq models {run_id})")
         (log or (lambda line: None))(f"checking whether the source of run {run_id} has changed")
         changed = await changed_since_packed(conn, engine, run["pack_id"])
         if changed and not keep_pack:
@@ -684,7 +691,9 @@ async def install(dsn: str, python_path: list[str] | None = None) -> str:
         return await catalog.installed_sha(conn)
 
 
-async def grant(dsn: str, role: str, *, admin: bool = False, revoke: bool = False) -> str:
+async def grant(dsn: str, role: str, *, admin: bool = False, revoke: bool = False) -> tuple[str, bool]:
+    """``ctq grant`` / ``ctq revoke``: see ``catalog.grant``. Returns (the group role, whether the
+    membership changed)."""
     async with connect(dsn) as conn:
         return await catalog.grant(conn, role, admin=admin, revoke=revoke)
 

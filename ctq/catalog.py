@@ -146,17 +146,34 @@ async def ensure_installed(conn: asyncpg.Connection, engine) -> None:
         await install(conn)
 
 
-async def grant(conn: asyncpg.Connection, role: str, *, admin: bool = False, revoke: bool = False) -> str:
+PSEUDO_ROLES = ("public", "current_user", "current_role", "session_user", "none")  # names no role can have
+
+
+async def check_role(conn: asyncpg.Connection, role: str, login: bool = True) -> None:
+    """UsageError naming the fix for a role name that names no role: empty, one of PostgreSQL's
+    pseudo-roles (PUBLIC is everyone, not a role to grant or share with), or none that exists."""
+    if not role.strip():
+        raise UsageError("the role name is empty; give an existing role")
+    if role.lower() in PSEUDO_ROLES:
+        raise UsageError(f"{role!r} is not a role but a keyword of PostgreSQL's; give a role, e.g. a group "
+                         "role its members are in (CREATE ROLE analysts; GRANT analysts TO alice)")
+    if not await role_exists(conn, role):
+        raise UsageError(f"no role {role!r} in this database; create it first, e.g. "
+                         f"CREATE ROLE {quote_ident(role)}{' LOGIN' if login else ''}")
+
+
+async def grant(conn: asyncpg.Connection, role: str, *, admin: bool = False, revoke: bool = False) -> tuple[str, bool]:
     """``ctq grant ROLE`` / ``ctq revoke ROLE``: add a role to (or remove it from) ctq_user, or
-    ctq_admin with ``admin``. Returns the group role."""
+    ctq_admin with ``admin``. Returns the group role and whether the membership changed (a grant
+    of a member, a revoke of a non-member: nothing to do, said so)."""
     group = ADMIN_ROLE if admin else USER_ROLE
     if await installed_sha(conn) is None:
         raise DatabaseError("ctq is not installed in this database; run `ctq install` first")
-    if not await role_exists(conn, role):
-        raise UsageError(f"no role {role!r} in this database; create it first, e.g. "
-                         f"CREATE ROLE {quote_ident(role)} LOGIN")
+    await check_role(conn, role)
     if role in (USER_ROLE, ADMIN_ROLE):
         raise UsageError(f"{role} is one of ctq's group roles; give an analyst's role")
+    if await conn.fetchval(template("role_in_group.sql"), role, group) != revoke:
+        return group, False
     statement = render("revoke_role.sql" if revoke else "grant_role.sql", group=quote_ident(group), role=quote_ident(role))
     try:
         await conn.execute(statement)
@@ -164,7 +181,7 @@ async def grant(conn: asyncpg.Connection, role: str, *, admin: bool = False, rev
         who = await current_role(conn)
         raise PermissionDenied(f"role {who} cannot {'revoke' if revoke else 'grant'} {group} ({exc}); "
                                "an administrator (a superuser, or a role with CREATEROLE) must run it") from exc
-    return group
+    return group, True
 
 
 async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revoke: bool = False) -> list[str]:
@@ -175,12 +192,12 @@ async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revo
     Raises UsageError for a role that does not exist, NotFound for a run the caller cannot see,
     PermissionDenied for a run it can see but not change."""
     for role in roles:
-        if not await role_exists(conn, role):
-            raise UsageError(f"no role {role!r} in this database; create it first, e.g. "
-                             f"CREATE ROLE {quote_ident(role)}")
+        await check_role(conn, role, login=False)
     run = await get_run(conn, run_id)
     if run is None:
         raise NotFound(f"no run with id {run_id}")
+    if run["run_by"] in roles:  # its owner reads it anyway; recorded, it showed as a reader
+        raise UsageError(f"run {run_id} is {run['run_by']}'s own: share it with other roles")
     if not run["may_change"]:
         raise PermissionDenied(f"run {run_id} belongs to {run['run_by']}: only its owner or an administrator "
                                "(ctq_admin) can share it")

@@ -311,8 +311,8 @@ def grant(role: str, admin: bool, dsn: str | None) -> None:
     """Let ROLE (an existing login role) use ctq: membership of ctq_user (or ctq_admin).
 
     ROLE still needs SELECT on each source table it trains on (GRANT SELECT ... TO ROLE)."""
-    group = run_async(api.grant(resolve_dsn(dsn), role, admin=admin))
-    click.echo(f"granted {group} to {role}")
+    group, changed = run_async(api.grant(resolve_dsn(dsn), role, admin=admin))
+    click.echo(f"granted {group} to {role}" if changed else f"{role} is already a member of {group}")
 
 
 @main.command()
@@ -322,8 +322,8 @@ def grant(role: str, admin: bool, dsn: str | None) -> None:
 @handle_errors
 def revoke(role: str, admin: bool, dsn: str | None) -> None:
     """Take the use of ctq away from ROLE (its runs stay, visible to administrators)."""
-    group = run_async(api.grant(resolve_dsn(dsn), role, admin=admin, revoke=True))
-    click.echo(f"revoked {group} from {role}")
+    group, changed = run_async(api.grant(resolve_dsn(dsn), role, admin=admin, revoke=True))
+    click.echo(f"revoked {group} from {role}" if changed else f"{role} was not a member of {group}: nothing to revoke")
 
 
 @main.command()

@@ -224,7 +224,7 @@ async def test_a_table_in_a_schema_without_usage_names_every_grant_it_takes(worl
     named, in one line, before anything is written."""
     await conn.execute("DROP SCHEMA IF EXISTS priv_hidden CASCADE; CREATE SCHEMA priv_hidden; "
                        f"CREATE TABLE priv_hidden.src AS SELECT * FROM {small_table}")
-    grid = write_grid(world["dir"], GRID.format(name="hidden", table="priv_hidden.src"))
+    grid = write_grid(world["dir"], GRID.format(name="hidden", table="priv_hidden.src"), "hidden.yaml")
     both = 'GRANT USAGE ON SCHEMA "priv_hidden" TO "ctq_alice"; GRANT SELECT ON "priv_hidden"."src" TO "ctq_alice"'
     try:
         for grant, lacks, fix in [
@@ -268,11 +268,17 @@ async def test_a_role_without_ctq_user_gets_one_line_and_the_fix(world, dsn, con
             assert proc.stderr.strip().count("\n") == 0
             assert "ask an administrator to run: ctq grant ctq_eve" in proc.stderr
         assert world["cli"]("grant", "ctq_eve", role="ctq_alice").returncode == 2  # analysts cannot grant
-        assert world["cli"]("grant", "ctq_eve").returncode == 0
+        assert world["cli"]("grant", "ctq_eve").stdout == "granted ctq_user to ctq_eve\n"
+        assert world["cli"]("grant", "ctq_eve").stdout == "ctq_eve is already a member of ctq_user\n"
         assert world["cli"]("runs", role="ctq_eve").returncode == 0
-        assert world["cli"]("revoke", "ctq_eve").returncode == 0
+        assert world["cli"]("revoke", "ctq_eve").stdout == "revoked ctq_user from ctq_eve\n"
+        again = world["cli"]("revoke", "ctq_eve")  # it said 'revoked' of a membership that was not there
+        assert again.returncode == 0 and again.stdout == "ctq_eve was not a member of ctq_user: nothing to revoke\n"
         assert world["cli"]("runs", role="ctq_eve").returncode == 2
         assert world["cli"]("grant", "no_such_role").returncode == 2
+        for name, words in (("", "the role name is empty"), ("public", "'public' is not a role but a keyword")):
+            proc = world["cli"]("grant", name)  # (it suggested CREATE ROLE "public", which fails)
+            assert proc.returncode == 2 and words in proc.stderr and f'CREATE ROLE "{name}"' not in proc.stderr
     finally:
         await conn.execute("DROP ROLE IF EXISTS ctq_eve")
 
@@ -363,6 +369,8 @@ async def test_owner_shares_a_run_read_only_with_a_role(world, conn, dsn):
     try:
         assert cli("share", str(run_id), "ctq_team", role="ctq_bob").returncode == 2  # not bob's to share
         assert cli("share", str(run_id), "no_such_role", role="ctq_alice").returncode == 2
+        own = cli("share", str(run_id), "ctq_alice", role="ctq_alice")  # was recorded, and shown as a reader
+        assert own.returncode == 2 and f"run {run_id} is ctq_alice's own" in own.stderr, own.stderr
         proc = cli("share", str(run_id), "ctq_team", role="ctq_alice")
         assert proc.returncode == 0 and "ctq_team" in proc.stdout, proc.stderr
         listed = json.loads(cli("runs", "--json", role="ctq_bob").stdout)
