@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -754,35 +755,25 @@ async def measured_run(dsn: str, run_id: int):
                        span_seconds=shares["span_seconds"])
 
 
-def check_report_path(out: str) -> None:
-    """``--out`` must name a file in an existing directory (checked before any database work)."""
-    if os.path.isdir(out):
-        raise UsageError(f"--out {out}: is a directory; give a file name, e.g. {os.path.join(out, 'report.html')}")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise UsageError(f"--out {out}: no such directory {parent}")
-
-
 async def report(dsn: str, run_id: int, out: str, full_curves: int | None = None) -> int:
     """Write the run's HTML report (ctq.report) to ``out``, replacing the file if there is one (as
     pg_dump -f and psql -o do) only once the whole report is written. ``full_curves``: the best
     models whose learning curves are drawn in full (default report.FULL_CURVES). Returns its size
     in bytes."""
+    from ctq import files
     from ctq import report as rep
 
-    check_report_path(out)
+    if out != "-":  # "-": stdout, as for psql -o and most tools
+        files.target(out, "--out")  # before any database work
     async with connect(dsn) as conn:
         data = await rep.load(conn, run_id)
     document = rep.render_html(data, full_curves=rep.FULL_CURVES if full_curves is None else full_curves).encode()
-    temporary = f"{out}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "wb") as f:
-            f.write(document)
-        os.replace(temporary, out)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise UsageError(f"--out {out}: cannot write ({exc.strerror})") from None
+    if out == "-":
+        sys.stdout.buffer.write(document)
+        sys.stdout.flush()
+        return len(document)
+    with files.replacing(out, "--out", ".html") as temporary, open(temporary, "wb") as f:
+        f.write(document)
     return len(document)
 
 

@@ -624,7 +624,8 @@ def models(run_id: int, dsn: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("run_id", type=RUN_ID)
 @click.option("--out", required=True, type=click.Path(), metavar="FILE",
-              help="The HTML file to write (replaced if it exists, once the new one is complete).")
+              help="The HTML file to write (replaced if it exists, once the new one is complete; a link is "
+                   "written through, a file keeps its permissions); - for stdout.")
 @click.option("--curves", type=click.IntRange(min=0), default=None, metavar="N",
               help="Draw the learning curves of the N best models in full (default 12); with more models, "
                    "one figure summarises them all.")
@@ -635,7 +636,8 @@ def report(run_id: int, out: str, curves: int | None, dsn: str | None) -> None:
     hops per segment, configuration and provenance (nothing to fetch when viewing it)."""
     with _while(f"reading run {run_id} and drawing its figures"):
         size = run_async(api.report(resolve_dsn(dsn), run_id, out, curves))
-    click.echo(f"wrote {out} ({size / 1024:.0f} KiB)")
+    if out != "-":  # (the report itself went to stdout)
+        click.echo(f"wrote {out} ({size / 1024:.0f} KiB)")
 
 
 @main.command()

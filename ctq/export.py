@@ -18,11 +18,10 @@ A classifier outputs the class probabilities, in the order of ``ctq.packs.stats.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
-from ctq import indb
+from ctq import files, indb
 from ctq.errors import UsageError
 from ctq.scoring import TrainedModel
 
@@ -59,44 +58,21 @@ def keras_model(model: TrainedModel, state: list):
 
 
 def check_path(path: str, force: bool) -> None:
-    """Refuse (exit 2) a name Keras will not save to, a missing or unwritable directory, or an
-    existing file (a dangling link included) without ``force``; before anything is read from the
-    database. The directory is proven writable by creating the temporary file :func:`save` will."""
+    """Refuse (exit 2) a name Keras will not save to, a missing or unwritable directory, anything
+    but a regular file (ctq.files.target), or an existing file (a dangling link included) without
+    ``force``; before anything is read from the database. The directory is proven writable by
+    creating (and removing) a file there, as :func:`save` will."""
     if not path.endswith(".keras"):
         raise UsageError(f"{path}: the file name must end in .keras (the Keras format)")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"{path}: directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise UsageError(f"{path}: is a directory")
+    files.target(path, "PATH")
     if os.path.lexists(path) and not force:
         raise UsageError(f"{path}: file exists; use --force to overwrite it")
-    try:
-        os.unlink(_temporary(path))
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write in {directory}: {exc.strerror or exc}") from None
-
-
-def _temporary(path: str) -> str:
-    """A new empty file beside ``path``, readable as a file the user creates is (mkstemp's 0600
-    would stay on the export after the rename: a model meant to be shared, unreadable by others)."""
-    fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=".ctq-export-", dir=os.path.dirname(os.path.abspath(path)))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-    os.close(fd)
-    return tmp
+    files.check_writable(path, "PATH")
 
 
 def save(model: TrainedModel, state: list, path: str) -> None:
-    """Write the file whole or not at all: saved next to ``path`` under a temporary name, then
-    renamed over it."""
+    """Write the file whole or not at all (ctq.files.replacing: a link written through, an
+    existing file's mode kept)."""
     built = keras_model(model, state)
-    tmp = _temporary(path)
-    try:
-        built.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with files.replacing(path, "PATH", ".keras") as temporary:
+        built.save(temporary)

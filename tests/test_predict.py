@@ -266,7 +266,7 @@ async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, con
     # a directory no one may create files in (root neither): one line, not mkstemp's traceback
     proc = cli(dsn, ctq_home, "export", run_id, "/proc/m.keras")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: /proc/m.keras: cannot write in /proc: No such file or directory"], proc.stderr
+        "error: PATH /proc/m.keras: cannot write in /proc (No such file or directory)"], proc.stderr
     link = tmp_path / "dangling.keras"
     link.symlink_to(tmp_path / "nowhere")
     proc = cli(dsn, ctq_home, "export", run_id, str(link))

@@ -4,7 +4,9 @@ runs (the real CLI in a subprocess, the catalog read back directly to check ever
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from html.parser import HTMLParser
 
 import asyncpg
@@ -205,17 +207,29 @@ async def test_report_overwrites_only_when_complete_and_refuses_bad_input(runs, 
     proc = run_cli("report", "999999", "--out", str(out))
     assert proc.returncode == 2 and proc.stderr.strip() == "error: no run with id 999999", proc.stderr
     assert out.read_text() == "old"  # nothing written on an error
-    from ctq.api import check_report_path
+    from ctq import files
     from ctq.errors import UsageError
 
     with pytest.raises(UsageError, match="no such directory"):  # exit 2, before any database work
-        check_report_path(str(runs["dir"] / "no" / "such" / "r.html"))
+        files.target(str(runs["dir"] / "no" / "such" / "r.html"), "--out")
     with pytest.raises(UsageError, match="is a directory"):
-        check_report_path(str(runs["dir"]))
-    proc = run_cli("report", str(runs["b"]), "--out", str(out))
+        files.target(str(runs["dir"]), "--out")
+    # not a regular file (as root, --out /dev/full replaced the device node with the report)
+    fifo = runs["dir"] / "fifo"
+    os.mkfifo(fifo)
+    proc = run_cli("report", str(runs["b"]), "--out", str(fifo))
+    assert proc.returncode == 2 and "is not a regular file" in proc.stderr and stat.S_ISFIFO(fifo.stat().st_mode)
+    # an existing file keeps its mode, a link is written through (it replaced both with a new 0644 file)
+    out.chmod(0o600)
+    link = runs["dir"] / "link.html"
+    link.symlink_to(out)
+    proc = run_cli("report", str(runs["b"]), "--out", str(link))
     assert proc.returncode == 0, proc.stderr
-    assert out.read_text().startswith("<!DOCTYPE html>")
-    assert [p.name for p in runs["dir"].iterdir() if p.name.endswith(".tmp")] == []
+    assert link.is_symlink() and out.read_text().startswith("<!DOCTYPE html>")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert [p.name for p in runs["dir"].iterdir() if p.name.startswith(".ctq-")] == []
+    proc = run_cli("report", str(runs["b"]), "--out", "-")  # stdout (it wrote a file named '-')
+    assert proc.returncode == 0 and proc.stdout.startswith("<!DOCTYPE html>") and not os.path.exists("-")
 
 
 async def test_report_shows_a_model_status_it_does_not_know(runs, dsn):
