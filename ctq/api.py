@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import NoReturn
 
 import asyncpg
 
@@ -257,6 +258,42 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     cfg = dataclasses.replace(cfg, scheduling=rule, raw=raw)
     say = log or (lambda line: None)
     started = time.perf_counter()
+    plan, source, pack, control, preloading, notices = await _start_run(dsn, cfg, schedule, say, notify)
+    hint = source.label_hint()
+    if hint and notify:
+        notify(hint)
+    run_id = plan.run_id
+    try:
+        result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds, control=control,
+                             preloading=preloading)
+    except TooLarge as exc:  # refused before any model was built: the new run leaves no trace
+        async with connect(dsn) as conn:
+            await housekeeping.remove_runs(conn, [run_id])
+        exc.run_id = None
+        raise
+    result.pack_reused = pack.reused
+    result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
+    result.wall_seconds = time.perf_counter() - started
+    result.notices = notices + ([hint] if hint else []) + result.notices
+    return result
+
+
+async def _start_run(dsn: str, cfg: RunConfig, schedule: str, say, notify):
+    """The part of ``train`` before its coordinator: check, pack, create the run; the segments'
+    sessions open meanwhile. Returns (plan, source, pack, control, preloading, notices); stopped
+    once the run exists, the run is abandoned (:func:`abandon`)."""
+    started: list = []
+    try:
+        return await _check_pack_create(dsn, cfg, schedule, say, notify, started)
+    except BaseException as exc:
+        if not started:  # (no run, or prepare_run removed the one it created)
+            raise
+        plan, control, preloading = started
+        await abandon(dsn, plan, exc, control=control, preloading=preloading)
+
+
+async def _check_pack_create(dsn: str, cfg: RunConfig, schedule: str, say, notify, started: list):
+    """:func:`_start_run`'s work; ``started`` gets (plan, control, preloading) once the run exists."""
     async with connect(dsn) as conn:
         engine = await detect(conn)
         await catalog.check_access(conn)  # a role that may not use ctq is told so before any work
@@ -278,23 +315,8 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
         except BaseException:
             await discard(preloading)
             raise
-        run_id = plan.run_id
-    hint = source.label_hint()
-    if hint and notify:
-        notify(hint)
-    try:
-        result = await drive(dsn, plan, progress_factory, heartbeat_seconds=heartbeat_seconds,
-                             preloaded=await preloading if preloading is not None else None, control=control)
-    except TooLarge as exc:  # refused before any model was built: the new run leaves no trace
-        async with connect(dsn) as conn:
-            await housekeeping.remove_runs(conn, [run_id])
-        exc.run_id = None
-        raise
-    result.pack_reused = pack.reused
-    result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
-    result.wall_seconds = time.perf_counter() - started
-    result.notices = notices + ([hint] if hint else []) + result.notices
-    return result
+        started.extend((plan, control, preloading))
+    return plan, source, pack, control, preloading, notices
 
 
 async def check_connection_limit(conn, segments: int, path: str | None = None) -> None:
@@ -311,6 +333,28 @@ async def check_connection_limit(conn, segments: int, path: str | None = None) -
     if need > limit:
         raise ConfigError(f"{segments} segments need {need} sessions at once (one a segment, and 2), but {what} "
                           f"allows {limit}: use at most {max(1, limit - 2)} segments", path=path, key="segments")
+
+
+async def abandon(dsn: str, plan: RunPlan, exc: BaseException, *, control=None, preloading=None,
+                  preloaded=None) -> NoReturn:
+    """A run stopped before its coordinator started (``exc``: a signal, an error): its sessions
+    closed, its end recorded (or it would look driven, stale, for ever), and an interruption
+    raised as :class:`Interrupted` naming the run to resume (it said run_id null: a user trial)."""
+    await discard(preloading)
+    for conn in [*(preloaded or ()), control]:
+        if conn is not None:
+            conn.terminate()
+    stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+    resume = f"resume with `ctq train --resume {plan.run_id}`"
+    with contextlib.suppress(Exception):
+        async with connect(dsn) as conn:
+            await catalog.finish_run(conn, plan.run_id, "interrupted" if stopped else "failed",
+                                     f"cancelled; {resume}" if stopped else plain_text(f"{type(exc).__name__}: {exc}"))
+    if stopped:
+        error = Interrupted(f"run {plan.run_id} interrupted; {resume}")
+        error.run_id = plan.run_id
+        raise error from None
+    raise exc
 
 
 async def discard(preloading: asyncio.Task | None) -> None:
@@ -578,7 +622,7 @@ async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | N
 
 
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0,
-                preloaded=None, control=None) -> TrainResult:
+                preloaded=None, control=None, preloading: asyncio.Task | None = None) -> TrainResult:
     """Coordinator sessions over a run in the catalog, until it ends; records how it ended.
 
     A session that finds that the server lost working states (:class:`StatesLost`: it crashed and
@@ -586,19 +630,18 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
     (at most ``STATE_LOSSES`` times), so a server crash costs at most the training since each
     model's last checkpoint (ctq.coordinator.Coordinator._checkpoints). ``control``: the
     connection holding the new run's lock since its creation (prepare_run), handed to the first
-    coordinator."""
+    coordinator; ``preloading``: the task opening the segments' sessions (Engine.preload), whose
+    connections are ``preloaded``.
+
+    Stopped before its coordinator starts (a signal while the sessions open, an error): see
+    :func:`abandon`."""
     try:
+        if preloading is not None:
+            preloaded = await preloading
         search, plan = await start_search(dsn, plan)
         progress: Progress | None = progress_factory(plan) if progress_factory else None
     except BaseException as exc:
-        for conn in [*(preloaded or ()), control]:
-            if conn is not None:
-                conn.terminate()
-        if isinstance(exc, Exception):  # recorded, or the run would look driven (stale) for ever
-            with contextlib.suppress(Exception):
-                async with connect(dsn) as conn:
-                    await catalog.finish_run(conn, plan.run_id, "failed", plain_text(f"{type(exc).__name__}: {exc}"))
-        raise
+        await abandon(dsn, plan, exc, control=control, preloading=preloading, preloaded=preloaded)
     coordinator = coordinator_for(dsn, plan, search, progress, heartbeat_seconds, preloaded, control)
     started = time.perf_counter()
     outcome = Outcome(segments=plan.segments)

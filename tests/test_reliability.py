@@ -95,6 +95,33 @@ async def test_a_new_run_is_held_from_the_moment_it_exists(long_table, tmp_path,
     await assert_complete(conn, run_id, models=4, epochs=1)
 
 
+async def test_a_signal_right_after_the_run_is_created_names_it_and_leaves_it_resumable(long_table, tmp_path, dsn,
+                                                                                          ctq_home, conn, run_cli):
+    """SIGTERM while the segments' sessions still open (before the coordinator starts): --json said
+    run_id null and the run was left stale (a user trial). Now the run is recorded interrupted, the
+    JSON names it, and a resume trains it to its end."""
+    grid = write_grid(tmp_path, GRID.format(name="early-signal", table=long_table, epochs=1))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id, deadline = None, time.monotonic() + 120
+    while run_id is None and time.monotonic() < deadline and proc.poll() is None:
+        if await conn.fetchval("SELECT to_regclass('ctq.runs') IS NOT NULL"):
+            run_id = await running_run(conn, "early-signal")
+        await asyncio.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    doc = json.loads(out)
+    status = await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id)
+    if doc["run_id"] is None:  # stopped before the run was complete in the catalog: removed, no trace
+        assert status is None, (doc, status, err)
+        return
+    assert doc["status"] == "interrupted" and doc["run_id"] == run_id, doc
+    assert status == "interrupted", status  # not 'running' without a coordinator (stale)
+    resumed = run_cli("train", "--resume", str(run_id), "--json", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    await assert_complete(conn, run_id, models=4, epochs=1)
+
+
 async def running_run(conn, name):
     """The running run ``name``: a finished run of that name (another test's) is never the one a
     test started (a signal sent on its hops would hit the new process while it starts)."""
