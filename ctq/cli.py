@@ -195,6 +195,9 @@ class JsonAwareGroup(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in args
         if not isinstance(sys.stdout, _ReaderMayLeave):
+            for stream in (sys.stdout, sys.stderr):  # a run name that the terminal's charset (LANG=C,
+                if hasattr(stream, "reconfigure"):  # PYTHONIOENCODING=ascii) cannot show: escaped, not a traceback
+                    stream.reconfigure(errors="backslashreplace")
             sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
         try:
             code = super().main(args, standalone_mode=False, **kwargs)

@@ -306,6 +306,20 @@ async def test_runs_filters_by_status_and_name(runs, run_cli, conn, dsn):
     assert proc.returncode == 0 and proc.stdout == "no runs with status stale and name 'rep-*'\n", proc.stdout
 
 
+async def test_a_name_the_terminals_charset_cannot_show_is_escaped_not_a_traceback(runs, run_cli, conn):
+    """With PYTHONIOENCODING=ascii (or LC_ALL=C without UTF-8 mode), ctq runs died with
+    UnicodeEncodeError on a run named in another script (a user trial)."""
+    a = runs["a"]
+    await conn.execute("UPDATE ctq.runs SET name = 'prévision ✓' WHERE run_id = $1", a)
+    try:
+        for args in (("runs",), ("models", str(a)), ("compare", str(a), str(runs["b"]))):
+            proc = run_cli(*args, env={"PYTHONIOENCODING": "ascii"})
+            assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert "pr\\xe9vision" in run_cli("runs", env={"PYTHONIOENCODING": "ascii"}).stdout
+    finally:
+        await conn.execute("UPDATE ctq.runs SET name = 'rep-a' WHERE run_id = $1", a)
+
+
 async def test_views_return_what_the_catalog_says(runs, conn):
     run_id = runs["a"]
     curves = await conn.fetch("SELECT * FROM ctq.learning_curves WHERE run_id = $1 ORDER BY model_id, epoch", run_id)
