@@ -70,7 +70,9 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
 
 async def _check_server_directory(conn, engine, path: str) -> None:
     problems = {"missing": "no such directory", "file": "is a file, not a directory",
-                "unreadable": "not readable by the server's OS user"}
+                "unreadable": "not readable by the server's OS user",
+                "world-writable": "writable by every user of that machine, who could put code there that the "
+                                  "database server would run; use a directory only its owner can write"}
     for row in await conn.fetch(engine.template("path_status.sql"), path):
         if row["status"] != "ok":
             raise UsageError(f"--python-path {path}: {problems[row['status']]} on {row['place']}")

@@ -126,7 +126,9 @@ async def test_doctor_only_reads(run_cli, conn, cluster):
 
 
 @pytest.mark.parametrize("path, reason", [("/does/not/exist", "no such directory on the database server"),
-                                          ("site-packages", "expected an absolute path")])
+                                          ("site-packages", "expected an absolute path"),
+                                          # any local user could plant a module the server imports
+                                          ("/tmp", "writable by every user of that machine")])
 async def test_install_refuses_a_python_path_the_server_cannot_use(run_cli, conn, path, reason):
     run_cli("install")
     before = await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'python_path'")

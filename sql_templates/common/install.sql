@@ -211,6 +211,8 @@ if not os.path.exists(path):
     return "missing"
 if not os.path.isdir(path):
     return "file"
+if os.stat(path).st_mode & 0o002:  # anyone could put a module there that the server imports
+    return "world-writable"
 return "ok" if os.access(path, os.R_OK | os.X_OK) else "unreadable"
 $fn$;
 
