@@ -810,7 +810,10 @@ async def report(dsn: str, run_id: int, out: str, full_curves: int | None = None
         files.target(out, "--out")  # before any database work
     async with connect(dsn) as conn:
         data = await rep.load(conn, run_id)
-    document = rep.render_html(data, full_curves=rep.FULL_CURVES if full_curves is None else full_curves).encode()
+    # drawn in a thread: the event loop stays free to take Ctrl-C or SIGTERM (drawn in it, a signal
+    # waited for the drawing, then the file was replaced anyway: a user trial)
+    document = (await asyncio.to_thread(rep.render_html, data, full_curves=rep.FULL_CURVES if full_curves is None
+                                        else full_curves)).encode()
     if out == "-":
         sys.stdout.buffer.write(document)
         sys.stdout.flush()

@@ -23,8 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ctq import __version__, api
+from ctq.config import MAX_SEGMENTS
 from ctq.embedded import EmbeddedCluster, default_home, resolve_dsn
 from ctq.errors import EXIT_CODES, CtqError, Interrupted, RunFailed, UsageError, from_database, plain_text
+from ctq.search.base import MAX_MODELS
 
 dsn_option = click.option("--dsn", envvar="CTQ_DSN", default=None,
                           help="PostgreSQL DSN (default: $CTQ_DSN, else the embedded database, started on demand).")
@@ -871,7 +873,7 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
 
 
 @main.command()
-@click.option("--models", default=48, show_default=True, type=click.IntRange(min=1),
+@click.option("--models", default=48, show_default=True, type=click.IntRange(1, MAX_MODELS),
               help="Number of models M (synthetic grid).")
 @click.option("--segments", default="2,4,6,8", show_default=True, help="Segment counts S, comma-separated.")
 @click.option("--p-fast", default=0.8, show_default=True, type=click.FloatRange(0, 1),
@@ -879,7 +881,7 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
                    "the others are slow.")
 
 
-@click.option("--slow-ratio", default=8.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--slow-ratio", default=8.0, show_default=True, type=click.FloatRange(0, 1e6, min_open=True),
               help="L: a slow model's sub-epoch takes L times a fast one's.")
 
 
@@ -888,7 +890,7 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
                    "as fast; needs a single --segments value.")
 
 
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1, 1000),
               help="Epochs (synthetic grid; --replay uses the run's).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seeds the model draw and the schedules' choices.")
@@ -926,8 +928,8 @@ def simulate(ctx, models, segments, p_fast, slow_ratio, segment_speed, epochs, s
             raise UsageError(f"--replay uses the run's measured hops and epochs; it cannot be combined with "
                              f"{', '.join(ignored)}")
     seg_list = _number_list(segments, int)
-    if not seg_list or min(seg_list) < 1:
-        raise UsageError("--segments needs positive integers")
+    if not seg_list or min(seg_list) < 1 or max(seg_list) > MAX_SEGMENTS:  # (100000 ran for minutes: a hang)
+        raise UsageError(f"--segments needs integers from 1 to {MAX_SEGMENTS}, as a run's segments")
     speeds = _number_list(segment_speed)
     if speeds is not None and len(seg_list) != 1:
         raise UsageError("--segment-speed needs exactly one --segments value")

@@ -192,6 +192,10 @@ async def test_simulate_refuses_options_replay_ignores(run_cli):
     (("--seed", "-1"), "--seed"),
     (("--segments", "2", "--segment-speed", "1,-1"), "--segment-speed needs 2 positive numbers"),
     (("--segments", "3", "--segment-speed", "1,1"), "--segment-speed needs 3 positive numbers"),
+    # sizes no run can have: 100000 segments ran for minutes with nothing printed (a user trial)
+    (("--segments", "100000", "--models", "2"), "--segments needs integers from 1 to 256"),
+    (("--models", "1000000"), "--models"),
+    (("--slow-ratio", "1e308"), "--slow-ratio"),
 ])
 async def test_simulate_names_the_option_that_is_wrong(run_cli, args, words):
     proc = run_cli("simulate", *args)
