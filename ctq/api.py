@@ -23,7 +23,7 @@ from typing import NoReturn
 import asyncpg
 
 from ctq import __version__, catalog, housekeeping
-from ctq.config import RunConfig, control_character, fingerprint, load_config, model_name, model_seed
+from ctq.config import RunConfig, fingerprint, load_config, model_name, model_seed, run_name_problem
 from ctq.connection import connect as open_connection
 from ctq.coordinator import (DEFAULT_CHECKPOINT_SECONDS, Coordinator, Outcome, Progress, StatesLost, is_transient,
                              segment_cores, shared_cores)
@@ -238,8 +238,8 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     """
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if name:
-        if (bad := control_character(name)) is not None:  # as grid.yaml's name: ctq runs prints it
-            raise UsageError(f"--name: contains a control character {bad!r}: {name!r}")
+        if (problem := run_name_problem(name)) is not None:  # as grid.yaml's name
+            raise UsageError(f"--name: {problem}")
         cfg = dataclasses.replace(cfg, name=name)
     if schedule not in SCHEDULERS:
         raise ValueError(f"unknown schedule {schedule!r}")

@@ -504,6 +504,26 @@ def control_character(text: str) -> str | None:
     return next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Cs")), None)
 
 
+MAX_RUN_NAME = 200  # characters: a name is shown in every listing, and matched by ctq runs --name
+
+
+def run_name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as a run's name (grid.yaml's name, ``--name``), or None."""
+    if (bad := control_character(name)) is not None:  # ctq runs prints it
+        return f"contains a control character {bad!r}: {name!r}"
+    if not name.strip():
+        return "is blank"
+    if len(name) > MAX_RUN_NAME:
+        return f"is {len(name)} characters long; at most {MAX_RUN_NAME}"
+    return None
+
+
+def _run_name(name: str) -> str:
+    if (problem := run_name_problem(name)) is not None:
+        raise _fail(problem)
+    return name
+
+
 def _printable(text: str) -> str:
     bad = control_character(text)
     if bad is not None:
@@ -868,7 +888,7 @@ class Grid(_Section):
             "required": ["method", "max_epochs"], "properties": {"method": {"enum": list(EARLY_STOPPING_METHODS)}}}}},
     ]}
 
-    name: _text() | None = None
+    name: Annotated[str, Field(min_length=1), AfterValidator(_run_name)] | None = None
     data: Data
     segments: Annotated[int, Field(ge=1, le=MAX_SEGMENTS)] | None = None
     cores_per_segment: Positive | None = None

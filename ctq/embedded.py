@@ -582,7 +582,11 @@ class EmbeddedCluster:
         self._check_socket_path()
         bindir = find_pg_bindir(self.data_dir)
         _plpython_so(bindir)
-        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file there, a directory ctq may not write in
+            raise DatabaseError(f"the embedded database's home {self.home} cannot be created ({exc.strerror}); set "
+                                "CTQ_HOME to a directory ctq can create and write, or give --dsn") from None
         with self._lock():
             user = resolve_server_user(create=True)
             self._prepare_dirs(user)

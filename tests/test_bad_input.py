@@ -219,6 +219,10 @@ async def test_usage_errors(run_cli, tmp_path):
     (tmp_path / "g.yaml").write_text(BASE.format(**GOOD))
     escape = run_cli("train", str(tmp_path / "g.yaml"), "--name", "x\x1b[2Jy")
     assert escape.returncode == 2 and "--name: contains a control character '\\x1b'" in escape.stderr, escape.stderr
+    # blank, or 10,000 characters, were accepted (a user trial): a name is shown in every listing
+    for name, words in (("   ", "--name: is blank"), ("n" * 10_000, "--name: is 10000 characters long; at most 200")):
+        proc = run_cli("train", str(tmp_path / "g.yaml"), "--name", name)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr[:300]
 
 
 async def test_a_request_with_a_field_the_server_does_not_know_is_refused(small_table, conn):

@@ -366,6 +366,8 @@ BAD_CASES = [
     ("keras-json-eval", _set("models[1].keras_json", "models/eval.json"), ["models[1].keras_json", "Python code", "eval"]),
     # integers the catalog keeps in integer columns: past 2^31 - 1 a run was created, then refused
     # by the server ('the data could not be used'), and left stale (a user trial)
+    ("run-name-blank", _set("name", "  "), ["grid.yaml:name: is blank"]),
+    ("run-name-too-long", _set("name", "n" * 201), ["name: is 201 characters long; at most 200"]),
     ("model-name-with-slash", _set("models[0].name", "m/adam"), ["models[0].name: contains '/'"]),
     ("memory-budget-past-int", _set("memory_budget_mb", 30000000000),
      ["memory_budget_mb: must be at most 2147483647, got 30000000000"]),

@@ -236,6 +236,13 @@ def test_unreachable_home_is_refused():
         shutil.rmtree(outer, ignore_errors=True)
 
 
+def test_a_home_that_cannot_be_a_directory_names_ctq_home(tmp_path):
+    """CTQ_HOME naming a file gave a bare '/x: File exists' (a user trial): the line names the fix."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DatabaseError, match=r"home .*/file cannot be created \(File exists\); set CTQ_HOME"):
+        EmbeddedCluster(tmp_path / "file").start()
+
+
 @pytest.fixture
 def hidden_site():
     """A fake site-packages under a 0700 root-only directory (like a venv under /root)."""
