@@ -8,7 +8,6 @@ One cluster lives in one *home* directory (``default_home()``, ``$CTQ_HOME``)::
     <home>/keras                  KERAS_HOME of the server processes
     <home>/python/site-packages   a hard-linked mirror of the client's site-packages, only when the
                                   server user cannot read the original (a venv under /root)
-    <home>/preload/sitecustomize.py  imports Keras in the postmaster (ctq/server_sitecustomize.py)
     <home>/server.json            what the last ``start()`` used (server user, python path, ...)
 
 The server listens only on its unix socket, so several homes coexist on the same port; the DSN
@@ -601,8 +600,7 @@ class EmbeddedCluster:
                 return self.dsn
             self._clear_stale()
             self._write_conf(user)
-            python_path = [self._write_preload()] + server_python_path(user, home=self.home,
-                                                                        sources=self.python_sources)
+            python_path = server_python_path(user, home=self.home, sources=self.python_sources)
             self._check_python_compat(bindir)
             env = self._server_env(bindir, python_path)
             r = _run(
@@ -819,9 +817,6 @@ class EmbeddedCluster:
             "logging_collector = off\n"
             "log_min_messages = warning\n"
             "log_line_prefix = '%m [%p] %q%u@%d '\n"
-            "# Python (and Keras, by preload/sitecustomize.py) started once, in the postmaster:\n"
-            "# every backend begins with them imported (ctq/server_sitecustomize.py)\n"
-            "shared_preload_libraries = 'plpython3'\n"
         )
         path = self.data_dir / _CONF_NAME
         path.write_text(conf)
@@ -834,16 +829,6 @@ class EmbeddedCluster:
             uid, gid, _ = _ids(user)
             os.chown(path, uid, gid)
         os.chmod(path, 0o600)
-
-    def _write_preload(self) -> str:
-        """The folder, first on the server's PYTHONPATH, holding the postmaster's sitecustomize."""
-        folder = self.home / "preload"
-        folder.mkdir(mode=0o755, exist_ok=True)
-        os.chmod(folder, 0o755)
-        target = folder / "sitecustomize.py"
-        target.write_text((Path(__file__).parent / "server_sitecustomize.py").read_text())
-        os.chmod(target, 0o644)
-        return str(folder)
 
     def _postmaster_pid(self) -> int | None:
         try:

@@ -126,30 +126,6 @@ async def test_plpython_imports_keras_from_the_client_environment(cluster):
     assert not numpy_file.startswith("/usr/lib/python3/dist-packages")
 
 
-async def test_backends_start_with_keras_imported_by_a_single_threaded_postmaster(cluster):
-    """The postmaster imports Keras once (plpython3 preloaded, preload/sitecustomize.py): a new
-    backend has it before any code of its own ran, without matplotlib, and the postmaster that
-    forks every backend has stayed single-threaded (jax starts its threads lazily, in a backend)."""
-    dsn = cluster.start()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
-        await conn.execute(
-            """
-            CREATE OR REPLACE FUNCTION ctq_probe_preload() RETURNS text[] LANGUAGE plpython3u AS $$
-            import os, sys
-            with open(f"/proc/{os.getppid()}/status") as f:
-                threads = next(line.split()[1] for line in f if line.startswith("Threads:"))
-            return [str("keras" in sys.modules), str("matplotlib" in sys.modules), threads]
-            $$
-            """
-        )
-        keras_loaded, matplotlib_loaded, postmaster_threads = await conn.fetchval("SELECT ctq_probe_preload()")
-    finally:
-        await conn.close()
-    assert (keras_loaded, matplotlib_loaded, postmaster_threads) == ("True", "False", "1")
-
-
 def test_start_is_idempotent(cluster):
     cluster.start()
     pid = cluster.status()["pid"]
@@ -299,7 +275,7 @@ async def test_server_imports_from_the_mirror(hidden_site):
     c = EmbeddedCluster(home, python_sources=[hidden_site])
     try:
         dsn = c.start()
-        assert c.status()["python_path"] == [str(home / "preload"), str(home / "python" / "site-packages")]
+        assert c.status()["python_path"] == [str(home / "python" / "site-packages")]
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(
