@@ -85,7 +85,13 @@ async def run_checks(dsn: str | None) -> list[Check]:
         ))
         if not info["plpython_available"]:
             return checks
-        sha = await catalog.installed_sha(conn)
+        try:
+            sha = await catalog.installed_sha(conn)
+        except asyncpg.exceptions.InsufficientPrivilegeError:  # ctq's schema is there, but not for this role
+            checks.append(Check("access", False, f"role {info['user_name']} may not use ctq's schema (not a member "
+                                f"of {catalog.USER_ROLE}): the checks that follow need it",
+                                f"ask an administrator to run: ctq grant {info['user_name']}"))
+            return checks
         current = install_fingerprint(engine.name)
         if sha is None:
             who = "" if info["superuser"] else " as a superuser (you are not one)"

@@ -267,6 +267,12 @@ async def test_a_role_without_ctq_user_gets_one_line_and_the_fix(world, dsn, con
             assert proc.returncode == 2, proc.stderr
             assert proc.stderr.strip().count("\n") == 0
             assert "ask an administrator to run: ctq grant ctq_eve" in proc.stderr
+        # ctq doctor lists its checks, the access one failing with its fix (it stopped at the grant line)
+        doctor = world["cli"]("doctor", "--json", role="ctq_eve")
+        assert isinstance(json.loads(doctor.stdout), list), doctor.stdout + doctor.stderr
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)}
+        assert doctor.returncode == 3 and checks["database"]["ok"] and checks["plpython3u"]["ok"], doctor.stdout
+        assert not checks["access"]["ok"] and checks["access"]["fix"] == "ask an administrator to run: ctq grant ctq_eve"
         assert world["cli"]("grant", "ctq_eve", role="ctq_alice").returncode == 2  # analysts cannot grant
         assert world["cli"]("grant", "ctq_eve").stdout == "granted ctq_user to ctq_eve\n"
         assert world["cli"]("grant", "ctq_eve").stdout == "ctq_eve is already a member of ctq_user\n"
