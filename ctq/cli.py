@@ -535,27 +535,27 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
 
 
 def _print_leaderboard(rows: list[dict], title: str) -> None:
-    """Rank, name and score always show: on a narrow terminal (under 100 columns) the secondary
-    metrics are left out and a long model name wraps, rather than everything being cut to '…'."""
+    """Rank, name and score always show: on a narrower terminal the secondary columns are left
+    out (under 100 columns the train loss and val metric, under 70 all but those three) and a long
+    model name wraps, rather than the name or the score being cut to '…' or dropped."""
     console = _stdout()
-    wide = console.width >= 100
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("rank", justify="right", no_wrap=True)
-    table.add_column("model", overflow="fold", ratio=1, min_width=12)
+    table.add_column("model", overflow="fold", ratio=1, min_width=8)
     table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("epochs", justify="right", no_wrap=True)
-    extra = ("train loss", "val loss", "val metric") if wide else ("val loss",)
+    extra = ("status", "epochs", "train loss", "val loss", "val metric") if console.width >= 100 else \
+        ("status", "epochs", "val loss") if console.width >= 70 else ()
     for col in extra:
-        table.add_column(col, justify="right", no_wrap=True)
+        table.add_column(col, justify="left" if col == "status" else "right", no_wrap=True)
 
     def f(v):
         return "-" if v is None else f"{v:.4f}"
 
-    keys = {"train loss": "train_loss", "val loss": "val_loss", "val metric": "val_metric"}
+    cells = {"status": lambda r: r["status"], "epochs": lambda r: str(r["epochs_done"]),
+             "train loss": lambda r: f(r["train_loss"]), "val loss": lambda r: f(r["val_loss"]),
+             "val metric": lambda r: f(r["val_metric"])}
     for r in rows:
-        table.add_row(str(r["rank"]), r["name"], f(r["score"]), r["status"], str(r["epochs_done"]),
-                      *(f(r[keys[col]]) for col in extra))
+        table.add_row(str(r["rank"]), r["name"], f(r["score"]), *(cells[col](r) for col in extra))
     console.print(table)
     for r in rows:  # why a model failed (a stopped model's reason: --json, ctq report, ctq.decisions)
         if r["status"] == "failed" and r.get("message"):
@@ -591,9 +591,12 @@ def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: s
         click.echo(f"no runs{' with ' + ' and '.join(filters) if filters else ''}")
         return
     console = _stdout()
-    wide = console.width >= 120  # narrower: the start time and model count make room for the rest
+    # narrower: the start time and model count make room for the rest; under 80 columns, the run,
+    # its name, status and best score alone (cut to '…' or squeezed out, they were unreadable)
+    wide = console.width >= 120
     table = Table(box=box.SIMPLE_HEAD)
-    cols = ["run", "name", "status", "schedule"] + (["started"] if wide else []) + ["wall s"] + \
+    cols = ["run", "name", "status", "best"] if console.width < 80 else \
+        ["run", "name", "status", "schedule"] + (["started"] if wide else []) + ["wall s"] + \
         (["models"] if wide else []) + ["hops", "best model", "best"]
     for col in cols:
         folds = col in ("name", "status", "best model")
@@ -606,7 +609,8 @@ def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: s
         cells = {"run": str(r["run_id"]), "name": r["name"], "status": status, "schedule": r["schedule"],
                  "started": r["started_at"].strftime("%Y-%m-%d %H:%M:%S"), "wall s": f"{r['wall_seconds']:.1f}",
                  "models": str(r["models"]), "hops": str(r["hops"]), "best model": r["best_model"] or "-",
-                 "best": "-" if r["best_score"] is None else f"{r['metric']} {r['best_score']:.4f}"}
+                 "best": "-" if r["best_score"] is None else f"{r['best_score']:.4f}" if console.width < 80
+                 else f"{r['metric']} {r['best_score']:.4f}"}
         table.add_row(*(cells[c] for c in cols))
     console.print(table)
 

@@ -320,6 +320,30 @@ async def test_a_name_the_terminals_charset_cannot_show_is_escaped_not_a_traceba
         await conn.execute("UPDATE ctq.runs SET name = 'rep-a' WHERE run_id = $1", a)
 
 
+@pytest.mark.parametrize("columns", [50, 90])
+async def test_a_narrow_terminal_still_shows_each_runs_id_and_score(runs, dsn, ctq_home, conn, columns):
+    """On a 20-60 column terminal ctq runs cut the run id and score to '…' and ctq models dropped
+    the model's name (a user trial): the secondary columns go first."""
+    import pty
+    import subprocess
+    import sys
+
+    from conftest import read_terminal
+
+    best = await conn.fetchrow("SELECT name, score FROM ctq.leaderboard WHERE run_id = $1 AND rank = 1", runs["a"])
+    for args in (("runs", "--name", "rep-a"), ("models", str(runs["a"]))):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", *args], stdout=slave, stderr=subprocess.PIPE,
+                                env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home), TERM="xterm",
+                                         COLUMNS=str(columns)))
+        os.close(slave)
+        shown = re.sub(r"\x1b\[[0-9;]*m", "", read_terminal(master).decode(errors="replace"))
+        proc.communicate(timeout=120)
+        os.close(master)
+        assert proc.returncode == 0 and f"{best['score']:.4f}" in shown, shown
+        assert (f" {runs['a']} " in shown) if args[0] == "runs" else best["name"][:6] in shown, shown
+
+
 async def test_views_return_what_the_catalog_says(runs, conn):
     run_id = runs["a"]
     curves = await conn.fetch("SELECT * FROM ctq.learning_curves WHERE run_id = $1 ORDER BY model_id, epoch", run_id)
