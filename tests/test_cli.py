@@ -229,3 +229,24 @@ async def test_usage_errors_are_one_line_naming_the_help(run_cli, args, words):
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0] and "--help)" in lines[0], lines
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_ctrl_c_while_the_command_loads_is_an_interruption_not_a_traceback(json_flag):
+    """The `ctq` command (ctq.entry) imports its modules for 0.3-0.7 s; SIGINT then printed a
+    KeyboardInterrupt traceback (a user trial). Here the interruption is raised inside that import
+    (a module that raises KeyboardInterrupt stands first on the path as ctq.cli's first import)."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "asyncio.py").write_text("raise KeyboardInterrupt\n")  # ctq.cli imports asyncio first
+        proc = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                               "sys.argv[1:] = sys.argv[2:]; from ctq.entry import main; main()", folder,
+                               "runs", *json_flag], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stderr == "error: interrupted\n", proc.stderr
+    if json_flag:
+        assert json.loads(proc.stdout) == {"status": "interrupted", "error": "interrupted", "exit_code": 130,
+                                           "run_id": None}
