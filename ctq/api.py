@@ -765,6 +765,12 @@ async def runs(dsn: str, limit: int = 50, status: str | None = None, name: str |
                                        housekeeping.name_pattern(name) if name is not None else None)
 
 
+async def installed(dsn: str) -> bool:
+    """Whether ctq is installed in the database of ``dsn`` (for a listing that finds nothing)."""
+    async with connect(dsn) as conn:
+        return await catalog.installed_sha(conn) is not None
+
+
 async def models(dsn: str, run_id: int) -> list[dict]:
     async with connect(dsn) as conn:
         if await catalog.get_run(conn, run_id) is None:

@@ -582,7 +582,11 @@ RUN_STATUSES = ("running", "stale", "succeeded", "failed", "interrupted")
 @handle_errors
 def runs(dsn: str | None, as_json: bool, limit: int, status: str | None, name: str | None) -> None:
     """List runs, newest first. A run whose coordinator is gone is 'stale': resume it."""
-    rows = run_async(api.runs(resolve_dsn(dsn), limit, status=status, name=name))
+    dsn = resolve_dsn(dsn)
+    rows = run_async(api.runs(dsn, limit, status=status, name=name))
+    if not rows and not run_async(api.installed(dsn)):  # an empty list alone hid a wrong database name
+        _note("ctq is not installed in this database yet: the first `ctq train` (or `ctq install`) installs it; "
+              "is it the database you meant?")
     if as_json:
         _echo_json(rows)
         return

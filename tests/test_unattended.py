@@ -115,6 +115,10 @@ async def test_doctor_only_reads(run_cli, conn, cluster):
     assert proc.returncode == 3
     checks = {c["name"]: c for c in json.loads(proc.stdout)}
     assert not checks["ctq schema"]["ok"] and "ctq install" in checks["ctq schema"]["fix"]
+    # a listing there says so, rather than looking like an empty catalog (a wrong database name)
+    listed = run_cli("runs", "--json", env={"CTQ_DSN": fresh})
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    assert "note: ctq is not installed in this database yet" in listed.stderr, listed.stderr
     import asyncpg
 
     other = await asyncpg.connect(fresh)
