@@ -281,41 +281,34 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
 async def _start_run(dsn: str, cfg: RunConfig, schedule: str, say, notify):
     """The part of ``train`` before its coordinator: check, pack, create the run; the segments'
     sessions open meanwhile. Returns (plan, source, pack, control, preloading, notices); stopped
-    once the run exists, the run is abandoned (:func:`abandon`)."""
-    started: list = []
+    once the run exists (closing this connection included), the run is abandoned (:func:`abandon`)."""
+    plan = None
     try:
-        return await _check_pack_create(dsn, cfg, schedule, say, notify, started)
+        async with connect(dsn) as conn:
+            engine = await detect(conn)
+            await catalog.check_access(conn)  # a role that may not use ctq is told so before any work
+            segments, notice = await engine.segments(conn, cfg.segments, default_segments())
+            notices = [n for n in (notice, shared_cores(segments, os.cpu_count() or 1, cfg.cores_per_segment)) if n]
+            for line in notices if notify else ():
+                notify(line)
+            await check_connection_limit(conn, segments, cfg.source_path)
+            # the segments' backends load Keras meanwhile (about 2 s each; Engine.preload); not before
+            # a first install, which comes after the source check (bad input installs nothing)
+            current = await catalog.is_current(conn, engine)
+            preloading = asyncio.create_task(engine.preload(dsn, segments)) if current else None
+            try:
+                plan, source, pack, control = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say,
+                                                                preloading=preloading is not None, installed=current)
+            except DataError as exc:
+                await discard(preloading)
+                raise exc.in_file(cfg.source_path) from None
+            except BaseException:
+                await discard(preloading)
+                raise
     except BaseException as exc:
-        if not started:  # (no run, or prepare_run removed the one it created)
+        if plan is None:  # (no run, or prepare_run removed the one it created)
             raise
-        plan, control, preloading = started
         await abandon(dsn, plan, exc, control=control, preloading=preloading)
-
-
-async def _check_pack_create(dsn: str, cfg: RunConfig, schedule: str, say, notify, started: list):
-    """:func:`_start_run`'s work; ``started`` gets (plan, control, preloading) once the run exists."""
-    async with connect(dsn) as conn:
-        engine = await detect(conn)
-        await catalog.check_access(conn)  # a role that may not use ctq is told so before any work
-        segments, notice = await engine.segments(conn, cfg.segments, default_segments())
-        notices = [n for n in (notice, shared_cores(segments, os.cpu_count() or 1, cfg.cores_per_segment)) if n]
-        for line in notices if notify else ():
-            notify(line)
-        await check_connection_limit(conn, segments, cfg.source_path)
-        # the segments' backends load Keras meanwhile (about 2 s each; Engine.preload); not before
-        # a first install, which comes after the source check (bad input installs nothing)
-        current = await catalog.is_current(conn, engine)
-        preloading = asyncio.create_task(engine.preload(dsn, segments)) if current else None
-        try:
-            plan, source, pack, control = await prepare_run(conn, dsn, engine, cfg, segments, schedule, say,
-                                                            preloading=preloading is not None, installed=current)
-        except DataError as exc:
-            await discard(preloading)
-            raise exc.in_file(cfg.source_path) from None
-        except BaseException:
-            await discard(preloading)
-            raise
-        started.extend((plan, control, preloading))
     return plan, source, pack, control, preloading, notices
 
 
@@ -516,8 +509,9 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         engine = await detect(conn)
         await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source
-        if not (before := await load_plan(conn, run_id)).work_left:  # as a succeeded run's
-            raise NotFound(f"run {run_id} has nothing left to train: every model ended ({len(before.failed)} "
+        plan = await load_plan(conn, run_id)  # (reopen_run below changes nothing a plan holds)
+        if not plan.work_left:  # as a succeeded run's
+            raise NotFound(f"run {run_id} has nothing left to train: every model ended ({len(plan.failed)} "
                            f"failed: see ctq models {run_id})")
         (log or (lambda line: None))(f"checking whether the source of run {run_id} has changed")
         changed = await changed_since_packed(conn, engine, run["pack_id"])
@@ -526,7 +520,6 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
                             f"were then; start a new run, or resume on the old pack with `ctq train --resume "
                             f"{run_id} --keep-pack`")
         await catalog.reopen_run(conn, run_id)
-        plan = await load_plan(conn, run_id)
     plan, lost = await restore_checkpoints(dsn, plan)  # the server crashed since: back to the checkpoints
     result = await drive(dsn, plan, progress_factory)
     if lost:
