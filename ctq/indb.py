@@ -1301,7 +1301,7 @@ def step_final(*, plpy, GD, acc):
               "executed_on": executed_on}
     if p.action == "warmup":  # the estimated hop seconds of each model, as JSON
         estimates = [compile_steps(compiled_model(GD, arch, hyper, stats, task, p.metric),
-                                   hyper.batch_size, len(x), xv, yv, plpy)
+                                   hyper, len(x), xv, yv, plpy, p.class_weights)
                      for arch, hyper in p.models]
         result["estimates"] = json.dumps(estimates).encode()
     else:
@@ -1400,11 +1400,14 @@ def in_target_units(loss, metric, task: str, stats: rules.PackStats):
 TIMED_STEPS = 4  # batches of the warm-up's longer timed pass per model, after the compile
 
 
-def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> float:
+def compile_steps(cm: CompiledModel, hyper: rules.Hyperparameters, rows: int, xv, yv, plpy,
+                  class_weights=None) -> float:
     """Warm-up: have jax compile the train step for this batch shape and the evaluation steps for
     the validation set's shapes now, on every segment at once, rather than inside the first hop of
-    each model on each segment (0.6-0.9 s each, measured). Passes of zero-weight rows; the state
-    they leave is overwritten by the next hop's ``load``.
+    each model on each segment (0.6-0.9 s each, measured): each program a hop runs, as
+    fit_pass and validation_pass call them (with or without sample weights, the remainder batch
+    of a penalised model, one evaluation batch). Passes of rows of zeros (of weight 0 where
+    weighted); the state they leave is overwritten by the next hop's ``load`` or ``initialise``.
 
     Returns the estimated seconds of a hop of this model over ``rows`` rows: a pass's fixed cost
     plus its cost per batch, from two timed passes after the compile (one batch, and up to
@@ -1414,22 +1417,26 @@ def compile_steps(cm: CompiledModel, batch: int, rows: int, xv, yv, plpy) -> flo
     to rank them, and a large model's batch is costly (a 170M-parameter Adam step: about a second)."""
     callback = cancel_callback(plpy)
     _, shape, _, task = cm.args
-    batch = min(batch, rows)  # as the hops will train (fit_pass); 0 for a segment without rows
+    batch = min(hyper.batch_size, rows)  # as the hops will train (fit_pass); 0 for a segment without rows
+    # fit_pass passes sample weights but for a penalised model without class weights: another program
+    weighted = not cm.penalised or class_weights is not None
+    cm.reset_optimizer(hyper)  # a first hop's initialise stages its learning rate: one more program
 
     def zero_pass(n: int, size: int = batch) -> float:
         labels = np.zeros((n * size,), np.float32 if task == "regression" else np.int32)
+        weights = np.zeros((n * size,), np.float32) if weighted else None
         t0 = time.perf_counter()
-        cm.model.fit(np.zeros((n * size,) + shape, np.float32), labels,
-                     sample_weight=np.zeros((n * size,), np.float32), batch_size=size, epochs=1, shuffle=False,
-                     verbose=0, callbacks=[callback])
+        cm.model.fit(np.zeros((n * size,) + shape, np.float32), labels, sample_weight=weights, batch_size=size,
+                     epochs=1, shuffle=False, verbose=0, callbacks=[callback])
         return time.perf_counter() - t0
 
     if rows:
         zero_pass(1)
         if cm.penalised and rows % batch:  # trained unpadded (fit_pass): its remainder batch too
             zero_pass(1, rows % batch)
-    if len(xv):
-        validation_pass(cm, xv, yv, callback)
+    if len(xv):  # one batch compiles the step every batch runs (a penalised model's remainder too)
+        one_batch = len(xv) if cm.penalised else min(EVALUATION_BATCH, len(xv))
+        validation_pass(cm, xv[:one_batch], yv[:one_batch], callback)
     if not rows:
         return 0.0
     batches = -(-rows // batch)

@@ -295,3 +295,59 @@ async def test_a_validation_pass_is_keras_evaluate_over_the_real_rows(task, metr
     assert loss == pytest.approx(expected["loss"], rel=1e-5)
     name = rules.compiled_metric(task, metric)
     assert float(result[name]) == pytest.approx(expected[name], rel=1e-5)
+
+
+class _NoCancel:
+    """The cancel check's SPI call (indb.cancel_callback), which has no server to reach here."""
+
+    @staticmethod
+    def execute(query):
+        return []
+
+
+@pytest.mark.parametrize("task,classes,rows,validation,l2,class_weights", [
+    ("classification", 3, 2034, 2500, 0.0, None),
+    ("classification", 3, 300, 700, 0.0, None),
+    ("regression", 1, 1000, 1030, 0.0, None),
+    ("classification", 3, 2034, 2500, 0.01, None),
+    ("classification", 3, 2034, 2500, 0.01, [1.0, 2.0, 0.5]),
+])
+async def test_after_the_warmup_a_first_hop_compiles_nothing(task, classes, rows, validation, l2, class_weights):
+    """The warm-up (indb.compile_steps) exists so that hops carry per-hop costs only: a model's
+    first hop on the segment (its initial weights drawn, a training pass, the epoch's validation
+    pass over every validation row) must find every program compiled, whatever the row counts
+    (the warm-up evaluates one validation batch, not all of them)."""
+    import jax
+
+    from ctq import indb
+
+    rng = np.random.default_rng(7)
+    layer = {"type": "dense", "units": 16, "activation": "relu", "l2": l2}
+    hyper = Hyperparameters("adam", 0.01, 64)
+    stats = PackStats(input_dim=4, n_outputs=classes, mean=[0] * 4, std=[1] * 4, target_std=1.0)
+
+    def data(n):
+        x = rng.normal(size=(n, 4)).astype(np.float32)
+        y = rng.integers(0, classes, n).astype(np.int32) if task == "classification" else \
+            rng.normal(size=n).astype(np.float32)
+        return x, y
+
+    (x, y), (xv, yv) = data(rows), data(validation)
+    cm = indb.CompiledModel({"layers": [layer]}, hyper, (4,), classes, task)
+    indb.compile_steps(cm, hyper, rows, xv, yv, _NoCancel, class_weights)
+    compiles = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        cm.initialise(3, hyper)
+        callback = indb.cancel_callback(_NoCancel)
+        indb.fit_pass(cm.model, x, y, hyper.batch_size, callback, task, stats, class_weights,
+                      penalised=cm.penalised)
+        indb.validation_pass(cm, xv, yv, callback)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert not compiles, f"{len(compiles)} programs compiled in the first hop"
