@@ -187,9 +187,7 @@ class RunPlan:
 
 
 async def load_plan(conn, run_id: int) -> RunPlan:
-    run = await catalog.get_run(conn, run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id}")
+    run = await catalog.require_run(conn, run_id)
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
     settings = await conn.fetchrow(template("run_settings.sql"), run_id)
@@ -479,9 +477,7 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
             run_id = await catalog.last_unfinished_run(conn, fingerprint(cfg))
             if run_id is None:
                 raise NotFound(f"no unfinished run of {cfg.source_path} named {cfg.name!r} to resume")
-        run = await catalog.get_run(conn, run_id)
-        if run is None:
-            raise NotFound(f"no run with id {run_id}")
+        run = await catalog.require_run(conn, run_id)
         if not run["may_change"]:
             raise PermissionDenied(f"run {run_id} belongs to {run['run_by']} and is shared with you read-only: "
                                    "only its owner or an administrator (ctq_admin) can resume it")
@@ -766,8 +762,7 @@ async def installed(dsn: str) -> bool:
 
 async def models(dsn: str, run_id: int) -> list[dict]:
     async with connect(dsn) as conn:
-        if await catalog.get_run(conn, run_id) is None:
-            raise NotFound(f"no run with id {run_id}")
+        await catalog.require_run(conn, run_id)
         return await catalog.leaderboard(conn, run_id)
 
 
@@ -780,9 +775,7 @@ async def measured_run(dsn: str, run_id: int):
     from ctq.simulate import MeasuredRun
 
     async with connect(dsn) as conn:
-        run = await catalog.get_run(conn, run_id)
-        if run is None:
-            raise NotFound(f"no run with id {run_id}")
+        run = await catalog.require_run(conn, run_id)
         rows = await conn.fetch(template("hop_durations.sql"), run_id)
         stopped = [m for m in await catalog.run_models(conn, run_id) if m["status"] == "stopped"]
         shares = catalog.schedule_shares(await catalog.segment_rows(conn, run_id), run["segments"])
@@ -855,11 +848,13 @@ async def gc_packs(dsn: str, candidates: list[dict]) -> list[dict]:
         return await housekeeping.gc_packs(conn, candidates)
 
 
-async def _scoring_setup(conn):
-    """Engine, segments and their cores for scoring: the same as a run on this database would get
-    (PostgreSQL: one virtual segment per core; Greenplum: its primary segments)."""
+async def _scoring_setup(conn, run_id: int):
+    """Engine, segments and their cores for scoring run ``run_id``'s models: the same as a run on
+    this database would get (PostgreSQL: one virtual segment per core; Greenplum: its primary
+    segments). A database without ctq has no run to score: NotFound, and nothing installed there."""
     engine = await detect(conn)
-    await catalog.check_access(conn)
+    if not await catalog.check_access(conn):
+        raise await catalog.missing_run(conn, str(run_id))
     segments, _ = await engine.segments(conn, None, default_segments())
     await catalog.ensure_installed(conn, engine)
     return engine, segments, segment_cores(segments, os.cpu_count() or 1)
@@ -871,7 +866,7 @@ async def predict(dsn: str, run_id: int, *, table: str, out: str, id_column: str
     from ctq import scoring
 
     async with connect(dsn) as conn:
-        engine, segments, cores = await _scoring_setup(conn)
+        engine, segments, cores = await _scoring_setup(conn, run_id)
         return await scoring.predict(conn, dsn, engine, segments, cores, run_id, table=table, out=out,
                                      id_column=id_column, model_id=model_id, proba=proba, replace=replace)
 
@@ -881,7 +876,7 @@ async def evaluate(dsn: str, run_id: int, *, table: str, model_id: int | None = 
     from ctq import scoring
 
     async with connect(dsn) as conn:
-        engine, segments, cores = await _scoring_setup(conn)
+        engine, segments, cores = await _scoring_setup(conn, run_id)
         return await scoring.evaluate(conn, dsn, engine, segments, cores, run_id, table=table, model_id=model_id)
 
 
@@ -898,8 +893,7 @@ async def validation(dsn: str, run_id: int, out: str, *, replace: bool = False) 
         raise UsageError(f"--out {out!r}: {exc}") from None
     dest = qualified(schema, name) if schema else quote_ident(name)
     async with connect(dsn) as conn:
-        if await catalog.get_run(conn, run_id) is None:
-            raise NotFound(f"no run with id {run_id}")
+        await catalog.require_run(conn, run_id)
         engine = await detect(conn)
         pack = await catalog.run_pack(conn, run_id)
         async with conn.transaction():

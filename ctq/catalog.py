@@ -195,9 +195,7 @@ async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revo
     PermissionDenied for a run it can see but not change."""
     for role in roles:
         await check_role(conn, role, login=False)
-    run = await get_run(conn, run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id}")
+    run = await require_run(conn, run_id)
     if run["run_by"] in roles:  # its owner reads it anyway; recorded, it showed as a reader
         raise UsageError(f"run {run_id} is {run['run_by']}'s own: share it with other roles")
     if not run["may_change"]:
@@ -272,6 +270,23 @@ async def set_model_status(conn, run_id: int, model_id: int, status: str, messag
 
 async def heartbeat(conn, run_id: int) -> None:
     await _write(conn, "heartbeat.sql", run_id)
+
+
+async def missing_run(conn, what: str, then: str = "") -> NotFound:
+    """The error for run(s) ``what`` (an id, or ids "3, 5") that do not exist or that the caller
+    cannot see, followed by ``then``. In a database without ctq it says so: a typo in the DSN's
+    database name read like a missing run (a user trial)."""
+    where = "" if await installed_sha(conn) is not None else \
+        " (ctq is not installed in this database: is it the one you meant?)"
+    return NotFound(f"no run with id {what}{where}{then}")
+
+
+async def require_run(conn, run_id: int) -> dict:
+    """Run ``run_id``'s row (see :func:`get_run`); NotFound (exit 2) if the caller cannot see it."""
+    run = await get_run(conn, run_id)
+    if run is None:
+        raise await missing_run(conn, str(run_id))
+    return run
 
 
 async def get_run(conn, run_id: int) -> dict | None:

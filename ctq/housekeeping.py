@@ -29,7 +29,7 @@ async def runs_to_remove(conn: asyncpg.Connection, run_ids: list[int]) -> list[d
     (row-level security) or that does not exist raises NotFound, a run being driven by a live
     coordinator raises UsageError, a role that may not delete runs PermissionDenied."""
     if not await check_access(conn):
-        raise NotFound(f"no run with id {', '.join(map(str, sorted(run_ids)))}; nothing deleted")
+        raise await catalog.missing_run(conn, ", ".join(map(str, sorted(run_ids))), "; nothing deleted")
     rows = [dict(r) for r in await conn.fetch(run_sql("remove_runs_check.sql"),
                                               run_ids)]
     missing = sorted(set(run_ids) - {r["run_id"] for r in rows})

@@ -25,7 +25,6 @@ import yaml
 
 from ctq import __version__, catalog
 from ctq.config import effective
-from ctq.errors import NotFound
 from ctq.metrics import Metric
 from ctq.rules import PackStats
 from ctq.sql import template
@@ -78,10 +77,10 @@ class RunData:
 async def load(conn, run_id: int) -> RunData:
     """Read one run; NotFound when it does not exist or the caller may not see it."""
     if not await catalog.check_access(conn):
-        raise NotFound(f"no run with id {run_id}")
+        raise await catalog.missing_run(conn, str(run_id))
     row = await conn.fetchrow(catalog.run_sql("report_run.sql"), run_id)
     if row is None:
-        raise NotFound(f"no run with id {run_id}")
+        raise await catalog.missing_run(conn, str(run_id))
     run = dict(row)
     run["config"] = json.loads(run["config"])
     run["versions"] = json.loads(run["versions"]) if run["versions"] else {}

@@ -91,9 +91,7 @@ async def trained_model(conn: asyncpg.Connection, run_id: int, model_id: int | N
     run's best: the first of the leaderboard (same ranking and tie-break) that has a score and did
     not fail. Raises NotFound (exit 2) for a missing run or model, UsageError for one that failed
     or never trained."""
-    run = await catalog.get_run(conn, run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id}")
+    run = await catalog.require_run(conn, run_id)
     if model_id is None:
         board = await catalog.leaderboard(conn, run_id)
         best = next((r for r in board if r["score"] is not None and r["status"] != "failed"), None)

@@ -119,6 +119,14 @@ async def test_doctor_only_reads(run_cli, conn, cluster):
     listed = run_cli("runs", "--json", env={"CTQ_DSN": fresh})
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
     assert "note: ctq is not installed in this database yet" in listed.stderr, listed.stderr
+    # and a command on a run, rather than "no run with id 1" alone
+    for command in (["models", "1"], ["report", "1", "--out", "-"], ["rm", "1", "--yes"], ["evaluate", "1",
+                                                                                            "--table", "t"]):
+        named = run_cli(*command, env={"CTQ_DSN": fresh})
+        assert named.returncode == 2, (command, named.stderr)
+        assert "no run with id 1 (ctq is not installed in this database: is it the one you meant?)" in named.stderr, \
+            (command, named.stderr)
+    assert run_cli("doctor", "--json", env={"CTQ_DSN": fresh}).returncode == 3  # and still nothing installed there
     import asyncpg
 
     other = await asyncpg.connect(fresh)
