@@ -681,8 +681,10 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
 async def changed_since_packed(conn: asyncpg.Connection, engine: Engine, pack_id: str) -> str | None:
     """Whether the source of pack ``pack_id`` has changed since it was packed (its content
     fingerprint, one read-only scan): None when unchanged, else what changed, e.g. "public.t has
-    changed since it was packed (as of 2026-12-04 06:00:00+00)". A source that is gone counts as
-    changed."""
+    changed since it was packed (as of 2026-12-04 06:00:00+00): ...". The fingerprint sums each
+    row's version (its place and the transaction that wrote it: engine.row_version), because a
+    run's validation split is keyed on the row's place; an update to the same values counts. A
+    source that is gone counts as changed."""
     pack = await conn.fetchrow(template("pack_source.sql"), pack_id)
     as_of = pack["as_of"] or pack["created_at"].isoformat(sep=" ", timespec="seconds")
     rel = await _find_relation(conn, pack["source_schema"], pack["source_name"])
@@ -690,7 +692,8 @@ async def changed_since_packed(conn: asyncpg.Connection, engine: Engine, pack_id
         return f"{pack['display']} no longer exists (packed as of {as_of})"
     if await content_fingerprint(conn, engine, rel) == pack["source_fingerprint"]:
         return None
-    return f"{pack['display']} has changed since it was packed (as of {as_of})"
+    return (f"{pack['display']} has changed since it was packed (as of {as_of}): a row was written (inserted, "
+            "deleted, or updated, even to the same values) or moved (VACUUM FULL, CLUSTER)")
 
 
 async def write_validation_rows(conn: asyncpg.Connection, engine: Engine, pack: dict, dest: str) -> int:

@@ -353,9 +353,11 @@ async def test_the_validation_rows_of_a_run_as_a_table(conn, tmp_path, run_cli):
     assert json.loads(scored.stdout)["loss"] == pytest.approx(best["val_loss"], rel=1e-3)
     again = run_cli("validation", str(run["run_id"]), "--out", "public.heldout_rows")
     assert again.returncode == 2 and "use --replace" in again.stderr
-    await conn.execute("UPDATE public.heldout_src SET f1 = f1 + 1 WHERE label = 0")
+    # an update to the same values moves its rows, and the split is keyed on a row's place: it says so
+    await conn.execute("UPDATE public.heldout_src SET f1 = f1 WHERE label = 0")
     changed = run_cli("validation", str(run["run_id"]), "--out", "public.heldout_rows", "--replace")
     assert changed.returncode == 2 and "has changed since it was packed" in changed.stderr, changed.stderr
+    assert "updated, even to the same values" in changed.stderr, changed.stderr
     assert await conn.fetchval("SELECT count(*) FROM public.heldout_rows") == said  # kept
 
 
