@@ -425,6 +425,12 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
         raise UsageError(f"--out {out}: table {dest_display} exists; use --replace to replace it")
     if existing is not None and existing["relkind"] not in ("r", "p"):
         raise UsageError(f"--out {out}: {dest_display} is not a table; --replace only replaces tables")
+    if existing is not None:  # the drop comes after scoring every row: what it would refuse, before
+        blockers = [r["object"] for r in await conn.fetch(template("drop_blockers.sql"), existing["oid"])]
+        if blockers:
+            raise UsageError(f"--out {out}: cannot replace {dest_display}: {', '.join(blockers)} "
+                             f"depend{'s' if len(blockers) == 1 else ''} on it; drop or change "
+                             f"{'it' if len(blockers) == 1 else 'them'} first, or write elsewhere")
     id_sql = "t." + quote_ident(id_col["name"])
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
         rows, notes = await _check_rows(moment.conn, engine, source, model, id_column=id_col["name"],

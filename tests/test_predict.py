@@ -244,11 +244,16 @@ async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, con
     assert cli(dsn, ctq_home, *base).returncode == 2
     assert cli(dsn, ctq_home, *base, "--replace").returncode == 0
     assert await conn.fetchval("SELECT count(*) FROM public.pred_replace") == 500
-    # a view on --out: the server refuses the drop; exit 2 naming the view (was exit 1, 'failed')
-    await conn.execute("CREATE VIEW public.pred_replace_v AS SELECT * FROM public.pred_replace")
+    # a view or a foreign key on --out: the server would refuse the drop, after every row is
+    # scored; exit 2 naming them, before scoring
+    await conn.execute("CREATE VIEW public.pred_replace_v AS SELECT * FROM public.pred_replace; "
+                       "ALTER TABLE public.pred_replace ADD UNIQUE (id); "
+                       "CREATE TABLE public.pred_replace_ref (id bigint REFERENCES public.pred_replace (id))")
     proc = cli(dsn, ctq_home, *base, "--replace")
-    await conn.execute("DROP VIEW public.pred_replace_v")
-    assert proc.returncode == 2 and "view pred_replace_v depends on table pred_replace" in proc.stderr, proc.stderr
+    await conn.execute("DROP VIEW public.pred_replace_v; DROP TABLE public.pred_replace_ref")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot replace public.pred_replace: constraint pred_replace_ref_id_fkey on table pred_replace_ref, " \
+           "view pred_replace_v depend on it" in proc.stderr, proc.stderr
     proc = cli(dsn, ctq_home, "predict", str(runs["regression"]), "--table", "public.pred_holdout", "--id-column",
                "id", "--out", "public.pred_x", "--proba")
     assert proc.returncode == 2 and "--proba" in proc.stderr
