@@ -1208,10 +1208,12 @@ def _keras_cannot_load(doc: dict) -> str | None:
         import keras
     except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
         return f"Keras cannot be imported in the client to check it ({type(exc).__name__}: {exc})"
+    from ctq.indb import model_from_json  # the server's own way to build it
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            keras.saving.deserialize_keras_object(doc, safe_mode=True)
+            model_from_json(keras, doc)
     except Exception as exc:  # noqa: BLE001 - Keras raises TypeError, ValueError, KeyError...
         return _keras_reason(exc, doc)
     return None

@@ -61,8 +61,10 @@ def _misfit(doc: dict, input_shape: tuple, n_outputs: int, task: str,
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import keras
 
+    from ctq.indb import model_from_json
+
     with keras.StatelessScope():  # shapes only, nothing allocated: the model may be larger than this machine
-        model = keras.saving.deserialize_keras_object(doc, safe_mode=True)
+        model = model_from_json(keras, doc)
     inputs = [tuple(t.shape[1:]) for t in model.inputs]
     if inputs != [input_shape]:
         data = (f"{input_shape[0]} features per row" if len(input_shape) == 1

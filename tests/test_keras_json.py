@@ -70,3 +70,32 @@ def test_keras_is_imported_only_for_configs_with_keras_json(tmp_path):
             f"load_config({str(tmp_path / 'grid.yaml')!r}); print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_a_functional_model_trains_predicts_and_exports(small_table, tmp_path, run_cli, conn):
+    """A Functional model (two branches joined), as Model.to_json() writes it: Keras empties the
+    config of a Functional model it deserializes, and the client's checks and every build on the
+    server (the warm-up's, each model's initial weights) deserialize the same architecture (a
+    user trial: the second build failed, a traceback before any run)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    inputs = keras.Input((8,))
+    wide = keras.layers.Dense(6, activation="relu")(inputs)
+    deep = keras.layers.Dense(4, activation="relu")(keras.layers.Dense(8, activation="relu")(inputs))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([wide, deep]))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "branches.json").write_text(keras.Model(inputs, outputs).to_json())
+    (tmp_path / "grid.yaml").write_text(
+        "name: functional\ndata: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, "
+        "task: classification}\nmodels:\n  - {name: branches, keras_json: models/branches.json}\n"
+        "search: {space: {learning_rate: [0.01, 0.003]}}\nepochs: 2\nsegments: 2\n")
+    proc = run_cli("train", str(tmp_path / "grid.yaml"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    assert run["status"] == "succeeded" and run["best_metric"] > 0.5, run
+    exported = run_cli("export", str(run["run_id"]), str(tmp_path / "best.keras"), "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert type(keras.saving.load_model(tmp_path / "best.keras")).__name__ == "Functional"
