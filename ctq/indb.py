@@ -1597,8 +1597,14 @@ def ranking_metric_state(task: str, metric: str, stats: rules.PackStats, y: np.n
 
 def ranking_metric_result(task: str, metric: str, stats: rules.PackStats, states: list[list[float]]) -> float:
     """The ranking metric over all rows from the segments' states (ranking_metric_state), summed."""
-    m = make_metric(task, metric, int(stats.n_outputs))
+    n = int(stats.n_outputs)
+    m = make_metric(task, metric, n)
+    # Keras builds some metrics' counts at their first update (FBetaScore's): one of no rows builds
+    # them, as the segments' metrics were, in the same order
+    m.update_state(np.zeros((0,), np.int32), np.zeros((0, n), np.float32))
     total = np.sum(np.asarray(states, np.float64), axis=0)
+    if total.size != sum(int(np.prod(v.shape)) for v in m.variables):
+        raise ValueError(f"{metric}: the segments' counts do not fit the metric's")
     at = 0
     for v in m.variables:
         size = int(np.prod(v.shape))
