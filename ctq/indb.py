@@ -862,9 +862,13 @@ def decode_features(xb: bytes, n: int, stats: rules.PackStats) -> np.ndarray:
 
 
 def normalise_features(x: np.ndarray, stats: rules.PackStats) -> np.ndarray:
-    """Standardise raw features [n, input_dim] with the training rows' mean and standard deviation
-    recorded with the pack (``ctq export`` puts the same into a Normalization layer)."""
-    x = (x - np.asarray(stats.mean, np.float32)) / np.asarray(stats.std, np.float32)
+    """Standardise features [n, input_dim] as packed with the training rows' mean and standard
+    deviation recorded with the pack (``ctq export`` puts the same into a Normalization layer); a
+    ``centred`` pack's numeric features come less their mean already (PackStats.centred)."""
+    if stats.centred and stats.x_layout != "array":
+        x = x / np.asarray(stats.std, np.float32)
+    else:
+        x = (x - np.asarray(stats.mean, np.float32)) / np.asarray(stats.std, np.float32)
     if stats.feature_shape:  # an array feature reshaped, e.g. images [n, 28, 28, 1]
         x = x.reshape((len(x),) + input_shape(stats))
     return x.astype(np.float32, copy=False)
@@ -879,7 +883,8 @@ def decode_labels(y: np.ndarray, stats: rules.PackStats, task: str) -> np.ndarra
     if task == "classification":
         return np.searchsorted(np.asarray(stats.class_values, np.float32), y).astype(np.int32)
     if stats.target_std:
-        return ((y - np.float32(stats.target_mean)) / np.float32(stats.target_std)).astype(np.float32)
+        mean = 0.0 if stats.centred else stats.target_mean  # a centred pack's targets come less it
+        return ((y - np.float32(mean)) / np.float32(stats.target_std)).astype(np.float32)
     return y
 
 

@@ -118,7 +118,7 @@ class Source:
         return self.display or f"{self.schema}.{self.name}"
 
 
-FLOAT32_RESOLUTION = 2.0 ** -23  # float32's relative resolution (its epsilon): a value as packed (float4send)
+FLOAT64_RESOLUTION = 2.0 ** -52  # float8's relative resolution (its epsilon): a target is centred in float8
 
 
 def index_size(categories: dict | None) -> int | None:
@@ -310,9 +310,9 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         class_values = tuple(values if label["category"] == "S" else
                              (bool(v) if label["category"] == "B" else int(v) for v in values))
         class_counts = tuple(int(c) for c in counts)
-    elif math.sqrt(max(float(variances[-1] or 0.0), 0.0)) <= FLOAT32_RESOLUTION * abs(float(means[-1] or 0.0)):
-        # as a single class is: a target packed as float32 (its spread below float32's resolution of
-        # it is lost there) that every training row has the same
+    elif math.sqrt(max(float(variances[-1] or 0.0), 0.0)) <= FLOAT64_RESOLUTION * abs(float(means[-1] or 0.0)):
+        # as a single class is: a target that every training row has the same (a spread below
+        # float8's resolution of its mean is lost when it is centred: PackStats.centred)
         raise DataError(f"data.label: column {label['name']!r} has the same value in every training row; "
                         "nothing to learn")
     return Source(
@@ -460,7 +460,8 @@ def feature_bytes_sql(features, stats: PackStats, alias: str = "t") -> str:
     vocabulary (unseen when the pack was made, or NULL) is the unknown value: all zeros, index 0.
 
     Packing and scoring (``ctq predict``, ``ctq evaluate``) both call this, so a scored row is
-    exactly what a trained row was. NULL when a numeric feature is NULL.
+    exactly what a trained row was. NULL when a numeric feature is NULL. A numeric column of a
+    ``centred`` pack is sent less its mean, subtracted in float8 (PackStats.centred).
 
     ``features``: the feature column names, in order (the pack's settings); ``alias``: the
     source row's alias in the query."""
@@ -468,12 +469,17 @@ def feature_bytes_sql(features, stats: PackStats, alias: str = "t") -> str:
         return f"array_send({alias}.{quote_ident(features[0])}::float4[])"
     categories = stats.categories or {}
     parts = []
+    at = 0  # of the column's first value in stats.mean
     for name in features:
         column = f"{alias}.{quote_ident(name)}"
         category = categories.get(name)
         if category is None:
-            parts.append(f"float4send({column}::float4)")
+            mean = float(stats.mean[at]) if stats.centred else 0.0
+            parts.append(f"float4send(({column}::float8 - {mean!r}::float8)::float4)" if mean
+                         else f"float4send({column}::float4)")
+            at += 1
             continue
+        at += len(category["values"]) if category["encoding"] == "one_hot" else 1
         positions = _sql_literal(json.dumps({v: i for i, v in enumerate(category["values"])}, sort_keys=True))
         position = f"({positions}::jsonb ->> ({column})::text)::int"
         if category["encoding"] == "index":
@@ -495,18 +501,22 @@ def _concatenation(parts: list[str]) -> str:
     return f"({_concatenation(parts[:half])}) || ({_concatenation(parts[half:])})"
 
 
-def label_bytes_sql(column: str, category: str, class_values) -> str:
+def label_bytes_sql(column: str, category: str, class_values, offset: float = 0.0) -> str:
     """SQL for the label's bytes in a buffer: big-endian float4 of the value, or, for text classes
     (``category`` "S"), of the class index (``label_encoding`` "index" in the pack's stats; a value
-    that is not one of ``class_values`` gives NULL). ``column`` is quoted SQL, e.g. ``t."label"``."""
+    that is not one of ``class_values`` gives NULL); a regression target less ``offset`` (its mean,
+    subtracted in float8: PackStats.centred). ``column`` is quoted SQL, e.g. ``t."label"``."""
     if category == "S":
         cases = " ".join(f"WHEN {_sql_literal(v)} THEN {i}" for i, v in enumerate(class_values))
         return f"float4send((CASE {column}::text {cases} END)::float4)"
+    if offset:
+        return f"float4send((({_label_number(column, category)}) - {float(offset)!r}::float8)::float4)"
     return f"float4send(({_label_number(column, category)})::float4)"
 
 
-def _label_bytes(source: Source) -> str:
-    return label_bytes_sql("t." + quote_ident(source.label), source.label_category, source.class_values)
+def target_offset(stats: PackStats) -> float:
+    """What a pack with ``stats`` subtracted from the target in SQL (label_bytes_sql)."""
+    return float(stats.target_mean or 0.0) if stats.centred and stats.class_values is None else 0.0
 
 
 async def _array_profile(conn, engine, source_sql, column, is_table, seed, cut, n, shape=None):
@@ -562,7 +572,9 @@ def profile_settings(data: DataConfig, features: tuple[str, ...], label: str, ar
         "array_feature": array_feature,
         "validation_fraction": data.validation_fraction,
         "seed": seed,
-        "layout": 5,  # SQL-built buffers, key-ordered and normalised (targets too) when decoded; categories encoded
+        # SQL-built buffers, key-ordered and normalised (targets too) when decoded; categories
+        # encoded; numeric values centred in float8 before the float4 cast (PackStats.centred)
+        "layout": 6,
         "encodings": [list(e) for e in data.encodings],
         "feature_shape": list(data.feature_shape) if data.feature_shape else None,
     }
@@ -600,12 +612,15 @@ def pack_stats(source: Source, segments: int) -> PackStats:
         target_mean=None if source.class_values else source.target_mean,
         target_std=None if source.class_values else source.target_std,
         label_type=source.label_type,  # predictions come back in this type (ctq predict)
+        centred=True,
     )
 
 
 def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_id: str) -> PackSpec:
-    x_bytes = feature_bytes_sql(source.features, pack_stats(source, segments))
-    y_bytes = _label_bytes(source)
+    stats = pack_stats(source, segments)
+    x_bytes = feature_bytes_sql(source.features, stats)
+    y_bytes = label_bytes_sql("t." + quote_ident(source.label), source.label_category, source.class_values,
+                              target_offset(stats))
     validation_rows = source.rows - source.train_rows
     return PackSpec(
         pack_id=pack_id, table=qualified("ctq_data", f"pack_{pack_id}"), source=source.sql_name,

@@ -122,6 +122,12 @@ class PackStats:
     categories: dict | None = None  # column -> {"encoding", "values"}: encoded in SQL, not sent
     target_mean: float | None = None  # regression trains on standardised targets
     target_std: float | None = None
+    # numeric feature columns and a regression target are packed less their mean, subtracted in
+    # float8 before the float4 cast (packing.feature_bytes_sql), so that float32 keeps their spread
+    # whatever their offset (a Unix time near 1.7e9: float32 steps of 128 s; found by a user
+    # trial); the server's normalisation then only divides. False: packs of an earlier ctq, and an
+    # array feature (packed as it is; its target is still centred where this is True)
+    centred: bool = False
     source_as_of: str | None = None  # the moment the source was read (ISO 8601)
 
     @classmethod

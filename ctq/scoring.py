@@ -37,7 +37,7 @@ from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
 from ctq.rules import Hyperparameters, PackStats, ScoreRequest
 from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql, find_column,
-                          label_bytes_sql, null_columns, unreadable_number)
+                          label_bytes_sql, null_columns, target_offset, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 
@@ -497,7 +497,8 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
     await drop_abandoned_stages(conn)
     spec = ScoreSpec(source=source.sql, is_table=source.is_table, id="NULL::int", id_type="int",
                      x_bytes=feature_bytes_sql(model.features, model.stats),
-                     y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats.class_values),
+                     y_bytes=label_bytes_sql("t." + quote_ident(model.label), category, model.stats.class_values,
+                                             target_offset(model.stats)),
                      segments=segments, stage=_stage_name())
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
         rows, notes = await _check_rows(moment.conn, engine, source, model, id_column=None, label_category=category)
