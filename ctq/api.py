@@ -245,6 +245,12 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     if rule not in SCHEDULING_RULES:
         raise UsageError(f"--scheduling {rule}: expected one of {', '.join(SCHEDULING_RULES)}")
     raw = {**cfg.raw, "scheduling": rule}
+    if search_class(cfg.search_method).early_stopping and schedule == "mop-fixed":
+        # its stops follow the order in which models reach a rung, which timing sets: a re-run
+        # stopped other models, with other epochs (a user trial), which mop-fixed promises not to
+        raise UsageError(f"--schedule mop-fixed (--reproducible): search.method {cfg.search_method} stops models "
+                         "on results in the order they arrive, which timing sets, so a re-run would stop others; "
+                         "drop --reproducible, or make it a grid or random search")
     if search_class(cfg.search_method).asks_during_run:
         if schedule != "mop":
             raise UsageError(f"--schedule {schedule}: search.method {cfg.search_method} adds models during the "

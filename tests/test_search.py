@@ -497,6 +497,27 @@ async def test_tpe_asks_as_slots_free_up_informed_by_finished_ones_and_resumes_t
     assert point_of(again, archs) == asked[5]  # the same configuration as without the crash
 
 
+async def test_reproducible_is_refused_with_a_search_that_stops_models_on_timing(small_table, tmp_path, run_cli,
+                                                                                   conn):
+    """An ASHA or Hyperband stop follows the order in which models reach a rung, which timing
+    sets: under --reproducible (mop-fixed) re-runs stopped other models (86, 80, 66 hops: a user
+    trial). Refused, exit 2, before anything is written."""
+    async def runs():
+        if await conn.fetchval("SELECT to_regclass('ctq.runs')") is None:
+            return None
+        return await conn.fetchval("SELECT count(*) FROM ctq.runs")
+
+    before = await runs()
+    for method in ("asha", "hyperband"):
+        grid = write_grid(tmp_path, GRID.format(name="fixed", table=small_table).replace("method: asha",
+                                                                                          f"method: {method}"))
+        proc = run_cli("train", str(grid), "--reproducible", "--json")
+        assert proc.returncode == 2, proc.stderr
+        error = json.loads(proc.stdout)["error"]
+        assert f"search.method {method} stops models on results in the order they arrive" in error, error
+    assert await runs() == before
+
+
 # ------------------------------------------------------------------------------ warm_start
 WARM_GRID = "name: warm" + TWO_MODELS + """search:
   space: {optimizer: [sgd], learning_rate: [0.000000001], batch_size: [64]}
