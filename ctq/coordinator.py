@@ -482,7 +482,9 @@ class Coordinator:
                                     f"`ctq train --resume {self.run_id}`") from exc
             raise RunFailed(failed) from exc
         outcome.retries += 1
-        self.progress.hop_retried(hop, str(exc))
+        # the server's words, or for the client's side of a connection what it means: a bare
+        # "[Errno 2] No such file or directory" was all a server being down said (a user trial)
+        self.progress.hop_retried(hop, str(from_database(exc)) if not getattr(exc, "sqlstate", None) else str(exc))
         return self._backoff(self.attempts[key])
 
     async def run(self) -> Outcome:

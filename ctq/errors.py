@@ -201,6 +201,8 @@ def from_database(exc: BaseException) -> CtqError:
         return DatabaseError(SHARED_SESSIONS)
     message = " ".join(plain_text(getattr(exc, "message", None) or str(exc) or type(exc).__name__).split())
     if not sqlstate:  # the client side of a connection: refused, reset, DNS...
+        if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):  # no socket: "[Errno 2] No such file..."
+            message += " (no server listens there: is it running?)"
         return DatabaseError(f"cannot talk to the database: {message}")
     kind, meaning = _SQLSTATE_CLASSES.get(sqlstate[:2], (RunFailed, "the database reported an error"))
     detail = " ".join(plain_text(getattr(exc, "detail", None) or "").split())  # e.g. which view depends on it

@@ -49,3 +49,17 @@ async def test_a_server_error_outside_ctq_s_checks_is_one_line(dsn, conn, tmp_pa
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "ctq_nologin" in proc.stderr
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_no_server_at_the_address_says_so(tmp_path):
+    """A unix socket that is not there (a server down or restarting: what a hop retried said was
+    a bare "[Errno 2] No such file or directory", a user trial), and a port nobody listens on."""
+    import asyncpg
+
+    for dsn in (f"postgresql://ctq@/ctq?host={tmp_path}&port=5999", "postgresql://ctq@127.0.0.1:1/ctq"):
+        with pytest.raises(OSError) as caught:
+            await asyncpg.connect(dsn, timeout=10)
+        error = from_database(caught.value)
+        assert isinstance(error, DatabaseError) and error.exit_code == 3
+        assert str(error).startswith("cannot talk to the database: ") and "is it running?" in str(error), str(error)
