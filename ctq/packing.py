@@ -262,7 +262,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     with_nulls = [(name, n - count) for name, count in zip([c["name"] for c in profiled] + [label["name"]],
                                                            counts[:-1] + [profile["label_count"]]) if count < n]
     if with_nulls:
-        key = "data.label" if any(name == label["name"] for name, _ in with_nulls) else "data.features"
+        keys = {"data.label" if name == label["name"] else "data.features" for name, _ in with_nulls}
+        key = keys.pop() if len(keys) == 1 else "data"  # features and the label: their common key
         raise DataError(f"{key}: {null_columns(with_nulls, n)}; filter or impute them (e.g. a view) before training")
     checked = [] if array_feature else [c["name"] for c in profiled]  # (an array's elements: _array_profile)
     for name, ok in zip(checked + [label["name"]], finite[-len(checked) - 1:]):

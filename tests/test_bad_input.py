@@ -47,6 +47,8 @@ CASES = {
     "missing label": ({"label": "target"}, "target"),
     "NULL feature": ({"features": "[f1, with_null]"}, "with_null"),
     "NULL label": ({"label": "label_null"}, "label_null"),
+    "NULL feature and label": ({"features": "[f1, with_null]", "label": "label_null"},
+                               "grid.yaml:data: 2 columns have NULL values"),  # not data.label alone
     "text feature": ({"features": "[f1, word]"}, "word"),
     "text label": ({"label": "word"}, "word"),
     "identifier with quote and semicolon": ({"features": "['f1\"; DROP TABLE public.bad_src; --']"}, "DROP TABLE"),
