@@ -208,10 +208,12 @@ async def share(conn: asyncpg.Connection, run_id: int, roles: list[str], *, revo
 def run_sql(name: str) -> str:
     """A template about runs with ``{{run_alive}}`` filled: whether a live coordinator holds run
     ``r``'s lock (run_alive.sql), and ``{{run_status}}``, run ``r``'s status as shown (run_status.sql:
-    'stale' when it says 'running' without one); one definition for every statement that asks."""
+    'stale' when it says 'running' without one), ``{{run_status_of_lk}}`` and ``{{run_wall_seconds}}``
+    (for a statement with lk.alive); one definition for every statement that asks."""
     alive = render("run_alive.sql", lock_class=RUN_LOCK_CLASS)
     return render(name, run_alive=alive, run_status=render("run_status.sql", alive=f"({alive})"),
-                  run_status_of_lk=render("run_status.sql", alive="lk.alive"))
+                  run_status_of_lk=render("run_status.sql", alive="lk.alive"),
+                  run_wall_seconds=render("run_wall_seconds.sql"))
 
 
 async def _write(conn, name: str, *args) -> Any:

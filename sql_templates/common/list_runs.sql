@@ -1,9 +1,7 @@
--- Runs, newest first, with their status as shown (run_status.sql). A run whose coordinator is gone (its
--- lock is free) stops its clock at its last heartbeat.
+-- Runs, newest first, with their status and wall time as shown (run_status.sql, run_wall_seconds.sql).
 SELECT r.run_id, r.name, {{run_status_of_lk}} AS status, r.schedule, r.started_at, r.finished_at, r.heartbeat_at, r.source_table,
        r.segments, r.epochs, r.metric, r.run_by, r.message, lk.alive,
-       extract(epoch FROM coalesce(r.finished_at, CASE WHEN lk.alive THEN now() ELSE r.heartbeat_at END, now())
-                          - r.started_at)::float8 AS wall_seconds,
+       {{run_wall_seconds}} AS wall_seconds,
        (SELECT count(*) FROM ctq.models m WHERE m.run_id = r.run_id) AS models,
        (SELECT count(*) FROM ctq.hops h WHERE h.run_id = r.run_id) AS hops,
        (SELECT l.name FROM ctq.leaderboard l WHERE l.run_id = r.run_id AND l.rank = 1 AND l.score IS NOT NULL LIMIT 1) AS best_model,
