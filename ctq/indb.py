@@ -30,6 +30,7 @@ Why things are the way they are (measured, see ../shared/reference/engineering-n
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -54,6 +55,10 @@ CANCEL_CHECK_SECONDS = 0.25
 SQLSTATE_DATA = "22000"
 SQLSTATE_MODEL = "CTQ01"
 SQLSTATE_STATE_LOST = "CTQ03"
+# the server's own resource shortages, not the model's failure: the class-53 SQLSTATEs the server
+# gives them (a hop retries, then the run stops resumable, exit 3); a full disk while a hop wrote
+# its working state failed every model for good (a user trial)
+SQLSTATE_OF_ERRNO = {errno.ENOSPC: "53100", errno.EDQUOT: "53100", errno.EMFILE: "53000", errno.ENFILE: "53000"}
 
 
 class DataProblem(ValueError):
@@ -91,6 +96,8 @@ def call(plpy, fn, **kwargs):
         raise_sql(plpy, str(exc), SQLSTATE_DATA)
     except StateLost as exc:
         raise_sql(plpy, str(exc), SQLSTATE_STATE_LOST)
+    except OSError as exc:
+        raise_sql(plpy, model_error_text(exc), SQLSTATE_OF_ERRNO.get(exc.errno, SQLSTATE_MODEL))
     except Exception as exc:  # a model that cannot be built or trained: deterministic, fail the model
         raise_sql(plpy, model_error_text(exc), SQLSTATE_MODEL)
 
@@ -1125,16 +1132,22 @@ def store_working_state(*, plpy, GD, key, run, model, hops) -> int:
 
 def write_state_file(path: str, parts) -> int:
     """Write ``parts`` (state_parts) as the state file ``path``: under a temporary name, then
-    renamed, so that the file is whole or absent. Returns the parts written."""
+    renamed, so that the file is whole or absent (a write that fails, e.g. on a full disk, leaves
+    no part of it taking space). Returns the parts written."""
     temporary = f"{path}.{os.getpid()}.tmp"
     written = 0
-    with open(temporary, "wb") as f:
-        f.write(WORKING_STATE_MAGIC + boot_id())
-        for index, offset, data in parts:
-            f.write(_RECORD.pack(index, offset, len(data)))
-            f.write(data)
-            written += 1
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as f:
+            f.write(WORKING_STATE_MAGIC + boot_id())
+            for index, offset, data in parts:
+                f.write(_RECORD.pack(index, offset, len(data)))
+                f.write(data)
+                written += 1
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     return written
 
 

@@ -106,3 +106,46 @@ def test_a_state_file_is_read_back_whole_or_not_at_all(tmp_path):
         path.write_bytes(damaged)
         assert list(read_state_file(str(path))) == []
     assert list(read_state_file(str(tmp_path / "absent"))) == []
+
+
+def test_a_state_write_that_fails_leaves_no_file_and_a_full_disk_is_the_server_s(tmp_path, monkeypatch):
+    """A working state written on a full disk: nothing of it stays taking space, and the error
+    reaches the client as the server's resource shortage (SQLSTATE 53100: the hop retries, then
+    the run stops resumable, exit 3), not as the model's failure (CTQ01: every model failed for
+    good, a user trial). Other errors are still the model's."""
+    import errno
+
+    from ctq import indb
+
+    def parts():
+        yield 0, 0, b"header"
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "7.3"
+    with pytest.raises(OSError):
+        indb.write_state_file(str(path), parts())
+    assert list(tmp_path.iterdir()) == []
+
+    class ServerError(Exception):
+        pass
+
+    class Plpy:  # what indb.call needs of PL/Python's plpy: its error(), as the server raises it
+        SPIError = ServerError
+
+        @staticmethod
+        def error(message, sqlstate):
+            raise ServerError(sqlstate, message)
+
+    def fails(plpy, error):
+        raise error
+
+    monkeypatch.setitem(indb._compile_cache, "root", None)  # call() points it at the cwd, as in a backend
+
+    for error, sqlstate in ((OSError(errno.ENOSPC, "No space left on device"), "53100"),
+                            (OSError(errno.EDQUOT, "Disk quota exceeded"), "53100"),
+                            (OSError(errno.EMFILE, "Too many open files"), "53000"),
+                            (OSError(errno.ENOENT, "No such file or directory"), indb.SQLSTATE_MODEL),
+                            (ValueError("a model that cannot be built"), indb.SQLSTATE_MODEL)):
+        with pytest.raises(ServerError) as raised:
+            indb.call(Plpy, fails, error=error)
+        assert raised.value.args[0] == sqlstate, (error, raised.value.args)

@@ -25,7 +25,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION ctq.store_working_state(key text, p_run bigint, p_model int, p_hops int) RETURNS int
 LANGUAGE plpython3u VOLATILE AS $fn$
 {{bootstrap}}
-return ctq.store_working_state(plpy=plpy, GD=GD, key=key, run=p_run, model=p_model, hops=p_hops)
+return ctq.call(plpy, ctq.store_working_state, GD=GD, key=key, run=p_run, model=p_model, hops=p_hops)
 $fn$;
 
 -- Whether the model's state after p_hops hops is on file, whole (ctq.restore_checkpoints).
