@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import signal
 import socket
@@ -95,6 +96,11 @@ def run_async(coro):
     non-interactive shell (CI, make, cron wrappers) inherits SIGINT as *ignored*, and Python's
     default Ctrl-C handling would then never fire.
     """
+
+    # asyncio's warnings about the transport of a session the server ended ("socket.send() raised
+    # exception.", once per write a COPY makes before it hears: 40 lines, a user trial) are not
+    # ctq's message: that one is the error line
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
 
     async def main():
         task = asyncio.current_task()

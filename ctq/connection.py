@@ -32,6 +32,34 @@ SHARED_SESSION_STATES = ("42P05", "26000")
 _affinity_checked: set[str] = set()
 
 
+class ConnectionLost(asyncpg.exceptions.ConnectionDoesNotExistError):
+    """The server's session ended while a statement was under way (see :func:`unless_lost`)."""
+
+
+async def unless_lost(conn: asyncpg.Connection, statement):
+    """Await ``statement`` (a coroutine using ``conn``) unless ``conn`` is closed first: then cancel
+    it and raise :class:`ConnectionLost`. asyncpg's COPY from an async iterator waits for ever once
+    the server ends the session (a server crash, a full disk's PANIC, pg_terminate_backend: ctq
+    load hung for ten minutes, a user trial); its termination listener does hear the end."""
+    lost = asyncio.Event()
+
+    def on_termination(_conn) -> None:
+        lost.set()
+
+    conn.add_termination_listener(on_termination)
+    work, watch = asyncio.ensure_future(statement), asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            return work.result()
+        raise ConnectionLost("the server ended the session")
+    finally:  # (also when this task is cancelled: the statement ends before the caller goes on)
+        for task in (work, watch):
+            task.cancel()
+        await asyncio.gather(work, watch, return_exceptions=True)
+        conn.remove_termination_listener(on_termination)
+
+
 async def connect(dsn: str, application_name: str = "ctq") -> asyncpg.Connection:
     """A new session with ctq's settings. Behind a connection pooler (the server's process id
     differs from the one the connection announced), the pooler must give ctq whole sessions:

@@ -74,7 +74,8 @@ from pathlib import Path
 import asyncpg
 
 from ctq.catalog import current_role
-from ctq.errors import DataError, UsageError, from_database, is_missing_privilege, permission_denied
+from ctq.connection import unless_lost
+from ctq.errors import DatabaseError, DataError, UsageError, from_database, is_missing_privilege, permission_denied
 from ctq.sql import quote_ident, template
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer identifiers are cut with only a NOTICE
@@ -1100,8 +1101,8 @@ async def load_csv(conn: asyncpg.Connection, path: str | Path, table: str, *, de
         await conn.execute(engine.render("load_create.sql", table=target, columns=columns, distribution=distribution))
 
     async def copy(chunks: Iterator[bytes], raw: bool) -> None:
-        await conn.copy_to_table(name, schema_name=schema, columns=names, source=_chunks(chunks),
-                                 **_copy_options(layout, null, raw))
+        await unless_lost(conn, conn.copy_to_table(name, schema_name=schema, columns=names, source=_chunks(chunks),
+                                                   **_copy_options(layout, null, raw)))
 
     probe = _Scan(layout, nulls)  # the first batch: the types to try first
     try:
@@ -1136,6 +1137,11 @@ async def load_csv(conn: asyncpg.Connection, path: str | Path, table: str, *, de
     except asyncpg.exceptions.ProgramLimitExceededError as exc:  # 54000 row too big, 54011 > 1,600 columns
         raise DataError(f"{layout.where}: {len(names)} columns do not fit in one PostgreSQL row "
                         f"({exc.message}); " + TOO_WIDE) from None
+    except (asyncpg.InterfaceError, OSError) as exc:
+        if not conn.is_closed():
+            raise
+        raise DatabaseError(f"{layout.where}: the connection to the database was lost during the load (the server "
+                            "stopped, or ended this session); nothing was written: load again once it is back") from exc
     except asyncpg.PostgresError as exc:  # classified as anywhere (a missing privilege: exit 2, with its fix)
         error = permission_denied(exc, await current_role(conn)) if is_missing_privilege(exc) else from_database(exc)
         raise type(error)(f"{layout.where}: PostgreSQL refused the load (nothing was written): {error}") from None

@@ -297,6 +297,28 @@ async def test_ctrl_c_in_the_middle_leaves_no_table(dsn, ctq_home, conn, tmp_pat
     assert await conn.fetchval("SELECT to_regclass('public.interrupted')") is None
 
 
+async def test_a_session_ended_by_the_server_mid_load_is_exit_3_at_once(dsn, ctq_home, conn, tmp_path):
+    """The server ends the loading session (a crash, a full disk's PANIC, pg_terminate_backend):
+    asyncpg's COPY waited for ever (ctq load hung ten minutes, a user trial); now exit 3 at once,
+    one line, no table."""
+    path = tmp_path / "slow.csv"
+    _write_csv(path, "a,b,name", (f"{i},{i / 3:.4f},n{i}\n" for i in range(3_000_000)))
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "load", str(path), "--table", "public.terminated"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home)))
+    copying = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY %terminated%'"
+    for _ in range(600):
+        if await conn.fetchval(copying) or proc.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert proc.poll() is None, "the load ended before its session could be ended"
+    await conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({copying}) c")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert len(err.strip().splitlines()) == 1 and "the connection to the database was lost during the load" in err, err
+    assert await conn.fetchval("SELECT to_regclass('public.terminated')") is None
+
+
 # name: (header, lines, [(column, type)], expected rows, notes expected): with batches of 4 values,
 # the first batch suggests types (and COPY of the bytes) that a later line overturns
 LATER_LINES = {
