@@ -194,6 +194,21 @@ class _ReaderMayLeave:
             os.close(devnull)
 
 
+def _closed_streams_to_devnull() -> None:
+    """A command started with stdout or stderr closed (``2>&-``, a daemon without them): Python
+    gives it None, every write raised, and the command did nothing, printed nothing and exited
+    120 (a user trial). The closed descriptor is opened on /dev/null, as a reader that left
+    (_ReaderMayLeave): the command runs, and no socket ctq opens can take descriptor 1 or 2."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        setattr(sys, name, open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False))
+
+
 class JsonAwareGroup(click.Group):
     """Usage errors that click itself detects (an unknown option, a missing argument, ``--limit
     -1``) are one line like every other error, naming the fix (``see: ctq CMD --help``) instead of
@@ -203,6 +218,7 @@ class JsonAwareGroup(click.Group):
         args = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in args
         if not isinstance(sys.stdout, _ReaderMayLeave):
+            _closed_streams_to_devnull()
             for stream in (sys.stdout, sys.stderr):  # a run name that the terminal's charset (LANG=C,
                 if hasattr(stream, "reconfigure"):  # PYTHONIOENCODING=ascii) cannot show: escaped, not a traceback
                     stream.reconfigure(errors="backslashreplace")
