@@ -83,14 +83,15 @@ def model_error_text(exc: Exception) -> str:
 def call(plpy, fn, **kwargs):
     """Run ``fn`` and turn Python failures into SQL errors with a SQLSTATE the client understands.
 
-    Server errors (a cancel or a terminated backend raised inside SPI) pass through untouched.
+    Server errors (a cancel or a terminated backend raised inside SPI) and the function's own
+    SQL errors (:func:`raise_sql`: plpy.Error, e.g. a refused privilege) pass through untouched.
     ``fn`` runs with the server's signals held (see :func:`signals_held`).
     """
     use_compile_cache(os.getcwd())  # a server backend's working directory is its data directory
     try:
         with signals_held():
             return fn(plpy=plpy, **kwargs)
-    except plpy.SPIError:
+    except (plpy.SPIError, plpy.Error):
         raise
     except DataProblem as exc:
         raise_sql(plpy, str(exc), SQLSTATE_DATA)

@@ -130,7 +130,7 @@ def test_a_state_write_that_fails_leaves_no_file_and_a_full_disk_is_the_server_s
         pass
 
     class Plpy:  # what indb.call needs of PL/Python's plpy: its error(), as the server raises it
-        SPIError = ServerError
+        SPIError = Error = ServerError
 
         @staticmethod
         def error(message, sqlstate):
