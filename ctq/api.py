@@ -478,11 +478,47 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if cfg is not None and name:
         cfg = dataclasses.replace(cfg, name=name)
+    resumed = RunResumed(run_id)
+    try:
+        plan, changed = await _reopen(dsn, resumed, cfg, name, schedule, scheduling, keep_pack, log)
+        plan, lost = await restore_checkpoints(dsn, plan)  # the server crashed since: back to the checkpoints
+    except BaseException as exc:
+        if resumed.control is not None:
+            resumed.control.terminate()
+        if isinstance(exc, CtqError) and exc.run_id is None:  # the run the error concerns (--json's run_id)
+            exc.run_id = resumed.run_id
+        raise
+    result = await drive(dsn, plan, progress_factory, control=resumed.control)
+    if lost:
+        result.notices.insert(0, lost)
+    if changed:
+        result.notices = [f"{changed}: run {plan.run_id} resumed on its pack as it was (--keep-pack)"] + result.notices
+    return result
+
+
+@dataclass
+class RunResumed:
+    """What :func:`resume` knows of the run as it goes: its id (given, or found by name), and the
+    session holding its lock once taken (handed to its coordinator)."""
+
+    run_id: int | None
+    control: asyncpg.Connection | None = None
+
+
+async def _reopen(dsn: str, resumed: RunResumed, cfg: RunConfig | None, name: str | None, schedule: str | None,
+                  scheduling: str | None, keep_pack: bool, log) -> tuple[RunPlan, str | None]:
+    """The checks of :func:`resume`, then the run reopened under its lock (taken on
+    ``resumed.control`` before anything changes): (its plan, what changed in its source or None).
+    A concurrent resume of the same run (two cron jobs) finds the lock taken and is refused,
+    exit 2, having changed nothing (it ended as a failed run, exit 1, after a warm-up: a user
+    trial)."""
     async with connect(dsn) as conn:
+        run_id = resumed.run_id
         if run_id is None:
             run_id = await catalog.last_unfinished_run(conn, fingerprint(cfg))
             if run_id is None:
                 raise NotFound(f"no unfinished run of {cfg.source_path} named {cfg.name!r} to resume")
+            resumed.run_id = run_id
         run = await catalog.require_run(conn, run_id)
         if not run["may_change"]:
             raise PermissionDenied(f"run {run_id} belongs to {run['run_by']} and is shared with you read-only: "
@@ -506,7 +542,8 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
                              f"resume it with `ctq train --resume {run_id}` alone")
         if run["status"] == "succeeded":
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
-        if run["alive"]:
+        resumed.control = await open_connection(dsn, f"ctq run {run_id} control")
+        if run["alive"] or not await catalog.lock_run(resumed.control, run_id):
             raise UsageError(f"run {run_id} is still being driven by a live ctq process")  # (exit 2, as ctq rm's)
         engine = await detect(conn)
         await catalog.ensure_installed(conn, engine)
@@ -522,13 +559,7 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
                             f"were then; start a new run, or resume on the old pack with `ctq train --resume "
                             f"{run_id} --keep-pack`")
         await catalog.reopen_run(conn, run_id)
-    plan, lost = await restore_checkpoints(dsn, plan)  # the server crashed since: back to the checkpoints
-    result = await drive(dsn, plan, progress_factory)
-    if lost:
-        result.notices.insert(0, lost)
-    if changed:
-        result.notices = [f"{changed}: run {run_id} resumed on its pack as it was (--keep-pack)"] + result.notices
-    return result
+    return plan, changed
 
 
 def segment_data_mib(stats: PackStats) -> float:

@@ -358,3 +358,23 @@ async def test_a_command_with_stdout_or_stderr_closed_runs_as_with_a_reader_that
         assert json.loads(proc.stdout)["status"] == "succeeded"
     else:
         assert proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
+
+
+async def test_two_resumes_of_one_run_at_once_one_drives_the_other_is_refused(table, grid, dsn, ctq_home, conn,
+                                                                             run_cli):
+    """Two cron jobs resume the same stale run at once: one drives it to the end; the other is
+    refused, exit 2, naming the run, having changed nothing (it warmed up, then ended exit 1 as
+    a 'failed' run that had not failed: a user trial)."""
+    run_cli("install")
+    proc = start(dsn, ctq_home, "train", str(grid), "--name", "twice", "--json")
+    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'twice' AND status = 'running'")
+    await wait_for(conn, "SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    jobs = [start(dsn, ctq_home, "train", "--resume", str(run_id), "--json") for _ in range(2)]
+    outcomes = sorted((job.wait(timeout=300), json.loads(job.stdout.read())) for job in jobs)
+    (won, result), (lost, refusal) = outcomes
+    assert (won, lost) == (0, 2), outcomes
+    assert result["status"] == "succeeded" and result["run_hops"] == TOTAL_HOPS, result
+    assert refusal["run_id"] == run_id and f"run {run_id} is still being driven" in refusal["error"], refusal
+    assert await hops_of(conn, run_id) == TOTAL_HOPS
