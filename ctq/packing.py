@@ -734,8 +734,13 @@ async def write_validation_rows(conn: asyncpg.Connection, engine: Engine, pack: 
 
 async def use_pack(conn, pack_id: str) -> None:
     """Reading a pack someone else packed: ``ctq.use_pack`` grants SELECT on its table to this role,
-    only if it can SELECT the pack's source (the check is the database's, see security.sql)."""
-    await conn.fetchval(template("use_pack.sql"), pack_id)
+    only if it can SELECT the pack's source (the check is the database's, see security.sql).
+    DataError (exit 2) when that source no longer exists: then nobody may read the pack."""
+    try:
+        await conn.fetchval(template("use_pack.sql"), pack_id)
+    except asyncpg.exceptions.UndefinedTableError as exc:
+        raise DataError(f"{exc.message}: a pack is read only by a role that may read its source; create the table "
+                        "again under that name (a resume then needs --keep-pack), or train a new run") from None
 
 
 async def _drop_quietly(conn, table: str) -> None:

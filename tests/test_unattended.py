@@ -378,3 +378,24 @@ async def test_two_resumes_of_one_run_at_once_one_drives_the_other_is_refused(ta
     assert result["status"] == "succeeded" and result["run_hops"] == TOTAL_HOPS, result
     assert refusal["run_id"] == run_id and f"run {run_id} is still being driven" in refusal["error"], refusal
     assert await hops_of(conn, run_id) == TOTAL_HOPS
+
+
+async def test_a_run_whose_source_was_dropped_says_so_when_resumed(dsn, ctq_home, conn, run_cli, tmp_path):
+    """The source of a stale run dropped: its resume said 'permission denied ... ask an
+    administrator to run: ctq grant ctq', to the superuser, and the grant changed nothing (a
+    user trial). It says the table no longer exists, exit 2, naming the run."""
+    run_cli("install")
+    await create_table(conn, "public.dropped_src", 8000, seed=12)
+    grid = write_grid(tmp_path, GRID.replace("public.unattended", "public.dropped_src"), "dropped.yaml")
+    proc = start(dsn, ctq_home, "train", str(grid), "--name", "dropped", "--json")
+    run_id = await wait_for(conn, "SELECT max(run_id) FROM ctq.runs WHERE name = 'dropped' AND status = 'running'")
+    await wait_for(conn, "SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    await conn.execute("DROP TABLE public.dropped_src")
+    for extra in ((), ("--keep-pack",)):
+        resumed = run_cli("train", "--resume", str(run_id), *extra, "--json")
+        assert resumed.returncode == 2, resumed.stderr
+        doc = json.loads(resumed.stdout)
+        assert doc["run_id"] == run_id and "public.dropped_src" in doc["error"], doc
+        assert "no longer exists" in doc["error"] and "grant" not in doc["error"], doc

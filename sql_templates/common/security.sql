@@ -61,7 +61,11 @@ BEGIN
     END IF;
     SELECT c.oid INTO src FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = src_schema AND c.relname = src_name;
-    IF src IS NULL OR NOT has_table_privilege(session_user, src, 'SELECT') THEN
+    IF src IS NULL THEN  -- not a privilege the caller lacks: nobody can read it (a user trial's fix named a grant)
+        RAISE EXCEPTION 'the source %.% of pack % no longer exists (dropped or renamed)',
+            src_schema, src_name, p_pack_id USING ERRCODE = '42P01';
+    END IF;
+    IF NOT has_table_privilege(session_user, src, 'SELECT') THEN
         RAISE EXCEPTION 'permission denied for pack %: role % has no SELECT privilege on its source %.%',
             p_pack_id, session_user, coalesce(src_schema, '?'), coalesce(src_name, '?') USING ERRCODE = '42501';
     END IF;
