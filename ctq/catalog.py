@@ -35,12 +35,25 @@ async def installed_sha(conn: asyncpg.Connection) -> str | None:
 
 async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
     """Create or upgrade the schema and the in-database functions (idempotent, one transaction),
-    with the SQL of the server's engine."""
+    with the SQL of the server's engine. This version installed already, its server code whole
+    (and no ``python_path`` to record): nothing is done, no lock taken (for a superuser; anyone
+    else is refused as always). An upgrade while runs are live is refused
+    (DatabaseError, exit 3: retry once they end): its DDL waited on their hops' locks and
+    deadlocked with them, and would change the server code under them (a user trial)."""
     engine = await detect(conn)
     sources, sha = server_code()
+    if python_path is None and await is_superuser(conn) and await is_current(conn, engine) and \
+            await conn.fetchval(template("server_code_whole.sql"), sorted(sources), sha):  # (others: refused)
+        return
     try:
         async with conn.transaction():
             await conn.execute(template("install_lock.sql"), _INSTALL_LOCK)
+            if await installed_sha(conn) is not None:
+                live = [r["run_id"] for r in await conn.fetch(run_sql("live_runs.sql"))]
+                if live:
+                    raise DatabaseError(f"run{'s' if len(live) > 1 else ''} {', '.join(map(str, live))} "
+                                        f"{'are' if len(live) > 1 else 'is'} training now (a live ctq process drives "
+                                        "each): install or upgrade ctq once no run is live (ctq runs)")
             await conn.execute(install_script(engine.name))
             for path in python_path or ():  # checked as the server's OS user; a failure rolls back
                 await _check_server_directory(conn, engine, path)

@@ -63,6 +63,37 @@ async def test_install_is_idempotent(run_cli, conn):
         await conn.execute("DELETE FROM ctq.runs WHERE run_id = -77; DELETE FROM ctq.packs WHERE pack_id = 'idem'")
 
 
+async def test_install_does_nothing_when_current_and_upgrades_only_when_no_run_is_live(run_cli, conn, dsn):
+    """`ctq install` while a run trained deadlocked with its hops and exited 1 (a user trial):
+    with this version installed whole, it changes nothing and takes no lock; when it would
+    change something (here: a module of the server code missing) while a run is live, it is
+    refused, exit 3, naming the run; once the run is over it installs."""
+    import asyncpg
+
+    from ctq import catalog
+
+    assert run_cli("install").returncode == 0
+    await insert_run(conn, 2_000_000_077, "live")
+    await conn.execute("UPDATE ctq.runs SET status = 'running' WHERE run_id = 2000000077")
+    driver = await asyncpg.connect(dsn)
+    try:
+        assert await catalog.lock_run(driver, 2_000_000_077)  # as a live coordinator holds it
+        proc = run_cli("install")
+        assert proc.returncode == 0 and "installed" in proc.stdout, proc.stderr
+        await conn.execute("DELETE FROM ctq.server_code WHERE name = 'rules'")
+        proc = run_cli("install")
+        assert proc.returncode == 3, proc.stderr
+        assert "run 2000000077 is training now" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    finally:
+        await driver.close()
+    try:
+        proc = run_cli("install")
+        assert proc.returncode == 0, proc.stderr
+        assert await conn.fetchval("SELECT count(*) FROM ctq.server_code") == 2  # whole again
+    finally:
+        await conn.execute("DELETE FROM ctq.runs WHERE run_id = 2000000077; DELETE FROM ctq.packs WHERE pack_id = 'live'")
+
+
 async def test_install_moves_a_state_stored_as_one_value_into_parts(run_cli, conn):
     """A catalog of an earlier ctq kept each state as one value in ctq.models.state: the upgrade
     moves it into ctq.model_states (one part), where training and export read it unchanged."""
@@ -75,6 +106,8 @@ async def test_install_moves_a_state_stored_as_one_value_into_parts(run_cli, con
     await insert_run(conn, -78, "old1")
     await conn.execute("INSERT INTO ctq.models (run_id, model_id, name, architecture, hyperparameters, seed, state) "
                        "VALUES (-78, 1, 'm', '{}', '{}', 1, $1)", encode_state(arrays))
+    # installed by that earlier ctq (another fingerprint): the install upgrades
+    await conn.execute("""UPDATE ctq.meta SET value = '"an earlier ctq"' WHERE key = 'install_sha'""")
     try:
         proc = run_cli("install")
         assert proc.returncode == 0, proc.stderr
