@@ -699,12 +699,17 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
         try:
             await coordinator.finish("failed", plain_text(f"{type(exc).__name__}: {exc}"))
         except Exception as lost:  # noqa: BLE001 - the server itself is gone (a crash, a restart)
-            if not is_transient(lost):
+            if is_missing_privilege(lost):  # the role lost ctq's use mid-run (ctq revoke): the run
+                if not is_missing_privilege(exc):  # stays unfinished, said below as a hop's refusal is
+                    exc = lost
+            elif not is_transient(lost):
                 raise
-            error = DatabaseError(f"run {plan.run_id} stopped: cannot talk to the database ({plain_text(str(lost))}); "
-                                  f"once it is back, resume it with `ctq train --resume {plan.run_id}`")
-            error.run_id = plan.run_id
-            raise error from exc
+            else:
+                error = DatabaseError(f"run {plan.run_id} stopped: cannot talk to the database "
+                                      f"({plain_text(str(lost))}); once it is back, resume it with "
+                                      f"`ctq train --resume {plan.run_id}`")
+                error.run_id = plan.run_id
+                raise error from exc
         if is_missing_privilege(exc):  # found inside the run (a hop, a catalog write): exit 2, as anywhere
             denied = permission_denied(exc, run_user(dsn))
             exc = PermissionDenied(f"run {plan.run_id} stopped: {denied}; once granted, resume it with "
@@ -743,11 +748,18 @@ async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_second
 
 
 def run_user(dsn: str) -> str | None:
-    """The role a DSN connects as (None when only the server's defaults say)."""
+    """The role a DSN connects as: its user, else PGUSER, else the OS user (asyncpg's defaults,
+    as libpq's); None for a DSN that cannot be read."""
+    import getpass
+
     try:
         parts = urllib.parse.urlsplit(dsn)
-        return parts.username or urllib.parse.parse_qs(parts.query).get("user", [None])[0]
+        named = parts.username or urllib.parse.parse_qs(parts.query).get("user", [None])[0]
     except ValueError:
+        return None
+    try:
+        return named or os.environ.get("PGUSER") or getpass.getuser()
+    except (KeyError, OSError):  # an OS user without a name
         return None
 
 

@@ -3,6 +3,7 @@ analysts train as ordinary roles and see only their own runs; hostile direct cal
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -518,3 +519,37 @@ async def test_a_missing_privilege_exits_2_wherever_it_is_found(world, conn):
     resumed = cli("train", "--resume", str(run_id), "--json", "-q", role="ctq_alice")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "succeeded"
+
+
+async def test_a_role_revoked_mid_run_stops_it_resumable_naming_the_run_and_the_grant(world, conn, dsn):
+    """ctq revoke of the running analyst: the run could not even record its end; the command
+    said 'ctq grant <your role>' and --json's run_id was null, so the documented resume recipe
+    failed (a user trial). It names the run and the role's grant, exit 2; granted again, the
+    run resumes to the end."""
+    import os
+    import subprocess
+    import sys
+
+    cli = world["cli"]
+    slow = GRID.format(name="revoked", table="public.small").replace("batch_size: [64]", "batch_size: [4]") \
+        .replace("epochs: 2", "epochs: 4")  # hops long enough for the revoke to land inside the run
+    grid = write_grid(world["dir"], slow, "revoked.yaml")
+    env = dict(os.environ, CTQ_DSN=as_role(dsn, "ctq_alice"), CTQ_HOME=str(world["dir"]))
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "train", str(grid), "--json", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(1200):
+            if await conn.fetchval("SELECT count(*) FROM ctq.hops h JOIN ctq.runs r USING (run_id) "
+                                   "WHERE r.name = 'revoked'") or proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert cli("revoke", "ctq_alice").returncode == 0
+        out, err = proc.communicate(timeout=300)
+    finally:
+        cli("grant", "ctq_alice")
+    run_id = await conn.fetchval("SELECT run_id FROM ctq.runs WHERE name = 'revoked'")
+    doc = json.loads(out)
+    assert proc.returncode == 2 and doc["run_id"] == run_id, (doc, err)
+    assert "ctq grant ctq_alice" in doc["error"] and f"ctq train --resume {run_id}" in doc["error"], doc
+    resumed = cli("train", "--resume", str(run_id), "--json", "-q", role="ctq_alice")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["status"] == "succeeded", resumed.stderr
