@@ -297,13 +297,17 @@ def db_stop() -> None:
 @json_option
 @handle_errors
 def db_status(as_json: bool) -> None:
-    """Where the embedded database lives and whether it runs. Exit 1 when it is not running."""
+    """Where the embedded database lives and whether it runs. Exit 1 when it is not running, 3 when
+    that cannot be told (another user's home, unreadable: the line says so)."""
     status = EmbeddedCluster(default_home()).status()
     if as_json:
         _echo_json(status)
     else:
         for key, value in status.items():
             click.echo(f"{key:>15}: {value}")
+    if status.get("running") is None:
+        click.echo(f"error: {status['problem']}", err=True)
+        sys.exit(3)
     sys.exit(0 if status.get("running") else 1)
 
 

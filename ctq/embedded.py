@@ -586,6 +586,16 @@ class EmbeddedCluster:
         except OSError as exc:  # a file there, a directory ctq may not write in
             raise DatabaseError(f"the embedded database's home {self.home} cannot be created ({exc.strerror}); set "
                                 "CTQ_HOME to a directory ctq can create and write, or give --dsn") from None
+        try:
+            return self._start(bindir)
+        except PermissionError as exc:  # another user's home (ctq runs as a user who does not own it)
+            raise self._not_yours(exc) from None
+
+    def _not_yours(self, exc: OSError) -> DatabaseError:
+        return DatabaseError(f"cannot use {exc.filename or self.home} as {_current_user()}: {exc.strerror}. Run ctq as "
+                             "the user that owns it (or as root), or set CTQ_HOME to your own directory.")
+
+    def _start(self, bindir: Path) -> str:
         with self._lock():
             user = resolve_server_user(create=True)
             self._prepare_dirs(user)
@@ -651,11 +661,15 @@ class EmbeddedCluster:
         state: dict = {}
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(self.state_file.read_text())
-        running = False
-        pid = None
-        with contextlib.suppress(OSError, DatabaseError):
+        running: bool | None = False
+        pid = problem = None
+        try:
             running = self.is_running()
             pid = self._postmaster_pid() if running else None
+        except DatabaseError as exc:  # another user's home: whether it runs cannot be told from here
+            running, problem = None, str(exc)
+        except OSError:
+            pass
         try:
             bindir: Path | None = find_pg_bindir(self.data_dir)
         except DatabaseError:
@@ -668,8 +682,9 @@ class EmbeddedCluster:
             "home": str(self.home),
             "data_dir": str(self.data_dir),
             "initialized": self.initialized,
-            "running": running,
+            "running": running,  # None: cannot be told (``problem`` says why)
             "pid": pid,
+            "problem": problem,
             "dsn": self.dsn,
             "port": self.port,
             "socket_dir": str(self.socket_dir),
@@ -836,10 +851,7 @@ class EmbeddedCluster:
         except FileNotFoundError:
             return None
         except PermissionError as e:
-            raise DatabaseError(
-                f"cannot read {self.data_dir} as {_current_user()}: {e}. Run ctq as the user "
-                "that owns it (or as root), or set CTQ_HOME to your own directory."
-            ) from None
+            raise self._not_yours(e) from None
         except OSError:
             return None
         try:

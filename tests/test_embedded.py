@@ -6,11 +6,13 @@ postgresql-plpython3-15); skipped when they are missing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -230,6 +232,23 @@ def hidden_site():
     (site / "ctqprobe_mod-1.0.dist-info" / "METADATA").write_text("Name: ctqprobe_mod\n")
     yield site
     shutil.rmtree(outer, ignore_errors=True)
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs an OS user other than the home's owner")
+def test_another_users_home_is_named_with_the_fix_not_called_down(cluster):
+    """`ctq db status` by an OS user who cannot read the home said the running server was not
+    running (exit 1: a monitoring check would page); `ctq runs` said only 'Operation not
+    permitted' (a user trial). Both say whose home it is and what to do, exit 3."""
+    cluster.start()
+    env = dict(os.environ, CTQ_HOME=str(cluster.home))
+    env.pop("CTQ_DSN", None)
+    for args in (["db", "status", "--json"], ["runs"]):
+        proc = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-m", "ctq.cli", *args],
+                              capture_output=True, text=True, env=env, cwd="/", timeout=120)
+        assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
+        assert "as nobody" in proc.stderr and "Run ctq as the user that owns it" in proc.stderr, proc.stderr
+        if args[0] == "db":
+            assert json.loads(proc.stdout)["running"] is None
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="needs a server user different from the current one")
