@@ -273,18 +273,25 @@ async def test_a_compressed_file_loads_as_it_is(run_cli, conn, tmp_path, suffix,
     await conn.execute("DROP TABLE public.packed")
 
 
-async def test_ctrl_c_in_the_middle_leaves_no_table(dsn, ctq_home, conn, tmp_path):
+async def _loading(tmp_path, table: str, dsn, ctq_home, conn):
+    """``ctq load`` of a 3M-row file into ``table`` started, once its COPY runs: (the process, a
+    query of its COPY session's pid)."""
     path = tmp_path / "slow.csv"
     _write_csv(path, "a,b,name", (f"{i},{i / 3:.4f},n{i}\n" for i in range(3_000_000)))
-    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "load", str(path), "--table", "public.interrupted"],
+    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "load", str(path), "--table", f"public.{table}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home)))
-    copying = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %interrupted%'"
+    copying = f"SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY %{table}%'"
     for _ in range(600):
         if await conn.fetchval(copying) or proc.poll() is not None:
             break
         await asyncio.sleep(0.05)
-    assert proc.poll() is None, "the load ended before it could be interrupted"
+    assert proc.poll() is None, "the load ended before its COPY could be reached"
+    return proc, copying
+
+
+async def test_ctrl_c_in_the_middle_leaves_no_table(dsn, ctq_home, conn, tmp_path):
+    proc, copying = await _loading(tmp_path, "interrupted", dsn, ctq_home, conn)
     await asyncio.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -301,17 +308,7 @@ async def test_a_session_ended_by_the_server_mid_load_is_exit_3_at_once(dsn, ctq
     """The server ends the loading session (a crash, a full disk's PANIC, pg_terminate_backend):
     asyncpg's COPY waited for ever (ctq load hung ten minutes, a user trial); now exit 3 at once,
     one line, no table."""
-    path = tmp_path / "slow.csv"
-    _write_csv(path, "a,b,name", (f"{i},{i / 3:.4f},n{i}\n" for i in range(3_000_000)))
-    proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "load", str(path), "--table", "public.terminated"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home)))
-    copying = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY %terminated%'"
-    for _ in range(600):
-        if await conn.fetchval(copying) or proc.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert proc.poll() is None, "the load ended before its session could be ended"
+    proc, copying = await _loading(tmp_path, "terminated", dsn, ctq_home, conn)
     await conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({copying}) c")
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err
