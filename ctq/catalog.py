@@ -35,16 +35,12 @@ async def installed_sha(conn: asyncpg.Connection) -> str | None:
 
 async def install(conn: asyncpg.Connection, python_path: list[str] | None = None) -> None:
     """Create or upgrade the schema and the in-database functions (idempotent, one transaction),
-    with the SQL of the server's engine. This version installed already, its server code whole
-    (and no ``python_path`` to record): nothing is done, no lock taken (for a superuser; anyone
-    else is refused as always). An upgrade while runs are live is refused
-    (DatabaseError, exit 3: retry once they end): its DDL waited on their hops' locks and
-    deadlocked with them, and would change the server code under them (a user trial)."""
+    with the SQL of the server's engine (also a repair: it recreates what is missing). Refused
+    while runs are live (DatabaseError, exit 3: run it again once they end): its DDL waited on
+    their hops' locks and deadlocked with them, exit 1, and would change the server code under
+    them (a user trial)."""
     engine = await detect(conn)
     sources, sha = server_code()
-    if python_path is None and await is_superuser(conn) and await is_current(conn, engine) and \
-            await conn.fetchval(template("server_code_whole.sql"), sorted(sources), sha):  # (others: refused)
-        return
     try:
         async with conn.transaction():
             await conn.execute(template("install_lock.sql"), _INSTALL_LOCK)

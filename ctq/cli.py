@@ -330,8 +330,7 @@ def db_url() -> None:
 def install(dsn: str | None, python_path: tuple[str, ...]) -> None:
     """Create or upgrade schema ctq and its in-database functions (idempotent).
 
-    With this version installed already, it changes nothing and takes no lock (safe beside live
-    runs); an upgrade while a run is live is refused (exit 3): run it again once no run is."""
+    Refused while a run is live (exit 3): run it again once none is (ctq runs)."""
     sha = run_async(api.install(resolve_dsn(dsn), list(python_path) or None))
     click.echo(f"ctq {__version__} installed (server code {sha[:12]})")
 
