@@ -273,11 +273,11 @@ async def test_a_compressed_file_loads_as_it_is(run_cli, conn, tmp_path, suffix,
     await conn.execute("DROP TABLE public.packed")
 
 
-async def _loading(tmp_path, table: str, dsn, ctq_home, conn):
-    """``ctq load`` of a 3M-row file into ``table`` started, once its COPY runs: (the process, a
-    query of its COPY session's pid)."""
+async def _loading(tmp_path, table: str, dsn, ctq_home, conn, rows: int = 3_000_000):
+    """``ctq load`` of a file of ``rows`` rows into ``table`` started, once its COPY runs: (the
+    process, a query of its COPY session's pid)."""
     path = tmp_path / "slow.csv"
-    _write_csv(path, "a,b,name", (f"{i},{i / 3:.4f},n{i}\n" for i in range(3_000_000)))
+    _write_csv(path, "a,b,name", (f"{i},{i / 3:.4f},n{i}\n" for i in range(rows)))
     proc = subprocess.Popen([sys.executable, "-m", "ctq.cli", "load", str(path), "--table", f"public.{table}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home)))
@@ -308,7 +308,7 @@ async def test_a_session_ended_by_the_server_mid_load_is_exit_3_at_once(dsn, ctq
     """The server ends the loading session (a crash, a full disk's PANIC, pg_terminate_backend):
     asyncpg's COPY waited for ever (ctq load hung ten minutes, a user trial); now exit 3 at once,
     one line, no table."""
-    proc, copying = await _loading(tmp_path, "terminated", dsn, ctq_home, conn)
+    proc, copying = await _loading(tmp_path, "terminated", dsn, ctq_home, conn, rows=1_000_000)
     await conn.execute(f"SELECT pg_terminate_backend(pid) FROM ({copying}) c")
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err

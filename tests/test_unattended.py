@@ -345,19 +345,20 @@ async def test_a_closed_terminal_interrupts_the_run_resumably(table, grid, dsn, 
 @pytest.mark.parametrize("closed", ["2>&-", ">&-"])
 async def test_a_command_with_stdout_or_stderr_closed_runs_as_with_a_reader_that_left(table, grid, dsn, ctq_home,
                                                                                       conn, closed):
-    """Started without stderr (or stdout): Python gives the command None for it, and ctq train
-    did nothing, printed nothing and exited 120 (without stdout: a traceback, exit 120 after the
-    run). It runs as with /dev/null there: the run succeeds, exit 0, the JSON where stdout is."""
-    name = "closed-err" if closed == "2>&-" else "closed-out"
-    command = f"{sys.executable} -m ctq.cli train {grid} --name {name} --json {closed}"
-    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home)))
-    assert proc.returncode == 0, (proc.stdout, proc.stderr)
-    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE name = $1", name) == "succeeded"
+    """Started without stderr: Python gives the command None for it, and ctq train did nothing,
+    printed nothing and exited 120; without stdout, a command's end was a traceback, exit 120. It
+    runs as with /dev/null there: the run succeeds, exit 0, the JSON where stdout is."""
+    env = dict(os.environ, CTQ_DSN=dsn, CTQ_HOME=str(ctq_home))
     if closed == "2>&-":
+        command = f"{sys.executable} -m ctq.cli train {grid} --name closed-err --json {closed}"
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
         assert json.loads(proc.stdout)["status"] == "succeeded"
+        assert await conn.fetchval("SELECT status FROM ctq.runs WHERE name = 'closed-err'") == "succeeded"
     else:
-        assert proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
+        proc = subprocess.run(["sh", "-c", f"{sys.executable} -m ctq.cli runs --json {closed}"], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert proc.returncode == 0 and proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
 
 
 async def test_two_resumes_of_one_run_at_once_one_drives_the_other_is_refused(table, grid, dsn, ctq_home, conn,
