@@ -542,9 +542,12 @@ async def _reopen(dsn: str, resumed: RunResumed, cfg: RunConfig | None, name: st
                              f"resume it with `ctq train --resume {run_id}` alone")
         if run["status"] == "succeeded":
             raise NotFound(f"run {run_id} already succeeded; nothing to resume")
+        live = UsageError(f"run {run_id} is still being driven by a live ctq process")  # (exit 2, as ctq rm's)
+        if run["alive"]:
+            raise live
         resumed.control = await open_connection(dsn, f"ctq run {run_id} control")
-        if run["alive"] or not await catalog.lock_run(resumed.control, run_id):
-            raise UsageError(f"run {run_id} is still being driven by a live ctq process")  # (exit 2, as ctq rm's)
+        if not await catalog.lock_run(resumed.control, run_id):  # taken since (another resume at once)
+            raise live
         engine = await detect(conn)
         await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source
