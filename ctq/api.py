@@ -488,7 +488,11 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         if isinstance(exc, CtqError) and exc.run_id is None:  # the run the error concerns (--json's run_id)
             exc.run_id = resumed.run_id
         raise
+    ended_unrecorded = not plan.work_left
     result = await drive(dsn, plan, progress_factory, control=resumed.control)
+    if ended_unrecorded:
+        result.notices.insert(0, f"run {plan.run_id} had trained every hop before its coordinator stopped; "
+                                 "its end is recorded now")
     if lost:
         result.notices.insert(0, lost)
     if changed:
@@ -552,11 +556,15 @@ async def _reopen(dsn: str, resumed: RunResumed, cfg: RunConfig | None, name: st
         await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source
         plan = await load_plan(conn, run_id)  # (reopen_run below changes nothing a plan holds)
-        if not plan.work_left:  # as a succeeded run's
+        if not plan.work_left and run["status"] == "failed":  # it ended, and a failed model is not retried
             raise NotFound(f"run {run_id} has nothing left to train: every model ended ({len(plan.failed)} "
                            f"failed: see ctq models {run_id})")
-        (log or (lambda line: None))(f"checking whether the source of run {run_id} has changed")
-        changed = await changed_since_packed(conn, engine, run["pack_id"])
+        # (a run whose last hops committed after its coordinator died has no hop left, yet its end is
+        # not recorded: the resume records it, with nothing to train and no source to check)
+        changed = None
+        if plan.work_left:
+            (log or (lambda line: None))(f"checking whether the source of run {run_id} has changed")
+            changed = await changed_since_packed(conn, engine, run["pack_id"])
         if changed and not keep_pack:
             raise DataError(f"data.table: {changed}: run {run_id} would go on training on the rows as they "
                             f"were then; start a new run, or resume on the old pack with `ctq train --resume "

@@ -259,6 +259,46 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
     await assert_complete(conn, run_id, models=4, epochs=2)
 
 
+async def test_a_run_whose_last_hops_committed_after_a_kill_9_is_finished_by_its_resume(long_table, tmp_path,
+                                                                                        dsn, ctq_home, conn,
+                                                                                        run_cli):
+    """kill -9 while a run's last hops are in flight: their backends go on and commit them, so
+    every hop is done but nobody recorded the run's end. --resume finishes it (exit 0, the
+    leaderboard, the models succeeded, nothing trained again). Before, it said "nothing left to
+    train" (exit 2), and the run stayed stale with its models interrupted for good (a user trial)."""
+    grid = write_grid(tmp_path, f"""
+        name: last-hops
+        data: {{table: {long_table}, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label,
+                task: classification}}
+        segments: 2
+        models: [{{name: a, layers: [{{dense: 64, activation: relu}}]}}]
+        search: {{space: {{learning_rate: [0.001, 0.01], batch_size: [4]}}}}
+        epochs: 1
+        metric: val_accuracy
+    """)
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "last-hops", 2)
+    deadline = time.monotonic() + 60
+    while len(await hops_in_flight(conn, run_id)) < 2:  # the last two hops, one a segment
+        assert time.monotonic() < deadline and proc.poll() is None, "the last hops never ran together"
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    deadline = time.monotonic() + 120
+    while await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id) < 4:
+        assert time.monotonic() < deadline, "the hops in flight at the kill never committed"
+        await asyncio.sleep(0.1)
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "running"
+    resumed = run_cli("train", "--resume", str(run_id), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["status"] == "succeeded" and result["hops"] == 0 and result["best_model_id"] is not None
+    assert result["notices"] == [f"run {run_id} had trained every hop before its coordinator stopped; its end is "
+                                 "recorded now"]
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "succeeded"
+    await assert_complete(conn, run_id, models=2, epochs=1)
+
+
 async def test_a_resume_in_the_last_epoch_builds_only_the_models_still_to_come(long_table, tmp_path, dsn, ctq_home,
                                                                                  conn, run_cli):
     """kill -9 late in the last epoch, then --resume: each segment's new backend warms up (builds)
