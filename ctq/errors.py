@@ -167,6 +167,10 @@ def permission_denied(exc: BaseException, user: str | None = None) -> Permission
     """A statement the server refused for a missing privilege (SQLSTATE 42501) as the one-line
     PermissionDenied (exit 2): the server's message and the fix (``user``: the role, if known)."""
     message = " ".join(plain_text(getattr(exc, "message", None) or str(exc)).split())
+    schema = re.fullmatch(r'permission denied for schema "?(\w+)"?', message)
+    if schema is not None and schema[1] in CTQ_SCHEMAS:  # the use of ctq's schemas comes with ctq_user
+        return PermissionDenied(f"role {user or '<your role>'} is not a member of ctq_user (no use of schema "
+                                f"{schema[1]}); {privilege_hint(message, user)}")
     return PermissionDenied(f"permission denied ({message}); {privilege_hint(message, user)}")
 
 
