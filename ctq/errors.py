@@ -207,6 +207,8 @@ def from_database(exc: BaseException) -> CtqError:
     if not sqlstate:  # the client side of a connection: refused, reset, DNS...
         if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):  # no socket: "[Errno 2] No such file..."
             message += " (no server listens there: is it running?)"
+        elif message.endswith("connection is closed"):  # asyncpg's, e.g. "cannot call Transaction.__aexit__():
+            message = "the connection was closed (the server ended the session, or the network dropped it)"  # ..."
         return DatabaseError(f"cannot talk to the database: {message}")
     kind, meaning = _SQLSTATE_CLASSES.get(sqlstate[:2], (RunFailed, "the database reported an error"))
     detail = " ".join(plain_text(getattr(exc, "detail", None) or "").split())  # e.g. which view depends on it

@@ -63,3 +63,26 @@ async def test_no_server_at_the_address_says_so(tmp_path):
         error = from_database(caught.value)
         assert isinstance(error, DatabaseError) and error.exit_code == 3
         assert str(error).startswith("cannot talk to the database: ") and "is it running?" in str(error), str(error)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_connection_the_server_closed_says_so(dsn, conn):
+    """A session the server ended (pg_terminate_backend) while a transaction was open: asyncpg's
+    "cannot call Transaction.__aexit__(): the underlying connection is closed" reached a hop's
+    retry line as it was (a user trial on Greenplum)."""
+    import asyncio
+
+    import asyncpg
+
+    victim = await asyncpg.connect(dsn)
+    with pytest.raises(asyncpg.InterfaceError) as caught:
+        async with victim.transaction():
+            await conn.execute("SELECT pg_terminate_backend($1)", victim.get_server_pid())
+            for _ in range(100):  # until the client has seen the session end
+                if victim.is_closed():
+                    break
+                await asyncio.sleep(0.05)
+    error = from_database(caught.value)
+    assert isinstance(error, DatabaseError) and error.exit_code == 3
+    assert str(error) == ("cannot talk to the database: the connection was closed (the server ended the session, "
+                          "or the network dropped it)"), str(error)
