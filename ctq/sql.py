@@ -95,7 +95,7 @@ def server_code() -> tuple[dict[str, str], str]:
     return sources, hashlib.sha256("\0".join(sources[n] for n in SERVER_MODULES).encode()).hexdigest()
 
 
-def install_script(engine: str = COMMON) -> str:
+def install_script(engine: str = "postgres") -> str:
     """The engine's install.sql with the PL/Python bootstrap spliced into every function body, the
     engine's table distribution clauses (empty on PostgreSQL) filled in, and ``{{catalog}}``, the
     schema of the run and pack tables (catalog_schema.sql: ``ctq`` on PostgreSQL, where row-level
@@ -106,7 +106,7 @@ def install_script(engine: str = COMMON) -> str:
                for key in ("replicated", "by_run", "by_pack")}
     catalog = template("catalog_schema.sql", engine).strip()
     upgrade = render("install_upgrade.sql", engine, legacy_states=template("legacy_states.sql", engine))
-    return render("install.sql", engine, bootstrap=bootstrap, upgrade=upgrade,
+    return render("install.sql", engine, engine_name=engine, bootstrap=bootstrap, upgrade=upgrade,
                   security=render("security.sql", engine, roles=template("security_roles.sql", engine),
                                   catalog=catalog),
                   row_security=render("row_security.sql", engine, catalog=catalog,
@@ -122,7 +122,7 @@ def install_script(engine: str = COMMON) -> str:
                   **{f"distributed_{k}": v for k, v in clauses.items()})
 
 
-def install_fingerprint(engine: str = COMMON) -> str:
+def install_fingerprint(engine: str = "postgres") -> str:
     """Changes whenever the catalog, the functions or the server code change: re-install then."""
     return hashlib.sha256(install_script(engine).encode()).hexdigest()
 

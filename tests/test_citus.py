@@ -79,6 +79,7 @@ async def test_train_on_citus_runs_every_hop_on_its_worker(citus, tmp_path, sche
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "succeeded" and result["engine"] == "citus"
+    assert await citus.fetchval("SELECT engine FROM ctq.runs WHERE run_id = $1", result["run_id"]) == "citus"
     nodes = await segment_nodes(citus)
     assert len({nodes[s] for s in range(count)}) == count  # one segment per worker
     hops = await citus.fetch("SELECT model_id, epoch, segment, executed_on, started_at, finished_at, rows "

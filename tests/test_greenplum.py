@@ -164,6 +164,9 @@ async def test_train_on_greenplum_runs_every_hop_on_its_segment(gp, tmp_path, sc
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "succeeded" and result["engine"] == "greenplum"
+    # the catalog says so too (ctq compare, ctq report), also of the runs earlier versions recorded as
+    # 'postgres' (a user trial): the test database keeps the runs of earlier sessions
+    assert {r["engine"] for r in await gp.fetch("SELECT DISTINCT engine FROM ctq.runs")} == {"greenplum"}
     segments = await primaries(gp)
     assert "segments: 7 ignored" in proc.stderr  # grid.yaml's segments do not apply on Greenplum
     hops = await gp.fetch("SELECT model_id, epoch, segment, executed_on, started_at, finished_at, rows "

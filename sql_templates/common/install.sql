@@ -135,6 +135,12 @@ CREATE TABLE IF NOT EXISTS {{catalog}}.decisions (
 ) {{distributed_by_run}};
 
 {{upgrade}}
+-- A run's engine is the database's, the one this script is installed for. Earlier versions wrote
+-- none, so every run read 'postgres' (a user trial's Greenplum runs in ctq compare and report):
+-- those runs take the engine their pack recorded.
+ALTER TABLE {{catalog}}.runs ALTER COLUMN engine SET DEFAULT '{{engine_name}}';
+UPDATE {{catalog}}.runs r SET engine = (p.settings->>'engine') FROM {{catalog}}.packs p
+WHERE p.pack_id = r.pack_id AND r.engine <> (p.settings->>'engine');  -- (parenthesised for 9.4's precedence)
 
 -- Who may read a run: its owner, an administrator (ctq_admin), or a member of a role the owner
 -- shared it with (`ctq share`). One definition for the row-level security policies
