@@ -26,17 +26,19 @@ class Budget:
 
     bytes: int
     source: str
+    server_bytes: int | None = None  # the server's whole memory (host or cgroup), when known
 
     @classmethod
     def of(cls, memory_budget_mb: int | None, server_bytes: int | None, sharing: int) -> Budget | None:
         """``memory_budget_mb`` when the config sets it, else the server's memory (host or
         cgroup, ``server_bytes``) shared by the ``sharing`` segments on that host; None when
-        neither is known (nothing is checked then)."""
+        neither is known (nothing is checked then). A budget set above the server's memory does
+        not let a model past it (:func:`check_fits`)."""
         if memory_budget_mb is not None:
-            return cls(memory_budget_mb << 20, f"memory_budget_mb {memory_budget_mb}")
+            return cls(memory_budget_mb << 20, f"memory_budget_mb {memory_budget_mb}", server_bytes or None)
         if server_bytes:
             share = server_bytes // max(1, sharing)
-            return cls(share, f"the server's {gib(server_bytes)} of memory over {sharing} segment(s)")
+            return cls(share, f"the server's {gib(server_bytes)} of memory over {sharing} segment(s)", server_bytes)
         return None
 
 
@@ -55,7 +57,10 @@ def training_bytes(state_bytes: int) -> int:
 def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budget: Budget | None,
                data_bytes: int = 0, segment: int = 0) -> None:
     """Raise :class:`~ctq.errors.TooLarge` for the first group of models whose training would
-    not fit ``budget`` next to the segment's cached data (``data_bytes``; 0 when it streams).
+    not fit ``budget`` next to the segment's cached data (``data_bytes``; 0 when it streams), nor
+    the server's whole memory, whatever memory_budget_mb says (the backend would be killed, or
+    take the server down). The message's fixes are those that can work: a larger budget or fewer
+    segments only while the need is within the server's memory.
 
     ``models[i]``: the (model_id, name, optimizer) of the models sharing ``sizes[i]``, one of
     ``ctq.model_sizes``' entries ({"parameters", "trainable", "slots", "state_bytes"}, or None).
@@ -66,14 +71,21 @@ def check_fits(models: list[list[tuple[int, str, str]]], sizes: list[dict], budg
         if size is None:  # not countable: the warm-up's build will say why
             continue
         need = training_bytes(size["state_bytes"]) + data_bytes
-        if need <= budget.bytes or not group:
+        server = budget.server_bytes
+        if (need <= budget.bytes and (server is None or need <= server)) or not group:
             continue
         model_id, name, optimizer = group[0]
         more = f" and {len(group) - 1} more of the same architecture" if len(group) > 1 else ""
         data = f" + {gib(data_bytes)} of the segment's cached data" if data_bytes else ""
+        if server is not None and need > server:
+            has, fix = (f"the server has {gib(server)} in all" + (f" ({budget.source} is more than it has)"
+                                                                  if need <= budget.bytes else ""),
+                        "use a smaller model")
+        else:
+            has = f"the segment has {gib(budget.bytes)} ({budget.source})"
+            fix = ("use a smaller model, fewer segments, or a larger memory_budget_mb"
+                   + (f" (up to the server's {gib(server)})" if server is not None else ""))
         raise TooLarge(
             f"model {model_id} ({name}){more} does not fit segment {segment}'s memory: training needs about "
             f"{gib(need)} ({gib(size['state_bytes'])} of state: {size['parameters']:,} parameters, {optimizer} "
-            f"keeps {size['slots']} value(s) per weight; x{PEAK_OVER_STATE:g} at peak{data}), the segment has "
-            f"{gib(budget.bytes)} ({budget.source}); use a smaller model, fewer segments, or a larger "
-            "memory_budget_mb")
+            f"keeps {size['slots']} value(s) per weight; x{PEAK_OVER_STATE:g} at peak{data}), {has}; {fix}")

@@ -57,7 +57,8 @@ async def test_a_model_larger_than_the_server_is_refused_in_seconds_without_a_bu
     proc = run_cli("train", str(grid), "-q", "--json")
     assert proc.returncode == 2, proc.stderr
     error = json.loads(proc.stdout)["error"]
-    assert "sgd keeps 0 value(s) per weight" in error and "of memory over 2 segment(s)" in error, error
+    assert "sgd keeps 0 value(s) per weight" in error and "the server has" in error, error
+    assert error.endswith(" in all; use a smaller model"), error  # (no budget or segments could fit it)
     assert await count_runs(conn) == max(before, 0)
 
 
@@ -97,6 +98,24 @@ async def test_the_segment_data_counts_against_the_budget():
         check_fits([[(1, "m", "adam")]], [size], budget, data_bytes=1 << 20)
     check_fits([[(1, "m", "adam")]], [None], budget, data_bytes=1 << 20)  # not countable: the warm-up says why
     assert Budget.of(None, 8 << 30, 4).bytes == 2 << 30 and Budget.of(None, None, 4) is None
+
+
+def test_a_budget_above_the_server_s_memory_lets_no_larger_model_past_and_no_fix_says_it_would():
+    """The refusal's fixes are those that can work: a model needing more than the whole server was
+    told "or a larger memory_budget_mb", and a budget set that high let it past (a user trial: 105
+    GiB needed on a 24 GiB server)."""
+    size = {"parameters": 10**9, "trainable": 10**9, "slots": 2, "state_bytes": 12 << 30}  # needs ~31 GiB
+    model = [[(2, "d60000/adam", "adam")]]
+    for budget in (Budget.of(None, 24 << 30, 2), Budget.of(120_000, 24 << 30, 2)):
+        with pytest.raises(TooLarge) as refused:
+            check_fits(model, [size], budget)
+        assert "the server has 24.00 GiB in all" in str(refused.value), str(refused.value)
+        assert str(refused.value).endswith("; use a smaller model"), str(refused.value)
+    assert "(memory_budget_mb 120000 is more than it has)" in str(refused.value)
+    smaller = {**size, "state_bytes": 6 << 30}  # ~16 GiB: within the server, over a segment's share
+    with pytest.raises(TooLarge, match=r"a larger memory_budget_mb \(up to the server's 24.00 GiB\)$"):
+        check_fits(model, [smaller], Budget.of(None, 24 << 30, 2))
+    check_fits(model, [smaller], Budget.of(20_000, 24 << 30, 2))  # the budget the user set, within the server
 
 
 async def test_counting_a_state_leaves_nothing_for_keras_to_draw_later():
