@@ -447,6 +447,9 @@ class Coordinator:
             self.progress.model_added(new_id, spec.name)
 
     async def _heartbeat(self) -> None:
+        """Every ``heartbeat_seconds``, the run's heartbeat on the control connection, which holds
+        the run's lock: a control session the server ended is replaced and the lock taken again
+        (:meth:`_catalog`). Raises when that fails, which stops the run (see :meth:`run`)."""
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             await self._catalog(catalog.heartbeat, self.run_id)
@@ -514,7 +517,10 @@ class Coordinator:
                     running[asyncio.create_task(self._run_hop(hop))] = hop
                 if not running:
                     raise RunFailed("scheduler has work left but nothing can run (internal error)")
-                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                finished, _ = await asyncio.wait([*running, heartbeat], return_when=asyncio.FIRST_COMPLETED)
+                if heartbeat in finished:  # the run's lock could not be kept (or taken again): driving on
+                    heartbeat.result()  # unheld, another process could resume it beside this one
+                    finished.discard(heartbeat)
                 for task in finished:
                     hop = running.pop(task)
                     exc = task.exception()

@@ -259,6 +259,32 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
     await assert_complete(conn, run_id, models=4, epochs=2)
 
 
+async def test_a_terminated_control_session_is_replaced_and_the_run_stays_held(long_table, tmp_path, dsn, ctq_home,
+                                                                                 conn, run_cli):
+    """An administrator terminates a live run's control session, which holds the run's lock: the
+    coordinator opens another and takes the lock again within a heartbeat, so ctq runs keeps
+    saying running (it said "stale (coordinator gone; ctq train --resume)" until the run ended,
+    while resume and rm refused it as live: a user trial on Greenplum), and the run completes."""
+    grid = write_grid(tmp_path, GRID.format(name="control-lost", table=long_table, epochs=3))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "control-lost", 2)
+    killed = await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE application_name = $1", f"ctq run {run_id} control")
+    assert killed >= 1
+    deadline = time.monotonic() + 15  # a heartbeat is 5 s
+    while True:
+        listed = next(r for r in json.loads(run_cli("runs", "--json").stdout) if r["run_id"] == run_id)
+        if listed["status"] == "running" and listed["alive"]:
+            break
+        assert proc.poll() is None, "the run ended before its lock was taken again"
+        assert time.monotonic() < deadline, f"run {run_id} still {listed['status']} {listed['alive']} after 15 s"
+        await asyncio.sleep(0.5)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] == "succeeded"
+    await assert_complete(conn, run_id, models=4, epochs=3)
+
+
 async def test_a_run_whose_last_hops_committed_after_a_kill_9_is_finished_by_its_resume(long_table, tmp_path,
                                                                                         dsn, ctq_home, conn,
                                                                                         run_cli):
