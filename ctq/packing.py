@@ -205,6 +205,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                             f"(data.features[{first}]); each feature once")
     encodings = {c["name"]: data.encoding(f) for f, c in zip(wanted, features) if data.encoding(f)}
     array_feature = len(features) == 1 and features[0]["category"] == "A" and not encodings
+    refused = []  # (index, column) of every feature that is not a number: all named at once
     for i, col in enumerate(features):
         if col["name"] in encodings:
             if col["category"] == "A":
@@ -214,24 +215,37 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         numeric = col["category"] == "N" or (array_feature and col["element_category"] == "N")
         if "X" in (col["category"], col["element_category"]):
             raise DataError(f"data.features[{i}]: {unreadable_number(col)}")
+        if col["category"] == "A" and col["element_category"] == "N" and not (array_feature or data.all_features):
+            raise DataError(f"data.features[{i}]: column {col['name']!r} has type {col['type']}: an array column "
+                            f"must be the only feature (features: [{col['name']}]), as one row's input; "
+                            "or unnest it into columns in a view")
         if not numeric:
-            raise DataError(
-                f"data.features[{i}]: column {col['name']!r} has type {col['type']}, not a number "
-                + ("(with features: all, add it to data.exclude, or list the features)" if data.all_features else
-                   "(features must be numeric columns, or a single real[]/float8[] column; a text or code "
-                   "column can be written {column: name, encoding: one_hot})")
-            )
+            refused.append((i, col))
+    if refused:
+        fix = ("with features: all, add " + ("it" if len(refused) == 1 else "them") + " to data.exclude, or list "
+               "the features" if data.all_features else
+               "features must be numeric columns, or a single real[]/float8[] column; a text or code column "
+               "can be written {column: name, encoding: one_hot}")
+        if len(refused) == 1:
+            (i, col), = refused
+            raise DataError(f"data.features[{i}]: column {col['name']!r} has type {col['type']}, not a number ({fix})")
+        named = ", ".join(f"{col['name']!r} ({col['type']})" for _, col in refused[:20])
+        more = f" and {len(refused) - 20} more" if len(refused) > 20 else ""
+        raise DataError(f"data.features: {len(refused)} columns are not numbers: {named}{more} ({fix})")
     if data.feature_shape and not array_feature:
         raise DataError(f"data.feature_shape: column {features[0]['name']!r} has type {features[0]['type']}; "
                         "feature_shape needs a real[]/float8[] column")
     if label["category"] == "X":
         raise DataError(f"data.label: {unreadable_number(label)}")
-    if label["category"] not in ("N", "B", "S"):
-        raise DataError(f"data.label: column {label['name']!r} has type {label['type']}: use a number, a "
-                        "boolean or text (class values)")
     if label["category"] != "N" and data.task != "classification":
-        raise DataError(f"data.label: column {label['name']!r} has type {label['type']}, not a number; "
-                        "use task: classification (its values are the classes)")
+        raise DataError(f"data.label: column {label['name']!r} has type {label['type']}, not a number; a "
+                        f"{data.task} target is a number"
+                        + ("; or use task: classification (its values are the classes)"
+                           if label["category"] in ("B", "S") else ""))
+    if label["category"] not in ("N", "B", "S"):
+        cast = (f"; cast it in a view, e.g. {quote_ident(label['name'])}::text" if label["category"] == "E" else "")
+        raise DataError(f"data.label: column {label['name']!r} has type {label['type']}: use a number, a "
+                        f"boolean or text (class values){cast}")
     if label["name"] in {c["name"] for c in features}:
         raise DataError(f"data.label: column {label['name']!r} is also listed as a feature")
     is_table = rel["relkind"] in ("r", "p")
@@ -261,15 +275,19 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     n = profile["n"]
     with_nulls = [(name, n - count) for name, count in zip([c["name"] for c in profiled] + [label["name"]],
                                                            counts[:-1] + [profile["label_count"]]) if count < n]
-    if with_nulls:
-        keys = {"data.label" if name == label["name"] else "data.features" for name, _ in with_nulls}
-        key = keys.pop() if len(keys) == 1 else "data"  # features and the label: their common key
-        raise DataError(f"{key}: {null_columns(with_nulls, n)}; filter or impute them (e.g. a view) before training")
     checked = [] if array_feature else [c["name"] for c in profiled]  # (an array's elements: _array_profile)
-    for name, ok in zip(checked + [label["name"]], finite[-len(checked) - 1:]):
-        if ok is False:
-            key = "data.label" if name == label["name"] else "data.features"
-            raise DataError(f"{key}: column {name!r} has NaN or infinite values")
+    not_finite = [name for name, ok in zip(checked + [label["name"]], finite[-len(checked) - 1:]) if ok is False]
+    if with_nulls or not_finite:  # every column at fault in one message: one fix, not one run per column
+        keys = {"data.label" if name == label["name"] else "data.features"
+                for name in [name for name, _ in with_nulls] + not_finite}
+        key = keys.pop() if len(keys) == 1 else "data"  # features and the label: their common key
+        faults = [null_columns(with_nulls, n)] if with_nulls else []
+        if not_finite:
+            faults.append(f"column {not_finite[0]!r} has NaN or infinite values" if len(not_finite) == 1 else
+                          f"{len(not_finite)} columns have NaN or infinite values: "
+                          + ", ".join(repr(name) for name in not_finite[:10])
+                          + (f" and {len(not_finite) - 10} more" if len(not_finite) > 10 else ""))
+        raise DataError(f"{key}: {'; '.join(faults)}; filter or impute them (e.g. a view) before training")
     if profile["train_rows"] == 0:
         raise DataError(f"data.validation_fraction: {data.validation_fraction} leaves no training rows "
                         f"of {n}")

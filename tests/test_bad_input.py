@@ -92,6 +92,20 @@ CASES = {
                                        "data.features[2]: 'F1' is column 'f1' again (data.features[0])"),
     # packing writes one dimension's array header: a 2 x 2 array failed the run as "NULL elements"
     "two-dimensional array feature": ({"features": "[grid]"}, "array column 'grid' holds 2-dimensional arrays"),
+    # every column at fault named at once (a user trial took 8 runs to find them one by one)
+    "two text features": ({"features": "[f1, word, stamp]"},
+                          "data.features: 2 columns are not numbers: 'word' (text), 'stamp' (timestamp with time zone)"),
+    "NULL and NaN features": ({"features": "[f1, with_null, with_nan, with_inf]"},
+                              "NULL value(s) of 200 rows; 2 columns have NaN or infinite "
+                              "values: 'with_nan', 'with_inf'; filter or impute them"),
+    "timestamp regression target": ({"label": "stamp", "task": "regression", "metric": "val_mae"},
+                                    "data.label: column 'stamp' has type timestamp with time zone, not a number; a "
+                                    "regression target is a number"),
+    "enum label": ({"label": "mood"}, "column 'mood' has type bad_mood: use a number, a boolean or text (class "
+                                      "values); cast it in a view, e.g. \"mood\"::text"),
+    "array beside a scalar feature": ({"features": "[fixed, f1]"}, "data.features[0]: column 'fixed' has type double "
+                                                                   "precision[]: an array column must be the only "
+                                                                   "feature"),
     # a run ranked on validation rows it does not have "succeeded" with no best model
     "no validation row for a val_ metric": ({"task": "classification\n      validation_fraction: 0.001"},
                                             "of the 200 rows leaves no validation row"),
@@ -109,7 +123,11 @@ async def bad_source(dsn):
             ADD COLUMN one_class int DEFAULT 1, ADD COLUMN with_nan float8 DEFAULT 0,
             ADD COLUMN price money DEFAULT 1.5, ADD COLUMN ident oid DEFAULT 7,
             ADD COLUMN prices money[] DEFAULT '{1.5, 2}', ADD COLUMN "Age" float8 DEFAULT 1,
-            ADD COLUMN with_inf float8, ADD COLUMN huge float8, ADD COLUMN grid float8[] DEFAULT '{{1,2},{3,4}}';
+            ADD COLUMN with_inf float8, ADD COLUMN huge float8, ADD COLUMN grid float8[] DEFAULT '{{1,2},{3,4}}',
+            ADD COLUMN stamp timestamptz DEFAULT now(), ADD COLUMN fixed float8[] DEFAULT '{1,2}';
+        DROP TYPE IF EXISTS bad_mood CASCADE;
+        CREATE TYPE bad_mood AS ENUM ('sad', 'ok');
+        ALTER TABLE public.bad_src ADD COLUMN mood bad_mood DEFAULT 'ok';
         UPDATE public.bad_src SET with_null = CASE WHEN f1 > 0 THEN f1 END, label_null = CASE WHEN f2 > 0 THEN 1 END,
             word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END,
             with_inf = CASE WHEN f3 > 1 THEN '-Infinity'::float8 ELSE f3 END,
