@@ -193,6 +193,32 @@ async def test_evaluate_matches_a_standalone_computation(runs, exported, dsn, ct
     assert got["mae"] == pytest.approx(float(np.mean(np.abs(pred - target))), rel=1e-3)
 
 
+async def test_evaluate_on_the_validation_rows_gives_the_recorded_validation_loss_also_with_l2(runs, dsn, ctq_home,
+                                                                                                conn, tmp_path):
+    """The leaderboard's val_loss is the loss on the validation rows that ``ctq evaluate`` computes on
+    them (``ctq validation``), for a model with a weight penalty too: it counted the penalty (in the
+    target's units), so metric: val_loss ranked an l2 model behind one that did worse on those rows
+    (a user trial: 8.98 recorded vs 3.75 evaluated)."""
+    grid = write_grid(tmp_path, GRID.format(name="pred-l2", table="public.pred_train", label="target",
+                                            task="regression", metric="val_loss").replace(
+        "- {name: small, layers: [{dense: 16, activation: relu}]}",
+        "- {name: plain, layers: [{dense: 16, activation: relu}]}\n"
+        "      - {name: penalised, layers: [{dense: 16, activation: relu, l2: 0.01}]}"))
+    proc = cli(dsn, ctq_home, "train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    proc = cli(dsn, ctq_home, "validation", str(run_id), "--out", "public.pred_val_l2", "--replace")
+    assert proc.returncode == 0, proc.stderr
+    recorded = {r["model_id"]: r["val_loss"] for r in await conn.fetch(
+        "SELECT model_id, val_loss FROM ctq.epochs WHERE run_id = $1 AND epoch = 1", run_id)}
+    assert len(recorded) == 2
+    for model_id, val_loss in recorded.items():
+        proc = cli(dsn, ctq_home, "evaluate", str(run_id), "--model", str(model_id), "--table", "public.pred_val_l2",
+                   "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["loss"] == pytest.approx(val_loss, rel=1e-3), model_id
+
+
 @pytest.fixture(scope="module")
 async def bad_tables(dsn):
     conn = await asyncpg.connect(dsn)
