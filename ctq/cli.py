@@ -556,9 +556,13 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
         if result.run_hops != result.hops:
             click.echo(f"whole run: {result.run_hops} hops, {result.run_wall_seconds:.1f}s since it started")
     if failure:
-        for model_id, reason in result.failed_models.items():
-            click.echo(click.style(f"model {model_id} failed:", fg="red") + " " + " ".join(plain_text(reason).split()),
-                       err=True)
+        if as_json:  # (the leaderboard, which says why each failed, is not printed)
+            for model_id, reason in result.failed_models.items():
+                click.echo(click.style(f"model {model_id} failed:", fg="red") + " "
+                           + " ".join(plain_text(reason).split()), err=True)
+        else:  # one line: each model's reason is under the leaderboard (it was said twice: a user trial)
+            click.echo(f"error: run {result.run_id}: {failure} (why: under the leaderboard); the others trained "
+                       "and are ranked", err=True)
         sys.exit(RunFailed.exit_code)
 
 

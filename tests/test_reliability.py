@@ -584,6 +584,14 @@ async def test_a_diverging_model_fails_alone(conn, tmp_path, run_cli):
     assert statuses == {1: "succeeded", 2: "failed"}
     assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND model_id = 1",
                                result["run_id"]) == 4
+    # without --json, each failed model's reason once, under the leaderboard, and one error line
+    plain = run_cli("train", str(grid), "--name", "diverging-again")
+    assert plain.returncode == 1
+    assert plain.stdout.count("model 2 (lin/sgd/lr=1e+12/bs=20) failed: training diverged") == 1, plain.stdout
+    assert "model 2 failed:" not in plain.stderr, plain.stderr  # (the progress log says it once, as it happens)
+    assert plain.stderr.strip().splitlines()[-1] == (f"error: run {json.loads(proc.stdout)['run_id'] + 1}: 1 of 2 "
+                                                     "models failed (why: under the leaderboard); the others trained "
+                                                     "and are ranked"), plain.stderr
     # ctq models says why, under the leaderboard; --json has each model's message
     shown = run_cli("models", str(result["run_id"]))
     assert shown.returncode == 0 and "model 2 (lin/sgd/lr=1e+12/bs=20) failed:" in shown.stdout, shown.stdout
