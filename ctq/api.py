@@ -263,8 +263,8 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     say = log or (lambda line: None)
     started = time.perf_counter()
     plan, source, pack, control, preloading, notices = await _start_run(dsn, cfg, schedule, say, notify)
-    hint = source.label_hint()
-    if hint and notify:
+    hints = [h for h in (source.label_hint(), source.metric_hint(cfg.metric)) if h]
+    for hint in hints if notify else ():
         notify(hint)
     run_id = plan.run_id
     try:
@@ -278,7 +278,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     result.pack_reused = pack.reused
     result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
     result.wall_seconds = time.perf_counter() - started
-    result.notices = notices + ([hint] if hint else []) + result.notices
+    result.notices = notices + hints + result.notices
     return result
 
 

@@ -87,6 +87,17 @@ class Source:
         return (f"data.label: {classes} classes in {self.rows} rows ({self.rows / classes:.1f} rows each) from the "
                 f"numbers of column {self.label!r}: is it a continuous target (task: regression)?")
 
+    def metric_hint(self, metric: str) -> str | None:
+        """Which class a two-class run's precision, recall or F1 is of (the second class value, in
+        the label column's sort order, which its collation decides: 'a' < 'B' under one, 'B' < 'a'
+        under C, which turned a recall of the minority class into the majority's: a user trial)."""
+        kind = metric.removeprefix("val_")
+        if kind not in ("precision", "recall", "f1") or not self.class_values or len(self.class_values) != 2:
+            return None
+        first, second = self.class_values
+        return (f"metric: {metric} is that of class {second!r}, the second of the label's values ({first!r}, "
+                f"{second!r}) in its column's sort order")
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one example as a model takes it."""

@@ -80,6 +80,27 @@ async def test_boolean_labels_are_classes(conn, tmp_path, run_cli):
     assert json.loads(pack["stats"])["class_values"] == [False, True]
 
 
+async def test_a_two_class_precision_recall_or_f1_run_says_which_class_it_measures(conn, tmp_path, run_cli):
+    """Which class val_recall is of follows the label column's sort order, which its collation sets
+    ('B' < 'a' in C): a user trial optimised the majority class's recall believing it the minority's.
+    The run says which, as a note (and in --json's notices)."""
+    await conn.execute('DROP TABLE IF EXISTS public.which_class; CREATE TABLE public.which_class AS '
+                       "SELECT (g % 10)::float8 AS f1, CASE WHEN g % 10 > 7 THEN 'a' ELSE 'B' END COLLATE \"C\" "
+                       "AS label FROM generate_series(1, 1000) g")
+    grid = write_grid(tmp_path, """
+        data: {table: public.which_class, features: [f1], label: label, task: classification}
+        segments: 2
+        models: [{layers: []}]
+        epochs: 1
+        metric: val_recall
+    """)
+    proc = run_cli("train", str(grid), "--json")
+    assert proc.returncode == 0, proc.stderr
+    note = "metric: val_recall is that of class 'a', the second of the label's values ('B', 'a') in its column's " \
+           "sort order"
+    assert note in json.loads(proc.stdout)["notices"] and f"note: {note}" in proc.stderr, proc.stderr
+
+
 async def test_regression_targets_are_standardised_and_reported_in_their_units(conn, tmp_path, run_cli):
     """Targets in the hundreds of thousands: the models learn (far better than the mean) and the
     losses are in the target's own units."""
