@@ -38,6 +38,7 @@ MAX_CLASSES = 1000
 # rows x largest magnitude of a column whose sum of squares (times its row count: Greenplum's
 # variance) may overflow double precision (1.8e308 = (1.34e154)^2): packing._too_large
 TOO_LARGE = 1e154
+FLOAT32_MAX = 3.4028234663852886e38  # packs hold centred values as float32: _columns_beyond_float32
 HINT_CLASSES, HINT_ROWS_PER_CLASS = 20, 10  # Source.label_hint
 # datatype_mismatch, cannot_coerce, undefined_function: a source column's type that a packing
 # expression cannot convert (the column check should have refused it first): the data's fault
@@ -276,8 +277,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
         async with conn.transaction():  # (a savepoint: the moment's transaction goes on after an overflow)
             rows = await conn.fetch(sql)  # fetch, not fetchrow: a portal with a row limit never gets a parallel plan
     except asyncpg.NumericValueOutOfRangeError:
-        numeric = [] if array_feature else [c["name"] for c in profiled]
-        raise DataError(await _too_large(conn, source_sql, numeric + [label["name"]] * (label["category"] == "N"),
+        numeric = [] if array_feature else profiled
+        raise DataError(await _too_large(conn, source_sql, numeric + [label] * (label["category"] == "N"),
                                          label["name"])) from None
     if not rows:  # (grouped by batch: no rows, no groups)
         raise DataError(f"data.table: table {data.table!r} has no rows")
@@ -304,6 +305,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                         f"of {n}")
     width = len(features)
     categories = None
+    centred = []  # (name, training mean, std) of the numeric values a pack holds centred, as float32
     if array_feature:
         width, mean, std = await _array_profile(conn, engine, source_sql, quote_ident(features[0]["name"]),
                                                 is_table, seed, cut, n, data.feature_shape)
@@ -317,11 +319,19 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
                 m, v = next(numeric)
                 mean.append(float(m))
                 std.append(math.sqrt(max(float(v), 0.0)))
+                centred.append((col["name"], mean[-1], std[-1]))
             else:  # encoded positions are not normalised
                 positions = len(category["values"]) if category["encoding"] == "one_hot" else 1
                 mean += [0.0] * positions
                 std += [1.0] * positions
         width = len(mean)
+    # a value beyond float32's range once centred failed the packing, naming no column (a user
+    # trial): the sum of its squares must then pass 3.4e38 squared, so only such columns are read
+    if data.task == "regression":
+        centred.append((label["name"], float(means[-1] or 0.0), math.sqrt(max(float(variances[-1] or 0), 0))))
+    suspects = [(name, m) for name, m, s in centred if (s * s + m * m) * n > FLOAT32_MAX ** 2]
+    if suspects and (found := await _columns_beyond_float32(conn, source_sql, suspects)):
+        raise DataError(beyond_float32(found, label["name"]))
     std = [s if s > 0 else 1.0 for s in std]
     class_values = class_counts = None
     if data.task == "classification":
@@ -445,19 +455,41 @@ async def _vocabularies(conn, source_sql: str, features: list[dict], encodings: 
     return out
 
 
-async def _too_large(conn, source_sql: str, names: list[str], label: str) -> str:
-    """Why the profile overflowed (numeric columns ``names``), naming the columns that can have
-    overflowed: the variance's sum of squares (and, on Greenplum, its product with the row count)
-    passes double precision's 1.8e308 where a column's rows x largest magnitude pass TOO_LARGE."""
-    found = []
-    for start in range(0, len(names), BATCH_VALUES):  # (a statement's target list has at most 1,664 entries)
-        part = names[start:start + BATCH_VALUES]
-        row = await conn.fetchval(render("too_large.sql", source=source_sql, checks=", ".join(
-            f"max(abs(t.{quote_ident(c)}::float8)) * count(t.{quote_ident(c)}) > {TOO_LARGE:g}" for c in part)))
-        found += [c for c, hit in zip(part, row) if hit]
-    key = "data.label" if found == [label] else "data.features"
-    where = (f"column {found[0]!r} has" if len(found) == 1 else f"columns {', '.join(map(repr, found))} have"
-             if found else "a feature or the label has")
+async def _too_large(conn, source_sql: str, columns: list[dict], label: str) -> str:
+    """Why the profile overflowed (numeric ``columns``, source_columns.sql's rows), naming the
+    columns at fault: a numeric value beyond double precision's range either way (1e400, or
+    1e-400, which PostgreSQL refuses to cast rather than round to 0), or a column whose rows x
+    largest magnitude pass TOO_LARGE, where the variance's sum of squares (and, on Greenplum, its
+    product with the row count) passes double precision's 1.8e308. The numeric columns are
+    compared as numeric, so that this check cannot overflow as the profile did (it did, and the
+    user read PostgreSQL's 401-digit number without a column name: a user trial)."""
+    found, beyond = [], []
+    for start in range(0, len(columns), BATCH_VALUES // 2):  # (a statement's target list: 1,664 entries)
+        part = columns[start:start + BATCH_VALUES // 2]
+        checks = []
+        for c in part:
+            q = f"t.{quote_ident(c['name'])}"
+            if c.get("base_type") == "numeric":
+                checks += [f"coalesce(max(abs({q})) > 1.7e308 OR min(nullif(abs({q}), 0)) < 2.3e-308, false)",
+                           f"coalesce(max(abs({q})) * count({q}) > {TOO_LARGE:g}, false)"]
+            else:
+                checks += ["false", f"coalesce(max(abs({q}::float8)) * count({q}) > {TOO_LARGE:g}, false)"]
+        row = await conn.fetchval(render("too_large.sql", source=source_sql, checks=", ".join(checks)))
+        beyond += [c["name"] for c, hit in zip(part, row[0::2]) if hit]
+        found += [c["name"] for c, hit in zip(part, row[1::2]) if hit]
+
+    def named(names: list[str]) -> tuple[str, str]:
+        key = "data.label" if names == [label] else "data.features" if label not in names else "data"
+        return key, (f"column {names[0]!r} has" if len(names) == 1 else f"columns {', '.join(map(repr, names))} have")
+
+    if beyond:
+        key, where = named(beyond)
+        return (f"{key}: {where} values beyond double precision's range (magnitudes over 1.7e308 or under "
+                "2.3e-308 but 0); round or scale them in a view")
+    if not found:
+        return ("data: a feature or the label has values too large to normalise (the sum of their squares overflows "
+                "double precision); scale them in a view")
+    key, where = named(found)
     return (f"{key}: {where} values too large to normalise (the sum of their squares overflows double precision); "
             "scale them in a view")
 
@@ -721,6 +753,26 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
     finally:
         await conn.execute(template("pack_unlock.sql"), digest)
     return Pack(digest, f"ctq_data.pack_{digest}", stats, reused=False, seconds=time.perf_counter() - started)
+
+
+async def _columns_beyond_float32(conn, source_sql: str, centred: list[tuple[str, float]]) -> list[str]:
+    """The columns of ``centred`` ((name, training mean)) with a value farther than float32's
+    largest magnitude from that mean."""
+    found = []
+    for start in range(0, len(centred), BATCH_VALUES):
+        part = centred[start:start + BATCH_VALUES]
+        row = await conn.fetchval(render("too_large.sql", source=source_sql, checks=", ".join(
+            f"coalesce(max(abs(t.{quote_ident(name)}::float8 - ({mean!r})::float8)) > {FLOAT32_MAX!r}, false)"
+            for name, mean in part)))
+        found += [name for (name, _), hit in zip(part, row) if hit]
+    return found
+
+
+def beyond_float32(found: list[str], label: str) -> str:
+    key = "data.label" if found == [label] else "data.features" if label not in found else "data"
+    where = f"column {found[0]!r} has" if len(found) == 1 else f"columns {', '.join(map(repr, found))} have"
+    return (f"{key}: {where} values beyond float32's range once centred (magnitudes over 3.4e38, as a model "
+            "takes them); scale them in a view")
 
 
 async def changed_since_packed(conn: asyncpg.Connection, engine: Engine, pack_id: str) -> str | None:

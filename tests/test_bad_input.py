@@ -92,6 +92,16 @@ CASES = {
                                        "data.features[2]: 'F1' is column 'f1' again (data.features[0])"),
     # packing writes one dimension's array header: a 2 x 2 array failed the run as "NULL elements"
     "two-dimensional array feature": ({"features": "[grid]"}, "array column 'grid' holds 2-dimensional arrays"),
+    # out of double precision's range as numeric (either way), and of float32's once centred: the
+    # column named (PostgreSQL's 401-digit number, or "value out of range: overflow", was all it said)
+    "numeric beyond float8": ({"features": "[f1, vast]"}, "data.features: column 'vast' has values beyond double "
+                                                          "precision's range"),
+    "numeric below float8": ({"features": "[f1, minute]"}, "data.features: column 'minute' has values beyond double "
+                                                           "precision's range"),
+    "float8 beyond float32": ({"features": "[f1, over32]"}, "data.features: column 'over32' has values beyond "
+                                                            "float32's range once centred"),
+    "regression target beyond float32": ({"label": "over32", "task": "regression", "metric": "val_mae"},
+                                         "data.label: column 'over32' has values beyond float32's range"),
     # every column at fault named at once (a user trial took 8 runs to find them one by one)
     "two text features": ({"features": "[f1, word, stamp]"},
                           "data.features: 2 columns are not numbers: 'word' (text), 'stamp' (timestamp with time zone)"),
@@ -124,7 +134,11 @@ async def bad_source(dsn):
             ADD COLUMN price money DEFAULT 1.5, ADD COLUMN ident oid DEFAULT 7,
             ADD COLUMN prices money[] DEFAULT '{1.5, 2}', ADD COLUMN "Age" float8 DEFAULT 1,
             ADD COLUMN with_inf float8, ADD COLUMN huge float8, ADD COLUMN grid float8[] DEFAULT '{{1,2},{3,4}}',
-            ADD COLUMN stamp timestamptz DEFAULT now(), ADD COLUMN fixed float8[] DEFAULT '{1,2}';
+            ADD COLUMN stamp timestamptz DEFAULT now(), ADD COLUMN fixed float8[] DEFAULT '{1,2}',
+            ADD COLUMN vast numeric DEFAULT 1, ADD COLUMN minute numeric DEFAULT 1, ADD COLUMN over32 float8 DEFAULT 1;
+        UPDATE public.bad_src SET vast = 1e400 WHERE f1 > 1.5;
+        UPDATE public.bad_src SET minute = 1e-400 WHERE f1 > 1.5;
+        UPDATE public.bad_src SET over32 = 1e39 WHERE f1 > 1.5;
         DROP TYPE IF EXISTS bad_mood CASCADE;
         CREATE TYPE bad_mood AS ENUM ('sad', 'ok');
         ALTER TABLE public.bad_src ADD COLUMN mood bad_mood DEFAULT 'ok';

@@ -12,7 +12,7 @@ WITH c AS (
     LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 )
-SELECT name, type,
+SELECT name, type, base::regtype::text AS base_type,
        CASE WHEN typcategory = 'N' AND base::regtype <> ALL (ARRAY['int2', 'int4', 'int8', 'float4', 'float8',
                                                                    'numeric']::regtype[]) THEN 'X'
             ELSE typcategory::text END AS category,
