@@ -263,7 +263,7 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     say = log or (lambda line: None)
     started = time.perf_counter()
     plan, source, pack, control, preloading, notices = await _start_run(dsn, cfg, schedule, say, notify)
-    hints = [h for h in (source.label_hint(), source.metric_hint(cfg.metric)) if h]
+    hints = [h for h in (source.label_hint(), source.metric_hint(cfg.metric), source.validation_hint(cfg.metric)) if h]
     for hint in hints if notify else ():
         notify(hint)
     run_id = plan.run_id

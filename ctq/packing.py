@@ -40,6 +40,7 @@ MAX_CLASSES = 1000
 TOO_LARGE = 1e154
 FLOAT32_MAX = 3.4028234663852886e38  # packs hold centred values as float32: _columns_beyond_float32
 HINT_CLASSES, HINT_ROWS_PER_CLASS = 20, 10  # Source.label_hint
+FEW_VALIDATION_ROWS = 30  # Source.validation_hint
 # datatype_mismatch, cannot_coerce, undefined_function: a source column's type that a packing
 # expression cannot convert (the column check should have refused it first): the data's fault
 TYPE_ERRORS = ("42804", "42846", "42883")
@@ -87,6 +88,15 @@ class Source:
             return None
         return (f"data.label: {classes} classes in {self.rows} rows ({self.rows / classes:.1f} rows each) from the "
                 f"numbers of column {self.label!r}: is it a continuous target (task: regression)?")
+
+    def validation_hint(self, metric: str) -> str | None:
+        """A run ranked on fewer than ``FEW_VALIDATION_ROWS`` validation rows: its leaderboard is
+        decided by a handful of rows (a user trial's 1 row ranked models 1.0 and 0.0 silently)."""
+        rows = self.rows - self.train_rows
+        if not metric.startswith("val_") or not 0 < rows < FEW_VALIDATION_ROWS:
+            return None
+        return (f"data.validation_fraction: only {rows} validation row(s) rank the models on {metric} (one row "
+                f"moves an accuracy by {1 / rows:.2g}); raise validation_fraction for a ranking to trust")
 
     def metric_hint(self, metric: str) -> str | None:
         """Which class a two-class run's precision, recall or F1 is of (the second class value, in

@@ -99,6 +99,19 @@ async def test_a_two_class_precision_recall_or_f1_run_says_which_class_it_measur
     note = "metric: val_recall is that of class 'a', the second of the label's values ('B', 'a') in its column's " \
            "sort order"
     assert note in json.loads(proc.stdout)["notices"] and f"note: {note}" in proc.stderr, proc.stderr
+    assert "validation row(s) rank the models" not in proc.stderr  # (200 of them)
+    few = write_grid(tmp_path, """
+        data: {table: public.which_class, features: [f1], label: label, task: classification,
+               validation_fraction: 0.005}
+        segments: 2
+        models: [{layers: []}]
+        epochs: 1
+        metric: val_accuracy
+    """, name="few.yaml")
+    proc = run_cli("train", str(few), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (said,) = [n for n in json.loads(proc.stdout)["notices"] if "validation row(s) rank the models" in n]
+    assert said.startswith("data.validation_fraction: only ") and int(said.split()[2]) < 30, said
 
 
 async def test_regression_targets_are_standardised_and_reported_in_their_units(conn, tmp_path, run_cli):
