@@ -2,7 +2,7 @@
 side in one run, on the same data:
 
 * the source check (1M rows x 32 features: ``inspect_source``, alternating the engines) and the
-  packing of the same table, Greenplum / PostgreSQL;
+  packing of the same table, Greenplum / PostgreSQL; the same for a wide table (2,000 x 1,598);
 * the gap between consecutive hops on a segment (the median of the next hop's start minus the
   hop's recorded end, from the catalog), Greenplum / PostgreSQL, for a grid of small models whose
   hops are short, so that the gap shows;
@@ -60,6 +60,26 @@ search: {seed: 1, space: {learning_rate: [0.01, 0.005, 0.003, 0.002, 0.001, 0.00
 epochs: 3
 metric: val_accuracy
 """
+
+
+WIDE_ROWS, WIDE_COLUMNS = 2000, 1598  # a user trial's wide table: 1,598 float4 columns
+
+WIDE_GRID = """
+name: gp-wide
+data: {table: public.ctq_bench_wide, features: all, exclude: [id], label: label, task: classification}
+segments: 2
+models: [{layers: []}]
+epochs: 1
+"""
+
+
+async def wide_table(conn) -> None:
+    """The same 2,000 x 1,598 table on either engine: deterministic values."""
+    cols = ", ".join(f"(((g * {7919 + 2 * i} + {104729 * i}) % 1009) / 1009.0)::float4 AS c{i}"
+                     for i in range(WIDE_COLUMNS))
+    await conn.execute("DROP TABLE IF EXISTS public.ctq_bench_wide")
+    await conn.execute(f"CREATE TABLE public.ctq_bench_wide AS SELECT g AS id, {cols}, (g % 2) AS label "
+                       f"FROM generate_series(1, {WIDE_ROWS}) g")
 
 
 async def check_table(conn) -> None:
@@ -156,9 +176,20 @@ async def greenplum_figures(pg_dsn: str, gp_dsn: str) -> list[tuple[str, float, 
     pack = {dsn: await pack_seconds(dsn, cfg) for dsn in (pg_dsn, gp_dsn)}
     results.append((f"Greenplum / PostgreSQL: packing, {CHECK_ROWS / 1e6:g}M x {WIDTH}", pack[gp_dsn] / pack[pg_dsn],
                     "(reference)", f"{pack[gp_dsn]:.1f}s vs {pack[pg_dsn]:.1f}s"))
+    wide = parse_config(WIDE_GRID, source_path="<bench>", base_dir=str(REPO))
     for dsn in (pg_dsn, gp_dsn):
         conn = await asyncpg.connect(dsn)
-        await conn.execute("DROP TABLE public.ctq_bench_check")
+        await wide_table(conn)
+        await conn.close()
+    check = {dsn: await check_seconds(dsn, wide) for dsn in (pg_dsn, gp_dsn)}
+    pack = {dsn: await pack_seconds(dsn, wide) for dsn in (pg_dsn, gp_dsn)}
+    results.append((f"Greenplum / PostgreSQL: check + packing, {WIDE_ROWS:,} x {WIDE_COLUMNS:,} (wide)",
+                    (check[gp_dsn] + pack[gp_dsn]) / (check[pg_dsn] + pack[pg_dsn]), "(reference)",
+                    f"check {check[gp_dsn]:.1f}s + pack {pack[gp_dsn]:.1f}s vs {check[pg_dsn]:.1f}s + "
+                    f"{pack[pg_dsn]:.1f}s"))
+    for dsn in (pg_dsn, gp_dsn):
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("DROP TABLE public.ctq_bench_check, public.ctq_bench_wide")
         x, y = make(HOP_ROWS, 3)
         cols = ", ".join(f"f{i} float8" for i in range(1, 9))
         await conn.execute(f"DROP TABLE IF EXISTS public.ctq_bench_hops; CREATE TABLE public.ctq_bench_hops "

@@ -700,6 +700,7 @@ def pack_spec(data: DataConfig, source: Source, segments: int, seed: int, pack_i
         validation_cut=round(data.validation_fraction * VALIDATION_MODULUS), segments=segments,
         buckets=buffer_count(source.train_rows / segments, source.width, data.buffer_rows),
         validation_buckets=buffer_count(validation_rows, source.width, data.buffer_rows),
+        columns=len(source.features),
     )
 
 

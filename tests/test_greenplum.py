@@ -484,6 +484,37 @@ async def test_an_administrator_role_trains_on_greenplum(gp, tmp_path):
     assert await gp.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", pack_id) == 1
 
 
+async def test_a_wide_table_packs_every_row_and_trains_on_greenplum(gp, tmp_path):
+    """A table of 300 feature columns (packed by the planner from 64 on: pack_wide.sql) holds every
+    row once in its pack, and a model learns its label (that of one column), as on PostgreSQL."""
+    cols = ", ".join(f"(((g * {7919 + 2 * i} + {104729 * i}) % 1009) / 1009.0)::float4 AS c{i}" for i in range(300))
+    await gp.execute("DROP TABLE IF EXISTS public.ctq_gp_wide")
+    await gp.execute(f"CREATE TABLE public.ctq_gp_wide AS SELECT g AS id, {cols}, "
+                     "(((g * 7919) % 1009) / 1009.0 > 0.5)::int AS label FROM generate_series(1, 3000) g "
+                     "DISTRIBUTED BY (id)")
+    grid = write_grid(tmp_path, """
+        name: gp-wide
+        data: {table: public.ctq_gp_wide, features: all, exclude: [id], label: label, task: classification}
+        models: [{name: lin, layers: [{dense: 16, activation: relu}]}]
+        search: {space: {learning_rate: [0.01], batch_size: [32]}}
+        epochs: 4
+        metric: val_accuracy
+    """)
+    proc = ctq("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["best_metric"] > 0.9, result
+    stats = json.loads(await gp.fetchval("SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
+                                         "WHERE r.run_id = $1", result["run_id"]))
+    assert stats["input_dim"] == 300 and stats["train_rows"] + stats["validation_rows"] == 3000, stats
+    pack = await gp.fetchval("SELECT table_name FROM ctq.runs r JOIN ctq.packs p USING (pack_id) "
+                             "WHERE r.run_id = $1", result["run_id"])
+    packed = await gp.fetchrow(f"SELECT sum(rows) FILTER (WHERE segment >= 0 AND bucket >= 0) AS train, "
+                               f"sum(rows) FILTER (WHERE segment = -1) AS validation FROM {pack}")
+    assert (packed["train"], packed["validation"]) == (stats["train_rows"],
+                                                       stats["validation_rows"] * await primaries(gp)), packed
+
+
 async def test_predict_and_evaluate_on_greenplum(gp, tmp_path):
     """Each segment scores its own rows (a direct-dispatched targeted query over its staged rows, run
     on that segment as reported from inside); the predictions equal the exported .keras model's."""

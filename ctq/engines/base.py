@@ -38,6 +38,7 @@ class PackSpec:
     segments: int
     buckets: int         # buffers per training segment
     validation_buckets: int
+    columns: int = 1     # source columns the row's encoding reads (x_bytes' terms: 1 for an array column)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ import asyncpg
 
 from ctq.engines.base import VALIDATION_MODULUS, Engine, HopStatements, ScoreSpec
 
+# Feature columns from which packing is planned by the planner, not ORCA (pack_wide.sql's figures)
+WIDE_PACK_COLUMNS = 64
+
 
 class _RollBack(Exception):
     """Ends the transaction of doctor's probe pack with a rollback."""
@@ -124,6 +127,8 @@ class GreenplumEngine(Engine):
         records the pack)."""
         conn = source.conn
         await conn.execute(self.template("pack_session.sql"))
+        if spec.columns >= WIDE_PACK_COLUMNS:
+            await conn.execute(self.template("pack_wide.sql"))
         keys = await self.segment_keys(conn)
         key_map = ", ".join(f"({s}, {k})" for s, k in sorted(keys.items()))
         await conn.execute(self.render(
