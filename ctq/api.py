@@ -273,8 +273,10 @@ async def train(config: RunConfig | str, dsn: str, *, name: str | None = None, s
     except TooLarge as exc:  # refused before any model was built: the new run leaves no trace
         async with connect(dsn) as conn:
             await housekeeping.remove_runs(conn, [run_id])
-        exc.run_id = None
-        raise
+        # (the progress had named it: say where it went, a user trial looked for it)
+        refused = TooLarge(f"{exc}; run {run_id} is removed, nothing trained")
+        refused.run_id = None
+        raise refused from None
     result.pack_reused = pack.reused
     result.check_seconds, result.pack_seconds = source.profile_seconds, pack.seconds
     result.wall_seconds = time.perf_counter() - started
