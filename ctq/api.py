@@ -378,7 +378,7 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
     the check, and the check reads nothing of ctq's (see inspect_source)."""
     say(f"checking {cfg.data.table}")
     async with engine.snapshot(dsn) as moment:  # the profile and the packing read one moment
-        source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed, reuse_profile=installed)
+        source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed, reuse_profile=installed, log=say)
         if any("keras_json" in a.spec for a in cfg.architectures):
             from ctq.model_check import check_models_fit
 

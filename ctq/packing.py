@@ -170,6 +170,26 @@ async def _find_relation(conn, schema: str | None, name: str):
     return row
 
 
+async def _wait_for_the_source(conn: asyncpg.Connection, rel, log) -> None:
+    """Take the read lock the check needs on table ``rel``, saying first (``log``) who holds it when
+    another session does (an ALTER TABLE, a LOCK TABLE, a VACUUM FULL): ctq's sessions wait for
+    locks without a timeout (a long transaction is no error), and a user trial's ctq train sat at
+    "checking" with no word for as long as the lock was held. Kept to the end of the check's
+    transaction, as its first read would keep it."""
+    table = qualified(rel["schema"], rel["name"])
+    try:
+        async with conn.transaction():  # (a savepoint: the check's transaction goes on after a refusal)
+            await conn.execute(render("source_lock.sql", source=table, wait="NOWAIT"))
+        return
+    except asyncpg.LockNotAvailableError:
+        pass
+    holder = await conn.fetchrow(template("source_lock_holder.sql"), rel["oid"])
+    who = (f"pid {holder['pid']} ({holder['usename']}: {' '.join((holder['query'] or '').split())[:80]!r})"
+           if holder else "another session")
+    log(f"waiting for {rel['display']}, locked by {who}")
+    await conn.execute(render("source_lock.sql", source=table, wait=""))
+
+
 def find_column(columns: dict[str, dict], wanted: str) -> dict | None:
     """The column ``wanted`` names, as SQL takes a name: exactly, else its lower case (unquoted names
     fold to lower case), as a relation's name is found (:func:`_find_relation`)."""
@@ -196,7 +216,7 @@ def null_columns(with_nulls: list[tuple[str, int]], rows: int) -> str:
 
 
 async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Engine, seed: int,
-                         reuse_profile: bool = True) -> Source:
+                         reuse_profile: bool = True, log=None) -> Source:
     """Resolve, check and profile the source (read-only); raises DataError naming the table or
     column at fault. ``seed`` and ``data.validation_fraction`` decide which rows are training rows,
     whose mean and standard deviation normalise the features.
@@ -211,6 +231,8 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     if rel is None:
         raise DataError(f"data.table: table {data.table!r} does not exist (or is not visible to this user)")
     await catalog.require_select(conn, rel, "data.table")
+    if log is not None and rel["relkind"] in ("r", "p"):
+        await _wait_for_the_source(conn, rel, log)
     columns = {r["name"]: dict(r) for r in await conn.fetch(template("source_columns.sql"), rel["oid"])}
     label = _match_column(data.label, columns, "data.label")
     wanted = list(data.features)

@@ -259,6 +259,36 @@ async def test_terminated_backend_is_retried_and_the_run_completes(long_table, t
     await assert_complete(conn, run_id, models=4, epochs=2)
 
 
+async def test_a_source_locked_by_another_session_is_waited_for_with_a_word(tmp_path, dsn, ctq_home, conn):
+    """Another session holds a lock on the source (an ALTER TABLE, a LOCK TABLE): ctq train waits
+    for it, as PostgreSQL does, but says who holds it (it sat at "checking" without a word: a user
+    trial), and trains once the lock is let go."""
+    import asyncpg
+
+    await create_table(conn, "public.locked_src", 600, seed=6)
+    grid = write_grid(tmp_path, SLOW_GRID.format(name="locked", table="public.locked_src", epochs=1).replace(
+        "batch_size: [1]", "batch_size: [64]"))
+    holder = await asyncpg.connect(dsn)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("LOCK TABLE public.locked_src IN ACCESS EXCLUSIVE MODE")
+        proc = start_train(dsn, ctq_home, str(grid))
+        deadline = time.monotonic() + 60
+        while not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND query LIKE '%LOCK TABLE \"public\".\"locked_src\"%'"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"ctq train never waited for the lock: {proc.communicate()[1]}")
+            await asyncio.sleep(0.1)
+        await transaction.rollback()
+    finally:
+        await holder.close()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "waiting for public.locked_src, locked by pid " in err, err
+
+
 async def test_a_terminated_control_session_is_replaced_and_the_run_stays_held(long_table, tmp_path, dsn, ctq_home,
                                                                                  conn, run_cli):
     """An administrator terminates a live run's control session, which holds the run's lock: the
