@@ -26,7 +26,7 @@ naming the file (and the line and column where it applies), exit code 2 and noth
   number and boolean columns; in text columns only an empty field is NULL and the other markers are
   kept as text with a note. ``--null X`` makes exactly ``X`` the marker everywhere, as ``COPY``.
 - Types, inferred per column over every row of the file: ``int8`` (ASCII integers; beyond int8
-  ``numeric``), ``float8`` (decimal point, exponent, inf), ``bool`` (true/false) and ``text``
+  ``numeric``), ``float8`` (decimal point, exponent, inf), ``bool`` (true/false, t/f, yes/no) and ``text``
   otherwise. A value at the file's last line that does not fit the type of the lines before widens
   the type (int8 to float8, anything to text). A column that is text although it holds numbers gets
   a note naming the first value (and line) that is not one: decimal commas, thousands separators,
@@ -104,7 +104,9 @@ _LEADING_ZERO = re.compile(r"[+-]?0[0-9]+")
 _LEADING_ZERO_IN = re.compile(r"(?:^|\x00)\s*([+-]?0[0-9]+)\s*(?=\x00|$)")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)", re.I)
 _COMMA_NUMBER = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]+)*")
-_BOOL = {"true": True, "false": False}
+# a boolean's spellings, any case: PostgreSQL's own (COPY and psql write t and f) but its
+# prefixes and on/off/y/n, which are as often text codes
+_BOOL = {"true": True, "false": False, "t": True, "f": False, "yes": True, "no": False}
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _INT8_MIN, _INT8_MAX = -(2**63), 2**63 - 1
 _FLOAT_LIMIT = 2**1024  # an integer at least this large is out of float8's range

@@ -62,6 +62,8 @@ READS = {
                             "neither"]),
     "booleans-and-numbers-said": (b"a\ntrue\nfalse\n1\n", {}, [("a", "text", 0)],
                                   ["column 'a' is text: it mixes 2 true/false values with 1 number"]),
+    # PostgreSQL's spellings of a boolean (\copy writes t and f): 't' was "neither" (a user trial)
+    "postgres-booleans": (b"a,b\nt,1\nf,2\nyes,3\nNO,4\n", {}, [("a", "bool", 0), ("b", "int8", 0)], []),
     "beyond-int8": (b"id\n123456789012345678901\n1\n", {}, [("id", "numeric", 0)], []),
     "no-unicode-digits-or-underscores": ("a,b\n\u0661\u0662,1_000\n".encode(), {},
                                          [("a", "text", 0), ("b", "text", 0)], []),
@@ -338,6 +340,8 @@ LATER_LINES = {
     "missing-then-number-then-text": ("a,b", ["NA,\n", "2,\n", "3,5\n", "4,6\n", "5,x\n"],
                                       [("a", "bigint"), ("b", "text")],
                                       [(None, None), (2, None), (3, "5"), (4, "6"), (5, "x")], []),
+    "postgres-booleans": ("a,b", ["t,1\n", "f,2\n", "yes,3\n", " NO ,4\n", ",5\n"], [("a", "boolean"), ("b", "bigint")],
+                          [(True, 1), (False, 2), (True, 3), (False, 4), (None, 5)], []),
     "tab-in-text-later": ("a,t", ["1,x\n", "2,y\n", '3,"a\tb\\c"\n'], [("a", "bigint"), ("t", "text")],
                           [(1, "x"), (2, "y"), (3, "a\tb\\c")], []),
 }
@@ -368,7 +372,7 @@ def test_progress_without_a_terminal_is_plain_lines(monkeypatch):
     assert "\x1b" not in line and "ctq load: reading f.csv: 50.0 MB of 200.0 MB (25%)" in line and "MB/s" in line
 
 
-SAMPLES = ["", "NA", " n/a ", "NaN", "1", "-2", "+3", "007", "0", "1.5", "-.5", "1e3", "inf", "true", "FALSE", "x",
+SAMPLES = ["", "NA", " n/a ", "NaN", "1", "-2", "+3", "007", "0", "1.5", "-.5", "1e3", "inf", "true", "FALSE", "t", "No", "x",
            "a,b", '"q"', "1,5", " 4 ", "12345678901234567890123", "\\N", "back\\slash", "tab\there", "line\nbreak", "2."]
 
 
