@@ -295,7 +295,7 @@ async def test_a_terminated_control_session_is_replaced_and_the_run_stays_held(l
     coordinator opens another and takes the lock again within a heartbeat, so ctq runs keeps
     saying running (it said "stale (coordinator gone; ctq train --resume)" until the run ended,
     while resume and rm refused it as live: a user trial on Greenplum), and the run completes."""
-    grid = write_grid(tmp_path, GRID.format(name="control-lost", table=long_table, epochs=3))
+    grid = write_grid(tmp_path, GRID.format(name="control-lost", table=long_table, epochs=5))  # (> a heartbeat)
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "control-lost", 2)
     killed = await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -312,7 +312,7 @@ async def test_a_terminated_control_session_is_replaced_and_the_run_stays_held(l
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert json.loads(out)["status"] == "succeeded"
-    await assert_complete(conn, run_id, models=4, epochs=3)
+    await assert_complete(conn, run_id, models=4, epochs=5)
 
 
 async def test_a_run_whose_last_hops_committed_after_a_kill_9_is_finished_by_its_resume(long_table, tmp_path,
