@@ -484,6 +484,16 @@ async def test_an_administrator_role_trains_on_greenplum(gp, tmp_path):
     assert await gp.fetchval("SELECT count(*) FROM ctq.packs WHERE pack_id = $1", pack_id) == 1
 
 
+async def trained_with_pack_stats(gp, grid) -> tuple[dict, dict]:
+    """``ctq train GRID --json``'s result, and its pack's statistics (ctq.packs.stats)."""
+    proc = ctq("train", str(grid), "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    stats = json.loads(await gp.fetchval("SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
+                                         "WHERE r.run_id = $1", result["run_id"]))
+    return result, stats
+
+
 async def test_a_wide_table_packs_every_row_and_trains_on_greenplum(gp, tmp_path):
     """A table of 300 feature columns (packed by the planner from 64 on: pack_wide.sql) holds every
     row once in its pack, and a model learns its label (that of one column), as on PostgreSQL."""
@@ -500,12 +510,8 @@ async def test_a_wide_table_packs_every_row_and_trains_on_greenplum(gp, tmp_path
         epochs: 4
         metric: val_accuracy
     """)
-    proc = ctq("train", str(grid), "--json", "-q")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result, stats = await trained_with_pack_stats(gp, grid)
     assert result["best_metric"] > 0.9, result
-    stats = json.loads(await gp.fetchval("SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
-                                         "WHERE r.run_id = $1", result["run_id"]))
     assert stats["input_dim"] == 300 and stats["train_rows"] + stats["validation_rows"] == 3000, stats
     pack = await gp.fetchval("SELECT table_name FROM ctq.runs r JOIN ctq.packs p USING (pack_id) "
                              "WHERE r.run_id = $1", result["run_id"])
@@ -582,12 +588,8 @@ async def test_categorical_features_and_val_auc_on_greenplum(gp, tmp_path):
         epochs: 1
         metric: val_auc
     """)
-    proc = ctq("train", str(grid), "--json", "-q")
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out, stats = await trained_with_pack_stats(gp, grid)
     assert out["best_metric"] > 0.95, out
-    stats = json.loads(await gp.fetchval("SELECT p.stats FROM ctq.packs p JOIN ctq.runs r USING (pack_id) "
-                                         "WHERE r.run_id = $1", out["run_id"]))
     assert stats["categories"]["kind"]["values"] == ["a", "b", "c"] and stats["input_dim"] == 4
     # predict encodes the category on each segment; evaluate sums the segments' AUC counts
     evaluated = ctq("evaluate", str(out["run_id"]), "--table", "public.ctq_gp_cat", "--json")

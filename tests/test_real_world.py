@@ -87,27 +87,21 @@ async def test_a_two_class_precision_recall_or_f1_run_says_which_class_it_measur
     await conn.execute('DROP TABLE IF EXISTS public.which_class; CREATE TABLE public.which_class AS '
                        "SELECT (g % 10)::float8 AS f1, CASE WHEN g % 10 > 7 THEN 'a' ELSE 'B' END COLLATE \"C\" "
                        "AS label FROM generate_series(1, 1000) g")
-    grid = write_grid(tmp_path, """
-        data: {table: public.which_class, features: [f1], label: label, task: classification}
+    grid = """
+        data: {{table: public.which_class, features: [f1], label: label, task: classification,
+                validation_fraction: {fraction}}}
         segments: 2
-        models: [{layers: []}]
+        models: [{{layers: []}}]
         epochs: 1
-        metric: val_recall
-    """)
-    proc = run_cli("train", str(grid), "--json")
+        metric: {metric}
+    """
+    proc = run_cli("train", str(write_grid(tmp_path, grid.format(fraction=0.2, metric="val_recall"))), "--json")
     assert proc.returncode == 0, proc.stderr
     note = "metric: val_recall is that of class 'a', the second of the label's values ('B', 'a') in its column's " \
            "sort order"
     assert note in json.loads(proc.stdout)["notices"] and f"note: {note}" in proc.stderr, proc.stderr
     assert "validation row(s) rank the models" not in proc.stderr  # (200 of them)
-    few = write_grid(tmp_path, """
-        data: {table: public.which_class, features: [f1], label: label, task: classification,
-               validation_fraction: 0.005}
-        segments: 2
-        models: [{layers: []}]
-        epochs: 1
-        metric: val_accuracy
-    """, name="few.yaml")
+    few = write_grid(tmp_path, grid.format(fraction=0.005, metric="val_accuracy"), name="few.yaml")
     proc = run_cli("train", str(few), "--json")
     assert proc.returncode == 0, proc.stderr
     (said,) = [n for n in json.loads(proc.stdout)["notices"] if "validation row(s) rank the models" in n]
