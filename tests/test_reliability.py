@@ -328,10 +328,11 @@ async def test_a_run_whose_last_hops_committed_after_a_kill_9_is_finished_by_its
                 task: classification}}
         segments: 2
         models: [{{name: a, layers: [{{dense: 64, activation: relu}}]}}]
-        search: {{space: {{learning_rate: [0.001, 0.01], batch_size: [4]}}}}
+        search: {{space: {{learning_rate: [0.001, 0.01], batch_size: [1]}}}}
         epochs: 1
         metric: val_accuracy
-    """)
+    """)  # (batch 1: hops of seconds, so that the last two are seen in flight together; at batch 4
+    # a clean clone's suite once saw the run end first)
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "last-hops", 2)
     deadline = time.monotonic() + 60
