@@ -322,9 +322,7 @@ async def inspect_source(conn: asyncpg.Connection, data: DataConfig, engine: Eng
     checked = [] if array_feature else [c["name"] for c in profiled]  # (an array's elements: _array_profile)
     not_finite = [name for name, ok in zip(checked + [label["name"]], finite[-len(checked) - 1:]) if ok is False]
     if with_nulls or not_finite:  # every column at fault in one message: one fix, not one run per column
-        keys = {"data.label" if name == label["name"] else "data.features"
-                for name in [name for name, _ in with_nulls] + not_finite}
-        key = keys.pop() if len(keys) == 1 else "data"  # features and the label: their common key
+        key = fault_key([name for name, _ in with_nulls] + not_finite, label["name"])
         faults = [null_columns(with_nulls, n)] if with_nulls else []
         if not_finite:
             faults.append(f"column {not_finite[0]!r} has NaN or infinite values" if len(not_finite) == 1 else
@@ -511,8 +509,7 @@ async def _too_large(conn, source_sql: str, columns: list[dict], label: str) -> 
         found += [c["name"] for c, hit in zip(part, row[1::2]) if hit]
 
     def named(names: list[str]) -> tuple[str, str]:
-        key = "data.label" if names == [label] else "data.features" if label not in names else "data"
-        return key, (f"column {names[0]!r} has" if len(names) == 1 else f"columns {', '.join(map(repr, names))} have")
+        return fault_key(names, label), columns_have(names)
 
     if beyond:
         key, where = named(beyond)
@@ -802,10 +799,19 @@ async def _columns_beyond_float32(conn, source_sql: str, centred: list[tuple[str
 
 
 def beyond_float32(found: list[str], label: str) -> str:
-    key = "data.label" if found == [label] else "data.features" if label not in found else "data"
-    where = f"column {found[0]!r} has" if len(found) == 1 else f"columns {', '.join(map(repr, found))} have"
-    return (f"{key}: {where} values beyond float32's range once centred (magnitudes over 3.4e38, as a model "
-            "takes them); scale them in a view")
+    return (f"{fault_key(found, label)}: {columns_have(found)} values beyond float32's range once centred "
+            "(magnitudes over 3.4e38, as a model takes them); scale them in a view")
+
+
+def fault_key(names: list[str], label: str) -> str:
+    """The grid.yaml key of a refusal about columns ``names``: the label's, the features', or
+    their common one when both are at fault."""
+    keys = {"data.label" if name == label else "data.features" for name in names}
+    return keys.pop() if len(keys) == 1 else "data"
+
+
+def columns_have(names: list[str]) -> str:
+    return f"column {names[0]!r} has" if len(names) == 1 else f"columns {', '.join(map(repr, names))} have"
 
 
 async def changed_since_packed(conn: asyncpg.Connection, engine: Engine, pack_id: str) -> str | None:
