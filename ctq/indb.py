@@ -37,6 +37,7 @@ import os
 import signal
 import struct
 import sys
+import threading
 import time
 
 import numpy as np
@@ -48,6 +49,7 @@ else:  # inside the server: the copy of ctq/rules.py that ``ctq install`` stored
 
 STATE_MAGIC = b"CTQS\x01"
 CANCEL_CHECK_SECONDS = 0.25
+INTERRUPT_POLL_SECONDS = 0.05  # how often a Keras import lets the server deliver a cancel
 
 # SQLSTATEs the client maps to its error types: bad source data (exit 2), a model that cannot
 # train (that model fails, the run goes on), a model whose working state a crash took (the run
@@ -427,10 +429,41 @@ def import_keras():
     return keras
 
 
-def probe(plpy=None) -> dict:
-    """What `ctq doctor` reports about the server-side Python."""
-    import sys
+def import_keras_interruptibly(plpy):
+    """:func:`import_keras`, with the server's cancel and terminate delivered meanwhile.
 
+    Importing Keras takes a backend about a second of CPU and runs no server code, so nothing
+    could stop it: the segments' preload (ctq.probe) of a run refused at its source check (bad
+    input) went on importing after ctq had exited, two cores busy for a second for nothing on a
+    2-segment run (measured), one process per segment on a cluster. The import runs in a thread
+    started while the signals are held (:func:`signals_held`: it never takes one) and this thread
+    lets the server deliver them every ``INTERRUPT_POLL_SECONDS`` (a cancel raises here through
+    SPI; a terminate ends the process, the import with it)."""
+    if plpy is None or "keras" in sys.modules:
+        return import_keras()
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["keras"] = import_keras()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the server's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="ctq keras import", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(INTERRUPT_POLL_SECONDS)
+        if worker.is_alive():
+            with signals_released():
+                plpy.execute("SELECT 1")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["keras"]
+
+
+def probe(plpy=None) -> dict:
+    """What `ctq doctor` reports about the server-side Python; the segments' preload
+    (preload.sql) calls it to import Keras ahead of a run's warm-up."""
     info = {
         "python": sys.version.split()[0],
         "numpy": np.__version__,
@@ -439,7 +472,7 @@ def probe(plpy=None) -> dict:
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
     t0 = time.perf_counter()
-    keras = import_keras()
+    keras = import_keras_interruptibly(plpy)
     info.update(
         keras=keras.__version__,
         backend=keras.backend.backend(),

@@ -6,7 +6,9 @@ CLI and the real database (missing tables and columns, NULLs, types, code-carryi
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 
@@ -126,6 +128,9 @@ CASES = {
 async def bad_source(dsn):
     import asyncpg
 
+    from ctq import catalog
+    from ctq.engines import detect
+
     conn = await asyncpg.connect(dsn)
     await create_table(conn, "public.bad_src", 200)
     await conn.execute("""
@@ -147,6 +152,9 @@ async def bad_source(dsn):
             with_inf = CASE WHEN f3 > 1 THEN '-Infinity'::float8 ELSE f3 END,
             huge = CASE WHEN f1 > 1 THEN 1e200 ELSE f1 END;
     """)
+    # installed, as for every run but a database's first: the segments preload Keras during the
+    # source check (a database without ctq: test_bad_input_in_a_database_without_ctq_installs_nothing)
+    await catalog.ensure_installed(conn, await detect(conn))
     await conn.close()
     return "public.bad_src"
 
@@ -166,6 +174,17 @@ async def snapshot(conn) -> dict:
     }
 
 
+async def segment_sessions(conn, wait: float = 0.5) -> int:
+    """ctq's segment sessions still there ``wait`` seconds on (a terminated backend takes a few
+    ms to go): a refused run's preload went on importing Keras for a second after ctq exited."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'ctq segment %'")
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_bad_input_exits_2_and_writes_nothing(case, bad_source, tmp_path, run_cli, conn):
     overrides, expected = CASES[case]
@@ -179,6 +198,29 @@ async def test_bad_input_exits_2_and_writes_nothing(case, bad_source, tmp_path, 
     doc = json.loads(proc.stdout)  # --json: the error as the one JSON document on stdout
     assert (doc["status"], doc["exit_code"], doc["run_id"]) == ("error", 2, None) and expected in doc["error"]
     assert await snapshot(conn) == before
+    assert await segment_sessions(conn) == 0, "a refused run left a segment's backend working"
+
+
+async def test_bad_input_in_a_database_without_ctq_installs_nothing(cluster, conn, tmp_path, run_cli):
+    """A run refused at its source check in a database where ctq is not installed leaves it so
+    (ctq installs itself after the check)."""
+    import asyncpg
+
+    await conn.execute("DROP DATABASE IF EXISTS bad_fresh")
+    await conn.execute("CREATE DATABASE bad_fresh")
+    base, query = cluster.dsn.split("?", 1)
+    fresh = f"{base.rsplit('/', 1)[0]}/bad_fresh?{query}"
+    other = await asyncpg.connect(fresh)
+    try:
+        await create_table(other, "public.bad_src", 200)
+        await other.execute("ALTER TABLE public.bad_src ADD COLUMN word text DEFAULT 'w'")
+        grid = write_grid(tmp_path, BASE.format(**{**GOOD, "features": "[f1, word]"}))
+        proc = run_cli("train", str(grid), env={"CTQ_DSN": fresh})
+        assert proc.returncode == 2 and "'word'" in proc.stderr, proc.stderr
+        assert await count_runs(other) == -1 and await other.fetchval("SELECT to_regnamespace('ctq') IS NULL")
+    finally:
+        await other.close()
+        await conn.execute("DROP DATABASE bad_fresh")
 
 
 async def server_train_step(conn, arch):
@@ -298,3 +340,26 @@ async def test_a_run_that_cannot_start_leaves_nothing_behind(bad_source, tmp_pat
     with pytest.raises(asyncpg.NumericValueOutOfRangeError, match="out of range for type integer"):
         await api.train(cfg, dsn)
     assert await snapshot(conn) == before
+
+
+async def test_a_preload_stops_at_a_cancel_while_it_imports_keras(dsn, conn):
+    """The segments' preload (ctq.probe) imports Keras: a second of CPU that runs no server code,
+    so a cancel or a terminate (a refused run's, end_preloads) was seen only once the import had
+    finished. It is seen within a poll now."""
+    import asyncpg
+
+    from ctq import catalog
+    from ctq.engines import detect
+
+    await catalog.ensure_installed(conn, await detect(conn))
+    fresh = await asyncpg.connect(dsn)  # a new backend: Keras not imported yet
+    try:
+        probe = asyncio.ensure_future(fresh.fetchval("SELECT ctq.probe()"))
+        await asyncio.sleep(0.2)
+        cancelled = time.monotonic()
+        assert await conn.fetchval("SELECT pg_cancel_backend($1)", fresh.get_server_pid())
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await probe
+        assert time.monotonic() - cancelled < 0.4, "the cancel waited for the import"
+    finally:
+        await fresh.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import asyncpg
@@ -68,6 +69,27 @@ class HopStatements:
     checkpoint: str
 
 
+PRELOAD_END_SECONDS = 5.0  # the most a cancelled preload waits to end its backends
+
+
+async def end_preloads(dsn: str, backends: list[tuple[int, str]]) -> None:
+    """Terminate the preload ``backends`` ((pid, application_name) each) of a run that will not
+    use them. Closing a connection does not stop its backend's statement: a backend notices a
+    client that left only when it next writes to it, and one importing Keras went on for a second
+    of CPU each after a refused run had exited. ctq.probe lets a terminate in while it imports
+    (indb.import_keras_interruptibly). Best effort, in a session of its own (the run's may be
+    the failed one): a backend left over ends once its import does, as before."""
+    if not backends:
+        return
+    with contextlib.suppress(Exception):
+        conn = await asyncio.wait_for(open_connection(dsn, "ctq preload end"), PRELOAD_END_SECONDS)
+        try:
+            for pid, name in backends:
+                await conn.fetchval(template("end_backend.sql"), pid, name, timeout=PRELOAD_END_SECONDS)
+        finally:
+            conn.terminate()
+
+
 class Engine(abc.ABC):
     """One database engine. A subclass sets ``name`` (its folder of ``sql_templates/``) and ``title``
     (what users read) and implements every abstract method."""
@@ -100,14 +122,18 @@ class Engine(abc.ABC):
         that will train) having imported Keras (preload.sql, about 2 s a backend): started while
         the source is checked and packed, so that the coordinator's warm-up finds it done. A
         segment whose connection or import failed gets None: the coordinator opens its own and
-        reports the failure in its warm-up."""
+        reports the failure in its warm-up. Cancelled (the run was refused or interrupted), it
+        ends the backends still importing (:func:`end_preloads`)."""
+        started: dict[int, tuple[int, str]] = {}  # segment -> (its backend's pid, application_name)
 
         async def one(segment: int) -> asyncpg.Connection | None:
+            name = f"ctq segment {segment} (preloading)"
             try:
-                conn = await self.segment_connection(dsn, f"ctq segment {segment} (preloading)")
+                conn = await self.segment_connection(dsn, name)
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
                 return None
             try:
+                started[segment] = (await conn.fetchval(template("backend_pid.sql")), name)
                 await conn.fetchval(self.render("preload.sql", segment=int(segment)))
                 return conn
             except BaseException:
@@ -116,7 +142,11 @@ class Engine(abc.ABC):
                     raise
                 return None
 
-        return list(await asyncio.gather(*(one(s) for s in range(segments))))
+        try:
+            return list(await asyncio.gather(*(one(s) for s in range(segments))))
+        except asyncio.CancelledError:
+            await end_preloads(dsn, list(started.values()))
+            raise
 
     def snapshot(self, dsn: str):
         """An async context manager yielding the :class:`ctq.connection.Snapshot` that one
