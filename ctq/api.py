@@ -25,7 +25,7 @@ import asyncpg
 from ctq import __version__, catalog, housekeeping
 from ctq.config import RunConfig, fingerprint, load_config, model_name, model_seed, run_name_problem
 from ctq.connection import connect as open_connection
-from ctq.coordinator import (DEFAULT_CHECKPOINT_SECONDS, Coordinator, Outcome, Progress, StatesLost, is_transient,
+from ctq.coordinator import (DEFAULT_CHECKPOINT_SECONDS, DEFAULT_RETRIES, Coordinator, Outcome, Progress, StatesLost, is_transient,
                              segment_cores, shared_cores)
 from ctq.engines import detect, engine_named
 from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interrupted, NotFound, PermissionDenied, RunFailed,
@@ -150,6 +150,7 @@ class RunPlan:
     warm: bool = False  # warm_start: every model's first hop starts from another run's final weights
     finished: tuple[tuple[int, float | None], ...] = ()  # asked during the run: (model_id, final metric or None) in finishing order
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS  # checkpoint_minutes (Coordinator._checkpoints)
+    retries: int = DEFAULT_RETRIES  # grid.yaml retries (Coordinator._on_failure)
 
     @property
     def cores(self) -> list[list[int]]:
@@ -216,6 +217,7 @@ async def load_plan(conn, run_id: int) -> RunPlan:
         memory_budget_mb=settings["budget"],
         checkpoint_seconds=DEFAULT_CHECKPOINT_SECONDS if settings["checkpoint_minutes"] is None
         else 60.0 * float(settings["checkpoint_minutes"]),
+        retries=DEFAULT_RETRIES if settings["retries"] is None else settings["retries"],
         class_weights=balanced_weights(pack["stats"].class_counts) if settings["class_weight"] else None,
         specs={m["model_id"]: ModelSpec.from_row(m) for m in models},
     )
@@ -642,7 +644,7 @@ def coordinator_for(dsn: str, plan: RunPlan, search: Search, progress: Progress 
     for model_id in plan.stopped:
         scheduler.stop_model(model_id)
     return Coordinator(dsn, plan, scheduler, search, engine_named(plan.engine), progress, preloaded=preloaded,
-                       control=control, heartbeat_seconds=heartbeat_seconds)
+                       control=control, heartbeat_seconds=heartbeat_seconds, max_retries=plan.retries)
 
 
 async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | None]:

@@ -50,6 +50,11 @@ File format
                                     #   takes it (of the host; on Greenplum and Citus, of the server)
                                     #   sends the model back to its checkpoint. 0: every epoch. Its
                                     #   last epoch, and every epoch under asha/hyperband, always are.
+    retries: 5                      # optional int 0-100: times a hop (or a write to the catalog) is
+                                    #   tried again after a lost connection, a terminated backend or
+                                    #   a server restart, 0.5 s later, then doubling up to 8 s apart;
+                                    #   then the run stops (exit 3) and resumes later. 5 waits out
+                                    #   about 2 minutes of a server down; more for a longer failover
     models:                         # required; non-empty list of architectures (names unique)
       - name: mlp-small             # optional; default "model<N>" (N = position, from 1) for layers,
                                     #   the file name without extension for keras_json
@@ -196,6 +201,7 @@ __all__ = [
 ]
 
 MAX_SEGMENTS = 256
+MAX_RETRIES = 100  # grid.yaml retries: beyond, a server away for hours; resume it instead (cron)
 MAX_KERAS_JSON_BYTES = 64 * 1024 * 1024
 FINGERPRINT_VERSION = 1
 
@@ -279,6 +285,7 @@ class RunConfig:
     space: dict = field(default_factory=dict)  # normalised search space (JSON-able)
     memory_budget_mb: int | None = None  # per segment: over it, a segment streams its data
     checkpoint_minutes: float | None = None  # None: ctq.coordinator.DEFAULT_CHECKPOINT_SECONDS
+    retries: int | None = None  # None: ctq.coordinator.DEFAULT_RETRIES
     early_stopping: dict | None = None  # EARLY_STOPPING_METHODS: {"grace_period", "reduction_factor", "max_epochs"}
     scheduling: str = "cost"  # MOP's rule among eligible models: cost | random
     warm_start: int | None = None  # a run whose final states the models start from
@@ -896,6 +903,9 @@ class Grid(_Section):
     checkpoint_minutes: Annotated[float, Field(ge=0, title="number of minutes")] | None = Field(
         None, description="a model's state is checkpointed at an epoch's end once its last checkpoint is this old "
                           "(0: every epoch); default 5")
+    retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = Field(
+        None, description="times a hop is tried again after a lost connection, a terminated backend or a server "
+                          "restart (0.5 s, then doubling up to 8 s apart) before the run stops with exit 3; default 5")
     models: Annotated[list[ArchitectureEntry], Field(min_length=1, title="list of architectures")]
     search: Search = Field(default_factory=Search)
     epochs: Positive | None = None
@@ -1146,6 +1156,7 @@ def _run_config(grid: Grid, doc: dict, source: str, base_dir: str) -> RunConfig:
         space=space,
         memory_budget_mb=grid.memory_budget_mb,
         checkpoint_minutes=grid.checkpoint_minutes,
+        retries=grid.retries,
         early_stopping=early_stopping,
         scheduling=grid.scheduling,
         warm_start=grid.warm_start,

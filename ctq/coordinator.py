@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40")
 CANCEL_WAIT_SECONDS = 5.0
 DEFAULT_CHECKPOINT_SECONDS = 300.0  # grid.yaml checkpoint_minutes: 5
+DEFAULT_RETRIES = 5  # grid.yaml retries
 
 
 class StatesLost(Exception):
@@ -190,7 +191,7 @@ def shared_cores(segments: int, cpus: int, per_segment: int | None) -> str | Non
 class Coordinator:
     def __init__(self, dsn: str, plan: RunPlan, scheduler: Scheduler, search: Search, engine: Engine,
                  progress: Progress | None = None, *, preloaded: list[asyncpg.Connection | None] | None = None,
-                 control: asyncpg.Connection | None = None, heartbeat_seconds: float = 5.0, max_retries: int = 5,
+                 control: asyncpg.Connection | None = None, heartbeat_seconds: float = 5.0, max_retries: int = DEFAULT_RETRIES,
                  retry_backoff: float = 0.5):
         """A session driving run ``plan`` (ctq.api.RunPlan: the run as the catalog records it; its
         pack, models, metric, checkpoint rule...) on ``engine``: ``scheduler`` decides which hop

@@ -374,6 +374,9 @@ BAD_CASES = [
     ("seed-past-int", _set("search.seed", 2**31), ["search.seed: must be at most 2147483647"]),
     ("epochs-past-int", _set("epochs", 3000000000), ["epochs: must be at most 2147483647"]),
     ("warm-start-past-bigint", _set("warm_start", 2**63), ["warm_start: must be at most 9223372036854775807"]),
+    ("retries-negative", _set("retries", -1), ["retries: expected a non-negative integer, got -1"]),
+    ("retries-beyond-the-limit", _set("retries", 101), ["retries: must be at most 100, got 101"]),
+    ("retries-not-a-number", _set("retries", "often"), ["retries:"]),
 ]
 # search.method hyperband takes asha's keys under the same rules and messages (its method named in them)
 BAD_CASES += [(name.replace("asha", "hyperband"), _with(mutation, _set("search.method", "hyperband")),
@@ -519,8 +522,9 @@ def test_defaults(workdir):
     assert cfg.segments is None and cfg.cores_per_segment is None
     assert cfg.metric == "val_loss" and cfg.metric_mode == "min"
     assert cfg.search_method == "grid" and cfg.seed == 0 and cfg.samples is None
-    assert cfg.scheduling == "cost"
+    assert cfg.scheduling == "cost" and cfg.retries is None  # ctq.coordinator.DEFAULT_RETRIES
     assert load(workdir, {**doc, "scheduling": "Random"}).scheduling == "random"
+    assert load(workdir, {**doc, "retries": 0}).retries == 0
     assert [a.name for a in cfg.architectures] == ["model1", "good"]
     assert cfg.architectures[0].spec["layers"] == [{"type": "dense", "units": 8, "activation": "relu", "l2": 0.0}]
     assert [(m.optimizer, m.learning_rate, m.batch_size, m.momentum) for m in cfg.models] == [("adam", 0.001, 64, None)] * 2

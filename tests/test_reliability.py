@@ -873,11 +873,12 @@ async def test_a_refused_coordinator_records_nothing_on_a_run_it_never_drove(sma
 
 async def test_a_hop_failing_past_the_retry_limit_fails_the_run_with_the_reason(long_table, tmp_path, dsn,
                                                                                 ctq_home, conn, run_cli):
-    """Segment 0's backend is terminated again and again: after 5 retries of one hop the run
-    stops with exit 3 (the database cannot be used now: a retry later may help, as docs/cli.md's
-    exit codes say), saying which hop failed how often and why and how to resume; what was
-    recorded is consistent, and the cron pattern (--resume auto) then goes on with the run to its end."""
-    grid = write_grid(tmp_path, GRID.format(name="hopeless", table=long_table, epochs=2))
+    """Segment 0's backend is terminated again and again: after ``retries`` (grid.yaml; 2 here,
+    the default 5 waits 15.5 s) retries of one hop the run stops with exit 3 (the database cannot
+    be used now: a retry later may help, as docs/cli.md's exit codes say), saying which hop failed
+    how often and why and how to resume; what was recorded is consistent, and the cron pattern
+    (--resume auto) then goes on with the run to its end."""
+    grid = write_grid(tmp_path, GRID.format(name="hopeless", table=long_table, epochs=2) + "    retries: 2\n")
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "hopeless", 1)
     deadline = time.monotonic() + 120
@@ -887,10 +888,10 @@ async def test_a_hop_failing_past_the_retry_limit_fails_the_run_with_the_reason(
         await asyncio.sleep(0.05)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
-    assert "segment 0) failed 6 times, last:" in err and "terminat" in err
+    assert "segment 0) failed 3 times, last:" in err and "terminat" in err
     assert f"resume the run with `ctq train --resume {run_id}`" in err
     run = await conn.fetchrow("SELECT status, message FROM ctq.runs WHERE run_id = $1", run_id)
-    assert run["status"] == "failed" and "failed 6 times" in run["message"]
+    assert run["status"] == "failed" and "failed 3 times" in run["message"]
     await assert_consistent(conn, run_id)
     resumed = run_cli("train", str(grid), "--resume", "auto", "--json", "-q")
     assert resumed.returncode == 0, resumed.stderr
