@@ -217,10 +217,11 @@ def _measured(args: list[str], env: dict) -> tuple[subprocess.CompletedProcess, 
 
 
 async def test_a_file_larger_than_the_memory_budget_loads_in_bounded_memory(dsn, ctq_home, conn, tmp_path):
-    """A 170 MB file with a text column (parsed here, not sent as bytes) whose last line widens a
+    """A 130 MB file with a text column (parsed here, not sent as bytes) whose last line widens a
     column (int8 to float8): the first read's table is dropped and the file read again. Peak RSS
-    stays under a budget smaller than the file (the issue's target is 300 MB)."""
-    budget = 160 * 2**20
+    stays under a budget smaller than the file (the issue's target is 300 MB; ctq load peaks at
+    86-98 MiB whatever the file, bench/load.py)."""
+    budget = 120 * 2**20
     block = "".join(f"{i},name {i % 97},{i * 0.25},{-i / 7:.6f},{i % 3 - 1}.5,{'true' if i % 2 else 'false'}\n"
                     for i in range(20_000))
     path = tmp_path / "big.csv"

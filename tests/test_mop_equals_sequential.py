@@ -82,17 +82,17 @@ async def segment_arrays(conn, table, segment, stats):
     return decode_buffers([tuple(r) for r in rows], stats, "classification")
 
 
-async def assert_run_equals_standalone(conn, run_id, compare_validation=False):
+async def assert_run_equals_standalone(conn, run_id, compare_validation=False, models=2):
     pack = await conn.fetchrow(
         "SELECT p.table_name, p.stats FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1", run_id)
     stats = PackStats.from_dict(json.loads(pack["stats"]))
     n_classes = stats.n_outputs
     data = {s: await segment_arrays(conn, pack["table_name"], s, stats) for s in (0, 1)}
-    models = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, val_loss, val_metric "
-                              "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id)
-    assert len(models) == 2
+    rows = await conn.fetch("SELECT model_id, architecture, hyperparameters, seed, val_loss, val_metric "
+                            "FROM ctq.models WHERE run_id = $1 ORDER BY model_id", run_id)
+    assert len(rows) == models
     orders = set()
-    for m in models:
+    for m in rows:
         order = [r["segment"] for r in await conn.fetch(
             "SELECT segment FROM ctq.hops WHERE run_id = $1 AND model_id = $2 ORDER BY started_at",
             run_id, m["model_id"])]
@@ -169,7 +169,7 @@ async def test_a_state_of_many_parts_hops_whole(small_table, tmp_path, run_cli, 
                       .replace("{dense: 12, activation: tanh}", "{dense: 2100, activation: tanh}")
                       .replace("{dense: 8, activation: relu}", "{dense: 2100, activation: relu}")
                       .replace("optimizer: [adam, sgd]", "optimizer: [adam]")
-                      .replace("learning_rate: [0.01]", "learning_rate: [0.0001, 0.00001]"))
+                      .replace("learning_rate: [0.01]", "learning_rate: [0.0001]"))  # one model is enough
     proc = run_cli("train", str(grid), "--json", "-q")
     assert proc.returncode == 0, proc.stderr
     run_id = json.loads(proc.stdout)["run_id"]
@@ -180,7 +180,7 @@ async def test_a_state_of_many_parts_hops_whole(small_table, tmp_path, run_cli, 
     sizes = dict(await conn.fetch("SELECT model_id, sum(length(data)) FROM ctq.model_states WHERE run_id = $1 "
                                   "AND array_index >= 0 GROUP BY model_id", run_id))
     assert max(sizes.values()) > 50e6  # Adam's: weights and two moments
-    await assert_run_equals_standalone(conn, run_id)
+    await assert_run_equals_standalone(conn, run_id, models=1)
 
 
 async def test_mop_equals_standalone_keras_across_kill_9_and_resume(small_table, tmp_path, run_cli, conn, dsn,
