@@ -520,6 +520,7 @@ async def test_reproducible_is_refused_with_a_search_that_stops_models_on_timing
 
 # ------------------------------------------------------------------------------ warm_start
 WARM_GRID = "name: warm" + TWO_MODELS + """search:
+  seed: 3  # the ASHA run's: the same validation rows (api.warm_start_split)
   space: {optimizer: [sgd], learning_rate: [0.000000001], batch_size: [64]}
 epochs: 1
 warm_start: RUN
@@ -564,6 +565,40 @@ async def test_warm_start_from_no_run_or_a_run_without_the_architecture_is_refus
                                           r"3 outputs; public.small gives inputs of shape \[7\], 3 outputs"):
         await api.train(parse_config(narrower, source_path="<warm>"), dsn)
     assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == runs  # nothing written
+
+
+@on_the_server
+async def test_a_warm_start_that_would_validate_on_its_weights_training_rows_is_refused(asha_run, dsn, conn,
+                                                                                        tmp_path, run_cli):
+    """A row's split follows from search.seed and the validation fraction: another seed (a user
+    trial: 979 of 1241 validation rows had trained the starting weights, val_mae 6 % optimistic)
+    or a larger fraction on the same table validates on rows the weights trained on. Refused,
+    naming the settings that keep them apart; a smaller fraction keeps them apart and trains. On
+    another table ctq cannot tell which rows the two share: it says so."""
+    runs = await conn.fetchval("SELECT count(*) FROM ctq.runs")
+    grid = WARM_GRID.replace("RUN", str(asha_run[1].run_id))
+    other_seed = grid.replace("seed: 3", "seed: 0")
+    larger = grid.replace("task: classification}", "task: classification, validation_fraction: 0.3}")
+    for changed, why, seen in ((other_seed, "search.seed 0 here, 3 there", "80%"),
+                               (larger, "validation_fraction 0.3 here, 0.2 there", "33%")):
+        path = write_grid(tmp_path, changed)
+        proc = run_cli("train", str(path))
+        assert proc.returncode == 2, proc.stderr
+        assert (f"grid.yaml:warm_start: run {asha_run[1].run_id} trained on public.small split otherwise ({why}): "
+                f"about {seen} of this run's validation rows would be rows its models trained on") in proc.stderr, \
+            proc.stderr
+        assert "use search.seed: 3 and a validation_fraction of at most 0.2" in proc.stderr
+    assert await conn.fetchval("SELECT count(*) FROM ctq.runs") == runs  # nothing written
+    smaller = grid.replace("task: classification}", "task: classification, validation_fraction: 0.1}")
+    assert (await api.train(parse_config(smaller, source_path="<warm>"), dsn)).status == "succeeded"
+    await conn.execute("DROP TABLE IF EXISTS public.small_copy; CREATE TABLE public.small_copy AS "
+                       "SELECT * FROM public.small")
+    notes = []
+    copied = grid.replace("table: public.small,", "table: public.small_copy,")
+    assert (await api.train(parse_config(copied, source_path="<warm>"), dsn, notify=notes.append)).status == "succeeded"
+    assert any(f"warm_start: run {asha_run[1].run_id} trained on public.small; any of its training rows that "
+               "public.small_copy holds too may be validation rows here" in n for n in notes), notes
+    await conn.execute("DROP TABLE public.small_copy")
 
 
 # ------------------------------------------------------------------- the run's metric, one rule
