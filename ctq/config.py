@@ -138,8 +138,8 @@ same keys and runs brackets of it that start stopping at different rungs, as Opt
 HyperbandPruner does (:class:`ctq.search.hyperband.Hyperband`). With ``method: tpe`` no model of
 the run exists up front (the architectures under ``models:`` are still required): ``samples``
 configurations are asked of Optuna's TPE sampler during the run, as slots free up
-(:class:`ctq.search.tpe.Tpe`); more ``samples`` than a finite space
-has distinct configurations is refused (TPE would ask some again).
+(:class:`ctq.search.tpe.Tpe`). Samples are distinct configurations (a draw that repeats one is
+drawn again); more ``samples`` than a finite space has is refused.
 
 Optional keys may also be written as ``null``, which means "use the default". Every problem is a
 :class:`~ctq.errors.ConfigError` (exit code 2) naming the file and the key path, for example
@@ -942,11 +942,11 @@ class Grid(_Section):
                 raise _fail(f"search.method: {method} trains up to search.max_epochs; remove epochs", "epochs")
         elif self.epochs is None:
             raise _fail("required key is missing", "epochs")
-        if search_class(method).asks_during_run:
+        samples = self.search.samples
+        if samples is not None:  # drawn (random, asha, hyperband) or asked (tpe): each distinct
             per_model = _combinations(self.search.space.as_json())
             size = len(self.models) * per_model
-            samples = self.search.samples
-            if samples > size:  # TPE asks a configuration again once all have been asked
+            if samples > size:
                 raise _fail(f"{samples} models, but search.space has only {size} distinct configurations "
                             f"({len(self.models)} architecture(s) x {per_model} hyper-parameter combinations): "
                             f"{samples - size} would repeat one; use samples: {size}, or method: grid",

@@ -619,13 +619,22 @@ def test_log_uniform_draws_cover_the_decades(workdir):
     assert 0.35 < below < 0.65  # half the log-range lies below 1e-3
 
 
-def test_random_search_with_lists_and_names_stay_unique(workdir):
+@pytest.mark.parametrize("method", ["random", "asha", "hyperband"])
+def test_drawn_samples_are_distinct_configurations(workdir, method):
+    """A draw that repeats an earlier configuration is drawn again (a user trial: 4 of 5 random
+    samples one configuration, the luckiest copy ranked best); a space of lists gives at most as
+    many samples as it has configurations, as tpe's does."""
     doc = base_config()
-    doc["search"] = {"method": "random", "samples": 30, "space": {"batch_size": [32, 64]}}
-    cfg = load(workdir, doc)
-    names = [m.name for m in cfg.models]
-    assert len(set(names)) == 30  # repeated draws are disambiguated with '#k'
-    assert any("#" in n for n in names)
+    doc["search"] = {"method": method, "samples": 4, "seed": 1, "space": {"batch_size": [32, 64]}}
+    if method != "random":
+        doc["search"]["max_epochs"] = 3
+        doc.pop("epochs", None)
+    configurations = [(m.architecture.name, m.optimizer, m.learning_rate, m.batch_size) for m in load(workdir, doc).models]
+    assert len(configurations) == 4 and len(set(configurations)) == 4  # all of them: 2 architectures x 2 sizes
+    doc["search"]["samples"] = 5
+    with pytest.raises(ConfigError, match="search.samples: 5 models, but search.space has only 4 distinct "
+                                          "configurations .* 1 would repeat one; use samples: 4, or method: grid"):
+        load(workdir, doc)
 
 
 def test_asha_and_hyperband_take_the_grid_or_draws_and_max_epochs_replaces_epochs(workdir):

@@ -29,14 +29,31 @@ def draw(trial, space: dict[str, Any], architectures: int, momentum_users: froze
     return int(arch), opt, float(lr), int(bs), mom
 
 
+ASKS_PER_SAMPLE = 50  # random_points gives up past this many draws a sample (a nearly exhausted space)
+
+
 def random_points(space: dict[str, Any], architectures: int, samples: int, seed: int,
                   momentum_users: frozenset[str]) -> list[Point]:
-    """``samples`` draws of (architecture index, optimizer, learning rate, batch size, momentum)
-    from ``space`` (see :func:`draw`); the architecture is a uniform choice. Reproducible from
-    ``seed``: Optuna's RandomSampler, one trial per draw."""
+    """``samples`` distinct draws of (architecture index, optimizer, learning rate, batch size,
+    momentum) from ``space`` (see :func:`draw`); the architecture is a uniform choice. Reproducible
+    from ``seed``: Optuna's RandomSampler, one trial per draw. A draw equal to an earlier one is
+    drawn again, as Keras Tuner's RandomSearch does: a repeat trains the same configuration twice
+    and its luckier copy ranks as if it were evidence (a user trial: 4 of 5 samples one
+    configuration, silently). ctq.config refuses more samples than a finite space has distinct
+    configurations; ValueError past ``ASKS_PER_SAMPLE`` draws a sample (not met below that)."""
     optuna = _optuna()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    return [draw(study.ask(), space, architectures, momentum_users) for _ in range(samples)]
+    points: list[Point] = []
+    seen: set[Point] = set()
+    for _ in range(ASKS_PER_SAMPLE * samples):
+        point = draw(study.ask(), space, architectures, momentum_users)
+        if point not in seen:
+            seen.add(point)
+            points.append(point)
+            if len(points) == samples:
+                return points
+    raise ValueError(f"search.samples: {samples} distinct configurations could not be drawn from search.space in "
+                     f"{ASKS_PER_SAMPLE * samples} draws; use fewer samples, or method: grid")
 
 
 class Random(Search):
