@@ -871,8 +871,10 @@ async def models(dsn: str, run_id: int) -> list[dict]:
 
 async def measured_run(dsn: str, run_id: int):
     """A run's measured hop schedule (:class:`ctq.simulate.MeasuredRun`) for ``ctq simulate --replay``.
-    Raises NotFound for an unknown run or one without hops, UsageError for a run whose search stopped
-    models early (a replay would train them to the end)."""
+    Raises NotFound for an unknown run or one without hops, UsageError for a run whose models did
+    not all exist from its start or did not all train to its end: its search stopped models early,
+    or asked for them during the run (tpe, one per segment at a time): a replay trains every model
+    from the start to the last epoch, a schedule no such run could have (a user trial)."""
     from statistics import median
 
     from ctq.simulate import MeasuredRun
@@ -882,6 +884,12 @@ async def measured_run(dsn: str, run_id: int):
         rows = await conn.fetch(template("hop_durations.sql"), run_id)
         stopped = [m for m in await catalog.run_models(conn, run_id) if m["status"] == "stopped"]
         shares = catalog.schedule_shares(await catalog.segment_rows(conn, run_id), run["segments"])
+        search = json.loads((await conn.fetchrow(template("run_settings.sql"), run_id))["search"] or "null") or {}
+    method = search_class(search.get("method"))
+    if method.asks_during_run:
+        raise UsageError(f"--replay {run_id}: its search ({method.method}) asked for its models during the run, one "
+                         "at a time as segments freed up, and a replay would have them all from the start; replay a "
+                         "run of grid or random search")
     if stopped:  # the simulator trains every model for every epoch: not what this run did
         raise UsageError(f"--replay {run_id}: its search stopped {len(stopped)} models early, and a replay "
                          f"trains every model for all {run['epochs']} epochs; replay a run without early stopping")

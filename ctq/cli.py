@@ -936,7 +936,8 @@ SYNTHETIC_UNIT = "fast sub-epochs"  # the synthetic model's time unit: one fast 
               help="Seeds the model draw and the schedules' choices.")
 @click.option("--replay", "replay_run", type=RUN_ID, default=None,
               help="Use the measured hop times (seconds) of a run (finished, interrupted or resumed; not one "
-                   "whose search stopped models early) instead of a synthetic grid.")
+                   "whose search stopped models early or asked for them during the run: asha, hyperband, tpe) "
+                   "instead of a synthetic grid.")
 
 
 @dsn_option

@@ -15,7 +15,7 @@ import pytest
 from conftest import stored_state, write_grid
 from ctq import api
 from ctq.config import METRICS, TASKS, parse_config
-from ctq.errors import ConfigError, RunFailed
+from ctq.errors import ConfigError, RunFailed, UsageError
 from ctq.metrics import Metric
 from ctq.search import Decision
 from ctq.search.asha import Asha, pending, rung_epochs
@@ -495,6 +495,16 @@ async def test_tpe_asks_as_slots_free_up_informed_by_finished_ones_and_resumes_t
     again = await conn.fetchrow("SELECT hyperparameters::text AS hyperparameters, architecture::text AS "
                                 "architecture FROM ctq.models WHERE run_id = $1 AND model_id = 6", run_id)
     assert point_of(again, archs) == asked[5]  # the same configuration as without the crash
+    # a replay would have every model from the start: a schedule no TPE run has (a user trial)
+    with pytest.raises(UsageError, match=rf"--replay {run_id}: its search \(tpe\) asked for its models during "
+                                         "the run"):
+        await api.measured_run(dsn, run_id)
+
+
+@on_the_server
+async def test_a_replay_of_a_run_that_stopped_models_early_is_refused(asha_run, dsn):
+    with pytest.raises(UsageError, match=rf"--replay {asha_run[1].run_id}: its search stopped \d+ models early"):
+        await api.measured_run(dsn, asha_run[1].run_id)
 
 
 async def test_reproducible_is_refused_with_a_search_that_stops_models_on_timing(small_table, tmp_path, run_cli,
