@@ -32,8 +32,8 @@ from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interru
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text)
 from ctq.metrics import Metric
 from ctq.rules import Hyperparameters, ModelSpec, PackStats
-from ctq.packing import (changed_since_packed, ensure_pack, inspect_source, packed_model_io, use_pack,
-                          write_validation_rows)
+from ctq.packing import (changed_since_packed, ensure_pack, inspect_source, metric_class_note, packed_model_io,
+                          use_pack, write_validation_rows)
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Decision, Search, search_class
 from ctq.sql import qualified, quote_ident, render, template
@@ -540,6 +540,8 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         result.notices.insert(0, lost)
     if changed:
         result.notices = [f"{changed}: run {plan.run_id} resumed on its pack as it was (--keep-pack)"] + result.notices
+    if note := metric_class_note(plan.metric, plan.pack["stats"].class_values):  # as its start said
+        result.notices.insert(0, note)
     return result
 
 

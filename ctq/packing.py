@@ -48,6 +48,19 @@ MAX_ONE_HOT = 100  # distinct values of a one_hot column (one input each); more:
 MAX_INDEX = 100_000  # distinct values of an index-encoded column (rows of an Embedding)
 
 
+def metric_class_note(metric: str, class_values) -> str | None:
+    """Which class a two-class run's precision, recall or F1 is of (the second class value, in
+    the label column's sort order, which its collation decides: 'a' < 'B' under one, 'B' < 'a'
+    under C, which turned a recall of the minority class into the majority's: a user trial).
+    ``class_values``: the run's, as its pack records them."""
+    kind = metric.removeprefix("val_")
+    if kind not in ("precision", "recall", "f1") or not class_values or len(class_values) != 2:
+        return None
+    first, second = class_values
+    return (f"metric: {metric} is that of class {second!r}, the second of the label's values ({first!r}, "
+            f"{second!r}) in its column's sort order")
+
+
 @dataclass(frozen=True)
 class Source:
     """A source table resolved against the catalog, with its columns checked and profiled."""
@@ -99,15 +112,7 @@ class Source:
                 f"moves an accuracy by {1 / rows:.2g}); raise validation_fraction for a ranking to trust")
 
     def metric_hint(self, metric: str) -> str | None:
-        """Which class a two-class run's precision, recall or F1 is of (the second class value, in
-        the label column's sort order, which its collation decides: 'a' < 'B' under one, 'B' < 'a'
-        under C, which turned a recall of the minority class into the majority's: a user trial)."""
-        kind = metric.removeprefix("val_")
-        if kind not in ("precision", "recall", "f1") or not self.class_values or len(self.class_values) != 2:
-            return None
-        first, second = self.class_values
-        return (f"metric: {metric} is that of class {second!r}, the second of the label's values ({first!r}, "
-                f"{second!r}) in its column's sort order")
+        return metric_class_note(metric, self.class_values)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

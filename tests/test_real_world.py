@@ -101,6 +101,11 @@ async def test_a_two_class_precision_recall_or_f1_run_says_which_class_it_measur
            "sort order"
     assert note in json.loads(proc.stdout)["notices"] and f"note: {note}" in proc.stderr, proc.stderr
     assert "validation row(s) rank the models" not in proc.stderr  # (200 of them)
+    # ... and so does its resume (here of a run stopped after its last hop, before its end was recorded)
+    run_id = json.loads(proc.stdout)["run_id"]
+    await conn.execute("UPDATE ctq.runs SET status = 'interrupted' WHERE run_id = $1", run_id)
+    resumed = run_cli("train", "--resume", str(run_id), "--json")
+    assert resumed.returncode == 0 and note in json.loads(resumed.stdout)["notices"], resumed.stderr
     few = write_grid(tmp_path, grid.format(fraction=0.005, metric="val_accuracy"), name="few.yaml")
     proc = run_cli("train", str(few), "--json")
     assert proc.returncode == 0, proc.stderr
