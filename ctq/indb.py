@@ -1215,12 +1215,36 @@ def working_state_parts(*, plpy, GD, run, model):
     """``ctq.working_state_parts``: the parts of the model's working state, (hops, array_index,
     byte_offset, data), if its file holds the state after the hops the catalog records; nothing
     otherwise (none yet, a checkpoint is newer, the file is not whole, or the caller may not read
-    the run: row-level security hides its hops)."""
+    the run: row-level security hides its hops).
+
+    A reader whose snapshot is older than the model's last hops finds that file gone: each hop
+    deletes its model's files older than the state it started from, and ``ctq predict`` of a
+    running run reads in a snapshot taken before its segments import Keras, seconds earlier (a
+    user trial: 11 of 11 tries failed, 'model state is incomplete'). Such a reader gets the
+    newest whole file instead: the model's weights so far, which is what scoring a model in
+    training promises (its hop may commit yet), unless the state of its count is a checkpoint,
+    which ctq.current_state_parts reads. Training reads its exact state (load_working_state)."""
     hops = committed_hops(plpy, run, model)
     if hops < 1:
         return
-    for index, offset, data in read_state_file(working_state_path(plpy, GD, run, model, hops)):
-        yield hops, index, offset, data
+    candidates = [hops]
+    if not os.path.exists(working_state_path(plpy, GD, run, model, hops)) and not checkpointed(plpy, run, model, hops):
+        candidates += sorted((h for h in _state_files(working_state_dir(plpy, GD, run), model)
+                              if isinstance(h, int) and h > hops), reverse=True)
+    for at in candidates:
+        found = False
+        for index, offset, data in read_state_file(working_state_path(plpy, GD, run, model, at)):
+            found = True
+            yield at, index, offset, data
+        if found:
+            return
+
+
+def checkpointed(plpy, run: int, model: int, hops: int) -> bool:
+    """Whether the model's checkpoint is its state after ``hops`` hops."""
+    plan = plpy.prepare("SELECT EXISTS (SELECT 1 FROM ctq.model_states WHERE run_id = $1 AND model_id = $2 "
+                        "AND hops = $3) AS found", ["int8", "int4", "int4"])
+    return bool(plpy.execute(plan, [int(run), int(model), int(hops)])[0]["found"])
 
 
 def load_working_state(plpy, GD, cm: CompiledModel, entry) -> None:

@@ -121,7 +121,7 @@ def _unfinished(run, model) -> str | None:
     final model. None for a model that finished (succeeded, or stopped by the search)."""
     if model["status"] not in ("pending", "training"):
         return None
-    state = "is still running" if run["alive"] else f"is {run['status']}"
+    state = "is still running" if run["alive"] else "is stale" if run["status"] == "running" else f"is {run['status']}"
     return (f"model {model['model_id']} of run {run['run_id']} has not finished training ({model['epochs_done']} "
             f"of {run['epochs']} epochs done; run {run['run_id']} {state}): these are its weights so far")
 

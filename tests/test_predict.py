@@ -355,3 +355,45 @@ async def test_a_terminal_is_told_what_scoring_waits_for(runs, dsn, ctq_home):
     assert proc.returncode == 0
     assert "evaluating on public.pred_holdout: checking its rows" in shown.decode(errors="replace")
     assert out.decode().startswith("model ") and "(500 rows): loss " in out.decode()
+
+
+async def test_a_model_whose_hops_moved_on_since_the_scoring_snapshot_is_scored_from_its_newest_state(
+        small_table, cluster, dsn, ctq_home, conn, tmp_path):
+    """Scoring reads the model's state in a snapshot taken before its segments import Keras: a
+    running run's hops have moved on by then, and each hop deletes its model's state files older
+    than the one it started from, so the file of the hops the snapshot counts was gone (a user
+    trial: 11 tries at `ctq predict` of a running run, all 'model state is incomplete: 14 of 14
+    arrays missing', exit 1). Here an interrupted run's last state file is left as the next hops
+    would leave it (renamed to one hop further, the older ones deleted): scored from it."""
+    import asyncio
+    from pathlib import Path
+
+    from test_reliability import start_train, wait_for_hops
+
+    grid = write_grid(tmp_path, """
+        name: moved-on
+        data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
+        segments: 2
+        models: [{name: m, layers: [{dense: 8}]}]
+        search: {space: {batch_size: [16]}}
+        epochs: 5
+        checkpoint_minutes: 60
+    """)
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "moved-on", 3)
+    proc.kill()
+    proc.wait(timeout=30)
+    await asyncio.sleep(1)  # a hop in flight at the kill commits or dies
+    hops = await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1", run_id)
+    assert not await conn.fetchval("SELECT count(*) FROM ctq.model_states WHERE run_id = $1", run_id)  # no checkpoint
+    folder = Path(cluster.data_dir, "ctq_states", str(await conn.fetchval(
+        "SELECT oid FROM pg_database WHERE datname = current_database()")), str(run_id))
+    os.rename(folder / f"1.{hops}", folder / f"1.{hops + 1}")
+    for older in folder.glob("1.*"):
+        if older.name != f"1.{hops + 1}":
+            older.unlink()
+    proc = cli(dsn, ctq_home, "evaluate", str(run_id), "--table", "public.small", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert f"model 1 of run {run_id} has not finished training" in json.loads(proc.stdout)["notes"][0]
+    assert f"run {run_id} is stale)" in json.loads(proc.stdout)["notes"][0]  # (its coordinator was killed)
+    assert json.loads(proc.stdout)["rows"] == 3000
