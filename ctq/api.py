@@ -32,8 +32,8 @@ from ctq.errors import (ConfigError, CtqError, DatabaseError, DataError, Interru
                         TooLarge, UsageError, is_missing_privilege, permission_denied, plain_text)
 from ctq.metrics import Metric
 from ctq.rules import Hyperparameters, ModelSpec, PackStats
-from ctq.packing import (changed_since_packed, ensure_pack, inspect_source, metric_class_note, packed_model_io,
-                          use_pack, write_validation_rows)
+from ctq.packing import (changed_since_packed, check_same_rows, ensure_pack, inspect_source, metric_class_note,
+                          packed_model_io, use_pack, write_validation_rows)
 from ctq.scheduler import SCHEDULING_RULES, BspScheduler, MopFixedScheduler, MopScheduler
 from ctq.search import Decision, Search, search_class
 from ctq.sql import qualified, quote_ident, render, template
@@ -385,6 +385,8 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
     say(f"checking {cfg.data.table}")
     async with engine.snapshot(dsn) as moment:  # the profile and the packing read one moment
         source = await inspect_source(moment.conn, cfg.data, engine, cfg.seed, reuse_profile=installed, log=say)
+        await check_same_rows(dsn, engine, moment, qualified(source.schema, source.name), source.display_name,
+                              source.is_table, "data.table")
         if any("keras_json" in a.spec for a in cfg.architectures):
             from ctq.model_check import check_models_fit
 

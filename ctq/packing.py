@@ -26,7 +26,7 @@ import asyncpg
 
 from ctq import catalog
 from ctq.config import DataConfig
-from ctq.connection import Snapshot
+from ctq.connection import Snapshot, connect
 from ctq.engines.base import VALIDATION_MODULUS, Engine, PackSpec
 from ctq.errors import DataError
 from ctq.indb import SQLSTATE_DATA, input_shape
@@ -46,6 +46,37 @@ FEW_VALIDATION_ROWS = 30  # Source.validation_hint
 TYPE_ERRORS = ("42804", "42846", "42883")
 MAX_ONE_HOT = 100  # distinct values of a one_hot column (one input each); more: encoding: index
 MAX_INDEX = 100_000  # distinct values of an index-encoded column (rows of an Embedding)
+
+
+async def check_same_rows(dsn: str, engine, moment, relation: str, display: str, is_table: bool, where: str) -> None:
+    """Refuse (DataError, exit 2) a view whose rows differ between two reads of one moment.
+
+    A view has no row identity: its rows are keyed by their content (Engine.row_key), and the
+    sessions a statement is split over (packing workers, scoring segments) each read it in a
+    transaction of their own, of one exported snapshot, and take the rows whose key falls on
+    them. A volatile column (random(), clock_timestamp(), gen_random_uuid()), or one of the
+    reading transaction's time (now(): each session's transaction has its own), changes the keys
+    between reads: rows were scored twice and others not, silently (a user trial: 10 predictions
+    for 10 rows, 8 distinct ids, exit 0). Two reads of the view (the snapshot's session and a
+    joined one) are compared: one more scan, for views only. ``relation``: its SQL name;
+    ``where``: what the message names (the grid key or the option). Engines that read in one
+    session (no exported snapshot) are not split: nothing to compare."""
+    if is_table or moment.name is None:
+        return
+    sql = render("content_sum.sql", source=relation, key=engine.row_key("t", 0, False))
+    first = await moment.conn.fetchval(sql)
+    other = await connect(dsn, "ctq snapshot check")
+    try:
+        async with moment.joined(other):
+            second = await other.fetchval(sql)
+    finally:
+        await other.close()
+    if first != second:
+        raise DataError(f"{where}: the rows of view {display} differ between two reads (a volatile column, e.g. "
+                        "random() or clock_timestamp(), or the reading transaction's time, e.g. now()): ctq's "
+                        "sessions each read a view and take their share of its rows by their content, so rows "
+                        "would be read twice or not at all; materialise it first (CREATE TABLE ... AS SELECT "
+                        f"* FROM {display}) and use that")
 
 
 def metric_class_note(metric: str, class_values) -> str | None:

@@ -36,8 +36,9 @@ from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageEr
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
 from ctq.rules import Hyperparameters, PackStats, ScoreRequest
-from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, feature_bytes_sql, find_column,
-                          label_bytes_sql, null_columns, target_offset, unreadable_number)
+from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, check_same_rows,
+                          feature_bytes_sql, find_column, label_bytes_sql, null_columns, target_offset,
+                          unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 
@@ -435,6 +436,7 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
         rows, notes = await _check_rows(moment.conn, engine, source, model, id_column=id_col["name"],
                                         label_category=None)
+        await check_same_rows(dsn, engine, moment, source.sql, source.display, source.is_table, "--table")
         n_classes = len(model.stats.class_values or ()) if model.task == "classification" else 0
         await drop_abandoned_stages(conn)
         staging = qualified(dest_schema, f"ctq_predict_{secrets.token_hex(8)}")
@@ -502,6 +504,7 @@ async def evaluate(conn: asyncpg.Connection, dsn: str, engine: Engine, segments:
                      segments=segments, stage=_stage_name())
     async with engine.snapshot(dsn) as moment:  # the row check and every segment read one moment
         rows, notes = await _check_rows(moment.conn, engine, source, model, id_column=None, label_category=category)
+        await check_same_rows(dsn, engine, moment, source.sql, source.display, source.is_table, "--table")
         results = await _score(conn, dsn, engine, spec, model, cores, "evaluate", False,
                                lambda s: render("score_evaluate.sql", score_query=engine.score_query(spec, s)),
                                source, moment)

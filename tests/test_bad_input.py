@@ -121,6 +121,12 @@ CASES = {
     # a run ranked on validation rows it does not have "succeeded" with no best model
     "no validation row for a val_ metric": ({"task": "classification\n      validation_fraction: 0.001"},
                                             "of the 200 rows leaves no validation row"),
+    # a view is keyed by its rows' content, read once by each session: one whose rows change between
+    # reads would lose some rows and pack others twice (a user trial, scoring: 8 distinct ids of 10)
+    "view with a volatile column": ({"table": "public.bad_volatile"},
+                                    "data.table: the rows of view public.bad_volatile differ between two reads"),
+    "view with the transaction's time": ({"table": "public.bad_now"},
+                                         "data.table: the rows of view public.bad_now differ between two reads"),
 }
 
 
@@ -147,6 +153,8 @@ async def bad_source(dsn):
         DROP TYPE IF EXISTS bad_mood CASCADE;
         CREATE TYPE bad_mood AS ENUM ('sad', 'ok');
         ALTER TABLE public.bad_src ADD COLUMN mood bad_mood DEFAULT 'ok';
+        CREATE OR REPLACE VIEW public.bad_volatile AS SELECT *, random() AS drawn FROM public.bad_src;
+        CREATE OR REPLACE VIEW public.bad_now AS SELECT *, now() AS seen_at FROM public.bad_src;
         UPDATE public.bad_src SET with_null = CASE WHEN f1 > 0 THEN f1 END, label_null = CASE WHEN f2 > 0 THEN 1 END,
             word = 'w', with_nan = CASE WHEN f3 > 1 THEN 'NaN'::float8 ELSE f3 END,
             with_inf = CASE WHEN f3 > 1 THEN '-Infinity'::float8 ELSE f3 END,

@@ -397,3 +397,26 @@ async def test_a_model_whose_hops_moved_on_since_the_scoring_snapshot_is_scored_
     assert f"model 1 of run {run_id} has not finished training" in json.loads(proc.stdout)["notes"][0]
     assert f"run {run_id} is stale)" in json.loads(proc.stdout)["notes"][0]  # (its coordinator was killed)
     assert json.loads(proc.stdout)["rows"] == 3000
+
+
+async def test_a_view_whose_rows_change_between_reads_is_refused_and_nothing_is_written(runs, dsn, ctq_home, conn):
+    """Each scoring segment reads a view in its own transaction and scores the rows whose content
+    key falls on it: a volatile column (clock_timestamp()) made some rows scored twice and others
+    not, exit 0 (a user trial: 10 predictions for 10 rows, 8 distinct ids). Refused before
+    scoring; a view whose rows are stable scores as before."""
+    await conn.execute("CREATE OR REPLACE VIEW public.pred_changing AS SELECT *, clock_timestamp() AS seen_at "
+                       "FROM public.pred_holdout")
+    await conn.execute("CREATE OR REPLACE VIEW public.pred_stable AS SELECT * FROM public.pred_holdout WHERE id > 0")
+    run_id = str(runs["classification"])
+    for args in (("predict", run_id, "--table", "public.pred_changing", "--id-column", "id", "--out",
+                  "public.pred_changing_out"), ("evaluate", run_id, "--table", "public.pred_changing")):
+        proc = cli(dsn, ctq_home, *args)
+        assert proc.returncode == 2, proc.stderr
+        assert "--table: the rows of view public.pred_changing differ between two reads" in proc.stderr, proc.stderr
+    assert await conn.fetchval("SELECT to_regclass('public.pred_changing_out')") is None
+    proc = cli(dsn, ctq_home, "predict", run_id, "--table", "public.pred_stable", "--id-column", "id", "--out",
+               "public.pred_stable_out", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert await conn.fetchval("SELECT count(DISTINCT id) FROM public.pred_stable_out") == \
+        await conn.fetchval("SELECT count(*) FROM public.pred_holdout WHERE id > 0")
+    await conn.execute("DROP VIEW public.pred_changing, public.pred_stable; DROP TABLE public.pred_stable_out")
