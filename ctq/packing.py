@@ -577,6 +577,21 @@ def _sql_literal(value: str) -> str:
     return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def centring(features, stats: PackStats) -> dict[str, float]:
+    """What each numeric feature (not categorical) is less before its float4 cast: its mean in a
+    ``centred`` pack (PackStats.centred), else 0."""
+    categories = stats.categories or {}
+    centres, at = {}, 0  # at: the column's first value in stats.mean
+    for name in features:
+        category = categories.get(name)
+        if category is None:
+            centres[name] = float(stats.mean[at]) if stats.centred else 0.0
+            at += 1
+        else:
+            at += len(category["values"]) if category["encoding"] == "one_hot" else 1
+    return centres
+
+
 def feature_bytes_sql(features, stats: PackStats, alias: str = "t") -> str:
     """SQL for one source row's feature bytes in a buffer, driven by the pack's stats only (so
     packing and prediction encode rows alike): big-endian float4 per numeric column, or
@@ -595,18 +610,16 @@ def feature_bytes_sql(features, stats: PackStats, alias: str = "t") -> str:
     if stats.x_layout == "array":
         return f"array_send({alias}.{quote_ident(features[0])}::float4[])"
     categories = stats.categories or {}
+    centres = centring(features, stats)
     parts = []
-    at = 0  # of the column's first value in stats.mean
     for name in features:
         column = f"{alias}.{quote_ident(name)}"
         category = categories.get(name)
         if category is None:
-            mean = float(stats.mean[at]) if stats.centred else 0.0
+            mean = centres[name]
             parts.append(f"float4send(({column}::float8 - {mean!r}::float8)::float4)" if mean
                          else f"float4send({column}::float4)")
-            at += 1
             continue
-        at += len(category["values"]) if category["encoding"] == "one_hot" else 1
         positions = _sql_literal(json.dumps({v: i for i, v in enumerate(category["values"])}, sort_keys=True))
         position = f"({positions}::jsonb ->> ({column})::text)::int"
         if category["encoding"] == "index":

@@ -36,9 +36,9 @@ from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageEr
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
 from ctq.rules import Hyperparameters, PackStats, ScoreRequest
-from ctq.packing import (_drop_quietly, _find_relation, _label_number, _sql_literal, check_same_rows,
-                          feature_bytes_sql, find_column, label_bytes_sql, null_columns, target_offset,
-                          unreadable_number)
+from ctq.packing import (FLOAT32_MAX, _drop_quietly, _find_relation, _label_number, _sql_literal, centring,
+                          check_same_rows, feature_bytes_sql, find_column, label_bytes_sql, null_columns,
+                          target_offset, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
 
@@ -236,6 +236,7 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     # one float8 value per feature, NULL when the feature is NULL and NaN when it is bad (an array:
     # of another length), so that the checks of every feature are the same two aggregates of a slot
     values = []
+    centres = centring(model.features, model.stats) if not array else {}
     for name in model.features:
         q = "t." + quote_ident(name)
         if name in categories:  # NULL and unseen values are the unknown category (feature_bytes_sql): NaN
@@ -245,8 +246,14 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
         elif array:
             values.append(f"(CASE WHEN {q} IS NULL THEN NULL WHEN array_ndims({q}) = 1 AND array_length({q}, 1) = "
                           f"{width} THEN 0::float8 ELSE 'NaN'::float8 END)")
-        else:
-            values.append(f"{q}::float8")
+        else:  # a value packing could not encode counts as bad: beyond float8 (a numeric column),
+            # or beyond float4 once centred ('value out of range: overflow', naming nothing: a user trial)
+            number = f"{q}::float8"
+            if table.columns[name].get("base_type") == "numeric":
+                number = (f"(CASE WHEN abs({q}) > 1.7e308 OR abs({q}) < 2.3e-308 AND {q} <> 0 THEN 'NaN'::float8 "
+                          f"ELSE {q}::float8 END)")
+            values.append(f"(CASE WHEN abs({number} - {centres[name]!r}::float8) > {FLOAT32_MAX!r} THEN 'NaN'::float8 "
+                          f"ELSE {number} END)")
     batches, slots, outer = column_batches(values, table.sql, engine.name, list(dict.fromkeys(read)))
     id_sql = f"{outer}.{quote_ident(id_column)}" if id_column is not None else "NULL::int"
     slot = [f"c.ctq_{i}" for i in range(1, slots + 1)]
@@ -286,7 +293,8 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
             notes.append(f"column {name!r}: {wrong} of {n} rows have a category the model was not trained on, "
                          "scored as the unknown category")
         elif wrong:
-            problem = f"arrays of another length than {width}" if array else "NaN or infinite values"
+            problem = f"arrays of another length than {width}" if array else \
+                "NaN or infinite values, or values beyond the model's float32 inputs once centred (|x - mean| > 3.4e38)"
             raise DataError(f"{where}: column {name!r} has {problem} in {wrong} row(s)")
     if id_column is not None:
         if row["ids"] < n:

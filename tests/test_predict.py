@@ -228,6 +228,10 @@ async def bad_tables(dsn):
         "pred_null_id": "UPDATE {t} SET id = NULL WHERE id % 90 = 0",
         "pred_dup_id": "UPDATE {t} SET id = 10001 WHERE id = 10002",
         "pred_missing": "ALTER TABLE {t} DROP COLUMN f4",
+        # beyond float4 once centred, and a numeric beyond float8: packing cannot encode them ('value
+        # out of range: overflow', naming nothing: a user trial)
+        "pred_huge": "UPDATE {t} SET f2 = 1e39 WHERE id % 100 = 0",
+        "pred_vast": "ALTER TABLE {t} ALTER COLUMN f6 TYPE numeric; UPDATE {t} SET f6 = 1e400 WHERE id % 100 = 0",
     }.items():
         await conn.execute(f"DROP TABLE IF EXISTS public.{name}; CREATE TABLE public.{name} AS "
                            "SELECT * FROM public.pred_holdout LIMIT 200")
@@ -238,7 +242,11 @@ async def bad_tables(dsn):
 
 @pytest.mark.parametrize("args, expected", [
     (["--table", "public.pred_nulls"], "column 'f3' has 4 NULL value(s)"),
-    (["--table", "public.pred_nan"], "column 'f5' has NaN or infinite values in 3 row(s)"),
+    (["--table", "public.pred_nan"], "column 'f5' has NaN or infinite values, or values beyond the model's float32 "
+                                     "inputs once centred (|x - mean| > 3.4e38) in 3 row(s)"),
+    (["--table", "public.pred_huge"], "column 'f2' has NaN or infinite values, or values beyond the model's float32 "
+                                      "inputs once centred (|x - mean| > 3.4e38) in 2 row(s)"),
+    (["--table", "public.pred_vast"], "column 'f6' has NaN or infinite values, or values beyond"),
     (["--table", "public.pred_null_id"], "id column has 2 NULL value(s)"),
     (["--table", "public.pred_dup_id"], "id column has 1 repeated value(s)"),
     (["--table", "public.pred_missing"], "column 'f4' (a feature of model"),
