@@ -226,7 +226,8 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     another length, NULL or repeated ids (``id_column``, if any), (evaluate) unknown classes, and a
     categorical column none of whose values is in the model's vocabulary (a column of another type
     or spelling: '1.0' is not the category '1'; every row would be scored as the unknown category).
-    Returns the row count and notes (a categorical column with some unseen values)."""
+    Returns the row count and notes (a categorical column with some unseen values); a table
+    without rows is 0 to predict and a DataError to evaluate (``id_column`` None)."""
     read = [quote_ident(id_column)] if id_column is not None else []
     if label_category is not None:
         read.append(quote_ident(model.label))
@@ -274,7 +275,9 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
                                    label_nulls=label_nulls, label_bad=label_bad, batches=batches))
     where = f"--table {table.display}"
     if not rows:  # (grouped by batch: no rows, no groups)
-        raise DataError(f"{where}: table has no rows to score")
+        if id_column is None:  # ctq evaluate: no loss or metric of no rows
+            raise DataError(f"{where}: table has no rows to evaluate the model on")
+        return 0, []  # ctq predict: no predictions (a nightly batch without new rows is not an error)
     row = next(r for r in rows if r["ctq_batch"] == 0)
     n = row["n"]
     nulls_of = unbatch(rows, "nulls", len(values))
@@ -468,7 +471,8 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
                               prediction=prediction, probabilities=probabilities,
                               score_query=engine.score_query(spec, segment))
 
-            await _score(conn, dsn, engine, spec, model, cores, "predict", proba, statement, source, moment)
+            if rows:
+                await _score(conn, dsn, engine, spec, model, cores, "predict", proba, statement, source, moment)
             written = await conn.fetchval(render("count_rows.sql", table=staging))
             if written != rows:
                 raise RunFailed(f"scoring wrote {written} predictions for {rows} rows of {source.display}")

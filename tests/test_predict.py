@@ -428,3 +428,24 @@ async def test_a_view_whose_rows_change_between_reads_is_refused_and_nothing_is_
     assert await conn.fetchval("SELECT count(DISTINCT id) FROM public.pred_stable_out") == \
         await conn.fetchval("SELECT count(*) FROM public.pred_holdout WHERE id > 0")
     await conn.execute("DROP VIEW public.pred_changing, public.pred_stable; DROP TABLE public.pred_stable_out")
+
+
+async def test_an_empty_table_predicts_into_an_empty_table_and_is_not_evaluated(runs, dsn, ctq_home, conn):
+    """A nightly batch without new rows is not bad input: ctq predict writes an empty --out (exit 0,
+    rows 0; it was exit 2, failing the cron job: a user trial); ctq evaluate has no loss or metric
+    to give of no rows (exit 2)."""
+    await conn.execute("DROP TABLE IF EXISTS public.pred_none, public.pred_none_out; "
+                       "CREATE TABLE public.pred_none AS SELECT * FROM public.pred_holdout WHERE false")
+    run_id = str(runs["classification"])
+    proc = cli(dsn, ctq_home, "predict", run_id, "--table", "public.pred_none", "--id-column", "id", "--out",
+               "public.pred_none_out", "--proba", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rows"] == 0
+    assert await conn.fetchval("SELECT count(*) FROM public.pred_none_out") == 0
+    assert [r["attname"] for r in await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'public.pred_none_out'::regclass AND attnum > 0 "
+        "ORDER BY attnum")] == ["id", "prediction", "probabilities"]
+    proc = cli(dsn, ctq_home, "evaluate", run_id, "--table", "public.pred_none")
+    assert proc.returncode == 2 and "--table public.pred_none: table has no rows to evaluate the model on" in \
+        proc.stderr, proc.stderr
+    await conn.execute("DROP TABLE public.pred_none, public.pred_none_out")
