@@ -858,9 +858,10 @@ def evaluate(run_id: int, model_id: int | None, table: str, dsn: str | None, as_
     if as_json:
         _echo_json(result)
         return
-    metric = "accuracy" if "accuracy" in result else "mae"
+    measured = ("accuracy", "mae", "auc", "f1", "precision", "recall")  # the run's metric too (--json has it)
+    metrics = ", ".join(f"{m} {result[m]:.4f}" for m in measured if result.get(m) is not None)
     click.echo(f"model {result['model_id']} ({result['model']}) of run {run_id} on {result['table']} "
-               f"({result['rows']} rows): loss {result['loss']:.4f}, {metric} {result[metric]:.4f}")
+               f"({result['rows']} rows): loss {result['loss']:.4f}, {metrics}")
 
 
 @main.command()

@@ -342,6 +342,8 @@ async def test_val_auc_ranks_models_on_an_imbalanced_label(conn, tmp_path, run_c
     auc.update_state(label.astype(np.int32), probabilities)
     assert abs(evaluated["auc"] - float(auc.result())) < 1e-6, (evaluated, float(auc.result()))
     assert evaluated["auc"] > 0.9 and 0.9 < evaluated["accuracy"] <= 1
+    plain = run_cli("evaluate", run_id, "--table", "public.rare")  # the line says it too (a user trial)
+    assert plain.returncode == 0 and f"auc {evaluated['auc']:.4f}" in plain.stdout, plain.stdout
 
 
 @pytest.mark.parametrize("classes", [2, 3])
