@@ -228,7 +228,10 @@ async def _wait_for_the_source(conn: asyncpg.Connection, rel, log) -> None:
 
 def find_column(columns: dict[str, dict], wanted: str) -> dict | None:
     """The column ``wanted`` names, as SQL takes a name: exactly, else its lower case (unquoted names
-    fold to lower case), as a relation's name is found (:func:`_find_relation`)."""
+    fold to lower case), as a relation's name is found (:func:`_find_relation`); a name written in
+    double quotes, as SQL quotes one (``"Key"``, ``""`` for a quote inside), exactly as quoted."""
+    if len(wanted) > 1 and wanted[0] == wanted[-1] == '"' and '"' not in wanted[1:-1].replace('""', ""):
+        return columns.get(wanted[1:-1].replace('""', '"'))
     return columns.get(wanted) or columns.get(wanted.lower())
 
 

@@ -166,7 +166,8 @@ def _column(table: Table, name: str, option: str, what: str, typed: bool = False
     col = find_column(table.columns, name) if typed else table.columns.get(name)
     if col is None:
         available = ", ".join(sorted(table.columns)) or "(none)"
-        raise DataError(f"{option} {table.display}: column {name!r} ({what}) does not exist (columns: {available})")
+        where = f"--table {table.display}" if option == "--table" else f"{option} (in --table {table.display})"
+        raise DataError(f"{where}: column {name!r} ({what}) does not exist (columns: {available})")
     return col
 
 

@@ -449,3 +449,18 @@ async def test_an_empty_table_predicts_into_an_empty_table_and_is_not_evaluated(
     assert proc.returncode == 2 and "--table public.pred_none: table has no rows to evaluate the model on" in \
         proc.stderr, proc.stderr
     await conn.execute("DROP TABLE public.pred_none, public.pred_none_out")
+
+
+async def test_a_quoted_id_column_is_taken_as_sql_quotes_it(runs, dsn, ctq_home, conn):
+    """--id-column "Key" (quoted, as --table takes a quoted name) is the column Key; key is not (a
+    user trial: the quoted name was refused, and the message named the table as the option)."""
+    await conn.execute('DROP TABLE IF EXISTS public.pred_keyed, public.pred_keyed_out; CREATE TABLE public.pred_keyed '
+                       'AS SELECT id AS "Key", f1, f2, f3, f4, f5, f6, f7, f8 FROM public.pred_holdout LIMIT 50')
+    run_id = str(runs["classification"])
+    base = ["predict", run_id, "--table", "public.pred_keyed", "--out", "public.pred_keyed_out", "--replace"]
+    assert cli(dsn, ctq_home, *base, "--id-column", '"Key"').returncode == 0
+    assert await conn.fetchval('SELECT count(DISTINCT id) FROM public.pred_keyed_out') == 50
+    refused = cli(dsn, ctq_home, *base, "--id-column", "key")
+    assert refused.returncode == 2 and "--id-column (in --table public.pred_keyed): column 'key' (the id column) " \
+        "does not exist (columns: Key, f1" in refused.stderr, refused.stderr
+    await conn.execute("DROP TABLE public.pred_keyed, public.pred_keyed_out")
