@@ -821,7 +821,8 @@ model_option = click.option("--model", "model_id", type=MODEL_ID, default=None, 
 @click.option("--id-column", required=True, help="The column that identifies each row (no NULLs, unique).")
 @click.option("--out", required=True, help="The table to create: (id, prediction[, probabilities]).")
 @click.option("--proba", is_flag=True, help="Also write each row's class probabilities (float8[], in class order).")
-@click.option("--replace", is_flag=True, help="Replace --out if it exists (only once every row is scored).")
+@click.option("--replace", is_flag=True, help="Replace --out if it exists (only once every row is scored; its "
+                                               "grants and comment carry over, its indexes do not).")
 @dsn_option
 @json_option
 @handle_errors

@@ -483,6 +483,10 @@ async def predict(conn: asyncpg.Connection, dsn: str, engine: Engine, segments: 
                     if not replace:
                         raise UsageError(f"--out {out}: table {dest_display} was created meanwhile; "
                                          "use --replace to replace it")
+                    # what readers of the old table hold carries over: a nightly --replace took the
+                    # dashboards' SELECT away (a user trial)
+                    for statement in await conn.fetch(render("carry_grants.sql", table=staging), existing["oid"]):
+                        await conn.execute(statement[0])
                     await conn.execute(render("drop_table.sql", table=qualified(dest_schema, dest_name)))
                 await conn.execute(render("rename_table.sql", table=staging, new_name=quote_ident(dest_name)))
         except BaseException:

@@ -274,10 +274,21 @@ async def test_bad_input_exits_2_and_writes_nothing(runs, bad_tables, dsn, ctq_h
 async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, conn, tmp_path):
     run_id = str(runs["classification"])
     await conn.execute("DROP TABLE IF EXISTS public.pred_replace; CREATE TABLE public.pred_replace (x int)")
+    # what the old table's readers hold carries over (a nightly --replace took a dashboard's SELECT
+    # away: a user trial), and its comment; not its indexes (docs/predict-export.md)
+    await conn.execute("DROP ROLE IF EXISTS pred_dashboard; CREATE ROLE pred_dashboard; "
+                       "GRANT SELECT ON public.pred_replace TO pred_dashboard; "
+                       "GRANT SELECT, INSERT ON public.pred_replace TO PUBLIC; "
+                       "COMMENT ON TABLE public.pred_replace IS 'nightly scores, it''s read by BI'")
     base = ["predict", run_id, "--table", "public.pred_holdout", "--id-column", "id", "--out", "public.pred_replace"]
     assert cli(dsn, ctq_home, *base).returncode == 2
     assert cli(dsn, ctq_home, *base, "--replace").returncode == 0
     assert await conn.fetchval("SELECT count(*) FROM public.pred_replace") == 500
+    assert await conn.fetchval("SELECT has_table_privilege('pred_dashboard', 'public.pred_replace', 'SELECT')")
+    assert not await conn.fetchval("SELECT has_table_privilege('pred_dashboard', 'public.pred_replace', 'UPDATE')")
+    assert sorted(await conn.fetchval("SELECT array_agg(privilege_type::text) FROM information_schema.role_table_grants "
+                                      "WHERE table_name = 'pred_replace' AND grantee = 'PUBLIC'")) == ["INSERT", "SELECT"]
+    assert await conn.fetchval("SELECT obj_description('public.pred_replace'::regclass)") == "nightly scores, it's read by BI"
     # a view or a foreign key on --out: the server would refuse the drop, after every row is
     # scored; exit 2 naming them, before scoring
     await conn.execute("CREATE VIEW public.pred_replace_v AS SELECT * FROM public.pred_replace; "
