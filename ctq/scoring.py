@@ -284,7 +284,12 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     nulls_of = unbatch(rows, "nulls", len(values))
     with_nulls = [(name, count) for name, count in zip(model.features, nulls_of) if count and name not in categories]
     if with_nulls:
-        raise DataError(f"{where}: {null_columns(with_nulls, n)}; filter or impute them first")
+        example = ""
+        if id_column is not None:  # one row to look at, by its id (a nightly batch of thousands: a user trial)
+            first = await conn.fetchval(f"SELECT t.{quote_ident(id_column)}::text FROM {table.sql} t "
+                                        f"WHERE t.{quote_ident(with_nulls[0][0])} IS NULL LIMIT 1")
+            example = f" (e.g. the row with {id_column} {first} in {with_nulls[0][0]!r})"
+        raise DataError(f"{where}: {null_columns(with_nulls, n)}{example}; filter or impute them first")
     notes = []
     for name, wrong, missing in zip(model.features, unbatch(rows, "bad", len(values)), nulls_of):
         if wrong and name in categories:

@@ -241,7 +241,7 @@ async def bad_tables(dsn):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--table", "public.pred_nulls"], "column 'f3' has 4 NULL value(s)"),
+    (["--table", "public.pred_nulls"], "column 'f3' has 4 NULL value(s) of 200 rows (e.g. the row with id 10"),
     (["--table", "public.pred_nan"], "column 'f5' has NaN or infinite values, or values beyond the model's float32 "
                                      "inputs once centred (|x - mean| > 3.4e38) in 3 row(s)"),
     (["--table", "public.pred_huge"], "column 'f2' has NaN or infinite values, or values beyond the model's float32 "
