@@ -101,6 +101,16 @@ def write_grid(directory: Path, body: str, name: str = "grid.yaml") -> Path:
     return path
 
 
+ONE_MODEL_ON_SMALL = """
+name: {name}
+data: {{table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}}
+segments: 2
+models: [{{name: m, layers: [{{dense: 8}}]}}]
+search: {{space: {{batch_size: [{batch}]}}}}
+epochs: {epochs}
+"""  # one small model on public.small (small_table), for tests about a run rather than a model
+
+
 @pytest.fixture
 def run_cli(dsn, ctq_home):
     """Run the real `ctq` command in a subprocess against the session's database."""

@@ -13,7 +13,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from conftest import make, write_grid
+from conftest import ONE_MODEL_ON_SMALL, make, write_grid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -389,15 +389,7 @@ async def test_a_model_whose_hops_moved_on_since_the_scoring_snapshot_is_scored_
 
     from test_reliability import start_train, wait_for_hops
 
-    grid = write_grid(tmp_path, """
-        name: moved-on
-        data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
-        segments: 2
-        models: [{name: m, layers: [{dense: 8}]}]
-        search: {space: {batch_size: [16]}}
-        epochs: 5
-        checkpoint_minutes: 60
-    """)
+    grid = write_grid(tmp_path, ONE_MODEL_ON_SMALL.format(name="moved-on", batch=16, epochs=5) + "checkpoint_minutes: 60\n")
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "moved-on", 3)
     proc.kill()

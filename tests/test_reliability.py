@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import create_table, ctq_cli, stored_state, write_grid
+from conftest import ONE_MODEL_ON_SMALL, create_table, ctq_cli, stored_state, write_grid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -848,15 +848,7 @@ async def test_a_refused_coordinator_records_nothing_on_a_run_it_never_drove(sma
     from ctq import api, catalog
     from ctq.errors import RunFailed
 
-    grid = write_grid(tmp_path, """
-        name: not-yours
-        data: {table: public.small, features: [f1, f2, f3, f4, f5, f6, f7, f8], label: label, task: classification}
-        segments: 2
-        models: [{name: m, layers: [{dense: 8}]}]
-        search: {space: {batch_size: [100]}}
-        epochs: 1
-        metric: val_accuracy
-    """)
+    grid = write_grid(tmp_path, ONE_MODEL_ON_SMALL.format(name="not-yours", batch=100, epochs=1) + "metric: val_accuracy\n")
     done = run_cli("train", str(grid), "--json")
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout)["run_id"]
