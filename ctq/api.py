@@ -187,12 +187,17 @@ class RunPlan:
         return self.search["samples"] if search_class(self.method).asks_during_run else len(self.specs)
 
 
+def recorded_search(settings) -> dict:
+    """The ``search:`` mapping a run recorded (run_settings.sql's row; {} for none: a grid)."""
+    return json.loads(settings["search"] or "null") or {}
+
+
 async def load_plan(conn, run_id: int) -> RunPlan:
     run = await catalog.require_run(conn, run_id)
     models = await catalog.run_models(conn, run_id)
     pack = await catalog.run_pack(conn, run_id)
     settings = await conn.fetchrow(template("run_settings.sql"), run_id)
-    search = {**(json.loads(settings["search"] or "null") or {}), **json.loads(settings["resolved"] or "{}")}
+    search = {**recorded_search(settings), **json.loads(settings["resolved"] or "{}")}
     method = search_class(search.get("method"))
     stopping = method.early_stopping
     finished = ()
@@ -888,7 +893,7 @@ async def measured_run(dsn: str, run_id: int):
         rows = await conn.fetch(template("hop_durations.sql"), run_id)
         stopped = [m for m in await catalog.run_models(conn, run_id) if m["status"] == "stopped"]
         shares = catalog.schedule_shares(await catalog.segment_rows(conn, run_id), run["segments"])
-        search = json.loads((await conn.fetchrow(template("run_settings.sql"), run_id))["search"] or "null") or {}
+        search = recorded_search(await conn.fetchrow(template("run_settings.sql"), run_id))
     method = search_class(search.get("method"))
     if method.asks_during_run:
         raise UsageError(f"--replay {run_id}: its search ({method.method}) asked for its models during the run, one "

@@ -155,6 +155,13 @@ def signals_released():
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
+
+def deliver_interrupts(plpy) -> None:
+    """Let the server deliver a pending cancel or terminate: it is raised by SPI (a terminate ends
+    the process there)."""
+    with signals_released():
+        plpy.execute("SELECT 1")
+
 # ----------------------------------------------------------------------------------------------
 # Model state. Stored as *parts*: rows (array_index, byte_offset, data) of ``ctq.model_states``, one
 # header row (array_index -1: the JSON layout, [[dtype, shape], ...]) and each array's raw bytes cut
@@ -454,8 +461,7 @@ def import_keras_interruptibly(plpy):
     while worker.is_alive():
         worker.join(INTERRUPT_POLL_SECONDS)
         if worker.is_alive():
-            with signals_released():
-                plpy.execute("SELECT 1")
+            deliver_interrupts(plpy)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["keras"]
@@ -963,8 +969,7 @@ def cancel_callback(plpy):
             now = time.monotonic()
             if now - self.last >= CANCEL_CHECK_SECONDS:
                 self.last = now
-                with signals_released():  # a pending cancel is delivered here and raised by SPI
-                    plpy.execute("SELECT 1")
+                deliver_interrupts(plpy)
 
         on_train_batch_end = _check
         on_test_batch_end = _check

@@ -39,6 +39,14 @@ MAX_CLASSES = 1000
 # variance) may overflow double precision (1.8e308 = (1.34e154)^2): packing._too_large
 TOO_LARGE = 1e154
 FLOAT32_MAX = 3.4028234663852886e38  # packs hold centred values as float32: _columns_beyond_float32
+FLOAT8_RANGE = ("1.7e308", "2.3e-308")  # a numeric beyond these magnitudes has no float8 (but 0): as SQL numerics
+
+
+def beyond_float8_sql(value: str) -> str:
+    """SQL: whether the numeric ``value`` is beyond double precision's range either way (1e400, or
+    1e-400, which PostgreSQL refuses to cast rather than round to 0)."""
+    high, low = FLOAT8_RANGE
+    return f"(abs({value}) > {high} OR abs({value}) < {low} AND {value} <> 0)"
 HINT_CLASSES, HINT_ROWS_PER_CLASS = 20, 10  # Source.label_hint
 FEW_VALIDATION_ROWS = 30  # Source.validation_hint
 # datatype_mismatch, cannot_coerce, undefined_function: a source column's type that a packing
@@ -539,7 +547,7 @@ async def _too_large(conn, source_sql: str, columns: list[dict], label: str) -> 
         for c in part:
             q = f"t.{quote_ident(c['name'])}"
             if c.get("base_type") == "numeric":
-                checks += [f"coalesce(max(abs({q})) > 1.7e308 OR min(nullif(abs({q}), 0)) < 2.3e-308, false)",
+                checks += [f"coalesce(bool_or({beyond_float8_sql(q)}), false)",
                            f"coalesce(max(abs({q})) * count({q}) > {TOO_LARGE:g}, false)"]
             else:
                 checks += ["false", f"coalesce(max(abs({q}::float8)) * count({q}) > {TOO_LARGE:g}, false)"]
@@ -552,8 +560,8 @@ async def _too_large(conn, source_sql: str, columns: list[dict], label: str) -> 
 
     if beyond:
         key, where = named(beyond)
-        return (f"{key}: {where} values beyond double precision's range (magnitudes over 1.7e308 or under "
-                "2.3e-308 but 0); round or scale them in a view")
+        return (f"{key}: {where} values beyond double precision's range (magnitudes over {FLOAT8_RANGE[0]} or "
+                f"under {FLOAT8_RANGE[1]} but 0); round or scale them in a view")
     if not found:
         return ("data: a feature or the label has values too large to normalise (the sum of their squares overflows "
                 "double precision); scale them in a view")

@@ -36,8 +36,8 @@ from ctq.errors import DataError, NotFound, PermissionDenied, RunFailed, UsageEr
 from ctq.indb import SQLSTATE_DATA, SQLSTATE_MODEL
 from ctq.metrics import Metric, row_metric
 from ctq.rules import Hyperparameters, PackStats, ScoreRequest
-from ctq.packing import (FLOAT32_MAX, _drop_quietly, _find_relation, _label_number, _sql_literal, centring,
-                          check_same_rows, feature_bytes_sql, find_column, label_bytes_sql, null_columns,
+from ctq.packing import (FLOAT32_MAX, _drop_quietly, _find_relation, _label_number, _sql_literal,
+                          beyond_float8_sql, centring, check_same_rows, feature_bytes_sql, find_column, label_bytes_sql, null_columns,
                           target_offset, unreadable_number)
 from ctq.sql import column_batches, qualified, quote_ident, render, template, unbatch
 
@@ -252,8 +252,7 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
             # or beyond float4 once centred ('value out of range: overflow', naming nothing: a user trial)
             number = f"{q}::float8"
             if table.columns[name].get("base_type") == "numeric":
-                number = (f"(CASE WHEN abs({q}) > 1.7e308 OR abs({q}) < 2.3e-308 AND {q} <> 0 THEN 'NaN'::float8 "
-                          f"ELSE {q}::float8 END)")
+                number = f"(CASE WHEN {beyond_float8_sql(q)} THEN 'NaN'::float8 ELSE {q}::float8 END)"
             values.append(f"(CASE WHEN abs({number} - {centres[name]!r}::float8) > {FLOAT32_MAX!r} THEN 'NaN'::float8 "
                           f"ELSE {number} END)")
     batches, slots, outer = column_batches(values, table.sql, engine.name, list(dict.fromkeys(read)))
@@ -286,8 +285,8 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     if with_nulls:
         example = ""
         if id_column is not None:  # one row to look at, by its id (a nightly batch of thousands: a user trial)
-            first = await conn.fetchval(f"SELECT t.{quote_ident(id_column)}::text FROM {table.sql} t "
-                                        f"WHERE t.{quote_ident(with_nulls[0][0])} IS NULL LIMIT 1")
+            first = await conn.fetchval(render("null_example.sql", id=quote_ident(id_column), source=table.sql,
+                                               column=quote_ident(with_nulls[0][0])))
             example = f" (e.g. the row with {id_column} {first} in {with_nulls[0][0]!r})"
         raise DataError(f"{where}: {null_columns(with_nulls, n)}{example}; filter or impute them first")
     notes = []
