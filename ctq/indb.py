@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -1161,33 +1162,61 @@ def store_working_state(*, plpy, GD, key, run, model, hops) -> int:
         raise_sql(plpy, f"permission denied for run {int(run)}", "42501")
     path = working_state_path(plpy, GD, run, model, hops)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    parts = write_state_file(path, stored_parts(plpy, GD, key))
-    for older, stale in _state_files(os.path.dirname(path), model).items():
-        if isinstance(older, str) or older < int(hops) - 1:  # (a model trains on one segment at a time)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(stale)
+    # (a model trains on one segment at a time: no other hop writes or deletes its files now)
+    stale = {older: file for older, file in _state_files(os.path.dirname(path), model).items()
+             if isinstance(older, str) or older < int(hops) - 1}
+    parts = write_state_file(path, stored_parts(plpy, GD, key),
+                             reuse=next((file for older, file in stale.items() if isinstance(older, int)), None))
+    for file in stale.values():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(file)
     return parts
 
 
-def write_state_file(path: str, parts) -> int:
+def write_state_file(path: str, parts, reuse: str | None = None) -> int:
     """Write ``parts`` (state_parts) as the state file ``path``: under a temporary name, then
     renamed, so that the file is whole or absent (a write that fails, e.g. on a full disk, leaves
-    no part of it taking space). Returns the parts written."""
+    no part of it taking space). Returns the parts written.
+
+    ``reuse``: a stale state file of the same model, rewritten in place rather than a new file
+    made, where no reader holds it (:func:`_take_over`): its pages are in the page cache and its
+    blocks allocated, so the write is a copy (PostgreSQL recycles its WAL segments for the same
+    reason). A 50 MiB state on this project's 2-core VM: 0.01 s rewritten, 0.10-0.15 s as a new
+    file, measured in the hops of bench/model_size.py."""
     temporary = f"{path}.{os.getpid()}.tmp"
     written = 0
     try:
-        with open(temporary, "wb") as f:
+        with (reuse and _take_over(reuse, temporary)) or open(temporary, "wb") as f:
             f.write(WORKING_STATE_MAGIC + boot_id())
             for index, offset, data in parts:
                 f.write(_RECORD.pack(index, offset, len(data)))
                 f.write(data)
                 written += 1
+            f.truncate()  # a reused file may have been longer (a header's hop count of fewer digits)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
     return written
+
+
+def _take_over(stale: str, temporary: str):
+    """The state file ``stale``, renamed ``temporary`` and open for rewriting, or None where a
+    reader holds it (read_state_file's shared lock: its bytes must not change under that reader,
+    who gets them whole) or it is gone. A reader that opened it before the rename finds, once it
+    has the lock, that its name no longer leads to that file, as if it had been deleted."""
+    try:
+        f = open(stale, "r+b")
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(stale, temporary)
+    except OSError:  # held (BlockingIOError), or deleted meanwhile
+        f.close()
+        return None
+    return f
 
 
 def read_state_file(path: str):
@@ -1198,6 +1227,12 @@ def read_state_file(path: str):
     except FileNotFoundError:
         return
     with f:
+        fcntl.flock(f, fcntl.LOCK_SH)  # while this reads, no writer reuses the file (_take_over)
+        try:
+            if os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:  # taken over before the lock: gone
+                return
+        except FileNotFoundError:
+            return
         if f.read(len(WORKING_STATE_MAGIC)) != WORKING_STATE_MAGIC or f.read(_BOOT_ID_BYTES) != boot_id():
             return
         size = os.fstat(f.fileno()).st_size

@@ -108,6 +108,33 @@ def test_a_state_file_is_read_back_whole_or_not_at_all(tmp_path):
     assert list(read_state_file(str(tmp_path / "absent"))) == []
 
 
+def test_a_stale_state_file_is_rewritten_in_place_unless_a_reader_holds_it(tmp_path):
+    """A hop rewrites a stale file of its model in place (its pages cached, its blocks allocated)
+    instead of making a new one; the result reads back whole even where the stale file was longer.
+    A reader that is reading a stale file keeps its bytes: that file is not reused (a new one is
+    written), and the reader gets the old state whole."""
+    from ctq.indb import read_state_file, write_state_file
+
+    rng = np.random.default_rng(4)
+    old = [rng.normal(size=(200, 50)).astype(np.float32), rng.normal(size=9)]
+    new = [rng.normal(size=(200, 50)).astype(np.float32), rng.normal(size=9)]
+    stale, path = tmp_path / "1.10", tmp_path / "1.12"
+    write_state_file(str(stale), state_parts(old, 10, part_bytes=4096))
+    inode = stale.stat().st_ino
+    write_state_file(str(path), state_parts(new, 9, part_bytes=4096), reuse=str(stale))  # a shorter header
+    assert not stale.exists() and path.stat().st_ino == inode
+    assert all(np.array_equal(a, b) for a, b in zip(assemble_state(read_state_file(str(path))), new))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1.12"]
+
+    write_state_file(str(stale), state_parts(old, 10, part_bytes=4096))
+    reading = read_state_file(str(stale))
+    first = next(reading)  # the reader has the file open, and its lock
+    write_state_file(str(tmp_path / "1.13"), state_parts(new, 13, part_bytes=4096), reuse=str(stale))
+    assert (tmp_path / "1.13").stat().st_ino != stale.stat().st_ino
+    assert all(np.array_equal(a, b) for a, b in zip(assemble_state([first, *reading]), old))
+    assert all(np.array_equal(a, b) for a, b in zip(assemble_state(read_state_file(str(tmp_path / "1.13"))), new))
+
+
 def test_a_state_write_that_fails_leaves_no_file_and_a_full_disk_is_the_server_s(tmp_path, monkeypatch):
     """A working state written on a full disk: nothing of it stays taking space, and the error
     reaches the client as the server's resource shortage (SQLSTATE 53100: the hop retries, then
