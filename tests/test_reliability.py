@@ -615,6 +615,10 @@ async def test_a_diverging_model_fails_alone(conn, tmp_path, run_cli):
     assert statuses == {1: "succeeded", 2: "failed"}
     assert await conn.fetchval("SELECT count(*) FROM ctq.hops WHERE run_id = $1 AND model_id = 1",
                                result["run_id"]) == 4
+    # every model ended: none keeps a working state (files in the data directory), though the run failed
+    folder = Path(await conn.fetchval("SELECT current_setting('data_directory')"), "ctq_states", str(
+        await conn.fetchval("SELECT oid FROM pg_database WHERE datname = current_database()")), str(result["run_id"]))
+    assert not folder.exists() or not list(folder.iterdir()), sorted(p.name for p in folder.iterdir())
     # without --json, each failed model's reason once, under the leaderboard, and one error line
     plain = run_cli("train", str(grid), "--name", "diverging-again")
     assert plain.returncode == 1

@@ -128,12 +128,20 @@ BEGIN
 END
 $fn$;
 
+-- (A model with no hop left keeps no working state, as common/finish_run.sql says: here a
+-- checkpoint's hop deletes the state it started from, so only a failed or stopped model's remain.)
 CREATE OR REPLACE FUNCTION ctq.finish_run(p_run bigint, p_status text, p_message text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE m record;
 BEGIN
     PERFORM ctq_catalog.check_change(p_run);
     UPDATE ctq_catalog.runs SET status = p_status, finished_at = now(), heartbeat_at = now(), message = p_message
     WHERE run_id = p_run;
+    FOR m IN SELECT x.model_id FROM ctq_catalog.models x WHERE x.run_id = p_run
+             AND x.status IN ('succeeded', 'failed', 'stopped')
+             AND EXISTS (SELECT 1 FROM ctq_catalog.hop_states s WHERE s.run_id = p_run AND s.model_id = x.model_id) LOOP
+        PERFORM ctq.drop_working_states(p_run, m.model_id);
+    END LOOP;
 END
 $fn$;
 
