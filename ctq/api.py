@@ -511,7 +511,7 @@ async def run_to_resume(dsn: str, config: RunConfig, name: str | None = None) ->
 
 async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | None = None,
                  progress_factory=None, *, name: str | None = None, schedule: str | None = None,
-                 scheduling: str | None = None, keep_pack: bool = False, log=None) -> TrainResult:
+                 scheduling: str | None = None, keep_pack: bool = False, log=None, notify=None) -> TrainResult:
     """Continue a run that did not finish: from its last completed hops, none repeated or lost.
 
     The run goes on with its pack. If the source has changed since it was packed (its content
@@ -524,6 +524,9 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
     ``GRID --name X`` started). A run keeps its configuration, name and schedule: a ``config``,
     ``name``, ``schedule`` or ``scheduling`` (also a ``scheduling:`` written in the grid file) that
     disagrees with the run's is refused rather than ignored.
+
+    ``notify(message)``, as for :func:`train`, is called before training with each notice known
+    by then (the pack kept, checkpoints restored after a crash, which class a metric is of).
     """
     cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else config
     if cfg is not None and name:
@@ -538,17 +541,17 @@ async def resume(dsn: str, run_id: int | None = None, config: RunConfig | str | 
         if isinstance(exc, CtqError) and exc.run_id is None:  # the run the error concerns (--json's run_id)
             exc.run_id = resumed.run_id
         raise
+    early = [n for n in (metric_class_note(plan.metric, plan.pack["stats"].class_values),  # as its start said
+                         changed and f"{changed}: run {plan.run_id} resumed on its pack as it was (--keep-pack)",
+                         lost) if n]
+    for line in early if notify else ():
+        notify(line)
     ended_unrecorded = not plan.work_left
     result = await drive(dsn, plan, progress_factory, control=resumed.control)
     if ended_unrecorded:
         result.notices.insert(0, f"run {plan.run_id} had trained every hop before its coordinator stopped; "
                                  "its end is recorded now")
-    if lost:
-        result.notices.insert(0, lost)
-    if changed:
-        result.notices = [f"{changed}: run {plan.run_id} resumed on its pack as it was (--keep-pack)"] + result.notices
-    if note := metric_class_note(plan.metric, plan.pack["stats"].class_values):  # as its start said
-        result.notices.insert(0, note)
+    result.notices = early + result.notices
     return result
 
 

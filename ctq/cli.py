@@ -536,7 +536,7 @@ def train(grid: str | None, dsn: str | None, as_json: bool, name: str | None, sc
                          progress_factory=factory, log=log, notify=notify)
     else:
         work = api.resume(resolve_dsn(dsn), run_id, config, progress_factory=factory, name=name, schedule=schedule,
-                          scheduling=scheduling, keep_pack=keep_pack, log=log)
+                          scheduling=scheduling, keep_pack=keep_pack, log=log, notify=notify)
     result = run_async(work)
     if not as_json:
         for notice in result.notices:

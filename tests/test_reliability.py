@@ -563,6 +563,10 @@ async def test_a_resume_after_the_source_changed_is_refused_unless_told_to_keep_
     assert kept.returncode == 0, kept.stderr
     notices = json.loads(kept.stdout)["notices"]
     assert len(notices) == 1 and "has changed since it was packed" in notices[0], notices
+    # said on stderr as the resume starts, --json or not (it was said at the end, and not with --json)
+    lines = kept.stderr.strip().splitlines()
+    said = [i for i, text in enumerate(lines) if text.startswith("note: ") and "(--keep-pack)" in text]
+    assert len(said) == 1 and any("hop" in text for text in lines[said[0] + 1:]), kept.stderr
     await assert_complete(conn, run_id, models=4, epochs=3)
 
 
