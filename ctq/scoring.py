@@ -282,15 +282,21 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
     n = row["n"]
     nulls_of = unbatch(rows, "nulls", len(values))
     with_nulls = [(name, count) for name, count in zip(model.features, nulls_of) if count and name not in categories]
+    async def example(column: str, condition: str) -> str:
+        """One row to look at, by its id (a nightly batch of thousands: a user trial); ctq evaluate
+        has no id column: nothing."""
+        if id_column is None:
+            return ""
+        first = await conn.fetchval(render("row_example.sql", id=quote_ident(id_column), source=table.sql,
+                                           condition=condition))
+        return f" (e.g. the row with {id_column} {first} in {column!r})"
+
     if with_nulls:
-        example = ""
-        if id_column is not None:  # one row to look at, by its id (a nightly batch of thousands: a user trial)
-            first = await conn.fetchval(render("null_example.sql", id=quote_ident(id_column), source=table.sql,
-                                               column=quote_ident(with_nulls[0][0])))
-            example = f" (e.g. the row with {id_column} {first} in {with_nulls[0][0]!r})"
-        raise DataError(f"{where}: {null_columns(with_nulls, n)}{example}; filter or impute them first")
+        name = with_nulls[0][0]
+        first = await example(name, f"t.{quote_ident(name)} IS NULL")
+        raise DataError(f"{where}: {null_columns(with_nulls, n)}{first}; filter or impute them first")
     notes = []
-    for name, wrong, missing in zip(model.features, unbatch(rows, "bad", len(values)), nulls_of):
+    for name, value, wrong, missing in zip(model.features, values, unbatch(rows, "bad", len(values)), nulls_of):
         if wrong and name in categories:
             vocabulary = categories[name]["values"]
             known = ", ".join(map(repr, vocabulary[:3])) + (", ..." if len(vocabulary) > 3 else "")
@@ -303,13 +309,15 @@ async def _check_rows(conn, engine: Engine, table: Table, model: TrainedModel, *
         elif wrong:
             problem = f"arrays of another length than {width}" if array else \
                 "NaN or infinite values, or values beyond the model's float32 inputs once centred (|x - mean| > 3.4e38)"
-            raise DataError(f"{where}: column {name!r} has {problem} in {wrong} row(s)")
+            bad = await example(name, f"{value} IN ('NaN', 'Infinity', '-Infinity')")
+            raise DataError(f"{where}: column {name!r} has {problem} in {wrong} row(s){bad}")
     if id_column is not None:
         if row["ids"] < n:
             raise DataError(f"{where}: id column has {n - row['ids']} NULL value(s); ids must identify the rows")
         if row["distinct_ids"] < n:
-            raise DataError(f"{where}: id column has {n - row['distinct_ids']} repeated value(s); ids must be "
-                            "unique")
+            repeated = await conn.fetchval(render("repeated_id.sql", id=quote_ident(id_column), source=table.sql))
+            raise DataError(f"{where}: id column has {n - row['distinct_ids']} repeated value(s) (e.g. {repeated}); "
+                            "ids must be unique")
     if row["label_nulls"]:
         raise DataError(f"{where}: label column {model.label!r} has {row['label_nulls']} NULL value(s)")
     if row["label_bad"]:

@@ -241,14 +241,18 @@ async def bad_tables(dsn):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--table", "public.pred_nulls"], "column 'f3' has 4 NULL value(s) of 200 rows (e.g. the row with id 10"),
+    (["--table", "public.pred_nulls"], "column 'f3' has 4 NULL value(s) of 200 rows (e.g. the row with id 10000 in "
+                                       "'f3')"),
     (["--table", "public.pred_nan"], "column 'f5' has NaN or infinite values, or values beyond the model's float32 "
-                                     "inputs once centred (|x - mean| > 3.4e38) in 3 row(s)"),
+                                     "inputs once centred (|x - mean| > 3.4e38) in 3 row(s) (e.g. the row with id 10010 "
+                                     "in 'f5')"),
     (["--table", "public.pred_huge"], "column 'f2' has NaN or infinite values, or values beyond the model's float32 "
-                                      "inputs once centred (|x - mean| > 3.4e38) in 2 row(s)"),
+                                      "inputs once centred (|x - mean| > 3.4e38) in 2 row(s) (e.g. the row with id 10000 "
+                                      "in 'f2')"),
     (["--table", "public.pred_vast"], "column 'f6' has NaN or infinite values, or values beyond"),
+    (["--table", "public.pred_vast"], "in 2 row(s) (e.g. the row with id 10000 in 'f6')"),
     (["--table", "public.pred_null_id"], "id column has 2 NULL value(s)"),
-    (["--table", "public.pred_dup_id"], "id column has 1 repeated value(s)"),
+    (["--table", "public.pred_dup_id"], "id column has 1 repeated value(s) (e.g. 10001)"),
     (["--table", "public.pred_missing"], "column 'f4' (a feature of model"),
     (["--id-column", "nope"], "column 'nope' (the id column) does not exist"),
     (["--table", "public.nowhere"], "--table public.nowhere: table does not exist"),
