@@ -707,10 +707,10 @@ async def restore_checkpoints(dsn: str, plan: RunPlan) -> tuple[RunPlan, str | N
             plan = await load_plan(conn, plan.run_id)
     if not rolled:
         return plan, None
-    models = ", ".join(f"{r['model_id']} (to epoch {r['epochs']})" for r in rolled)
-    return plan, (f"the server lost the working state of {len(rolled)} model(s) in a crash: "
-                  f"{sum(r['lost_hops'] for r in rolled)} hops are trained again from the checkpoints of models "
-                  f"{models}")
+    models = ", ".join(f"{r['model_id']} (from its checkpoint after epoch {r['epochs']})" if r["epochs"]
+                       else f"{r['model_id']} (from the start: no checkpoint)" for r in rolled)
+    return plan, (f"the server lost the working state of {len(rolled)} model(s) (its host crashed, or their files "
+                  f"were removed): {sum(r['lost_hops'] for r in rolled)} hops are trained again: models {models}")
 
 
 async def drive(dsn: str, plan: RunPlan, progress_factory=None, heartbeat_seconds: float = 5.0,

@@ -57,6 +57,7 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
             await conn.execute(template("server_code_clear.sql"))
             for name, source in sources.items():
                 await conn.execute(template("server_code_insert.sql"), name, sha, source)
+            await conn.execute(template("adopt_working_states.sql", engine.name))
             # (what is installed is told by install_sha, the install script's fingerprint: no schema number)
             meta = {"ctq_version": __version__, "install_sha": install_fingerprint(engine.name), "engine": engine.name}
             if python_path is not None:

@@ -1307,6 +1307,35 @@ def load_working_state(plpy, GD, cm: CompiledModel, entry) -> None:
     entry["loader"] = loader
 
 
+def adopt_row_working_states(*, plpy, GD) -> int:
+    """``ctq.adopt_row_working_states`` (``ctq install``, in its transaction, after the server code):
+    each model's working state that an earlier ctq kept as rows of the unlogged ``ctq.hop_states``
+    and that is its state after the hops the catalog records becomes its file, as a hop would have
+    written it; then the table is dropped. Returns the states adopted. (The install dropped the
+    table: an interrupted run resumed from its checkpoints, or from the start, training again up
+    to 95 % of its hops, and said a crash had lost them: a user trial of an upgrade.)"""
+    if plpy.execute("SELECT to_regclass('ctq.hop_states') IS NULL AS gone")[0]["gone"]:
+        return 0
+    states = plpy.execute(
+        "SELECT s.run_id, s.model_id, s.hops FROM ctq.hop_states s WHERE s.array_index = -1 AND s.hops = "
+        "(SELECT count(*) FROM ctq.hops h WHERE h.run_id = s.run_id AND h.model_id = s.model_id)")
+    plan = plpy.prepare("SELECT array_index, byte_offset, data FROM ctq.hop_states WHERE run_id = $1 AND "
+                        "model_id = $2 AND hops = $3 ORDER BY array_index, byte_offset", ["int8", "int4", "int4"])
+
+    def parts(cursor):
+        while rows := cursor.fetch(4):  # parts of up to 16 MiB: a few at a time
+            for row in rows:
+                yield row["array_index"], row["byte_offset"], row["data"]
+
+    for state in states:
+        run, model, hops = int(state["run_id"]), int(state["model_id"]), int(state["hops"])
+        path = working_state_path(plpy, GD, run, model, hops)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_state_file(path, parts(plpy.cursor(plan, [run, model, hops])))
+    plpy.execute("DROP TABLE ctq.hop_states")
+    return len(states)
+
+
 def has_working_state(*, plpy, GD, run, model, hops) -> bool:
     """``ctq.has_working_state``: whether the model's state after ``hops`` hops is on file, whole."""
     return next(iter(read_state_file(working_state_path(plpy, GD, run, model, hops))), None) is not None

@@ -447,7 +447,8 @@ async def test_a_crash_costs_at_most_the_training_since_each_checkpoint(tmp_path
         assert result["status"] == "succeeded" and result["failed_models"] == {}, result
         lost = [n for n in result["notices"] if "lost the working state" in n]
         if host_too:
-            assert lost and "trained again from the checkpoints" in lost[0], result["notices"]
+            assert lost and "trained again: models" in lost[0] and "from its checkpoint after epoch" in lost[0], \
+                result["notices"]
         else:
             assert not lost, lost
         await assert_complete(conn, run_id, models=4, epochs=3)
@@ -568,6 +569,42 @@ async def test_a_resume_after_the_source_changed_is_refused_unless_told_to_keep_
     said = [i for i, text in enumerate(lines) if text.startswith("note: ") and "(--keep-pack)" in text]
     assert len(said) == 1 and any("hop" in text for text in lines[said[0] + 1:]), kept.stderr
     await assert_complete(conn, run_id, models=4, epochs=3)
+
+
+async def test_an_upgrade_keeps_the_working_states_an_earlier_ctq_kept_as_rows(tmp_path, dsn, ctq_home, conn,
+                                                                             run_cli):
+    """Before working states were files, ctq kept them as rows of the unlogged ctq.hop_states. The
+    upgrade (here the next ctq train, as after a new version's checkout) makes them files: an
+    interrupted run resumes from its last hops, none trained again. (It dropped the table: the
+    run trained again since its checkpoints, or from the start, and said a crash lost them: a user
+    trial of an upgrade.)"""
+    await create_table(conn, "public.upgrade_src", 4000, seed=15)
+    grid = write_grid(tmp_path, GRID.format(name="upgrade-rows", table="public.upgrade_src", epochs=3))
+    proc = start_train(dsn, ctq_home, str(grid), "--json")
+    run_id = await wait_for_hops(conn, "upgrade-rows", 3)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    assert proc.returncode == 130
+    # the catalog as the earlier ctq left it: its working states as rows, no files
+    await conn.execute("CREATE UNLOGGED TABLE ctq.hop_states (LIKE ctq.model_states INCLUDING ALL)")
+    moved = await conn.fetchval(
+        "WITH w AS (INSERT INTO ctq.hop_states SELECT $1, m.model_id, (m.p).hops, (m.p).array_index, "
+        "(m.p).byte_offset, (m.p).data FROM (SELECT model_id, ctq.working_state_parts($1, model_id) AS p "
+        "FROM ctq.models WHERE run_id = $1) m RETURNING model_id) SELECT count(DISTINCT model_id) FROM w", run_id)
+    assert moved > 0
+    await conn.fetchval("SELECT ctq.drop_working_states($1)", run_id)
+    before = dict(await conn.fetch("SELECT (model_id, epoch, segment)::text, started_at FROM ctq.hops "
+                                   "WHERE run_id = $1", run_id))
+    await conn.execute("""UPDATE ctq.meta SET value = '"an earlier ctq"' WHERE key = 'install_sha'""")
+
+    resumed = run_cli("train", "--resume", str(run_id), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [n for n in json.loads(resumed.stdout)["notices"] if "lost the working state" in n], resumed.stdout
+    assert await conn.fetchval("SELECT to_regclass('ctq.hop_states')") is None
+    await assert_complete(conn, run_id, models=4, epochs=3)
+    after = dict(await conn.fetch("SELECT (model_id, epoch, segment)::text, started_at FROM ctq.hops "
+                                  "WHERE run_id = $1", run_id))
+    assert all(after[key] == started for key, started in before.items()), "a hop before the upgrade was trained again"
 
 
 async def test_two_concurrent_runs_both_complete(tmp_path, dsn, ctq_home, conn):

@@ -42,7 +42,17 @@ LANGUAGE plpython3u VOLATILE AS $fn$
 return ctq.drop_working_states(plpy=plpy, GD=GD, run=p_run, model=p_model)
 $fn$;
 
+-- ctq install, upgrading a catalog from before working states were files: the working states
+-- kept as rows of the unlogged ctq.hop_states become files, then the table goes (an upgrade
+-- dropped it: every interrupted run trained again since its checkpoints, a user trial).
+CREATE OR REPLACE FUNCTION ctq.adopt_row_working_states() RETURNS int
+LANGUAGE plpython3u VOLATILE AS $fn$
+{{bootstrap}}
+return ctq.adopt_row_working_states(plpy=plpy, GD=GD)
+$fn$;
+
 REVOKE ALL ON FUNCTION ctq.working_state_parts(bigint, int), ctq.store_working_state(text, bigint, int, int),
-    ctq.has_working_state(bigint, int, int), ctq.drop_working_states(bigint, int) FROM PUBLIC;
+    ctq.has_working_state(bigint, int, int), ctq.drop_working_states(bigint, int),
+    ctq.adopt_row_working_states() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ctq.working_state_parts(bigint, int), ctq.store_working_state(text, bigint, int, int),
     ctq.has_working_state(bigint, int, int), ctq.drop_working_states(bigint, int) TO ctq_user;

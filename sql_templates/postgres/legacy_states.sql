@@ -5,6 +5,5 @@ SELECT m.run_id, m.model_id,
        (SELECT count(*) FROM ctq.hops h WHERE h.run_id = m.run_id AND h.model_id = m.model_id), -2, 0, m.state
 FROM ctq.models m WHERE m.state IS NOT NULL;
 UPDATE ctq.models SET state = NULL WHERE state IS NOT NULL;
--- Working states were rows of an unlogged table before they were files (working_states_files.sql):
--- a run an earlier ctq stopped mid-epoch resumes from its models' checkpoints (restore_checkpoints).
-DROP TABLE IF EXISTS ctq.hop_states;
+-- (Working states were rows of an unlogged table, ctq.hop_states, before they were files: once the
+-- server code is in place, ctq install turns them into files, adopt_working_states.sql.)
