@@ -1039,7 +1039,9 @@ async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = Non
     async with connect(dsn) as conn:
         await catalog.check_access(conn)
         model = await trained_model(conn, run_id, model_id)
-        state = await (await detect(conn)).read_state(conn, run_id, model_id=model.model_id)
+        engine = await detect(conn)
+        await catalog.ensure_installed(conn, engine)  # the state is read by the server code: this version's
+        state = await engine.read_state(conn, run_id, model_id=model.model_id)
     keras_export.save(model, state, path)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "path": os.path.abspath(path),
             "task": model.task, "class_values": model.class_labels, "notes": model.notes}

@@ -49,7 +49,9 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
                 if live:
                     raise DatabaseError(f"run{'s' if len(live) > 1 else ''} {', '.join(map(str, live))} "
                                         f"{'are' if len(live) > 1 else 'is'} training now (a live ctq process drives "
-                                        "each): install or upgrade ctq once no run is live (ctq runs)")
+                                        "each): this ctq installs or upgrades its server code in the database (as "
+                                        "`ctq install` and the first command that needs it do) only once no run "
+                                        "is live (ctq runs)")
             await conn.execute(install_script(engine.name))
             for path in python_path or ():  # checked as the server's OS user; a failure rolls back
                 await _check_server_directory(conn, engine, path)

@@ -275,6 +275,38 @@ async def test_bad_input_exits_2_and_writes_nothing(runs, bad_tables, dsn, ctq_h
     assert await conn.fetchval("SELECT count(*) FROM public.pred_existing") == 0
 
 
+async def test_scoring_and_export_upgrade_the_server_code_first_and_wait_for_live_runs(runs, dsn, ctq_home, conn,
+                                                                                      tmp_path):
+    """predict, evaluate and export run this version's server code, so they install it over an
+    earlier ctq's first; while a run is live that cannot be done, and each says so, exit 3 (export
+    read the state with the old code: the server's AttributeError, exit 1, a user trial of an
+    upgrade)."""
+    import asyncpg
+
+    from ctq import catalog
+
+    run_id = runs["classification"]
+    sha = await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'install_sha'")
+    await conn.execute("""UPDATE ctq.meta SET value = '"an earlier ctq"' WHERE key = 'install_sha'""")
+    await conn.execute("UPDATE ctq.runs SET status = 'running' WHERE run_id = $1", run_id)
+    driver = await asyncpg.connect(dsn)
+    try:
+        assert await catalog.lock_run(driver, run_id)  # as a live coordinator holds it
+        for command in (["export", str(run_id), str(tmp_path / "m.keras")],
+                        ["evaluate", str(run_id), "--table", "public.pred_holdout"],
+                        ["predict", str(run_id), "--table", "public.pred_holdout", "--id-column", "id", "--out",
+                         "public.pred_wait_out"]):
+            proc = cli(dsn, ctq_home, *command)
+            assert proc.returncode == 3, proc.stderr
+            assert f"run {run_id} is training now" in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    finally:
+        await driver.close()
+        await conn.execute("UPDATE ctq.runs SET status = 'succeeded' WHERE run_id = $1", run_id)
+    proc = cli(dsn, ctq_home, "export", str(run_id), str(tmp_path / "m.keras"))
+    assert proc.returncode == 0, proc.stderr
+    assert await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'install_sha'") == sha  # upgraded
+
+
 async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, conn, tmp_path):
     run_id = str(runs["classification"])
     await conn.execute("DROP TABLE IF EXISTS public.pred_replace; CREATE TABLE public.pred_replace (x int)")
