@@ -50,7 +50,9 @@ both infer the types from a first block, not the whole file, neither reports the
 record the way the refusals above do, and neither would make the loading faster than ``COPY``.
 
 The table is created and filled in one transaction: a failure or Ctrl-C leaves no table, and
-``--replace`` drops the old table in that same transaction, so it is replaced only by a successful load.
+``--replace`` drops the old table in that same transaction, so it is replaced only by a successful load;
+the privileges granted on it and its comment carry over to the new one (as for ``ctq predict --replace``:
+a reload took a shared reader's SELECT away, a user trial), its indexes and the like do not.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ import asyncpg
 from ctq.catalog import current_role
 from ctq.connection import unless_lost
 from ctq.errors import DatabaseError, DataError, UsageError, from_database, is_missing_privilege, permission_denied
-from ctq.sql import quote_ident, template
+from ctq.sql import quote_ident, render, template
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer identifiers are cut with only a NOTICE
 MAX_COLUMNS = 1600
@@ -1116,7 +1118,10 @@ async def load_csv(conn: asyncpg.Connection, path: str | Path, table: str, *, de
     passes = 1
     try:
         async with conn.transaction():
+            carried = []  # what the old table's readers hold carries over, as for ctq predict --replace
             if replace:
+                if (old := await conn.fetchval(template("relation_oid.sql"), target)) is not None:
+                    carried = [r[0] for r in await conn.fetch(render("carry_grants.sql", table=target), old)]
                 await conn.execute(engine.render("load_drop.sql", table=target))
             columns = None
             if numbers_only:
@@ -1124,6 +1129,8 @@ async def load_csv(conn: asyncpg.Connection, path: str | Path, table: str, *, de
                 notes = []
             if columns is None:
                 columns, rows, notes, passes = await _load_parsed(conn, layout, nulls, guess, create, copy, progress)
+            for statement in carried:
+                await conn.execute(statement)
             where = await conn.fetchval(template("load_where.sql"), target)
     except asyncpg.exceptions.DuplicateTableError:
         raise DataError(f"table {table} already exists (use --replace to overwrite it)") from None

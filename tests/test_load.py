@@ -145,6 +145,10 @@ async def test_refusals_write_nothing_and_replace_keeps_the_old_table(run_cli, c
     good, bad = tmp_path / "good.csv", tmp_path / "bad[x].csv"
     good.write_text("a,b\n1,2\n")
     assert run_cli("load", str(good), "--table", "public.kept").returncode == 0
+    # a role's SELECT and the comment carry over a --replace (make demo's reload took a shared
+    # reader's SELECT away: a user trial)
+    await conn.execute("DROP ROLE IF EXISTS load_reader; CREATE ROLE load_reader; "
+                       "GRANT SELECT ON public.kept TO load_reader; COMMENT ON TABLE public.kept IS 'kept'")
     for content, where in (("a,b\n1,2\n3\n", "bad[x].csv:3:"), ("a,b\n1,2\n", None)):
         bad.write_text(content)
         for args in ((), ("--replace",)):
@@ -156,6 +160,8 @@ async def test_refusals_write_nothing_and_replace_keeps_the_old_table(run_cli, c
             assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
             assert (where or "--replace") in proc.stderr
             assert await conn.fetchval("SELECT count(*) FROM public.kept") == 1
+    assert await conn.fetchval("SELECT has_table_privilege('load_reader', 'public.kept', 'SELECT')")
+    assert await conn.fetchval("SELECT obj_description('public.kept'::regclass)") == "kept"
     proc = run_cli("load", str(bad), "--table", "public.never", "--delimiter", ";;")
     assert proc.returncode == 2 and "--delimiter" in proc.stderr
     bad.write_text("a,a\n1,2\n")

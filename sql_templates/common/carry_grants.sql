@@ -1,4 +1,4 @@
--- What a table that replaces relation $1 (ctq predict --replace) takes over from it, as statements
+-- What a table that replaces relation $1 (ctq predict --replace, ctq load --replace) takes over from it, as statements
 -- on {{table}}: the privileges its owner granted (to roles, or PUBLIC) and its comment. Its indexes,
 -- triggers and the like are not carried over (docs/predict-export.md).
 SELECT format('GRANT %s ON {{table}} TO %s%s', a.privilege_type,
