@@ -26,6 +26,15 @@ _INSTALL_LOCK = 0x637471  # "ctq": serialises concurrent `ctq install`s
 RUN_LOCK_CLASS = 0x637472
 
 
+# The catalog's generation: raised (by one) with every change of install.sql that a ctq of the
+# generation before could not run on (a table, column or function it lacks, data moved elsewhere).
+# ctq install refuses a database of a later generation, as Alembic and Flyway refuse a schema newer
+# than their migrations: an older ctq's install replaced the newer server code and ignored its
+# working states (a user trial's downgrade retrained 707 hops and said a crash had lost them).
+# 1: working states as files, adopted from ctq.hop_states (adopt_working_states.sql).
+CATALOG_GENERATION = 1
+
+
 async def installed_sha(conn: asyncpg.Connection) -> str | None:
     """The fingerprint of the installation in this database, or None if ctq is not installed."""
     if not await conn.fetchval(template("meta_exists.sql")):
@@ -45,6 +54,12 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
         async with conn.transaction():
             await conn.execute(template("install_lock.sql"), _INSTALL_LOCK)
             if await installed_sha(conn) is not None:
+                generation = await conn.fetchval(template("catalog_generation.sql"))
+                if generation > CATALOG_GENERATION:
+                    raise DatabaseError(f"ctq in this database was installed by a newer ctq (catalog generation "
+                                        f"{generation}; this ctq's is {CATALOG_GENERATION}): use that version or "
+                                        "a later one; a downgrade is not supported (restore a backup taken before "
+                                        "the upgrade)")
                 live = [r["run_id"] for r in await conn.fetch(run_sql("live_runs.sql"))]
                 if live:
                     raise DatabaseError(f"run{'s' if len(live) > 1 else ''} {', '.join(map(str, live))} "
@@ -61,7 +76,8 @@ async def install(conn: asyncpg.Connection, python_path: list[str] | None = None
                 await conn.execute(template("server_code_insert.sql"), name, sha, source)
             await conn.execute(template("adopt_working_states.sql", engine.name))
             # (what is installed is told by install_sha, the install script's fingerprint: no schema number)
-            meta = {"ctq_version": __version__, "install_sha": install_fingerprint(engine.name), "engine": engine.name}
+            meta = {"ctq_version": __version__, "install_sha": install_fingerprint(engine.name), "engine": engine.name,
+                    "catalog_generation": CATALOG_GENERATION}
             if python_path is not None:
                 meta["python_path"] = python_path
             for key, value in meta.items():

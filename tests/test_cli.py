@@ -93,6 +93,31 @@ async def test_install_waits_for_no_run_to_be_live(run_cli, conn, dsn):
         await conn.execute("DELETE FROM ctq.runs WHERE run_id = 2000000077; DELETE FROM ctq.packs WHERE pack_id = 'live'")
 
 
+async def test_install_refuses_a_database_a_newer_ctq_installed(run_cli, conn):
+    """A downgrade: an older ctq's install replaced the newer server code and ignored what it kept
+    (a user trial). A database of a later catalog generation is refused, exit 3, nothing changed;
+    the next command that would install (ctq train) is refused the same way."""
+    from ctq.catalog import CATALOG_GENERATION
+
+    assert run_cli("install").returncode == 0
+    assert await conn.fetchval("SELECT value #>> '{}' FROM ctq.meta WHERE key = 'catalog_generation'") == \
+        str(CATALOG_GENERATION)
+    await conn.execute("""UPDATE ctq.meta SET value = '"a newer ctq"' WHERE key = 'install_sha'""")
+    await conn.execute("UPDATE ctq.meta SET value = $1 WHERE key = 'catalog_generation'",
+                       str(CATALOG_GENERATION + 1))
+    try:
+        proc = run_cli("install")
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stderr.strip() == (f"error: ctq in this database was installed by a newer ctq (catalog generation "
+                                       f"{CATALOG_GENERATION + 1}; this ctq's is {CATALOG_GENERATION}): use that "
+                                       "version or a later one; a downgrade is not supported (restore a backup taken "
+                                       "before the upgrade)"), proc.stderr
+        assert await conn.fetchval("SELECT value #>> '{}' FROM ctq.meta WHERE key = 'install_sha'") == "a newer ctq"
+    finally:
+        await conn.execute("UPDATE ctq.meta SET value = $1 WHERE key = 'catalog_generation'", str(CATALOG_GENERATION))
+        assert run_cli("install").returncode == 0
+
+
 async def test_install_moves_a_state_stored_as_one_value_into_parts(run_cli, conn):
     """A catalog of an earlier ctq kept each state as one value in ctq.models.state: the upgrade
     moves it into ctq.model_states (one part), where training and export read it unchanged."""
