@@ -604,11 +604,14 @@ async def _reopen(dsn: str, resumed: RunResumed, cfg: RunConfig | None, name: st
         live = UsageError(f"run {run_id} is still being driven by a live ctq process")  # (exit 2, as ctq rm's)
         if run["alive"]:
             raise live
+        engine = await detect(conn)
+        # before the run's lock: once this session holds it, the run is live, and an install (an
+        # upgrade of the server code, the first command after a new version's) waits for no run
+        # to be live: the resume of a stale run refused itself as 'training now' (a user trial)
+        await catalog.ensure_installed(conn, engine)
         resumed.control = await open_connection(dsn, f"ctq run {run_id} control")
         if not await catalog.lock_run(resumed.control, run_id):  # taken since (another resume at once)
             raise live
-        engine = await detect(conn)
-        await catalog.ensure_installed(conn, engine)
         await use_pack(conn, run["pack_id"])  # the resuming role must still be able to read the source
         plan = await load_plan(conn, run_id)  # (reopen_run below changes nothing a plan holds)
         if not plan.work_left and run["status"] == "failed":  # it ended, and a failed model is not retried

@@ -574,17 +574,23 @@ async def test_a_resume_after_the_source_changed_is_refused_unless_told_to_keep_
 async def test_an_upgrade_keeps_the_working_states_an_earlier_ctq_kept_as_rows(tmp_path, dsn, ctq_home, conn,
                                                                              run_cli):
     """Before working states were files, ctq kept them as rows of the unlogged ctq.hop_states. The
-    upgrade (here the next ctq train, as after a new version's checkout) makes them files: an
-    interrupted run resumes from its last hops, none trained again. (It dropped the table: the
-    run trained again since its checkpoints, or from the start, and said a crash lost them: a user
-    trial of an upgrade.)"""
+    upgrade (here the resume itself, the first command after a new version's checkout) makes them
+    files: a run whose coordinator was killed resumes from its last hops, none trained again. (The
+    upgrade dropped the table: the run trained again since its checkpoints, or from the start, and
+    said a crash lost them; and the resume of a stale run refused itself as a live run, since it
+    held the run's lock when it upgraded: a user trial of an upgrade.)"""
     await create_table(conn, "public.upgrade_src", 4000, seed=15)
     grid = write_grid(tmp_path, GRID.format(name="upgrade-rows", table="public.upgrade_src", epochs=3))
     proc = start_train(dsn, ctq_home, str(grid), "--json")
     run_id = await wait_for_hops(conn, "upgrade-rows", 3)
-    proc.send_signal(signal.SIGINT)
+    proc.kill()
     proc.wait(timeout=30)
-    assert proc.returncode == 130
+    deadline = time.monotonic() + 60  # its segments' backends end once their hop is over
+    while await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1",
+                              f"ctq run {run_id} %"):
+        assert time.monotonic() < deadline, "the killed run's sessions did not end"
+        await asyncio.sleep(0.2)
+    assert await conn.fetchval("SELECT status FROM ctq.runs WHERE run_id = $1", run_id) == "running"  # stale
     # the catalog as the earlier ctq left it: its working states as rows, no files
     await conn.execute("CREATE UNLOGGED TABLE ctq.hop_states (LIKE ctq.model_states INCLUDING ALL)")
     moved = await conn.fetchval(
