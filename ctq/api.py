@@ -1045,6 +1045,10 @@ async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = Non
         engine = await detect(conn)
         await catalog.ensure_installed(conn, engine)  # the state is read by the server code: this version's
         state = await engine.read_state(conn, run_id, model_id=model.model_id)
+    if state is None:  # (it wrote a traceback: a user trial)
+        raise RunFailed(f"model {model.model_id} of run {run_id} has trained, but its state after its recorded hops "
+                        "is not stored (a working state lost since, e.g. in a crash of the server's host): `ctq train "
+                        f"--resume {run_id}` takes it back to its last checkpoint")
     keras_export.save(model, state, path)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "path": os.path.abspath(path),
             "task": model.task, "class_values": model.class_labels, "notes": model.notes}

@@ -307,6 +307,22 @@ async def test_scoring_and_export_upgrade_the_server_code_first_and_wait_for_liv
     assert await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'install_sha'") == sha  # upgraded
 
 
+async def test_export_of_a_model_whose_state_was_lost_says_so(runs, dsn, ctq_home, conn, tmp_path):
+    """A model the catalog says has trained whose state is gone (a working state lost in a host
+    crash, not yet rolled back by a resume): exit 1, one line, no file (a traceback before)."""
+    run_id = runs["regression"]
+    await conn.execute("CREATE TEMP TABLE kept_states AS SELECT * FROM ctq.model_states WHERE run_id = $1; "
+                       "DELETE FROM ctq.model_states WHERE run_id = $1".replace("$1", str(run_id)))
+    try:
+        proc = cli(dsn, ctq_home, "export", str(run_id), str(tmp_path / "lost.keras"))
+    finally:
+        await conn.execute("INSERT INTO ctq.model_states SELECT * FROM kept_states; DROP TABLE kept_states")
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "its state after its recorded hops is not stored" in \
+        proc.stderr and f"ctq train --resume {run_id}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "lost.keras").exists()
+
+
 async def test_replace_and_refusals_of_export_and_proba(runs, dsn, ctq_home, conn, tmp_path):
     run_id = str(runs["classification"])
     await conn.execute("DROP TABLE IF EXISTS public.pred_replace; CREATE TABLE public.pred_replace (x int)")
