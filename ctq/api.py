@@ -408,7 +408,8 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment, preloading)
     say(f"pack {pack.pack_id} {'reused (source unchanged)' if pack.reused else f'written in {pack.seconds:.1f}s'}: "
-        f"{source.train_rows} rows to train on, {source.rows - source.train_rows} to validate")
+        f"{source.train_rows} rows to train on, {source.rows - source.train_rows} to validate"
+        + (f"; {pack.other}" if pack.other else ""))
     if streams(cfg.memory_budget_mb, pack.stats):
         say(f"segments stream their data on every hop: about {segment_data_mib(pack.stats):.0f} MiB each "
             f"would not fit memory_budget_mb {cfg.memory_budget_mb}")

@@ -205,6 +205,24 @@ class Pack:
     stats: PackStats
     reused: bool
     seconds: float = 0.0  # time spent packing (0 when reused)
+    other: str | None = None  # a new pack: why the newest pack of the same content was not used (other_settings)
+
+
+async def other_settings(conn, source, settings: dict, new: str) -> str | None:
+    """Why a source whose very content was packed before is packed again: the settings the newest
+    such pack differs in, e.g. ``pack 2e24... of the same rows has other settings: layout 5 (now
+    6)`` (an upgrade's first run packed an unchanged table again without a word: a user trial).
+    None where no pack of this content but ``new`` (the one just written) is visible."""
+    if not await conn.fetchval(template("packs_readable.sql")):
+        return None
+    packs = [p for p in await conn.fetch(template("packs_of_content.sql"), source.schema, source.name,
+                                         source.fingerprint) if p["pack_id"] != new]
+    if not packs:
+        return None
+    old = json.loads(packs[0]["settings"])
+    differ = [f"{key} {json.dumps(old.get(key))} (now {json.dumps(value)})" for key, value in sorted(settings.items())
+              if old.get(key) != value]
+    return f"pack {packs[0]['pack_id']} of the same rows has other settings: {', '.join(differ)}" if differ else None
 
 
 async def _find_relation(conn, schema: str | None, name: str):
@@ -842,7 +860,8 @@ async def ensure_pack(conn: asyncpg.Connection, dsn: str, engine: Engine, data: 
         raise
     finally:
         await conn.execute(template("pack_unlock.sql"), digest)
-    return Pack(digest, f"ctq_data.pack_{digest}", stats, reused=False, seconds=time.perf_counter() - started)
+    return Pack(digest, f"ctq_data.pack_{digest}", stats, reused=False, seconds=time.perf_counter() - started,
+                other=await other_settings(conn, source, settings, digest))
 
 
 async def _columns_beyond_float32(conn, source_sql: str, centred: list[tuple[str, float]]) -> list[str]:

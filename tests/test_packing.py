@@ -26,10 +26,12 @@ GRID = """
 """
 
 
-async def packed(conn, run_cli, tmp_path, name, seed):
+async def packed(conn, run_cli, tmp_path, name, seed, said: list | None = None):
     grid = write_grid(tmp_path, GRID.format(name=name, seed=seed), f"{name}.yaml")
     proc = run_cli("train", str(grid), "--json")
     assert proc.returncode == 0, proc.stderr
+    if said is not None:
+        said.extend(proc.stderr.splitlines())
     run_id = json.loads(proc.stdout)["run_id"]
     return await conn.fetchrow("SELECT p.* FROM ctq.runs r JOIN ctq.packs p USING (pack_id) WHERE r.run_id = $1",
                                run_id)
@@ -78,8 +80,12 @@ async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
     assert again["pack_id"] == pack["pack_id"]
     assert await conn.fetchval("SELECT count(*) FROM ctq.packs WHERE source_table = $1",
                                pack["source_table"]) == 1
-    other = await packed(conn, run_cli, tmp_path, "pack-c", seed=22)
+    said = []
+    other = await packed(conn, run_cli, tmp_path, "pack-c", seed=22, said=said)
     assert other["pack_id"] != pack["pack_id"]
+    # why the same rows are packed again (an upgrade's new layout did it without a word: a user trial)
+    line = next(text for text in said if f"pack {other['pack_id']} written" in text)
+    assert line.endswith(f"; pack {pack['pack_id']} of the same rows has other settings: seed 21 (now 22)"), line
     other_rows = await conn.fetch(f"SELECT rows, x, y, k FROM {other['table_name']} WHERE segment = 0 AND bucket >= 0")
     other_x = decode_buffers([tuple(r) for r in other_rows], PackStats.from_dict(json.loads(other["stats"])), "classification")[0]
     assert len(other_x) != len(parts[0][0]) or not np.allclose(other_x, parts[0][0])
