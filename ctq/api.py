@@ -403,7 +403,8 @@ async def prepare_run(conn, dsn: str, engine, cfg: RunConfig, segments: int, sch
         if source.train_rows < segments:
             raise DataError(f"data: {source.train_rows} training rows cannot fill {segments} segments; "
                             "use fewer segments (or a smaller validation_fraction)")
-        await catalog.ensure_installed(conn, engine)
+        if installing := await catalog.ensure_installed(conn, engine):
+            say(installing)
         warm_from, warm_note = await warm_start_sources(conn, cfg, source) if cfg.warm_start else (None, None)
         say(f"packing {cfg.data.table} into {segments} segments")
         pack = await ensure_pack(conn, dsn, engine, cfg.data, source, segments, cfg.seed, moment, preloading)
@@ -609,7 +610,8 @@ async def _reopen(dsn: str, resumed: RunResumed, cfg: RunConfig | None, name: st
         # before the run's lock: once this session holds it, the run is live, and an install (an
         # upgrade of the server code, the first command after a new version's) waits for no run
         # to be live: the resume of a stale run refused itself as 'training now' (a user trial)
-        await catalog.ensure_installed(conn, engine)
+        if installing := await catalog.ensure_installed(conn, engine):
+            (log or (lambda line: None))(installing)
         resumed.control = await open_connection(dsn, f"ctq run {run_id} control")
         if not await catalog.lock_run(resumed.control, run_id):  # taken since (another resume at once)
             raise live
@@ -983,8 +985,8 @@ async def _scoring_setup(conn, run_id: int):
     if not await catalog.check_access(conn):
         raise await catalog.missing_run(conn, str(run_id))
     segments, _ = await engine.segments(conn, None, default_segments())
-    await catalog.ensure_installed(conn, engine)
-    return engine, segments, segment_cores(segments, os.cpu_count() or 1)
+    installing = await catalog.ensure_installed(conn, engine)
+    return engine, segments, segment_cores(segments, os.cpu_count() or 1), installing
 
 
 async def predict(dsn: str, run_id: int, *, table: str, out: str, id_column: str, model_id: int | None = None,
@@ -993,9 +995,11 @@ async def predict(dsn: str, run_id: int, *, table: str, out: str, id_column: str
     from ctq import scoring
 
     async with connect(dsn) as conn:
-        engine, segments, cores = await _scoring_setup(conn, run_id)
-        return await scoring.predict(conn, dsn, engine, segments, cores, run_id, table=table, out=out,
-                                     id_column=id_column, model_id=model_id, proba=proba, replace=replace)
+        engine, segments, cores, installing = await _scoring_setup(conn, run_id)
+        result = await scoring.predict(conn, dsn, engine, segments, cores, run_id, table=table, out=out,
+                                       id_column=id_column, model_id=model_id, proba=proba, replace=replace)
+    result["notes"] = [installing] * bool(installing) + result["notes"]
+    return result
 
 
 async def evaluate(dsn: str, run_id: int, *, table: str, model_id: int | None = None) -> dict:
@@ -1003,8 +1007,10 @@ async def evaluate(dsn: str, run_id: int, *, table: str, model_id: int | None = 
     from ctq import scoring
 
     async with connect(dsn) as conn:
-        engine, segments, cores = await _scoring_setup(conn, run_id)
-        return await scoring.evaluate(conn, dsn, engine, segments, cores, run_id, table=table, model_id=model_id)
+        engine, segments, cores, installing = await _scoring_setup(conn, run_id)
+        result = await scoring.evaluate(conn, dsn, engine, segments, cores, run_id, table=table, model_id=model_id)
+    result["notes"] = [installing] * bool(installing) + result["notes"]
+    return result
 
 
 async def validation(dsn: str, run_id: int, out: str, *, replace: bool = False) -> dict:
@@ -1044,7 +1050,7 @@ async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = Non
         await catalog.check_access(conn)
         model = await trained_model(conn, run_id, model_id)
         engine = await detect(conn)
-        await catalog.ensure_installed(conn, engine)  # the state is read by the server code: this version's
+        installing = await catalog.ensure_installed(conn, engine)  # the server code reads the state: this ctq's
         state = await engine.read_state(conn, run_id, model_id=model.model_id)
     if state is None:  # (it wrote a traceback: a user trial)
         raise RunFailed(f"model {model.model_id} of run {run_id} has trained, but its state after its recorded hops "
@@ -1052,4 +1058,5 @@ async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = Non
                         f"--resume {run_id}` takes it back to its last checkpoint")
     keras_export.save(model, state, path)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "path": os.path.abspath(path),
-            "task": model.task, "class_values": model.class_labels, "notes": model.notes}
+            "task": model.task, "class_values": model.class_labels,
+            "notes": [installing] * bool(installing) + model.notes}

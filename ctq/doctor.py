@@ -98,10 +98,15 @@ async def run_checks(dsn: str | None) -> list[Check]:
             checks.append(Check("ctq schema", False, "not installed",
                                 f"run `ctq install`{who}; `ctq train` also installs it when run by a superuser"))
             return checks
-        if sha != current:
+        generation = await conn.fetchval(template("catalog_generation.sql"))
+        if generation > catalog.CATALOG_GENERATION:
+            checks.append(Check("ctq schema", False, f"installed by a newer ctq (catalog generation {generation}; "
+                                f"this ctq's is {catalog.CATALOG_GENERATION})", "use that version or a later one"))
+        elif sha != current:
+            who = "" if info["superuser"] else ", run by a superuser (you are not one)"
             checks.append(Check("ctq schema", True,
-                                f"installed, older server code {sha[:12]} (this ctq: {current[:12]}); "
-                                "`ctq install` or the next `ctq train` upgrades it"))
+                                f"installed, server code {sha[:12]}, another version's (this ctq: {current[:12]}); "
+                                f"`ctq install` or the next `ctq train`{who} upgrades it"))
         else:
             checks.append(Check("ctq schema", True, f"installed, server code {sha[:12]}"))
         try:

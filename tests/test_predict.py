@@ -305,6 +305,9 @@ async def test_scoring_and_export_upgrade_the_server_code_first_and_wait_for_liv
     proc = cli(dsn, ctq_home, "export", str(run_id), str(tmp_path / "m.keras"))
     assert proc.returncode == 0, proc.stderr
     assert await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'install_sha'") == sha  # upgraded
+    # and says so (the first command after a new version's checkout upgraded without a word: a user trial)
+    assert f"note: ctq's server code in this database upgraded to this ctq's (an earlier c -> {json.loads(sha)[:12]})" \
+        in proc.stderr, proc.stderr
 
 
 async def test_export_of_a_model_whose_state_was_lost_says_so(runs, dsn, ctq_home, conn, tmp_path):

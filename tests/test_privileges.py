@@ -508,6 +508,18 @@ async def test_a_missing_privilege_exits_2_wherever_it_is_found(world, conn):
 
     refused(cli("train", str(world["grid"]), "--name", "carol-denied", "-q", role="ctq_carol"), "SELECT")
     refused(cli("install", role="ctq_alice"), "permission denied", "a superuser must run `ctq install`")
+    # another version's server code (a new ctq checked out): only a superuser's command upgrades it, and
+    # doctor says so to an analyst (it said the analyst's next train would: a user trial)
+    sha = await conn.fetchval("SELECT value FROM ctq.meta WHERE key = 'install_sha'")
+    await conn.execute("""UPDATE ctq.meta SET value = '"another ctq"' WHERE key = 'install_sha'""")
+    try:
+        refused(cli("train", str(world["grid"]), "--name", "alice-outdated", "-q", role="ctq_alice"),
+                "ctq's server code in this database is not this ctq's (another version installed it) and only a "
+                "superuser can install it; ask an administrator to run: ctq install")
+        doctor = cli("doctor", role="ctq_alice")
+        assert "run by a superuser (you are not one) upgrades it" in doctor.stdout, doctor.stdout
+    finally:
+        await conn.execute("UPDATE ctq.meta SET value = $1 WHERE key = 'install_sha'", sha)
     await conn.execute(f"REVOKE EXECUTE ON FUNCTION {RECORD_HOP} FROM ctq_user")
     try:
         proc = cli("train", str(world["grid"]), "--name", "hop-denied", "--json", "-q", role="ctq_alice")

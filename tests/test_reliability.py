@@ -605,6 +605,7 @@ async def test_an_upgrade_keeps_the_working_states_an_earlier_ctq_kept_as_rows(t
 
     resumed = run_cli("train", "--resume", str(run_id), "--json")
     assert resumed.returncode == 0, resumed.stderr
+    assert "ctq's server code in this database upgraded to this ctq's" in resumed.stderr, resumed.stderr
     assert not [n for n in json.loads(resumed.stdout)["notices"] if "lost the working state" in n], resumed.stdout
     assert await conn.fetchval("SELECT to_regclass('ctq.hop_states')") is None
     await assert_complete(conn, run_id, models=4, epochs=3)
