@@ -209,16 +209,20 @@ class Pack:
 
 
 async def other_settings(conn, source, settings: dict, new: str) -> str | None:
-    """Why a source whose very content was packed before is packed again: the settings the newest
-    such pack differs in, e.g. ``pack 2e24... of the same rows has other settings: layout 5 (now
-    6)`` (an upgrade's first run packed an unchanged table again without a word: a user trial).
-    None where no pack of this content but ``new`` (the one just written) is visible."""
+    """Why a source packed before is packed again: the settings the newest pack of its very content
+    differs in, e.g. ``pack 2e24... of the same rows has other settings: layout 5 (now 6)`` (an
+    upgrade's first run packed an unchanged table again without a word: a user trial), or, with no
+    pack of this content, that the newest pack of the source holds other rows (the table changed,
+    or was loaded again: a new table of the same rows is other rows to its fingerprint). None where
+    no pack of the source but ``new`` (the one just written) is visible."""
     if not await conn.fetchval(template("packs_readable.sql")):
         return None
     packs = [p for p in await conn.fetch(template("packs_of_content.sql"), source.schema, source.name,
                                          source.fingerprint) if p["pack_id"] != new]
     if not packs:
-        return None
+        older = await conn.fetchval(template("packs_of_source.sql"), source.schema, source.name, new)
+        return (None if older is None else f"pack {older} of {source.display_name} holds other rows (the table has "
+                "changed since, or was loaded again)")
     old = json.loads(packs[0]["settings"])
     differ = [f"{key} {json.dumps(old.get(key))} (now {json.dumps(value)})" for key, value in sorted(settings.items())
               if old.get(key) != value]

@@ -86,6 +86,13 @@ async def test_pack_contents_and_reuse(conn, run_cli, tmp_path):
     # why the same rows are packed again (an upgrade's new layout did it without a word: a user trial)
     line = next(text for text in said if f"pack {other['pack_id']} written" in text)
     assert line.endswith(f"; pack {pack['pack_id']} of the same rows has other settings: seed 21 (now 22)"), line
+    # rows changed (or the same rows loaded again: a new table): that is why
+    await conn.execute("UPDATE public.pack_src SET f1 = f1 + 1 WHERE ctid = (SELECT min(ctid) FROM public.pack_src)")
+    said.clear()
+    changed = await packed(conn, run_cli, tmp_path, "pack-d", seed=22, said=said)
+    line = next(text for text in said if f"pack {changed['pack_id']} written" in text)
+    assert line.endswith(f"; pack {other['pack_id']} of public.pack_src holds other rows (the table has changed "
+                         "since, or was loaded again)"), line
     other_rows = await conn.fetch(f"SELECT rows, x, y, k FROM {other['table_name']} WHERE segment = 0 AND bucket >= 0")
     other_x = decode_buffers([tuple(r) for r in other_rows], PackStats.from_dict(json.loads(other["stats"])), "classification")[0]
     assert len(other_x) != len(parts[0][0]) or not np.allclose(other_x, parts[0][0])
