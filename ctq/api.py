@@ -977,6 +977,11 @@ async def gc_packs(dsn: str, candidates: list[dict]) -> list[dict]:
         return await housekeeping.gc_packs(conn, candidates)
 
 
+def with_note(first: str | None, notes: list[str]) -> list[str]:
+    """``notes`` after ``first`` (what ensure_installed did), if any."""
+    return ([first] if first else []) + notes
+
+
 async def _scoring_setup(conn, run_id: int):
     """Engine, segments and their cores for scoring run ``run_id``'s models: the same as a run on
     this database would get (PostgreSQL: one virtual segment per core; Greenplum: its primary
@@ -998,7 +1003,7 @@ async def predict(dsn: str, run_id: int, *, table: str, out: str, id_column: str
         engine, segments, cores, installing = await _scoring_setup(conn, run_id)
         result = await scoring.predict(conn, dsn, engine, segments, cores, run_id, table=table, out=out,
                                        id_column=id_column, model_id=model_id, proba=proba, replace=replace)
-    result["notes"] = [installing] * bool(installing) + result["notes"]
+    result["notes"] = with_note(installing, result["notes"])
     return result
 
 
@@ -1009,7 +1014,7 @@ async def evaluate(dsn: str, run_id: int, *, table: str, model_id: int | None = 
     async with connect(dsn) as conn:
         engine, segments, cores, installing = await _scoring_setup(conn, run_id)
         result = await scoring.evaluate(conn, dsn, engine, segments, cores, run_id, table=table, model_id=model_id)
-    result["notes"] = [installing] * bool(installing) + result["notes"]
+    result["notes"] = with_note(installing, result["notes"])
     return result
 
 
@@ -1059,4 +1064,4 @@ async def export(dsn: str, run_id: int, path: str, *, model_id: int | None = Non
     keras_export.save(model, state, path)
     return {"run_id": run_id, "model_id": model.model_id, "model": model.name, "path": os.path.abspath(path),
             "task": model.task, "class_values": model.class_labels,
-            "notes": [installing] * bool(installing) + model.notes}
+            "notes": with_note(installing, model.notes)}

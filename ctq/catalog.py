@@ -169,16 +169,15 @@ async def ensure_installed(conn: asyncpg.Connection, engine) -> str | None:
     """Install or upgrade when the database does not have this version of the server code (only a
     superuser can: others are told to ask an administrator). Returns what it did, for the user (an
     upgrade by the first command after a new version's checkout went unsaid: a user trial), or None."""
-    if await is_current(conn, engine):
+    before, after = await installed_sha(conn), install_fingerprint(engine.name)
+    if before == after:  # (is_current)
         return None
-    before = await installed_sha(conn)
     if not await is_superuser(conn):
         raise PermissionDenied(("ctq is not installed in this database" if before is None else
                                 "ctq's server code in this database is not this ctq's (another version "
                                 "installed it)") + " and only a superuser can install it; ask an administrator "
                                "to run: ctq install")
     await install(conn)
-    after = install_fingerprint(engine.name)
     return (f"ctq installed in this database (server code {after[:12]})" if before is None else
             f"ctq's server code in this database upgraded to this ctq's ({before[:12]} -> {after[:12]})")
 

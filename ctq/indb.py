@@ -1317,7 +1317,7 @@ def adopt_row_working_states(*, plpy, GD) -> int:
     if plpy.execute("SELECT to_regclass('ctq.hop_states') IS NULL AS gone")[0]["gone"]:
         return 0
     states = plpy.execute(
-        "SELECT s.run_id, s.model_id, s.hops FROM ctq.hop_states s WHERE s.array_index = -1 AND s.hops = "
+        f"SELECT s.run_id, s.model_id, s.hops FROM ctq.hop_states s WHERE s.array_index = {HEADER_PART} AND s.hops = "
         "(SELECT count(*) FROM ctq.hops h WHERE h.run_id = s.run_id AND h.model_id = s.model_id)")
     plan = plpy.prepare("SELECT array_index, byte_offset, data FROM ctq.hop_states WHERE run_id = $1 AND "
                         "model_id = $2 AND hops = $3 ORDER BY array_index, byte_offset", ["int8", "int4", "int4"])
